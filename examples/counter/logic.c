@@ -1,0 +1,41 @@
+/* The counter plugin: the score goes up by one every tick.
+ *
+ * Edit the increment while `hotreload` runs and the score carries on from
+ * where it was with the new code. All state lives in `state_t`, which the host
+ * owns; nothing here is static, so nothing is lost on a reload. */
+#include <stdio.h>
+
+#include "../../include/hotreload.h"
+
+typedef struct {
+    int score;
+} state_t;
+
+static void counter_init(void* state) {
+    state_t* s = state;
+    s->score = 0;
+}
+
+static void counter_tick(void* state, double dt) {
+    (void)dt;
+    state_t* s = state;
+    s->score += 1;
+    if (s->score % 10 == 0) {
+        printf("[counter] score=%d\n", s->score);
+    }
+}
+
+static void counter_shutdown(void* state) {
+    state_t* s = state;
+    printf("[counter] final score=%d\n", s->score);
+}
+
+static logic_api_t api = {
+    .api_version = HOTRELOAD_API_VERSION,
+    .state_size = sizeof(state_t),
+    .init = counter_init,
+    .tick = counter_tick,
+    .shutdown = counter_shutdown,
+};
+
+HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) { return &api; }
