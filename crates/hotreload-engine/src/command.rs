@@ -1,0 +1,19 @@
+//! What the outside world can ask of a running engine. Commands flow in on one
+//! channel through an [`EngineHandle`](crate::EngineHandle); later front ends
+//! (a control socket, a dashboard) send the same commands.
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Finish the current tick, call `shutdown`, report, and exit.
+    Stop(StopReason),
+    /// Build and reload now, as if a source had changed.
+    Rebuild,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A signal such as SIGINT or SIGTERM, by number.
+    Signal(i32),
+    /// Asked for by the embedding host.
+    Requested,
+}

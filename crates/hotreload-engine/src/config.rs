@@ -1,0 +1,109 @@
+//! What an engine is asked to do: the inputs every stage of the pipeline reads.
+//!
+//! A `Config` is plain data so that the command line, a test or an embedding
+//! host can all build one; [`Config::validate`] is the single place that says
+//! which combinations make sense.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How source changes are noticed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchMode {
+    /// Kernel notifications (inotify): about 0.3 ms from a write to an event.
+    Inotify,
+    /// Periodic `stat` of every watched file, comparing nanosecond mtime, size
+    /// and inode. For file systems without notifications (network mounts,
+    /// some containers) and as the fallback when inotify runs out of watches.
+    Poll,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Files or directories to watch; a directory is watched recursively.
+    pub watch: Vec<PathBuf>,
+    /// Shell command that builds the library, run with `sh -c` in `build_dir`.
+    pub build: String,
+    /// The directory the build command runs in.
+    pub build_dir: PathBuf,
+    /// The library the build produces.
+    pub lib: PathBuf,
+    /// Time between two ticks.
+    pub tick_period: Duration,
+    /// Handed to plugin code once the extended ABI exists; kept for the record.
+    pub seed: u64,
+    pub watch_mode: WatchMode,
+    pub poll_interval: Duration,
+    /// Quiet period: a build starts once no relevant event came for this long.
+    pub debounce: Duration,
+    /// Longest a stream of events can hold a build back.
+    pub debounce_max: Duration,
+    /// Extra file-name patterns (`*` and `?`) to ignore inside watched folders.
+    pub ignore: Vec<String>,
+    /// Stop after this many ticks.
+    pub max_ticks: Option<u64>,
+    /// Stop after this many reload attempts (the start-up build is not one).
+    pub max_reloads: Option<u64>,
+}
+
+impl Config {
+    /// A configuration with the defaults the command line documents.
+    pub fn new(watch: Vec<PathBuf>, build: String, lib: PathBuf) -> Config {
+        Config {
+            watch,
+            build,
+            build_dir: PathBuf::from("."),
+            lib,
+            tick_period: Duration::from_millis(100),
+            seed: 0,
+            watch_mode: WatchMode::Inotify,
+            poll_interval: Duration::from_millis(250),
+            debounce: Duration::from_millis(20),
+            debounce_max: Duration::from_secs(1),
+            ignore: Vec::new(),
+            max_ticks: None,
+            max_reloads: None,
+        }
+    }
+
+    /// Checks what can be checked before anything starts, so that a bad value
+    /// is reported once, up front, rather than by whichever thread trips on it.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.watch.is_empty() {
+            return Err("nothing to watch: expected at least one --watch PATH".into());
+        }
+        for path in &self.watch {
+            if path.exists() {
+                continue;
+            }
+            // A file that does not exist yet is fine as long as its folder
+            // does: it is watched for the moment it appears.
+            let parent = crate::paths::parent_dir(path);
+            if !parent.is_dir() {
+                return Err(format!(
+                    "cannot watch {}: expected an existing file or folder, found neither it nor its folder {}",
+                    path.display(),
+                    parent.display()
+                ));
+            }
+        }
+        if self.build.trim().is_empty() {
+            return Err(
+                "empty --build command: expected a shell command that builds the library".into(),
+            );
+        }
+        if self.tick_period.is_zero() {
+            return Err("tick period must be at least 1 ms, found 0".into());
+        }
+        if self.watch_mode == WatchMode::Poll && self.poll_interval.is_zero() {
+            return Err("poll interval must be at least 1 ms, found 0".into());
+        }
+        if self.lib.file_name().is_none() {
+            return Err(format!(
+                "--lib {}: expected a file path",
+                self.lib.display()
+            ));
+        }
+        Ok(())
+    }
+}

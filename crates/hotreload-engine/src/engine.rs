@@ -1,0 +1,134 @@
+//! Wiring: start the stages on their threads and hand back a handle.
+//!
+//! Three long-lived threads: the watch thread (notice changes), the reload
+//! thread (build, copy, check, load; owns every decision), and the tick
+//! thread (owns the state, calls plugin code). Events flow out on one
+//! channel; commands flow in through [`EngineHandle`].
+
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::{self, JoinHandle};
+
+use crate::command::{Command, StopReason};
+use crate::config::Config;
+use crate::event::Event;
+use crate::reload::{Inbox, Reloader};
+use crate::shadow::ShadowDir;
+use crate::tick::TickLoop;
+use crate::watch::scope::Scope;
+use crate::watch::{ChangeClock, Watch, WatchSettings};
+
+pub struct Engine;
+
+impl Engine {
+    /// Validates `config`, puts the watches in place and starts the
+    /// threads. The first events (`Running`, then the start-up build's) are
+    /// already on their way when this returns.
+    pub fn start(config: Config) -> Result<(EngineHandle, Receiver<Event>), String> {
+        config.validate()?;
+        let (events_tx, events_rx) = mpsc::channel();
+        let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>();
+        let (tick_tx, tick_rx) = mpsc::channel();
+
+        let shadow = ShadowDir::create()?;
+        let scope = Scope::new(
+            &config.watch,
+            &[config.lib.clone(), shadow.path().to_path_buf()],
+            &config.ignore,
+        );
+        let clock = ChangeClock::new();
+        let watch_inbox = inbox_tx.clone();
+        let watch = Watch::start(
+            scope.clone(),
+            WatchSettings {
+                mode: config.watch_mode,
+                poll_interval: config.poll_interval,
+                quiet: config.debounce,
+                max_wait: config.debounce_max,
+            },
+            clock.clone(),
+            Box::new(move |out| {
+                let _ = watch_inbox.send(Inbox::Watch(out));
+            }),
+        )?;
+        let _ = events_tx.send(Event::Running {
+            watch_mode: watch.mode,
+        });
+
+        let tick_inbox = inbox_tx.clone();
+        let tick_loop = TickLoop::new(
+            config.tick_period,
+            config.max_ticks,
+            events_tx.clone(),
+            Box::new(move |out| {
+                let _ = tick_inbox.send(Inbox::Tick(out));
+            }),
+        );
+        let tick_thread = thread::Builder::new()
+            .name("hotreload-tick".into())
+            .spawn(move || tick_loop.run(tick_rx))
+            .map_err(|e| format!("cannot start the tick thread: {e}"))?;
+
+        let reloader = Reloader::new(config, events_tx, tick_tx, scope, clock, shadow, watch);
+        let me = inbox_tx.clone();
+        let reload_thread = thread::Builder::new()
+            .name("hotreload-reload".into())
+            .spawn(move || reloader.run(inbox_rx, me))
+            .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+
+        Ok((
+            EngineHandle {
+                inbox: inbox_tx,
+                reload_thread,
+                tick_thread,
+            },
+            events_rx,
+        ))
+    }
+}
+
+/// Commands in, and a way to wait for the end.
+pub struct EngineHandle {
+    inbox: Sender<Inbox>,
+    reload_thread: JoinHandle<i32>,
+    tick_thread: JoinHandle<()>,
+}
+
+impl EngineHandle {
+    pub fn send(&self, command: Command) {
+        // Fails only once the engine has stopped, when there is nothing to do.
+        let _ = self.inbox.send(Inbox::Command(command));
+    }
+
+    pub fn stop(&self, reason: StopReason) {
+        self.send(Command::Stop(reason));
+    }
+
+    /// A cloneable sender for commands, for a signal thread or a control
+    /// socket.
+    pub fn commander(&self) -> Commander {
+        Commander {
+            inbox: self.inbox.clone(),
+        }
+    }
+
+    /// Waits for the engine to stop; returns its exit code.
+    pub fn join(self) -> i32 {
+        let code = self
+            .reload_thread
+            .join()
+            .unwrap_or(crate::outcome::exit_code::HOST_ERROR);
+        let _ = self.tick_thread.join();
+        code
+    }
+}
+
+#[derive(Clone)]
+pub struct Commander {
+    inbox: Sender<Inbox>,
+}
+
+impl Commander {
+    pub fn send(&self, command: Command) {
+        let _ = self.inbox.send(Inbox::Command(command));
+    }
+}

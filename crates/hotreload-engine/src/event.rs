@@ -1,0 +1,125 @@
+//! What the engine tells the outside world. Events flow out of the engine on
+//! one channel, in the order things happened; the command-line front end turns
+//! each into a line, an embedding host can do anything else with them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::WatchMode;
+use crate::outcome::Rejection;
+
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// The watchers are in place and the start-up build is about to run.
+    Running {
+        watch_mode: WatchMode,
+    },
+    /// The watcher changed how it works or lost something; said once.
+    WatchNotice(String),
+    /// Relevant changes settled (the quiet period passed). `rescan` means the
+    /// kernel dropped events and everything is assumed to have changed.
+    ChangeDetected {
+        paths: Vec<PathBuf>,
+        rescan: bool,
+    },
+    /// Events arrived but no watched file's mtime, size or inode changed.
+    BuildSkipped {
+        paths: Vec<PathBuf>,
+    },
+    BuildStarted,
+    BuildSucceeded {
+        duration: Duration,
+    },
+    BuildFailed(BuildFailure),
+    /// A source changed while the build ran: its output is stale and is not
+    /// loaded; one more build follows.
+    BuildSuperseded,
+    /// A new version runs from the next tick on.
+    Swapped(Swap),
+    /// A built library was refused; the running version (if any) keeps ticking.
+    Rejected {
+        reason: Rejection,
+        keeping: Option<u64>,
+    },
+    /// A snapshot of what is known about the state.
+    State(StateReport),
+    /// The first tick of a newly swapped version ran.
+    FirstTick {
+        version: u64,
+        since_build_exit: Duration,
+    },
+    /// `dlclose` left a retired version mapped (its code is still in memory).
+    StayedMapped {
+        version: u64,
+        lib: PathBuf,
+    },
+    /// The loop fell so far behind that it skipped ticks instead of bursting.
+    Stalled {
+        behind: Duration,
+        skipped: u64,
+    },
+    /// Timing of the whole run, reported when the loop stops.
+    TickStats(TickStats),
+    /// The engine stopped; `code` is the process exit code it recommends.
+    Exited {
+        code: i32,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct BuildFailure {
+    pub duration: Duration,
+    /// "exit status 1", "killed by signal 9", ...
+    pub status: String,
+    /// The first line that looks like an error, for the one-line summary.
+    pub first_error: String,
+    /// Everything the build printed, stdout and stderr interleaved.
+    pub output: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Swap {
+    pub version: u64,
+    /// The library's file name as the user knows it (not the shadow copy's).
+    pub lib_name: String,
+    pub api_version: i32,
+    /// From the build command's exit to the new table being installed.
+    pub since_build_exit: Duration,
+    /// True for the very first load, whose `init` has just run.
+    pub first_load: bool,
+}
+
+/// When a state report was taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateMoment {
+    /// After `init`, before the first tick.
+    Initial,
+    /// Right after a swap: the new code sees exactly these bytes.
+    Preserved,
+    /// After `shutdown`, at exit.
+    Final,
+    /// No plugin was ever loaded, so there is no state.
+    Absent,
+}
+
+#[derive(Clone, Debug)]
+pub struct StateReport {
+    pub moment: StateMoment,
+    pub size: usize,
+    /// Ticks run so far.
+    pub tick: u64,
+    pub version: u64,
+    /// The first bytes of the state, so that small states can be read off a log.
+    pub head: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct TickStats {
+    pub ticks: u64,
+    pub period: Duration,
+    /// From the first tick's deadline to the last tick's start.
+    pub elapsed: Duration,
+    /// The latest any tick started after its deadline.
+    pub max_late: Duration,
+    pub skipped: u64,
+}

@@ -1,0 +1,40 @@
+//! The hot-reload engine.
+//!
+//! A host owns a block of state and ticks it at a fixed rate through a plugin
+//! library with a small C ABI ([`hotreload_abi`]). The engine watches the
+//! plugin's sources, rebuilds it on change, checks the new library, and swaps
+//! it in between two ticks without losing the state. The pipeline, one module
+//! per stage:
+//!
+//! ```text
+//! watch ─▶ build ─▶ shadow ─▶ precheck ─▶ load ─▶ check ─▶ tick (swap at a boundary)
+//!   └── debounce, scope, fingerprint            reload drives the middle stages
+//! ```
+//!
+//! [`Engine::start`] runs it all on background threads; [`Event`]s flow out on
+//! a channel and [`Command`]s flow in through an [`EngineHandle`]. The
+//! `hotreload` command-line tool is a thin layer over this crate.
+
+pub mod build;
+pub mod check;
+pub mod command;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod load;
+pub mod outcome;
+pub mod paths;
+pub mod plugin;
+pub mod precheck;
+pub mod reload;
+pub mod schedule;
+pub mod shadow;
+pub mod state;
+pub mod tick;
+pub mod watch;
+
+pub use command::{Command, StopReason};
+pub use config::{Config, WatchMode};
+pub use engine::{Commander, Engine, EngineHandle};
+pub use event::Event;
+pub use outcome::{Outcome, Rejection, exit_code};

@@ -1,0 +1,100 @@
+//! Stage five: map a checked copy and ask it for its table.
+//!
+//! All `dlopen`/`dlsym`/`dlclose` of plugin libraries happen here, through
+//! libloading. The library is opened with `RTLD_NOW`, so an unresolved symbol
+//! is a load error now rather than a crash on the first call, and with
+//! `RTLD_LOCAL`, so two versions loaded side by side never resolve each
+//! other's symbols.
+
+use std::path::Path;
+
+use hotreload_abi::{GET_API_NAME, GET_API_SYMBOL, GetApiFn, LogicApi};
+use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
+
+use crate::outcome::Rejection;
+use crate::shadow::ShadowFile;
+
+/// A loaded library and the shadow copy it was loaded from. The copy is
+/// removed only after the library is closed.
+pub struct Library {
+    raw: RawLibrary,
+    shadow: ShadowFile,
+}
+
+impl Library {
+    /// Maps `shadow` into the process, running its constructors.
+    pub fn open(shadow: ShadowFile) -> Result<Library, Rejection> {
+        // SAFETY: `dlopen` runs the library's constructors, which is plugin
+        // code: libloading marks this unsafe because that code can do
+        // anything. The file has passed `precheck` (well-formed ELF for this
+        // machine, nothing truncated) and is a private copy nobody else can
+        // write, so the loader itself maps exactly the bytes that were checked.
+        let raw = unsafe { RawLibrary::open(Some(shadow.path()), RTLD_NOW | RTLD_LOCAL) }.map_err(
+            |e| {
+                let msg = e.to_string();
+                let hint = if msg.contains("failed to map segment") {
+                    " (is the temporary folder mounted noexec? set TMPDIR to another folder)"
+                } else {
+                    ""
+                };
+                Rejection::NotLoadable(format!("dlopen refused it: {msg}{hint}"))
+            },
+        )?;
+        Ok(Library { raw, shadow })
+    }
+
+    /// Calls `logic_get_api` and copies the table it returns.
+    pub fn table(&self) -> Result<LogicApi, Rejection> {
+        // SAFETY: the symbol is declared in `include/hotreload.h` as
+        // `logic_api_t* logic_get_api(void)`, which `GetApiFn` mirrors; the
+        // `Symbol` does not outlive `self.raw`.
+        let get = unsafe { self.raw.get::<GetApiFn>(GET_API_SYMBOL) }.map_err(|e| {
+            Rejection::MissingEntryPoint(format!(
+                "missing entry point: expected an exported function {GET_API_NAME}, found none ({e})"
+            ))
+        })?;
+        // SAFETY: calling into the plugin per the ABI above; it takes no
+        // arguments and returns a pointer that is checked before use.
+        let table = unsafe { get() };
+        if table.is_null() {
+            return Err(Rejection::NullTable);
+        }
+        // SAFETY: the ABI says a non-NULL result points to a `logic_api_t`
+        // that stays valid while the library is loaded; it is copied out
+        // (unaligned, so a misaligned table cannot fault) and never read again.
+        Ok(unsafe { table.read_unaligned() })
+    }
+
+    /// Closes the library and says whether its code really left the process.
+    /// `dlclose` may keep a library mapped: a Rust library that registered a
+    /// thread-local destructor, or one linked with `-z nodelete`, stays.
+    pub fn close(self) -> Closed {
+        let Library { raw, shadow } = self;
+        let close_error = raw.close().err().map(|e| e.to_string());
+        let still_mapped = is_mapped(shadow.path());
+        Closed {
+            close_error,
+            still_mapped,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.shadow.path()
+    }
+}
+
+pub struct Closed {
+    pub close_error: Option<String>,
+    pub still_mapped: bool,
+}
+
+/// Whether a file is mapped into this process, per `/proc/self/maps`.
+pub fn is_mapped(path: &Path) -> bool {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return false;
+    };
+    let Some(path) = path.to_str() else {
+        return false;
+    };
+    maps.lines().any(|line| line.ends_with(path))
+}

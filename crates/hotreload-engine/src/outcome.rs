@@ -1,0 +1,153 @@
+//! How a reload attempt ended, and the exit code each ending maps to.
+//!
+//! The process exit code is the outcome of the last reload attempt, so that a
+//! script running `hotreload --reloads 1` can tell a compile error from an ABI
+//! mismatch without parsing output. Every code is documented in the README and
+//! in `hotreload --help`; they never change meaning once published.
+
+use std::fmt;
+
+/// Exit codes. `0`, `9` and `10` are fixed by the product's first transcript;
+/// the others number on from there.
+pub mod exit_code {
+    /// The last reload succeeded, or none was attempted.
+    pub const SUCCESS: i32 = 0;
+    /// The host could not start (a watch or the shadow folder failed).
+    pub const HOST_ERROR: i32 = 1;
+    /// Bad command-line flag or value (clap's convention).
+    pub const USAGE: i32 = 2;
+    /// The build command failed.
+    pub const BUILD_FAILED: i32 = 9;
+    /// `api_version` or `state_size` differ from the host's.
+    pub const ABI_MISMATCH: i32 = 10;
+    /// The build output is not a loadable shared library for this machine
+    /// (missing, not ELF, wrong architecture, truncated, or refused by dlopen).
+    pub const NOT_LOADABLE: i32 = 11;
+    /// The library loads but does not export `logic_get_api`.
+    pub const MISSING_ENTRY_POINT: i32 = 12;
+    /// `logic_get_api` returned NULL, or a table with a NULL function pointer.
+    pub const INCOMPLETE_API: i32 = 13;
+}
+
+/// Why a built library was not swapped in. Each variant's message says what
+/// was expected and what was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not a shared object this host can map: the message says what it is.
+    NotLoadable(String),
+    /// No `logic_get_api` among the library's exports.
+    MissingEntryPoint(String),
+    /// `api_version` differs from the host's.
+    ApiVersion { expected: i32, found: i32 },
+    /// `state_size` differs from the size of the state the host owns.
+    StateSize { expected: usize, found: usize },
+    /// `logic_get_api` returned NULL.
+    NullTable,
+    /// A required function pointer is NULL; the names of the missing ones.
+    NullFunctions(Vec<&'static str>),
+}
+
+impl Rejection {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Rejection::NotLoadable(_) => exit_code::NOT_LOADABLE,
+            Rejection::MissingEntryPoint(_) => exit_code::MISSING_ENTRY_POINT,
+            Rejection::ApiVersion { .. } | Rejection::StateSize { .. } => exit_code::ABI_MISMATCH,
+            Rejection::NullTable | Rejection::NullFunctions(_) => exit_code::INCOMPLETE_API,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::NotLoadable(why) => write!(f, "not a loadable library: {why}"),
+            Rejection::MissingEntryPoint(why) => f.write_str(why),
+            Rejection::ApiVersion { expected, found } => {
+                write!(
+                    f,
+                    "api_version mismatch: expected {expected}, found {found}"
+                )
+            }
+            Rejection::StateSize { expected, found } => write!(
+                f,
+                "state_size mismatch: expected {expected} bytes (the state the host owns), found {found}"
+            ),
+            Rejection::NullTable => {
+                f.write_str("logic_get_api returned NULL: expected a pointer to a logic_api_t")
+            }
+            Rejection::NullFunctions(names) => write!(
+                f,
+                "incomplete logic_api_t: expected non-NULL init, tick and shutdown, found NULL {}",
+                names.join(", ")
+            ),
+        }
+    }
+}
+
+/// The outcome of one attempt, as recorded for the exit code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Swapped,
+    BuildFailed,
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Swapped => exit_code::SUCCESS,
+            Outcome::BuildFailed => exit_code::BUILD_FAILED,
+            Outcome::Rejected(r) => r.exit_code(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rejection_has_its_documented_code() {
+        let cases = [
+            (Rejection::NotLoadable("x".into()), 11),
+            (Rejection::MissingEntryPoint("x".into()), 12),
+            (
+                Rejection::ApiVersion {
+                    expected: 1,
+                    found: 2,
+                },
+                10,
+            ),
+            (
+                Rejection::StateSize {
+                    expected: 4,
+                    found: 8,
+                },
+                10,
+            ),
+            (Rejection::NullTable, 13),
+            (Rejection::NullFunctions(vec!["tick"]), 13),
+        ];
+        for (rejection, code) in cases {
+            assert_eq!(rejection.exit_code(), code, "{rejection}");
+        }
+        assert_eq!(Outcome::BuildFailed.exit_code(), 9);
+        assert_eq!(Outcome::Swapped.exit_code(), 0);
+    }
+
+    #[test]
+    fn messages_name_expected_and_found() {
+        let msg = Rejection::StateSize {
+            expected: 4,
+            found: 8,
+        }
+        .to_string();
+        assert!(
+            msg.contains("expected 4") && msg.contains("found 8"),
+            "{msg}"
+        );
+        let msg = Rejection::NullFunctions(vec!["tick"]).to_string();
+        assert!(msg.contains("found NULL tick"), "{msg}");
+    }
+}

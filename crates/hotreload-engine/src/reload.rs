@@ -1,0 +1,330 @@
+//! The reload stage: drives one change through build → shadow copy →
+//! precheck → load → check, and hands a finished version to the tick loop.
+//!
+//! It runs on its own thread as a state machine over one inbox (watch
+//! batches, build exits, retired versions, commands), so nothing in it ever
+//! blocks the tick loop and every decision about builds is made in one place:
+//! - a build runs at most once at a time;
+//! - a change during a build lets that build finish, discards its output
+//!   (it started before the change), and builds exactly once more;
+//! - a batch whose files kept their mtime, size and inode builds nothing;
+//! - the exit code is the outcome of the last attempt.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+use std::time::Duration;
+
+use crate::build::{BuildResult, RunningBuild};
+use crate::check;
+use crate::command::Command;
+use crate::config::Config;
+use crate::event::{BuildFailure, Event};
+use crate::load::Library;
+use crate::outcome::{Outcome, Rejection};
+use crate::plugin::Plugin;
+use crate::precheck::precheck;
+use crate::shadow::ShadowDir;
+use crate::tick::{TickInput, TickOutput};
+use crate::watch::fingerprint::Fingerprints;
+use crate::watch::scope::Scope;
+use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
+
+/// Everything the reload thread is told.
+pub enum Inbox {
+    Watch(WatchOutput),
+    BuildExited(BuildResult),
+    Tick(TickOutput),
+    Command(Command),
+}
+
+pub struct Reloader {
+    config: Config,
+    lib_name: String,
+    events: Sender<Event>,
+    tick: Sender<TickInput>,
+    scope: Scope,
+    clock: ChangeClock,
+    fingerprints: Fingerprints,
+    shadow: ShadowDir,
+    /// Kept alive for as long as the reload thread runs.
+    _watch: Watch,
+    build: Option<InFlight>,
+    /// A batch arrived while building: build again once the current one exits.
+    rebuild_after: bool,
+    /// A build's output was discarded as stale and the batch that explains why
+    /// is still in the debouncer: build on that batch whatever it contains.
+    awaiting_batch: bool,
+    /// Serial number for shadow copies (every build that produced a file).
+    copies: u64,
+    /// The last version number handed to the tick loop.
+    version: u64,
+    /// The size of the state, fixed by the first version.
+    state_size: Option<usize>,
+    attempts: u64,
+    last_outcome: Option<Outcome>,
+    stopping: bool,
+}
+
+struct InFlight {
+    run: RunningBuild,
+    /// The start-up build is not a reload attempt.
+    counts_as_attempt: bool,
+    /// A batch was delivered after this build started.
+    batch_since_start: bool,
+}
+
+impl Reloader {
+    pub fn new(
+        config: Config,
+        events: Sender<Event>,
+        tick: Sender<TickInput>,
+        scope: Scope,
+        clock: ChangeClock,
+        shadow: ShadowDir,
+        watch: Watch,
+    ) -> Reloader {
+        let lib_name = config
+            .lib
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "plugin".into());
+        let fingerprints = Fingerprints::of_files(scope.files());
+        Reloader {
+            config,
+            lib_name,
+            events,
+            tick,
+            scope,
+            clock,
+            fingerprints,
+            shadow,
+            _watch: watch,
+            build: None,
+            rebuild_after: false,
+            awaiting_batch: false,
+            copies: 0,
+            version: 0,
+            state_size: None,
+            attempts: 0,
+            last_outcome: None,
+            stopping: false,
+        }
+    }
+
+    /// Runs until the tick loop has finished; returns the exit code.
+    pub fn run(mut self, inbox: Receiver<Inbox>, me: Sender<Inbox>) -> i32 {
+        // The library on disk may be stale: always build once at start.
+        self.start_build(&me, false);
+        while let Ok(msg) = inbox.recv() {
+            match msg {
+                Inbox::Watch(WatchOutput::Notice(text)) => self.emit(Event::WatchNotice(text)),
+                Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
+                Inbox::BuildExited(result) => self.on_build_exited(result, &me),
+                Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
+                Inbox::Tick(TickOutput::Finished) => break,
+                Inbox::Command(Command::Stop(_)) => self.stop(),
+                Inbox::Command(Command::Rebuild) => self.request_build(&me, true),
+            }
+        }
+        if let Some(b) = self.build.take() {
+            b.run.kill();
+        }
+        let code = self.last_outcome.as_ref().map_or(0, Outcome::exit_code);
+        self.emit(Event::Exited { code });
+        code
+    }
+
+    fn emit(&self, event: Event) {
+        // The receiver goes away only if the embedder dropped it on purpose.
+        let _ = self.events.send(event);
+    }
+
+    fn on_batch(&mut self, batch: Batch, me: &Sender<Inbox>) {
+        if self.stopping {
+            return;
+        }
+        if let Some(b) = &mut self.build {
+            b.batch_since_start = true;
+        }
+        let changed = if batch.rescan {
+            self.fingerprints.replace_all(self.scope.files())
+        } else {
+            self.fingerprints.refresh(&batch.paths)
+        };
+        let forced = std::mem::take(&mut self.awaiting_batch);
+        if changed.is_empty() && !batch.rescan && !forced {
+            self.emit(Event::BuildSkipped {
+                paths: batch.paths.into_iter().collect(),
+            });
+            return;
+        }
+        let paths: Vec<PathBuf> = if changed.is_empty() {
+            batch.paths.into_iter().collect()
+        } else {
+            changed
+        };
+        self.emit(Event::ChangeDetected {
+            paths,
+            rescan: batch.rescan,
+        });
+        self.request_build(me, true);
+    }
+
+    fn request_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
+        if self.stopping {
+            return;
+        }
+        if self.build.is_some() {
+            self.rebuild_after = true;
+        } else {
+            self.start_build(me, counts_as_attempt);
+        }
+    }
+
+    fn start_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
+        let me = me.clone();
+        self.emit(Event::BuildStarted);
+        match RunningBuild::spawn(&self.config.build, &self.config.build_dir, move |result| {
+            let _ = me.send(Inbox::BuildExited(result));
+        }) {
+            Ok(run) => {
+                self.build = Some(InFlight {
+                    run,
+                    counts_as_attempt,
+                    batch_since_start: false,
+                })
+            }
+            Err(why) => {
+                self.emit(Event::BuildFailed(BuildFailure {
+                    duration: Duration::ZERO,
+                    status: "not started".into(),
+                    first_error: why.clone(),
+                    output: why,
+                }));
+                self.record(Outcome::BuildFailed, counts_as_attempt);
+            }
+        }
+    }
+
+    fn on_build_exited(&mut self, result: BuildResult, me: &Sender<Inbox>) {
+        let Some(build) = self.build.take() else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        let counts = build.counts_as_attempt;
+        // "Load only from a build that started after the last change."
+        if self.rebuild_after || self.clock.changed_since(result.started_at) {
+            self.emit(Event::BuildSuperseded);
+            if std::mem::take(&mut self.rebuild_after) || build.batch_since_start {
+                self.start_build(me, counts);
+            } else {
+                // The change is still in its quiet period; its batch builds.
+                self.awaiting_batch = true;
+            }
+            return;
+        }
+        if !result.succeeded() {
+            self.emit(Event::BuildFailed(BuildFailure {
+                duration: result.duration(),
+                status: result.status_text(),
+                first_error: result.first_error_line(),
+                output: result.output,
+            }));
+            self.record(Outcome::BuildFailed, counts);
+            return;
+        }
+        self.emit(Event::BuildSucceeded {
+            duration: result.duration(),
+        });
+        match self.prepare() {
+            Ok(plugin) => {
+                self.state_size.get_or_insert(plugin.api().state_size);
+                let sent = self.tick.send(TickInput::Swap {
+                    plugin,
+                    build_exited_at: Some(result.exited_at),
+                });
+                if sent.is_ok() {
+                    self.record(Outcome::Swapped, counts);
+                }
+            }
+            Err(reason) => {
+                let keeping = (self.version > 0).then_some(self.version);
+                self.emit(Event::Rejected {
+                    reason: reason.clone(),
+                    keeping,
+                });
+                self.record(Outcome::Rejected(reason), counts);
+            }
+        }
+    }
+
+    /// Copy, precheck, load and check the build output.
+    fn prepare(&mut self) -> Result<Plugin, Rejection> {
+        let lib = &self.config.lib;
+        let bytes = std::fs::read(lib).map_err(|e| {
+            Rejection::NotLoadable(format!(
+                "expected the build to write {}, but it cannot be read: {e}",
+                lib.display()
+            ))
+        })?;
+        precheck(&bytes)?;
+        self.copies += 1;
+        let shadow = self
+            .shadow
+            .store(self.copies, &self.lib_name, &bytes)
+            .map_err(Rejection::NotLoadable)?;
+        let library = Library::open(shadow)?;
+        let table = library.table()?;
+        let api = check::check(&table, self.state_size)?;
+        self.version += 1;
+        Ok(Plugin::new(
+            api,
+            library,
+            self.version,
+            self.lib_name.clone(),
+        ))
+    }
+
+    fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {
+        self.last_outcome = Some(outcome);
+        if counts_as_attempt {
+            self.attempts += 1;
+            if self
+                .config
+                .max_reloads
+                .is_some_and(|max| self.attempts >= max)
+            {
+                self.stop();
+            }
+        }
+    }
+
+    fn retire(&mut self, plugin: Plugin) {
+        let version = plugin.version();
+        let closed = plugin.close();
+        if let Some(err) = closed.close_error {
+            self.emit(Event::WatchNotice(format!(
+                "dlclose of v{version} failed: {err}"
+            )));
+        }
+        if closed.still_mapped {
+            self.emit(Event::StayedMapped {
+                version,
+                lib: self.config.lib.clone(),
+            });
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        if let Some(b) = &self.build {
+            b.run.kill();
+        }
+        let _ = self.tick.send(TickInput::Stop);
+    }
+}

@@ -1,0 +1,127 @@
+//! Whether a file really changed: nanosecond mtime, size and inode.
+//!
+//! Whole-second mtimes miss a second save within the same second (a known
+//! failure of cr.h and of notify 8's poll watcher); the inode catches a
+//! rename-over that keeps size and mtime; the size catches a rewrite within the
+//! file system's timestamp granularity. Used by the poll backend to find
+//! changes and by the build stage to skip builds whose inputs did not change.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fingerprint {
+    Missing,
+    Present {
+        mtime_ns: i128,
+        size: u64,
+        inode: u64,
+        device: u64,
+    },
+}
+
+impl Fingerprint {
+    pub fn of(path: &Path) -> Fingerprint {
+        match std::fs::metadata(path) {
+            Ok(m) => Fingerprint::Present {
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                size: m.size(),
+                inode: m.ino(),
+                device: m.dev(),
+            },
+            Err(_) => Fingerprint::Missing,
+        }
+    }
+}
+
+/// The last known fingerprint of every file seen so far.
+#[derive(Default, Debug)]
+pub struct Fingerprints {
+    known: HashMap<PathBuf, Fingerprint>,
+}
+
+impl Fingerprints {
+    pub fn of_files(files: impl IntoIterator<Item = PathBuf>) -> Fingerprints {
+        let known = files
+            .into_iter()
+            .map(|p| {
+                let fp = Fingerprint::of(&p);
+                (p, fp)
+            })
+            .collect();
+        Fingerprints { known }
+    }
+
+    /// Re-reads `paths` and returns those whose fingerprint differs from the
+    /// last one recorded (a path never seen counts as missing before).
+    pub fn refresh<'a>(&mut self, paths: impl IntoIterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+        let mut changed = Vec::new();
+        for path in paths {
+            let now = Fingerprint::of(path);
+            let before = self
+                .known
+                .insert(path.clone(), now)
+                .unwrap_or(Fingerprint::Missing);
+            if before != now {
+                changed.push(path.clone());
+            }
+        }
+        changed
+    }
+
+    /// Replaces the whole record with a fresh scan; returns what differs
+    /// (changed, created or deleted).
+    pub fn replace_all(&mut self, files: Vec<PathBuf>) -> Vec<PathBuf> {
+        let fresh = Fingerprints::of_files(files);
+        let mut changed: Vec<PathBuf> = fresh
+            .known
+            .iter()
+            .filter(|(p, fp)| self.known.get(*p).copied().unwrap_or(Fingerprint::Missing) != **fp)
+            .map(|(p, _)| p.clone())
+            .collect();
+        changed.extend(
+            self.known
+                .iter()
+                .filter(|(p, fp)| **fp != Fingerprint::Missing && !fresh.known.contains_key(*p))
+                .map(|(p, _)| p.clone()),
+        );
+        self.known = fresh.known;
+        changed.sort();
+        changed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn sees_a_same_second_rewrite_of_the_same_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("a.c");
+        fs::write(&f, "one").expect("write");
+        let mut fps = Fingerprints::of_files([f.clone()]);
+        // Same size, written again at once: only the nanoseconds differ (or
+        // nothing, on a file system with coarse timestamps: then the inode
+        // from the rename below still tells).
+        let tmp = dir.path().join("a.c.tmp");
+        fs::write(&tmp, "two").expect("write");
+        fs::rename(&tmp, &f).expect("rename");
+        assert_eq!(fps.refresh([&f]), vec![f.clone()]);
+        assert!(fps.refresh([&f]).is_empty(), "no change the second time");
+    }
+
+    #[test]
+    fn replace_all_reports_created_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.c");
+        let b = dir.path().join("b.c");
+        fs::write(&a, "a").expect("write");
+        let mut fps = Fingerprints::of_files([a.clone()]);
+        fs::remove_file(&a).expect("rm");
+        fs::write(&b, "b").expect("write");
+        assert_eq!(fps.replace_all(vec![b.clone()]), vec![a, b]);
+    }
+}

@@ -1,0 +1,218 @@
+//! The command line: flags, their documentation, and their translation into an
+//! engine [`Config`]. Every flag is documented in `--help`; a bad flag or value
+//! exits with code 2.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use hotreload_engine::{Config, WatchMode};
+
+const EXIT_CODES: &str = "\
+Exit codes (the outcome of the last reload attempt):
+  0   success, or no reload attempted
+  1   the host could not start (a watch or the private copy folder failed)
+  2   bad command-line flag or value
+  9   the build command failed
+  10  ABI mismatch: api_version or state_size differ from the host's
+  11  not a loadable library: missing, not ELF, wrong machine, truncated, or refused by dlopen
+  12  the library does not export logic_get_api
+  13  logic_get_api returned NULL, or init, tick or shutdown is NULL
+
+Example:
+  hotreload --watch logic.c --build \"cc -shared -fPIC -o logic.so logic.c\"";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hotreload",
+    version,
+    about = "Watch a plugin's sources, rebuild on change, and swap the new library into a running tick loop without losing its state.",
+    after_help = EXIT_CODES
+)]
+pub struct Args {
+    /// File or folder to watch (repeatable). A folder is watched recursively,
+    /// ignoring editor temp files, build outputs, .git/ and target/.
+    #[arg(long, value_name = "PATH", required = true)]
+    pub watch: Vec<PathBuf>,
+
+    /// Shell command that builds the library, run with `sh -c` in the current
+    /// folder at start and after every change.
+    #[arg(long, value_name = "CMD")]
+    pub build: String,
+
+    /// The library the build writes. If omitted, taken from `-o FILE` in the
+    /// build command.
+    #[arg(long, value_name = "PATH")]
+    pub lib: Option<PathBuf>,
+
+    /// Milliseconds between ticks; plugins get dt = tick-ms / 1000.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_ms: u64,
+
+    /// Seed for deterministic plugins (delivered to plugin code by the
+    /// extended ABI).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+
+    /// How changes are noticed: inotify (kernel events) or poll (stat every
+    /// --poll-ms, comparing nanosecond mtime, size and inode).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = ModeArg::Inotify)]
+    pub watch_mode: ModeArg,
+
+    /// Shorthand for --watch-mode poll.
+    #[arg(long)]
+    pub poll: bool,
+
+    /// Poll interval in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll_ms: u64,
+
+    /// Quiet period in milliseconds: a build starts once the sources have
+    /// been still this long. Every editor's save sequence fits well inside
+    /// the default.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub debounce_ms: u64,
+
+    /// File-name pattern to ignore inside watched folders (repeatable; `*`
+    /// and `?` wildcards).
+    #[arg(long, value_name = "GLOB")]
+    pub ignore: Vec<String>,
+
+    /// Stop after N ticks.
+    #[arg(long, value_name = "N")]
+    pub ticks: Option<u64>,
+
+    /// Stop after N reload attempts (the start-up build does not count); the
+    /// exit code is the last attempt's outcome.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub reloads: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    Inotify,
+    Poll,
+}
+
+impl Args {
+    /// The engine configuration these flags describe, or why they describe
+    /// none.
+    pub fn to_config(&self) -> Result<Config, String> {
+        let lib = match &self.lib {
+            Some(lib) => lib.clone(),
+            None => library_from_build_command(&self.build).ok_or_else(|| {
+                format!(
+                    "cannot tell which library `{}` builds: expected `-o FILE` in the build command, found none; pass --lib PATH",
+                    self.build
+                )
+            })?,
+        };
+        let mut config = Config::new(self.watch.clone(), self.build.clone(), lib);
+        config.tick_period = Duration::from_millis(self.tick_ms);
+        config.seed = self.seed;
+        config.watch_mode = match (self.poll, self.watch_mode) {
+            (true, _) | (false, ModeArg::Poll) => WatchMode::Poll,
+            (false, ModeArg::Inotify) => WatchMode::Inotify,
+        };
+        config.poll_interval = Duration::from_millis(self.poll_ms);
+        config.debounce = Duration::from_millis(self.debounce_ms);
+        config.ignore = self.ignore.clone();
+        config.max_ticks = self.ticks;
+        config.max_reloads = self.reloads;
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// The file after the last `-o` (or `-oFILE`) in a shell command, with simple
+/// quoting undone. Good enough for compiler command lines; anything more
+/// involved (make, cargo, scripts) needs `--lib`.
+pub fn library_from_build_command(command: &str) -> Option<PathBuf> {
+    let words = shell_words(command);
+    let mut found = None;
+    for (i, word) in words.iter().enumerate() {
+        if word == "-o" {
+            found = words.get(i + 1).cloned();
+        } else if let Some(rest) = word.strip_prefix("-o") {
+            if !rest.is_empty() && !rest.starts_with('-') {
+                found = Some(rest.to_owned());
+            }
+        }
+    }
+    found
+        .filter(|f| !f.is_empty())
+        .map(|f| Path::new(&f).to_path_buf())
+}
+
+/// Splits a command line the way `sh` would for plain words, single and
+/// double quotes, and backslash escapes; other shell syntax is kept as text.
+fn shell_words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = command.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                word.extend(chars.by_ref().take_while(|&c| c != '\''));
+            }
+            '"' => {
+                in_word = true;
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => word.extend(chars.next()),
+                        c => word.push(c),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                word.extend(chars.next());
+            }
+            c if c.is_whitespace() || c == ';' || c == '&' || c == '|' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_is_found_after_dash_o() {
+        let lib = |cmd| library_from_build_command(cmd).map(|p| p.display().to_string());
+        assert_eq!(
+            lib("cc -shared -fPIC -o logic.so logic.c").as_deref(),
+            Some("logic.so")
+        );
+        assert_eq!(
+            lib("cc -shared -ologic.so logic.c").as_deref(),
+            Some("logic.so")
+        );
+        assert_eq!(
+            lib("cc -o 'my lib.so' -shared x.c").as_deref(),
+            Some("my lib.so")
+        );
+        assert_eq!(
+            lib("cc -c -o x.o x.c && cc -shared -o out/liblogic.so x.o").as_deref(),
+            Some("out/liblogic.so")
+        );
+        assert_eq!(lib("make"), None);
+        assert_eq!(lib("cc -o"), None);
+    }
+}

@@ -1,0 +1,80 @@
+//! `hotreload`: the command-line server. A thin layer over
+//! [`hotreload_engine`]: parse flags, start the engine, print its events as
+//! lines, turn signals into stop commands, and exit with the engine's code.
+
+mod cli;
+mod render;
+mod signals;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use hotreload_engine::{Engine, Event, exit_code};
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(why) => return fail(exit_code::USAGE, &why),
+    };
+    line_buffer_c_stdout();
+    if let Err(why) = signals::block() {
+        return fail(exit_code::HOST_ERROR, &why);
+    }
+    let (engine, events) = match Engine::start(config) {
+        Ok(started) => started,
+        Err(why) => return fail(exit_code::HOST_ERROR, &why),
+    };
+    let forced = |signal: nix::sys::signal::Signal| {
+        print(&format!(
+            "[exit] second {signal}: exiting without waiting for shutdown to return\n"
+        ));
+        std::process::exit(128 + signal as i32);
+    };
+    if let Err(why) = signals::forward_to(engine.commander(), forced) {
+        return fail(exit_code::HOST_ERROR, &why);
+    }
+    let renderer = render::Renderer::new();
+    for event in events.iter() {
+        print(&renderer.render(&event));
+        if let Event::Exited { .. } = event {
+            break;
+        }
+    }
+    let code = engine.join();
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Writes whole lines at once, so that a plugin printing from the tick thread
+/// can never split one of the host's lines.
+fn print(text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    // Nothing sensible can be done if stdout is gone (a closed pipe).
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
+fn fail(code: i32, why: &str) -> ExitCode {
+    eprintln!("hotreload: error: {why}");
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// Plugins print with C stdio, which fully buffers a pipe: their lines would
+/// come out in 4 KiB lumps, long after the host's. Line buffering makes each
+/// `printf` line appear when it is written, whole.
+fn line_buffer_c_stdout() {
+    unsafe extern "C" {
+        // glibc's `FILE* stdout`.
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: called before any thread exists or anything is written to C's
+    // stdout, which is when `setvbuf` may be called; `stdout` is glibc's
+    // stream, read once here.
+    unsafe {
+        libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, 0);
+    }
+}

@@ -1,0 +1,164 @@
+//! Events as log lines: one event per line, tagged by stage (`[watch]`,
+//! `[build]`, `[reload]`, `[state]`, `[tick]`, `[exit]`). A build's full output
+//! follows its `[build] failed` line, each line indented with `  | `.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hotreload_engine::Event;
+use hotreload_engine::event::{StateMoment, StateReport};
+
+pub struct Renderer {
+    /// Paths are shown relative to the folder the server runs in.
+    cwd: PathBuf,
+}
+
+impl Renderer {
+    pub fn new() -> Renderer {
+        Renderer {
+            cwd: std::env::current_dir().unwrap_or_default(),
+        }
+    }
+
+    /// The text for one event, possibly several lines, each ending in `\n`;
+    /// empty for events that are not shown.
+    pub fn render(&self, event: &Event) -> String {
+        match event {
+            Event::Running { .. } => "[server] running\n".into(),
+            Event::WatchNotice(text) => format!("[watch] {text}\n"),
+            Event::ChangeDetected { paths, rescan } => {
+                if *rescan {
+                    "[watch] change detected (events were dropped; assuming every file changed)\n".into()
+                } else {
+                    format!("[watch] change detected ({})\n", self.list(paths))
+                }
+            }
+            Event::BuildSkipped { paths } => {
+                format!("[watch] {} unchanged (same mtime, size and inode); build skipped\n", self.list(paths))
+            }
+            Event::BuildStarted | Event::FirstTick { .. } => String::new(),
+            Event::BuildSucceeded { duration } => format!("[build] success ({})\n", ms(*duration)),
+            Event::BuildFailed(failure) => {
+                let mut out = format!("[build] failed: {}\n", failure.first_error);
+                for line in failure.output.lines() {
+                    out.push_str("  | ");
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                out.push_str(&format!("[build] {} after {}\n", failure.status, ms(failure.duration)));
+                out
+            }
+            Event::BuildSuperseded => {
+                "[build] a source changed during the build; discarding its output and building again\n".into()
+            }
+            Event::Swapped(swap) if swap.first_load => {
+                format!("[reload] loaded {} (api={}, v{})\n", swap.lib_name, swap.api_version, swap.version)
+            }
+            Event::Swapped(swap) => format!(
+                "[reload] swapped {} (api={}, v{}, {} after the build)\n",
+                swap.lib_name,
+                swap.api_version,
+                swap.version,
+                ms(swap.since_build_exit)
+            ),
+            Event::Rejected { reason, keeping } => match keeping {
+                Some(v) => format!("[reload] rejected: {reason} (keeping v{v})\n"),
+                None => format!("[reload] rejected: {reason} (no version running yet)\n"),
+            },
+            Event::State(report) => format!("[state] {}\n", state(report)),
+            Event::StayedMapped { version, lib } => format!(
+                "[reload] v{version} of {} is still mapped after dlclose (a thread-local destructor or -z nodelete keeps it); its memory is not reclaimed\n",
+                self.show(lib)
+            ),
+            Event::Stalled { behind, skipped } => {
+                format!("[tick] fell {} behind; skipped {skipped} ticks\n", ms(*behind))
+            }
+            Event::TickStats(s) => format!(
+                "[tick] {} ticks in {} (period {}; latest start {} after its deadline; {} skipped)\n",
+                s.ticks,
+                ms(s.elapsed),
+                ms(s.period),
+                ms(s.max_late),
+                s.skipped
+            ),
+            Event::Exited { code } => format!("[exit] code={code}\n"),
+        }
+    }
+
+    fn show(&self, path: &Path) -> String {
+        path.strip_prefix(&self.cwd)
+            .unwrap_or(path)
+            .display()
+            .to_string()
+    }
+
+    fn list(&self, paths: &[PathBuf]) -> String {
+        const SHOWN: usize = 3;
+        let mut names: Vec<String> = paths.iter().take(SHOWN).map(|p| self.show(p)).collect();
+        if paths.len() > SHOWN {
+            names.push(format!("and {} more", paths.len() - SHOWN));
+        }
+        names.join(", ")
+    }
+}
+
+fn state(r: &StateReport) -> String {
+    let moment = match r.moment {
+        StateMoment::Absent => return "none: no version was ever loaded".into(),
+        StateMoment::Initial => "initial",
+        StateMoment::Preserved => "preserved",
+        StateMoment::Final => "final",
+    };
+    let mut bytes: Vec<String> = r.head.iter().map(|b| format!("{b:02x}")).collect();
+    if r.size > r.head.len() {
+        bytes.push("…".into());
+    }
+    // Until a layout is known the state's fields cannot be named, so show
+    // what is known: its size, where the loop is, and its first bytes.
+    format!(
+        "{} bytes, tick {}, v{}, layout unknown: [{}] ({moment})",
+        r.size,
+        r.tick,
+        r.version,
+        bytes.join(" ")
+    )
+}
+
+/// Milliseconds with precision that suits the magnitude.
+fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms >= 1.0 {
+        format!("{ms:.1} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_line_shows_size_tick_version_and_bytes() {
+        let r = StateReport {
+            moment: StateMoment::Preserved,
+            size: 4,
+            tick: 10,
+            version: 2,
+            head: vec![10, 0, 0, 0],
+        };
+        assert_eq!(
+            state(&r),
+            "4 bytes, tick 10, v2, layout unknown: [0a 00 00 00] (preserved)"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(ms(Duration::from_micros(110)), "0.11 ms");
+        assert_eq!(ms(Duration::from_micros(21_400)), "21.4 ms");
+        assert_eq!(ms(Duration::from_millis(1999)), "1999 ms");
+    }
+}

@@ -1,0 +1,55 @@
+//! SIGINT, SIGTERM and SIGHUP become a graceful stop: finish the tick in
+//! progress, call the plugin's `shutdown`, report, exit. A second Ctrl-C
+//! (SIGINT) while stopping exits at once, for a `shutdown` that does not
+//! return; repeated SIGTERMs (a supervisor and `timeout` both forwarding one)
+//! never skip `shutdown`.
+//!
+//! The signals are blocked in every thread (the mask is set before any thread
+//! starts, and threads inherit it) and taken synchronously by one thread with
+//! `sigwait`, so no handler ever runs on top of plugin code. Child processes
+//! start with an empty mask: the standard library resets it before `exec`.
+
+use std::thread;
+
+use hotreload_engine::{Commander, StopReason};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+
+fn stop_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGHUP);
+    set
+}
+
+/// Blocks the stop signals in the calling thread, and so in every thread it
+/// starts afterwards. Call before any thread exists.
+pub fn block() -> Result<(), String> {
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&stop_signals()), None)
+        .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))
+}
+
+/// Turns stop signals into stop commands from now on.
+pub fn forward_to(
+    commander: Commander,
+    on_second_interrupt: impl Fn(Signal) + Send + 'static,
+) -> Result<(), String> {
+    thread::Builder::new()
+        .name("hotreload-signals".into())
+        .spawn(move || {
+            let set = stop_signals();
+            let mut stopping = false;
+            while let Ok(signal) = set.wait() {
+                if !stopping {
+                    stopping = true;
+                    commander.send(hotreload_engine::Command::Stop(StopReason::Signal(
+                        signal as i32,
+                    )));
+                } else if signal == Signal::SIGINT {
+                    on_second_interrupt(signal);
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the signal thread: {e}"))
+}
