@@ -5,12 +5,13 @@
 //! thread (owns the state, calls plugin code). Events flow out on one
 //! channel; commands flow in through [`EngineHandle`].
 
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
 
 use crate::command::{Command, StopReason};
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, EventSink};
 use crate::reload::{Inbox, Reloader};
 use crate::shadow::ShadowDir;
 use crate::tick::TickLoop;
@@ -21,11 +22,15 @@ pub struct Engine;
 
 impl Engine {
     /// Validates `config`, puts the watches in place and starts the
-    /// threads. The first events (`Running`, then the start-up build's) are
-    /// already on their way when this returns.
-    pub fn start(config: Config) -> Result<(EngineHandle, Receiver<Event>), String> {
+    /// threads. Every event is passed to `sink` as it happens (see
+    /// [`EventSink`]); the first ones (`Running`, then the start-up build's)
+    /// may come before this returns.
+    pub fn start(
+        config: Config,
+        sink: impl Fn(Event) + Send + Sync + 'static,
+    ) -> Result<EngineHandle, String> {
         config.validate()?;
-        let (events_tx, events_rx) = mpsc::channel();
+        let events: EventSink = Arc::new(sink);
         let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>();
         let (tick_tx, tick_rx) = mpsc::channel();
 
@@ -50,7 +55,7 @@ impl Engine {
                 let _ = watch_inbox.send(Inbox::Watch(out));
             }),
         )?;
-        let _ = events_tx.send(Event::Running {
+        events(Event::Running {
             watch_mode: watch.mode,
         });
 
@@ -58,7 +63,7 @@ impl Engine {
         let tick_loop = TickLoop::new(
             config.tick_period,
             config.max_ticks,
-            events_tx.clone(),
+            Arc::clone(&events),
             Box::new(move |out| {
                 let _ = tick_inbox.send(Inbox::Tick(out));
             }),
@@ -68,21 +73,29 @@ impl Engine {
             .spawn(move || tick_loop.run(tick_rx))
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
-        let reloader = Reloader::new(config, events_tx, tick_tx, scope, clock, shadow, watch);
+        let reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
         let me = inbox_tx.clone();
         let reload_thread = thread::Builder::new()
             .name("hotreload-reload".into())
             .spawn(move || reloader.run(inbox_rx, me))
             .map_err(|e| format!("cannot start the reload thread: {e}"))?;
 
-        Ok((
-            EngineHandle {
-                inbox: inbox_tx,
-                reload_thread,
-                tick_thread,
-            },
-            events_rx,
-        ))
+        Ok(EngineHandle {
+            inbox: inbox_tx,
+            reload_thread,
+            tick_thread,
+        })
+    }
+
+    /// [`Engine::start`] with the events delivered on a channel, for hosts
+    /// that handle them on a thread of their own.
+    pub fn start_with_channel(config: Config) -> Result<(EngineHandle, Receiver<Event>), String> {
+        let (tx, rx) = mpsc::channel();
+        // The receiver may be dropped by a host that stopped listening.
+        let handle = Engine::start(config, move |event| {
+            let _ = tx.send(event);
+        })?;
+        Ok((handle, rx))
     }
 }
 

@@ -3,10 +3,17 @@
 //! each into a line, an embedding host can do anything else with them.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::WatchMode;
 use crate::outcome::Rejection;
+
+/// Where events go. It is called on the engine thread where the event
+/// happened, at the moment it happened, so a log written from it is in causal
+/// order with what plugin code prints (a swap line always comes before the new
+/// version's first output). It must return quickly: the tick thread calls it.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub enum Event {

@@ -18,7 +18,7 @@ use crate::build::{BuildResult, RunningBuild};
 use crate::check;
 use crate::command::Command;
 use crate::config::Config;
-use crate::event::{BuildFailure, Event};
+use crate::event::{BuildFailure, Event, EventSink};
 use crate::load::Library;
 use crate::outcome::{Outcome, Rejection};
 use crate::plugin::Plugin;
@@ -40,7 +40,7 @@ pub enum Inbox {
 pub struct Reloader {
     config: Config,
     lib_name: String,
-    events: Sender<Event>,
+    events: EventSink,
     tick: Sender<TickInput>,
     scope: Scope,
     clock: ChangeClock,
@@ -76,7 +76,7 @@ struct InFlight {
 impl Reloader {
     pub fn new(
         config: Config,
-        events: Sender<Event>,
+        events: EventSink,
         tick: Sender<TickInput>,
         scope: Scope,
         clock: ChangeClock,
@@ -135,8 +135,7 @@ impl Reloader {
     }
 
     fn emit(&self, event: Event) {
-        // The receiver goes away only if the embedder dropped it on purpose.
-        let _ = self.events.send(event);
+        (self.events)(event);
     }
 
     fn on_batch(&mut self, batch: Batch, me: &Sender<Inbox>) {

@@ -7,10 +7,10 @@
 //! after the tick in progress. Nothing here waits for a build, a copy or a
 //! load: those arrive finished.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, StateMoment, StateReport, Swap, TickStats};
+use crate::event::{Event, EventSink, StateMoment, StateReport, Swap, TickStats};
 use crate::plugin::Plugin;
 use crate::schedule::Schedule;
 use crate::state::State;
@@ -41,7 +41,7 @@ pub struct TickLoop {
     period: Duration,
     dt: f64,
     max_ticks: Option<u64>,
-    events: Sender<Event>,
+    events: EventSink,
     output: Box<dyn Fn(TickOutput) + Send>,
     running: Option<(Plugin, State)>,
     schedule: Option<Schedule>,
@@ -54,7 +54,7 @@ impl TickLoop {
     pub fn new(
         period: Duration,
         max_ticks: Option<u64>,
-        events: Sender<Event>,
+        events: EventSink,
         output: Box<dyn Fn(TickOutput) + Send>,
     ) -> TickLoop {
         TickLoop {
@@ -111,7 +111,7 @@ impl TickLoop {
                 let mut state = match State::zeroed(plugin.api().state_size) {
                     Ok(s) => s,
                     Err(why) => {
-                        let _ = self.events.send(Event::WatchNotice(format!(
+                        (self.events)(Event::WatchNotice(format!(
                             "cannot start v{}: {why}",
                             plugin.version()
                         )));
@@ -119,18 +119,18 @@ impl TickLoop {
                         return;
                     }
                 };
+                (self.events)(Event::Swapped(swap));
                 // SAFETY: the state was just allocated with this plugin's
                 // `state_size`; this thread is the only caller.
                 unsafe { plugin.init(&mut state) };
                 self.running = Some((plugin, state));
                 self.schedule = Some(Schedule::new(self.period, Instant::now()));
-                let _ = self.events.send(Event::Swapped(swap));
                 self.report(StateMoment::Initial);
             }
             Some((old, state)) => {
                 // The reload stage checked `state_size` against this state.
                 self.running = Some((plugin, state));
-                let _ = self.events.send(Event::Swapped(swap));
+                (self.events)(Event::Swapped(swap));
                 self.report(StateMoment::Preserved);
                 (self.output)(TickOutput::Retired(old));
             }
@@ -147,7 +147,7 @@ impl TickLoop {
             return;
         };
         if let Some(skip) = schedule.start_tick(Instant::now()) {
-            let _ = self.events.send(Event::Stalled {
+            (self.events)(Event::Stalled {
                 behind: skip.behind,
                 skipped: skip.ticks,
             });
@@ -158,7 +158,7 @@ impl TickLoop {
         self.ticks += 1;
         if let Some((version, exited)) = self.first_tick_due.take() {
             if let Some(exited) = exited {
-                let _ = self.events.send(Event::FirstTick {
+                (self.events)(Event::FirstTick {
                     version,
                     since_build_exit: exited.elapsed(),
                 });
@@ -179,7 +179,7 @@ impl TickLoop {
                 .last_start
                 .map(|t| t.saturating_duration_since(s.origin()))
                 .unwrap_or_default();
-            let _ = self.events.send(Event::TickStats(TickStats {
+            (self.events)(Event::TickStats(TickStats {
                 ticks: self.ticks,
                 period: self.period,
                 elapsed,
@@ -210,7 +210,7 @@ impl TickLoop {
                 head: Vec::new(),
             },
         };
-        let _ = self.events.send(Event::State(report));
+        (self.events)(Event::State(report));
     }
 }
 

@@ -1,6 +1,7 @@
 //! `hotreload`: the command-line server. A thin layer over
 //! [`hotreload_engine`]: parse flags, start the engine, print its events as
-//! lines, turn signals into stop commands, and exit with the engine's code.
+//! lines the moment they happen, turn signals into stop commands, and exit
+//! with the engine's code.
 
 mod cli;
 mod render;
@@ -10,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hotreload_engine::{Engine, Event, exit_code};
+use hotreload_engine::{Engine, exit_code};
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
@@ -22,8 +23,9 @@ fn main() -> ExitCode {
     if let Err(why) = signals::block() {
         return fail(exit_code::HOST_ERROR, &why);
     }
-    let (engine, events) = match Engine::start(config) {
-        Ok(started) => started,
+    let renderer = render::Renderer::new();
+    let engine = match Engine::start(config, move |event| print(&renderer.render(&event))) {
+        Ok(engine) => engine,
         Err(why) => return fail(exit_code::HOST_ERROR, &why),
     };
     let forced = |signal: nix::sys::signal::Signal| {
@@ -34,13 +36,6 @@ fn main() -> ExitCode {
     };
     if let Err(why) = signals::forward_to(engine.commander(), forced) {
         return fail(exit_code::HOST_ERROR, &why);
-    }
-    let renderer = render::Renderer::new();
-    for event in events.iter() {
-        print(&renderer.render(&event));
-        if let Event::Exited { .. } = event {
-            break;
-        }
     }
     let code = engine.join();
     ExitCode::from(u8::try_from(code).unwrap_or(1))

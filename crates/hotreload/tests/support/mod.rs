@@ -1,0 +1,243 @@
+//! Test support: run the real `hotreload` binary on real plugins built by a
+//! real C compiler, edit sources the way editors do, and wait on the lines it
+//! prints (never on fixed sleeps).
+
+#![allow(dead_code)]
+
+pub mod editor;
+pub mod plugin;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Generous: CI machines have 2 cores and run tests in parallel, each with a
+/// compiler. A healthy run waits milliseconds.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hotreload"))
+}
+
+/// The build command tests use for `logic.c` → `logic.so` in the work folder.
+pub const CC_BUILD: &str = "cc -shared -fPIC -o logic.so logic.c";
+
+#[derive(Default)]
+struct Output {
+    lines: Vec<String>,
+    closed: bool,
+}
+
+/// A running `hotreload` whose stdout is collected line by line.
+pub struct Server {
+    child: Child,
+    out: Arc<(Mutex<Output>, Condvar)>,
+    /// Index of the first line not yet consumed by `expect`.
+    cursor: usize,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `hotreload` in `dir` with `args`.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(binary())
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hotreload");
+        let out = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let out = Arc::clone(&out);
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    if std::env::var_os("HOTRELOAD_TEST_ECHO").is_some() {
+                        eprintln!("| {line}");
+                    }
+                    let (lock, cv) = &*out;
+                    lock.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lines
+                        .push(line);
+                    cv.notify_all();
+                }
+                let (lock, cv) = &*out;
+                lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+                cv.notify_all();
+            });
+        }
+        Server {
+            child,
+            out,
+            cursor: 0,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Starts the usual server on `logic.c` in `dir`, with `extra` flags.
+    pub fn start_default(dir: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"];
+        args.extend_from_slice(extra);
+        Server::start(dir, &args)
+    }
+
+    /// Waits for the next line (after the cursor) that satisfies `pred`,
+    /// moves the cursor past it and returns it. Panics with everything
+    /// printed so far if it does not come.
+    pub fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let (lock, cv) = &*self.out;
+        let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(i) = out.lines[self.cursor..].iter().position(|l| pred(l)) {
+                let idx = self.cursor + i;
+                self.cursor = idx + 1;
+                return out.lines[idx].clone();
+            }
+            let now = Instant::now();
+            if out.closed || now >= deadline {
+                let why = if out.closed {
+                    "output ended"
+                } else {
+                    "timed out"
+                };
+                let so_far = out.lines.join("\n");
+                drop(out);
+                panic!("{why} waiting for {what}; output so far:\n{so_far}");
+            }
+            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
+        }
+    }
+
+    /// Waits for a line starting with `prefix`.
+    pub fn expect_prefix(&mut self, prefix: &str) -> String {
+        self.expect(prefix, |l| l.starts_with(prefix))
+    }
+
+    /// Waits for a line containing `needle`.
+    pub fn expect_contains(&mut self, needle: &str) -> String {
+        self.expect(needle, |l| l.contains(needle))
+    }
+
+    /// Everything printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.out
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lines
+            .clone()
+    }
+
+    /// Lines printed after the cursor so far, without moving it.
+    pub fn pending(&self) -> Vec<String> {
+        self.out.0.lock().unwrap_or_else(|e| e.into_inner()).lines[self.cursor..].to_vec()
+    }
+
+    pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.lines().iter().filter(|l| pred(l)).count()
+    }
+
+    pub fn transcript(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
+            .expect("send signal");
+    }
+
+    /// Waits for the process to exit and for its output to be complete.
+    pub fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let (lock, cv) = &*self.out;
+                let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !out.closed && Instant::now() < deadline {
+                    out = cv
+                        .wait_timeout(out, Duration::from_millis(50))
+                        .expect("wait")
+                        .0;
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "hotreload did not exit; output so far:\n{}",
+                    self.transcript()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The exit code, asserting the process exited normally.
+    pub fn exit_code(&mut self) -> i32 {
+        let status = self.wait();
+        status
+            .code()
+            .unwrap_or_else(|| panic!("no exit code ({status:?}); output:\n{}", self.transcript()))
+    }
+
+    /// Stops with SIGTERM and returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.exit_code()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A fresh work folder with the ABI header in it.
+pub fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("hotreload-test-")
+        .tempdir()
+        .expect("tempdir");
+    let header = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include/hotreload.h");
+    std::fs::copy(&header, dir.path().join("hotreload.h")).expect("copy header");
+    dir
+}
+
+/// Parses `key=value` out of a line.
+pub fn field(line: &str, key: &str) -> Option<i64> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let digits: String = line[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
+/// Compiles `source` into a library at `out`, with the given extra flags.
+pub fn compile(dir: &Path, source: &str, out: &str) {
+    let src = dir.join(format!("{out}.c"));
+    std::fs::write(&src, source).expect("write source");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o", out])
+        .arg(&src)
+        .current_dir(dir)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed for {out}");
+}
