@@ -166,3 +166,66 @@ fn no_drift_over_2000_ticks_at_1ms() {
     assert!((1999.0..2040.0).contains(&elapsed), "{stats}");
     assert!(stats.ends_with("0 skipped)"), "{stats}");
 }
+
+/// Libraries are loaded from copies in a private folder (mode 0700, random
+/// name under $TMPDIR), never from the build output; old copies go once
+/// their version is unloaded, and the folder goes at exit.
+#[test]
+fn shadow_copies_are_private_bounded_and_removed_on_exit() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir();
+    let tmp = tempfile::tempdir().expect("tmpdir");
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("v0", 1)).expect("write");
+    let mut s = Server::start_with_env(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            support::CC_BUILD,
+            "--tick-ms",
+            "10",
+        ],
+        &[("TMPDIR", tmp.path())],
+    );
+    s.expect_contains("tag=v0 score=1 ");
+    let shadow_dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(tmp.path())
+            .expect("read tmp")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("hotreload-"))
+            })
+            .collect()
+    };
+    let dirs = shadow_dirs();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let mode = std::fs::metadata(&dirs[0])
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    for i in 1..=6 {
+        let tag = format!("v{i}");
+        editor::in_place(&src, &counter(&tag, 1));
+        s.expect_contains(&format!("tag={tag} score="));
+        let copies = std::fs::read_dir(&dirs[0]).expect("read shadow").count();
+        assert!(
+            copies <= 2,
+            "at most the running copy and one retiring: {copies}"
+        );
+    }
+    // The loaded library is a copy, not the build output.
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", s.pid())).expect("maps");
+    assert!(
+        !maps.contains(&dir.path().join("logic.so").display().to_string()),
+        "build output mapped in place"
+    );
+    assert!(maps.contains(&dirs[0].display().to_string()), "copy mapped");
+    assert_eq!(s.stop(), 0);
+    assert!(shadow_dirs().is_empty(), "private folder removed at exit");
+}

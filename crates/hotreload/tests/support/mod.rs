@@ -43,8 +43,14 @@ pub struct Server {
 impl Server {
     /// Starts `hotreload` in `dir` with `args`.
     pub fn start(dir: &Path, args: &[&str]) -> Server {
+        Server::start_with_env(dir, args, &[])
+    }
+
+    /// Starts `hotreload` in `dir` with `args` and extra environment.
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
         let mut child = Command::new(binary())
             .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
