@@ -5,7 +5,7 @@
  * owns; nothing here is static, so nothing is lost on a reload. */
 #include <stdio.h>
 
-#include "../../include/hotreload.h"
+#include "hotreload.h" /* from include/: build with -I../../include */
 
 typedef struct {
     int score;
@@ -19,8 +19,10 @@ static void counter_init(void* state) {
 static void counter_tick(void* state, double dt) {
     (void)dt;
     state_t* s = state;
+    int before = s->score;
     s->score += 1;
-    if (s->score % 10 == 0) {
+    /* Say so each time the score passes a multiple of ten, whatever the step. */
+    if (s->score / 10 != before / 10) {
         printf("[counter] score=%d\n", s->score);
     }
 }
