@@ -14,6 +14,20 @@
 //! [`Engine::start`] runs it all on background threads; [`Event`]s flow out on
 //! a channel and [`Command`]s flow in through an [`EngineHandle`]. The
 //! `hotreload` command-line tool is a thin layer over this crate.
+//!
+//! ```no_run
+//! use hotreload_engine::{Config, Engine, Event, StopReason};
+//!
+//! # fn main() -> Result<(), String> {
+//! let config = Config::new(vec!["logic.c".into()], "make".into(), "logic.so".into());
+//! let engine = Engine::start(config, |event: Event| println!("{event:?}"))?;
+//! // ... later, from any thread:
+//! engine.stop(StopReason::Requested);
+//! let exit_code = engine.join();
+//! # let _ = exit_code;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod build;
 pub mod check;
