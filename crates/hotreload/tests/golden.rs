@@ -229,3 +229,36 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
     assert_eq!(s.stop(), 0);
     assert!(shadow_dirs().is_empty(), "private folder removed at exit");
 }
+
+/// A library `dlclose` cannot unload (here linked with `-z nodelete`; a Rust
+/// library with a thread-local destructor behaves the same) is reported,
+/// not leaked silently; an ordinary one is unloaded without a word.
+#[test]
+fn a_version_that_stays_mapped_after_dlclose_is_reported() {
+    for (flags, pinned) in [("-Wl,-z,nodelete", true), ("", false)] {
+        let dir = workdir();
+        let src = dir.path().join("logic.c");
+        std::fs::write(&src, counter("one", 1)).expect("write");
+        let build = format!("cc -shared -fPIC {flags} -o logic.so logic.c");
+        let mut s = Server::start(
+            dir.path(),
+            &["--watch", "logic.c", "--build", &build, "--tick-ms", "10"],
+        );
+        s.expect_contains("tag=one score=1 ");
+        editor::in_place(&src, &counter("two", 1));
+        s.expect_contains("tag=two score=");
+        // Retiring happens right after the swap, off the tick thread; the
+        // next swap's line is a point by which the previous retire is done.
+        editor::in_place(&src, &counter("three", 1));
+        s.expect_contains("tag=three score=");
+        assert_eq!(s.stop(), 0);
+        let reported =
+            s.count(|l| l.starts_with("[reload] v1 of logic.so is still mapped after dlclose"));
+        assert_eq!(
+            reported,
+            usize::from(pinned),
+            "{flags}:\n{}",
+            s.transcript()
+        );
+    }
+}
