@@ -41,16 +41,20 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
-/// Writes whole lines at once, so that a plugin printing from the tick thread
-/// can never split one of the host's lines.
+/// Writes each line with its own `write`, so that a plugin printing from the
+/// tick thread can never split one of the host's lines: a write of up to
+/// PIPE_BUF (4 KiB) bytes to a pipe is atomic, a longer one (a build's whole
+/// output) is not.
 fn print(text: &str) {
     if text.is_empty() {
         return;
     }
     let mut out = std::io::stdout().lock();
-    // Nothing sensible can be done if stdout is gone (a closed pipe).
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    for line in text.split_inclusive('\n') {
+        // Nothing sensible can be done if stdout is gone (a closed pipe).
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
 }
 
 fn fail(code: i32, why: &str) -> ExitCode {
