@@ -23,8 +23,9 @@ pub enum Event {
     },
     /// The watcher changed how it works or lost something; said once.
     WatchNotice(String),
-    /// Relevant changes settled (the quiet period passed). `rescan` means the
-    /// kernel dropped events and everything is assumed to have changed.
+    /// Relevant changes settled (the quiet period passed). `rescan` means
+    /// events may have been missed (the kernel's queue overflowed, or the
+    /// watcher switched to polling) and everything is assumed to have changed.
     ChangeDetected {
         paths: Vec<PathBuf>,
         rescan: bool,

@@ -28,7 +28,7 @@ impl Renderer {
             Event::WatchNotice(text) => format!("[watch] {text}\n"),
             Event::ChangeDetected { paths, rescan } => {
                 if *rescan {
-                    "[watch] change detected (events were dropped; assuming every file changed)\n".into()
+                    "[watch] change detected (events may have been missed; assuming every file changed)\n".into()
                 } else {
                     format!("[watch] change detected ({})\n", self.list(paths))
                 }

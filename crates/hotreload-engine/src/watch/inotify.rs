@@ -23,8 +23,9 @@ pub struct InotifyBackend {
 
 /// Why a watch could not be added.
 pub enum WatchError {
-    /// The per-user inotify limit (`fs.inotify.max_user_watches` or
-    /// `max_user_instances`) is reached.
+    /// An inotify limit is reached: watches (`fs.inotify.max_user_watches`),
+    /// instances (`fs.inotify.max_user_instances`) or open files. The message
+    /// names which, and what to raise.
     OutOfWatches(String),
     Other(String),
 }
@@ -48,7 +49,18 @@ impl InotifyBackend {
             },
             notify::Config::default(),
         )
-        .map_err(|e| classify(&e, Path::new("inotify")))?;
+        .map_err(|e| match e.kind {
+            // inotify_init1 fails with EMFILE for either limit; which one
+            // cannot be told from here, so both are named.
+            ErrorKind::Io(ref io) if io.raw_os_error() == Some(libc::EMFILE) => {
+                WatchError::OutOfWatches(
+                    "cannot start inotify: out of inotify instances or open files \
+                     (raise fs.inotify.max_user_instances or `ulimit -n`)"
+                        .into(),
+                )
+            }
+            _ => WatchError::Other(format!("cannot start inotify: {}", describe(&e))),
+        })?;
         let mut backend = InotifyBackend {
             watcher,
             watched: HashSet::new(),
@@ -71,14 +83,30 @@ impl InotifyBackend {
     }
 }
 
-fn classify(e: &notify::Error, what: &Path) -> WatchError {
+fn classify(e: &notify::Error, dir: &Path) -> WatchError {
+    // notify reports ENOSPC from inotify_add_watch as `MaxFilesWatch`; the raw
+    // code is checked too in case a version passes it through.
     let too_many = matches!(e.kind, ErrorKind::MaxFilesWatch)
-        || matches!(&e.kind, ErrorKind::Io(io) if matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EMFILE)));
-    let msg = format!("cannot watch {}: {e}", what.display());
+        || matches!(&e.kind, ErrorKind::Io(io) if io.raw_os_error() == Some(libc::ENOSPC));
     if too_many {
-        WatchError::OutOfWatches(msg)
+        WatchError::OutOfWatches(format!(
+            "cannot watch {}: out of inotify watches (raise fs.inotify.max_user_watches)",
+            dir.display()
+        ))
     } else {
-        WatchError::Other(msg)
+        WatchError::Other(format!("cannot watch {}: {}", dir.display(), describe(e)))
+    }
+}
+
+/// The error without the path list notify's `Display` appends (`about
+/// ["/dir"]`), which only repeats the path the message already names.
+fn describe(e: &notify::Error) -> String {
+    match &e.kind {
+        ErrorKind::Io(io) => io.to_string(),
+        ErrorKind::Generic(text) => text.clone(),
+        ErrorKind::PathNotFound => "no such file or folder".into(),
+        ErrorKind::MaxFilesWatch => "out of inotify watches".into(),
+        other => format!("{other:?}"),
     }
 }
 

@@ -170,9 +170,10 @@ impl Drop for Watch {
     }
 }
 
+/// `why` names the limit that was hit and what to raise.
 fn fallback_notice(why: &str, interval: Duration) -> String {
     format!(
-        "{why}; out of inotify watches (raise fs.inotify.max_user_watches), falling back to polling every {} ms",
+        "{why}; falling back to polling every {} ms",
         interval.as_millis()
     )
 }
@@ -241,28 +242,38 @@ impl WatchThread {
     }
 
     fn adopt_dir(&mut self, dir: &std::path::Path, now: Instant) {
-        let mut dirs = Vec::new();
+        // Each folder gets its watch before it is listed (`walk` visits a
+        // folder before reading it): a file that lands in it meanwhile is
+        // then either listed or reported by the new watch. Watching only
+        // after the whole walk lost every file that landed in between, most
+        // of them when a large tree was moved in.
+        let mut backend = match &mut self.backend {
+            Backend::Inotify(backend) => Some(backend),
+            Backend::Poll { .. } => None,
+        };
         let mut files = Vec::new();
+        let mut out_of_watches = None;
+        let mut failures = Vec::new();
         self.scope.walk(dir, &mut |p, is_dir| {
-            if is_dir {
-                dirs.push(p.to_path_buf())
-            } else {
-                files.push(p.to_path_buf())
+            if !is_dir {
+                files.push(p.to_path_buf());
+                return;
+            }
+            let Some(backend) = backend.as_mut().filter(|_| out_of_watches.is_none()) else {
+                return;
+            };
+            match backend.add_dir(p) {
+                Ok(()) => {}
+                Err(WatchError::OutOfWatches(why)) => out_of_watches = Some(why),
+                Err(WatchError::Other(why)) => failures.push(why),
             }
         });
-        if let Backend::Inotify(backend) = &mut self.backend {
-            for d in &dirs {
-                match backend.add_dir(d) {
-                    Ok(()) => {}
-                    Err(WatchError::OutOfWatches(why)) => {
-                        self.fall_back_to_polling(&why);
-                        break;
-                    }
-                    Err(WatchError::Other(why)) => {
-                        (self.deliver)(WatchOutput::Notice(why));
-                    }
-                }
-            }
+        for why in failures {
+            (self.deliver)(WatchOutput::Notice(why));
+        }
+        if let Some(why) = out_of_watches {
+            // Polling from now on; its rescan covers whatever was missed.
+            self.fall_back_to_polling(&why);
         }
         for f in files.into_iter().filter(|f| self.scope.contains(f)) {
             self.clock.mark(now);

@@ -134,7 +134,9 @@ impl Scope {
         out
     }
 
-    /// Visits `dir` itself and everything below it that is not ignored.
+    /// Visits `dir` itself and everything below it that is not ignored. A
+    /// folder is visited before it is listed, so a visitor that watches it
+    /// there misses nothing that lands in it during the walk.
     /// Unreadable folders are skipped: they may vanish mid-walk (a build
     /// cleaning up), and a missing folder simply has no files.
     pub fn walk(&self, dir: &Path, visit: &mut dyn FnMut(&Path, bool)) {

@@ -48,9 +48,16 @@ impl Server {
 
     /// Starts `hotreload` in `dir` with `args` and extra environment.
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
-        let mut child = Command::new(binary())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+        let mut command = Command::new(binary());
+        command.args(args).envs(env.iter().map(|(k, v)| (*k, *v)));
+        Server::start_command(dir, command)
+    }
+
+    /// Starts `command` in `dir` and collects its output: for running the
+    /// binary through a wrapper (`unshare`, `sh -c`), which must `exec` it so
+    /// that signals and the kill on drop reach the server itself.
+    pub fn start_command(dir: &Path, mut command: Command) -> Server {
+        let mut child = command
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -223,6 +230,20 @@ pub fn workdir() -> tempfile::TempDir {
     let header = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include/hotreload.h");
     std::fs::copy(&header, dir.path().join("hotreload.h")).expect("copy header");
     dir
+}
+
+/// Waits for `path` to appear (a file another process creates), polling for
+/// it; panics after [`WAIT`].
+pub fn wait_for_file(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {} to appear",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Parses `key=value` out of a line.
