@@ -132,17 +132,7 @@ fn the_library_written_beside_the_source_triggers_nothing() {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start(
-        dir.path(),
-        &[
-            "--watch",
-            ".",
-            "--build",
-            support::CC_BUILD,
-            "--tick-ms",
-            "10",
-        ],
-    );
+    let mut s = Server::start_watching(dir.path(), ".", &[]);
     s.expect_contains("[plugin] tag=one score=2 ");
     editor::in_place(&src, &counter("two", 1));
     s.expect_prefix("[watch] change detected (logic.c)");

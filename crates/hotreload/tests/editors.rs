@@ -203,17 +203,7 @@ HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) { return &api; }
 fn folder_watch_sees_an_edit_in_a_subfolder_created_after_start() {
     let dir = workdir();
     fs::write(dir.path().join("logic.c"), TAGGED_BY_HEADER).expect("write");
-    let mut s = Server::start(
-        dir.path(),
-        &[
-            "--watch",
-            ".",
-            "--build",
-            support::CC_BUILD,
-            "--tick-ms",
-            "10",
-        ],
-    );
+    let mut s = Server::start_watching(dir.path(), ".", &[]);
     s.expect_contains("[plugin] tag=base score=2");
 
     let sub = dir.path().join("sub");
@@ -292,17 +282,7 @@ fn no_file_is_lost_while_a_moved_in_tree_gets_its_watches() {
         fs::write(staging.path().join(format!("f{i:04}")), format!("{i}\n")).expect("write");
     }
     fs::write(staging.path().join("aaa.c"), "marker\n").expect("write marker");
-    let mut s = Server::start(
-        dir.path(),
-        &[
-            "--watch",
-            ".",
-            "--build",
-            support::CC_BUILD,
-            "--tick-ms",
-            "10",
-        ],
-    );
+    let mut s = Server::start_watching(dir.path(), ".", &[]);
     s.expect_contains("[plugin] tag=one score=2 ");
     let before = inotify_watches(s.pid()).expect("the server uses inotify");
     let from = s.lines().len();

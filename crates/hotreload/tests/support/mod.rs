@@ -98,7 +98,12 @@ impl Server {
 
     /// Starts the usual server on `logic.c` in `dir`, with `extra` flags.
     pub fn start_default(dir: &Path, extra: &[&str]) -> Server {
-        let mut args = vec!["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"];
+        Server::start_watching(dir, "logic.c", extra)
+    }
+
+    /// The usual server (cc build, 10 ms ticks) watching `watch`.
+    pub fn start_watching(dir: &Path, watch: &str, extra: &[&str]) -> Server {
+        let mut args = vec!["--watch", watch, "--build", CC_BUILD, "--tick-ms", "10"];
         args.extend_from_slice(extra);
         Server::start(dir, &args)
     }
