@@ -18,7 +18,8 @@ pub mod exit_code {
     pub const USAGE: i32 = 2;
     /// The build command failed.
     pub const BUILD_FAILED: i32 = 9;
-    /// `api_version` or `state_size` differ from the host's.
+    /// `api_version` or `state_size` differ from the host's, or the first
+    /// version's `state_size` cannot be allocated.
     pub const ABI_MISMATCH: i32 = 10;
     /// The build output is not a loadable shared library for this machine
     /// (missing, not ELF, wrong architecture, truncated, or refused by dlopen).
@@ -41,6 +42,8 @@ pub enum Rejection {
     ApiVersion { expected: i32, found: i32 },
     /// `state_size` differs from the size of the state the host owns.
     StateSize { expected: usize, found: usize },
+    /// The first version asks for more state than can be allocated.
+    StateUnallocatable { size: usize, why: String },
     /// `logic_get_api` returned NULL.
     NullTable,
     /// A required function pointer is NULL; the names of the missing ones.
@@ -52,7 +55,9 @@ impl Rejection {
         match self {
             Rejection::NotLoadable(_) => exit_code::NOT_LOADABLE,
             Rejection::MissingEntryPoint(_) => exit_code::MISSING_ENTRY_POINT,
-            Rejection::ApiVersion { .. } | Rejection::StateSize { .. } => exit_code::ABI_MISMATCH,
+            Rejection::ApiVersion { .. }
+            | Rejection::StateSize { .. }
+            | Rejection::StateUnallocatable { .. } => exit_code::ABI_MISMATCH,
             Rejection::NullTable | Rejection::NullFunctions(_) => exit_code::INCOMPLETE_API,
         }
     }
@@ -72,6 +77,10 @@ impl fmt::Display for Rejection {
             Rejection::StateSize { expected, found } => write!(
                 f,
                 "state_size mismatch: expected {expected} bytes (the state the host owns), found {found}"
+            ),
+            Rejection::StateUnallocatable { size, why } => write!(
+                f,
+                "state_size: expected a size this host can allocate, found {size} bytes ({why})"
             ),
             Rejection::NullTable => {
                 f.write_str("logic_get_api returned NULL: expected a pointer to a logic_api_t")
@@ -123,6 +132,13 @@ mod tests {
                 Rejection::StateSize {
                     expected: 4,
                     found: 8,
+                },
+                10,
+            ),
+            (
+                Rejection::StateUnallocatable {
+                    size: usize::MAX,
+                    why: "too large".into(),
                 },
                 10,
             ),

@@ -24,6 +24,7 @@ use crate::outcome::{Outcome, Rejection};
 use crate::plugin::Plugin;
 use crate::precheck::precheck;
 use crate::shadow::ShadowDir;
+use crate::state::State;
 use crate::tick::{TickInput, TickOutput};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
@@ -238,10 +239,11 @@ impl Reloader {
             duration: result.duration(),
         });
         match self.prepare() {
-            Ok(plugin) => {
+            Ok((plugin, fresh_state)) => {
                 self.state_size.get_or_insert(plugin.api().state_size);
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
+                    fresh_state,
                     build_exited_at: Some(result.exited_at),
                 });
                 if sent.is_ok() {
@@ -259,8 +261,11 @@ impl Reloader {
         }
     }
 
-    /// Copy, precheck, load and check the build output.
-    fn prepare(&mut self) -> Result<Plugin, Rejection> {
+    /// Copy, precheck, load and check the build output; for the first
+    /// version, also allocate the state (here, so that a size that cannot be
+    /// allocated is a rejection like any other, and the tick thread never
+    /// waits for a large zeroed allocation).
+    fn prepare(&mut self) -> Result<(Plugin, Option<State>), Rejection> {
         let lib = &self.config.lib;
         let bytes = std::fs::read(lib).map_err(|e| {
             Rejection::NotLoadable(format!(
@@ -277,13 +282,18 @@ impl Reloader {
         let library = Library::open(shadow)?;
         let table = library.table()?;
         let api = check::check(&table, self.state_size)?;
+        let fresh_state = match self.state_size {
+            Some(_) => None,
+            None => Some(State::zeroed(api.state_size).map_err(|why| {
+                Rejection::StateUnallocatable {
+                    size: api.state_size,
+                    why,
+                }
+            })?),
+        };
         self.version += 1;
-        Ok(Plugin::new(
-            api,
-            library,
-            self.version,
-            self.lib_name.clone(),
-        ))
+        let plugin = Plugin::new(api, library, self.version, self.lib_name.clone());
+        Ok((plugin, fresh_state))
     }
 
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {

@@ -19,10 +19,11 @@ use crate::state::State;
 const STATE_HEAD: usize = 16;
 
 pub enum TickInput {
-    /// A version that passed every check. If it is the first, the state is
-    /// allocated with its size and its `init` runs.
+    /// A version that passed every check. The first one comes with the
+    /// state, allocated and zeroed off this thread; its `init` runs.
     Swap {
         plugin: Plugin,
+        fresh_state: Option<State>,
         build_exited_at: Option<Instant>,
     },
     Stop,
@@ -83,8 +84,9 @@ impl TickLoop {
             match input {
                 Ok(TickInput::Swap {
                     plugin,
+                    fresh_state,
                     build_exited_at,
-                }) => self.install(plugin, build_exited_at),
+                }) => self.install(plugin, fresh_state, build_exited_at),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.tick();
@@ -97,7 +99,12 @@ impl TickLoop {
         self.finish();
     }
 
-    fn install(&mut self, plugin: Plugin, build_exited_at: Option<Instant>) {
+    fn install(
+        &mut self,
+        plugin: Plugin,
+        fresh_state: Option<State>,
+        build_exited_at: Option<Instant>,
+    ) {
         let first_load = self.running.is_none();
         let swap = Swap {
             version: plugin.version(),
@@ -106,33 +113,28 @@ impl TickLoop {
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load,
         };
-        match self.running.take() {
-            None => {
-                let mut state = match State::zeroed(plugin.api().state_size) {
-                    Ok(s) => s,
-                    Err(why) => {
-                        (self.events)(Event::WatchNotice(format!(
-                            "cannot start v{}: {why}",
-                            plugin.version()
-                        )));
-                        (self.output)(TickOutput::Retired(plugin));
-                        return;
-                    }
-                };
+        match (self.running.take(), fresh_state) {
+            (None, Some(mut state)) => {
                 (self.events)(Event::Swapped(swap));
-                // SAFETY: the state was just allocated with this plugin's
-                // `state_size`; this thread is the only caller.
+                // SAFETY: the reload stage allocated the state with this
+                // plugin's `state_size`; this thread is the only caller.
                 unsafe { plugin.init(&mut state) };
                 self.running = Some((plugin, state));
                 self.schedule = Some(Schedule::new(self.period, Instant::now()));
                 self.report(StateMoment::Initial);
             }
-            Some((old, state)) => {
+            (Some((old, state)), _) => {
                 // The reload stage checked `state_size` against this state.
                 self.running = Some((plugin, state));
                 (self.events)(Event::Swapped(swap));
                 self.report(StateMoment::Preserved);
                 (self.output)(TickOutput::Retired(old));
+            }
+            (None, None) => {
+                // The reload stage sends a state with every first version;
+                // without one there is nothing to run the plugin on.
+                (self.output)(TickOutput::Retired(plugin));
+                return;
             }
         }
         self.first_tick_due = self

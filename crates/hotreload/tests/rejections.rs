@@ -237,3 +237,30 @@ fn a_good_build_after_rejections_loads() {
     assert!(field(&line, "score").is_some_and(|v| v > 1000), "{line}");
     assert_eq!(s.stop(), 0);
 }
+
+/// A first version asking for more state than can be allocated is refused
+/// like any other bad build, and does not fix the state's size: the next
+/// good build loads normally.
+#[test]
+fn unallocatable_state_size_is_refused_and_does_not_stick() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let huge = counter("huge", 1).replace(
+        ".state_size = sizeof(state_t)",
+        ".state_size = (size_t)1 << 50",
+    );
+    std::fs::write(&src, huge).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.contains(
+            "state_size: expected a size this host can allocate, found 1125899906842624 bytes"
+        ) && line.ends_with("(no version running yet)"),
+        "{line}"
+    );
+    editor::in_place(&src, &counter("good", 1));
+    s.expect_prefix("[reload] loaded logic.so (api=1, v1)");
+    s.expect_contains("tag=good score=2 ");
+    assert_eq!(s.stop(), 0);
+    assert_eq!(s.count(|l| l.contains("tag=huge")), 0);
+}
