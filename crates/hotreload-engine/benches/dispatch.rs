@@ -1,6 +1,7 @@
 //! Per-tick dispatch cost: `Plugin::tick` on a real plugin, loaded through
-//! the engine's own stages, against a direct call through the same function
-//! pointer. Target: within 1 ns of the direct call.
+//! the engine's own stages and called under the crash guard (C trampoline,
+//! `sigsetjmp` without the signal mask), against a bare direct call through
+//! the same function pointer. Target: within 1 ns of the direct call.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use hotreload_abi::TickFn;
-use hotreload_engine::check;
+use hotreload_engine::{check, guard};
 use hotreload_engine::load::Library;
 use hotreload_engine::plugin::Plugin;
 use hotreload_engine::precheck::precheck;
@@ -28,9 +29,24 @@ const DT: f64 = 0.001;
 #[inline(never)]
 fn through_plugin(plugin: &Plugin, state: &mut State, n: u64) {
     for _ in 0..n {
-        // SAFETY: `state` was allocated with this plugin's `state_size` and
-        // this thread is the only one calling into the plugin.
-        unsafe { black_box(plugin).tick(black_box(&mut *state), black_box(DT)) }
+        // SAFETY: `state` was allocated with this plugin's `state_size`,
+        // this thread is the only one calling into the plugin, and it ran
+        // `guard::prepare_thread`.
+        let result = unsafe { black_box(plugin).tick(black_box(&mut *state), black_box(DT)) };
+        if let Err(fault) = result {
+            panic!("the benchmark plugin faulted: {}", fault.describe());
+        }
+    }
+}
+
+#[inline(never)]
+fn guard_only(tick: TickFn, ptr: *mut c_void, n: u64) {
+    for _ in 0..n {
+        // SAFETY: as in `direct`, on a thread that ran `prepare_thread`.
+        let result = unsafe { guard::call_tick(black_box(tick), black_box(ptr), black_box(DT)) };
+        if let Err(fault) = result {
+            panic!("the benchmark plugin faulted: {}", fault.describe());
+        }
     }
 }
 
@@ -67,21 +83,24 @@ fn main() {
     let library = Library::open(shadow).expect("load the plugin");
     let table = library.table().expect("the plugin's table");
     let api = check::check(&table, None).expect("the table passes the ABI check");
-    let plugin = Plugin::new(api, library, 1, "logic.so".into());
+    let plugin = Plugin::new(api, library, 1, "logic.so".into(), 0);
     let mut state = State::zeroed(api.state_size).expect("allocate the state");
+    guard::prepare_thread().expect("install the crash guard");
     // SAFETY: the state was just allocated with this plugin's `state_size`;
-    // only this thread calls into the plugin.
-    unsafe { plugin.init(&mut state) };
+    // only this thread calls into the plugin, and it ran `prepare_thread`.
+    unsafe { plugin.init(&mut state) }.expect("init runs");
 
     let tick = plugin.api().tick;
     let ptr = state.as_mut_ptr();
 
     // Warm-up: one untimed round of each.
     through_plugin(&plugin, &mut state, CALLS);
+    guard_only(tick, ptr, CALLS);
     direct(tick, ptr, CALLS);
 
     let mut via_plugin = Vec::with_capacity(ROUNDS);
     let mut via_pointer = Vec::with_capacity(ROUNDS);
+    let mut via_guard = Vec::with_capacity(ROUNDS);
     let mut paired = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let (p, d) = if round % 2 == 0 {
@@ -93,6 +112,7 @@ fn main() {
             let p = ns_per_call(CALLS, || through_plugin(&plugin, &mut state, CALLS));
             (p, d)
         };
+        via_guard.push(ns_per_call(CALLS, || guard_only(tick, ptr, CALLS)));
         via_plugin.push(p);
         via_pointer.push(d);
         paired.push(p - d);
@@ -104,17 +124,18 @@ fn main() {
             .try_into()
             .expect("the state holds a u64 counter"),
     );
-    let expected = 2 * CALLS * (ROUNDS as u64 + 1);
+    let expected = 3 * CALLS * (ROUNDS as u64 + 1);
     assert_eq!(ticks, expected, "calls that reached the plugin");
 
     // SAFETY: as for `init`.
-    unsafe { plugin.shutdown(&mut state) };
+    unsafe { plugin.shutdown(&mut state) }.expect("shutdown runs");
     let closed = plugin.close();
     assert!(closed.close_error.is_none(), "dlclose failed");
 
     let (min_p, max_p) = min_max(&via_plugin);
     let (min_d, max_d) = min_max(&via_pointer);
     let plugin_ns = median_f64(&mut via_plugin);
+    let guard_ns = median_f64(&mut via_guard);
     let direct_ns = median_f64(&mut via_pointer);
     let paired_ns = median_f64(&mut paired);
     let diff = plugin_ns - direct_ns;
@@ -124,10 +145,11 @@ fn main() {
     );
     println!("calls that reached the plugin: {ticks} (all of them)");
     println!(
-        "Plugin::tick (engine path)       {plugin_ns:7.3} ns/call  (rounds {min_p:.3}..{max_p:.3})"
+        "Plugin::tick (guarded)           {plugin_ns:7.3} ns/call  (rounds {min_p:.3}..{max_p:.3})"
     );
+    println!("guard::call_tick on the raw pointer {guard_ns:7.3} ns/call");
     println!(
-        "baseline: direct (api.tick)(ptr) {direct_ns:7.3} ns/call  (rounds {min_d:.3}..{max_d:.3})"
+        "baseline: bare (api.tick)(ptr)   {direct_ns:7.3} ns/call  (rounds {min_d:.3}..{max_d:.3})"
     );
     println!(
         "difference                       {diff:+7.3} ns/call  (median of per-round differences {paired_ns:+.3})"

@@ -40,6 +40,12 @@ pub struct Config {
     pub debounce_max: Duration,
     /// Extra file-name patterns (`*` and `?`) to ignore inside watched folders.
     pub ignore: Vec<String>,
+    /// Longest a plugin call may run before it is interrupted and handled as
+    /// a fault; `None` for the default, ten ticks and at least one second.
+    pub call_timeout: Option<Duration>,
+    /// Good versions kept loaded (the running one included) to roll back to
+    /// when a newer one faults.
+    pub keep_versions: usize,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -61,9 +67,17 @@ impl Config {
             debounce: Duration::from_millis(20),
             debounce_max: Duration::from_secs(1),
             ignore: Vec::new(),
+            call_timeout: None,
+            keep_versions: 5,
             max_ticks: None,
             max_reloads: None,
         }
+    }
+
+    /// The plugin call timeout in effect.
+    pub fn effective_call_timeout(&self) -> Duration {
+        self.call_timeout
+            .unwrap_or_else(|| (self.tick_period * 10).max(Duration::from_secs(1)))
     }
 
     /// Checks what can be checked before anything starts, so that a bad value
@@ -97,6 +111,12 @@ impl Config {
         }
         if self.watch_mode == WatchMode::Poll && self.poll_interval.is_zero() {
             return Err("poll interval must be at least 1 ms, found 0".into());
+        }
+        if self.keep_versions == 0 {
+            return Err("--keep-versions must be at least 1 (the running version), found 0".into());
+        }
+        if self.call_timeout.is_some_and(|t| t.is_zero()) {
+            return Err("--tick-timeout-ms must be at least 1, found 0".into());
         }
         if self.lib.file_name().is_none() {
             return Err(format!(

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::event::{Event, EventSink};
 use crate::reload::{Inbox, Reloader};
 use crate::shadow::ShadowDir;
-use crate::tick::TickLoop;
+use crate::tick::{TickLoop, TickSettings};
 use crate::watch::scope::Scope;
 use crate::watch::{ChangeClock, Watch, WatchSettings};
 
@@ -30,6 +30,7 @@ impl Engine {
         sink: impl Fn(Event) + Send + Sync + 'static,
     ) -> Result<EngineHandle, String> {
         config.validate()?;
+        crate::guard::install()?;
         let events: EventSink = Arc::new(sink);
         let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>();
         let (tick_tx, tick_rx) = mpsc::channel();
@@ -61,8 +62,12 @@ impl Engine {
 
         let tick_inbox = inbox_tx.clone();
         let tick_loop = TickLoop::new(
-            config.tick_period,
-            config.max_ticks,
+            TickSettings {
+                period: config.tick_period,
+                max_ticks: config.max_ticks,
+                call_timeout: config.effective_call_timeout(),
+                keep_versions: config.keep_versions,
+            },
             Arc::clone(&events),
             Box::new(move |out| {
                 let _ = tick_inbox.send(Inbox::Tick(out));

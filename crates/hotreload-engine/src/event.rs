@@ -51,6 +51,8 @@ pub enum Event {
     },
     /// A snapshot of what is known about the state.
     State(StateReport),
+    /// Plugin code crashed, aborted or hung; what was done about it.
+    Fault(FaultReport),
     /// The first tick of a newly swapped version ran.
     FirstTick {
         version: u64,
@@ -72,6 +74,33 @@ pub enum Event {
     Exited {
         code: i32,
     },
+}
+
+#[derive(Clone, Debug)]
+pub struct FaultReport {
+    pub version: u64,
+    /// Which plugin function: "init", "tick" or "shutdown".
+    pub call: &'static str,
+    /// Ticks completed when it happened.
+    pub tick: u64,
+    /// "SIGSEGV (address not mapped) at 0x0", "timeout after 1000 ms", ...
+    pub cause: String,
+    /// The nearest symbol to the faulting instruction, when known.
+    pub symbol: Option<String>,
+    pub recovery: Recovery,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// An earlier version that ran without fault took over.
+    RolledBack {
+        to: u64,
+        restored_to_tick: Option<u64>,
+    },
+    /// No earlier version: ticking paused until the next good build.
+    Paused { restored_to_tick: Option<u64> },
+    /// The fault was in `shutdown`; the host exits as it was going to.
+    Exiting,
 }
 
 #[derive(Clone, Debug)]

@@ -11,6 +11,7 @@ use std::path::Path;
 use hotreload_abi::{GET_API_NAME, GET_API_SYMBOL, GetApiFn, LogicApi};
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
+use crate::guard;
 use crate::outcome::Rejection;
 use crate::shadow::ShadowFile;
 
@@ -53,9 +54,12 @@ impl Library {
                 "missing entry point: expected an exported function {GET_API_NAME}, found none ({e})"
             ))
         })?;
-        // SAFETY: calling into the plugin per the ABI above; it takes no
-        // arguments and returns a pointer that is checked before use.
-        let table = unsafe { get() };
+        // SAFETY: calling into the plugin per the ABI above, under the crash
+        // guard; it takes no arguments and returns a pointer that is checked
+        // before use.
+        let table = unsafe { guard::call_get_api(*get) }.map_err(|fault| {
+            Rejection::Faulted(format!("{GET_API_NAME} faulted: {}", fault.describe()))
+        })?;
         if table.is_null() {
             return Err(Rejection::NullTable);
         }

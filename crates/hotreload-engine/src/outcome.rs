@@ -28,6 +28,9 @@ pub mod exit_code {
     pub const MISSING_ENTRY_POINT: i32 = 12;
     /// `logic_get_api` returned NULL, or a table with a NULL function pointer.
     pub const INCOMPLETE_API: i32 = 13;
+    /// Plugin code crashed, aborted or hung (in the host, in a trial run, or
+    /// in `shutdown` at exit); the host recovered.
+    pub const FAULT: i32 = 14;
 }
 
 /// Why a built library was not swapped in. Each variant's message says what
@@ -48,6 +51,9 @@ pub enum Rejection {
     NullTable,
     /// A required function pointer is NULL; the names of the missing ones.
     NullFunctions(Vec<&'static str>),
+    /// Plugin code faulted before the version went live (`logic_get_api`, a
+    /// trial tick), or the build is the one that faulted last time.
+    Faulted(String),
 }
 
 impl Rejection {
@@ -59,6 +65,7 @@ impl Rejection {
             | Rejection::StateSize { .. }
             | Rejection::StateUnallocatable { .. } => exit_code::ABI_MISMATCH,
             Rejection::NullTable | Rejection::NullFunctions(_) => exit_code::INCOMPLETE_API,
+            Rejection::Faulted(_) => exit_code::FAULT,
         }
     }
 }
@@ -82,6 +89,7 @@ impl fmt::Display for Rejection {
                 f,
                 "state_size: expected a size this host can allocate, found {size} bytes ({why})"
             ),
+            Rejection::Faulted(what) => f.write_str(what),
             Rejection::NullTable => {
                 f.write_str("logic_get_api returned NULL: expected a pointer to a logic_api_t")
             }
@@ -98,6 +106,8 @@ impl fmt::Display for Rejection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Swapped,
+    /// A live version faulted (and was rolled back, or ticking paused).
+    Faulted,
     BuildFailed,
     Rejected(Rejection),
 }
@@ -106,6 +116,7 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Swapped => exit_code::SUCCESS,
+            Outcome::Faulted => exit_code::FAULT,
             Outcome::BuildFailed => exit_code::BUILD_FAILED,
             Outcome::Rejected(r) => r.exit_code(),
         }
@@ -143,6 +154,7 @@ mod tests {
                 10,
             ),
             (Rejection::NullTable, 13),
+            (Rejection::Faulted("x".into()), 14),
             (Rejection::NullFunctions(vec!["tick"]), 13),
         ];
         for (rejection, code) in cases {

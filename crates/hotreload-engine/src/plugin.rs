@@ -1,11 +1,13 @@
 //! A version of the plugin that passed every check: the only way plugin code
 //! is called once it is live.
 //!
-//! The calls are `#[inline]` and go straight through the function pointers
-//! copied out of the table, so a tick costs what a direct call through a
-//! function pointer costs (see `benches/dispatch.rs`).
+//! Every call goes through the crash guard ([`crate::guard`]), which turns a
+//! crash or hang in plugin code into a [`Fault`]; the calls are `#[inline]`
+//! and go straight through the function pointers copied out of the table, so
+//! a tick costs a direct call plus the guard (see `benches/dispatch.rs`).
 
 use crate::check::Api;
+use crate::guard::{self, Fault};
 use crate::load::{Closed, Library};
 use crate::state::State;
 
@@ -16,15 +18,23 @@ pub struct Plugin {
     version: u64,
     /// The library's name as the user knows it (not the shadow copy's).
     lib_name: String,
+    build_hash: u64,
 }
 
 impl Plugin {
-    pub fn new(api: Api, library: Library, version: u64, lib_name: String) -> Plugin {
+    pub fn new(
+        api: Api,
+        library: Library,
+        version: u64,
+        lib_name: String,
+        build_hash: u64,
+    ) -> Plugin {
         Plugin {
             api,
             library,
             version,
             lib_name,
+            build_hash,
         }
     }
 
@@ -40,31 +50,48 @@ impl Plugin {
         &self.lib_name
     }
 
+    /// Runs `init` under the crash guard.
+    ///
     /// # Safety
     /// `state` must be the block this plugin's `state_size` was checked
-    /// against (same size), and no other call into the plugin may run at the
-    /// same time.
+    /// against (same size), no other call into the plugin may run at the
+    /// same time, and the calling thread must have run
+    /// [`guard::prepare_thread`].
     #[inline]
-    pub unsafe fn init(&self, state: &mut State) {
+    pub unsafe fn init(&self, state: &mut State) -> Result<(), Fault> {
         // SAFETY: `init` is non-NULL (checked) and its library is loaded while
-        // `self` lives; the caller guarantees the state's size.
-        unsafe { (self.api.init)(state.as_mut_ptr()) }
+        // `self` lives; the caller guarantees the rest.
+        unsafe { guard::call_state(self.api.init, state.as_mut_ptr()) }
     }
 
+    /// Runs `tick` under the crash guard.
+    ///
     /// # Safety
     /// As for [`Plugin::init`].
     #[inline]
-    pub unsafe fn tick(&self, state: &mut State, dt: f64) {
+    pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
         // SAFETY: as in `init`.
-        unsafe { (self.api.tick)(state.as_mut_ptr(), dt) }
+        unsafe { guard::call_tick(self.api.tick, state.as_mut_ptr(), dt) }
     }
 
+    /// Runs `shutdown` under the crash guard.
+    ///
     /// # Safety
     /// As for [`Plugin::init`].
     #[inline]
-    pub unsafe fn shutdown(&self, state: &mut State) {
+    pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
         // SAFETY: as in `init`.
-        unsafe { (self.api.shutdown)(state.as_mut_ptr()) }
+        unsafe { guard::call_state(self.api.shutdown, state.as_mut_ptr()) }
+    }
+
+    /// The bare `tick` function pointer, for measuring the guard's cost.
+    pub fn raw_tick(&self) -> hotreload_abi::TickFn {
+        self.api.tick
+    }
+
+    /// Identifies the library's bytes, to recognise a build seen before.
+    pub fn build_hash(&self) -> u64 {
+        self.build_hash
     }
 
     /// Unloads this version; see [`Library::close`].

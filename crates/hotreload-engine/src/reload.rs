@@ -61,6 +61,11 @@ pub struct Reloader {
     version: u64,
     /// The size of the state, fixed by the first version.
     state_size: Option<usize>,
+    /// The version the tick loop runs now (after a rollback, an earlier one).
+    running: Option<u64>,
+    /// The build that faulted last, by the hash of its bytes, with what to
+    /// say about it: not loaded again until the sources change.
+    known_bad: Option<(u64, String)>,
     attempts: u64,
     last_outcome: Option<Outcome>,
     stopping: bool,
@@ -106,6 +111,8 @@ impl Reloader {
             copies: 0,
             version: 0,
             state_size: None,
+            running: None,
+            known_bad: None,
             attempts: 0,
             last_outcome: None,
             stopping: false,
@@ -114,6 +121,13 @@ impl Reloader {
 
     /// Runs until the tick loop has finished; returns the exit code.
     pub fn run(mut self, inbox: Receiver<Inbox>, me: Sender<Inbox>) -> i32 {
+        // `logic_get_api` runs on this thread, under the crash guard.
+        if let Err(why) = crate::guard::prepare_thread() {
+            self.emit(Event::WatchNotice(format!(
+                "plugin code cannot run safely: {why}"
+            )));
+            self.stop();
+        }
         // The library on disk may be stale: always build once at start.
         self.start_build(&me, false);
         while let Ok(msg) = inbox.recv() {
@@ -122,7 +136,15 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
-                Inbox::Tick(TickOutput::Finished) => break,
+                Inbox::Tick(TickOutput::Faulted { plugin, running }) => {
+                    self.on_fault(plugin, running)
+                }
+                Inbox::Tick(TickOutput::Finished { shutdown_faulted }) => {
+                    if shutdown_faulted {
+                        self.last_outcome = Some(Outcome::Faulted);
+                    }
+                    break;
+                }
                 Inbox::Command(Command::Stop(_)) => self.stop(),
                 Inbox::Command(Command::Rebuild) => self.request_build(&me, true),
             }
@@ -151,6 +173,10 @@ impl Reloader {
         } else {
             self.fingerprints.refresh(&batch.paths)
         };
+        if !changed.is_empty() || batch.rescan {
+            // The sources changed: a build that faulted may be tried again.
+            self.known_bad = None;
+        }
         let forced = std::mem::take(&mut self.awaiting_batch);
         if changed.is_empty() && !batch.rescan && !forced {
             self.emit(Event::BuildSkipped {
@@ -241,6 +267,7 @@ impl Reloader {
         match self.prepare() {
             Ok((plugin, fresh_state)) => {
                 self.state_size.get_or_insert(plugin.api().state_size);
+                self.running = Some(plugin.version());
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
                     fresh_state,
@@ -251,7 +278,7 @@ impl Reloader {
                 }
             }
             Err(reason) => {
-                let keeping = (self.version > 0).then_some(self.version);
+                let keeping = self.running;
                 self.emit(Event::Rejected {
                     reason: reason.clone(),
                     keeping,
@@ -273,6 +300,14 @@ impl Reloader {
                 lib.display()
             ))
         })?;
+        let build_hash = hash_bytes(&bytes);
+        if let Some((bad, what)) = &self.known_bad {
+            if *bad == build_hash {
+                return Err(Rejection::Faulted(format!(
+                    "this build is the one that faulted ({what}); change the sources to load it again"
+                )));
+            }
+        }
         precheck(&bytes)?;
         self.copies += 1;
         let shadow = self
@@ -292,7 +327,13 @@ impl Reloader {
             })?),
         };
         self.version += 1;
-        let plugin = Plugin::new(api, library, self.version, self.lib_name.clone());
+        let plugin = Plugin::new(
+            api,
+            library,
+            self.version,
+            self.lib_name.clone(),
+            build_hash,
+        );
         Ok((plugin, fresh_state))
     }
 
@@ -308,6 +349,13 @@ impl Reloader {
                 self.stop();
             }
         }
+    }
+
+    fn on_fault(&mut self, plugin: Plugin, running: Option<u64>) {
+        self.running = running;
+        self.known_bad = Some((plugin.build_hash(), format!("v{}", plugin.version())));
+        self.last_outcome = Some(Outcome::Faulted);
+        self.retire(plugin);
     }
 
     fn retire(&mut self, plugin: Plugin) {
@@ -336,4 +384,13 @@ impl Reloader {
         }
         let _ = self.tick.send(TickInput::Stop);
     }
+}
+
+/// Identifies a build's bytes. Not cryptographic: it only has to tell
+/// whether the compiler produced the same library again.
+fn hash_bytes(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }

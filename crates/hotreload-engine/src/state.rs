@@ -54,6 +54,13 @@ impl State {
     }
 }
 
+impl State {
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size) }
+    }
+}
+
 impl Drop for State {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from `alloc_zeroed` with this same `layout`.

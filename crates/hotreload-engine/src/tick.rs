@@ -1,4 +1,5 @@
-//! The last stage: the tick loop, where a checked version is swapped in.
+//! The last stage: the tick loop, where a checked version is swapped in and
+//! where plugin faults are recovered from.
 //!
 //! One thread owns the state and the running version, and is the only thread
 //! that calls plugin code once a version is live. Between two ticks it waits
@@ -6,13 +7,25 @@
 //! it arrives (never in the middle of a tick), and a stop request is honoured
 //! after the tick in progress. Nothing here waits for a build, a copy or a
 //! load: those arrive finished.
+//!
+//! Every call runs under the crash guard and the watchdog. Before each tick
+//! the state is copied ([`Snapshot`]); when a call faults, the copy is put
+//! back, the faulting version is dropped, and the most recent earlier version
+//! takes over (up to `keep_versions` stay loaded for this). With none left,
+//! ticking pauses, state intact, until the next good build.
 
+use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, EventSink, StateMoment, StateReport, Swap, TickStats};
+use crate::event::{
+    Event, EventSink, FaultReport, Recovery, StateMoment, StateReport, Swap, TickStats,
+};
+use crate::guard::watchdog::{CallWatch, Watchdog};
+use crate::guard::{self, Fault};
 use crate::plugin::Plugin;
 use crate::schedule::Schedule;
+use crate::snapshot::Snapshot;
 use crate::state::State;
 
 /// How many leading bytes of the state a report carries.
@@ -20,7 +33,7 @@ const STATE_HEAD: usize = 16;
 
 pub enum TickInput {
     /// A version that passed every check. The first one comes with the
-    /// state, allocated and zeroed off this thread; its `init` runs.
+    /// state, allocated and zeroed off this thread.
     Swap {
         plugin: Plugin,
         fresh_state: Option<State>,
@@ -31,21 +44,43 @@ pub enum TickInput {
 
 /// What the tick loop hands back to the rest of the engine.
 pub enum TickOutput {
-    /// A version that was swapped out, to be unloaded off this thread.
+    /// A version no longer needed (swapped out and beyond `keep_versions`),
+    /// to be unloaded off this thread.
     Retired(Plugin),
+    /// A version faulted and is out; `running` is the version now ticking.
+    Faulted {
+        plugin: Plugin,
+        running: Option<u64>,
+    },
     /// The loop ended (stop request or tick limit); nothing of the plugin's
-    /// runs any more.
-    Finished,
+    /// runs any more. `shutdown_faulted` if `shutdown` itself faulted.
+    Finished { shutdown_faulted: bool },
+}
+
+pub struct TickSettings {
+    pub period: Duration,
+    pub max_ticks: Option<u64>,
+    /// Longest a plugin call may run before the watchdog interrupts it.
+    pub call_timeout: Duration,
+    /// Versions kept loaded, the running one included, to roll back to.
+    pub keep_versions: usize,
 }
 
 pub struct TickLoop {
-    period: Duration,
+    settings: TickSettings,
     dt: f64,
-    max_ticks: Option<u64>,
     events: EventSink,
     output: Box<dyn Fn(TickOutput) + Send>,
-    running: Option<(Plugin, State)>,
+    state: Option<State>,
+    snapshot: Option<Snapshot>,
+    /// `init` has completed once; it never runs again.
+    initialized: bool,
+    current: Option<Plugin>,
+    /// Earlier versions that ran without fault, newest first.
+    earlier: VecDeque<Plugin>,
+    /// `None` while nothing ticks (no version yet, or paused after a fault).
     schedule: Option<Schedule>,
+    /// Ticks completed.
     ticks: u64,
     /// Set by a swap until the new version's first tick has run.
     first_tick_due: Option<(u64, Option<Instant>)>,
@@ -53,19 +88,21 @@ pub struct TickLoop {
 
 impl TickLoop {
     pub fn new(
-        period: Duration,
-        max_ticks: Option<u64>,
+        settings: TickSettings,
         events: EventSink,
         output: Box<dyn Fn(TickOutput) + Send>,
     ) -> TickLoop {
         TickLoop {
-            period,
             // Exactly tick_ms / 1000 for whole milliseconds.
-            dt: period.as_secs_f64(),
-            max_ticks,
+            dt: settings.period.as_secs_f64(),
+            settings,
             events,
             output,
-            running: None,
+            state: None,
+            snapshot: None,
+            initialized: false,
+            current: None,
+            earlier: VecDeque::new(),
             schedule: None,
             ticks: 0,
             first_tick_due: None,
@@ -74,6 +111,20 @@ impl TickLoop {
 
     pub fn run(mut self, inbox: Receiver<TickInput>) {
         tighten_timer_slack();
+        let watchdog = guard::prepare_thread()
+            .and_then(|()| Watchdog::for_this_thread(self.settings.call_timeout));
+        let (watchdog, calls) = match watchdog {
+            Ok(w) => w,
+            Err(why) => {
+                (self.events)(Event::WatchNotice(format!(
+                    "plugin code cannot run safely: {why}"
+                )));
+                (self.output)(TickOutput::Finished {
+                    shutdown_faulted: false,
+                });
+                return;
+            }
+        };
         loop {
             let input = match &self.schedule {
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -86,17 +137,19 @@ impl TickLoop {
                     plugin,
                     fresh_state,
                     build_exited_at,
-                }) => self.install(plugin, fresh_state, build_exited_at),
+                }) => self.install(plugin, fresh_state, build_exited_at, &calls),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.tick();
-                    if self.max_ticks.is_some_and(|max| self.ticks >= max) {
+                    self.tick(&calls);
+                    if self.settings.max_ticks.is_some_and(|max| self.ticks >= max) {
                         break;
                     }
                 }
             }
         }
-        self.finish();
+        self.finish(&calls);
+        // The watchdog must stop before this thread can exit.
+        drop(watchdog);
     }
 
     fn install(
@@ -104,77 +157,203 @@ impl TickLoop {
         plugin: Plugin,
         fresh_state: Option<State>,
         build_exited_at: Option<Instant>,
+        calls: &CallWatch,
     ) {
-        let first_load = self.running.is_none();
+        if self.state.is_none() {
+            match fresh_state {
+                Some(state) => {
+                    self.snapshot = Some(Snapshot::new(state.size()));
+                    self.state = Some(state);
+                }
+                None => {
+                    // The reload stage sends a state with the first version;
+                    // without one there is nothing to run the plugin on.
+                    (self.output)(TickOutput::Retired(plugin));
+                    return;
+                }
+            }
+        }
         let swap = Swap {
             version: plugin.version(),
             lib_name: plugin.lib_name().to_owned(),
             api_version: plugin.api().api_version,
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
-            first_load,
+            first_load: !self.initialized,
         };
-        match (self.running.take(), fresh_state) {
-            (None, Some(mut state)) => {
-                (self.events)(Event::Swapped(swap));
-                // SAFETY: the reload stage allocated the state with this
-                // plugin's `state_size`; this thread is the only caller.
-                unsafe { plugin.init(&mut state) };
-                self.running = Some((plugin, state));
-                self.schedule = Some(Schedule::new(self.period, Instant::now()));
-                self.report(StateMoment::Initial);
-            }
-            (Some((old, state)), _) => {
-                // The reload stage checked `state_size` against this state.
-                self.running = Some((plugin, state));
-                (self.events)(Event::Swapped(swap));
-                self.report(StateMoment::Preserved);
-                (self.output)(TickOutput::Retired(old));
-            }
-            (None, None) => {
-                // The reload stage sends a state with every first version;
-                // without one there is nothing to run the plugin on.
-                (self.output)(TickOutput::Retired(plugin));
-                return;
+        if let Some(old) = self.current.replace(plugin) {
+            self.earlier.push_front(old);
+            while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
+                if let Some(oldest) = self.earlier.pop_back() {
+                    (self.output)(TickOutput::Retired(oldest));
+                }
             }
         }
+        (self.events)(Event::Swapped(swap));
+        if !self.initialized {
+            if !self.run_init(calls) {
+                return;
+            }
+            self.report(StateMoment::Initial);
+        } else {
+            self.report(StateMoment::Preserved);
+        }
+        if self.schedule.is_none() {
+            self.schedule = Some(Schedule::new(self.settings.period, Instant::now()));
+        }
         self.first_tick_due = self
-            .running
+            .current
             .as_ref()
-            .map(|(p, _)| (p.version(), build_exited_at));
+            .map(|p| (p.version(), build_exited_at));
     }
 
-    fn tick(&mut self) {
-        let (Some((plugin, state)), Some(schedule)) = (&mut self.running, &mut self.schedule)
+    /// Runs `init` on the current version; on a fault, recovers and returns
+    /// false.
+    fn run_init(&mut self, calls: &CallWatch) -> bool {
+        let (Some(plugin), Some(state), Some(snapshot)) =
+            (&self.current, &mut self.state, &mut self.snapshot)
         else {
+            return false;
+        };
+        snapshot.take(state, self.ticks);
+        calls.begin(Instant::now());
+        // SAFETY: the state has the size this plugin was checked against (the
+        // reload stage allocated it with that size, or checked it); this
+        // thread is the only caller and ran `guard::prepare_thread`.
+        let result = unsafe { plugin.init(state) };
+        calls.end();
+        match result {
+            Ok(()) => {
+                self.initialized = true;
+                true
+            }
+            Err(fault) => {
+                self.recover("init", fault);
+                false
+            }
+        }
+    }
+
+    fn tick(&mut self, calls: &CallWatch) {
+        let (Some(plugin), Some(state), Some(snapshot), Some(schedule)) = (
+            &self.current,
+            &mut self.state,
+            &mut self.snapshot,
+            &mut self.schedule,
+        ) else {
             return;
         };
-        if let Some(skip) = schedule.start_tick(Instant::now()) {
+        let now = Instant::now();
+        if let Some(skip) = schedule.start_tick(now) {
             (self.events)(Event::Stalled {
                 behind: skip.behind,
                 skipped: skip.ticks,
             });
         }
-        // SAFETY: `state` has the size this plugin was checked against (the
-        // first version allocated it; later ones were checked against it).
-        unsafe { plugin.tick(state, self.dt) };
+        if snapshot.due(self.ticks) {
+            snapshot.take(state, self.ticks);
+        }
+        calls.begin(now);
+        // SAFETY: as in `run_init`.
+        let result = unsafe { plugin.tick(state, self.dt) };
+        calls.end();
+        if let Err(fault) = result {
+            self.recover("tick", fault);
+            return;
+        }
         self.ticks += 1;
-        if let Some((version, exited)) = self.first_tick_due.take() {
-            if let Some(exited) = exited {
-                (self.events)(Event::FirstTick {
-                    version,
-                    since_build_exit: exited.elapsed(),
-                });
-            }
+        if let Some((version, Some(exited))) = self.first_tick_due.take() {
+            (self.events)(Event::FirstTick {
+                version,
+                since_build_exit: exited.elapsed(),
+            });
         }
     }
 
-    fn finish(mut self) {
-        if let Some((plugin, state)) = &mut self.running {
-            // SAFETY: as in `tick`.
-            unsafe { plugin.shutdown(state) };
-            self.report(StateMoment::Final);
+    /// After a fault in `call`: put the state back, drop the faulting
+    /// version, hand over to the newest earlier one or pause, and say so.
+    fn recover(&mut self, call: &'static str, fault: Fault) {
+        // The symbol must be looked up while the faulting library is mapped.
+        let symbol = fault.symbol();
+        let faulted_at = self.ticks;
+        let restored_to_tick = match (&self.snapshot, &mut self.state) {
+            (Some(snapshot), Some(state)) => snapshot.restore(state),
+            _ => None,
+        };
+        if let Some(tick) = restored_to_tick {
+            self.ticks = tick;
+        }
+        let Some(bad) = self.current.take() else {
+            return;
+        };
+        self.first_tick_due = None;
+        let recovery = match self.earlier.pop_front() {
+            Some(previous) => {
+                let to = previous.version();
+                self.current = Some(previous);
+                Recovery::RolledBack {
+                    to,
+                    restored_to_tick,
+                }
+            }
+            None => {
+                self.schedule = None;
+                Recovery::Paused { restored_to_tick }
+            }
+        };
+        let cause = if fault.is_timeout() {
+            format!(
+                "timeout after {} ms",
+                self.settings.call_timeout.as_millis()
+            )
         } else {
-            self.report(StateMoment::Absent);
+            fault.describe()
+        };
+        (self.events)(Event::Fault(FaultReport {
+            version: bad.version(),
+            call,
+            tick: faulted_at,
+            cause,
+            symbol,
+            recovery,
+        }));
+        let running = self.current.as_ref().map(Plugin::version);
+        (self.output)(TickOutput::Faulted {
+            plugin: bad,
+            running,
+        });
+    }
+
+    fn finish(mut self, calls: &CallWatch) {
+        let mut shutdown_faulted = false;
+        match (&self.current, &mut self.state) {
+            (Some(plugin), Some(state)) if self.initialized => {
+                calls.begin(Instant::now());
+                // SAFETY: as in `run_init`.
+                let result = unsafe { plugin.shutdown(state) };
+                calls.end();
+                if let Err(fault) = result {
+                    shutdown_faulted = true;
+                    let cause = if fault.is_timeout() {
+                        format!(
+                            "timeout after {} ms",
+                            self.settings.call_timeout.as_millis()
+                        )
+                    } else {
+                        fault.describe()
+                    };
+                    (self.events)(Event::Fault(FaultReport {
+                        version: plugin.version(),
+                        call: "shutdown",
+                        tick: self.ticks,
+                        cause,
+                        symbol: fault.symbol(),
+                        recovery: Recovery::Exiting,
+                    }));
+                }
+                self.report(StateMoment::Final);
+            }
+            (_, Some(_)) => self.report(StateMoment::Final),
+            (_, None) => self.report(StateMoment::Absent),
         }
         if let Some(s) = &self.schedule {
             let elapsed = s
@@ -183,25 +362,30 @@ impl TickLoop {
                 .unwrap_or_default();
             (self.events)(Event::TickStats(TickStats {
                 ticks: self.ticks,
-                period: self.period,
+                period: self.settings.period,
                 elapsed,
                 max_late: s.max_late,
                 skipped: s.skipped,
             }));
         }
-        if let Some((plugin, _state)) = self.running.take() {
+        for plugin in self
+            .current
+            .take()
+            .into_iter()
+            .chain(self.earlier.drain(..))
+        {
             (self.output)(TickOutput::Retired(plugin));
         }
-        (self.output)(TickOutput::Finished);
+        (self.output)(TickOutput::Finished { shutdown_faulted });
     }
 
     fn report(&self, moment: StateMoment) {
-        let report = match &self.running {
-            Some((plugin, state)) => StateReport {
+        let report = match &self.state {
+            Some(state) => StateReport {
                 moment,
                 size: state.size(),
                 tick: self.ticks,
-                version: plugin.version(),
+                version: self.current.as_ref().map_or(0, Plugin::version),
                 head: state.bytes()[..state.size().min(STATE_HEAD)].to_vec(),
             },
             None => StateReport {

@@ -18,6 +18,7 @@ Exit codes (the outcome of the last reload attempt):
   11  not a loadable library: missing, not ELF, wrong machine, truncated, or refused by dlopen
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
+  14  plugin code crashed, aborted or hung (the host recovered)
 
 Example:
   hotreload --watch logic.c --build \"cc -shared -fPIC -o logic.so logic.c\"";
@@ -78,6 +79,16 @@ pub struct Args {
     #[arg(long, value_name = "GLOB")]
     pub ignore: Vec<String>,
 
+    /// Milliseconds a plugin call (init, tick, shutdown) may run before it is
+    /// interrupted and handled as a fault [default: 10 ticks, at least 1000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tick_timeout_ms: Option<u64>,
+
+    /// Good versions kept loaded, the running one included, to roll back to
+    /// when a newer one faults.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..1000))]
+    pub keep_versions: u64,
+
     /// Stop after N ticks.
     #[arg(long, value_name = "N")]
     pub ticks: Option<u64>,
@@ -117,6 +128,8 @@ impl Args {
         config.poll_interval = Duration::from_millis(self.poll_ms);
         config.debounce = Duration::from_millis(self.debounce_ms);
         config.ignore = self.ignore.clone();
+        config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
+        config.keep_versions = self.keep_versions as usize;
         config.max_ticks = self.ticks;
         config.max_reloads = self.reloads;
         config.validate()?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hotreload_engine::Event;
-use hotreload_engine::event::{StateMoment, StateReport};
+use hotreload_engine::event::{FaultReport, Recovery, StateMoment, StateReport};
 
 pub struct Renderer {
     /// Paths are shown relative to the folder the server runs in.
@@ -66,6 +66,7 @@ impl Renderer {
                 None => format!("[reload] rejected: {reason} (no version running yet)\n"),
             },
             Event::State(report) => format!("[state] {}\n", state(report)),
+            Event::Fault(report) => format!("[fault] {}\n", fault(report)),
             Event::StayedMapped { version, lib } => format!(
                 "[reload] v{version} of {} is still mapped after dlclose (a thread-local destructor or -z nodelete keeps it); its memory is not reclaimed\n",
                 self.show(lib)
@@ -100,6 +101,38 @@ impl Renderer {
         }
         names.join(", ")
     }
+}
+
+fn fault(r: &FaultReport) -> String {
+    let place = r
+        .symbol
+        .as_ref()
+        .map(|s| format!(" in {s}"))
+        .unwrap_or_default();
+    let restored = |tick: &Option<u64>| match tick {
+        Some(t) => format!("state restored to tick {t}"),
+        None => "state unchanged".to_owned(),
+    };
+    let recovery = match &r.recovery {
+        Recovery::RolledBack {
+            to,
+            restored_to_tick,
+        } => {
+            format!("rolled back to v{to}, {}", restored(restored_to_tick))
+        }
+        Recovery::Paused { restored_to_tick } => format!(
+            "no earlier version to roll back to: ticking paused until the next good build, {}",
+            restored(restored_to_tick)
+        ),
+        Recovery::Exiting => "exiting as planned".to_owned(),
+    };
+    // "v2 tick 37", "v1 init", "v3 shutdown after tick 120".
+    let when = match r.call {
+        "tick" => format!("tick {}", r.tick),
+        "init" => "init".to_owned(),
+        call => format!("{call} after tick {}", r.tick),
+    };
+    format!("v{} {when}: {}{place}; {recovery}", r.version, r.cause)
 }
 
 fn state(r: &StateReport) -> String {

@@ -168,8 +168,9 @@ fn no_drift_over_2000_ticks_at_1ms() {
 }
 
 /// Libraries are loaded from copies in a private folder (mode 0700, random
-/// name under $TMPDIR), never from the build output; old copies go once
-/// their version is unloaded, and the folder goes at exit.
+/// name under $TMPDIR), never from the build output; copies beyond
+/// `--keep-versions` go once their version is unloaded, and the folder goes
+/// at exit.
 #[test]
 fn shadow_copies_are_private_bounded_and_removed_on_exit() {
     use std::os::unix::fs::PermissionsExt;
@@ -186,6 +187,8 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
             support::CC_BUILD,
             "--tick-ms",
             "10",
+            "--keep-versions",
+            "2",
         ],
         &[("TMPDIR", tmp.path())],
     );
@@ -215,8 +218,8 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
         s.expect_contains(&format!("tag={tag} score="));
         let copies = std::fs::read_dir(&dirs[0]).expect("read shadow").count();
         assert!(
-            copies <= 2,
-            "at most the running copy and one retiring: {copies}"
+            copies <= 3,
+            "at most the two kept versions and one retiring: {copies}"
         );
     }
     // The loaded library is a copy, not the build output.
@@ -242,7 +245,16 @@ fn a_version_that_stays_mapped_after_dlclose_is_reported() {
         let build = format!("cc -shared -fPIC {flags} -o logic.so logic.c");
         let mut s = Server::start(
             dir.path(),
-            &["--watch", "logic.c", "--build", &build, "--tick-ms", "10"],
+            &[
+                "--watch",
+                "logic.c",
+                "--build",
+                &build,
+                "--tick-ms",
+                "10",
+                "--keep-versions",
+                "1",
+            ],
         );
         s.expect_contains("tag=one score=1 ");
         editor::in_place(&src, &counter("two", 1));
