@@ -64,7 +64,9 @@ pub struct Reloader {
     /// The version the tick loop runs now (after a rollback, an earlier one).
     running: Option<u64>,
     /// The build that faulted last, by the hash of its bytes, with what to
-    /// say about it: not loaded again until the sources change.
+    /// say about it. A build with the very same bytes (only a comment or a
+    /// timestamp changed) would fault again on the same state, so it is
+    /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     attempts: u64,
     last_outcome: Option<Outcome>,
@@ -136,9 +138,11 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
-                Inbox::Tick(TickOutput::Faulted { plugin, running }) => {
-                    self.on_fault(plugin, running)
-                }
+                Inbox::Tick(TickOutput::Faulted {
+                    plugin,
+                    running,
+                    cause,
+                }) => self.on_fault(plugin, running, cause),
                 Inbox::Tick(TickOutput::Finished { shutdown_faulted }) => {
                     if shutdown_faulted {
                         self.last_outcome = Some(Outcome::Faulted);
@@ -173,10 +177,6 @@ impl Reloader {
         } else {
             self.fingerprints.refresh(&batch.paths)
         };
-        if !changed.is_empty() || batch.rescan {
-            // The sources changed: a build that faulted may be tried again.
-            self.known_bad = None;
-        }
         let forced = std::mem::take(&mut self.awaiting_batch);
         if changed.is_empty() && !batch.rescan && !forced {
             self.emit(Event::BuildSkipped {
@@ -268,6 +268,7 @@ impl Reloader {
             Ok((plugin, fresh_state)) => {
                 self.state_size.get_or_insert(plugin.api().state_size);
                 self.running = Some(plugin.version());
+                self.known_bad = None;
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
                     fresh_state,
@@ -304,7 +305,7 @@ impl Reloader {
         if let Some((bad, what)) = &self.known_bad {
             if *bad == build_hash {
                 return Err(Rejection::Faulted(format!(
-                    "this build is the one that faulted ({what}); change the sources to load it again"
+                    "this build is the one that faulted as {what}; change the code to try again"
                 )));
             }
         }
@@ -351,9 +352,12 @@ impl Reloader {
         }
     }
 
-    fn on_fault(&mut self, plugin: Plugin, running: Option<u64>) {
+    fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String) {
         self.running = running;
-        self.known_bad = Some((plugin.build_hash(), format!("v{}", plugin.version())));
+        self.known_bad = Some((
+            plugin.build_hash(),
+            format!("v{} ({cause})", plugin.version()),
+        ));
         self.last_outcome = Some(Outcome::Faulted);
         self.retire(plugin);
     }

@@ -51,6 +51,8 @@ pub enum TickOutput {
     Faulted {
         plugin: Plugin,
         running: Option<u64>,
+        /// A few words on what happened ("SIGSEGV in tick").
+        cause: String,
     },
     /// The loop ended (stop request or tick limit); nothing of the plugin's
     /// runs any more. `shutdown_faulted` if `shutdown` itself faulted.
@@ -308,6 +310,7 @@ impl TickLoop {
         } else {
             fault.describe()
         };
+        let summary = format!("{} in {call}", signal_or_timeout(&fault));
         (self.events)(Event::Fault(FaultReport {
             version: bad.version(),
             call,
@@ -320,6 +323,7 @@ impl TickLoop {
         (self.output)(TickOutput::Faulted {
             plugin: bad,
             running,
+            cause: summary,
         });
     }
 
@@ -397,6 +401,14 @@ impl TickLoop {
             },
         };
         (self.events)(Event::State(report));
+    }
+}
+
+fn signal_or_timeout(fault: &Fault) -> String {
+    if fault.is_timeout() {
+        "timeout".into()
+    } else {
+        guard::signal_name(fault.signal)
     }
 }
 

@@ -11,6 +11,11 @@ pub struct Counter<'a> {
     pub api: i32,
     /// Replaces the function table's initializer (to leave pointers NULL).
     pub table: Option<&'a str>,
+    /// C statements run at this version's Nth tick (1 = its first), before
+    /// the score changes: for injecting faults.
+    pub fault_at: Option<(u32, &'a str)>,
+    /// C statements run in `init`, before anything else.
+    pub init_code: &'a str,
 }
 
 impl<'a> Counter<'a> {
@@ -21,6 +26,8 @@ impl<'a> Counter<'a> {
             state_extra: 0,
             api: 1,
             table: None,
+            fault_at: None,
+            init_code: "",
         }
     }
 
@@ -30,25 +37,44 @@ impl<'a> Counter<'a> {
         } else {
             String::new()
         };
+        let fault = match self.fault_at {
+            Some((n, code)) => {
+                format!("    static int calls;\n    if (++calls == {n}) {{ {code} }}\n")
+            }
+            None => String::new(),
+        };
         let table = self.table.map(str::to_owned).unwrap_or_else(|| {
             ".init = counter_init, .tick = counter_tick, .shutdown = counter_shutdown".to_owned()
         });
         format!(
-            r#"#include <stdio.h>
+            r#"#include <assert.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "hotreload.h"
+
+/* Recursion that no compiler turns into a loop. */
+__attribute__((noinline)) int hr_test_recurse(volatile char* up) {{
+    volatile char frame[4096];
+    frame[0] = up ? up[0] + 1 : 0;
+    return hr_test_recurse(frame) + frame[1];
+}}
 
 typedef struct {{
     int score;
 {extra}}} state_t;
 
 static void counter_init(void* p) {{
+    {init_code}
     state_t* s = p;
     s->score = 0;
     printf("[plugin] tag={tag} init\n");
 }}
 
 static void counter_tick(void* p, double dt) {{
-    state_t* s = p;
+{fault}    state_t* s = p;
     s->score += {step};
     printf("[plugin] tag={tag} score=%d dt=%.6f\n", s->score, dt);
 }}
@@ -69,6 +95,7 @@ HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
             tag = self.tag,
             step = self.step,
             api = self.api,
+            init_code = self.init_code,
         )
     }
 }

@@ -1,0 +1,264 @@
+//! Plugin faults never take the host down and never lose state: every kind
+//! of crash and a hang, on a new version's first tick and on a later one,
+//! ends with one [fault] line, the previous version ticking again from the
+//! state exactly as it was before the bad tick, and later builds loading
+//! normally.
+
+mod support;
+
+use support::plugin::{Counter, counter};
+use support::{Server, editor, field, workdir};
+
+/// C statements that fault, and what the [fault] line must say.
+const SEGV: (&str, &str) = (
+    "*(volatile int*)0 = 1;",
+    "SIGSEGV (address not mapped) at 0x0 in counter_tick+",
+);
+const BUS: (&str, &str) = (
+    "int fd = open(\"empty.bin\", O_RDWR | O_CREAT | O_TRUNC, 0600); \
+     volatile char* m = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0); m[0] = 1;",
+    "SIGBUS",
+);
+/// A real division: GCC computes `1 / x` without one (it is 0 unless x is ±1).
+const FPE: (&str, &str) = (
+    "volatile int zero = 0, seven = 7; s_dummy = seven / zero;",
+    "SIGFPE (integer divide by zero)",
+);
+const ILL: (&str, &str) = ("__builtin_trap();", "SIGILL");
+const TRAP: (&str, &str) = ("__asm__ volatile(\"int3\");", "SIGTRAP");
+const ABORT: (&str, &str) = ("abort();", "SIGABRT (abort)");
+const ASSERT: (&str, &str) = ("assert(calls < 0);", "SIGABRT (abort)");
+const STACK_OVERFLOW: (&str, &str) = ("hr_test_recurse(0);", "SIGSEGV");
+const HANG: (&str, &str) = ("for (;;) {}", "timeout after 300 ms");
+
+/// Starts v1 (step 1), saves a version that faults at its `at`th tick, and
+/// checks the recovery; then a good v3 loads and the server exits cleanly.
+fn fault_then_recover(fault: (&str, &str), at: u32) {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--tick-timeout-ms", "300"]);
+    s.expect_contains("tag=one score=3 ");
+
+    let bad = Counter {
+        fault_at: Some((at, fault.0)),
+        ..Counter::new("bad", 10)
+    }
+    .source();
+    editor::rename_over(&src, &declare_dummy(&bad));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let line = s.expect_prefix("[fault] ");
+    assert!(line.starts_with("[fault] v2 tick "), "{line}");
+    assert!(line.contains(fault.1), "expected {:?} in: {line}", fault.1);
+    let faulted_at =
+        field(&line.replace("tick ", "tick="), "tick").expect("tick in the fault line");
+    assert!(
+        line.ends_with(&format!(
+            "rolled back to v1, state restored to tick {faulted_at}"
+        )),
+        "{line}"
+    );
+
+    // The score before the bad tick is the last one printed before the
+    // fault (the fault strikes before the tick changes or prints anything);
+    // v1 carries on from exactly there.
+    let lines = s.lines();
+    let fault_index = lines.iter().position(|l| l == &line).expect("fault line");
+    let before = lines[..fault_index]
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.contains("[plugin] tag=")
+                .then(|| field(l, "score"))
+                .flatten()
+        })
+        .expect("a score before the fault");
+    let resumed = s.expect_contains("tag=one score=");
+    assert_eq!(
+        field(&resumed, "score"),
+        Some(before + 1),
+        "{}",
+        s.transcript()
+    );
+    if at > 1 {
+        assert_eq!(s.count(|l| l.contains("tag=bad score=")), at as usize - 1);
+    }
+
+    editor::rename_over(&src, &counter("three", 100));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v3");
+    let three = s.expect_contains("tag=three score=");
+    assert!(
+        field(&three, "score").is_some_and(|v| v > before + 100),
+        "{three}"
+    );
+    assert_eq!(s.stop(), 0, "the last outcome is the good v3");
+    assert_eq!(s.count(|l| l.contains(" init")), 1, "init ran once");
+}
+
+/// The fault snippets may assign to `s_dummy`.
+fn declare_dummy(source: &str) -> String {
+    source.replace(
+        "#include \"hotreload.h\"",
+        "#include \"hotreload.h\"\nvolatile int s_dummy;",
+    )
+}
+
+macro_rules! fault_cases {
+    ($($name:ident: $fault:expr;)*) => {
+        mod on_first_tick {
+            use super::*;
+            $(#[test] fn $name() { fault_then_recover($fault, 1) })*
+        }
+        mod on_a_later_tick {
+            use super::*;
+            $(#[test] fn $name() { fault_then_recover($fault, 3) })*
+        }
+    };
+}
+
+fault_cases! {
+    segv: SEGV;
+    bus: BUS;
+    fpe: FPE;
+    ill: ILL;
+    trap: TRAP;
+    abort: ABORT;
+    assert_failure: ASSERT;
+    stack_overflow: STACK_OVERFLOW;
+    infinite_loop: HANG;
+}
+
+#[test]
+fn a_fault_in_the_first_version_pauses_and_a_good_build_resumes_with_the_state() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let bad = Counter {
+        fault_at: Some((4, SEGV.0)),
+        ..Counter::new("bad", 10)
+    }
+    .source();
+    std::fs::write(&src, bad).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    let line = s.expect_prefix("[fault] ");
+    assert!(
+        line.starts_with("[fault] v1 tick 3: SIGSEGV")
+            && line.ends_with(
+                "no earlier version to roll back to: ticking paused until the next good build, state restored to tick 3"
+            ),
+        "{line}"
+    );
+    editor::in_place(&src, &counter("good", 1));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    // Three ticks of 10 survived the fault; init does not run again.
+    let first = s.expect_contains("tag=good score=");
+    assert_eq!(field(&first, "score"), Some(31), "{}", s.transcript());
+    assert_eq!(s.count(|l| l.contains("tag=good init")), 0);
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn a_fault_in_init_pauses_and_the_next_build_runs_init() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let bad = Counter {
+        init_code: "*(volatile int*)0 = 1;",
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    std::fs::write(&src, bad).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    let line = s.expect_prefix("[fault] ");
+    assert!(line.starts_with("[fault] v1 init: SIGSEGV"), "{line}");
+    editor::in_place(&src, &counter("good", 1));
+    s.expect_contains("tag=good init");
+    s.expect_contains("tag=good score=1 ");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn a_crashing_logic_get_api_is_rejected_and_the_old_code_ticks_on() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--reloads", "1"]);
+    s.expect_contains("tag=one score=2 ");
+    let bad = counter("bad", 1).replace(
+        "{ return &api; }",
+        "{ *(volatile int*)0 = 1; return &api; }",
+    );
+    editor::in_place(&src, &bad);
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.contains("logic_get_api faulted: SIGSEGV") && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    assert_eq!(s.exit_code(), 14);
+    assert!(s.count(|l| l.contains("tag=one score=")) >= 2);
+}
+
+/// After a fault, a build whose library is byte for byte the faulting one
+/// (an edit to a comment, a `touch`) is refused: the same code on the same
+/// state would fault again. A real change loads.
+#[test]
+fn the_faulting_build_is_not_loaded_again_until_the_code_changes() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("tag=one score=2 ");
+    let bad = Counter {
+        fault_at: Some((1, SEGV.0)),
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    editor::in_place(&src, &bad);
+    s.expect_prefix("[fault] v2 tick ");
+    editor::in_place(&src, &format!("{bad}/* only a comment changed */\n"));
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.contains("this build is the one that faulted as v2 (SIGSEGV")
+            && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    assert_eq!(s.count(|l| l.starts_with("[fault]")), 1, "not run again");
+    editor::in_place(&src, &counter("good", 1));
+    s.expect_contains("tag=good score=");
+    assert_eq!(s.stop(), 0);
+}
+
+/// The state restored after a fault is the copy taken before the bad tick,
+/// byte for byte, also for a state larger than a page.
+#[test]
+fn a_large_state_is_restored_exactly() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(
+        &src,
+        Counter {
+            state_extra: 100_000,
+            ..Counter::new("one", 1)
+        }
+        .source(),
+    )
+    .expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("tag=one score=3 ");
+    let bad = Counter {
+        state_extra: 100_000,
+        fault_at: Some((2, SEGV.0)),
+        ..Counter::new("bad", 5)
+    }
+    .source();
+    editor::in_place(&src, &bad);
+    let line = s.expect_prefix("[fault] v2 tick ");
+    let lines = s.lines();
+    let at = lines.iter().position(|l| l == &line).expect("fault line");
+    let before = lines[..at]
+        .iter()
+        .rev()
+        .find_map(|l| field(l, "score"))
+        .expect("score");
+    let resumed = s.expect_contains("tag=one score=");
+    assert_eq!(field(&resumed, "score"), Some(before + 1));
+    assert_eq!(s.stop(), 14, "the last outcome is the fault");
+}
