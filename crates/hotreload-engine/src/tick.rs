@@ -263,6 +263,8 @@ impl TickLoop {
             return;
         }
         self.ticks += 1;
+        #[cfg(debug_assertions)]
+        debug_host_fault::maybe_at(self.ticks);
         if let Some((version, Some(exited))) = self.first_tick_due.take() {
             (self.events)(Event::FirstTick {
                 version,
@@ -420,5 +422,31 @@ fn tighten_timer_slack() {
     // the calling thread; failure leaves the default slack, which is harmless.
     unsafe {
         libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// A fault in host code must keep its normal meaning even on the thread that
+/// calls plugin code. Debug builds can be made to fault in host code (with
+/// `HOTRELOAD_DEBUG_HOST_FAULT=segv` or `=abort`) at tick 3, between two
+/// guarded plugin calls, so that tests can check the process dies with that
+/// signal. Release builds have no such hook.
+#[cfg(debug_assertions)]
+mod debug_host_fault {
+    use std::sync::OnceLock;
+
+    pub fn maybe_at(ticks: u64) {
+        static KIND: OnceLock<Option<String>> = OnceLock::new();
+        let kind = KIND.get_or_init(|| std::env::var("HOTRELOAD_DEBUG_HOST_FAULT").ok());
+        if ticks != 3 {
+            return;
+        }
+        match kind.as_deref() {
+            Some("segv") => {
+                // SAFETY: deliberately not: this is the host bug under test.
+                unsafe { std::ptr::null_mut::<u32>().write_volatile(1) }
+            }
+            Some("abort") => std::process::abort(),
+            _ => {}
+        }
     }
 }

@@ -262,3 +262,68 @@ fn a_large_state_is_restored_exactly() {
     assert_eq!(field(&resumed, "score"), Some(before + 1));
     assert_eq!(s.stop(), 14, "the last outcome is the fault");
 }
+
+/// The guard only catches plugin code: a fault in the host's own code, even
+/// on the thread that calls plugin code, still kills the process with that
+/// signal (and a core dump where enabled). Uses the debug build's
+/// `HOTRELOAD_DEBUG_HOST_FAULT` hook.
+#[test]
+fn a_fault_in_host_code_still_kills_the_process_with_its_signal() {
+    use std::os::unix::process::ExitStatusExt;
+    for (kind, signal) in [("segv", libc::SIGSEGV), ("abort", libc::SIGABRT)] {
+        let dir = workdir();
+        std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+        let mut command = std::process::Command::new(support::binary());
+        command
+            .args([
+                "--watch",
+                "logic.c",
+                "--build",
+                support::CC_BUILD,
+                "--tick-ms",
+                "10",
+            ])
+            .env("HOTRELOAD_DEBUG_HOST_FAULT", kind);
+        let mut s = Server::start_command(dir.path(), command);
+        let status = s.wait();
+        assert_eq!(
+            status.signal(),
+            Some(signal),
+            "{kind}: {status:?}\n{}",
+            s.transcript()
+        );
+        assert_eq!(
+            s.count(|l| l.starts_with("[fault]")),
+            0,
+            "not mistaken for plugin code"
+        );
+        assert_eq!(s.count(|l| l.contains("tag=one score=")), 3);
+    }
+}
+
+#[test]
+fn a_fault_in_shutdown_still_exits_cleanly_with_its_code() {
+    let dir = workdir();
+    let source = counter("one", 1).replace(
+        "printf(\"[plugin] tag=one shutdown score=%d\\n\", s->score);",
+        "printf(\"[plugin] tag=one shutdown score=%d\\n\", s->score); *(volatile int*)0 = 1;",
+    );
+    assert!(
+        source.contains("*(volatile int*)0"),
+        "the fault was injected"
+    );
+    std::fs::write(dir.path().join("logic.c"), source).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("tag=one score=2 ");
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let line = s.expect_prefix("[fault] ");
+    assert!(
+        line.starts_with("[fault] v1 shutdown after tick ")
+            && line.contains("SIGSEGV")
+            && line.ends_with("; exiting as planned"),
+        "{line}"
+    );
+    s.expect_prefix("[state]");
+    s.expect_prefix("[exit] code=14");
+    assert_eq!(s.exit_code(), 14);
+}
