@@ -46,6 +46,11 @@ pub struct Config {
     /// Good versions kept loaded (the running one included) to roll back to
     /// when a newer one faults.
     pub keep_versions: usize,
+    /// Ticks a new build runs in a throwaway process, on a copy of the state,
+    /// before it is loaded into the host; 0 loads without a trial (for
+    /// plugins with side effects). Trials need the host program to call
+    /// [`crate::run_probe_if_requested`] at the start of `main`.
+    pub trial_ticks: u64,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -69,6 +74,7 @@ impl Config {
             ignore: Vec::new(),
             call_timeout: None,
             keep_versions: 5,
+            trial_ticks: 3,
             max_ticks: None,
             max_reloads: None,
         }

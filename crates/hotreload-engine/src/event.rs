@@ -44,11 +44,15 @@ pub enum Event {
     BuildSuperseded,
     /// A new version runs from the next tick on.
     Swapped(Swap),
-    /// A built library was refused; the running version (if any) keeps ticking.
+    /// A built library was refused; the running version (if any) keeps
+    /// ticking. `detail` is what a failed trial printed (empty otherwise).
     Rejected {
         reason: Rejection,
         keeping: Option<u64>,
+        detail: String,
     },
+    /// Said once when trials are configured but cannot run.
+    TrialsOff(String),
     /// A snapshot of what is known about the state.
     State(StateReport),
     /// Plugin code crashed, aborted or hung; what was done about it.

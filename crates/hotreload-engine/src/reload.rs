@@ -23,9 +23,10 @@ use crate::load::Library;
 use crate::outcome::{Outcome, Rejection};
 use crate::plugin::Plugin;
 use crate::precheck::precheck;
-use crate::shadow::ShadowDir;
+use crate::shadow::{ShadowDir, ShadowFile};
 use crate::state::State;
 use crate::tick::{TickInput, TickOutput};
+use crate::trial::{self, TrialSettings};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
 use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
@@ -68,6 +69,7 @@ pub struct Reloader {
     /// timestamp changed) would fault again on the same state, so it is
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
+    said_trials_off: bool,
     attempts: u64,
     last_outcome: Option<Outcome>,
     stopping: bool,
@@ -115,6 +117,7 @@ impl Reloader {
             state_size: None,
             running: None,
             known_bad: None,
+            said_trials_off: false,
             attempts: 0,
             last_outcome: None,
             stopping: false,
@@ -278,22 +281,64 @@ impl Reloader {
                     self.record(Outcome::Swapped, counts);
                 }
             }
-            Err(reason) => {
+            Err((reason, detail)) => {
                 let keeping = self.running;
                 self.emit(Event::Rejected {
                     reason: reason.clone(),
                     keeping,
+                    detail,
                 });
                 self.record(Outcome::Rejected(reason), counts);
             }
         }
     }
 
-    /// Copy, precheck, load and check the build output; for the first
-    /// version, also allocate the state (here, so that a size that cannot be
-    /// allocated is a rejection like any other, and the tick thread never
-    /// waits for a large zeroed allocation).
-    fn prepare(&mut self) -> Result<(Plugin, Option<State>), Rejection> {
+    /// Copy, precheck, trial, load and check the build output; for the
+    /// first version, also allocate the state (here, so that a size that
+    /// cannot be allocated is a rejection like any other, and the tick thread
+    /// never waits for a large zeroed allocation). A rejection comes with
+    /// what a failed trial printed.
+    fn prepare(&mut self) -> Result<(Plugin, Option<State>), (Rejection, String)> {
+        let (shadow, build_hash) = self.copy_checked().map_err(|r| (r, String::new()))?;
+        self.trial(shadow.path())?;
+        self.load_checked(shadow, build_hash)
+            .map_err(|r| (r, String::new()))
+    }
+
+    /// Runs the trial, if trials are on and possible.
+    fn trial(&mut self, library: &std::path::Path) -> Result<(), (Rejection, String)> {
+        if self.config.trial_ticks == 0 {
+            return Ok(());
+        }
+        if !crate::probe::hook_installed() {
+            if !self.said_trials_off {
+                self.said_trials_off = true;
+                self.emit(Event::TrialsOff(
+                    "trial runs are off: the host program does not call hotreload_engine::run_probe_if_requested() at the start of main".into(),
+                ));
+            }
+            return Ok(());
+        }
+        let state = match self.state_size {
+            None => None,
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let _ = self.tick.send(TickInput::CopyState(tx));
+                rx.recv().ok().flatten()
+            }
+        };
+        let settings = TrialSettings {
+            ticks: self.config.trial_ticks,
+            dt: self.config.tick_period.as_secs_f64(),
+            stall: self.config.effective_call_timeout(),
+        };
+        let report = self.shadow.path().join(format!("{}.trial", self.copies));
+        trial::run(library, &report, &settings, state.as_deref()).map_err(|f| (f.reason, f.output))
+    }
+
+    /// Reads the build output, refuses a known-bad or malformed one, and
+    /// writes the shadow copy.
+    fn copy_checked(&mut self) -> Result<(ShadowFile, u64), Rejection> {
         let lib = &self.config.lib;
         let bytes = std::fs::read(lib).map_err(|e| {
             Rejection::NotLoadable(format!(
@@ -315,6 +360,15 @@ impl Reloader {
             .shadow
             .store(self.copies, &self.lib_name, &bytes)
             .map_err(Rejection::NotLoadable)?;
+        Ok((shadow, build_hash))
+    }
+
+    /// Loads the shadow copy into the host and checks its table.
+    fn load_checked(
+        &mut self,
+        shadow: ShadowFile,
+        build_hash: u64,
+    ) -> Result<(Plugin, Option<State>), Rejection> {
         let library = Library::open(shadow)?;
         let table = library.table()?;
         let api = check::check(&table, self.state_size)?;

@@ -52,17 +52,24 @@ impl ShadowDir {
             .map_err(|e| format!("cannot create the library copy {}: {e}", path.display()))?;
         file.write_all(bytes)
             .map_err(|e| format!("cannot write the library copy {}: {e}", path.display()))?;
-        Ok(ShadowFile { path })
+        Ok(ShadowFile { path, owned: true })
     }
 }
 
-/// One copy of a library; removed from disk when dropped.
+/// One copy of a library; removed from disk when dropped, unless borrowed.
 #[derive(Debug)]
 pub struct ShadowFile {
     path: PathBuf,
+    owned: bool,
 }
 
 impl ShadowFile {
+    /// A copy owned by another process (a trial probe loading the host's
+    /// copy): never removed by this one.
+    pub fn borrowed(path: PathBuf) -> ShadowFile {
+        ShadowFile { path, owned: false }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -72,7 +79,9 @@ impl Drop for ShadowFile {
     fn drop(&mut self) {
         // Removing a file that is still mapped is fine: the mapping keeps the
         // inode alive until it goes.
-        let _ = fs::remove_file(&self.path);
+        if self.owned {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -39,6 +39,9 @@ pub enum TickInput {
         fresh_state: Option<State>,
         build_exited_at: Option<Instant>,
     },
+    /// A copy of the state as it is between two ticks, for a trial run;
+    /// `None` if there is no state yet.
+    CopyState(std::sync::mpsc::Sender<Option<Vec<u8>>>),
     Stop,
 }
 
@@ -140,6 +143,9 @@ impl TickLoop {
                     fresh_state,
                     build_exited_at,
                 }) => self.install(plugin, fresh_state, build_exited_at, &calls),
+                Ok(TickInput::CopyState(reply)) => {
+                    let _ = reply.send(self.state.as_ref().map(|s| s.bytes().to_vec()));
+                }
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.tick(&calls);

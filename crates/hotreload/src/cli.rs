@@ -89,6 +89,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..1000))]
     pub keep_versions: u64,
 
+    /// Ticks a new build runs in a throwaway process, on a copy of the
+    /// state, before it is loaded (its constructors, logic_get_api and init
+    /// run there first too); 0 turns trials off, for plugins with side
+    /// effects.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub trial_ticks: u64,
+
     /// Stop after N ticks.
     #[arg(long, value_name = "N")]
     pub ticks: Option<u64>,
@@ -130,6 +137,7 @@ impl Args {
         config.ignore = self.ignore.clone();
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;
+        config.trial_ticks = self.trial_ticks;
         config.max_ticks = self.ticks;
         config.max_reloads = self.reloads;
         config.validate()?;

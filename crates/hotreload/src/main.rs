@@ -14,6 +14,8 @@ use clap::Parser;
 use hotreload_engine::{Engine, exit_code};
 
 fn main() -> ExitCode {
+    // A trial run of a new build is this same executable in probe mode.
+    hotreload_engine::run_probe_if_requested();
     let args = cli::Args::parse();
     let config = match args.to_config() {
         Ok(c) => c,

@@ -61,10 +61,19 @@ impl Renderer {
                 swap.version,
                 ms(swap.since_build_exit)
             ),
-            Event::Rejected { reason, keeping } => match keeping {
-                Some(v) => format!("[reload] rejected: {reason} (keeping v{v})\n"),
-                None => format!("[reload] rejected: {reason} (no version running yet)\n"),
-            },
+            Event::Rejected { reason, keeping, detail } => {
+                let mut out = match keeping {
+                    Some(v) => format!("[reload] rejected: {reason} (keeping v{v})\n"),
+                    None => format!("[reload] rejected: {reason} (no version running yet)\n"),
+                };
+                for line in detail.lines() {
+                    out.push_str("  | ");
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                out
+            }
+            Event::TrialsOff(why) => format!("[reload] {why}\n"),
             Event::State(report) => format!("[state] {}\n", state(report)),
             Event::Fault(report) => format!("[fault] {}\n", fault(report)),
             Event::StayedMapped { version, lib } => format!(

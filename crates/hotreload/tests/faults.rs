@@ -3,6 +3,10 @@
 //! ends with one [fault] line, the previous version ticking again from the
 //! state exactly as it was before the bad tick, and later builds loading
 //! normally.
+//!
+//! These tests are about faults in live code, so they turn the trial run off
+//! (`--trial-ticks 0`), which would otherwise refuse most of these builds
+//! before they ever ran in the host (see trial.rs).
 
 mod support;
 
@@ -37,7 +41,10 @@ fn fault_then_recover(fault: (&str, &str), at: u32) {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     std::fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start_default(dir.path(), &["--tick-timeout-ms", "300"]);
+    let mut s = Server::start_default(
+        dir.path(),
+        &["--tick-timeout-ms", "300", "--trial-ticks", "0"],
+    );
     s.expect_contains("tag=one score=3 ");
 
     let bad = Counter {
@@ -138,7 +145,7 @@ fn a_fault_in_the_first_version_pauses_and_a_good_build_resumes_with_the_state()
     }
     .source();
     std::fs::write(&src, bad).expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
     let line = s.expect_prefix("[fault] ");
     assert!(
         line.starts_with("[fault] v1 tick 3: SIGSEGV")
@@ -166,7 +173,7 @@ fn a_fault_in_init_pauses_and_the_next_build_runs_init() {
     }
     .source();
     std::fs::write(&src, bad).expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
     let line = s.expect_prefix("[fault] ");
     assert!(line.starts_with("[fault] v1 init: SIGSEGV"), "{line}");
     editor::in_place(&src, &counter("good", 1));
@@ -180,7 +187,7 @@ fn a_crashing_logic_get_api_is_rejected_and_the_old_code_ticks_on() {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     std::fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start_default(dir.path(), &["--reloads", "1"]);
+    let mut s = Server::start_default(dir.path(), &["--reloads", "1", "--trial-ticks", "0"]);
     s.expect_contains("tag=one score=2 ");
     let bad = counter("bad", 1).replace(
         "{ return &api; }",
@@ -204,7 +211,7 @@ fn the_faulting_build_is_not_loaded_again_until_the_code_changes() {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     std::fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
     s.expect_contains("tag=one score=2 ");
     let bad = Counter {
         fault_at: Some((1, SEGV.0)),
@@ -241,7 +248,7 @@ fn a_large_state_is_restored_exactly() {
         .source(),
     )
     .expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
     s.expect_contains("tag=one score=3 ");
     let bad = Counter {
         state_extra: 100_000,
@@ -313,7 +320,7 @@ fn a_fault_in_shutdown_still_exits_cleanly_with_its_code() {
         "the fault was injected"
     );
     std::fs::write(dir.path().join("logic.c"), source).expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
     s.expect_contains("tag=one score=2 ");
     s.signal(nix::sys::signal::Signal::SIGTERM);
     let line = s.expect_prefix("[fault] ");

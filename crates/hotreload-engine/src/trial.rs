@@ -1,0 +1,173 @@
+//! Stage: trial before commit. A new build's load-time code (constructors,
+//! `logic_get_api`), its checks, `init` for a first version, and a few ticks
+//! on a copy of the current state run first in a throwaway process; only a
+//! build that survives is loaded into the host.
+//!
+//! The child is the host's own executable in probe mode ([`crate::probe`]),
+//! started with `exec`: after a plain `fork` of a multi-threaded process,
+//! `dlopen` or `malloc` can deadlock on a lock another thread held. The child
+//! reports its progress to a file, so a crash inside a constructor or a hang
+//! is still placed ("SIGSEGV during dlopen"). A stage that makes no progress
+//! for the call timeout is a hang, and the child is killed. What the child
+//! prints is kept from the log unless the trial fails, and then shown
+//! indented under the rejection: it never passes for real ticks.
+
+use std::io::{Read, Seek, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::guard::signal_name;
+use crate::outcome::Rejection;
+use crate::probe::PROBE_ENV;
+
+/// The most output of a failed trial that is shown.
+const OUTPUT_LIMIT: usize = 16 * 1024;
+
+pub struct TrialSettings {
+    pub ticks: u64,
+    pub dt: f64,
+    /// A stage without progress for this long is a hang.
+    pub stall: Duration,
+}
+
+/// Why a trial refused a build, and what the child printed.
+pub struct TrialFailure {
+    pub reason: Rejection,
+    pub output: String,
+}
+
+/// Runs the trial of the library at `library` (a shadow copy); `report` is a
+/// fresh path in the private folder; `state` the current state's bytes, or
+/// `None` for a first version (the trial then runs `init` on a zeroed state).
+pub fn run(
+    library: &Path,
+    report: &Path,
+    settings: &TrialSettings,
+    state: Option<&[u8]>,
+) -> Result<(), TrialFailure> {
+    let failure = |reason: String| TrialFailure {
+        reason: Rejection::Faulted(reason),
+        output: String::new(),
+    };
+    let exe = std::env::current_exe()
+        .map_err(|e| failure(format!("trial: cannot find the probe executable: {e}")))?;
+    let stdin = match state {
+        None => Stdio::null(),
+        Some(bytes) => {
+            Stdio::from(state_file(report, bytes).map_err(|e| failure(format!("trial: {e}")))?)
+        }
+    };
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| failure(format!("trial: cannot create a pipe: {e}")))?;
+    let mut child = {
+        let stderr = writer
+            .try_clone()
+            .map_err(|e| failure(format!("trial: cannot duplicate a pipe: {e}")))?;
+        Command::new(exe)
+            .env(PROBE_ENV, "1")
+            .arg(library)
+            .arg(report)
+            .arg(settings.ticks.to_string())
+            .arg(settings.dt.to_string())
+            .arg(state.map_or("none".to_owned(), |s| s.len().to_string()))
+            .stdin(stdin)
+            .stdout(writer)
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| failure(format!("trial: cannot start the probe: {e}")))?
+    };
+    let output = thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+            kept.extend_from_slice(&chunk[..n.min(room)]);
+        }
+        String::from_utf8_lossy(&kept).into_owned()
+    });
+
+    // Wait, restarting the clock whenever the probe reports a new stage.
+    let mut last_report = String::new();
+    let mut progress_at = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) => {}
+            Err(e) => return Err(failure(format!("trial: cannot wait for the probe: {e}"))),
+        }
+        let now_report = std::fs::read_to_string(report).unwrap_or_default();
+        if now_report != last_report {
+            last_report = now_report;
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() > settings.stall {
+            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(2));
+    };
+    let report_text = std::fs::read_to_string(report).unwrap_or_default();
+    let _ = std::fs::remove_file(report);
+    // The probe may have left children holding the pipe: do not wait long.
+    let output = output.join().unwrap_or_default();
+    let stage = report_text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("stage "))
+        .unwrap_or("start-up")
+        .to_owned();
+    let last = report_text.lines().last().unwrap_or("");
+    let reason = match status {
+        None => format!(
+            "trial: hung in {} for {} ms",
+            place(&stage),
+            settings.stall.as_millis()
+        ),
+        Some(_) if last == "ok" => return Ok(()),
+        // The probe's own checks refused the table; the host's checks, which
+        // run next, say why with the right exit code.
+        Some(_) if last.starts_with("reject ") => return Ok(()),
+        Some(_) if last.starts_with("fault ") => last["fault ".len()..].to_owned(),
+        Some(status) => match status.signal() {
+            Some(sig) => format!("trial: {} in {}", signal_name(sig), place(&stage)),
+            None => format!("trial: probe exited with {status} in {}", place(&stage)),
+        },
+    };
+    Err(TrialFailure {
+        reason: Rejection::Faulted(reason),
+        output,
+    })
+}
+
+/// "dlopen (a library constructor)", "tick 2", ...
+fn place(stage: &str) -> String {
+    match stage {
+        "dlopen" => "dlopen (a library constructor)".into(),
+        "dlclose" => "dlclose (a library destructor)".into(),
+        other => other.into(),
+    }
+}
+
+/// The state's bytes in an unnamed file the probe reads as its stdin.
+fn state_file(near: &Path, bytes: &[u8]) -> Result<std::fs::File, String> {
+    let dir = crate::paths::parent_dir(near);
+    let mut file = tempfile::tempfile_in(&dir)
+        .map_err(|e| format!("cannot stage the state in {}: {e}", dir.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot stage the state: {e}"))?;
+    file.rewind()
+        .map_err(|e| format!("cannot stage the state: {e}"))?;
+    Ok(file)
+}
