@@ -5,7 +5,7 @@
  * owns; nothing here is static, so nothing is lost on a reload. */
 #include <stdio.h>
 
-#include "hotreload.h" /* from include/: build with -I../../include */
+#include "hotreload.h" /* a link to include/hotreload.h */
 
 typedef struct {
     int score;

@@ -59,6 +59,13 @@ impl Engine {
         events(Event::Running {
             watch_mode: watch.mode,
         });
+        for path in config.watch.iter().filter(|p| !p.exists()) {
+            // Usually a typo; possibly a file the build generates.
+            events(Event::WatchNotice(format!(
+                "{} does not exist (yet); watching its folder for it to appear",
+                path.display()
+            )));
+        }
 
         let tick_inbox = inbox_tx.clone();
         let tick_loop = TickLoop::new(

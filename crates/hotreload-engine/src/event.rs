@@ -35,13 +35,20 @@ pub enum Event {
         paths: Vec<PathBuf>,
     },
     BuildStarted,
+    /// `output` is everything the build printed, for its warnings.
     BuildSucceeded {
         duration: Duration,
+        output: String,
     },
     BuildFailed(BuildFailure),
     /// A source changed while the build ran: its output is stale and is not
     /// loaded; one more build follows.
     BuildSuperseded,
+    /// The build produced the very bytes of the running version: nothing to
+    /// swap.
+    Unchanged {
+        version: u64,
+    },
     /// A new version runs from the next tick on.
     Swapped(Swap),
     /// A built library was refused; the running version (if any) keeps

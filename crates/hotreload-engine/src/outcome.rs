@@ -83,7 +83,8 @@ impl fmt::Display for Rejection {
             }
             Rejection::StateSize { expected, found } => write!(
                 f,
-                "state_size mismatch: expected {expected} bytes (the state the host owns), found {found}"
+                "state_size mismatch: expected {expected} bytes (the state the host owns), found {found}; \
+                 keep the state's layout, or restart hotreload to start over with the new one"
             ),
             Rejection::StateUnallocatable { size, why } => write!(
                 f,

@@ -70,6 +70,9 @@ pub struct Reloader {
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     said_trials_off: bool,
+    /// The hash of every loaded version's bytes, to recognise a rebuild that
+    /// changed nothing.
+    hashes: std::collections::HashMap<u64, u64>,
     attempts: u64,
     last_outcome: Option<Outcome>,
     stopping: bool,
@@ -118,6 +121,7 @@ impl Reloader {
             running: None,
             known_bad: None,
             said_trials_off: false,
+            hashes: Default::default(),
             attempts: 0,
             last_outcome: None,
             stopping: false,
@@ -266,12 +270,41 @@ impl Reloader {
         }
         self.emit(Event::BuildSucceeded {
             duration: result.duration(),
+            output: result.output.clone(),
         });
-        match self.prepare() {
+        let bytes = match std::fs::read(&self.config.lib) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let reason = Rejection::NotLoadable(format!(
+                    "expected the build to write {}, but it cannot be read: {e}",
+                    self.config.lib.display()
+                ));
+                self.emit(Event::Rejected {
+                    reason: reason.clone(),
+                    keeping: self.running,
+                    detail: String::new(),
+                });
+                self.record(Outcome::Rejected(reason), counts);
+                return;
+            }
+        };
+        let build_hash = hash_bytes(&bytes);
+        if let Some(version) = self
+            .running
+            .filter(|v| self.hashes.get(v) == Some(&build_hash))
+        {
+            // `make` with nothing to do, a comment-only change without debug
+            // info: the running code is already what the sources build.
+            self.emit(Event::Unchanged { version });
+            self.record(Outcome::Swapped, counts);
+            return;
+        }
+        match self.prepare(&bytes, build_hash) {
             Ok((plugin, fresh_state)) => {
                 self.state_size.get_or_insert(plugin.api().state_size);
                 self.running = Some(plugin.version());
                 self.known_bad = None;
+                self.hashes.insert(plugin.version(), build_hash);
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
                     fresh_state,
@@ -298,8 +331,14 @@ impl Reloader {
     /// cannot be allocated is a rejection like any other, and the tick thread
     /// never waits for a large zeroed allocation). A rejection comes with
     /// what a failed trial printed.
-    fn prepare(&mut self) -> Result<(Plugin, Option<State>), (Rejection, String)> {
-        let (shadow, build_hash) = self.copy_checked().map_err(|r| (r, String::new()))?;
+    fn prepare(
+        &mut self,
+        bytes: &[u8],
+        build_hash: u64,
+    ) -> Result<(Plugin, Option<State>), (Rejection, String)> {
+        let shadow = self
+            .copy_checked(bytes, build_hash)
+            .map_err(|r| (r, String::new()))?;
         self.trial(shadow.path())?;
         self.load_checked(shadow, build_hash)
             .map_err(|r| (r, String::new()))
@@ -338,15 +377,7 @@ impl Reloader {
 
     /// Reads the build output, refuses a known-bad or malformed one, and
     /// writes the shadow copy.
-    fn copy_checked(&mut self) -> Result<(ShadowFile, u64), Rejection> {
-        let lib = &self.config.lib;
-        let bytes = std::fs::read(lib).map_err(|e| {
-            Rejection::NotLoadable(format!(
-                "expected the build to write {}, but it cannot be read: {e}",
-                lib.display()
-            ))
-        })?;
-        let build_hash = hash_bytes(&bytes);
+    fn copy_checked(&mut self, bytes: &[u8], build_hash: u64) -> Result<ShadowFile, Rejection> {
         if let Some((bad, what)) = &self.known_bad {
             if *bad == build_hash {
                 return Err(Rejection::Faulted(format!(
@@ -354,13 +385,11 @@ impl Reloader {
                 )));
             }
         }
-        precheck(&bytes)?;
+        precheck(bytes)?;
         self.copies += 1;
-        let shadow = self
-            .shadow
-            .store(self.copies, &self.lib_name, &bytes)
-            .map_err(Rejection::NotLoadable)?;
-        Ok((shadow, build_hash))
+        self.shadow
+            .store(self.copies, &self.lib_name, bytes)
+            .map_err(Rejection::NotLoadable)
     }
 
     /// Loads the shadow copy into the host and checks its table.
@@ -418,6 +447,7 @@ impl Reloader {
 
     fn retire(&mut self, plugin: Plugin) {
         let version = plugin.version();
+        self.hashes.remove(&version);
         let closed = plugin.close();
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(

@@ -19,6 +19,7 @@ Exit codes (the outcome of the last reload attempt):
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
   14  plugin code crashed, aborted or hung (the host recovered)
+  130 a second Ctrl-C while stopping: exited without waiting for plugin code
 
 Example:
   hotreload --watch logic.c --build \"cc -shared -fPIC -o logic.so logic.c\"";
@@ -97,7 +98,7 @@ pub struct Args {
     pub trial_ticks: u64,
 
     /// Stop after N ticks.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: Option<u64>,
 
     /// Stop after N reload attempts (the start-up build does not count); the

@@ -26,13 +26,19 @@ fn main() -> ExitCode {
         return fail(exit_code::HOST_ERROR, &why);
     }
     let renderer = render::Renderer::new();
-    let engine = match Engine::start(config, move |event| print(&renderer.render(&event))) {
+    let engine = match Engine::start(config, move |event| {
+        // A closed stdout is handled by `stop_when_stdout_closes`.
+        let _ = print(&renderer.render(&event));
+    }) {
         Ok(engine) => engine,
         Err(why) => return fail(exit_code::HOST_ERROR, &why),
     };
+    if let Err(why) = signals::stop_when_stdout_closes(engine.commander()) {
+        return fail(exit_code::HOST_ERROR, &why);
+    }
     let forced = |signal: nix::sys::signal::Signal| {
-        print(&format!(
-            "[exit] second {signal}: exiting without waiting for shutdown to return\n"
+        let _ = print(&format!(
+            "[exit] second {signal}: exiting without waiting for plugin code to return\n"
         ));
         std::process::exit(128 + signal as i32);
     };
@@ -47,16 +53,14 @@ fn main() -> ExitCode {
 /// tick thread can never split one of the host's lines: a write of up to
 /// PIPE_BUF (4 KiB) bytes to a pipe is atomic, a longer one (a build's whole
 /// output) is not.
-fn print(text: &str) {
-    if text.is_empty() {
-        return;
-    }
+/// Fails only when stdout is gone.
+fn print(text: &str) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     for line in text.split_inclusive('\n') {
-        // Nothing sensible can be done if stdout is gone (a closed pipe).
-        let _ = out.write_all(line.as_bytes());
-        let _ = out.flush();
+        out.write_all(line.as_bytes())?;
+        out.flush()?;
     }
+    Ok(())
 }
 
 fn fail(code: i32, why: &str) -> ExitCode {

@@ -37,15 +37,28 @@ impl Renderer {
                 format!("[watch] {} unchanged (same mtime, size and inode); build skipped\n", self.list(paths))
             }
             Event::BuildStarted | Event::FirstTick { .. } => String::new(),
-            Event::BuildSucceeded { duration } => format!("[build] success ({})\n", ms(*duration)),
+            Event::BuildSucceeded { duration, output } => {
+                // Warnings are worth seeing; the rest of a successful build's
+                // chatter ("Compiling ...") is not.
+                if output.to_ascii_lowercase().contains("warning") {
+                    let mut out = format!("[build] success ({}) with warnings:\n", ms(*duration));
+                    indent(&mut out, output);
+                    out
+                } else {
+                    format!("[build] success ({})\n", ms(*duration))
+                }
+            }
+            Event::Unchanged { version } => {
+                format!("[reload] the build is byte for byte the running v{version}; nothing to swap\n")
+            }
             Event::BuildFailed(failure) => {
                 let mut out = format!("[build] failed: {}\n", failure.first_error);
-                for line in failure.output.lines() {
-                    out.push_str("  | ");
-                    out.push_str(line);
-                    out.push('\n');
-                }
-                out.push_str(&format!("[build] {} after {}\n", failure.status, ms(failure.duration)));
+                indent(&mut out, &failure.output);
+                out.push_str(&format!(
+                    "[build] {} after {}; waiting for the next change\n",
+                    failure.status,
+                    ms(failure.duration)
+                ));
                 out
             }
             Event::BuildSuperseded => {
@@ -66,11 +79,7 @@ impl Renderer {
                     Some(v) => format!("[reload] rejected: {reason} (keeping v{v})\n"),
                     None => format!("[reload] rejected: {reason} (no version running yet)\n"),
                 };
-                for line in detail.lines() {
-                    out.push_str("  | ");
-                    out.push_str(line);
-                    out.push('\n');
-                }
+                indent(&mut out, detail);
                 out
             }
             Event::TrialsOff(why) => format!("[reload] {why}\n"),
@@ -84,14 +93,14 @@ impl Renderer {
                 format!("[tick] fell {} behind; skipped {skipped} ticks\n", ms(*behind))
             }
             Event::TickStats(s) => format!(
-                "[tick] {} ticks in {} (period {}; latest start {} after its deadline; {} skipped)\n",
-                s.ticks,
+                "[tick] {} in {} (period {}; latest start {} after its deadline; {} skipped)\n",
+                plural(s.ticks, "tick"),
                 ms(s.elapsed),
                 ms(s.period),
                 ms(s.max_late),
                 s.skipped
             ),
-            Event::Exited { code } => format!("[exit] code={code}\n"),
+            Event::Exited { code } => format!("[exit] code={code} ({})\n", exit_reason(*code)),
         }
     }
 
@@ -109,6 +118,39 @@ impl Renderer {
             names.push(format!("and {} more", paths.len() - SHOWN));
         }
         names.join(", ")
+    }
+}
+
+/// Appends `text` as detail lines: indented and marked, so that nothing in
+/// it can pass for a line of the host's or a live tick's.
+fn indent(out: &mut String, text: &str) {
+    for line in text.lines() {
+        out.push_str("  | ");
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// Why the exit code is what it is: the last reload attempt's outcome.
+fn exit_reason(code: i32) -> &'static str {
+    use hotreload_engine::exit_code as c;
+    match code {
+        c::SUCCESS => "the last reload succeeded, or none was attempted",
+        c::BUILD_FAILED => "the last build failed",
+        c::ABI_MISMATCH => "the last build was refused: ABI mismatch",
+        c::NOT_LOADABLE => "the last build was refused: not a loadable library",
+        c::MISSING_ENTRY_POINT => "the last build was refused: no logic_get_api",
+        c::INCOMPLETE_API => "the last build was refused: incomplete logic_api_t",
+        c::FAULT => "plugin code faulted last",
+        _ => "the host could not run",
     }
 }
 

@@ -1,3 +1,5 @@
+//! Outside reasons to stop: signals, and a stdout nobody reads any more.
+//!
 //! SIGINT, SIGTERM and SIGHUP become a graceful stop: finish the tick in
 //! progress, call the plugin's `shutdown`, report, exit. A second Ctrl-C
 //! (SIGINT) while stopping exits at once, for a `shutdown` that does not
@@ -52,4 +54,35 @@ pub fn forward_to(
         })
         .map(|_| ())
         .map_err(|e| format!("cannot start the signal thread: {e}"))
+}
+
+/// Stops the server once stdout is a pipe whose reader has gone
+/// (`hotreload ... | head`), the way SIGPIPE stops other tools. Writes would
+/// notice too, but the host may print nothing for a long time; `poll` on the
+/// write end reports the error at once. On a terminal or a file it never
+/// returns.
+pub fn stop_when_stdout_closes(commander: Commander) -> Result<(), String> {
+    thread::Builder::new()
+        .name("hotreload-stdout".into())
+        .spawn(move || {
+            let mut fd = libc::pollfd {
+                fd: libc::STDOUT_FILENO,
+                events: 0,
+                revents: 0,
+            };
+            loop {
+                // SAFETY: one valid `pollfd`, for the duration of the call.
+                let ready = unsafe { libc::poll(&mut fd, 1, -1) };
+                if ready > 0 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+                    commander.send(hotreload_engine::Command::Stop(StopReason::Requested));
+                    return;
+                }
+                if ready < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR)
+                {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the stdout watcher: {e}"))
 }

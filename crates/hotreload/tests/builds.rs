@@ -177,7 +177,8 @@ fn a_save_that_changes_nothing_builds_nothing_and_touch_rebuilds() {
     assert!(status.success());
     s.expect_prefix("[watch] change detected (logic.c)");
     s.expect_prefix("[build] success");
-    s.expect_prefix("[reload] swapped logic.so (api=1, v2,");
+    // The rebuild produced the running library again.
+    s.expect_prefix("[reload] the build is byte for byte the running v1; nothing to swap");
     s.expect_contains("[plugin] tag=one score=");
 
     let lines = s.lines();
@@ -419,4 +420,124 @@ fn out_of_inotify_watches_later_falls_back_to_polling() {
     s.expect_prefix("[watch] change detected (sub/extra.c)");
     s.expect_prefix("[reload] swapped logic.so");
     assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
+/// A build that produces the running version's very bytes (a comment-only
+/// edit, `make` with nothing to do) swaps nothing and counts as success.
+#[test]
+fn a_build_identical_to_the_running_version_swaps_nothing() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--reloads", "1"]);
+    s.expect_contains("tag=one score=2 ");
+    editor::in_place(&src, &format!("{}/* a comment */\n", counter("one", 1)));
+    s.expect_prefix("[reload] the build is byte for byte the running v1; nothing to swap");
+    assert_eq!(s.exit_code(), 0);
+    assert_eq!(s.count(|l| l.starts_with("[reload] swapped")), 0);
+}
+
+/// Warnings from a successful build are shown (indented); a silent build
+/// prints one line.
+#[test]
+fn warnings_of_a_successful_build_are_shown() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let warned = counter("one", 1).replace(
+        "state_t* s = p;\n    s->score += 1;",
+        "state_t* s = p;\n    int unused_var;\n    s->score += 1;",
+    );
+    assert!(warned.contains("unused_var"));
+    fs::write(&src, warned).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            "cc -Wall -shared -fPIC -o logic.so logic.c",
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect("a success with warnings", |l| {
+        l.starts_with("[build] success (") && l.ends_with(") with warnings:")
+    });
+    s.expect("the warning, indented", |l| {
+        l.starts_with("  | ") && l.contains("unused_var")
+    });
+    editor::in_place(&src, &counter("two", 1));
+    s.expect_prefix("[reload] swapped");
+    let last_build = s
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("[build] success"))
+        .last();
+    assert!(
+        last_build.is_some_and(|l| !l.contains("warnings")),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+/// A watched file that does not exist is usually a typo: said at start.
+#[test]
+fn a_missing_watched_file_is_reported() {
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "typo.c",
+            "--build",
+            support::CC_BUILD,
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_prefix("[watch] typo.c does not exist (yet); watching its folder for it to appear");
+    assert_eq!(s.stop(), 0);
+}
+
+/// `hotreload ... | head -3`: once stdout is gone, the server stops (and
+/// calls shutdown) instead of running on unseen.
+#[test]
+fn a_closed_stdout_stops_the_server() {
+    use std::io::{BufRead, BufReader};
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let mut child = std::process::Command::new(support::binary())
+        .args([
+            "--watch",
+            "logic.c",
+            "--build",
+            support::CC_BUILD,
+            "--tick-ms",
+            "5",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for _ in 0..3 {
+        lines.next().expect("a line").expect("read");
+    }
+    drop(lines);
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running with stdout closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(0));
 }

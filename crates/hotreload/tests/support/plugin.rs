@@ -55,7 +55,8 @@ impl<'a> Counter<'a> {
 #include <unistd.h>
 #include "hotreload.h"
 
-/* Recursion that no compiler turns into a loop. */
+/* Recursion that no compiler turns into a loop (for stack overflows). */
+#pragma GCC diagnostic ignored "-Winfinite-recursion"
 __attribute__((noinline)) int hr_test_recurse(volatile char* up) {{
     volatile char frame[4096];
     frame[0] = up ? up[0] + 1 : 0;
