@@ -40,6 +40,7 @@ pub fn run_if_requested() {
     if std::env::var_os(PROBE_ENV).is_none() {
         return;
     }
+    unbuffer_c_stdout();
     let code = match Probe::from_args() {
         Ok(probe) => probe.run(),
         Err(why) => {
@@ -154,6 +155,24 @@ impl Probe {
         let _ = library.close();
         self.say("ok");
         0
+    }
+}
+
+/// What plugin code prints in a probe is shown when the trial fails, and a
+/// trial fails mostly by the probe dying (a crash outside the guard, in a
+/// constructor or destructor) or being killed (a hang). C's stdout is a pipe
+/// here, so stdio would hold those lines in a buffer that dies with the
+/// process: write each `printf` through at once instead.
+fn unbuffer_c_stdout() {
+    unsafe extern "C" {
+        // glibc's `FILE* stdout`.
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: called first thing in the probe, before any other thread
+    // exists and before anything is written to C's stdout, which is when
+    // `setvbuf` may be called; `stdout` is glibc's stream, read once here.
+    unsafe {
+        libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IONBF, 0);
     }
 }
 

@@ -16,10 +16,12 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
 use crate::guard::signal_name;
@@ -28,6 +30,11 @@ use crate::probe::PROBE_ENV;
 
 /// The most output of a failed trial that is shown.
 const OUTPUT_LIMIT: usize = 16 * 1024;
+
+/// How long the rest of the probe's output may take once the probe and its
+/// process group are gone. Only a process that left the group (`setsid`) can
+/// still hold the pipe then; the trial does not wait for it.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 pub struct TrialSettings {
     pub ticks: u64,
@@ -83,27 +90,53 @@ pub fn run(
             .spawn()
             .map_err(|e| failure(format!("trial: cannot start the probe: {e}")))?
     };
-    let output = thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut chunk) {
-            if n == 0 {
-                break;
+    // Read the output on a thread of its own; what it has read so far stays
+    // available if the pipe is not closed in time (see `OUTPUT_GRACE`).
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let (read_all, all_read) = mpsc::channel::<()>();
+    {
+        let kept = Arc::clone(&kept);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
             }
-            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-            kept.extend_from_slice(&chunk[..n.min(room)]);
-        }
-        String::from_utf8_lossy(&kept).into_owned()
-    });
+            let _ = read_all.send(());
+        });
+    }
+    let pid = Pid::from_raw(child.id() as i32);
 
     // Wait, restarting the clock whenever the probe reports a new stage.
     let mut last_report = String::new();
     let mut progress_at = Instant::now();
     let mut pause = Duration::from_micros(50);
+    let mut output_done = false;
     let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) => {}
+        // Whether the probe has exited, without reaping it yet: while it is
+        // not reaped its process group cannot be reused, so the group can be
+        // killed safely below.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => {
+                // Anything the probe started (a helper a constructor forked)
+                // belongs to the trial: it goes too, and with it its end of
+                // the output pipe.
+                let _ = killpg(pid, Signal::SIGKILL);
+                match child.wait() {
+                    Ok(status) => break Some(status),
+                    Err(e) => {
+                        return Err(failure(format!("trial: cannot wait for the probe: {e}")));
+                    }
+                }
+            }
+            // Only if the probe was reaped elsewhere: its group may be
+            // another's by now, so nothing is killed.
             Err(e) => return Err(failure(format!("trial: cannot wait for the probe: {e}"))),
         }
         let now_report = std::fs::read_to_string(report).unwrap_or_default();
@@ -111,17 +144,33 @@ pub fn run(
             last_report = now_report;
             progress_at = Instant::now();
         } else if progress_at.elapsed() > settings.stall {
-            let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            let _ = killpg(pid, Signal::SIGKILL);
             let _ = child.wait();
             break None;
         }
-        thread::sleep(pause);
+        // The output pipe closes the moment the probe exits: waiting on that
+        // instead of sleeping notices a finished trial at once.
+        if output_done {
+            thread::sleep(pause);
+        } else if !matches!(
+            all_read.recv_timeout(pause),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            output_done = true;
+            pause = Duration::from_micros(10);
+            continue;
+        }
         pause = (pause * 2).min(Duration::from_millis(2));
     };
     let report_text = std::fs::read_to_string(report).unwrap_or_default();
     let _ = std::fs::remove_file(report);
-    // The probe may have left children holding the pipe: do not wait long.
-    let output = output.join().unwrap_or_default();
+    // A process that left the probe's group may still hold the pipe: take
+    // what was read so far rather than wait for it.
+    if !output_done {
+        let _ = all_read.recv_timeout(OUTPUT_GRACE);
+    }
+    let output =
+        String::from_utf8_lossy(&kept.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     let stage = report_text
         .lines()
         .rev()
