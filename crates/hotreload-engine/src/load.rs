@@ -58,7 +58,9 @@ impl Library {
         // guard; it takes no arguments and returns a pointer that is checked
         // before use.
         let table = unsafe { guard::call_get_api(*get) }.map_err(|fault| {
-            Rejection::Faulted(format!("{GET_API_NAME} faulted: {}", fault.describe()))
+            // Named while the library is still mapped.
+            let place = fault.symbol().map(|s| format!(" in {s}")).unwrap_or_default();
+            Rejection::Faulted(format!("{GET_API_NAME} faulted: {}{place}", fault.describe()))
         })?;
         if table.is_null() {
             return Err(Rejection::NullTable);
