@@ -310,14 +310,7 @@ impl TickLoop {
                 Recovery::Paused { restored_to_tick }
             }
         };
-        let cause = if fault.is_timeout() {
-            format!(
-                "timeout after {} ms",
-                self.settings.call_timeout.as_millis()
-            )
-        } else {
-            fault.describe()
-        };
+        let cause = self.cause(&fault);
         let summary = format!("{} in {call}", signal_or_timeout(&fault));
         (self.events)(Event::Fault(FaultReport {
             version: bad.version(),
@@ -345,14 +338,7 @@ impl TickLoop {
                 calls.end();
                 if let Err(fault) = result {
                     shutdown_faulted = true;
-                    let cause = if fault.is_timeout() {
-                        format!(
-                            "timeout after {} ms",
-                            self.settings.call_timeout.as_millis()
-                        )
-                    } else {
-                        fault.describe()
-                    };
+                    let cause = self.cause(&fault);
                     (self.events)(Event::Fault(FaultReport {
                         version: plugin.version(),
                         call: "shutdown",
@@ -389,6 +375,18 @@ impl TickLoop {
             (self.output)(TickOutput::Retired(plugin));
         }
         (self.output)(TickOutput::Finished { shutdown_faulted });
+    }
+
+    /// "SIGSEGV (address not mapped) at 0x0", "timeout after 1000 ms".
+    fn cause(&self, fault: &Fault) -> String {
+        if fault.is_timeout() {
+            format!(
+                "timeout after {} ms",
+                self.settings.call_timeout.as_millis()
+            )
+        } else {
+            fault.describe()
+        }
     }
 
     fn report(&self, moment: StateMoment) {
