@@ -1,5 +1,6 @@
 //! Save → new code, with a trivial build (`cp` of a prebuilt library) at the
-//! default settings: inotify, 20 ms quiet period. The watched source is
+//! default settings: inotify, 20 ms quiet period, and the default trial (each
+//! build first runs 3 ticks in a throwaway probe process). The watched source is
 //! rewritten in place; the clock starts just before the write and stops at
 //! the `Swapped` event (new code installed) and at the new version's first
 //! tick. The default 100 ms tick period puts up to 100 ms of waiting for the
@@ -85,6 +86,9 @@ impl Pass {
 }
 
 fn main() {
+    // The engine runs each new build's trial in this executable re-run as a
+    // probe; in that child this runs the trial and exits.
+    hotreload_engine::run_probe_if_requested();
     header(
         "save_to_code",
         "save of the watched source -> new code (swap, first tick), trivial build, default settings",
@@ -97,6 +101,7 @@ fn main() {
     let defaults = config(work.path(), &build);
     let debounce = defaults.debounce;
     let default_tick = defaults.tick_period;
+    let trial_ticks = defaults.trial_ticks;
 
     let at_default = run_pass(work.path(), &libs, defaults.clone());
     let mut fast = defaults.clone();
@@ -109,9 +114,10 @@ fn main() {
     println!(
         "method: {SAVES} in-place writes of the watched logic.c, each {} (mean) after the \
          previous first tick; build = `{build}`, the next of {VARIANTS} prebuilt variants staged as {NEXT_LIB} \
-         before each save (same folder); inotify, debounce {} (defaults)",
+         before each save (same folder); inotify, debounce {}, trial {} ticks (defaults)",
         ms((0..SAVES).map(gap).sum::<Duration>() / SAVES as u32),
-        ms(debounce)
+        ms(debounce),
+        trial_ticks
     );
     println!("pass 1: default tick period {}", ms(default_tick));
     at_default.print("  save -> first tick (waits for a tick)");
@@ -195,7 +201,7 @@ fn run_pass(dir: &Path, libs: &[PathBuf], config: Config) -> Pass {
             _ => None,
         });
         let build_ran = wait_for(&events, |_, e| match e {
-            Event::BuildSucceeded { duration } => Some(*duration),
+            Event::BuildSucceeded { duration, .. } => Some(*duration),
             _ => None,
         });
         let (swapped_at, since_exit) = wait_for(&events, |at, e| match e {

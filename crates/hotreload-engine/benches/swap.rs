@@ -1,15 +1,22 @@
 //! Build exited → first tick of the new code, over 200 reloads of prebuilt
-//! libraries. The build command only copies the next prebuilt variant into
+//! libraries, twice in one run: without trials (`trial_ticks = 0`), and with
+//! the default trial (each build first runs 3 ticks in a throwaway probe
+//! process). The build command only copies the next prebuilt variant into
 //! place, and reloads are asked for with `Command::Rebuild`, so the figure is
 //! the engine's own work: collect the build's exit, read, precheck, shadow
-//! copy, load, check, hand over, install at a tick boundary, first tick.
-//! Targets: p50 ≤ 0.5 ms, p99 ≤ 2 ms.
+//! copy, (trial,) load, check, hand over, install at a tick boundary, first
+//! tick. Targets, judged without trials: p50 ≤ 0.5 ms, p99 ≤ 2 ms.
 
 mod common;
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use std::process::Stdio;
 
 use hotreload_engine::event::Swap;
+use hotreload_engine::probe::PROBE_ENV;
+use hotreload_engine::trial::{self, TrialSettings};
 use hotreload_engine::{Command, Config, Event};
 
 use common::{
@@ -22,35 +29,187 @@ const VARIANTS: u32 = 2;
 const TICK_PERIOD: Duration = Duration::from_micros(100);
 const TARGET_P50: Duration = Duration::from_micros(500);
 const TARGET_P99: Duration = Duration::from_millis(2);
+/// Trials run alone, outside the engine, for context.
+const TRIAL_ROUNDS: usize = 100;
+
+/// One pass's samples, one per reload.
+struct Pass {
+    trial_ticks: u64,
+    installed: Vec<Duration>,
+    first_tick: Vec<Duration>,
+    /// Build exit → the reload thread's `BuildSucceeded`.
+    exit_to_noticed: Vec<Duration>,
+    /// `BuildSucceeded` → swap installed: read, precheck, copy, (trial,)
+    /// load, check, hand-over.
+    noticed_to_installed: Vec<Duration>,
+    /// The loader baseline, one round trip after every reload.
+    loader: Vec<Duration>,
+    stayed_mapped: usize,
+    wall: Duration,
+}
 
 fn main() {
+    // The engine runs each new build's trial in this executable re-run as a
+    // probe; in that child this runs the trial and exits.
+    hotreload_engine::run_probe_if_requested();
     header(
         "swap",
-        "build exited -> new code installed / first tick, prebuilt libraries",
+        "build exited -> new code installed / first tick, prebuilt libraries, trial off and on",
     );
     let work = Workdir::new();
     let libs = work.compile_variants(VARIANTS);
-
     // The baseline, the loader alone on the same files, is measured between
     // reloads while the engine runs, so both see the same machine.
     let scratch = Workdir::new();
     loader_round_trip(&libs[0], scratch.path(), u64::MAX);
-    let mut loader = Vec::with_capacity(RELOADS);
 
+    let off = run_pass(&work, &libs, scratch.path(), 0);
+    let on = run_pass(&work, &libs, scratch.path(), default_trial_ticks());
+
+    let (trial_alone, probe_alone) = trial_baselines(&libs, scratch.path(), on.trial_ticks);
+
+    println!(
+        "method: {RELOADS} reloads per pass via Command::Rebuild; build = `sh -c` round robin \
+         `cp` of {VARIANTS} prebuilt variants; tick period {} us; pass 1 trial_ticks = {}, \
+         pass 2 trial_ticks = {} (the default), one after the other in this process",
+        TICK_PERIOD.as_micros(),
+        off.trial_ticks,
+        on.trial_ticks,
+    );
+    off.print("pass 1: trials off");
+    on.print("pass 2: default trial");
+
+    let (off_ft, on_ft) = (
+        Summary::new(off.first_tick.clone()),
+        Summary::new(on.first_tick.clone()),
+    );
+    let (off_in, on_in) = (
+        Summary::new(off.installed.clone()),
+        Summary::new(on.installed.clone()),
+    );
+    println!(
+        "trial's cost per reload (pass 2 - pass 1), build exited -> first tick: p50 {:+.3} ms, \
+         p99 {:+.3} ms; -> swap installed: p50 {:+.3} ms, p99 {:+.3} ms",
+        diff_ms(on_ft.p50(), off_ft.p50()),
+        diff_ms(on_ft.pct(99.0), off_ft.pct(99.0)),
+        diff_ms(on_in.p50(), off_in.p50()),
+        diff_ms(on_in.pct(99.0), off_in.pct(99.0)),
+    );
+    row(
+        "context: trial::run alone (as the reload thread runs it)",
+        &trial_alone,
+        99.0,
+    );
+    row(
+        "context: the probe process alone (spawn -> exit, waitpid)",
+        &probe_alone,
+        99.0,
+    );
+    println!(
+        "target, trials off (build exited -> first tick): p50 <= {}, p99 <= {} -> p50 {}, p99 {}",
+        ms(TARGET_P50),
+        ms(TARGET_P99),
+        verdict(off_ft.p50() <= TARGET_P50),
+        verdict(off_ft.pct(99.0) <= TARGET_P99),
+    );
+    println!(
+        "same target, default trial (for the record): p50 {}, p99 {}",
+        verdict(on_ft.p50() <= TARGET_P50),
+        verdict(on_ft.pct(99.0) <= TARGET_P99),
+    );
+    println!("anchor (DESIGN.md, not measured in this run): cr.h reload 0.15 ms median, serial");
+}
+
+/// The trial outside the engine, on the same libraries, after both passes:
+/// `trial::run` as the reload thread calls it, and the same probe started
+/// and waited for with a blocking `waitpid`, which is the process's own
+/// cost. Interleaved, `TRIAL_ROUNDS` each; both
+/// start from no state (the probe runs `init`, then the ticks).
+fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Summary) {
+    let exe = std::env::current_exe().expect("the bench's own executable");
+    let settings = TrialSettings {
+        ticks,
+        dt: TICK_PERIOD.as_secs_f64(),
+        stall: Duration::from_secs(1),
+    };
+    let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
+    let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);
+    for i in 0..TRIAL_ROUNDS {
+        let lib = &libs[i % libs.len()];
+        let report = scratch.join(format!("{i}.trial"));
+        let run_trial = || {
+            let start = Instant::now();
+            if let Err(f) = trial::run(lib, &report, &settings, None) {
+                panic!(
+                    "the trial refused a good library: {} {}",
+                    f.reason, f.output
+                );
+            }
+            start.elapsed()
+        };
+        let run_probe = || {
+            let start = Instant::now();
+            let status = std::process::Command::new(&exe)
+                .env(PROBE_ENV, "1")
+                .arg(lib)
+                .arg(&report)
+                .arg(ticks.to_string())
+                .arg(settings.dt.to_string())
+                .arg("none")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run the probe");
+            let took = start.elapsed();
+            assert!(status.success(), "the probe failed: {status}");
+            let text = std::fs::read_to_string(&report).expect("read the probe's report");
+            assert_eq!(
+                text.lines().last(),
+                Some("ok"),
+                "the probe's report: {text}"
+            );
+            std::fs::remove_file(&report).expect("remove the probe's report");
+            took
+        };
+        if i % 2 == 0 {
+            via_trial.push(run_trial());
+            via_spawn.push(run_probe());
+        } else {
+            via_spawn.push(run_probe());
+            via_trial.push(run_trial());
+        }
+    }
+    (Summary::new(via_trial), Summary::new(via_spawn))
+}
+
+/// `Config`'s default `trial_ticks`.
+fn default_trial_ticks() -> u64 {
+    Config::new(Vec::new(), String::new(), PathBuf::new()).trial_ticks
+}
+
+fn diff_ms(a: Duration, b: Duration) -> f64 {
+    (a.as_secs_f64() - b.as_secs_f64()) * 1e3
+}
+
+fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) -> Pass {
     // A watched file that never changes, in a folder of its own, so that no
     // file-system event reaches the engine during the run.
-    let watched_dir = work.path().join("watched");
+    let watched_dir = work.path().join(format!("watched-{trial_ticks}"));
     std::fs::create_dir(&watched_dir).expect("create the watched folder");
     let watched = watched_dir.join("never-changes.c");
     std::fs::write(&watched, "/* never changes */\n").expect("write the watched file");
+    // Every pass starts the round robin from v0.
+    let _ = std::fs::remove_file(work.path().join(".build-count"));
 
     let mut config = Config::new(
         vec![watched],
-        round_robin_build(&libs, "logic.so"),
+        round_robin_build(libs, "logic.so"),
         work.path().join("logic.so"),
     );
     config.build_dir = work.path().to_path_buf();
     config.tick_period = TICK_PERIOD;
+    config.trial_ticks = trial_ticks;
     let (engine, events) = start_engine(config);
 
     // The start-up build loads v1.
@@ -59,14 +218,17 @@ fn main() {
         _ => None,
     });
 
-    let mut installed = Vec::with_capacity(RELOADS);
-    let mut first_tick = Vec::with_capacity(RELOADS);
-    // The swap split at the reload thread's `BuildSucceeded`: before it, the
-    // build's exit reaching the reload thread; after it, read, precheck,
-    // copy, load, check and the hand-over to the tick thread.
-    let mut exit_to_noticed = Vec::with_capacity(RELOADS);
-    let mut noticed_to_installed = Vec::with_capacity(RELOADS);
-    let mut stayed_mapped = 0;
+    let mut pass = Pass {
+        trial_ticks,
+        installed: Vec::with_capacity(RELOADS),
+        first_tick: Vec::with_capacity(RELOADS),
+        exit_to_noticed: Vec::with_capacity(RELOADS),
+        noticed_to_installed: Vec::with_capacity(RELOADS),
+        loader: Vec::with_capacity(RELOADS),
+        stayed_mapped: 0,
+        wall: Duration::ZERO,
+    };
+    let started = Instant::now();
     for i in 0..RELOADS {
         let version = i as u64 + 2;
         engine.send(Command::Rebuild);
@@ -80,7 +242,7 @@ fn main() {
                     since_build_exit,
                     ..
                 }) if *v == version => swapped = Some((at, *since_build_exit)),
-                Event::StayedMapped { .. } => stayed_mapped += 1,
+                Event::StayedMapped { .. } => pass.stayed_mapped += 1,
                 Event::FirstTick {
                     version: v,
                     since_build_exit,
@@ -92,67 +254,66 @@ fn main() {
         let noticed_at = noticed_at.expect("BuildSucceeded before the first tick");
         let (swapped_at, since_exit) = swapped.expect("Swapped before the first tick");
         let exited_at = swapped_at - since_exit;
-        exit_to_noticed.push(noticed_at.saturating_duration_since(exited_at));
-        noticed_to_installed.push(swapped_at.saturating_duration_since(noticed_at));
-        installed.push(since_exit);
-        first_tick.push(tick_time);
-        loader.push(loader_round_trip(
+        pass.exit_to_noticed
+            .push(noticed_at.saturating_duration_since(exited_at));
+        pass.noticed_to_installed
+            .push(swapped_at.saturating_duration_since(noticed_at));
+        pass.installed.push(since_exit);
+        pass.first_tick.push(tick_time);
+        pass.loader.push(loader_round_trip(
             &libs[i % libs.len()],
-            scratch.path(),
-            i as u64,
+            scratch,
+            trial_ticks * 1_000_000 + i as u64,
         ));
     }
-    let loader = Summary::new(loader);
+    pass.wall = started.elapsed();
     stop_engine(engine, events);
+    pass
+}
 
-    let slowest = (0..RELOADS)
-        .max_by_key(|&i| first_tick[i])
-        .expect("at least one reload");
-    let slowest_split = format!(
-        "slowest reload: {} = exit noticed {} + load and hand-over {} + wait for the tick {}",
-        ms(first_tick[slowest]),
-        ms(exit_to_noticed[slowest]),
-        ms(noticed_to_installed[slowest]),
-        ms(first_tick[slowest].saturating_sub(installed[slowest])),
-    );
-    let installed = Summary::new(installed);
-    let first_tick = Summary::new(first_tick);
-
-    println!(
-        "method: {RELOADS} reloads via Command::Rebuild; build = `sh -c` round robin `cp` of \
-         {VARIANTS} prebuilt variants; tick period {} us",
-        TICK_PERIOD.as_micros()
-    );
-    row("build exited -> first tick", &first_tick, 99.0);
-    row("build exited -> swap installed", &installed, 99.0);
-    row(
-        "  of which: exit -> reload thread notices",
-        &Summary::new(exit_to_noticed),
-        99.0,
-    );
-    row(
-        "  of which: notices -> swap installed",
-        &Summary::new(noticed_to_installed),
-        99.0,
-    );
-    println!("{slowest_split}");
-    row(
-        "baseline: copy+dlopen+dlsym+dlclose (between reloads)",
-        &loader,
-        99.0,
-    );
-    println!(
-        "target (build exited -> first tick): p50 <= {}, p99 <= {} -> p50 {}, p99 {}",
-        ms(TARGET_P50),
-        ms(TARGET_P99),
-        verdict(first_tick.p50() <= TARGET_P50),
-        verdict(first_tick.pct(99.0) <= TARGET_P99),
-    );
-    println!(
-        "same target against swap installed (no tick-period wait): p50 {}, p99 {}",
-        verdict(installed.p50() <= TARGET_P50),
-        verdict(installed.pct(99.0) <= TARGET_P99),
-    );
-    println!("retired versions left mapped after dlclose: {stayed_mapped}");
-    println!("anchor (DESIGN.md, not measured in this run): cr.h reload 0.15 ms median, serial");
+impl Pass {
+    fn print(&self, title: &str) {
+        println!(
+            "{title} (trial_ticks = {}; {RELOADS} reloads in {:.2} s)",
+            self.trial_ticks,
+            self.wall.as_secs_f64()
+        );
+        let s = |v: &Vec<Duration>| Summary::new(v.clone());
+        row("  build exited -> first tick", &s(&self.first_tick), 99.0);
+        row(
+            "  build exited -> swap installed",
+            &s(&self.installed),
+            99.0,
+        );
+        row(
+            "    of which: exit -> reload thread notices",
+            &s(&self.exit_to_noticed),
+            99.0,
+        );
+        let load_label = if self.trial_ticks > 0 {
+            "    of which: notices -> installed (incl. trial)"
+        } else {
+            "    of which: notices -> swap installed"
+        };
+        row(load_label, &s(&self.noticed_to_installed), 99.0);
+        let slowest = (0..self.first_tick.len())
+            .max_by_key(|&i| self.first_tick[i])
+            .expect("at least one reload");
+        println!(
+            "  slowest reload: {} = exit noticed {} + load and hand-over {} + wait for the tick {}",
+            ms(self.first_tick[slowest]),
+            ms(self.exit_to_noticed[slowest]),
+            ms(self.noticed_to_installed[slowest]),
+            ms(self.first_tick[slowest].saturating_sub(self.installed[slowest])),
+        );
+        row(
+            "  baseline: copy+dlopen+dlsym+dlclose (between reloads)",
+            &s(&self.loader),
+            99.0,
+        );
+        println!(
+            "  retired versions left mapped after dlclose: {}",
+            self.stayed_mapped
+        );
+    }
 }

@@ -59,8 +59,14 @@ impl Library {
         // before use.
         let table = unsafe { guard::call_get_api(*get) }.map_err(|fault| {
             // Named while the library is still mapped.
-            let place = fault.symbol().map(|s| format!(" in {s}")).unwrap_or_default();
-            Rejection::Faulted(format!("{GET_API_NAME} faulted: {}{place}", fault.describe()))
+            let place = fault
+                .symbol()
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            Rejection::Faulted(format!(
+                "{GET_API_NAME} faulted: {}{place}",
+                fault.describe()
+            ))
         })?;
         if table.is_null() {
             return Err(Rejection::NullTable);

@@ -88,10 +88,13 @@ impl Probe {
     }
 
     fn run(mut self) -> i32 {
-        if let Err(why) = guard::prepare_thread() {
-            self.say(&format!("error {why}"));
-            return 1;
-        }
+        let _thread_guard = match guard::prepare_thread() {
+            Ok(g) => g,
+            Err(why) => {
+                self.say(&format!("error {why}"));
+                return 1;
+            }
+        };
         self.say("stage dlopen");
         // The copy belongs to the host, which removes it; this process must not.
         let library = match Library::open(ShadowFile::borrowed(self.library.clone())) {

@@ -131,12 +131,17 @@ impl Reloader {
     /// Runs until the tick loop has finished; returns the exit code.
     pub fn run(mut self, inbox: Receiver<Inbox>, me: Sender<Inbox>) -> i32 {
         // `logic_get_api` runs on this thread, under the crash guard.
-        if let Err(why) = crate::guard::prepare_thread() {
-            self.emit(Event::WatchNotice(format!(
-                "plugin code cannot run safely: {why}"
-            )));
-            self.stop();
-        }
+        // Kept until this thread ends; dropping it frees the alternate stack.
+        let _thread_guard = match crate::guard::prepare_thread() {
+            Ok(g) => Some(g),
+            Err(why) => {
+                self.emit(Event::WatchNotice(format!(
+                    "plugin code cannot run safely: {why}"
+                )));
+                self.stop();
+                None
+            }
+        };
         // The library on disk may be stale: always build once at start.
         self.start_build(&me, false);
         while let Ok(msg) = inbox.recv() {

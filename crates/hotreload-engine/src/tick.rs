@@ -116,9 +116,11 @@ impl TickLoop {
 
     pub fn run(mut self, inbox: Receiver<TickInput>) {
         tighten_timer_slack();
-        let watchdog = guard::prepare_thread()
-            .and_then(|()| Watchdog::for_this_thread(self.settings.call_timeout));
-        let (watchdog, calls) = match watchdog {
+        let prepared = guard::prepare_thread().and_then(|thread_guard| {
+            Watchdog::for_this_thread(self.settings.call_timeout)
+                .map(|(watchdog, calls)| (thread_guard, watchdog, calls))
+        });
+        let (thread_guard, watchdog, calls) = match prepared {
             Ok(w) => w,
             Err(why) => {
                 (self.events)(Event::WatchNotice(format!(
@@ -156,8 +158,10 @@ impl TickLoop {
             }
         }
         self.finish(&calls);
-        // The watchdog must stop before this thread can exit.
+        // The watchdog must stop before this thread can exit; the alternate
+        // stack is given back after the last plugin call.
         drop(watchdog);
+        drop(thread_guard);
     }
 
     fn install(

@@ -88,9 +88,15 @@ impl Workdir {
 
     /// Compiles [`plugin_source`]`(variant)` into `<name>.so` with `cc -O2`.
     pub fn compile_plugin(&self, name: &str, variant: u32) -> PathBuf {
+        self.compile_source(name, &plugin_source(variant))
+    }
+
+    /// Compiles `source` (C, against `hotreload.h`) into `<name>.so` with
+    /// `cc -O2`.
+    pub fn compile_source(&self, name: &str, source: &str) -> PathBuf {
         let src = self.path().join(format!("{name}.c"));
         let lib = self.path().join(format!("{name}.so"));
-        fs::write(&src, plugin_source(variant)).expect("write the plugin source");
+        fs::write(&src, source).expect("write the plugin source");
         let out = Command::new("cc")
             .args(["-O2", "-shared", "-fPIC", "-I", INCLUDE_DIR, "-o"])
             .arg(&lib)
@@ -161,8 +167,10 @@ pub fn stop_engine(handle: EngineHandle, rx: Receiver<Stamped>) {
     assert_eq!(code, 0, "the engine's exit code");
 }
 
-/// Waits for the first event `pick` accepts; a failed build or a rejected
-/// library ends the bench, since every figure after it would be meaningless.
+/// Waits for the first event `pick` accepts; a failed build, a rejected
+/// library or trials that cannot run (a bench whose `main` does not call
+/// `run_probe_if_requested`) end the bench, since every figure after it
+/// would be meaningless.
 pub fn wait_for<T>(
     rx: &Receiver<Stamped>,
     mut pick: impl FnMut(Instant, &Event) -> Option<T>,
@@ -178,6 +186,7 @@ pub fn wait_for<T>(
         match &event {
             Event::BuildFailed(f) => panic!("bench build failed: {}: {}", f.status, f.output),
             Event::Rejected { reason, .. } => panic!("bench library rejected: {reason:?}"),
+            Event::TrialsOff(why) => panic!("trials are configured but off: {why}"),
             _ => {}
         }
         if let Some(found) = pick(at, &event) {
@@ -268,7 +277,7 @@ pub fn ms(d: Duration) -> String {
 /// One line: the median, one higher percentile `hi`, the extremes.
 pub fn row(what: &str, s: &Summary, hi: f64) {
     println!(
-        "{what:<40} p50 {}  p{hi} {}  (min {}, max {}, n={})",
+        "{what:<48} p50 {}  p{hi} {}  (min {}, max {}, n={})",
         ms(s.p50()),
         ms(s.pct(hi)),
         ms(s.min()),

@@ -37,6 +37,7 @@ struct RawFault {
 unsafe extern "C" {
     fn hr_guard_install(timeout_signal: c_int) -> c_int;
     fn hr_guard_thread_init(size: usize) -> c_int;
+    fn hr_guard_thread_fini();
     fn hr_last_fault(out: *mut RawFault);
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
@@ -109,17 +110,36 @@ pub fn install() -> Result<(), String> {
 }
 
 /// Prepares the calling thread to call plugin code: gives it an alternate
-/// signal stack, so that a stack overflow in plugin code is caught too.
-pub fn prepare_thread() -> Result<(), String> {
+/// signal stack, so that a stack overflow in plugin code is caught too. Keep
+/// the returned value for as long as the thread calls plugin code; dropping
+/// it (on the same thread) gives the stack back.
+pub fn prepare_thread() -> Result<ThreadGuard, String> {
     install()?;
-    // SAFETY: sets this thread's alternate signal stack to fresh memory that
-    // is never freed; no other code's stack is touched.
+    // SAFETY: sets this thread's alternate signal stack to fresh memory,
+    // remembering the previous one; no other code's stack is touched.
     match unsafe { hr_guard_thread_init(ALT_STACK_SIZE) } {
-        0 => Ok(()),
+        0 => Ok(ThreadGuard {
+            _not_send: std::marker::PhantomData,
+        }),
         _ => Err(format!(
             "cannot set an alternate signal stack: {}",
             std::io::Error::last_os_error()
         )),
+    }
+}
+
+/// This thread's readiness to call plugin code; see [`prepare_thread`].
+pub struct ThreadGuard {
+    /// The alternate stack belongs to the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ThreadGuard {
+    fn drop(&mut self) {
+        // SAFETY: runs on the thread that called `prepare_thread` (the type
+        // is not `Send`), outside any signal handler, after its last plugin
+        // call.
+        unsafe { hr_guard_thread_fini() }
     }
 }
 

@@ -145,13 +145,16 @@ int hr_guard_install(int timeout_signal) {
     return 0;
 }
 
+/* The alternate stack this file gave the calling thread, to free it. */
+static __thread void* hr_alt_stack;
+static __thread size_t hr_alt_stack_size;
+static __thread stack_t hr_alt_stack_before;
+
 /* Gives the calling thread an alternate signal stack, so that a stack
  * overflow in plugin code (which leaves no stack to run a handler on) can
- * still be caught. The stack is never freed: threads that call plugin code
- * are few and long-lived. */
+ * still be caught. hr_guard_thread_fini gives it back. */
 int hr_guard_thread_init(size_t size) {
-    stack_t current;
-    if (sigaltstack(NULL, &current) == 0 && !(current.ss_flags & SS_DISABLE) && current.ss_size >= size) {
+    if (hr_alt_stack != NULL) {
         return 0;
     }
     void* mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -162,7 +165,25 @@ int hr_guard_thread_init(size_t size) {
     ss.ss_sp = mem;
     ss.ss_size = size;
     ss.ss_flags = 0;
-    return sigaltstack(&ss, NULL);
+    if (sigaltstack(&ss, &hr_alt_stack_before) != 0) {
+        munmap(mem, size);
+        return -1;
+    }
+    hr_alt_stack = mem;
+    hr_alt_stack_size = size;
+    return 0;
+}
+
+/* Puts back the thread's previous alternate stack (the runtime's, or none)
+ * and unmaps the one hr_guard_thread_init made. Never called from a handler
+ * running on it. */
+void hr_guard_thread_fini(void) {
+    if (hr_alt_stack == NULL) {
+        return;
+    }
+    sigaltstack(&hr_alt_stack_before, NULL);
+    munmap(hr_alt_stack, hr_alt_stack_size);
+    hr_alt_stack = NULL;
 }
 
 /* The inside flag of the calling thread, for the watchdog's bookkeeping. */
