@@ -1,21 +1,29 @@
 /*
- * trampoline.c: the only place in hotreload where a non-local jump happens.
+ * trampoline.c: the only place in hotreload where plugin code is left early.
  *
  * Every call into plugin code goes through one of the hr_call_* functions
- * below. Each records a jump target, marks its thread as "inside plugin
- * code" and makes the call. If the call faults (SIGSEGV, SIGBUS, SIGFPE,
- * SIGILL, SIGTRAP, SIGABRT) or the watchdog interrupts it, the signal handler
- * records what happened and jumps back into the same hr_call_* frame, which
- * returns the signal number. The jump never crosses a Rust frame: it starts
- * in the handler (C) and lands here (C); everything between is plugin code.
+ * below. Each records how to get back to its caller, marks its thread as
+ * "inside plugin code" and makes the call. If the call faults (SIGSEGV,
+ * SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT) or the watchdog interrupts it,
+ * the signal handler records what happened and makes the hr_call_* function
+ * return the signal number to its caller. Control never lands in a Rust frame
+ * other than by an ordinary return from these functions.
  *
- * The jump target is recorded with GCC's __builtin_setjmp: frame pointer,
- * stack pointer and resume address, stored inline. glibc's sigsetjmp(env, 0)
- * is an out-of-line call that also saves and mangles every callee-saved
- * register; measured here it cost ~4 ns per call against ~1.5 ns for the
- * builtin (see benches/dispatch.rs). Neither saves the signal mask (that is
- * a system call, ~110 ns): on the fault path the mask is restored by hand.
+ * Two ways back:
+ * - x86-64, hr_call_state and hr_call_tick (the hot path): a few lines of
+ *   assembly store the caller's callee-saved registers and stack pointer
+ *   (stores only; a normal return needs no reload) and call. On a fault the
+ *   handler rewrites the interrupted context so that returning from the
+ *   handler resumes in the caller exactly as if the trampoline had returned
+ *   the signal number; sigreturn also restores the signal mask. This costs
+ *   ~0.3 ns per call over a bare call (benches/dispatch.rs).
+ * - Everything else (hr_call_get_api, other architectures): GCC's
+ *   __builtin_setjmp and __builtin_longjmp from the handler (~1.5 ns), with
+ *   the signal mask restored by hand after landing.
+ * glibc's sigsetjmp(env, 0) measured ~4 ns here, and sigsetjmp(env, 1), which
+ * saves the mask with a system call, ~110 ns.
  *
+ * The record is per thread, so any number of threads can call plugin code.
  * A fault outside plugin code keeps its normal meaning: the handler chains to
  * whatever handler was installed before (the Rust runtime's stack overflow
  * reporter, a host's own), or restores the default action so the process dies
@@ -39,16 +47,29 @@ typedef struct {
 } hr_fault_t;
 
 typedef struct {
-    /* __builtin_setjmp's buffer: five words (frame pointer, resume address,
-     * stack pointer, and room the target may use). */
-    void* env[5];
+    /* For the x86-64 fast path (hr_call_state, hr_call_tick): the caller's
+     * callee-saved registers rbx, rbp, r12-r15, and the stack pointer at
+     * entry, which points at the return address. Offsets are fixed: the
+     * assembly below uses them. */
+    uint64_t saved[7];
+    /* 0 outside plugin code; HR_INSIDE_CONTEXT or HR_INSIDE_JUMP inside. */
     volatile sig_atomic_t inside;
+    /* For the portable path: __builtin_setjmp's buffer, five words (frame
+     * pointer, resume address, stack pointer, and room the target may use). */
+    void* env[5];
     hr_fault_t fault;
 } hr_thread_guard_t;
 
+/* How the handler leaves plugin code. */
+#define HR_INSIDE_CONTEXT 1 /* rewrite the interrupted context (x86-64) */
+#define HR_INSIDE_JUMP 2    /* __builtin_longjmp (any architecture) */
+
+_Static_assert(offsetof(hr_thread_guard_t, saved) == 0, "the assembly stores registers at offset 0");
+_Static_assert(offsetof(hr_thread_guard_t, inside) == 56, "the assembly sets `inside` at offset 56");
+
 /* initial-exec TLS: a fixed offset from the thread pointer, which a signal
  * handler can read without calling into the dynamic loader. */
-static __thread hr_thread_guard_t hr_guard __attribute__((tls_model("initial-exec")));
+static __thread hr_thread_guard_t hr_guard __attribute__((tls_model("initial-exec"), aligned(64)));
 
 static const int hr_fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT};
 #define HR_FAULT_SIGNALS (sizeof hr_fault_signals / sizeof hr_fault_signals[0])
@@ -97,12 +118,33 @@ static void hr_chain(int signo, siginfo_t* info, void* uctx) {
 
 static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     hr_thread_guard_t* g = &hr_guard;
-    if (g->inside) {
+    int inside = g->inside;
+    if (inside != 0) {
         g->inside = 0;
         g->fault.signo = signo;
         g->fault.code = info != NULL ? info->si_code : 0;
         g->fault.addr = info != NULL ? info->si_addr : NULL;
         g->fault.pc = hr_context_pc(uctx);
+#if defined(__x86_64__)
+        if (inside == HR_INSIDE_CONTEXT) {
+            /* Resume as if the trampoline had returned `signo` to its caller:
+             * pop the return address it was called with, and give the caller
+             * back its callee-saved registers. sigreturn restores the signal
+             * mask the plugin code ran with, so nothing stays blocked. */
+            greg_t* r = ((ucontext_t*)uctx)->uc_mcontext.gregs;
+            uint64_t* sp = (uint64_t*)g->saved[6];
+            r[REG_RIP] = (greg_t)sp[0];
+            r[REG_RSP] = (greg_t)(sp + 1);
+            r[REG_RAX] = signo;
+            r[REG_RBX] = (greg_t)g->saved[0];
+            r[REG_RBP] = (greg_t)g->saved[1];
+            r[REG_R12] = (greg_t)g->saved[2];
+            r[REG_R13] = (greg_t)g->saved[3];
+            r[REG_R14] = (greg_t)g->saved[4];
+            r[REG_R15] = (greg_t)g->saved[5];
+            return;
+        }
+#endif
         __builtin_longjmp(g->env, 1);
     }
     if (signo == hr_timeout_signal) {
@@ -112,8 +154,8 @@ static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     hr_chain(signo, info, uctx);
 }
 
-/* After a jump out of the handler the handled signals are still blocked
- * (no mask was saved to restore): unblock them. pthread_sigmask is
+/* After __builtin_longjmp out of the handler the handled signals are still
+ * blocked (no mask was saved to restore): unblock them. pthread_sigmask is
  * async-signal-safe. */
 static int hr_landed(void) {
     pthread_sigmask(SIG_UNBLOCK, &hr_handled, NULL);
@@ -186,11 +228,6 @@ void hr_guard_thread_fini(void) {
     hr_alt_stack = NULL;
 }
 
-/* The inside flag of the calling thread, for the watchdog's bookkeeping. */
-const volatile sig_atomic_t* hr_guard_inside_flag(void) {
-    return &hr_guard.inside;
-}
-
 /* The fault recorded by the calling thread's last faulting call. */
 void hr_last_fault(hr_fault_t* out) {
     *out = hr_guard.fault;
@@ -198,12 +235,52 @@ void hr_last_fault(hr_fault_t* out) {
 
 /* The calls. Each returns 0, or the signal that ended the call. */
 
+#if defined(__x86_64__)
+/* hr_call_state(f, state) and hr_call_tick(f, state, dt): store the caller's
+ * callee-saved registers and stack pointer (stores only: a normal return
+ * leaves them as they were, so nothing is reloaded), mark the thread inside
+ * plugin code, call f(state[, dt]) with dt passed through in xmm0, unmark,
+ * return 0. On a fault the handler makes this function return the signal
+ * number instead (see hr_handler). The thread-local guard is reached with
+ * the initial-exec model, as the C code does. */
+__asm__(
+    ".text\n"
+    ".globl hr_call_state\n"
+    ".type hr_call_state, @function\n"
+    ".globl hr_call_tick\n"
+    ".type hr_call_tick, @function\n"
+    ".p2align 4\n"
+    "hr_call_state:\n"
+    "hr_call_tick:\n"
+    "    movq hr_guard@gottpoff(%rip), %rax\n"
+    "    addq %fs:0, %rax\n"
+    "    movq %rbx, 0(%rax)\n"
+    "    movq %rbp, 8(%rax)\n"
+    "    movq %r12, 16(%rax)\n"
+    "    movq %r13, 24(%rax)\n"
+    "    movq %r14, 32(%rax)\n"
+    "    movq %r15, 40(%rax)\n"
+    "    movq %rsp, 48(%rax)\n"
+    "    movl $1, 56(%rax)\n" /* HR_INSIDE_CONTEXT */
+    "    movq %rdi, %r11\n"
+    "    movq %rsi, %rdi\n"
+    "    subq $8, %rsp\n" /* 16-byte alignment at the call */
+    "    call *%r11\n"
+    "    addq $8, %rsp\n"
+    "    movq hr_guard@gottpoff(%rip), %rax\n"
+    "    addq %fs:0, %rax\n"
+    "    movl $0, 56(%rax)\n"
+    "    xorl %eax, %eax\n"
+    "    ret\n"
+    ".size hr_call_state, . - hr_call_state\n"
+    ".size hr_call_tick, . - hr_call_tick\n");
+#else
 int hr_call_state(void (*f)(void*), void* state) {
     hr_thread_guard_t* g = &hr_guard;
     if (__builtin_setjmp(g->env) != 0) {
         return hr_landed();
     }
-    g->inside = 1;
+    g->inside = HR_INSIDE_JUMP;
     f(state);
     g->inside = 0;
     return 0;
@@ -214,17 +291,18 @@ int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
     if (__builtin_setjmp(g->env) != 0) {
         return hr_landed();
     }
-    g->inside = 1;
+    g->inside = HR_INSIDE_JUMP;
     f(state, dt);
     g->inside = 0;
     return 0;
 }
+#endif
 
 int hr_call_get_api(const void* (*f)(void), const void** out) {
     if (__builtin_setjmp(hr_guard.env) != 0) {
         return hr_landed();
     }
-    hr_guard.inside = 1;
+    hr_guard.inside = HR_INSIDE_JUMP;
     *out = f();
     hr_guard.inside = 0;
     return 0;
