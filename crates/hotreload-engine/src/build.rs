@@ -143,11 +143,10 @@ impl RunningBuild {
                 let exited_at = Instant::now();
                 let mut output = Vec::new();
                 let grace_end = Instant::now() + OUTPUT_GRACE;
-                loop {
-                    match out_rx.recv_timeout(grace_end.saturating_duration_since(Instant::now())) {
-                        Ok(chunk) => output.extend_from_slice(&chunk),
-                        Err(_) => break,
-                    }
+                while let Ok(chunk) =
+                    out_rx.recv_timeout(grace_end.saturating_duration_since(Instant::now()))
+                {
+                    output.extend_from_slice(&chunk);
                 }
                 on_exit(BuildResult {
                     started_at,

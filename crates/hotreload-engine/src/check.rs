@@ -35,13 +35,13 @@ pub fn check(table: &LogicApi, state_size: Option<usize>) -> Result<Api, Rejecti
         .collect();
         return Err(Rejection::NullFunctions(missing));
     };
-    if let Some(expected) = state_size {
-        if table.state_size != expected {
-            return Err(Rejection::StateSize {
-                expected,
-                found: table.state_size,
-            });
-        }
+    if let Some(expected) = state_size
+        && table.state_size != expected
+    {
+        return Err(Rejection::StateSize {
+            expected,
+            found: table.state_size,
+        });
     }
     Ok(Api {
         api_version: table.api_version,

@@ -17,10 +17,10 @@ pub fn parent_dir(path: &Path) -> PathBuf {
 /// entry in its folder, not what a symlink points to. Works for files that do
 /// not exist yet.
 pub fn absolute(path: &Path) -> PathBuf {
-    if path.is_dir() {
-        if let Ok(p) = path.canonicalize() {
-            return p;
-        }
+    if path.is_dir()
+        && let Ok(p) = path.canonicalize()
+    {
+        return p;
     }
     let parent = parent_dir(path);
     let parent = parent.canonicalize().unwrap_or_else(|_| {

@@ -81,14 +81,14 @@ pub fn precheck(bytes: &[u8]) -> Result<(), Rejection> {
         }
     }
     for section in file.sections() {
-        if let Some((offset, size)) = section.file_range() {
-            if offset.checked_add(size).is_none_or(|end| end > len) {
-                return Err(not_loadable(format!(
-                    "truncated: section {} needs bytes {offset}..{} but the file has {len}",
-                    section.name().unwrap_or("?"),
-                    offset.saturating_add(size)
-                )));
-            }
+        if let Some((offset, size)) = section.file_range()
+            && offset.checked_add(size).is_none_or(|end| end > len)
+        {
+            return Err(not_loadable(format!(
+                "truncated: section {} needs bytes {offset}..{} but the file has {len}",
+                section.name().unwrap_or("?"),
+                offset.saturating_add(size)
+            )));
         }
     }
     let exported = file

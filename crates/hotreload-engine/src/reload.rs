@@ -383,12 +383,12 @@ impl Reloader {
     /// Reads the build output, refuses a known-bad or malformed one, and
     /// writes the shadow copy.
     fn copy_checked(&mut self, bytes: &[u8], build_hash: u64) -> Result<ShadowFile, Rejection> {
-        if let Some((bad, what)) = &self.known_bad {
-            if *bad == build_hash {
-                return Err(Rejection::Faulted(format!(
-                    "this build is the one that faulted as {what}; change the code to try again"
-                )));
-            }
+        if let Some((bad, what)) = &self.known_bad
+            && *bad == build_hash
+        {
+            return Err(Rejection::Faulted(format!(
+                "this build is the one that faulted as {what}; change the code to try again"
+            )));
         }
         precheck(bytes)?;
         self.copies += 1;

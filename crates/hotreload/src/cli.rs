@@ -155,10 +155,11 @@ pub fn library_from_build_command(command: &str) -> Option<PathBuf> {
     for (i, word) in words.iter().enumerate() {
         if word == "-o" {
             found = words.get(i + 1).cloned();
-        } else if let Some(rest) = word.strip_prefix("-o") {
-            if !rest.is_empty() && !rest.starts_with('-') {
-                found = Some(rest.to_owned());
-            }
+        } else if let Some(rest) = word.strip_prefix("-o")
+            && !rest.is_empty()
+            && !rest.starts_with('-')
+        {
+            found = Some(rest.to_owned());
         }
     }
     found

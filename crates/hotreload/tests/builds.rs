@@ -471,8 +471,7 @@ fn warnings_of_a_successful_build_are_shown() {
     let last_build = s
         .lines()
         .into_iter()
-        .filter(|l| l.starts_with("[build] success"))
-        .last();
+        .rfind(|l| l.starts_with("[build] success"));
     assert!(
         last_build.is_some_and(|l| !l.contains("warnings")),
         "{}",

@@ -334,3 +334,42 @@ fn a_fault_in_shutdown_still_exits_cleanly_with_its_code() {
     s.expect_prefix("[exit] code=14");
     assert_eq!(s.exit_code(), 14);
 }
+
+/// With debug info (`-g`), the fault line names the source line too.
+#[test]
+fn with_debug_info_the_fault_names_the_source_line() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            "cc -g -shared -fPIC -o logic.so logic.c",
+            "--tick-ms",
+            "10",
+            "--trial-ticks",
+            "0",
+        ],
+    );
+    s.expect_contains("tag=one score=2 ");
+    let bad = Counter {
+        fault_at: Some((1, SEGV.0)),
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    let line_no = bad
+        .lines()
+        .position(|l| l.contains(SEGV.0))
+        .map(|i| i + 1)
+        .expect("the faulting line");
+    editor::in_place(&src, &bad);
+    let line = s.expect_prefix("[fault] v2 tick ");
+    assert!(
+        line.contains(" in counter_tick+0x") && line.contains(&format!("(logic.c:{line_no});")),
+        "expected logic.c:{line_no} in: {line}"
+    );
+    assert_eq!(s.stop(), 14);
+}

@@ -1,10 +1,11 @@
-//! Names the code at a faulting address: `counter_tick+0x1a`.
+//! Names the code at a faulting address: `counter_tick+0x1a (logic.c:12)`.
 //!
 //! `dladdr` knows only exported symbols, and plugin functions are usually
 //! `static`. So the loader is asked which library holds the address and
 //! where it is mapped, and the name comes from that library's full symbol
-//! table (`.symtab`, present unless the library was stripped). Runs only on
-//! the fault path, after the fault, on an ordinary thread stack.
+//! table (`.symtab`, present unless the library was stripped); the source
+//! line, when the library was built with debug info (`-g`), from its DWARF.
+//! Runs only on the fault path, after the fault, on an ordinary thread stack.
 
 use std::ffi::{CStr, c_void};
 
@@ -31,7 +32,10 @@ pub fn describe(pc: usize) -> Option<String> {
         .into_owned();
     let address = pc.wrapping_sub(info.dli_fbase as usize) as u64;
     if let Some(found) = from_symbol_table(&path, address) {
-        return Some(found);
+        return Some(match source_line(&path, address) {
+            Some(line) => format!("{found} ({line})"),
+            None => found,
+        });
     }
     if !info.dli_sname.is_null() {
         // SAFETY: as for `dli_fname`.
@@ -55,4 +59,16 @@ fn from_symbol_table(path: &str, address: u64) -> Option<String> {
         .filter(|s| s.kind() == SymbolKind::Text && s.is_definition())
         .find(|s| s.address() <= address && address < s.address() + s.size().max(1))
         .and_then(|s| Some(format!("{}+{:#x}", s.name().ok()?, address - s.address())))
+}
+
+/// `logic.c:12` from the library's DWARF line table, if it has one.
+fn source_line(path: &str, address: u64) -> Option<String> {
+    let loader = addr2line::Loader::new(path).ok()?;
+    let location = loader.find_location(address).ok()??;
+    let file = location.file?;
+    let name = file.rsplit('/').next().unwrap_or(file);
+    Some(match location.line {
+        Some(line) => format!("{name}:{line}"),
+        None => name.to_owned(),
+    })
 }

@@ -69,7 +69,7 @@ impl ChangeClock {
     /// Whether a change was seen at or after `since`.
     pub fn changed_since(&self, since: Instant) -> bool {
         let last = self.last.load(Ordering::Acquire);
-        last != 0 && last - 1 >= since.saturating_duration_since(self.epoch).as_nanos() as u64
+        last != 0 && last > since.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 }
 

@@ -222,7 +222,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canon");
         let lib = root.join("logic.so");
-        let scope = Scope::new(&[root.clone()], &[lib.clone()], &["*.log".to_string()]);
+        let scope = Scope::new(
+            std::slice::from_ref(&root),
+            std::slice::from_ref(&lib),
+            &["*.log".to_string()],
+        );
         assert!(scope.contains(&root.join("logic.c")));
         assert!(scope.contains(&root.join("sub/util.h")));
         for ignored in [
@@ -246,7 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().canonicalize().expect("canon");
         let odd = root.join("gen.o");
-        let scope = Scope::new(&[odd.clone()], &[], &[]);
+        let scope = Scope::new(std::slice::from_ref(&odd), &[], &[]);
         assert!(scope.contains(&odd));
         assert!(!scope.contains(&root.join("other.c")));
         assert_eq!(scope.dirs(), vec![root]);
