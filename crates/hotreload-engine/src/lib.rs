@@ -36,6 +36,7 @@ pub mod config;
 pub mod engine;
 pub mod event;
 pub mod guard;
+pub mod layout;
 pub mod load;
 pub mod outcome;
 pub mod paths;
