@@ -17,6 +17,7 @@
 #define HOTRELOAD_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -44,6 +45,95 @@ logic_api_t* logic_get_api(void);
 #else
 #define HOTRELOAD_EXPORT
 #endif
+
+/* ------------------------------------------------------------------------
+ * The extended ABI (optional). A plugin that also exports logic_get_api_ext
+ * can declare its state's fields and a state version, and get hooks and a
+ * host context. Everything here is optional; plugins without it work as
+ * above. The table carries its own size, so later versions of this header
+ * can add members at the end and older hosts read only what they know.
+ * ------------------------------------------------------------------------ */
+
+#define HOTRELOAD_EXT_VERSION 1
+
+/* Field types for a schema. The low byte is the size in bytes. */
+enum {
+    HOTRELOAD_I8 = 0x101,
+    HOTRELOAD_I16 = 0x102,
+    HOTRELOAD_I32 = 0x104,
+    HOTRELOAD_I64 = 0x108,
+    HOTRELOAD_U8 = 0x201,
+    HOTRELOAD_U16 = 0x202,
+    HOTRELOAD_U32 = 0x204,
+    HOTRELOAD_U64 = 0x208,
+    HOTRELOAD_F32 = 0x304,
+    HOTRELOAD_F64 = 0x308,
+    HOTRELOAD_BOOL = 0x401,
+    HOTRELOAD_PTR = 0x508
+};
+
+/* Field flags. A transient field is reset to zero on every reload (caches,
+ * handles, anything the new code rebuilds in on_reload). */
+#define HOTRELOAD_TRANSIENT 1u
+
+typedef struct {
+    const char* name; /* a string literal: copied by the host at load */
+    uint32_t type;    /* HOTRELOAD_I32, ... */
+    uint32_t flags;   /* HOTRELOAD_TRANSIENT or 0 */
+    size_t offset;    /* offsetof(state_t, member) */
+    size_t count;     /* elements; 1 for a plain scalar */
+} hotreload_field_t;
+
+/* One schema entry per field, e.g.
+ *   static const hotreload_field_t fields[] = {
+ *       HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+ *       HOTRELOAD_FIELD(state_t, pos, HOTRELOAD_F32),        (float pos[2])
+ *       HOTRELOAD_TRANSIENT_FIELD(state_t, cache, HOTRELOAD_U8),
+ *   };
+ * The element count comes from the member's size. */
+#define HOTRELOAD_FIELD_WITH(state_type, member, field_type, field_flags)                   \
+    {#member, (uint32_t)(field_type), (field_flags), offsetof(state_type, member),          \
+     sizeof(((state_type*)0)->member) / ((size_t)(field_type)&0xff)}
+#define HOTRELOAD_FIELD(state_type, member, field_type) \
+    HOTRELOAD_FIELD_WITH(state_type, member, field_type, 0u)
+#define HOTRELOAD_TRANSIENT_FIELD(state_type, member, field_type) \
+    HOTRELOAD_FIELD_WITH(state_type, member, field_type, HOTRELOAD_TRANSIENT)
+#define HOTRELOAD_FIELD_COUNT(fields) ((uint32_t)(sizeof(fields) / sizeof((fields)[0])))
+
+/* What the host tells plugin code, in init and the hooks. */
+typedef struct hotreload_host {
+    uint32_t size;     /* sizeof(hotreload_host_t) as the host knows it */
+    uint32_t reserved;
+    uint64_t seed;     /* hotreload --seed N: the same seed, the same run */
+    uint64_t tick;     /* ticks completed so far */
+    void (*log)(const char* message); /* prints "[plugin] message" in order with the host's lines */
+} hotreload_host_t;
+
+typedef struct {
+    uint32_t ext_version;   /* HOTRELOAD_EXT_VERSION */
+    uint32_t size;          /* sizeof(logic_api_ext_t) */
+    uint32_t state_version; /* change it when the state's meaning changes */
+    uint32_t field_count;
+    const hotreload_field_t* fields; /* the schema, or NULL to use debug info */
+    /* Every hook may be NULL. */
+    /* Replaces logic_api_t.init when set: the first load only. */
+    void (*init)(void* state, const hotreload_host_t* host);
+    /* After every swap to this version (rebuild transient data). */
+    void (*on_reload)(void* state, const hotreload_host_t* host);
+    /* Before this version is swapped out. */
+    void (*on_unload)(void* state, const hotreload_host_t* host);
+    /* When the state's layout or version changed: called after the host has
+     * copied the fields both versions share (by name) and zeroed the new
+     * ones. Return 0 to accept, anything else to refuse the new version. */
+    int (*migrate)(const void* old_state, size_t old_size, uint32_t old_version,
+                   void* new_state, size_t new_size);
+    /* Writes a one-line description of the state (NUL-terminated) into buf;
+     * returns its length. Shown in [state] lines instead of the fields. */
+    size_t (*describe)(const void* state, char* buf, size_t len);
+} logic_api_ext_t;
+
+/* Optional. Returns a table that stays valid while the library is loaded. */
+logic_api_ext_t* logic_get_api_ext(void);
 
 #ifdef __cplusplus
 }
