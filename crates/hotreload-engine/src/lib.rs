@@ -35,6 +35,7 @@ pub mod command;
 pub mod config;
 pub mod engine;
 pub mod event;
+pub mod ext;
 pub mod guard;
 pub mod layout;
 pub mod load;

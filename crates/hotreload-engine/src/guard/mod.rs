@@ -19,7 +19,12 @@ pub mod watchdog;
 use std::ffi::{c_int, c_void};
 use std::sync::OnceLock;
 
-use hotreload_abi::{GetApiFn, InitFn, LogicApi, TickFn};
+use std::ffi::c_char;
+
+use hotreload_abi::{
+    DescribeFn, GetApiExtFn, GetApiFn, HookFn, HostContext, InitFn, LogicApi, LogicApiExt,
+    MigrateFn, TickFn,
+};
 
 /// The alternate signal stack each calling thread gets: room for the handler
 /// after the thread's own stack has overflowed.
@@ -41,8 +46,28 @@ unsafe extern "C" {
     fn hr_last_fault(out: *mut RawFault);
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
-    fn hr_call_get_api(f: GetApiFn, out: *mut *const LogicApi) -> c_int;
+    fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
+    fn hr_call_hook(f: HookFn, state: *mut c_void, host: *const HostContext) -> c_int;
+    fn hr_call_migrate(
+        f: MigrateFn,
+        old_state: *const c_void,
+        old_size: usize,
+        old_version: u32,
+        new_state: *mut c_void,
+        new_size: usize,
+        result: *mut c_int,
+    ) -> c_int;
+    fn hr_call_describe(
+        f: DescribeFn,
+        state: *const c_void,
+        buf: *mut c_char,
+        len: usize,
+        written: *mut usize,
+    ) -> c_int;
 }
+
+/// Any `const void* f(void)` entry point (`logic_get_api`, `logic_get_api_ext`).
+type GetPtrFn = unsafe extern "C" fn() -> *const c_void;
 
 /// The signal the watchdog sends to interrupt a plugin call that runs too
 /// long. A real-time signal well above the ones glibc reserves, so it
@@ -192,10 +217,98 @@ pub unsafe fn call_tick(f: TickFn, state: *mut c_void, dt: f64) -> Result<(), Fa
 /// # Safety
 /// `f` must be a live `logic_get_api`, and [`install`] must have succeeded.
 pub unsafe fn call_get_api(f: GetApiFn) -> Result<*const LogicApi, Fault> {
-    let mut out: *const LogicApi = std::ptr::null();
+    // SAFETY: per this function's contract; both are `T* f(void)` in C.
+    unsafe { call_get_ptr(std::mem::transmute::<GetApiFn, GetPtrFn>(f)) }.map(|p| p.cast())
+}
+
+/// Calls `logic_get_api_ext` under the guard.
+///
+/// # Safety
+/// As for [`call_get_api`], with a live `logic_get_api_ext`.
+pub unsafe fn call_get_api_ext(f: GetApiExtFn) -> Result<*const LogicApiExt, Fault> {
+    // SAFETY: per this function's contract; both are `T* f(void)` in C.
+    unsafe { call_get_ptr(std::mem::transmute::<GetApiExtFn, GetPtrFn>(f)) }.map(|p| p.cast())
+}
+
+/// # Safety
+/// `f` must be a live plugin function of that C type.
+unsafe fn call_get_ptr(f: GetPtrFn) -> Result<*const c_void, Fault> {
+    let mut out: *const c_void = std::ptr::null();
     // SAFETY: per this function's contract; `out` outlives the call.
     match unsafe { hr_call_get_api(f, &mut out) } {
         0 => Ok(out),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// Calls an extended-ABI hook (`init`, `on_reload`, `on_unload`) under the
+/// guard.
+///
+/// # Safety
+/// As for [`call_state`]; `host` must point to a valid context for the call.
+pub unsafe fn call_hook(f: HookFn, state: *mut c_void, host: &HostContext) -> Result<(), Fault> {
+    // SAFETY: per this function's contract.
+    match unsafe { hr_call_hook(f, state, host) } {
+        0 => Ok(()),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// Calls `migrate` under the guard; `Ok` holds the hook's return value.
+///
+/// # Safety
+/// As for [`call_state`]; `old` and `new` must be valid for their sizes.
+pub unsafe fn call_migrate(
+    f: MigrateFn,
+    old: &[u8],
+    old_version: u32,
+    new: &mut [u8],
+) -> Result<c_int, Fault> {
+    let mut result: c_int = 0;
+    // SAFETY: per this function's contract; the slices outlive the call.
+    match unsafe {
+        hr_call_migrate(
+            f,
+            old.as_ptr().cast(),
+            old.len(),
+            old_version,
+            new.as_mut_ptr().cast(),
+            new.len(),
+            &mut result,
+        )
+    } {
+        0 => Ok(result),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// Calls `describe` under the guard and returns the text it wrote.
+///
+/// # Safety
+/// As for [`call_state`].
+pub unsafe fn call_describe(f: DescribeFn, state: &[u8]) -> Result<String, Fault> {
+    let mut buf = vec![0u8; 512];
+    let mut written = 0usize;
+    // SAFETY: per this function's contract; `buf` is writable for its length.
+    match unsafe {
+        hr_call_describe(
+            f,
+            state.as_ptr().cast(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut written,
+        )
+    } {
+        0 => {
+            // Whatever the plugin claims, only what lies in the buffer and
+            // before the first NUL is read.
+            let end = buf
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(buf.len())
+                .min(written);
+            Ok(String::from_utf8_lossy(&buf[..end.min(buf.len())]).into_owned())
+        }
         signal => Err(last_fault(signal)),
     }
 }

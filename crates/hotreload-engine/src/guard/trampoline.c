@@ -298,6 +298,44 @@ int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
 }
 #endif
 
+/* The rarely called functions of the extended ABI, on the portable path. */
+
+int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {
+    hr_thread_guard_t* g = &hr_guard;
+    if (__builtin_setjmp(g->env) != 0) {
+        return hr_landed();
+    }
+    g->inside = HR_INSIDE_JUMP;
+    f(state, host);
+    g->inside = 0;
+    return 0;
+}
+
+int hr_call_migrate(int (*f)(const void*, size_t, uint32_t, void*, size_t), const void* old_state,
+                    size_t old_size, uint32_t old_version, void* new_state, size_t new_size,
+                    int* result) {
+    hr_thread_guard_t* g = &hr_guard;
+    if (__builtin_setjmp(g->env) != 0) {
+        return hr_landed();
+    }
+    g->inside = HR_INSIDE_JUMP;
+    *result = f(old_state, old_size, old_version, new_state, new_size);
+    g->inside = 0;
+    return 0;
+}
+
+int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state, char* buf,
+                     size_t len, size_t* written) {
+    hr_thread_guard_t* g = &hr_guard;
+    if (__builtin_setjmp(g->env) != 0) {
+        return hr_landed();
+    }
+    g->inside = HR_INSIDE_JUMP;
+    *written = f(state, buf, len);
+    g->inside = 0;
+    return 0;
+}
+
 int hr_call_get_api(const void* (*f)(void), const void** out) {
     if (__builtin_setjmp(hr_guard.env) != 0) {
         return hr_landed();

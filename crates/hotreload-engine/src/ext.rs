@@ -1,0 +1,264 @@
+//! The extended ABI: the optional `logic_get_api_ext` table, read and
+//! checked at load.
+//!
+//! A plugin may declare its state's fields (a schema), a state version, and
+//! hooks. The table says how big it is, so a plugin built against a newer
+//! header (a longer table) loads on this host, and one built against an older
+//! header (a shorter table) gets NULL for what it lacks. Field names are
+//! copied out of the library at load: they must not be read again after the
+//! library goes.
+
+use std::ffi::CStr;
+use std::sync::Arc;
+
+use hotreload_abi::{
+    DescribeFn, EXT_VERSION, FIELD_TRANSIENT, FieldDesc, HookFn, LogicApiExt, MigrateFn, field_type,
+};
+
+use crate::layout::{Field, Layout, Scalar, Source};
+use crate::outcome::Rejection;
+
+/// The checked extended table.
+#[derive(Clone, Debug)]
+pub struct Ext {
+    pub state_version: u32,
+    pub init: Option<HookFn>,
+    pub on_reload: Option<HookFn>,
+    pub on_unload: Option<HookFn>,
+    pub migrate: Option<MigrateFn>,
+    pub describe: Option<DescribeFn>,
+    /// The declared schema, if any.
+    pub schema: Option<Arc<Layout>>,
+}
+
+/// The smallest table a plugin can hand over: `ext_version` and `size`.
+const HEADER: usize = 8;
+
+/// Copies the plugin's table, no further than both this host and the plugin
+/// know, zero-filling the rest.
+///
+/// # Safety
+/// `table` must point to a `logic_api_ext_t` of at least `HEADER` bytes, and
+/// `(*table).size` bytes if that field says more, valid for reading.
+pub unsafe fn copy_table(table: *const LogicApiExt) -> Result<LogicApiExt, Rejection> {
+    // SAFETY: the header is readable per the contract; read unaligned so a
+    // misaligned table cannot fault.
+    let size = unsafe { std::ptr::addr_of!((*table).size).read_unaligned() } as usize;
+    if size < HEADER {
+        return Err(Rejection::NotLoadable(format!(
+            "logic_api_ext_t.size: expected at least {HEADER} bytes, found {size}"
+        )));
+    }
+    let known = std::mem::size_of::<LogicApiExt>();
+    let mut bytes = [0u8; std::mem::size_of::<LogicApiExt>()];
+    // SAFETY: `min(size, known)` bytes are readable per the contract, and
+    // `bytes` has room for `known`.
+    unsafe {
+        std::ptr::copy_nonoverlapping(table.cast::<u8>(), bytes.as_mut_ptr(), size.min(known))
+    };
+    // SAFETY: every bit pattern is valid for `LogicApiExt`'s integer and
+    // nullable-function-pointer fields; zeroes mean NULL.
+    Ok(unsafe {
+        std::mem::transmute::<[u8; std::mem::size_of::<LogicApiExt>()], LogicApiExt>(bytes)
+    })
+}
+
+/// Checks a copied table against the state's size, reading the schema.
+///
+/// # Safety
+/// `table.fields` (if non-NULL) must point to `table.field_count` entries
+/// whose names are NUL-terminated strings, all readable (the library is
+/// loaded).
+pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejection> {
+    if table.ext_version == 0 {
+        return Err(Rejection::NotLoadable(format!(
+            "logic_api_ext_t.ext_version: expected {EXT_VERSION} or later, found 0"
+        )));
+    }
+    const MAX_FIELDS: u32 = 4096;
+    let schema = if table.fields.is_null() || table.field_count == 0 {
+        None
+    } else if table.field_count > MAX_FIELDS {
+        return Err(schema_error(format!(
+            "expected at most {MAX_FIELDS} fields, found {}",
+            table.field_count
+        )));
+    } else {
+        // SAFETY: per this function's contract.
+        let descs = unsafe { std::slice::from_raw_parts(table.fields, table.field_count as usize) };
+        // SAFETY: per this function's contract (the names are readable).
+        Some(Arc::new(unsafe { schema_layout(descs, state_size) }?))
+    };
+    Ok(Ext {
+        state_version: table.state_version,
+        init: table.init,
+        on_reload: table.on_reload,
+        on_unload: table.on_unload,
+        migrate: table.migrate,
+        describe: table.describe,
+        schema,
+    })
+}
+
+fn schema_error(why: String) -> Rejection {
+    Rejection::NotLoadable(format!("bad schema in logic_api_ext_t: {why}"))
+}
+
+/// # Safety
+/// As for [`check`].
+unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout, Rejection> {
+    let mut fields = Vec::with_capacity(descs.len());
+    for (i, d) in descs.iter().enumerate() {
+        if d.name.is_null() {
+            return Err(schema_error(format!(
+                "field {i}: expected a name, found NULL"
+            )));
+        }
+        // SAFETY: per the contract, a NUL-terminated string in the loaded
+        // library; copied at once.
+        let name = unsafe { CStr::from_ptr(d.name) }
+            .to_string_lossy()
+            .into_owned();
+        let scalar = scalar_of(d.field_type).ok_or_else(|| {
+            schema_error(format!(
+                "field {name}: expected a HOTRELOAD_* type, found {:#x}",
+                d.field_type
+            ))
+        })?;
+        if d.count == 0 {
+            return Err(schema_error(format!(
+                "field {name}: expected a count of at least 1, found 0"
+            )));
+        }
+        fields.push(Field {
+            name,
+            offset: d.offset,
+            scalar,
+            count: d.count,
+            transient: d.flags & FIELD_TRANSIENT != 0,
+        });
+    }
+    let layout = Layout {
+        size: state_size,
+        fields,
+        source: Source::Schema,
+    };
+    layout.validate().map_err(schema_error)?;
+    let mut names: Vec<&str> = layout.fields.iter().map(|f| f.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(schema_error(format!("field {} is declared twice", dup[0])));
+    }
+    Ok(layout)
+}
+
+fn scalar_of(t: u32) -> Option<Scalar> {
+    use field_type::*;
+    Some(match t {
+        I8 | I16 | I32 | I64 => Scalar::Int {
+            signed: true,
+            bytes: (t & 0xff) as u8,
+        },
+        U8 | U16 | U32 | U64 => Scalar::Int {
+            signed: false,
+            bytes: (t & 0xff) as u8,
+        },
+        F32 | F64 => Scalar::Float {
+            bytes: (t & 0xff) as u8,
+        },
+        BOOL => Scalar::Bool,
+        PTR => Scalar::Pointer,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::c_char;
+
+    fn desc(name: &'static [u8], t: u32, offset: usize, count: usize) -> FieldDesc {
+        FieldDesc {
+            name: name.as_ptr().cast::<c_char>(),
+            field_type: t,
+            flags: 0,
+            offset,
+            count,
+        }
+    }
+
+    fn table(fields: &[FieldDesc]) -> LogicApiExt {
+        LogicApiExt {
+            ext_version: 1,
+            size: std::mem::size_of::<LogicApiExt>() as u32,
+            state_version: 3,
+            field_count: fields.len() as u32,
+            fields: fields.as_ptr(),
+            init: None,
+            on_reload: None,
+            on_unload: None,
+            migrate: None,
+            describe: None,
+        }
+    }
+
+    #[test]
+    fn a_schema_becomes_a_layout() {
+        let fields = [
+            desc(b"score\0", field_type::I32, 0, 1),
+            desc(b"pos\0", field_type::F32, 4, 2),
+        ];
+        // SAFETY: the names are NUL-terminated statics.
+        let ext = unsafe { check(&table(&fields), 12) }.expect("valid");
+        let layout = ext.schema.expect("schema");
+        assert_eq!(ext.state_version, 3);
+        assert_eq!(layout.fields[1].name, "pos");
+        assert_eq!(layout.fields[1].count, 2);
+        assert_eq!(layout.fields[1].scalar, Scalar::Float { bytes: 4 });
+    }
+
+    #[test]
+    fn bad_schemas_say_what_is_wrong() {
+        let cases: [(&[FieldDesc], &str); 4] = [
+            (
+                &[desc(b"a\0", 0x999, 0, 1)],
+                "expected a HOTRELOAD_* type, found 0x999",
+            ),
+            (
+                &[desc(b"a\0", field_type::I64, 8, 1)],
+                "past the 12-byte state",
+            ),
+            (
+                &[
+                    desc(b"a\0", field_type::I32, 0, 1),
+                    desc(b"a\0", field_type::I32, 4, 1),
+                ],
+                "declared twice",
+            ),
+            (
+                &[desc(b"a\0", field_type::I32, 0, 0)],
+                "count of at least 1",
+            ),
+        ];
+        for (fields, expected) in cases {
+            // SAFETY: the names are NUL-terminated statics.
+            let err = unsafe { check(&table(fields), 12) }
+                .expect_err(expected)
+                .to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_shorter_table_reads_as_null_hooks() {
+        let mut t = table(&[]);
+        t.on_reload = Some(noop);
+        t.size = 24; // a plugin built before `init` and the hooks existed
+        // SAFETY: `t` is a full table; only its first 24 bytes are claimed.
+        let copied = unsafe { copy_table(&t) }.expect("copy");
+        assert!(copied.on_reload.is_none());
+        assert_eq!(copied.state_version, 3);
+    }
+
+    unsafe extern "C" fn noop(_: *mut std::ffi::c_void, _: *const hotreload_abi::HostContext) {}
+}
