@@ -39,6 +39,7 @@ pub mod ext;
 pub mod guard;
 pub mod layout;
 pub mod load;
+pub mod migrate;
 pub mod outcome;
 pub mod paths;
 pub mod plugin;
