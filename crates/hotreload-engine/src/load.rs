@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use hotreload_abi::{GET_API_NAME, GET_API_SYMBOL, GetApiFn, LogicApi};
+use hotreload_abi::{GET_API_EXT_SYMBOL, GET_API_NAME, GET_API_SYMBOL, GetApiFn, LogicApi};
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::guard;
@@ -75,6 +75,40 @@ impl Library {
         // that stays valid while the library is loaded; it is copied out
         // (unaligned, so a misaligned table cannot fault) and never read again.
         Ok(unsafe { table.read_unaligned() })
+    }
+
+    /// Calls `logic_get_api_ext`, if the library exports it, and copies the
+    /// table. `Ok(None)` for a plugin without the extended ABI.
+    pub fn ext_table(&self) -> Result<Option<hotreload_abi::LogicApiExt>, Rejection> {
+        // SAFETY: `GetApiExtFn` mirrors `logic_api_ext_t* logic_get_api_ext(void)`
+        // from the header; the `Symbol` does not outlive `self.raw`.
+        let Ok(get) = (unsafe { self.raw.get::<hotreload_abi::GetApiExtFn>(GET_API_EXT_SYMBOL) }) else {
+            return Ok(None);
+        };
+        // SAFETY: calling into the plugin per the ABI, under the crash guard.
+        let table = unsafe { guard::call_get_api_ext(*get) }.map_err(|fault| {
+            let place = fault.symbol().map(|s| format!(" in {s}")).unwrap_or_default();
+            Rejection::Faulted(format!("logic_get_api_ext faulted: {}{place}", fault.describe()))
+        })?;
+        if table.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: the ABI says a non-NULL result points to a table that is
+        // valid while the library is loaded, `size` bytes long.
+        unsafe { crate::ext::copy_table(table) }.map(Some)
+    }
+
+    /// The address ranges this library occupies, per `/proc/self/maps`.
+    pub fn mapped_ranges(&self) -> Vec<(usize, usize)> {
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Vec::new() };
+        let Some(path) = self.shadow.path().to_str() else { return Vec::new() };
+        maps.lines()
+            .filter(|line| line.ends_with(path))
+            .filter_map(|line| {
+                let (start, end) = line.split_whitespace().next()?.split_once('-')?;
+                Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
+            })
+            .collect()
     }
 
     /// Closes the library and says whether its code really left the process.

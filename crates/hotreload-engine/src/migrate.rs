@@ -201,6 +201,70 @@ fn convert(from: Scalar, src: &[u8], to: Scalar, dst: &mut [u8]) {
     }
 }
 
+/// What is known about the state on one side of a swap.
+#[derive(Clone, Copy)]
+pub struct Side<'a> {
+    pub size: usize,
+    /// The plugin's declared state version (0 without the extended ABI).
+    pub version: u32,
+    pub layout: Option<&'a Layout>,
+    /// The incoming version has a `migrate` hook.
+    pub has_hook: bool,
+}
+
+/// What a swap does to the state.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The new code runs on the very same bytes.
+    Keep,
+    /// A new block is made: by `plan` (when both layouts are known), then by
+    /// the new version's hook (when it has one).
+    Migrate { plan: Option<Plan>, summary: String },
+}
+
+/// Decides how the state crosses from `old` to `new`. `Err` says why it
+/// cannot: the new version is then refused (exit code 10).
+pub fn decide(old: Side, new: Side) -> Result<Decision, String> {
+    let both = old.layout.zip(new.layout);
+    let changed_shape = old.size != new.size || both.is_some_and(|(o, n)| !o.same_shape(n));
+    let changed_version = old.version != new.version;
+    if !changed_shape && !changed_version {
+        return Ok(Decision::Keep);
+    }
+    if let Some((o, n)) = both {
+        let plan = plan(o, n).map_err(|e| e.to_string())?;
+        let mut summary = plan.summary();
+        if changed_version {
+            let v = format!("state version {} → {}", old.version, new.version);
+            summary = if summary.is_empty() { v } else { format!("{summary}; {v}") };
+        }
+        if summary.is_empty() {
+            summary = format!("{} → {} bytes", old.size, new.size);
+        }
+        return Ok(Decision::Migrate { plan: Some(plan), summary });
+    }
+    if new.has_hook {
+        return Ok(Decision::Migrate {
+            plan: None,
+            summary: format!("by the plugin's migrate hook ({} → {} bytes)", old.size, new.size),
+        });
+    }
+    let what = if changed_shape {
+        format!("the state changed from {} to {} bytes", old.size, new.size)
+    } else {
+        format!("state_version changed from {} to {}", old.version, new.version)
+    };
+    let unknown = match (old.layout.is_some(), new.layout.is_some()) {
+        (false, false) => "neither version's layout is known",
+        (true, false) => "the new version's layout is not known",
+        _ => "the running version's layout is not known",
+    };
+    Err(format!(
+        "{what}, but {unknown} and there is no migrate hook: build with -g or declare a schema \
+         (or restart hotreload to start over with the new state)"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +360,29 @@ mod tests {
         );
         let same = super::plan(&old, &old).expect("same");
         assert!(same.is_identity());
+    }
+
+    #[test]
+    fn decide_keeps_migrates_or_refuses() {
+        let a = layout(4, vec![f("score", 0, I32)]);
+        let b = layout(8, vec![f("score", 0, I32), f("lives", 4, I32)]);
+        fn side(layout: Option<&Layout>, size: usize, version: u32, has_hook: bool) -> Side<'_> {
+            Side { size, version, layout, has_hook }
+        }
+        assert_eq!(decide(side(Some(&a), 4, 0, false), side(Some(&a), 4, 0, false)), Ok(Decision::Keep));
+        assert_eq!(decide(side(None, 4, 0, false), side(None, 4, 0, false)), Ok(Decision::Keep));
+        match decide(side(Some(&a), 4, 0, false), side(Some(&b), 8, 0, false)) {
+            Ok(Decision::Migrate { plan: Some(_), summary }) => assert_eq!(summary, "+lives"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decide(side(None, 4, 0, false), side(None, 8, 0, true)),
+            Ok(Decision::Migrate { plan: None, .. })
+        ));
+        let refused = decide(side(None, 4, 0, false), side(Some(&b), 8, 0, false)).expect_err("refused");
+        assert!(refused.contains("4 to 8 bytes") && refused.contains("running version's layout is not known"), "{refused}");
+        let version = decide(side(None, 4, 1, false), side(None, 4, 2, false)).expect_err("refused");
+        assert!(version.contains("state_version changed from 1 to 2"), "{version}");
     }
 
     #[test]

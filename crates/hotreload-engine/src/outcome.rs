@@ -45,6 +45,9 @@ pub enum Rejection {
     ApiVersion { expected: i32, found: i32 },
     /// `state_size` differs from the size of the state the host owns.
     StateSize { expected: usize, found: usize },
+    /// The state's layout or version changed and cannot be carried over
+    /// (no layout for one side and no hook, or a lossy type change).
+    StateChange(String),
     /// The first version asks for more state than can be allocated.
     StateUnallocatable { size: usize, why: String },
     /// `logic_get_api` returned NULL.
@@ -63,6 +66,7 @@ impl Rejection {
             Rejection::MissingEntryPoint(_) => exit_code::MISSING_ENTRY_POINT,
             Rejection::ApiVersion { .. }
             | Rejection::StateSize { .. }
+            | Rejection::StateChange(_)
             | Rejection::StateUnallocatable { .. } => exit_code::ABI_MISMATCH,
             Rejection::NullTable | Rejection::NullFunctions(_) => exit_code::INCOMPLETE_API,
             Rejection::Faulted(_) => exit_code::FAULT,
@@ -86,6 +90,7 @@ impl fmt::Display for Rejection {
                 "state_size mismatch: expected {expected} bytes (the state the host owns), found {found}; \
                  keep the state's layout, or restart hotreload to start over with the new one"
             ),
+            Rejection::StateChange(why) => write!(f, "cannot carry the state over: {why}"),
             Rejection::StateUnallocatable { size, why } => write!(
                 f,
                 "state_size: expected a size this host can allocate, found {size} bytes ({why})"

@@ -6,7 +6,11 @@
 //! and go straight through the function pointers copied out of the table, so
 //! a tick costs a direct call plus the guard (see `benches/dispatch.rs`).
 
+use std::sync::Arc;
+
 use crate::check::Api;
+use crate::ext::Ext;
+use crate::layout::Layout;
 use crate::guard::{self, Fault};
 use crate::load::{Closed, Library};
 use crate::state::State;
@@ -19,23 +23,63 @@ pub struct Plugin {
     /// The library's name as the user knows it (not the shadow copy's).
     lib_name: String,
     build_hash: u64,
+    /// The extended table, if the plugin exports one.
+    ext: Option<Ext>,
+    /// What the state's bytes mean to this version, if known.
+    layout: Option<Arc<Layout>>,
+    /// Where the library is mapped: a state value pointing in here dangles
+    /// once this version is unloaded.
+    ranges: Vec<(usize, usize)>,
+}
+
+/// What is known about a version besides its function table.
+pub struct Knowledge {
+    pub ext: Option<Ext>,
+    pub layout: Option<Arc<Layout>>,
 }
 
 impl Plugin {
-    pub fn new(
+    pub fn new(api: Api, library: Library, version: u64, lib_name: String, build_hash: u64) -> Plugin {
+        Plugin::with(api, library, version, lib_name, build_hash, Knowledge { ext: None, layout: None })
+    }
+
+    pub fn with(
         api: Api,
         library: Library,
         version: u64,
         lib_name: String,
         build_hash: u64,
+        knowledge: Knowledge,
     ) -> Plugin {
+        let ranges = library.mapped_ranges();
         Plugin {
             api,
             library,
             version,
             lib_name,
             build_hash,
+            ext: knowledge.ext,
+            layout: knowledge.layout,
+            ranges,
         }
+    }
+
+    pub fn ext(&self) -> Option<&Ext> {
+        self.ext.as_ref()
+    }
+
+    pub fn layout(&self) -> Option<&Arc<Layout>> {
+        self.layout.as_ref()
+    }
+
+    /// The state version the plugin declares (0 without the extended ABI).
+    pub fn state_version(&self) -> u32 {
+        self.ext.as_ref().map_or(0, |e| e.state_version)
+    }
+
+    /// Whether `address` lies in this version's library.
+    pub fn contains(&self, address: usize) -> bool {
+        self.ranges.iter().any(|&(start, end)| start <= address && address < end)
     }
 
     pub fn api(&self) -> &Api {
