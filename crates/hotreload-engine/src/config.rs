@@ -51,6 +51,8 @@ pub struct Config {
     /// plugins with side effects). Trials need the host program to call
     /// [`crate::run_probe_if_requested`] at the start of `main`.
     pub trial_ticks: u64,
+    /// Print the state every this many ticks.
+    pub state_every: Option<u64>,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -75,6 +77,7 @@ impl Config {
             call_timeout: None,
             keep_versions: 5,
             trial_ticks: 3,
+            state_every: None,
             max_ticks: None,
             max_reloads: None,
         }

@@ -74,6 +74,8 @@ impl Engine {
                 max_ticks: config.max_ticks,
                 call_timeout: config.effective_call_timeout(),
                 keep_versions: config.keep_versions,
+                seed: config.seed,
+                state_every: config.state_every,
             },
             Arc::clone(&events),
             Box::new(move |out| {

@@ -64,6 +64,20 @@ pub enum Event {
     State(StateReport),
     /// Plugin code crashed, aborted or hung; what was done about it.
     Fault(FaultReport),
+    /// A line plugin code logged through the host context.
+    PluginLog(String),
+    /// A value in the state points into a version's library: it dangles
+    /// once that version is unloaded.
+    Dangling {
+        version: u64,
+        offset: usize,
+        field: Option<String>,
+    },
+    /// The plugin keeps writable data of its own, which every reload resets.
+    StaticData {
+        version: u64,
+        symbols: Vec<(String, u64)>,
+    },
     /// The first tick of a newly swapped version ran.
     FirstTick {
         version: u64,
@@ -90,7 +104,7 @@ pub enum Event {
 #[derive(Clone, Debug)]
 pub struct FaultReport {
     pub version: u64,
-    /// Which plugin function: "init", "tick" or "shutdown".
+    /// Which plugin function: "init", "tick", "shutdown", "on_reload", ...
     pub call: &'static str,
     /// Ticks completed when it happened.
     pub tick: u64,
@@ -110,6 +124,11 @@ pub enum Recovery {
     },
     /// No earlier version: ticking paused until the next good build.
     Paused { restored_to_tick: Option<u64> },
+    /// A hook of the version being replaced faulted; the swap went ahead.
+    SwapWentAhead,
+    /// The new version's `migrate` hook faulted or refused: it was not
+    /// swapped in, and the running version and its state stay.
+    Refused { keeping: Option<u64> },
     /// The fault was in `shutdown`; the host exits as it was going to.
     Exiting,
 }
@@ -135,6 +154,8 @@ pub struct Swap {
     pub since_build_exit: Duration,
     /// True for the very first load, whose `init` has just run.
     pub first_load: bool,
+    /// How the state was carried over, if it had to be: `+lives -bonus`.
+    pub migrated: Option<String>,
 }
 
 /// When a state report was taken.
@@ -144,6 +165,10 @@ pub enum StateMoment {
     Initial,
     /// Right after a swap: the new code sees exactly these bytes.
     Preserved,
+    /// Right after a swap that migrated the state to a new layout.
+    Migrated,
+    /// Every `--state-every N` ticks.
+    Periodic,
     /// After `shutdown`, at exit.
     Final,
     /// No plugin was ever loaded, so there is no state.
@@ -159,6 +184,9 @@ pub struct StateReport {
     pub version: u64,
     /// The first bytes of the state, so that small states can be read off a log.
     pub head: Vec<u8>,
+    /// The state by field (`score=10 time=1.00`) or the plugin's own
+    /// description, when known.
+    pub fields: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -33,6 +33,7 @@ pub mod build;
 pub mod check;
 pub mod command;
 pub mod config;
+pub mod diagnostics;
 pub mod engine;
 pub mod event;
 pub mod ext;

@@ -82,13 +82,22 @@ impl Library {
     pub fn ext_table(&self) -> Result<Option<hotreload_abi::LogicApiExt>, Rejection> {
         // SAFETY: `GetApiExtFn` mirrors `logic_api_ext_t* logic_get_api_ext(void)`
         // from the header; the `Symbol` does not outlive `self.raw`.
-        let Ok(get) = (unsafe { self.raw.get::<hotreload_abi::GetApiExtFn>(GET_API_EXT_SYMBOL) }) else {
+        let Ok(get) = (unsafe {
+            self.raw
+                .get::<hotreload_abi::GetApiExtFn>(GET_API_EXT_SYMBOL)
+        }) else {
             return Ok(None);
         };
         // SAFETY: calling into the plugin per the ABI, under the crash guard.
         let table = unsafe { guard::call_get_api_ext(*get) }.map_err(|fault| {
-            let place = fault.symbol().map(|s| format!(" in {s}")).unwrap_or_default();
-            Rejection::Faulted(format!("logic_get_api_ext faulted: {}{place}", fault.describe()))
+            let place = fault
+                .symbol()
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            Rejection::Faulted(format!(
+                "logic_get_api_ext faulted: {}{place}",
+                fault.describe()
+            ))
         })?;
         if table.is_null() {
             return Ok(None);
@@ -100,13 +109,20 @@ impl Library {
 
     /// The address ranges this library occupies, per `/proc/self/maps`.
     pub fn mapped_ranges(&self) -> Vec<(usize, usize)> {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else { return Vec::new() };
-        let Some(path) = self.shadow.path().to_str() else { return Vec::new() };
+        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+            return Vec::new();
+        };
+        let Some(path) = self.shadow.path().to_str() else {
+            return Vec::new();
+        };
         maps.lines()
             .filter(|line| line.ends_with(path))
             .filter_map(|line| {
                 let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-                Some((usize::from_str_radix(start, 16).ok()?, usize::from_str_radix(end, 16).ok()?))
+                Some((
+                    usize::from_str_radix(start, 16).ok()?,
+                    usize::from_str_radix(end, 16).ok()?,
+                ))
             })
             .collect()
     }

@@ -236,23 +236,36 @@ pub fn decide(old: Side, new: Side) -> Result<Decision, String> {
         let mut summary = plan.summary();
         if changed_version {
             let v = format!("state version {} → {}", old.version, new.version);
-            summary = if summary.is_empty() { v } else { format!("{summary}; {v}") };
+            summary = if summary.is_empty() {
+                v
+            } else {
+                format!("{summary}; {v}")
+            };
         }
         if summary.is_empty() {
             summary = format!("{} → {} bytes", old.size, new.size);
         }
-        return Ok(Decision::Migrate { plan: Some(plan), summary });
+        return Ok(Decision::Migrate {
+            plan: Some(plan),
+            summary,
+        });
     }
     if new.has_hook {
         return Ok(Decision::Migrate {
             plan: None,
-            summary: format!("by the plugin's migrate hook ({} → {} bytes)", old.size, new.size),
+            summary: format!(
+                "by the plugin's migrate hook ({} → {} bytes)",
+                old.size, new.size
+            ),
         });
     }
     let what = if changed_shape {
         format!("the state changed from {} to {} bytes", old.size, new.size)
     } else {
-        format!("state_version changed from {} to {}", old.version, new.version)
+        format!(
+            "state_version changed from {} to {}",
+            old.version, new.version
+        )
     };
     let unknown = match (old.layout.is_some(), new.layout.is_some()) {
         (false, false) => "neither version's layout is known",
@@ -367,22 +380,45 @@ mod tests {
         let a = layout(4, vec![f("score", 0, I32)]);
         let b = layout(8, vec![f("score", 0, I32), f("lives", 4, I32)]);
         fn side(layout: Option<&Layout>, size: usize, version: u32, has_hook: bool) -> Side<'_> {
-            Side { size, version, layout, has_hook }
+            Side {
+                size,
+                version,
+                layout,
+                has_hook,
+            }
         }
-        assert_eq!(decide(side(Some(&a), 4, 0, false), side(Some(&a), 4, 0, false)), Ok(Decision::Keep));
-        assert_eq!(decide(side(None, 4, 0, false), side(None, 4, 0, false)), Ok(Decision::Keep));
+        assert_eq!(
+            decide(side(Some(&a), 4, 0, false), side(Some(&a), 4, 0, false)),
+            Ok(Decision::Keep)
+        );
+        assert_eq!(
+            decide(side(None, 4, 0, false), side(None, 4, 0, false)),
+            Ok(Decision::Keep)
+        );
         match decide(side(Some(&a), 4, 0, false), side(Some(&b), 8, 0, false)) {
-            Ok(Decision::Migrate { plan: Some(_), summary }) => assert_eq!(summary, "+lives"),
+            Ok(Decision::Migrate {
+                plan: Some(_),
+                summary,
+            }) => assert_eq!(summary, "+lives"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             decide(side(None, 4, 0, false), side(None, 8, 0, true)),
             Ok(Decision::Migrate { plan: None, .. })
         ));
-        let refused = decide(side(None, 4, 0, false), side(Some(&b), 8, 0, false)).expect_err("refused");
-        assert!(refused.contains("4 to 8 bytes") && refused.contains("running version's layout is not known"), "{refused}");
-        let version = decide(side(None, 4, 1, false), side(None, 4, 2, false)).expect_err("refused");
-        assert!(version.contains("state_version changed from 1 to 2"), "{version}");
+        let refused =
+            decide(side(None, 4, 0, false), side(Some(&b), 8, 0, false)).expect_err("refused");
+        assert!(
+            refused.contains("4 to 8 bytes")
+                && refused.contains("running version's layout is not known"),
+            "{refused}"
+        );
+        let version =
+            decide(side(None, 4, 1, false), side(None, 4, 2, false)).expect_err("refused");
+        assert!(
+            version.contains("state_version changed from 1 to 2"),
+            "{version}"
+        );
     }
 
     #[test]

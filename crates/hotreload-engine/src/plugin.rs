@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use crate::check::Api;
 use crate::ext::Ext;
-use crate::layout::Layout;
 use crate::guard::{self, Fault};
+use crate::layout::Layout;
 use crate::load::{Closed, Library};
 use crate::state::State;
 
@@ -39,8 +39,24 @@ pub struct Knowledge {
 }
 
 impl Plugin {
-    pub fn new(api: Api, library: Library, version: u64, lib_name: String, build_hash: u64) -> Plugin {
-        Plugin::with(api, library, version, lib_name, build_hash, Knowledge { ext: None, layout: None })
+    pub fn new(
+        api: Api,
+        library: Library,
+        version: u64,
+        lib_name: String,
+        build_hash: u64,
+    ) -> Plugin {
+        Plugin::with(
+            api,
+            library,
+            version,
+            lib_name,
+            build_hash,
+            Knowledge {
+                ext: None,
+                layout: None,
+            },
+        )
     }
 
     pub fn with(
@@ -79,7 +95,9 @@ impl Plugin {
 
     /// Whether `address` lies in this version's library.
     pub fn contains(&self, address: usize) -> bool {
-        self.ranges.iter().any(|&(start, end)| start <= address && address < end)
+        self.ranges
+            .iter()
+            .any(|&(start, end)| start <= address && address < end)
     }
 
     pub fn api(&self) -> &Api {

@@ -19,17 +19,21 @@ use crate::check;
 use crate::command::Command;
 use crate::config::Config;
 use crate::event::{BuildFailure, Event, EventSink};
+use crate::layout::Layout;
 use crate::load::Library;
+use crate::migrate::{Decision, Side};
 use crate::outcome::{Outcome, Rejection};
+use crate::plugin::Knowledge;
 use crate::plugin::Plugin;
 use crate::precheck::precheck;
 use crate::shadow::{ShadowDir, ShadowFile};
 use crate::state::State;
-use crate::tick::{TickInput, TickOutput};
+use crate::tick::{Migration, TickInput, TickOutput};
 use crate::trial::{self, TrialSettings};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
 use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
+use std::sync::Arc;
 
 /// Everything the reload thread is told.
 pub enum Inbox {
@@ -60,8 +64,11 @@ pub struct Reloader {
     copies: u64,
     /// The last version number handed to the tick loop.
     version: u64,
-    /// The size of the state, fixed by the first version.
-    state_size: Option<usize>,
+    /// What the state is now: its size, version and layout (the running
+    /// version's, or the last one's while ticking is paused).
+    state_side: Option<StateSide>,
+    /// What each loaded version knows of its state.
+    sides: std::collections::HashMap<u64, StateSide>,
     /// The version the tick loop runs now (after a rollback, an earlier one).
     running: Option<u64>,
     /// The build that faulted last, by the hash of its bytes, with what to
@@ -117,7 +124,8 @@ impl Reloader {
             awaiting_batch: false,
             copies: 0,
             version: 0,
-            state_size: None,
+            state_side: None,
+            sides: Default::default(),
             running: None,
             known_bad: None,
             said_trials_off: false,
@@ -305,14 +313,19 @@ impl Reloader {
             return;
         }
         match self.prepare(&bytes, build_hash) {
-            Ok((plugin, fresh_state)) => {
-                self.state_size.get_or_insert(plugin.api().state_size);
+            Ok(Prepared {
+                plugin,
+                fresh_state,
+                migration,
+            }) => {
+                self.state_side = self.sides.get(&plugin.version()).cloned();
                 self.running = Some(plugin.version());
                 self.known_bad = None;
                 self.hashes.insert(plugin.version(), build_hash);
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
                     fresh_state,
+                    migration,
                     build_exited_at: Some(result.exited_at),
                 });
                 if sent.is_ok() {
@@ -331,16 +344,13 @@ impl Reloader {
         }
     }
 
-    /// Copy, precheck, trial, load and check the build output; for the
+    /// Copy, precheck, trial, load and check the build output, and decide
+    /// what the swap does to the state; for the
     /// first version, also allocate the state (here, so that a size that
     /// cannot be allocated is a rejection like any other, and the tick thread
     /// never waits for a large zeroed allocation). A rejection comes with
     /// what a failed trial printed.
-    fn prepare(
-        &mut self,
-        bytes: &[u8],
-        build_hash: u64,
-    ) -> Result<(Plugin, Option<State>), (Rejection, String)> {
+    fn prepare(&mut self, bytes: &[u8], build_hash: u64) -> Result<Prepared, (Rejection, String)> {
         let shadow = self
             .copy_checked(bytes, build_hash)
             .map_err(|r| (r, String::new()))?;
@@ -363,7 +373,7 @@ impl Reloader {
             }
             return Ok(());
         }
-        let state = match self.state_size {
+        let state = match self.state_side.as_ref().map(|s| s.size) {
             None => None,
             Some(_) => {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -398,32 +408,70 @@ impl Reloader {
     }
 
     /// Loads the shadow copy into the host and checks its table.
-    fn load_checked(
-        &mut self,
-        shadow: ShadowFile,
-        build_hash: u64,
-    ) -> Result<(Plugin, Option<State>), Rejection> {
+    fn load_checked(&mut self, shadow: ShadowFile, build_hash: u64) -> Result<Prepared, Rejection> {
         let library = Library::open(shadow)?;
         let table = library.table()?;
-        let api = check::check(&table, self.state_size)?;
-        let fresh_state = match self.state_size {
-            Some(_) => None,
-            None => Some(State::zeroed(api.state_size).map_err(|why| {
-                Rejection::StateUnallocatable {
-                    size: api.state_size,
-                    why,
+        let api = check::check(&table, None)?;
+        let ext = match library.ext_table()? {
+            // SAFETY: the table came from the loaded library, whose schema
+            // names are readable while it stays loaded (it does, below).
+            Some(t) => Some(unsafe { crate::ext::check(&t, api.state_size) }?),
+            None => None,
+        };
+        let layout = ext.as_ref().and_then(|e| e.schema.clone());
+        let side = StateSide {
+            size: api.state_size,
+            version: ext.as_ref().map_or(0, |e| e.state_version),
+            layout,
+        };
+        let has_hook = ext.as_ref().is_some_and(|e| e.migrate.is_some());
+        let alloc = |size: usize| {
+            State::zeroed(size).map_err(|why| Rejection::StateUnallocatable { size, why })
+        };
+        let (fresh_state, migration) = match &self.state_side {
+            None => (Some(alloc(api.state_size)?), None),
+            Some(old) => {
+                let layouts_known = old.layout.is_some() && side.layout.is_some();
+                if old.size != side.size && !layouts_known && !has_hook {
+                    return Err(Rejection::StateSize {
+                        expected: old.size,
+                        found: side.size,
+                    });
                 }
-            })?),
+                match crate::migrate::decide(old.as_side(false), side.as_side(has_hook)) {
+                    Ok(Decision::Keep) => (None, None),
+                    Ok(Decision::Migrate { plan, summary }) => (
+                        None,
+                        Some(Migration {
+                            plan,
+                            new_state: alloc(side.size)?,
+                            old_version: old.version,
+                            summary,
+                        }),
+                    ),
+                    Err(why) => return Err(Rejection::StateChange(why)),
+                }
+            }
         };
         self.version += 1;
-        let plugin = Plugin::new(
+        let knowledge = Knowledge {
+            ext,
+            layout: side.layout.clone(),
+        };
+        let plugin = Plugin::with(
             api,
             library,
             self.version,
             self.lib_name.clone(),
             build_hash,
+            knowledge,
         );
-        Ok((plugin, fresh_state))
+        self.sides.insert(self.version, side);
+        Ok(Prepared {
+            plugin,
+            fresh_state,
+            migration,
+        })
     }
 
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {
@@ -442,6 +490,11 @@ impl Reloader {
 
     fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String) {
         self.running = running;
+        // Rolling back carries the state back to that version's layout;
+        // pausing keeps it as it is.
+        if let Some(side) = running.and_then(|v| self.sides.get(&v)) {
+            self.state_side = Some(side.clone());
+        }
         self.known_bad = Some((
             plugin.build_hash(),
             format!("v{} ({cause})", plugin.version()),
@@ -453,6 +506,7 @@ impl Reloader {
     fn retire(&mut self, plugin: Plugin) {
         let version = plugin.version();
         self.hashes.remove(&version);
+        self.sides.remove(&version);
         let closed = plugin.close();
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(
@@ -477,6 +531,32 @@ impl Reloader {
         }
         let _ = self.tick.send(TickInput::Stop);
     }
+}
+
+/// What is known of the state for one version.
+#[derive(Clone, Debug)]
+struct StateSide {
+    size: usize,
+    version: u32,
+    layout: Option<Arc<Layout>>,
+}
+
+impl StateSide {
+    fn as_side(&self, has_hook: bool) -> Side<'_> {
+        Side {
+            size: self.size,
+            version: self.version,
+            layout: self.layout.as_deref(),
+            has_hook,
+        }
+    }
+}
+
+/// A version ready to go live, and what its swap does to the state.
+struct Prepared {
+    plugin: Plugin,
+    fresh_state: Option<State>,
+    migration: Option<Migration>,
 }
 
 /// Identifies a build's bytes. Not cryptographic: it only has to tell

@@ -23,10 +23,13 @@ use crate::event::{
 };
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, Fault};
+use crate::layout::Layout;
+use crate::migrate::Plan;
 use crate::plugin::Plugin;
 use crate::schedule::Schedule;
 use crate::snapshot::Snapshot;
 use crate::state::State;
+use hotreload_abi::HostContext;
 
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
@@ -37,12 +40,25 @@ pub enum TickInput {
     Swap {
         plugin: Plugin,
         fresh_state: Option<State>,
+        migration: Option<Migration>,
         build_exited_at: Option<Instant>,
     },
     /// A copy of the state as it is between two ticks, for a trial run;
     /// `None` if there is no state yet.
     CopyState(std::sync::mpsc::Sender<Option<Vec<u8>>>),
     Stop,
+}
+
+/// A new state block for a swap that changes the state's layout, prepared
+/// off this thread: filled from the current state by `plan`, then by the new
+/// version's `migrate` hook.
+pub struct Migration {
+    pub plan: Option<Plan>,
+    pub new_state: State,
+    /// The state version the current state was written by.
+    pub old_version: u32,
+    /// `+lives -bonus`, for the log.
+    pub summary: String,
 }
 
 /// What the tick loop hands back to the rest of the engine.
@@ -69,6 +85,10 @@ pub struct TickSettings {
     pub call_timeout: Duration,
     /// Versions kept loaded, the running one included, to roll back to.
     pub keep_versions: usize,
+    /// Handed to plugin code in the host context.
+    pub seed: u64,
+    /// Report the state every this many ticks.
+    pub state_every: Option<u64>,
 }
 
 pub struct TickLoop {
@@ -116,6 +136,8 @@ impl TickLoop {
 
     pub fn run(mut self, inbox: Receiver<TickInput>) {
         tighten_timer_slack();
+        let sink = std::sync::Arc::clone(&self.events);
+        LOG_SINK.with(|s| *s.borrow_mut() = Some(sink));
         let prepared = guard::prepare_thread().and_then(|thread_guard| {
             Watchdog::for_this_thread(self.settings.call_timeout)
                 .map(|(watchdog, calls)| (thread_guard, watchdog, calls))
@@ -143,8 +165,9 @@ impl TickLoop {
                 Ok(TickInput::Swap {
                     plugin,
                     fresh_state,
+                    migration,
                     build_exited_at,
-                }) => self.install(plugin, fresh_state, build_exited_at, &calls),
+                }) => self.install(plugin, fresh_state, migration, build_exited_at, &calls),
                 Ok(TickInput::CopyState(reply)) => {
                     let _ = reply.send(self.state.as_ref().map(|s| s.bytes().to_vec()));
                 }
@@ -168,6 +191,7 @@ impl TickLoop {
         &mut self,
         plugin: Plugin,
         fresh_state: Option<State>,
+        migration: Option<Migration>,
         build_exited_at: Option<Instant>,
         calls: &CallWatch,
     ) {
@@ -185,14 +209,47 @@ impl TickLoop {
                 }
             }
         }
+        // The version going out gets its say before anything changes.
+        let on_unload = self
+            .current
+            .as_ref()
+            .and_then(|old| Some((old.version(), old.ext()?.on_unload?)));
+        if let Some((old_version, hook)) = on_unload {
+            if let Err(fault) = self.call_hook(hook, calls) {
+                let report =
+                    self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
+                (self.events)(Event::Fault(report));
+            }
+        }
+        let migrated = match migration {
+            None => None,
+            Some(m) => match self.migrate(&plugin, m, calls) {
+                Ok(summary) => Some(summary),
+                Err(()) => {
+                    let running = self.current.as_ref().map(Plugin::version);
+                    let cause = "refused by its migrate hook".to_owned();
+                    (self.output)(TickOutput::Faulted {
+                        plugin,
+                        running,
+                        cause,
+                    });
+                    return;
+                }
+            },
+        };
+        if let (Some(layout), Some(state)) = (plugin.layout(), &mut self.state) {
+            reset_transient(layout, state);
+        }
         let swap = Swap {
             version: plugin.version(),
             lib_name: plugin.lib_name().to_owned(),
             api_version: plugin.api().api_version,
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load: !self.initialized,
+            migrated: migrated.clone(),
         };
         if let Some(old) = self.current.replace(plugin) {
+            self.warn_dangling(&old);
             self.earlier.push_front(old);
             while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
                 if let Some(oldest) = self.earlier.pop_back() {
@@ -207,7 +264,22 @@ impl TickLoop {
             }
             self.report(StateMoment::Initial);
         } else {
-            self.report(StateMoment::Preserved);
+            self.report(if migrated.is_some() {
+                StateMoment::Migrated
+            } else {
+                StateMoment::Preserved
+            });
+            let on_reload = self
+                .current
+                .as_ref()
+                .and_then(|p| p.ext())
+                .and_then(|e| e.on_reload);
+            if let Some(hook) = on_reload {
+                if let Err(fault) = self.call_hook(hook, calls) {
+                    self.recover("on_reload", fault);
+                    return;
+                }
+            }
         }
         if self.schedule.is_none() {
             self.schedule = Some(Schedule::new(self.settings.period, Instant::now()));
@@ -218,21 +290,119 @@ impl TickLoop {
             .map(|p| (p.version(), build_exited_at));
     }
 
+    /// Fills the migration's new block from the current state, runs the new
+    /// version's `migrate` hook, and makes the new block the state. On a
+    /// fault or refusal in the hook, says so and leaves everything as it
+    /// was.
+    fn migrate(&mut self, plugin: &Plugin, m: Migration, calls: &CallWatch) -> Result<String, ()> {
+        let Some(old) = self.state.take() else {
+            return Err(());
+        };
+        let mut new = m.new_state;
+        if let Some(plan) = &m.plan {
+            plan.apply(old.bytes(), new.bytes_mut());
+        }
+        if let Some(hook) = plugin.ext().and_then(|e| e.migrate) {
+            calls.begin(Instant::now());
+            // SAFETY: `old` and `new` are the host's blocks of their sizes;
+            // this thread is the only caller and ran `prepare_thread`.
+            let result =
+                unsafe { guard::call_migrate(hook, old.bytes(), m.old_version, new.bytes_mut()) };
+            calls.end();
+            let cause = match result {
+                Ok(0) => None,
+                Ok(code) => Some(format!("migrate returned {code}")),
+                Err(fault) => Some(self.cause(&fault)),
+            };
+            if let Some(cause) = cause {
+                self.state = Some(old);
+                (self.events)(Event::Fault(FaultReport {
+                    version: plugin.version(),
+                    call: "migrate",
+                    tick: self.ticks,
+                    cause,
+                    symbol: None,
+                    recovery: Recovery::Refused {
+                        keeping: self.current.as_ref().map(Plugin::version),
+                    },
+                }));
+                return Err(());
+            }
+        }
+        self.snapshot = Some(Snapshot::new(new.size()));
+        self.state = Some(new);
+        Ok(m.summary)
+    }
+
+    /// Calls an extended-ABI hook on the state, under the guard and the
+    /// watchdog.
+    fn call_hook(&mut self, hook: hotreload_abi::HookFn, calls: &CallWatch) -> Result<(), Fault> {
+        let host = self.host_context();
+        let Some(state) = &mut self.state else {
+            return Ok(());
+        };
+        calls.begin(Instant::now());
+        // SAFETY: the state is the block of the size its version was checked
+        // against; this thread is the only caller and ran `prepare_thread`.
+        let result = unsafe { guard::call_hook(hook, state.as_mut_ptr(), &host) };
+        calls.end();
+        result
+    }
+
+    fn host_context(&self) -> HostContext {
+        HostContext {
+            size: std::mem::size_of::<HostContext>() as u32,
+            reserved: 0,
+            seed: self.settings.seed,
+            tick: self.ticks,
+            log: Some(host_log),
+        }
+    }
+
+    /// Warns about values in the state that point into `old`'s library.
+    fn warn_dangling(&self, old: &Plugin) {
+        let Some(state) = &self.state else { return };
+        let layout = self.current.as_ref().and_then(|p| p.layout());
+        for offset in crate::diagnostics::pointers_into(state.bytes(), |a| old.contains(a)) {
+            let field = layout
+                .and_then(|l| l.field_at(offset))
+                .map(|f| f.name.clone());
+            (self.events)(Event::Dangling {
+                version: old.version(),
+                offset,
+                field,
+            });
+        }
+    }
+
     /// Runs `init` on the current version; on a fault, recovers and returns
     /// false.
     fn run_init(&mut self, calls: &CallWatch) -> bool {
-        let (Some(plugin), Some(state), Some(snapshot)) =
-            (&self.current, &mut self.state, &mut self.snapshot)
-        else {
-            return false;
+        let ext_init = self
+            .current
+            .as_ref()
+            .and_then(|p| p.ext())
+            .and_then(|e| e.init);
+        match (&mut self.state, &mut self.snapshot) {
+            (Some(state), Some(snapshot)) => snapshot.take(state, self.ticks),
+            _ => return false,
+        }
+        let result = match ext_init {
+            Some(hook) => self.call_hook(hook, calls),
+            None => {
+                let (Some(plugin), Some(state)) = (&self.current, &mut self.state) else {
+                    return false;
+                };
+                calls.begin(Instant::now());
+                // SAFETY: the state has the size this plugin was checked
+                // against (the reload stage allocated it with that size, or
+                // checked it); this thread is the only caller and ran
+                // `guard::prepare_thread`.
+                let result = unsafe { plugin.init(state) };
+                calls.end();
+                result
+            }
         };
-        snapshot.take(state, self.ticks);
-        calls.begin(Instant::now());
-        // SAFETY: the state has the size this plugin was checked against (the
-        // reload stage allocated it with that size, or checked it); this
-        // thread is the only caller and ran `guard::prepare_thread`.
-        let result = unsafe { plugin.init(state) };
-        calls.end();
         match result {
             Ok(()) => {
                 self.initialized = true;
@@ -275,6 +445,13 @@ impl TickLoop {
         self.ticks += 1;
         #[cfg(debug_assertions)]
         debug_host_fault::maybe_at(self.ticks);
+        if self
+            .settings
+            .state_every
+            .is_some_and(|n| n > 0 && self.ticks % n == 0)
+        {
+            self.report(StateMoment::Periodic);
+        }
         if let Some((version, Some(exited))) = self.first_tick_due.take() {
             (self.events)(Event::FirstTick {
                 version,
@@ -300,7 +477,19 @@ impl TickLoop {
             return;
         };
         self.first_tick_due = None;
-        let recovery = match self.earlier.pop_front() {
+        let previous = self.earlier.pop_front();
+        let previous = match previous {
+            Some(p) if self.carry_back(&bad, &p) => Some(p),
+            Some(p) => {
+                // The state cannot be carried back to that version's layout:
+                // keep it loaded, but pause rather than run it on bytes it
+                // does not understand.
+                self.earlier.push_front(p);
+                None
+            }
+            None => None,
+        };
+        let recovery = match previous {
             Some(previous) => {
                 let to = previous.version();
                 self.current = Some(previous);
@@ -381,6 +570,55 @@ impl TickLoop {
         (self.output)(TickOutput::Finished { shutdown_faulted });
     }
 
+    /// Before rolling back from `bad` to `to`: migrates the state (as it was
+    /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
+    /// differ. False if it cannot be done.
+    fn carry_back(&mut self, bad: &Plugin, to: &Plugin) -> bool {
+        let Some(state) = &self.state else {
+            return false;
+        };
+        let to_size = to.api().state_size;
+        let (from_layout, to_layout) = (bad.layout(), to.layout());
+        let same = state.size() == to_size
+            && match (from_layout, to_layout) {
+                (Some(a), Some(b)) => a.same_shape(b),
+                _ => bad.state_version() == to.state_version(),
+            };
+        if same {
+            return true;
+        }
+        let (Some(from_layout), Some(to_layout)) = (from_layout, to_layout) else {
+            return false;
+        };
+        let Ok(plan) = crate::migrate::plan(from_layout, to_layout) else {
+            return false;
+        };
+        let Ok(mut back) = State::zeroed(to_size) else {
+            return false;
+        };
+        plan.apply(state.bytes(), back.bytes_mut());
+        self.snapshot = Some(Snapshot::new(back.size()));
+        self.state = Some(back);
+        true
+    }
+
+    fn fault_report(
+        &self,
+        version: u64,
+        call: &'static str,
+        fault: &Fault,
+        recovery: Recovery,
+    ) -> FaultReport {
+        FaultReport {
+            version,
+            call,
+            tick: self.ticks,
+            cause: self.cause(fault),
+            symbol: fault.symbol(),
+            recovery,
+        }
+    }
+
     /// "SIGSEGV (address not mapped) at 0x0", "timeout after 1000 ms".
     fn cause(&self, fault: &Fault) -> String {
         if fault.is_timeout() {
@@ -401,6 +639,7 @@ impl TickLoop {
                 tick: self.ticks,
                 version: self.current.as_ref().map_or(0, Plugin::version),
                 head: state.bytes()[..state.size().min(STATE_HEAD)].to_vec(),
+                fields: self.describe(state),
             },
             None => StateReport {
                 moment,
@@ -408,10 +647,60 @@ impl TickLoop {
                 tick: 0,
                 version: 0,
                 head: Vec::new(),
+                fields: None,
             },
         };
         (self.events)(Event::State(report));
     }
+
+    /// The plugin's own description of the state, else the state by field.
+    fn describe(&self, state: &State) -> Option<String> {
+        let plugin = self.current.as_ref()?;
+        if let Some(describe) = plugin.ext().and_then(|e| e.describe) {
+            // SAFETY: the state is the block this version was checked
+            // against; this thread is the only caller and ran
+            // `prepare_thread`. A fault here only loses the description.
+            if let Ok(text) = unsafe { guard::call_describe(describe, state.bytes()) } {
+                return Some(text);
+            }
+        }
+        const SHOWN: usize = 12;
+        plugin
+            .layout()
+            .map(|l| crate::layout::format_state(l, state.bytes(), SHOWN))
+    }
+}
+
+/// Zeroes the fields the plugin marked transient: they are rebuilt by the
+/// new code on every reload.
+fn reset_transient(layout: &Layout, state: &mut State) {
+    let bytes = state.bytes_mut();
+    for field in layout.fields.iter().filter(|f| f.transient) {
+        if let Some(span) = bytes.get_mut(field.offset..field.offset + field.size()) {
+            span.fill(0);
+        }
+    }
+}
+
+thread_local! {
+    /// Where `host_log` sends plugin lines on this thread.
+    static LOG_SINK: std::cell::RefCell<Option<EventSink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The host context's `log`: one `[plugin]` line, in order with the host's.
+unsafe extern "C" fn host_log(message: *const std::ffi::c_char) {
+    if message.is_null() {
+        return;
+    }
+    // SAFETY: the ABI asks for a NUL-terminated string, valid for the call.
+    let text = unsafe { std::ffi::CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    LOG_SINK.with(|sink| match &*sink.borrow() {
+        Some(sink) => sink(Event::PluginLog(text)),
+        // A trial probe: its output is shown only if the trial fails.
+        None => println!("[plugin] {text}"),
+    });
 }
 
 fn signal_or_timeout(fault: &Fault) -> String {

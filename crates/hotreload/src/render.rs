@@ -68,11 +68,12 @@ impl Renderer {
                 format!("[reload] loaded {} (api={}, v{})\n", swap.lib_name, swap.api_version, swap.version)
             }
             Event::Swapped(swap) => format!(
-                "[reload] swapped {} (api={}, v{}, {} after the build)\n",
+                "[reload] swapped {} (api={}, v{}, {} after the build{})\n",
                 swap.lib_name,
                 swap.api_version,
                 swap.version,
-                ms(swap.since_build_exit)
+                ms(swap.since_build_exit),
+                swap.migrated.as_ref().map(|m| format!("; migrated: {m}")).unwrap_or_default()
             ),
             Event::Rejected { reason, keeping, detail } => {
                 let mut out = match keeping {
@@ -85,6 +86,22 @@ impl Renderer {
             Event::TrialsOff(why) => format!("[reload] {why}\n"),
             Event::State(report) => format!("[state] {}\n", state(report)),
             Event::Fault(report) => format!("[fault] {}\n", fault(report)),
+            Event::PluginLog(text) => format!("[plugin] {text}\n"),
+            Event::Dangling { version, offset, field } => format!(
+                "[state] warning: {} points into v{version}'s library: it dangles once v{version} is unloaded (keep an index or a copy in the state, not a pointer)\n",
+                match field {
+                    Some(name) => format!("field {name} (offset {offset})"),
+                    None => format!("the word at offset {offset}"),
+                }
+            ),
+            Event::StaticData { version, symbols } => {
+                let list: Vec<String> = symbols.iter().take(6).map(|(n, size)| format!("{n} ({size} bytes)")).collect();
+                let more = if symbols.len() > 6 { format!(" and {} more", symbols.len() - 6) } else { String::new() };
+                format!(
+                    "[reload] warning: v{version} keeps writable static data ({}{more}): it starts afresh on every reload; keep what must survive in the state\n",
+                    list.join(", ")
+                )
+            }
             Event::StayedMapped { version, lib } => format!(
                 "[reload] v{version} of {} is still mapped after dlclose (a thread-local destructor or -z nodelete keeps it); its memory is not reclaimed\n",
                 self.show(lib)
@@ -176,6 +193,11 @@ fn fault(r: &FaultReport) -> String {
             restored(restored_to_tick)
         ),
         Recovery::Exiting => "exiting as planned".to_owned(),
+        Recovery::SwapWentAhead => "the swap went ahead".to_owned(),
+        Recovery::Refused { keeping: Some(v) } => {
+            format!("not swapped in; v{v} keeps running on its state")
+        }
+        Recovery::Refused { keeping: None } => "not swapped in".to_owned(),
     };
     // "v2 tick 37", "v1 init", "v3 shutdown after tick 120".
     let when = match r.call {
@@ -187,23 +209,26 @@ fn fault(r: &FaultReport) -> String {
 }
 
 fn state(r: &StateReport) -> String {
-    let moment = match r.moment {
+    let when = match r.moment {
         StateMoment::Absent => return "none: no version was ever loaded".into(),
-        StateMoment::Initial => "initial",
-        StateMoment::Preserved => "preserved",
-        StateMoment::Final => "final",
+        StateMoment::Initial => format!("(initial; v{})", r.version),
+        StateMoment::Preserved => format!("(preserved; v{}, tick {})", r.version, r.tick),
+        StateMoment::Migrated => format!("(migrated; v{}, tick {})", r.version, r.tick),
+        StateMoment::Final => format!("(final; v{}, tick {})", r.version, r.tick),
+        StateMoment::Periodic => format!("(v{}, tick {})", r.version, r.tick),
     };
+    if let Some(fields) = &r.fields {
+        return format!("{fields} {when}");
+    }
+    // Without a layout the fields cannot be named: show the size and the
+    // first bytes, which is enough to read a small state off the log.
     let mut bytes: Vec<String> = r.head.iter().map(|b| format!("{b:02x}")).collect();
     if r.size > r.head.len() {
         bytes.push("…".into());
     }
-    // Until a layout is known the state's fields cannot be named, so show
-    // what is known: its size, where the loop is, and its first bytes.
     format!(
-        "{} bytes, tick {}, v{}, layout unknown: [{}] ({moment})",
+        "{} bytes, layout unknown: [{}] {when}",
         r.size,
-        r.tick,
-        r.version,
         bytes.join(" ")
     )
 }
@@ -225,18 +250,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_line_shows_size_tick_version_and_bytes() {
+    fn state_line_shows_fields_or_size_and_bytes() {
         let r = StateReport {
             moment: StateMoment::Preserved,
             size: 4,
             tick: 10,
             version: 2,
             head: vec![10, 0, 0, 0],
+            fields: None,
         };
         assert_eq!(
             state(&r),
-            "4 bytes, tick 10, v2, layout unknown: [0a 00 00 00] (preserved)"
+            "4 bytes, layout unknown: [0a 00 00 00] (preserved; v2, tick 10)"
         );
+        let r = StateReport {
+            fields: Some("score=10".into()),
+            ..r
+        };
+        assert_eq!(state(&r), "score=10 (preserved; v2, tick 10)");
     }
 
     #[test]

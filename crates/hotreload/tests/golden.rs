@@ -18,7 +18,7 @@ fn reload_keeps_the_score_and_never_calls_init_again() {
     s.expect_prefix("[reload] loaded logic.so (api=1, v1)");
     s.expect_contains("tag=one init");
     s.expect("initial state", |l| {
-        l.starts_with("[state] 4 bytes, tick 0, v1") && l.contains("[00 00 00 00] (initial)")
+        l == "[state] 4 bytes, layout unknown: [00 00 00 00] (initial; v1)"
     });
     s.expect_contains("tag=one score=10 ");
 
@@ -27,7 +27,7 @@ fn reload_keeps_the_score_and_never_calls_init_again() {
     s.expect_prefix("[build] success");
     s.expect_prefix("[reload] swapped logic.so (api=1, v2");
     let preserved = s.expect_prefix("[state] 4 bytes");
-    assert!(preserved.ends_with("(preserved)"), "{preserved}");
+    assert!(preserved.contains("(preserved; v2, tick "), "{preserved}");
     // The first tick of the new code continues from the score the old code
     // left, which the state line shows as its first bytes.
     let last_old = s
@@ -62,7 +62,7 @@ fn reload_keeps_the_score_and_never_calls_init_again() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("[state]") && l.ends_with("(final)"))
+            .any(|l| l.starts_with("[state]") && l.contains("(final; v2, tick "))
     );
 }
 
@@ -76,7 +76,7 @@ fn sigint_and_sigterm_finish_the_tick_call_shutdown_and_report() {
         s.signal(signal);
         let shutdown = s.expect_contains("tag=one shutdown score=");
         let final_state = s.expect_prefix("[state]");
-        assert!(final_state.ends_with("(final)"), "{final_state}");
+        assert!(final_state.contains("(final; v1, tick "), "{final_state}");
         s.expect_prefix("[tick]");
         s.expect_prefix("[exit] code=0");
         assert_eq!(s.exit_code(), 0, "{signal}");
