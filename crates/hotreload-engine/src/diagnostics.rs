@@ -45,11 +45,16 @@ pub fn writable_statics(library: &[u8], except: &[u64]) -> Vec<(String, u64)> {
                 })
         })
         .filter_map(|s| Some((s.name().ok()?.to_owned(), s.size())))
-        .filter(|(name, _)| !name.starts_with("__") && !name.is_empty())
+        .filter(|(name, _)| !name.is_empty() && !name.starts_with("__") && !from_start_files(name))
         .collect();
     found.sort();
     found.dedup();
     found
+}
+
+/// Data the C runtime's start files (crtstuff) put in every shared object.
+fn from_start_files(name: &str) -> bool {
+    ["completed.", "dtor_idx."].iter().any(|p| name.starts_with(p))
 }
 
 #[cfg(test)]

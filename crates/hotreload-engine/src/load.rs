@@ -20,6 +20,9 @@ use crate::shadow::ShadowFile;
 pub struct Library {
     raw: RawLibrary,
     shadow: ShadowFile,
+    /// Where the tables the plugin handed over live, as linked (offsets from
+    /// the load base): they sit in writable data, and are meant to.
+    tables: std::cell::RefCell<Vec<u64>>,
 }
 
 impl Library {
@@ -41,7 +44,7 @@ impl Library {
                 Rejection::NotLoadable(format!("dlopen refused it: {msg}{hint}"))
             },
         )?;
-        Ok(Library { raw, shadow })
+        Ok(Library { raw, shadow, tables: Default::default() })
     }
 
     /// Calls `logic_get_api` and copies the table it returns.
@@ -71,6 +74,7 @@ impl Library {
         if table.is_null() {
             return Err(Rejection::NullTable);
         }
+        self.remember_table(table as usize);
         // SAFETY: the ABI says a non-NULL result points to a `logic_api_t`
         // that stays valid while the library is loaded; it is copied out
         // (unaligned, so a misaligned table cannot fault) and never read again.
@@ -102,9 +106,26 @@ impl Library {
         if table.is_null() {
             return Ok(None);
         }
+        self.remember_table(table as usize);
         // SAFETY: the ABI says a non-NULL result points to a table that is
         // valid while the library is loaded, `size` bytes long.
         unsafe { crate::ext::copy_table(table) }.map(Some)
+    }
+
+    fn remember_table(&self, address: usize) {
+        // SAFETY: `Dl_info` is plain data; all-zero is valid, and `dladdr`
+        // only reads the loader's tables for the address.
+        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::dladdr(address as *const std::ffi::c_void, &mut info) } != 0 {
+            let offset = address.wrapping_sub(info.dli_fbase as usize) as u64;
+            self.tables.borrow_mut().push(offset);
+        }
+    }
+
+    /// Where the plugin's tables live, as linked.
+    pub fn table_offsets(&self) -> Vec<u64> {
+        self.tables.borrow().clone()
     }
 
     /// The address ranges this library occupies, per `/proc/self/maps`.
@@ -131,7 +152,7 @@ impl Library {
     /// `dlclose` may keep a library mapped: a Rust library that registered a
     /// thread-local destructor, or one linked with `-z nodelete`, stays.
     pub fn close(self) -> Closed {
-        let Library { raw, shadow } = self;
+        let Library { raw, shadow, .. } = self;
         let close_error = raw.close().err().map(|e| e.to_string());
         let still_mapped = is_mapped(shadow.path());
         Closed {

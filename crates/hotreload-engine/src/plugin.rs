@@ -156,6 +156,11 @@ impl Plugin {
         self.build_hash
     }
 
+    /// Where the plugin's tables live, as linked.
+    pub fn table_offsets(&self) -> Vec<u64> {
+        self.library.table_offsets()
+    }
+
     /// Unloads this version; see [`Library::close`].
     pub fn close(self) -> Closed {
         self.library.close()

@@ -77,6 +77,8 @@ pub struct Reloader {
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     said_trials_off: bool,
+    /// The plugin's writable statics last warned about.
+    statics_said: Vec<(String, u64)>,
     /// The hash of every loaded version's bytes, to recognise a rebuild that
     /// changed nothing.
     hashes: std::collections::HashMap<u64, u64>,
@@ -129,6 +131,7 @@ impl Reloader {
             running: None,
             known_bad: None,
             said_trials_off: false,
+            statics_said: Vec::new(),
             hashes: Default::default(),
             attempts: 0,
             last_outcome: None,
@@ -355,8 +358,14 @@ impl Reloader {
             .copy_checked(bytes, build_hash)
             .map_err(|r| (r, String::new()))?;
         self.trial(shadow.path())?;
-        self.load_checked(shadow, build_hash)
-            .map_err(|r| (r, String::new()))
+        let prepared = self.load_checked(shadow, build_hash).map_err(|r| (r, String::new()))?;
+        let statics = crate::diagnostics::writable_statics(bytes, &prepared.plugin.table_offsets());
+        // Said when it first appears or changes, not on every reload.
+        if !statics.is_empty() && statics != self.statics_said {
+            self.emit(Event::StaticData { version: prepared.plugin.version(), symbols: statics.clone() });
+        }
+        self.statics_said = statics;
+        Ok(prepared)
     }
 
     /// Runs the trial, if trials are on and possible.
