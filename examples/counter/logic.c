@@ -2,7 +2,11 @@
  *
  * Edit the increment while `hotreload` runs and the score carries on from
  * where it was with the new code. All state lives in `state_t`, which the host
- * owns; nothing here is static, so nothing is lost on a reload. */
+ * owns; nothing here is static, so nothing is lost on a reload.
+ *
+ * The second half is optional (the extended ABI): it declares the state's
+ * fields, so the host can show `[state] score=10` and carry the state over
+ * when you add a field (try adding `int lives;` to state_t and to `fields`). */
 #include <stdio.h>
 
 #include "hotreload.h" /* a link to include/hotreload.h */
@@ -41,3 +45,18 @@ static logic_api_t api = {
 };
 
 HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) { return &api; }
+
+/* The state's fields, one line each. */
+static const hotreload_field_t fields[] = {
+    HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+};
+
+static logic_api_ext_t api_ext = {
+    .ext_version = HOTRELOAD_EXT_VERSION,
+    .size = sizeof(logic_api_ext_t),
+    .state_version = 1,
+    .field_count = HOTRELOAD_FIELD_COUNT(fields),
+    .fields = fields,
+};
+
+HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) { return &api_ext; }

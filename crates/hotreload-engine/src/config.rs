@@ -53,6 +53,9 @@ pub struct Config {
     pub trial_ticks: u64,
     /// Print the state every this many ticks.
     pub state_every: Option<u64>,
+    /// The state's type in the library's debug info, if not `state_t` or the
+    /// only struct of the state's size.
+    pub state_type: Option<String>,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -78,6 +81,7 @@ impl Config {
             keep_versions: 5,
             trial_ticks: 3,
             state_every: None,
+            state_type: None,
             max_ticks: None,
             max_reloads: None,
         }

@@ -54,7 +54,9 @@ pub fn writable_statics(library: &[u8], except: &[u64]) -> Vec<(String, u64)> {
 
 /// Data the C runtime's start files (crtstuff) put in every shared object.
 fn from_start_files(name: &str) -> bool {
-    ["completed.", "dtor_idx."].iter().any(|p| name.starts_with(p))
+    ["completed.", "dtor_idx."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ pub mod load;
 pub mod migrate;
 pub mod outcome;
 pub mod paths;
+pub mod persist;
 pub mod plugin;
 pub mod precheck;
 pub mod probe;

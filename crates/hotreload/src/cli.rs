@@ -97,6 +97,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub trial_ticks: u64,
 
+    /// The state's type in the plugin's debug info (built with -g), when it
+    /// is not `state_t` or the only struct of the state's size.
+    #[arg(long, value_name = "NAME")]
+    pub state_type: Option<String>,
+
+    /// Print the state every N ticks (besides at start, after every reload
+    /// and at exit).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub state_every: Option<u64>,
+
     /// Stop after N ticks.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: Option<u64>,
@@ -139,6 +149,8 @@ impl Args {
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;
         config.trial_ticks = self.trial_ticks;
+        config.state_type = self.state_type.clone();
+        config.state_every = self.state_every;
         config.max_ticks = self.ticks;
         config.max_reloads = self.reloads;
         config.validate()?;

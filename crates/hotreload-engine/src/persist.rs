@@ -1,0 +1,1633 @@
+//! The state file: the host-owned state saved to disk and restored at start.
+//!
+//! With `--state-file PATH` the host saves its state at exit and every N
+//! ticks ([`save`]) and restores it at start ([`load`]). The file records the
+//! layout the state was saved with, so that a start with a plugin whose state
+//! changed can migrate it field by field: that is the caller's job, with the
+//! [`Saved::layout`] this module returns. A missing file
+//! ([`PersistError::Missing`]) means "start fresh"; every other error means
+//! the caller stops with its own exit code and never touches the file, so a
+//! saved state is never overwritten by a fresh one.
+//!
+//! # Format (version 1)
+//!
+//! Integers are little-endian and fixed-width; a string is a `u32` byte
+//! length followed by that many bytes of UTF-8.
+//!
+//! | Offset     | Size | Content                                                   |
+//! |------------|------|-----------------------------------------------------------|
+//! | 0          | 8    | magic bytes `\x89HRSTATE`                                 |
+//! | 8          | 4    | format version, `u32` ([`FORMAT_VERSION`])                |
+//! | 12         | 8    | length of the whole file, checksum included, `u64`        |
+//! | 20         | 4    | the plugin's state version, `u32` (0 if it declares none) |
+//! | 24         | 8    | state size `S`, `u64`                                     |
+//! | 32         | 1    | layout present: 0 or 1                                    |
+//! | 33         | `L`  | the layout, if present (below)                            |
+//! | 33 + `L`   | `S`  | the state's bytes, as the host holds them                 |
+//! | 33+`L`+`S` | 4    | CRC-32 (IEEE 802.3) of every byte before it, `u32`        |
+//!
+//! The layout: its size (`u64`); its source (`u8`: 0 the plugin's schema, 1
+//! debug info, then two strings: the type's name and how it was chosen); the
+//! field count (`u64`); then per field: name (string), offset (`u64`), kind
+//! (`u8`: 1 integer, 2 float, 3 bool, 4 pointer), signed (`u8`, 0 or 1),
+//! width in bytes (`u8`), element count (`u64`), transient (`u8`, 0 or 1).
+//!
+//! The first 20 bytes keep their meaning in every future format version, so
+//! that any version can tell "not a state file", "a version I do not read"
+//! and "cut short" apart before it parses anything else. [`load`] checks, in
+//! order: magic, version, length (against the file's real size, before
+//! reading it), checksum, then every field; every length it reads is checked
+//! against the bytes actually left, so a damaged length cannot make it
+//! allocate more than the file holds. [`save`] refuses what [`load`] would
+//! refuse (a layout that does not fit the state), so that a file it writes
+//! always loads back.
+//!
+//! # Crash safety
+//!
+//! [`save`] never writes to `PATH` itself. Each step has a reason:
+//!
+//! 1. **A temporary file in the same directory**: `rename` is atomic only
+//!    within one file system; a temporary file in `/tmp` may be on another.
+//! 2. **A unique name, created with `O_EXCL`** (`.NAME.tmp-PID-SEQ`): two
+//!    writers, or a writer and a leftover of a killed one, never share a
+//!    file, and a symlink planted at that name is not followed.
+//! 3. **Write everything**, then **`fsync` the file**: a process killed with
+//!    `kill -9` loses nothing the kernel already has, but after a power loss
+//!    a rename can reach the disk before the data it names (the classic
+//!    zero-length file after a crash); the `fsync` orders data before name.
+//! 4. **`rename` over `PATH`**: the switch from the old file to the new one is
+//!    atomic, so `PATH` names either the previous complete file or the new
+//!    complete one at every moment, whenever the writer is killed.
+//! 5. **`fsync` the directory**: the rename is a change to the directory;
+//!    until the directory is synced a power loss can undo it, and a save
+//!    reported done would come back as the previous state.
+//!
+//! A writer killed between steps 2 and 4 leaves its temporary file behind.
+//! [`load`] never looks at it, and the next [`save`] removes every one whose
+//! writer process no longer exists. The checksum catches what these steps
+//! cannot: a file damaged on disk, cut short by a copy, or edited by hand.
+//!
+//! `PATH` itself is replaced: if it is a symlink, the link is replaced by a
+//! regular file rather than its target being written through.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::errno::Errno;
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::layout::{Field, Layout, Scalar, Source};
+
+/// The first bytes of every state file. The non-ASCII first byte keeps text
+/// files from ever matching.
+pub const MAGIC: [u8; 8] = *b"\x89HRSTATE";
+
+/// The format version this module writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic, format version and file length: the part every version shares.
+const PREAMBLE_LEN: usize = 20;
+/// The preamble plus state version, state size and the layout flag.
+const HEADER_LEN: usize = 33;
+const CHECKSUM_LEN: usize = 4;
+/// A file with no layout and an empty state.
+const MIN_FILE_LEN: usize = HEADER_LEN + CHECKSUM_LEN;
+/// The fewest bytes one field takes (an empty name).
+const MIN_FIELD_LEN: usize = 4 + 8 + 1 + 1 + 1 + 8 + 1;
+/// How much of a file is read before it is known to be a state file: enough
+/// to describe a foreign one.
+const PROBE_LEN: usize = 64;
+/// Names tried before giving up on creating a temporary file.
+const TEMP_ATTEMPTS: u32 = 64;
+
+/// A state read back from a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Saved {
+    pub state: Vec<u8>,
+    /// The plugin's declared state version at save time (0 if none).
+    pub state_version: u32,
+    /// The layout the state had, if it was known.
+    pub layout: Option<Layout>,
+}
+
+/// A state to save, borrowed from the host.
+#[derive(Clone, Copy, Debug)]
+pub struct SavedRef<'a> {
+    pub state: &'a [u8],
+    pub state_version: u32,
+    pub layout: Option<&'a Layout>,
+}
+
+impl<'a> From<&'a Saved> for SavedRef<'a> {
+    fn from(saved: &'a Saved) -> SavedRef<'a> {
+        SavedRef {
+            state: &saved.state,
+            state_version: saved.state_version,
+            layout: saved.layout.as_ref(),
+        }
+    }
+}
+
+/// Why a state file could not be read or written.
+///
+/// The caller names `PATH` in front of the message; the messages name a file
+/// themselves only when it is another one (the temporary file, the
+/// directory).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PersistError {
+    /// No file at `PATH` yet: the caller starts fresh.
+    Missing,
+    /// The file system refused: the message names the file and the step.
+    Io(String),
+    /// The file does not start with [`MAGIC`]; what it looks like instead.
+    NotAStateFile { found: String },
+    /// A state file of another format version.
+    UnsupportedVersion { expected: u32, found: u32 },
+    /// The file ends before the length its header gives (bytes).
+    Truncated { expected: usize, found: usize },
+    /// Checksum mismatch, or a field with an impossible value.
+    Corrupt(String),
+}
+
+impl fmt::Display for PersistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersistError::Missing => {
+                f.write_str("no state file: expected one, found none (a first run starts fresh)")
+            }
+            PersistError::Io(why) => f.write_str(why),
+            PersistError::NotAStateFile { found } => write!(
+                f,
+                "not a hotreload state file: expected the magic bytes \\x89HRSTATE, found {found}"
+            ),
+            PersistError::UnsupportedVersion { expected, found } => write!(
+                f,
+                "unsupported state file format: expected version {expected}, found version {found} ({})",
+                if found > expected {
+                    "written by a newer hotreload"
+                } else {
+                    "no hotreload writes it"
+                }
+            ),
+            PersistError::Truncated { expected, found } => write!(
+                f,
+                "truncated state file: expected {expected} bytes, found {found}"
+            ),
+            PersistError::Corrupt(why) => write!(f, "corrupt state file: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for PersistError {}
+
+/// Saves `saved` to `path`, atomically (see the module documentation): when
+/// this returns `Ok`, `path` holds the new state durably; when it fails or
+/// the process dies on the way, `path` holds the previous file untouched.
+pub fn save(path: &Path, saved: &SavedRef<'_>) -> Result<(), PersistError> {
+    let head = encode_head(saved)?;
+    let mut crc = Crc32::new();
+    crc.update(&head);
+    crc.update(saved.state);
+    let checksum = crc.finish().to_le_bytes();
+
+    let (dir, name) = split_path(path)?;
+    remove_stray_temps(&dir, name);
+    let (tmp, mut file) = create_temp(&dir, name)?;
+    let written = [head.as_slice(), saved.state, &checksum]
+        .iter()
+        .try_for_each(|part| file.write_all(part))
+        .map_err(|e| format!("cannot write the temporary file {}: {e}", tmp.display()))
+        .and_then(|()| {
+            file.sync_all()
+                .map_err(|e| format!("cannot fsync the temporary file {}: {e}", tmp.display()))
+        });
+    drop(file);
+    if let Err(why) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(PersistError::Io(why));
+    }
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(PersistError::Io(format!(
+            "cannot rename {} over {}: {e}",
+            tmp.display(),
+            path.display()
+        )));
+    }
+    sync_dir(&dir, path)
+}
+
+/// Reads the state file at `path`. Never panics, whatever the file holds.
+pub fn load(path: &Path) -> Result<Saved, PersistError> {
+    let io_error = |e: io::Error| {
+        PersistError::Io(format!(
+            "cannot read the state file {}: {e}",
+            path.display()
+        ))
+    };
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(PersistError::Missing),
+        Err(e) => return Err(io_error(e)),
+    };
+    let mut bytes = Vec::with_capacity(PROBE_LEN);
+    (&mut file)
+        .take(PROBE_LEN as u64)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+
+    if !bytes.starts_with(&MAGIC) {
+        if !bytes.is_empty() && MAGIC.starts_with(&bytes) {
+            return Err(PersistError::Truncated {
+                expected: PREAMBLE_LEN,
+                found: bytes.len(),
+            });
+        }
+        let len = file.metadata().ok().map(|m| m.len());
+        return Err(PersistError::NotAStateFile {
+            found: describe_foreign(&bytes, len),
+        });
+    }
+    let Some(version) = le_u32(&bytes, MAGIC.len()) else {
+        return Err(PersistError::Truncated {
+            expected: PREAMBLE_LEN,
+            found: bytes.len(),
+        });
+    };
+    if version != FORMAT_VERSION {
+        return Err(PersistError::UnsupportedVersion {
+            expected: FORMAT_VERSION,
+            found: version,
+        });
+    }
+    let Some(total) = le_u64(&bytes, 12) else {
+        return Err(PersistError::Truncated {
+            expected: PREAMBLE_LEN,
+            found: bytes.len(),
+        });
+    };
+    let file_len = file.metadata().map_err(io_error)?.len();
+    if total > file_len {
+        return Err(PersistError::Truncated {
+            expected: usize::try_from(total).unwrap_or(usize::MAX),
+            found: usize::try_from(file_len).unwrap_or(usize::MAX),
+        });
+    }
+    if total < MIN_FILE_LEN as u64 {
+        return Err(PersistError::Corrupt(format!(
+            "the header gives the file's length as {total} bytes: expected at least {MIN_FILE_LEN}"
+        )));
+    }
+    if file_len > total {
+        return Err(PersistError::Corrupt(format!(
+            "expected {total} bytes (the length in the header), found {file_len}: \
+             bytes after the checksum, or a damaged header"
+        )));
+    }
+    // `total <= file_len`: the file really has that many bytes, so reading
+    // them allocates no more than the file's size.
+    let total = usize::try_from(total).map_err(|_| {
+        PersistError::Corrupt(format!(
+            "a {total}-byte file does not fit in this machine's memory"
+        ))
+    })?;
+    bytes.reserve(total.saturating_sub(bytes.len()));
+    (&mut file)
+        .take((total - bytes.len().min(total)) as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_error)?;
+    if bytes.len() < total {
+        // Shrunk since its size was read.
+        return Err(PersistError::Truncated {
+            expected: total,
+            found: bytes.len(),
+        });
+    }
+    if bytes.len() > total {
+        return Err(PersistError::Corrupt(format!(
+            "expected {total} bytes (the length in the header), found more: \
+             the file grew while it was read"
+        )));
+    }
+
+    let body_end = total - CHECKSUM_LEN;
+    let stored = le_u32(&bytes, body_end).unwrap_or_default();
+    let computed = crc32(bytes.get(..body_end).unwrap_or_default());
+    if stored != computed {
+        return Err(PersistError::Corrupt(format!(
+            "checksum mismatch: expected {stored:#010x} (stored at byte {body_end}), \
+             found {computed:#010x} (computed over the {body_end} bytes before it)"
+        )));
+    }
+    decode_body(bytes.get(PREAMBLE_LEN..body_end).unwrap_or_default())
+        .map_err(PersistError::Corrupt)
+}
+
+/// Everything before the state's bytes: header and layout.
+fn encode_head(saved: &SavedRef<'_>) -> Result<Vec<u8>, PersistError> {
+    let refuse = |why: String| {
+        PersistError::Corrupt(format!("not written, as it would not load back: {why}"))
+    };
+    if let Some(layout) = saved.layout {
+        check_layout(layout, saved.state.len()).map_err(refuse)?;
+    }
+    let mut out = Vec::with_capacity(HEADER_LEN + 64);
+    out.extend_from_slice(&MAGIC);
+    put_u32(&mut out, FORMAT_VERSION);
+    put_u64(&mut out, 0); // the file's length, filled in below
+    put_u32(&mut out, saved.state_version);
+    put_u64(&mut out, saved.state.len() as u64);
+    out.push(u8::from(saved.layout.is_some()));
+    if let Some(layout) = saved.layout {
+        encode_layout(&mut out, layout).map_err(refuse)?;
+    }
+    let total = out.len() as u64 + saved.state.len() as u64 + CHECKSUM_LEN as u64;
+    out[12..PREAMBLE_LEN].copy_from_slice(&total.to_le_bytes());
+    Ok(out)
+}
+
+fn encode_layout(out: &mut Vec<u8>, layout: &Layout) -> Result<(), String> {
+    put_u64(out, layout.size as u64);
+    match &layout.source {
+        Source::Schema => out.push(0),
+        Source::Dwarf {
+            type_name,
+            chosen_by,
+        } => {
+            out.push(1);
+            put_str(out, type_name)?;
+            put_str(out, chosen_by)?;
+        }
+    }
+    put_u64(out, layout.fields.len() as u64);
+    for field in &layout.fields {
+        put_str(out, &field.name)?;
+        put_u64(out, field.offset as u64);
+        let (kind, signed, width) = match field.scalar {
+            Scalar::Int { signed, bytes } => (1, u8::from(signed), bytes),
+            Scalar::Float { bytes } => (2, 0, bytes),
+            Scalar::Bool => (3, 0, 1),
+            Scalar::Pointer => (4, 0, 8),
+        };
+        out.extend_from_slice(&[kind, signed, width]);
+        put_u64(out, field.count as u64);
+        out.push(u8::from(field.transient));
+    }
+    Ok(())
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), String> {
+    let len = u32::try_from(s.len()).map_err(|_| {
+        format!(
+            "a name of {} bytes: expected at most {} bytes",
+            s.len(),
+            u32::MAX
+        )
+    })?;
+    put_u32(out, len);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn le_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(b);
+    Some(u64::from_le_bytes(a))
+}
+
+/// The checks a layout must pass to be saved or loaded: it describes a state
+/// of the state's size, with known scalar widths, every field inside the
+/// state (no arithmetic overflow) and none overlapping.
+fn check_layout(layout: &Layout, state_len: usize) -> Result<(), String> {
+    if layout.size != state_len {
+        return Err(format!(
+            "the layout describes a state of {} bytes: expected {state_len} (the state's size)",
+            layout.size
+        ));
+    }
+    for field in &layout.fields {
+        let width_ok = match field.scalar {
+            Scalar::Int { bytes, .. } => matches!(bytes, 1 | 2 | 4 | 8),
+            Scalar::Float { bytes } => matches!(bytes, 4 | 8),
+            Scalar::Bool | Scalar::Pointer => true,
+        };
+        if !width_ok {
+            let (what, expected) = match field.scalar {
+                Scalar::Float { bytes } => (format!("a float of {bytes} bytes"), "4 or 8"),
+                other => (
+                    format!("an integer of {} bytes", other.size()),
+                    "1, 2, 4 or 8",
+                ),
+            };
+            return Err(format!(
+                "field {}: expected a width of {expected} bytes, found {what}",
+                field.name
+            ));
+        }
+        let end = field
+            .scalar
+            .size()
+            .checked_mul(field.count)
+            .and_then(|size| size.checked_add(field.offset));
+        match end {
+            Some(end) if end <= state_len => {}
+            Some(end) => {
+                return Err(format!(
+                    "field {} ends at byte {end}: expected it within the {state_len}-byte state",
+                    field.name
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "field {}: offset {} and {} elements of {} bytes: expected it within the \
+                     {state_len}-byte state, found an end past the largest address",
+                    field.name,
+                    field.offset,
+                    field.count,
+                    field.scalar.size()
+                ));
+            }
+        }
+    }
+    // Every field's end is now known not to overflow.
+    layout.validate()
+}
+
+/// Reads fields from the bytes between the preamble and the checksum.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// The file offset of the next byte, for messages.
+    fn at(&self) -> usize {
+        PREAMBLE_LEN + self.pos
+    }
+
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.pos)
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        let slice = self
+            .pos
+            .checked_add(n)
+            .and_then(|end| self.bytes.get(self.pos..end));
+        match slice {
+            Some(slice) => {
+                self.pos += n;
+                Ok(slice)
+            }
+            None => Err(format!(
+                "{what} at byte {}: expected {n} bytes, found {} before the checksum",
+                self.at(),
+                self.remaining()
+            )),
+        }
+    }
+
+    fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
+        let slice = self.take(N, what)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(slice);
+        Ok(array)
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.array::<1>(what)?[0])
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(self.array(what)?))
+    }
+
+    fn usize(&mut self, what: &str) -> Result<usize, String> {
+        let at = self.at();
+        let value = self.u64(what)?;
+        usize::try_from(value).map_err(|_| {
+            format!(
+                "{what} at byte {at}: expected at most {}, found {value}",
+                usize::MAX
+            )
+        })
+    }
+
+    fn flag(&mut self, what: &str) -> Result<bool, String> {
+        let at = self.at();
+        match self.u8(what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(format!(
+                "{what} at byte {at}: expected 0 or 1, found {other}"
+            )),
+        }
+    }
+
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let at = self.at();
+        let len = self.u32(what)? as usize;
+        let bytes = self.take(len, what)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|e| format!("{what} at byte {at}: expected UTF-8, found {e}"))
+    }
+}
+
+fn decode_body(body: &[u8]) -> Result<Saved, String> {
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
+    let state_version = r.u32("the state version")?;
+    let state_size = r.usize("the state size")?;
+    let layout = if r.flag("the layout flag")? {
+        Some(decode_layout(&mut r)?)
+    } else {
+        None
+    };
+    let state = r.take(state_size, "the state's bytes")?.to_vec();
+    if r.remaining() != 0 {
+        return Err(format!(
+            "expected the checksum right after the state's bytes, found {} more bytes at byte {}",
+            r.remaining(),
+            r.at()
+        ));
+    }
+    if let Some(layout) = &layout {
+        check_layout(layout, state.len())?;
+    }
+    Ok(Saved {
+        state,
+        state_version,
+        layout,
+    })
+}
+
+fn decode_layout(r: &mut Reader<'_>) -> Result<Layout, String> {
+    let size = r.usize("the layout's size")?;
+    let at = r.at();
+    let source = match r.u8("the layout's source")? {
+        0 => Source::Schema,
+        1 => Source::Dwarf {
+            type_name: r.string("the layout's type name")?,
+            chosen_by: r.string("how the layout's type was chosen")?,
+        },
+        other => {
+            return Err(format!(
+                "the layout's source at byte {at}: expected 0 (schema) or 1 (debug info), found {other}"
+            ));
+        }
+    };
+    let at = r.at();
+    let count = r.usize("the field count")?;
+    // Checked before allocating: a damaged count fails here, not in malloc.
+    let most = r.remaining() / MIN_FIELD_LEN;
+    if count > most {
+        return Err(format!(
+            "the field count at byte {at}: expected at most {most} (what the {} bytes left can hold), found {count}",
+            r.remaining()
+        ));
+    }
+    let mut fields = Vec::with_capacity(count);
+    for index in 0..count {
+        let name = r.string("a field's name")?;
+        let offset = r.usize("a field's offset")?;
+        let at = r.at();
+        let [kind, signed, width] = r.array::<3>("a field's type")?;
+        let scalar = match (kind, signed, width) {
+            (1, 0 | 1, bytes) => Scalar::Int {
+                signed: signed == 1,
+                bytes,
+            },
+            (2, 0, bytes) => Scalar::Float { bytes },
+            (3, 0, 1) => Scalar::Bool,
+            (4, 0, 8) => Scalar::Pointer,
+            _ => {
+                return Err(format!(
+                    "the type of field {index} ({name}) at byte {at}: expected kind 1-4 with a \
+                     matching sign and width, found kind {kind}, signed {signed}, width {width}"
+                ));
+            }
+        };
+        let count = r.usize("a field's element count")?;
+        let transient = r.flag("a field's transient flag")?;
+        fields.push(Field {
+            name,
+            offset,
+            scalar,
+            count,
+            transient,
+        });
+    }
+    Ok(Layout {
+        size,
+        fields,
+        source,
+    })
+}
+
+/// What a file that is not a state file looks like, from its first bytes.
+fn describe_foreign(probe: &[u8], len: Option<u64>) -> String {
+    let size = match len {
+        Some(1) => "1 byte".to_owned(),
+        Some(n) => format!("{n} bytes"),
+        None => "size unknown".to_owned(),
+    };
+    if probe.is_empty() {
+        return format!("an empty file ({size})");
+    }
+    let text = match std::str::from_utf8(probe) {
+        Ok(text) => Some(text),
+        // Valid, but the probe cut a character in two.
+        Err(e) if e.error_len().is_none() => {
+            std::str::from_utf8(probe.get(..e.valid_up_to()).unwrap_or_default()).ok()
+        }
+        Err(_) => None,
+    }
+    .filter(|text| {
+        text.chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+    });
+    let kind = if probe.starts_with(b"\x7fELF") {
+        "an ELF file (a program or library)".to_owned()
+    } else if probe.starts_with(b"\x1f\x8b") {
+        "a gzip file".to_owned()
+    } else if probe.starts_with(b"PK\x03\x04") {
+        "a zip archive".to_owned()
+    } else if probe.starts_with(b"\x89PNG") {
+        "a PNG image".to_owned()
+    } else if let Some(text) = text {
+        let first_line: String = text.lines().next().unwrap_or("").chars().take(40).collect();
+        let what = if text.starts_with("#!") {
+            "a script"
+        } else {
+            "a text file"
+        };
+        format!("{what} starting {first_line:?}")
+    } else {
+        let hex: Vec<String> = probe.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("binary data starting {}", hex.join(" "))
+    };
+    format!("{kind} ({size})")
+}
+
+/// The directory `path` is in (`.` for a bare name) and its file name.
+fn split_path(path: &Path) -> Result<(PathBuf, &OsStr), PersistError> {
+    let name = path.file_name().ok_or_else(|| {
+        PersistError::Io(format!(
+            "cannot save the state to {}: expected a path naming a file, found none",
+            path.display()
+        ))
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name))
+}
+
+/// Numbers temporary files within this process.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// `.NAME.tmp-`: what every temporary file for `NAME` starts with.
+fn temp_prefix(name: &OsStr) -> OsString {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(".tmp-");
+    prefix
+}
+
+/// The writer's process id in a temporary file's name after the prefix
+/// (`PID-SEQ`), or `None` if the rest is not exactly that.
+fn temp_owner(rest: &[u8]) -> Option<u32> {
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let (pid, seq) = (rest.get(..dash)?, rest.get(dash + 1..)?);
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if !digits(pid) || !digits(seq) {
+        return None;
+    }
+    std::str::from_utf8(pid).ok()?.parse().ok()
+}
+
+/// Whether `pid` names a live process (or one we may not signal, which is
+/// alive too). A zombie counts as alive until it is reaped.
+fn process_alive(pid: u32) -> bool {
+    match i32::try_from(pid) {
+        // 0 and negative ids mean process groups to kill(2): never ask.
+        Ok(pid) if pid > 0 => !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH)),
+        _ => false,
+    }
+}
+
+/// Removes the temporary files that killed writers left for `name` in
+/// `dir`. Best effort: a file that cannot be removed is left (and ignored).
+fn remove_stray_temps(dir: &Path, name: &OsStr) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = temp_prefix(name);
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.as_bytes().strip_prefix(prefix.as_bytes()) else {
+            continue;
+        };
+        match temp_owner(rest) {
+            Some(pid) if pid != me && !process_alive(pid) => {
+                let _ = fs::remove_file(entry.path());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Creates a new temporary file next to the state file, never opening an
+/// existing one (`O_EXCL`).
+fn create_temp(dir: &Path, name: &OsStr) -> Result<(PathBuf, File), PersistError> {
+    let pid = std::process::id();
+    let mut taken = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let seq = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+        let mut tmp_name = temp_prefix(name);
+        tmp_name.push(format!("{pid}-{seq}"));
+        let tmp = dir.join(tmp_name);
+        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken = Some(tmp),
+            Err(e) => {
+                return Err(PersistError::Io(format!(
+                    "cannot create the temporary file {}: {e}",
+                    tmp.display()
+                )));
+            }
+        }
+    }
+    Err(PersistError::Io(format!(
+        "cannot create a temporary file in {}: expected a free name, found {TEMP_ATTEMPTS} taken \
+         (the last {})",
+        dir.display(),
+        taken.as_deref().unwrap_or(dir).display()
+    )))
+}
+
+/// Makes the rename durable. File systems that cannot sync a directory say
+/// so with `EINVAL` or `ENOTSUP`; there is nothing more to do on those.
+fn sync_dir(dir: &Path, path: &Path) -> Result<(), PersistError> {
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => Ok(()),
+        Err(e) => Err(PersistError::Io(format!(
+            "{} was replaced, but cannot fsync its directory {}: {e}; \
+             a power loss could bring back the previous state",
+            path.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG), eight bytes at a
+/// time ("slicing-by-8") so that a large state is checked at memory speed.
+struct Crc32(u32);
+
+const CRC_TABLES: [[u32; 256]; 8] = crc_tables();
+
+const fn crc_tables() -> [[u32; 256]; 8] {
+    let mut tables = [[0u32; 256]; 8];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        tables[0][i] = c;
+        i += 1;
+    }
+    let mut t = 1;
+    while t < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[t - 1][i];
+            tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
+            i += 1;
+        }
+        t += 1;
+    }
+    tables
+}
+
+impl Crc32 {
+    fn new() -> Crc32 {
+        Crc32(!0)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        let t = &CRC_TABLES;
+        let mut c = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let lo = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ c;
+            let hi = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
+            c = t[7][(lo & 0xff) as usize]
+                ^ t[6][((lo >> 8) & 0xff) as usize]
+                ^ t[5][((lo >> 16) & 0xff) as usize]
+                ^ t[4][(lo >> 24) as usize]
+                ^ t[3][(hi & 0xff) as usize]
+                ^ t[2][((hi >> 8) & 0xff) as usize]
+                ^ t[1][((hi >> 16) & 0xff) as usize]
+                ^ t[0][(hi >> 24) as usize];
+        }
+        for &b in chunks.remainder() {
+            c = (c >> 8) ^ t[0][((c ^ u32::from(b)) & 0xff) as usize];
+        }
+        self.0 = c;
+    }
+
+    fn finish(&self) -> u32 {
+        !self.0
+    }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = Crc32::new();
+    crc.update(bytes);
+    crc.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    fn field(name: &str, offset: usize, scalar: Scalar, count: usize, transient: bool) -> Field {
+        Field {
+            name: name.into(),
+            offset,
+            scalar,
+            count,
+            transient,
+        }
+    }
+
+    /// One field of every scalar kind and width, an array, a transient field.
+    fn every_kind(source: Source) -> Layout {
+        let int = |signed, bytes| Scalar::Int { signed, bytes };
+        let scalars = [
+            ("i8", int(true, 1), 1, false),
+            ("i16", int(true, 2), 1, false),
+            ("i32", int(true, 4), 1, false),
+            ("i64", int(true, 8), 1, false),
+            ("u8", int(false, 1), 1, false),
+            ("u16", int(false, 2), 1, false),
+            ("u32", int(false, 4), 1, true),
+            ("u64", int(false, 8), 1, false),
+            ("f32", Scalar::Float { bytes: 4 }, 1, false),
+            ("f64", Scalar::Float { bytes: 8 }, 1, false),
+            ("flag", Scalar::Bool, 1, false),
+            ("ptr", Scalar::Pointer, 1, true),
+            ("items", int(true, 4), 5, false),
+            ("enemies[0].hp", Scalar::Float { bytes: 8 }, 3, false),
+            ("ünï", Scalar::Bool, 2, false),
+        ];
+        let mut offset = 0;
+        let mut fields = Vec::new();
+        for (name, scalar, count, transient) in scalars {
+            fields.push(field(name, offset, scalar, count, transient));
+            offset += scalar.size() * count + 1; // a gap of padding
+        }
+        Layout {
+            size: offset + 7,
+            fields,
+            source,
+        }
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn with_layout(layout: Layout, state_version: u32, seed: u8) -> Saved {
+        Saved {
+            state: pattern(layout.size, seed),
+            state_version,
+            layout: Some(layout),
+        }
+    }
+
+    fn dwarf() -> Source {
+        Source::Dwarf {
+            type_name: "struct game_state".into(),
+            chosen_by: "the type of the `state` parameter of `logic_tick`".into(),
+        }
+    }
+
+    /// The whole file `save` writes, in memory.
+    fn encode(saved: &Saved) -> Vec<u8> {
+        let mut bytes = encode_head(&saved.into()).expect("encodable");
+        bytes.extend_from_slice(&saved.state);
+        let crc = crc32(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Recomputes the checksum after a test edited the bytes.
+    fn reseal(bytes: &mut [u8]) {
+        let end = bytes.len() - CHECKSUM_LEN;
+        let crc = crc32(&bytes[..end]);
+        bytes[end..].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    fn load_bytes(dir: &Path, bytes: &[u8]) -> Result<Saved, PersistError> {
+        let path = dir.join("probe.bin");
+        fs::write(&path, bytes).expect("write the probe file");
+        load(&path)
+    }
+
+    fn temps(dir: &Path, name: &str) -> Vec<String> {
+        let prefix = format!(".{name}.tmp-");
+        let mut found: Vec<String> = fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn crc32_matches_the_reference_values() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(
+            crc32(b"The quick brown fox jumps over the lazy dog"),
+            0x414F_A339
+        );
+        // Slicing-by-8 agrees with the bytewise loop at every length and
+        // split point.
+        let data = pattern(100, 7);
+        for len in 0..data.len() {
+            let mut bytewise = !0u32;
+            for &b in &data[..len] {
+                bytewise =
+                    (bytewise >> 8) ^ CRC_TABLES[0][((bytewise ^ u32::from(b)) & 0xff) as usize];
+            }
+            assert_eq!(crc32(&data[..len]), !bytewise, "length {len}");
+            let mut split = Crc32::new();
+            split.update(&data[..len / 3]);
+            split.update(&data[len / 3..len]);
+            assert_eq!(split.finish(), !bytewise, "split at {}", len / 3);
+        }
+    }
+
+    #[test]
+    fn round_trip_without_a_layout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.bin");
+        for saved in [
+            Saved {
+                state: pattern(1000, 3),
+                state_version: 0,
+                layout: None,
+            },
+            Saved {
+                state: Vec::new(),
+                state_version: u32::MAX,
+                layout: None,
+            },
+        ] {
+            save(&path, &(&saved).into()).expect("save");
+            assert_eq!(load(&path).expect("load"), saved);
+        }
+        assert!(temps(dir.path(), "state.bin").is_empty());
+    }
+
+    #[test]
+    fn round_trip_with_a_layout_of_every_kind_and_both_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.bin");
+        for source in [Source::Schema, dwarf()] {
+            let saved = with_layout(every_kind(source), 7, 1);
+            save(&path, &(&saved).into()).expect("save");
+            let loaded = load(&path).expect("load");
+            assert_eq!(loaded, saved);
+            let layout = loaded.layout.expect("a layout");
+            assert!(layout.field("u32").expect("u32").transient);
+            assert!(!layout.field("u64").expect("u64").transient);
+            assert_eq!(layout.field("items").expect("items").count, 5);
+        }
+        // A layout with no fields; and a bare file name is saved in the
+        // current directory.
+        let empty = Saved {
+            state: vec![9; 16],
+            state_version: 2,
+            layout: Some(Layout {
+                size: 16,
+                fields: Vec::new(),
+                source: Source::Schema,
+            }),
+        };
+        save(&path, &(&empty).into()).expect("save");
+        assert_eq!(load(&path).expect("load"), empty);
+        assert_eq!(
+            split_path(Path::new("state.bin")).expect("split").0,
+            PathBuf::from(".")
+        );
+    }
+
+    #[test]
+    fn the_format_is_as_documented() {
+        let saved = Saved {
+            state: vec![0xAB, 0xCD],
+            state_version: 5,
+            layout: None,
+        };
+        let bytes = encode(&saved);
+        assert_eq!(bytes.len(), MIN_FILE_LEN + 2);
+        assert_eq!(&bytes[..8], b"\x89HRSTATE");
+        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        assert_eq!(bytes[12..20], (bytes.len() as u64).to_le_bytes());
+        assert_eq!(bytes[20..24], 5u32.to_le_bytes());
+        assert_eq!(bytes[24..32], 2u64.to_le_bytes());
+        assert_eq!(bytes[32], 0);
+        assert_eq!(bytes[33..35], [0xAB, 0xCD]);
+        assert_eq!(bytes[35..], crc32(&bytes[..35]).to_le_bytes());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for saved in [
+            with_layout(every_kind(dwarf()), 3, 4),
+            Saved {
+                state: pattern(40, 1),
+                state_version: 0,
+                layout: None,
+            },
+        ] {
+            let bytes = encode(&saved);
+            assert_eq!(load_bytes(dir.path(), &bytes), Ok(saved));
+            for len in 0..bytes.len() {
+                match load_bytes(dir.path(), &bytes[..len]) {
+                    // An empty file carries no sign of being a state file.
+                    Err(PersistError::NotAStateFile { found }) if len == 0 => {
+                        assert!(found.contains("empty"), "{found}")
+                    }
+                    Err(PersistError::Truncated { expected, found }) => {
+                        assert_eq!(found, len);
+                        assert!(expected > found);
+                    }
+                    Err(PersistError::Corrupt(_)) => {}
+                    other => panic!("cut to {len} of {} bytes: {other:?}", bytes.len()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_changed_byte_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = with_layout(every_kind(dwarf()), 3, 4);
+        let bytes = encode(&saved);
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x80, 0xFF] {
+                let mut bad = bytes.clone();
+                bad[at] ^= flip;
+                let result = load_bytes(dir.path(), &bad);
+                assert!(result.is_err(), "byte {at} ^ {flip:#x} loaded");
+            }
+        }
+        // Appended bytes too.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let expected = format!("expected {} bytes", bytes.len());
+        let found = format!("found {}", longer.len());
+        assert!(matches!(
+            load_bytes(dir.path(), &longer),
+            Err(PersistError::Corrupt(why)) if why.contains(&expected) && why.contains(&found)
+        ));
+        let mut flipped = bytes;
+        flipped[40] ^= 1;
+        let message = load_bytes(dir.path(), &flipped)
+            .expect_err("corrupt")
+            .to_string();
+        assert!(message.starts_with("corrupt state file: checksum mismatch: expected 0x"));
+        assert!(message.contains("found 0x"), "{message}");
+    }
+
+    #[test]
+    fn foreign_files_are_described() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (Vec::new(), "an empty file (0 bytes)"),
+            (
+                b"score=10\ntime=1.0\n".to_vec(),
+                "a text file starting \"score=10\" (18 bytes)",
+            ),
+            (
+                b"#!/bin/sh\necho hi\n".to_vec(),
+                "a script starting \"#!/bin/sh\"",
+            ),
+            (
+                fs::read(std::env::current_exe().expect("exe")).expect("read exe"),
+                "an ELF file",
+            ),
+            (
+                vec![0, 1, 2, 0xfe, 0xff],
+                "binary data starting 00 01 02 fe ff (5 bytes)",
+            ),
+            (b"\x89PNG\r\n\x1a\n....".to_vec(), "a PNG image"),
+            (b"\x89HRSTATX".to_vec(), "binary data starting 89 48 52"),
+        ];
+        for (bytes, expected) in cases {
+            match load_bytes(dir.path(), &bytes) {
+                Err(error @ PersistError::NotAStateFile { .. }) => {
+                    let message = error.to_string();
+                    assert!(message.contains(expected), "{message}");
+                    assert!(message.contains("expected the magic bytes"), "{message}");
+                }
+                other => panic!("{expected}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_missing_and_a_directory_is_an_io_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(
+            load(&dir.path().join("none.bin")),
+            Err(PersistError::Missing)
+        );
+        let err = load(dir.path()).expect_err("a directory");
+        assert!(
+            matches!(&err, PersistError::Io(why) if why.contains(&*dir.path().to_string_lossy())),
+            "{err}"
+        );
+        // Saving into a directory that does not exist names it.
+        let err = save(
+            &dir.path().join("no/such/dir/state.bin"),
+            &SavedRef {
+                state: &[1],
+                state_version: 0,
+                layout: None,
+            },
+        )
+        .expect_err("no directory");
+        assert!(err.to_string().contains("no/such/dir"), "{err}");
+    }
+
+    #[test]
+    fn another_format_version_is_unsupported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = with_layout(every_kind(Source::Schema), 1, 1);
+        for version in [2u32, 0, u32::MAX] {
+            let mut bytes = encode(&saved);
+            bytes[8..12].copy_from_slice(&version.to_le_bytes());
+            reseal(&mut bytes);
+            let err = load_bytes(dir.path(), &bytes).expect_err("another version");
+            assert_eq!(
+                err,
+                PersistError::UnsupportedVersion {
+                    expected: FORMAT_VERSION,
+                    found: version
+                }
+            );
+            // Told apart even when cut short after the version.
+            assert_eq!(load_bytes(dir.path(), &bytes[..12]), Err(err));
+        }
+        let message = PersistError::UnsupportedVersion {
+            expected: 1,
+            found: 2,
+        }
+        .to_string();
+        assert_eq!(
+            message,
+            "unsupported state file format: expected version 1, found version 2 \
+             (written by a newer hotreload)"
+        );
+    }
+
+    #[test]
+    fn damaged_lengths_allocate_nothing_large() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let saved = with_layout(every_kind(dwarf()), 1, 1);
+        let good = encode(&saved);
+        // A huge file length: caught against the real size, before reading.
+        let mut bytes = good.clone();
+        bytes[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            load_bytes(dir.path(), &bytes),
+            Err(PersistError::Truncated {
+                expected: usize::MAX,
+                found: good.len()
+            })
+        );
+        // A file length below the minimum.
+        bytes[12..20].copy_from_slice(&3u64.to_le_bytes());
+        assert!(
+            matches!(load_bytes(dir.path(), &bytes), Err(PersistError::Corrupt(why)) if why.contains("at least 37"))
+        );
+        // Huge lengths inside, with a valid checksum (a writer's bug, not
+        // damage): the state size, the field count, a string's length.
+        let Source::Dwarf {
+            type_name,
+            chosen_by,
+        } = dwarf()
+        else {
+            unreachable!()
+        };
+        let field_count_at = HEADER_LEN + 8 + 1 + 4 + type_name.len() + 4 + chosen_by.len();
+        for (at, value, what) in [
+            (24, u64::MAX, "the state's bytes"),
+            (24, 1 << 40, "the state's bytes"),
+            (field_count_at, u64::MAX >> 1, "the field count"),
+            (HEADER_LEN + 9, u32::MAX as u64, "the layout's type name"),
+        ] {
+            let mut bytes = good.clone();
+            let width = if what == "the layout's type name" {
+                4
+            } else {
+                8
+            };
+            bytes[at..at + width].copy_from_slice(&value.to_le_bytes()[..width]);
+            reseal(&mut bytes);
+            match load_bytes(dir.path(), &bytes) {
+                Err(PersistError::Corrupt(why)) => assert!(why.starts_with(what), "{why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    /// Past the checksum, the parser still meets only bounded reads: random
+    /// bodies and every byte of a real file set to other values, each with a
+    /// valid checksum, load or fail but never panic.
+    #[test]
+    fn any_body_with_a_valid_checksum_loads_or_fails_without_panicking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut seed = RandomState::new().build_hasher().finish() | 1;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2000 {
+            let body_len = (next() % 160) as usize;
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+            let total = PREAMBLE_LEN + body_len + CHECKSUM_LEN;
+            bytes.extend_from_slice(&(total as u64).to_le_bytes());
+            // Mostly small numbers, so that lengths sometimes fit.
+            bytes.extend((0..body_len).map(|_| match next() % 4 {
+                0 => (next() % 256) as u8,
+                1 => 1,
+                _ => 0,
+            }));
+            bytes.extend_from_slice(&[0; CHECKSUM_LEN]);
+            reseal(&mut bytes);
+            let _ = load_bytes(dir.path(), &bytes);
+        }
+        let good = encode(&with_layout(every_kind(dwarf()), 3, 4));
+        for at in PREAMBLE_LEN..good.len() - CHECKSUM_LEN {
+            for value in [0, 1, 2, 3, 4, 8, 0x7f, 0xff] {
+                let mut bytes = good.clone();
+                bytes[at] = value;
+                reseal(&mut bytes);
+                let _ = load_bytes(dir.path(), &bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_layout_that_does_not_fit_is_refused_both_ways() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.bin");
+        let layout = Layout {
+            size: 8,
+            fields: vec![field(
+                "a",
+                4,
+                Scalar::Int {
+                    signed: true,
+                    bytes: 4,
+                },
+                2,
+                false,
+            )],
+            source: Source::Schema,
+        };
+        let state = [0u8; 8];
+        let err = save(
+            &path,
+            &SavedRef {
+                state: &state,
+                state_version: 0,
+                layout: Some(&layout),
+            },
+        )
+        .expect_err("past the end");
+        assert_eq!(
+            err.to_string(),
+            "corrupt state file: not written, as it would not load back: \
+             field a ends at byte 12: expected it within the 8-byte state"
+        );
+        assert_eq!(load(&path), Err(PersistError::Missing));
+        assert!(temps(dir.path(), "state.bin").is_empty());
+
+        let mismatched = Layout {
+            size: 4,
+            ..layout.clone()
+        };
+        assert!(
+            encode_head(&SavedRef {
+                state: &state,
+                state_version: 0,
+                layout: Some(&mismatched)
+            })
+            .is_err()
+        );
+        let odd = Layout {
+            size: 8,
+            fields: vec![field(
+                "b",
+                0,
+                Scalar::Int {
+                    signed: false,
+                    bytes: 3,
+                },
+                1,
+                false,
+            )],
+            source: Source::Schema,
+        };
+        assert!(
+            encode_head(&SavedRef {
+                state: &state,
+                state_version: 0,
+                layout: Some(&odd)
+            })
+            .is_err()
+        );
+        let overflow = Layout {
+            size: 8,
+            fields: vec![field("c", usize::MAX, Scalar::Bool, 2, false)],
+            source: Source::Schema,
+        };
+        assert!(
+            encode_head(&SavedRef {
+                state: &state,
+                state_version: 0,
+                layout: Some(&overflow)
+            })
+            .is_err()
+        );
+
+        // The same checks on load, with a valid checksum: a field moved past
+        // the state, and a width of 3.
+        let good = Layout {
+            size: 8,
+            fields: vec![field(
+                "a",
+                0,
+                Scalar::Int {
+                    signed: true,
+                    bytes: 4,
+                },
+                2,
+                false,
+            )],
+            source: Source::Schema,
+        };
+        let saved = Saved {
+            state: state.to_vec(),
+            state_version: 0,
+            layout: Some(good),
+        };
+        let bytes = encode(&saved);
+        let offset_at = HEADER_LEN + 8 + 1 + 8 + 4 + 1;
+        let mut moved = bytes.clone();
+        moved[offset_at..offset_at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        reseal(&mut moved);
+        assert!(
+            matches!(load_bytes(dir.path(), &moved), Err(PersistError::Corrupt(why)) if why.starts_with("field a"))
+        );
+        let mut three = bytes;
+        three[offset_at + 8 + 2] = 3;
+        reseal(&mut three);
+        assert!(
+            matches!(load_bytes(dir.path(), &three), Err(PersistError::Corrupt(why)) if why.contains("found an integer of 3 bytes"))
+        );
+    }
+
+    #[test]
+    fn a_killed_writers_leftover_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.bin");
+        let first = with_layout(every_kind(Source::Schema), 1, 1);
+        let second = Saved {
+            state: pattern(300, 2),
+            state_version: 2,
+            layout: None,
+        };
+        save(&path, &(&first).into()).expect("save");
+        // A writer killed mid-way: half of the next file, under a name whose
+        // process is gone (pid_max is at most 2^22).
+        let half = encode(&second);
+        let stray = dir.path().join(".state.bin.tmp-999999999-0");
+        fs::write(&stray, &half[..half.len() / 2]).expect("stray");
+        // Files that only look alike are never touched.
+        let lookalike = dir.path().join(".state.bin.tmp-notes");
+        fs::write(&lookalike, b"mine").expect("lookalike");
+
+        assert_eq!(load(&path).expect("load"), first);
+        save(&path, &(&second).into()).expect("save over the leftover");
+        assert_eq!(load(&path).expect("load"), second);
+        assert!(!stray.exists(), "the leftover was removed");
+        assert!(lookalike.exists());
+        assert_eq!(temps(dir.path(), "state.bin"), [".state.bin.tmp-notes"]);
+
+        // A leftover under this very process's next names (a reused pid) is
+        // skipped by O_EXCL, not written into.
+        let me = std::process::id();
+        let next = NEXT_TEMP.load(Ordering::Relaxed);
+        for seq in next..next + 8 {
+            fs::write(
+                dir.path().join(format!(".state.bin.tmp-{me}-{seq}")),
+                b"old",
+            )
+            .expect("stray");
+        }
+        save(&path, &(&first).into()).expect("save past taken names");
+        assert_eq!(load(&path).expect("load"), first);
+        for seq in next..next + 8 {
+            let name = dir.path().join(format!(".state.bin.tmp-{me}-{seq}"));
+            if name.exists() {
+                assert_eq!(fs::read(&name).expect("read"), b"old");
+            }
+        }
+    }
+
+    #[test]
+    fn temp_names_are_parsed_strictly() {
+        assert_eq!(temp_owner(b"123-4"), Some(123));
+        assert_eq!(temp_owner(b"123-"), None);
+        assert_eq!(temp_owner(b"-4"), None);
+        assert_eq!(temp_owner(b"12a-4"), None);
+        assert_eq!(temp_owner(b"12-4-5"), None);
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(999_999_999));
+        assert!(!process_alive(0));
+        assert!(!process_alive(u32::MAX));
+    }
+
+    const KILL_CHILD_ENV: &str = "HOTRELOAD_PERSIST_KILL_CHILD";
+
+    /// The two states the child alternates between: different sizes,
+    /// versions, and one with a layout.
+    fn kill_states() -> [Saved; 2] {
+        [
+            Saved {
+                state: pattern(256 * 1024, 0x11),
+                state_version: 1,
+                layout: None,
+            },
+            with_layout(
+                Layout {
+                    size: 200 * 1024,
+                    fields: vec![field(
+                        "big",
+                        0,
+                        Scalar::Int {
+                            signed: false,
+                            bytes: 8,
+                        },
+                        25 * 1024,
+                        false,
+                    )],
+                    source: dwarf(),
+                },
+                2,
+                0x22,
+            ),
+        ]
+    }
+
+    /// Not a test on its own: with `HOTRELOAD_PERSIST_KILL_CHILD` set, the
+    /// child process of `sigkill_at_any_moment_leaves_a_complete_file`.
+    #[test]
+    fn kill_child_saves_in_a_loop() {
+        let Some(path) = std::env::var_os(KILL_CHILD_ENV) else {
+            return;
+        };
+        let path = PathBuf::from(path);
+        let states = kill_states();
+        let ready = path.with_extension("ready");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut i = 0usize;
+        while Instant::now() < deadline {
+            save(&path, &(&states[i % 2]).into()).expect("child save");
+            if i == 0 {
+                fs::write(&ready, b"").expect("ready marker");
+            }
+            i += 1;
+        }
+    }
+
+    #[test]
+    fn sigkill_at_any_moment_leaves_a_complete_file() {
+        const ROUNDS: usize = 32;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.bin");
+        let ready = path.with_extension("ready");
+        let exe = std::env::current_exe().expect("test binary");
+        let states = kill_states();
+        let mut random = RandomState::new().build_hasher();
+        let mut held = [0usize; 2];
+        let mut mid_write = 0;
+        for round in 0..ROUNDS {
+            let _ = fs::remove_file(&ready);
+            let mut child = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "persist::tests::kill_child_saves_in_a_loop",
+                    "--test-threads=1",
+                ])
+                .env(KILL_CHILD_ENV, &path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn the child");
+            let waited = Instant::now();
+            while !ready.exists() {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(20),
+                    "the child never saved"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            random.write_usize(round);
+            let delay = Duration::from_micros(random.finish() % 20_000);
+            std::thread::sleep(delay);
+            child.kill().expect("SIGKILL the child");
+            let status = child.wait().expect("reap the child");
+            assert_eq!(
+                status.signal(),
+                Some(9),
+                "the child ended on its own: {status}"
+            );
+
+            let loaded = load(&path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            let which = states
+                .iter()
+                .position(|s| *s == loaded)
+                .unwrap_or_else(|| panic!("round {round}: a state that was never saved"));
+            held[which] += 1;
+            if !temps(dir.path(), "state.bin").is_empty() {
+                mid_write += 1;
+            }
+        }
+        eprintln!(
+            "{ROUNDS} kills: file held state A {} times, B {} times; killed mid-write (temp file left) {mid_write} times",
+            held[0], held[1]
+        );
+        // The next save clears what the killed writers left.
+        save(&path, &(&states[0]).into()).expect("save after the kills");
+        assert_eq!(load(&path).expect("load"), states[0]);
+        assert!(temps(dir.path(), "state.bin").is_empty());
+    }
+}
