@@ -381,7 +381,8 @@ fn count(counts: &mut Counts, event: Event) {
             match f.recovery {
                 Recovery::RolledBack { .. } => counts.rolled_back += 1,
                 Recovery::Paused { .. } => counts.paused += 1,
-                Recovery::Exiting => {}
+                // The soak's plugins have no hooks and no migrations.
+                Recovery::Exiting | Recovery::SwapWentAhead | Recovery::Refused { .. } => {}
             }
         }
         Event::Rejected {

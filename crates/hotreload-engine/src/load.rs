@@ -44,7 +44,11 @@ impl Library {
                 Rejection::NotLoadable(format!("dlopen refused it: {msg}{hint}"))
             },
         )?;
-        Ok(Library { raw, shadow, tables: Default::default() })
+        Ok(Library {
+            raw,
+            shadow,
+            tables: Default::default(),
+        })
     }
 
     /// Calls `logic_get_api` and copies the table it returns.

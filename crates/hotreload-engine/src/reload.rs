@@ -36,6 +36,10 @@ use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
 use std::sync::Arc;
 
 /// Everything the reload thread is told.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a few messages per reload; boxing would buy nothing"
+)]
 pub enum Inbox {
     Watch(WatchOutput),
     BuildExited(BuildResult),
@@ -358,11 +362,16 @@ impl Reloader {
             .copy_checked(bytes, build_hash)
             .map_err(|r| (r, String::new()))?;
         self.trial(shadow.path())?;
-        let prepared = self.load_checked(shadow, build_hash).map_err(|r| (r, String::new()))?;
+        let prepared = self
+            .load_checked(shadow, build_hash)
+            .map_err(|r| (r, String::new()))?;
         let statics = crate::diagnostics::writable_statics(bytes, &prepared.plugin.table_offsets());
         // Said when it first appears or changes, not on every reload.
         if !statics.is_empty() && statics != self.statics_said {
-            self.emit(Event::StaticData { version: prepared.plugin.version(), symbols: statics.clone() });
+            self.emit(Event::StaticData {
+                version: prepared.plugin.version(),
+                symbols: statics.clone(),
+            });
         }
         self.statics_said = statics;
         Ok(prepared)

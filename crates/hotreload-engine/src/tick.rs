@@ -34,6 +34,10 @@ use hotreload_abi::HostContext;
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one message per reload; boxing would buy nothing"
+)]
 pub enum TickInput {
     /// A version that passed every check. The first one comes with the
     /// state, allocated and zeroed off this thread.
@@ -214,12 +218,12 @@ impl TickLoop {
             .current
             .as_ref()
             .and_then(|old| Some((old.version(), old.ext()?.on_unload?)));
-        if let Some((old_version, hook)) = on_unload {
-            if let Err(fault) = self.call_hook(hook, calls) {
-                let report =
-                    self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
-                (self.events)(Event::Fault(report));
-            }
+        if let Some((old_version, hook)) = on_unload
+            && let Err(fault) = self.call_hook(hook, calls)
+        {
+            let report =
+                self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
+            (self.events)(Event::Fault(report));
         }
         let migrated = match migration {
             None => None,
@@ -274,11 +278,11 @@ impl TickLoop {
                 .as_ref()
                 .and_then(|p| p.ext())
                 .and_then(|e| e.on_reload);
-            if let Some(hook) = on_reload {
-                if let Err(fault) = self.call_hook(hook, calls) {
-                    self.recover("on_reload", fault);
-                    return;
-                }
+            if let Some(hook) = on_reload
+                && let Err(fault) = self.call_hook(hook, calls)
+            {
+                self.recover("on_reload", fault);
+                return;
             }
         }
         if self.schedule.is_none() {
@@ -448,7 +452,7 @@ impl TickLoop {
         if self
             .settings
             .state_every
-            .is_some_and(|n| n > 0 && self.ticks % n == 0)
+            .is_some_and(|n| n > 0 && self.ticks.is_multiple_of(n))
         {
             self.report(StateMoment::Periodic);
         }
