@@ -64,6 +64,9 @@ pub enum Event {
     State(StateReport),
     /// Plugin code crashed, aborted or hung; what was done about it.
     Fault(FaultReport),
+    /// Where the state's layout comes from (or why it is unknown); said
+    /// when it changes.
+    LayoutNotice(String),
     /// A line plugin code logged through the host context.
     PluginLog(String),
     /// A value in the state points into a version's library: it dangles

@@ -81,6 +81,8 @@ pub struct Reloader {
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     said_trials_off: bool,
+    /// What was last said about where the layout comes from.
+    layout_said: String,
     /// The plugin's writable statics last warned about.
     statics_said: Vec<(String, u64)>,
     /// The hash of every loaded version's bytes, to recognise a rebuild that
@@ -135,6 +137,7 @@ impl Reloader {
             running: None,
             known_bad: None,
             said_trials_off: false,
+            layout_said: String::new(),
             statics_said: Vec::new(),
             hashes: Default::default(),
             attempts: 0,
@@ -363,7 +366,7 @@ impl Reloader {
             .map_err(|r| (r, String::new()))?;
         self.trial(shadow.path())?;
         let prepared = self
-            .load_checked(shadow, build_hash)
+            .load_checked(shadow, build_hash, bytes)
             .map_err(|r| (r, String::new()))?;
         let statics = crate::diagnostics::writable_statics(bytes, &prepared.plugin.table_offsets());
         // Said when it first appears or changes, not on every reload.
@@ -426,7 +429,12 @@ impl Reloader {
     }
 
     /// Loads the shadow copy into the host and checks its table.
-    fn load_checked(&mut self, shadow: ShadowFile, build_hash: u64) -> Result<Prepared, Rejection> {
+    fn load_checked(
+        &mut self,
+        shadow: ShadowFile,
+        build_hash: u64,
+        bytes: &[u8],
+    ) -> Result<Prepared, Rejection> {
         let library = Library::open(shadow)?;
         let table = library.table()?;
         let api = check::check(&table, None)?;
@@ -436,7 +444,10 @@ impl Reloader {
             Some(t) => Some(unsafe { crate::ext::check(&t, api.state_size) }?),
             None => None,
         };
-        let layout = ext.as_ref().and_then(|e| e.schema.clone());
+        let layout = match ext.as_ref().and_then(|e| e.schema.clone()) {
+            Some(schema) => Some(schema),
+            None => self.debug_layout(bytes, api.state_size),
+        };
         let side = StateSide {
             size: api.state_size,
             version: ext.as_ref().map_or(0, |e| e.state_version),
@@ -490,6 +501,35 @@ impl Reloader {
             fresh_state,
             migration,
         })
+    }
+
+    /// The state's layout from the library's debug info, saying which type
+    /// was chosen (or why none could be) whenever that changes.
+    fn debug_layout(&mut self, bytes: &[u8], state_size: usize) -> Option<Arc<Layout>> {
+        let found =
+            crate::layout::dwarf::read_layout(bytes, state_size, self.config.state_type.as_deref());
+        let (layout, said) = match found {
+            Ok(Some(layout)) => {
+                let said = match &layout.source {
+                    crate::layout::Source::Dwarf {
+                        type_name,
+                        chosen_by,
+                    } => format!(
+                        "layout from debug info: {type_name} (chosen by {chosen_by}), {} fields",
+                        layout.fields.len()
+                    ),
+                    crate::layout::Source::Schema => "layout from the schema".to_owned(),
+                };
+                (Some(Arc::new(layout)), said)
+            }
+            Ok(None) => (None, String::new()),
+            Err(why) => (None, format!("layout unknown: {why}")),
+        };
+        if !said.is_empty() && said != self.layout_said {
+            self.emit(Event::LayoutNotice(said.clone()));
+        }
+        self.layout_said = said;
+        layout
     }
 
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {

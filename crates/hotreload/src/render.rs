@@ -87,6 +87,7 @@ impl Renderer {
             Event::State(report) => format!("[state] {}\n", state(report)),
             Event::Fault(report) => format!("[fault] {}\n", fault(report)),
             Event::PluginLog(text) => format!("[plugin] {text}\n"),
+            Event::LayoutNotice(text) => format!("[state] {text}\n"),
             Event::Dangling { version, offset, field } => format!(
                 "[state] warning: {} points into v{version}'s library: it dangles once v{version} is unloaded (keep an index or a copy in the state, not a pointer)\n",
                 match field {
