@@ -56,6 +56,13 @@ pub struct Config {
     /// The state's type in the library's debug info, if not `state_t` or the
     /// only struct of the state's size.
     pub state_type: Option<String>,
+    /// Where the state is saved (at exit, and every `save_every` ticks) and
+    /// restored from at start.
+    pub state_file: Option<PathBuf>,
+    pub save_every: Option<u64>,
+    /// Do not restore `state_file`: start with a fresh state (and overwrite
+    /// the file at the next save).
+    pub fresh_state: bool,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -82,6 +89,9 @@ impl Config {
             trial_ticks: 3,
             state_every: None,
             state_type: None,
+            state_file: None,
+            save_every: None,
+            fresh_state: false,
             max_ticks: None,
             max_reloads: None,
         }
@@ -124,6 +134,12 @@ impl Config {
         }
         if self.watch_mode == WatchMode::Poll && self.poll_interval.is_zero() {
             return Err("poll interval must be at least 1 ms, found 0".into());
+        }
+        if self.save_every.is_some() && self.state_file.is_none() {
+            return Err(
+                "--save-every needs --state-file PATH: expected a file to save to, found none"
+                    .into(),
+            );
         }
         if self.keep_versions == 0 {
             return Err("--keep-versions must be at least 1 (the running version), found 0".into());

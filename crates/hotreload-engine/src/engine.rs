@@ -12,6 +12,8 @@ use std::thread::{self, JoinHandle};
 use crate::command::{Command, StopReason};
 use crate::config::Config;
 use crate::event::{Event, EventSink};
+use crate::outcome::{StartError, exit_code};
+use crate::persist::{self, PersistError, Saved};
 use crate::reload::{Inbox, Reloader};
 use crate::shadow::ShadowDir;
 use crate::tick::{TickLoop, TickSettings};
@@ -28,9 +30,10 @@ impl Engine {
     pub fn start(
         config: Config,
         sink: impl Fn(Event) + Send + Sync + 'static,
-    ) -> Result<EngineHandle, String> {
+    ) -> Result<EngineHandle, StartError> {
         config.validate()?;
         crate::guard::install()?;
+        let restored = restore(&config)?;
         let events: EventSink = Arc::new(sink);
         let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>();
         let (tick_tx, tick_rx) = mpsc::channel();
@@ -76,6 +79,8 @@ impl Engine {
                 keep_versions: config.keep_versions,
                 seed: config.seed,
                 state_every: config.state_every,
+                save_every: config.save_every,
+                saving: config.state_file.is_some(),
             },
             Arc::clone(&events),
             Box::new(move |out| {
@@ -87,7 +92,10 @@ impl Engine {
             .spawn(move || tick_loop.run(tick_rx))
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
-        let reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
+        let mut reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
+        if let Some((saved, path)) = restored {
+            reloader.restore_from(saved, path);
+        }
         let me = inbox_tx.clone();
         let reload_thread = thread::Builder::new()
             .name("hotreload-reload".into())
@@ -103,13 +111,38 @@ impl Engine {
 
     /// [`Engine::start`] with the events delivered on a channel, for hosts
     /// that handle them on a thread of their own.
-    pub fn start_with_channel(config: Config) -> Result<(EngineHandle, Receiver<Event>), String> {
+    pub fn start_with_channel(
+        config: Config,
+    ) -> Result<(EngineHandle, Receiver<Event>), StartError> {
         let (tx, rx) = mpsc::channel();
         // The receiver may be dropped by a host that stopped listening.
         let handle = Engine::start(config, move |event| {
             let _ = tx.send(event);
         })?;
         Ok((handle, rx))
+    }
+}
+
+/// The saved state to start from, if there is one and it should be used. A
+/// file that exists but cannot be used stops the start, untouched: running
+/// on would overwrite it at the first save.
+fn restore(config: &Config) -> Result<Option<(Saved, std::path::PathBuf)>, StartError> {
+    let Some(path) = &config.state_file else {
+        return Ok(None);
+    };
+    if config.fresh_state {
+        return Ok(None);
+    }
+    match persist::load(path) {
+        Ok(saved) => Ok(Some((saved, path.clone()))),
+        Err(PersistError::Missing) => Ok(None),
+        Err(e) => Err(StartError {
+            code: exit_code::STATE_FILE,
+            message: format!(
+                "cannot restore the state from {}: {e}; the file was left untouched (pass --fresh-state to start over and overwrite it)",
+                path.display()
+            ),
+        }),
     }
 }
 

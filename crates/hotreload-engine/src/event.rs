@@ -67,6 +67,11 @@ pub enum Event {
     /// Where the state's layout comes from (or why it is unknown); said
     /// when it changes.
     LayoutNotice(String),
+    /// The state was written to the state file at exit.
+    StateSaved {
+        path: PathBuf,
+        tick: u64,
+    },
     /// A line plugin code logged through the host context.
     PluginLog(String),
     /// A value in the state points into a version's library: it dangles
@@ -166,6 +171,8 @@ pub struct Swap {
 pub enum StateMoment {
     /// After `init`, before the first tick.
     Initial,
+    /// The first version started from the state file instead of `init`.
+    Restored,
     /// Right after a swap: the new code sees exactly these bytes.
     Preserved,
     /// Right after a swap that migrated the state to a new layout.
@@ -181,6 +188,8 @@ pub enum StateMoment {
 #[derive(Clone, Debug)]
 pub struct StateReport {
     pub moment: StateMoment,
+    /// For a restored state: where from, and how it was carried over.
+    pub note: Option<String>,
     pub size: usize,
     /// Ticks run so far.
     pub tick: u64,

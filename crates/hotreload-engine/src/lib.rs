@@ -60,5 +60,5 @@ pub use command::{Command, StopReason};
 pub use config::{Config, WatchMode};
 pub use engine::{Commander, Engine, EngineHandle};
 pub use event::Event;
-pub use outcome::{Outcome, Rejection, exit_code};
+pub use outcome::{Outcome, Rejection, StartError, exit_code};
 pub use probe::run_if_requested as run_probe_if_requested;

@@ -31,6 +31,9 @@ pub mod exit_code {
     /// Plugin code crashed, aborted or hung (in the host, in a trial run, or
     /// in `shutdown` at exit); the host recovered.
     pub const FAULT: i32 = 14;
+    /// The state file exists but cannot be used (corrupt, truncated, not a
+    /// state file, a newer format); it was left untouched.
+    pub const STATE_FILE: i32 = 15;
 }
 
 /// Why a built library was not swapped in. Each variant's message says what
@@ -107,6 +110,30 @@ impl fmt::Display for Rejection {
         }
     }
 }
+
+/// Why an engine could not start, and the exit code that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<String> for StartError {
+    fn from(message: String) -> StartError {
+        StartError {
+            code: exit_code::HOST_ERROR,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StartError {}
 
 /// The outcome of one attempt, as recorded for the exit code.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,12 +23,13 @@ use crate::layout::Layout;
 use crate::load::Library;
 use crate::migrate::{Decision, Side};
 use crate::outcome::{Outcome, Rejection};
+use crate::persist::{self, Saved, SavedRef};
 use crate::plugin::Knowledge;
 use crate::plugin::Plugin;
 use crate::precheck::precheck;
 use crate::shadow::{ShadowDir, ShadowFile};
 use crate::state::State;
-use crate::tick::{Migration, TickInput, TickOutput};
+use crate::tick::{Fresh, Migration, Save, TickInput, TickOutput};
 use crate::trial::{self, TrialSettings};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
@@ -81,6 +82,10 @@ pub struct Reloader {
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     said_trials_off: bool,
+    /// The saved state the first version starts from, and where it was read.
+    restored: Option<(Saved, std::path::PathBuf)>,
+    /// The last save error said, so a failing disk is not reported per tick.
+    save_error_said: Option<String>,
     /// What was last said about where the layout comes from.
     layout_said: String,
     /// The plugin's writable statics last warned about.
@@ -137,6 +142,8 @@ impl Reloader {
             running: None,
             known_bad: None,
             said_trials_off: false,
+            restored: None,
+            save_error_said: None,
             layout_said: String::new(),
             statics_said: Vec::new(),
             hashes: Default::default(),
@@ -144,6 +151,12 @@ impl Reloader {
             last_outcome: None,
             stopping: false,
         }
+    }
+
+    /// The first version will start from `saved` instead of a fresh state
+    /// (no `init`), migrated to its layout if that changed.
+    pub fn restore_from(&mut self, saved: Saved, path: std::path::PathBuf) {
+        self.restored = Some((saved, path));
     }
 
     /// Runs until the tick loop has finished; returns the exit code.
@@ -167,6 +180,7 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Notice(text)) => self.emit(Event::WatchNotice(text)),
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
+                Inbox::Tick(TickOutput::Save(save)) => self.save(save),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
                 Inbox::Tick(TickOutput::Faulted {
                     plugin,
@@ -458,7 +472,23 @@ impl Reloader {
             State::zeroed(size).map_err(|why| Rejection::StateUnallocatable { size, why })
         };
         let (fresh_state, migration) = match &self.state_side {
-            None => (Some(alloc(api.state_size)?), None),
+            None => match self.restored.take() {
+                None => (
+                    Some(Fresh {
+                        state: alloc(api.state_size)?,
+                        restored: None,
+                    }),
+                    None,
+                ),
+                Some((saved, path)) => match restored_state(&saved, &path, &side, alloc) {
+                    Ok(fresh) => (Some(fresh), None),
+                    Err(why) => {
+                        // Kept, untouched, for the next build to try.
+                        self.restored = Some((saved, path));
+                        return Err(why);
+                    }
+                },
+            },
             Some(old) => {
                 let layouts_known = old.layout.is_some() && side.layout.is_some();
                 if old.size != side.size && !layouts_known && !has_hook {
@@ -532,6 +562,35 @@ impl Reloader {
         layout
     }
 
+    fn save(&mut self, save: Save) {
+        let Some(path) = self.config.state_file.clone() else {
+            return;
+        };
+        let saved = SavedRef {
+            state: &save.bytes,
+            state_version: save.state_version,
+            layout: save.layout.as_deref(),
+        };
+        match persist::save(&path, &saved) {
+            Ok(()) => {
+                self.save_error_said = None;
+                if save.at_exit {
+                    self.emit(Event::StateSaved {
+                        path,
+                        tick: save.tick,
+                    });
+                }
+            }
+            Err(e) => {
+                let said = format!("cannot save the state to {}: {e}", path.display());
+                if self.save_error_said.as_ref() != Some(&said) {
+                    self.emit(Event::WatchNotice(said.clone()));
+                    self.save_error_said = Some(said);
+                }
+            }
+        }
+    }
+
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {
         self.last_outcome = Some(outcome);
         if counts_as_attempt {
@@ -591,6 +650,51 @@ impl Reloader {
     }
 }
 
+/// The first version's state from a saved one: as is when the layouts
+/// agree, migrated field by field when both are known and differ.
+fn restored_state(
+    saved: &Saved,
+    path: &std::path::Path,
+    side: &StateSide,
+    alloc: impl Fn(usize) -> Result<State, Rejection>,
+) -> Result<Fresh, Rejection> {
+    let old = StateSide {
+        size: saved.state.len(),
+        version: saved.state_version,
+        layout: saved.layout.clone().map(Arc::new),
+    };
+    let refuse = |why: String| {
+        Rejection::StateChange(format!(
+            "the state saved in {} does not fit this version: {why}; pass --fresh-state to start over",
+            path.display()
+        ))
+    };
+    let mut state = alloc(side.size)?;
+    let summary =
+        match crate::migrate::decide(old.as_side(false), side.as_side(false)).map_err(refuse)? {
+            Decision::Keep => {
+                state.bytes_mut().copy_from_slice(&saved.state);
+                format!("restored from {}", path.display())
+            }
+            Decision::Migrate {
+                plan: Some(plan),
+                summary,
+            } => {
+                plan.apply(&saved.state, state.bytes_mut());
+                format!("restored from {} (migrated: {summary})", path.display())
+            }
+            Decision::Migrate { plan: None, .. } => {
+                return Err(refuse(
+                    "only the plugin's migrate hook could convert it".into(),
+                ));
+            }
+        };
+    Ok(Fresh {
+        state,
+        restored: Some(summary),
+    })
+}
+
 /// What is known of the state for one version.
 #[derive(Clone, Debug)]
 struct StateSide {
@@ -613,7 +717,7 @@ impl StateSide {
 /// A version ready to go live, and what its swap does to the state.
 struct Prepared {
     plugin: Plugin,
-    fresh_state: Option<State>,
+    fresh_state: Option<Fresh>,
     migration: Option<Migration>,
 }
 

@@ -43,7 +43,7 @@ pub enum TickInput {
     /// state, allocated and zeroed off this thread.
     Swap {
         plugin: Plugin,
-        fresh_state: Option<State>,
+        fresh_state: Option<Fresh>,
         migration: Option<Migration>,
         build_exited_at: Option<Instant>,
     },
@@ -51,6 +51,24 @@ pub enum TickInput {
     /// `None` if there is no state yet.
     CopyState(std::sync::mpsc::Sender<Option<Vec<u8>>>),
     Stop,
+}
+
+/// The state a first version starts from.
+pub struct Fresh {
+    pub state: State,
+    /// Set when it was restored from the state file (then `init` does not
+    /// run): where from, and how it was carried over.
+    pub restored: Option<String>,
+}
+
+/// A copy of the state to write to the state file.
+pub struct Save {
+    pub bytes: Vec<u8>,
+    pub state_version: u32,
+    pub layout: Option<std::sync::Arc<Layout>>,
+    /// Ticks completed when it was taken.
+    pub tick: u64,
+    pub at_exit: bool,
 }
 
 /// A new state block for a swap that changes the state's layout, prepared
@@ -67,6 +85,8 @@ pub struct Migration {
 
 /// What the tick loop hands back to the rest of the engine.
 pub enum TickOutput {
+    /// A copy of the state for the state file.
+    Save(Save),
     /// A version no longer needed (swapped out and beyond `keep_versions`),
     /// to be unloaded off this thread.
     Retired(Plugin),
@@ -93,6 +113,10 @@ pub struct TickSettings {
     pub seed: u64,
     /// Report the state every this many ticks.
     pub state_every: Option<u64>,
+    /// Hand a copy of the state for saving every this many ticks.
+    pub save_every: Option<u64>,
+    /// Whether saves are wanted at all (at exit).
+    pub saving: bool,
 }
 
 pub struct TickLoop {
@@ -194,16 +218,22 @@ impl TickLoop {
     fn install(
         &mut self,
         plugin: Plugin,
-        fresh_state: Option<State>,
+        fresh_state: Option<Fresh>,
         migration: Option<Migration>,
         build_exited_at: Option<Instant>,
         calls: &CallWatch,
     ) {
+        let mut restored = None;
         if self.state.is_none() {
             match fresh_state {
-                Some(state) => {
-                    self.snapshot = Some(Snapshot::new(state.size()));
-                    self.state = Some(state);
+                Some(fresh) => {
+                    self.snapshot = Some(Snapshot::new(fresh.state.size()));
+                    self.state = Some(fresh.state);
+                    if fresh.restored.is_some() {
+                        // A restored state was initialised in an earlier run.
+                        self.initialized = true;
+                        restored = fresh.restored;
+                    }
                 }
                 None => {
                     // The reload stage sends a state with the first version;
@@ -249,7 +279,7 @@ impl TickLoop {
             lib_name: plugin.lib_name().to_owned(),
             api_version: plugin.api().api_version,
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
-            first_load: !self.initialized,
+            first_load: !self.initialized || restored.is_some(),
             migrated: migrated.clone(),
         };
         if let Some(old) = self.current.replace(plugin) {
@@ -262,7 +292,9 @@ impl TickLoop {
             }
         }
         (self.events)(Event::Swapped(swap));
-        if !self.initialized {
+        if let Some(note) = restored {
+            self.report_with(StateMoment::Restored, Some(note));
+        } else if !self.initialized {
             if !self.run_init(calls) {
                 return;
             }
@@ -456,6 +488,13 @@ impl TickLoop {
         {
             self.report(StateMoment::Periodic);
         }
+        if self
+            .settings
+            .save_every
+            .is_some_and(|n| n > 0 && self.ticks.is_multiple_of(n))
+        {
+            self.save(false);
+        }
         if let Some((version, Some(exited))) = self.first_tick_due.take() {
             (self.events)(Event::FirstTick {
                 version,
@@ -550,6 +589,11 @@ impl TickLoop {
             (_, Some(_)) => self.report(StateMoment::Final),
             (_, None) => self.report(StateMoment::Absent),
         }
+        // Only a state that some version ran on is worth saving: a run whose
+        // builds all failed leaves the file as it was.
+        if self.initialized {
+            self.save(true);
+        }
         if let Some(s) = &self.schedule {
             let elapsed = s
                 .last_start
@@ -636,9 +680,14 @@ impl TickLoop {
     }
 
     fn report(&self, moment: StateMoment) {
+        self.report_with(moment, None);
+    }
+
+    fn report_with(&self, moment: StateMoment, note: Option<String>) {
         let report = match &self.state {
             Some(state) => StateReport {
                 moment,
+                note,
                 size: state.size(),
                 tick: self.ticks,
                 version: self.current.as_ref().map_or(0, Plugin::version),
@@ -647,6 +696,7 @@ impl TickLoop {
             },
             None => StateReport {
                 moment,
+                note,
                 size: 0,
                 tick: 0,
                 version: 0,
@@ -655,6 +705,23 @@ impl TickLoop {
             },
         };
         (self.events)(Event::State(report));
+    }
+
+    /// Hands a copy of the state to be written to the state file (off this
+    /// thread).
+    fn save(&self, at_exit: bool) {
+        let Some(state) = &self.state else { return };
+        if !self.settings.saving {
+            return;
+        }
+        let current = self.current.as_ref();
+        (self.output)(TickOutput::Save(Save {
+            bytes: state.bytes().to_vec(),
+            state_version: current.map_or(0, Plugin::state_version),
+            layout: current.and_then(|p| p.layout().cloned()),
+            tick: self.ticks,
+            at_exit,
+        }));
     }
 
     /// The plugin's own description of the state, else the state by field.

@@ -19,6 +19,8 @@ Exit codes (the outcome of the last reload attempt):
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
   14  plugin code crashed, aborted or hung (the host recovered)
+  15  the state file is corrupt, truncated, not a state file or of a newer
+      format (it was left untouched; --fresh-state starts over)
   130 a second Ctrl-C while stopping: exited without waiting for plugin code
 
 Example:
@@ -107,6 +109,20 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub state_every: Option<u64>,
 
+    /// Save the state to PATH at exit (and every --save-every ticks), and
+    /// restore it from there at start, migrating it if the layout changed.
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
+    /// Also save the state every N ticks (needs --state-file).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub save_every: Option<u64>,
+
+    /// Do not restore --state-file: start with a fresh state and overwrite
+    /// the file at the next save.
+    #[arg(long)]
+    pub fresh_state: bool,
+
     /// Stop after N ticks.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ticks: Option<u64>,
@@ -151,6 +167,9 @@ impl Args {
         config.trial_ticks = self.trial_ticks;
         config.state_type = self.state_type.clone();
         config.state_every = self.state_every;
+        config.state_file = self.state_file.clone();
+        config.save_every = self.save_every;
+        config.fresh_state = self.fresh_state;
         config.max_ticks = self.ticks;
         config.max_reloads = self.reloads;
         config.validate()?;

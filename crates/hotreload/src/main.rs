@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         let _ = print(&renderer.render(&event));
     }) {
         Ok(engine) => engine,
-        Err(why) => return fail(exit_code::HOST_ERROR, &why),
+        Err(why) => return fail(why.code, &why.message),
     };
     if let Err(why) = signals::stop_when_stdout_closes(engine.commander()) {
         return fail(exit_code::HOST_ERROR, &why);

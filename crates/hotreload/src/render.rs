@@ -88,6 +88,9 @@ impl Renderer {
             Event::Fault(report) => format!("[fault] {}\n", fault(report)),
             Event::PluginLog(text) => format!("[plugin] {text}\n"),
             Event::LayoutNotice(text) => format!("[state] {text}\n"),
+            Event::StateSaved { path, tick } => {
+                format!("[state] saved to {} at tick {tick}\n", self.show(path))
+            }
             Event::Dangling { version, offset, field } => format!(
                 "[state] warning: {} points into v{version}'s library: it dangles once v{version} is unloaded (keep an index or a copy in the state, not a pointer)\n",
                 match field {
@@ -168,6 +171,7 @@ fn exit_reason(code: i32) -> &'static str {
         c::MISSING_ENTRY_POINT => "the last build was refused: no logic_get_api",
         c::INCOMPLETE_API => "the last build was refused: incomplete logic_api_t",
         c::FAULT => "plugin code faulted last",
+        c::STATE_FILE => "the state file could not be used",
         _ => "the host could not run",
     }
 }
@@ -213,6 +217,11 @@ fn state(r: &StateReport) -> String {
     let when = match r.moment {
         StateMoment::Absent => return "none: no version was ever loaded".into(),
         StateMoment::Initial => format!("(initial; v{})", r.version),
+        StateMoment::Restored => format!(
+            "({}; v{})",
+            r.note.as_deref().unwrap_or("restored"),
+            r.version
+        ),
         StateMoment::Preserved => format!("(preserved; v{}, tick {})", r.version, r.tick),
         StateMoment::Migrated => format!("(migrated; v{}, tick {})", r.version, r.tick),
         StateMoment::Final => format!("(final; v{}, tick {})", r.version, r.tick),
@@ -259,6 +268,7 @@ mod tests {
             version: 2,
             head: vec![10, 0, 0, 0],
             fields: None,
+            note: None,
         };
         assert_eq!(
             state(&r),
