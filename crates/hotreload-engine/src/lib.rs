@@ -18,7 +18,7 @@
 //! ```no_run
 //! use hotreload_engine::{Config, Engine, Event, StopReason};
 //!
-//! # fn main() -> Result<(), String> {
+//! # fn main() -> Result<(), hotreload_engine::StartError> {
 //! let config = Config::new(vec!["logic.c".into()], "make".into(), "logic.so".into());
 //! let engine = Engine::start(config, |event: Event| println!("{event:?}"))?;
 //! // ... later, from any thread:
