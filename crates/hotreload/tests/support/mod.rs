@@ -28,7 +28,10 @@ pub const CC_BUILD: &str = "cc -shared -fPIC -o logic.so logic.c";
 #[derive(Default)]
 struct Output {
     lines: Vec<String>,
+    /// Both streams (stdout and stderr) have ended.
     closed: bool,
+    /// Streams that have ended so far.
+    ended: u8,
 }
 
 /// A running `hotreload` whose stdout is collected line by line.
@@ -84,7 +87,12 @@ impl Server {
                     cv.notify_all();
                 }
                 let (lock, cv) = &*out;
-                lock.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+                let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
+                out.ended += 1;
+                // Only when both have: lines still in flight on the other
+                // stream would be lost otherwise.
+                out.closed = out.ended == 2;
+                drop(out);
                 cv.notify_all();
             });
         }

@@ -1,0 +1,1539 @@
+//! The state across versions: migrated field by field when a new version
+//! changes its layout (from debug info or a declared schema), handed to the
+//! plugin's migrate hook, carried back on a rollback, transient fields reset,
+//! hooks called in order with the host context, saved to and restored from a
+//! state file (surviving corrupt files and `kill -9`), warnings for pointers
+//! into a library and for static data, deterministic runs by seed, and
+//! periodic state lines.
+//!
+//! Every plugin here is real C built by a real `cc`; every assertion is on
+//! what the real binary prints or writes.
+
+mod support;
+
+use std::path::Path;
+
+use support::{Server, editor, field, workdir};
+
+/// The build with debug info: the state's layout comes from DWARF.
+const CC_DEBUG: &str = "cc -g -shared -fPIC -o logic.so logic.c";
+
+/// A C plugin around `state_t { fields }`. `init` and `tick` are C statements
+/// on `state_t* s` (`tick` also has `double dt`); `top` is C code placed
+/// after the state's type (hooks, a schema, statics); `ext` is the
+/// initializer of the extended table after its header, if the plugin has
+/// one.
+#[derive(Clone, Copy, Default)]
+struct Plugin<'a> {
+    fields: &'a str,
+    init: &'a str,
+    tick: &'a str,
+    top: &'a str,
+    ext: Option<&'a str>,
+}
+
+impl Plugin<'_> {
+    fn source(&self) -> String {
+        let ext = match self.ext {
+            None => String::new(),
+            Some(init) => format!(
+                r#"
+static logic_api_ext_t ext = {{
+    .ext_version = HOTRELOAD_EXT_VERSION,
+    .size = sizeof(logic_api_ext_t),
+    {init}
+}};
+HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
+"#
+            ),
+        };
+        format!(
+            r#"#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include "hotreload.h"
+
+typedef struct {{
+    {fields}
+}} state_t;
+
+{top}
+
+static void p_init(void* p) {{
+    state_t* s = p;
+    {init}
+}}
+
+static void p_tick(void* p, double dt) {{
+    state_t* s = p;
+    (void)dt;
+    {tick}
+}}
+
+static void p_shutdown(void* p) {{ (void)p; }}
+
+static logic_api_t api = {{
+    .api_version = HOTRELOAD_API_VERSION,
+    .state_size = sizeof(state_t),
+    .init = p_init, .tick = p_tick, .shutdown = p_shutdown,
+}};
+HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
+{ext}"#,
+            fields = self.fields,
+            top = self.top,
+            init = self.init,
+            tick = self.tick,
+        )
+    }
+}
+
+/// A server on `logic.c` in `dir` built with `build`, 10 ms ticks unless
+/// `extra` says otherwise.
+fn start(dir: &Path, build: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--watch", "logic.c", "--build", build];
+    if !extra.contains(&"--tick-ms") {
+        args.extend_from_slice(&["--tick-ms", "10"]);
+    }
+    args.extend_from_slice(extra);
+    Server::start(dir, &args)
+}
+
+/// Runs the server to its end (`--ticks`, a bad state file) and returns it.
+fn run(dir: &Path, build: &str, extra: &[&str]) -> (i32, Server) {
+    let mut s = start(dir, build, extra);
+    let code = s.exit_code();
+    (code, s)
+}
+
+/// The tick count in a `(...; vN, tick T)` state line.
+fn state_tick(line: &str) -> u64 {
+    let at = line.rfind(", tick ").expect("a tick in the state line") + ", tick ".len();
+    line[at..]
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or_else(|_| panic!("a tick number in: {line}"))
+}
+
+/// Waits for the plugin line `[plugin] tag=<tag> score=<score>` (alone or
+/// followed by more values).
+fn expect_score(s: &mut Server, tag: &str, score: i64) -> String {
+    let needle = format!("[plugin] tag={tag} score={score}");
+    s.expect(&needle, |l| {
+        l == needle || l.strip_prefix(&needle).is_some_and(|r| r.starts_with(' '))
+    })
+}
+
+/// The index of the first line satisfying `pred`, for ordering checks.
+fn index_of(s: &Server, what: &str, pred: impl Fn(&str) -> bool) -> usize {
+    s.lines()
+        .iter()
+        .position(|l| pred(l))
+        .unwrap_or_else(|| panic!("no line {what}; output:\n{}", s.transcript()))
+}
+
+/// The score the last `tag=<tag> score=` line printed before line `before`.
+fn last_score_before(s: &Server, tag: &str, before: usize) -> i64 {
+    let needle = format!("tag={tag} score=");
+    s.lines()[..before]
+        .iter()
+        .rev()
+        .find(|l| l.contains(&needle))
+        .and_then(|l| field(l, "score"))
+        .unwrap_or_else(|| panic!("no {needle} line before line {before}:\n{}", s.transcript()))
+}
+
+// ---------------------------------------------------------------------------
+// 1. Adding a field while running.
+// ---------------------------------------------------------------------------
+
+/// `score` counts ticks from 10 and `time` adds dt (0.01) from 1.0, so every
+/// state line must say `score=10+T time=1+T/100` at tick T.
+const SCORE_TIME_INIT: &str = "s->score = 10; s->time = 1.0;";
+
+fn score_time_tick(tag: &str) -> String {
+    format!(
+        "s->score += 1; s->time += dt; printf(\"[plugin] tag={tag} score=%d time=%.2f\\n\", s->score, s->time);"
+    )
+}
+
+/// v1 `{score, time}` runs; v2 inserts `lives` between them. The swap says
+/// `migrated: +lives`, the state keeps score and time (at their new offsets)
+/// and lives starts at zero; v2 ticks on from there.
+fn add_a_field(build: &str, v1: &Plugin, v2: &Plugin, layout_notice: Option<(&str, &str)>) {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), build, &[]);
+    if let Some((first, _)) = layout_notice {
+        s.expect_contains(first);
+    }
+    s.expect_contains("[state] score=10 time=1.00 (initial; v1)");
+    expect_score(&mut s, "one", 13);
+
+    editor::rename_over(&src, &v2.source());
+    if let Some((_, second)) = layout_notice {
+        s.expect_contains(second);
+    }
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert!(swap.ends_with("; migrated: +lives)"), "{swap}");
+    let migrated = s.expect_prefix("[state] ");
+    let tick = state_tick(&migrated);
+    let score = 10 + tick as i64;
+    assert_eq!(
+        migrated,
+        format!(
+            "[state] score={score} lives=0 time={:.2} (migrated; v2, tick {tick})",
+            1.0 + tick as f64 * 0.01
+        ),
+        "{}",
+        s.transcript()
+    );
+    let swap_at = index_of(&s, "swapped", |l| l == swap);
+    assert_eq!(
+        last_score_before(&s, "one", swap_at),
+        score,
+        "the old values were kept"
+    );
+    let first = s.expect_contains("tag=two score=");
+    assert!(
+        first.starts_with(&format!(
+            "[plugin] tag=two score={} lives=0 time=",
+            score + 1
+        )),
+        "{first}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+fn v1_score_time() -> Plugin<'static> {
+    Plugin {
+        fields: "int score; double time;",
+        init: SCORE_TIME_INIT,
+        ..Plugin::default()
+    }
+}
+
+#[test]
+fn adding_a_field_while_running_migrates_the_state_by_debug_info() {
+    let tick1 = score_time_tick("one");
+    let v1 = Plugin {
+        tick: &tick1,
+        ..v1_score_time()
+    };
+    let v2 = Plugin {
+        fields: "int score; int lives; double time;",
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=two score=%d lives=%d time=%.2f\\n\", s->score, s->lives, s->time);",
+        ..v1_score_time()
+    };
+    add_a_field(
+        CC_DEBUG,
+        &v1,
+        &v2,
+        Some((
+            "[state] layout from debug info: state_t (chosen by the name state_t), 2 fields",
+            "[state] layout from debug info: state_t (chosen by the name state_t), 3 fields",
+        )),
+    );
+}
+
+#[test]
+fn adding_a_field_while_running_migrates_the_state_by_the_schema() {
+    let tick1 = score_time_tick("one");
+    let v1 = Plugin {
+        tick: &tick1,
+        top: "static const hotreload_field_t fields[] = {
+                  HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+                  HOTRELOAD_FIELD(state_t, time, HOTRELOAD_F64),
+              };",
+        ext: Some(".fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields),"),
+        ..v1_score_time()
+    };
+    let v2 = Plugin {
+        fields: "int score; int lives; double time;",
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=two score=%d lives=%d time=%.2f\\n\", s->score, s->lives, s->time);",
+        top: "static const hotreload_field_t fields[] = {
+                  HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+                  HOTRELOAD_FIELD(state_t, lives, HOTRELOAD_I32),
+                  HOTRELOAD_FIELD(state_t, time, HOTRELOAD_F64),
+              };",
+        ..v1
+    };
+    // Built without -g: the schema is the only source of the layout.
+    add_a_field(support::CC_BUILD, &v1, &v2, None);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Removing, reordering, widening, and changing a type incompatibly.
+// ---------------------------------------------------------------------------
+
+/// Starts v1, waits for `tag=one score=13`, saves v2, and returns the server
+/// with the swap and migrated-state lines.
+fn swap_to(v1: &Plugin, v2: &Plugin) -> (Server, tempfile::TempDir, String, String) {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &[]);
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2.source());
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let state = s.expect_prefix("[state] ");
+    (s, dir, swap, state)
+}
+
+#[test]
+fn removing_a_field_drops_it_and_keeps_the_others() {
+    let v1 = Plugin {
+        fields: "int score; int bonus; double time;",
+        init: "s->score = 10; s->bonus = 77; s->time = 1.0;",
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=one score=%d bonus=%d\\n\", s->score, s->bonus);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; double time;",
+        init: SCORE_TIME_INIT,
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let (mut s, _dir, swap, state) = swap_to(&v1, &v2);
+    assert!(swap.ends_with("; migrated: -bonus)"), "{swap}");
+    let tick = state_tick(&state);
+    assert_eq!(
+        state,
+        format!(
+            "[state] score={} time={:.2} (migrated; v2, tick {tick})",
+            10 + tick,
+            1.0 + tick as f64 * 0.01
+        )
+    );
+    let first = s.expect_contains("tag=two score=");
+    assert_eq!(field(&first, "score"), Some(11 + tick as i64), "{first}");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn reordered_fields_keep_their_values_by_name() {
+    let v1 = Plugin {
+        fields: "int score; int lives; double time;",
+        init: "s->score = 10; s->lives = 3; s->time = 1.0;",
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "double time; int lives; int score;",
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=two score=%d lives=%d time=%.2f\\n\", s->score, s->lives, s->time);",
+        ..v1
+    };
+    let (mut s, _dir, swap, state) = swap_to(&v1, &v2);
+    // Same size, same names: only the offsets moved.
+    assert!(
+        swap.ends_with("; migrated: reordered time, lives, score)"),
+        "{swap}"
+    );
+    let tick = state_tick(&state);
+    let time = format!("{:.2}", 1.0 + tick as f64 * 0.01);
+    assert_eq!(
+        state,
+        format!(
+            "[state] time={time} lives=3 score={} (migrated; v2, tick {tick})",
+            10 + tick
+        )
+    );
+    // The new code reads each value at its new place.
+    let first = s.expect_contains("tag=two score=");
+    assert!(
+        first.starts_with(&format!(
+            "[plugin] tag=two score={} lives=3 time=",
+            11 + tick
+        )),
+        "{first}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn widened_types_keep_their_values() {
+    // Negative, to see the sign extended; quarters, exact in a float.
+    let v1 = Plugin {
+        fields: "int score; float speed;",
+        init: "s->score = -1000; s->speed = 0.5f;",
+        tick: "s->score -= 1; s->speed += 0.25f; printf(\"[plugin] tag=one score=%d speed=%.2f\\n\", s->score, s->speed);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int64_t score; double speed;",
+        tick: "s->score -= 1; s->speed += 0.25; printf(\"[plugin] tag=two score=%\" PRId64 \" speed=%.2f\\n\", s->score, s->speed);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &[]);
+    expect_score(&mut s, "one", -1003);
+    editor::rename_over(&src, &v2.source());
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert!(
+        swap.ends_with("; migrated: ~score (int32 → int64) ~speed (float → double))"),
+        "{swap}"
+    );
+    let state = s.expect_prefix("[state] ");
+    let tick = state_tick(&state);
+    assert_eq!(
+        state,
+        format!(
+            "[state] score={} speed={:.2} (migrated; v2, tick {tick})",
+            -1000 - tick as i64,
+            0.5 + 0.25 * tick as f64
+        )
+    );
+    let first = s.expect_contains("tag=two score=");
+    assert_eq!(
+        first,
+        format!(
+            "[plugin] tag=two score={} speed={:.2}",
+            -1001 - tick as i64,
+            0.75 + 0.25 * tick as f64
+        )
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn an_incompatible_type_change_is_rejected_saying_why() {
+    let v1 = Plugin {
+        fields: "int score; double time;",
+        init: SCORE_TIME_INIT,
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; int time;",
+        tick: "s->score += 1; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &["--reloads", "1"]);
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2.source());
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert_eq!(
+        line,
+        "[reload] rejected: cannot carry the state over: field time: expected its type to stay \
+         double or widen, found int32 (values could be lost) (keeping v1)"
+    );
+    let last = s.expect_contains(" (final; ");
+    assert!(last.contains("(final; v1, tick "), "{last}");
+    assert_eq!(s.exit_code(), 10);
+    assert_eq!(s.count(|l| l.contains("tag=two")), 0, "v2 never ran");
+}
+
+#[test]
+fn an_incompatible_type_change_leaves_the_old_code_ticking() {
+    let v1 = Plugin {
+        fields: "int score; double time;",
+        init: SCORE_TIME_INIT,
+        tick: "s->score += 1; s->time += dt; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; int time;",
+        tick: "s->score += 1; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &[]);
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2.source());
+    let line = s.expect_prefix("[reload] rejected: ");
+    let at = index_of(&s, "rejected", |l| l == line);
+    let before = last_score_before(&s, "one", at);
+    // v1 carries on from its own state, tick after tick.
+    for n in 1..=3 {
+        expect_score(&mut s, "one", before + n);
+    }
+    assert_eq!(s.stop(), 10, "the last attempt was the rejection");
+}
+
+#[test]
+fn a_size_change_without_layout_or_hook_is_rejected() {
+    let v1 = Plugin {
+        fields: "int score;",
+        init: "s->score = 10;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; int lives;",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &["--reloads", "1"]);
+    s.expect_contains("[state] 4 bytes, layout unknown: [0a 00 00 00] (initial; v1)");
+    expect_score(&mut s, "one", 12);
+    editor::rename_over(&src, &v2.source());
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.starts_with(
+            "[reload] rejected: state_size mismatch: expected 4 bytes (the state the host owns), found 8"
+        ) && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    assert_eq!(s.exit_code(), 10);
+}
+
+// ---------------------------------------------------------------------------
+// 3. The migrate hook.
+// ---------------------------------------------------------------------------
+
+const SCORE_SCHEMA_V1: &str = "static const hotreload_field_t fields[] = {
+    HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+};";
+
+/// v2 of the hook tests: `doubled` is new, and the hook fills it from the
+/// old score; it prints what it was given and returns `ret`.
+fn hook_v2(ret: i32) -> String {
+    format!(
+        r#"static const hotreload_field_t fields[] = {{
+    HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+    HOTRELOAD_FIELD(state_t, doubled, HOTRELOAD_I32),
+}};
+static int migrate(const void* old_state, size_t old_size, uint32_t old_version,
+                   void* new_state, size_t new_size) {{
+    const int* old_score = old_state;
+    state_t* s = new_state;
+    printf("[plugin] migrate old_size=%zu old_version=%u new_size=%zu old_score=%d copied_score=%d doubled=%d\n",
+           old_size, old_version, new_size, *old_score, s->score, s->doubled);
+    s->doubled = *old_score * 2;
+    return {ret};
+}}"#
+    )
+}
+
+fn hook_plugins(v2_top: &str) -> (String, String) {
+    let v1 = Plugin {
+        fields: "int score;",
+        init: "s->score = 10;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        top: SCORE_SCHEMA_V1,
+        ext: Some(
+            ".state_version = 1, .fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields),",
+        ),
+    };
+    let v2 = Plugin {
+        fields: "int score; int doubled;",
+        tick: "s->score += 1; printf(\"[plugin] tag=two score=%d doubled=%d\\n\", s->score, s->doubled);",
+        top: v2_top,
+        ext: Some(
+            ".state_version = 2, .fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields), .migrate = migrate,",
+        ),
+        ..v1
+    };
+    (v1.source(), v2.source())
+}
+
+#[test]
+fn the_migrate_hook_gets_sizes_and_versions_and_fixes_up_a_field() {
+    let top = hook_v2(0);
+    let (v1, v2) = hook_plugins(&top);
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &[]);
+    s.expect_contains("[state] score=10 (initial; v1)");
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2);
+    // The host has copied score and zeroed doubled before the hook runs.
+    let hook = s.expect_contains("[plugin] migrate ");
+    let old_score = field(&hook, "old_score").expect("old_score");
+    assert_eq!(
+        hook,
+        format!(
+            "[plugin] migrate old_size=4 old_version=1 new_size=8 old_score={old_score} \
+             copied_score={old_score} doubled=0"
+        )
+    );
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert!(
+        swap.ends_with("; migrated: +doubled; state version 1 → 2)"),
+        "{swap}"
+    );
+    let state = s.expect_prefix("[state] ");
+    let tick = state_tick(&state);
+    assert_eq!(
+        state,
+        format!(
+            "[state] score={old_score} doubled={} (migrated; v2, tick {tick})",
+            old_score * 2
+        )
+    );
+    assert_eq!(old_score, 10 + tick as i64);
+    s.expect_contains(&format!(
+        "tag=two score={} doubled={}",
+        old_score + 1,
+        old_score * 2
+    ));
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn a_migrate_hook_returning_nonzero_refuses_the_version() {
+    let top = hook_v2(7);
+    let (v1, v2) = hook_plugins(&top);
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &[]);
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2);
+    s.expect_contains("[plugin] migrate old_size=4 old_version=1 new_size=8 ");
+    let refused = s.expect_prefix("[fault] ");
+    assert!(
+        refused.starts_with("[fault] v2 migrate after tick ")
+            && refused
+                .ends_with(": migrate returned 7; not swapped in; v1 keeps running on its state"),
+        "{refused}"
+    );
+    let at = index_of(&s, "the refusal", |l| l == refused);
+    let before = last_score_before(&s, "one", at);
+    // v1 ticks on from its own state, untouched by the refused migration.
+    expect_score(&mut s, "one", before + 1);
+    expect_score(&mut s, "one", before + 2);
+    assert_eq!(s.count(|l| l.starts_with("[reload] swapped")), 0);
+    assert_eq!(s.count(|l| l.contains("tag=two")), 0, "v2 never ticked");
+    // The exit code is not checked: a refusal currently counts as a fault
+    // (14), which the documentation does not settle either way.
+    s.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 4. Hooks: on_unload/on_reload order, init with the host context.
+// ---------------------------------------------------------------------------
+
+fn hooks_plugin(tag: &'static str, top: &str) -> String {
+    Plugin {
+        fields: "int score;",
+        init: "s->score = 0;",
+        tick: if tag == "one" {
+            "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);"
+        } else {
+            "s->score += 1; printf(\"[plugin] tag=two score=%d\\n\", s->score);"
+        },
+        top,
+        ext: Some(".init = h_init, .on_reload = h_on_reload, .on_unload = h_on_unload,"),
+    }
+    .source()
+}
+
+fn hooks_top(tag: &str) -> String {
+    format!(
+        r#"static void say(const hotreload_host_t* host, const char* what, const void* p) {{
+    char line[200];
+    snprintf(line, sizeof line, "{tag} %s seed=%" PRIu64 " tick=%" PRIu64 " score=%d host_size=%u",
+             what, host->seed, host->tick, ((const state_t*)p)->score, host->size);
+    host->log(line);
+}}
+static void h_init(void* p, const hotreload_host_t* host) {{
+    ((state_t*)p)->score = 100;
+    say(host, "init", p);
+}}
+static void h_on_reload(void* p, const hotreload_host_t* host) {{ say(host, "on_reload", p); }}
+static void h_on_unload(void* p, const hotreload_host_t* host) {{ say(host, "on_unload", p); }}"#
+    )
+}
+
+#[test]
+fn on_unload_of_the_old_version_runs_before_on_reload_of_the_new() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, hooks_plugin("one", &hooks_top("one"))).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &["--seed", "5"]);
+    expect_score(&mut s, "one", 103);
+    editor::rename_over(&src, &hooks_plugin("two", &hooks_top("two")));
+    let unload = s.expect_prefix("[plugin] one on_unload ");
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let preserved = s.expect_contains("(preserved; v2, tick ");
+    let reload = s.expect_prefix("[plugin] two on_reload ");
+    let first = s.expect_contains("tag=two score=");
+    // Both hooks see the same state and tick, the one v2 starts from.
+    let tick = state_tick(&preserved);
+    let score = 100 + tick as i64;
+    assert_eq!(
+        unload,
+        format!("[plugin] one on_unload seed=5 tick={tick} score={score} host_size=32")
+    );
+    assert_eq!(
+        reload,
+        format!("[plugin] two on_reload seed=5 tick={tick} score={score} host_size=32")
+    );
+    assert!(!swap.contains("migrated"), "{swap}");
+    assert_eq!(field(&first, "score"), Some(score + 1));
+    // The order, by line: v1's on_unload, the swap, v2's on_reload, v2's
+    // first tick; no on_reload at the first load, no on_unload of v2.
+    let lines = s.lines();
+    let at = |l: &String| {
+        lines
+            .iter()
+            .position(|x| x == l)
+            .expect("a line seen before")
+    };
+    assert!(at(&unload) < at(&swap) && at(&swap) < at(&reload) && at(&reload) < at(&first));
+    assert_eq!(s.count(|l| l.contains(" on_reload ")), 1);
+    assert_eq!(s.count(|l| l.contains(" on_unload ")), 1);
+    assert_eq!(s.count(|l| l.contains(" init ")), 1, "init ran once");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn init_gets_the_host_context_with_the_seed() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("logic.c"),
+        hooks_plugin("one", &hooks_top("one")),
+    )
+    .expect("write");
+    let (code, s) = run(
+        dir.path(),
+        support::CC_BUILD,
+        &["--seed", "18446744073709551557", "--ticks", "3"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    let lines = s.lines();
+    let init = index_of(&s, "init", |l| l.starts_with("[plugin] one init "));
+    // The extended init replaced the plain one, got the seed as given (the
+    // largest 64-bit prime), and logged through the host, before any tick.
+    assert_eq!(
+        lines[init],
+        "[plugin] one init seed=18446744073709551557 tick=0 score=100 host_size=32"
+    );
+    let loaded = index_of(&s, "loaded", |l| l.starts_with("[reload] loaded logic.so"));
+    // No schema and no debug info: the state by its bytes (100 = 0x64).
+    let initial = index_of(&s, "initial", |l| {
+        l == "[state] 4 bytes, layout unknown: [64 00 00 00] (initial; v1)"
+    });
+    let first_tick = index_of(&s, "first tick", |l| l.contains("tag=one score=101"));
+    assert!(loaded < init && init < initial && initial < first_tick);
+    assert_eq!(s.count(|l| l.contains("tag=one score=")), 3);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Rollback across a layout change.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_rollback_across_a_layout_change_migrates_the_state_back() {
+    let v1 = Plugin {
+        fields: "int score;",
+        init: "s->score = 0;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    // v2 adds `lives` before `score` (so score moves) and faults on its
+    // third live tick, before changing anything.
+    let v2 = Plugin {
+        fields: "int lives; int score;",
+        top: "static int live_ticks;",
+        tick: "if (++live_ticks == 3) { *(volatile int*)0 = 1; }
+               s->score += 10; s->lives += 1;
+               printf(\"[plugin] tag=two score=%d lives=%d\\n\", s->score, s->lives);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &["--trial-ticks", "0"]);
+    expect_score(&mut s, "one", 3);
+    editor::rename_over(&src, &v2.source());
+    let swap = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert!(swap.ends_with("; migrated: +lives)"), "{swap}");
+    let migrated = s.expect_prefix("[state] ");
+    let tick = state_tick(&migrated);
+    let carried = tick as i64;
+    assert_eq!(
+        migrated,
+        format!("[state] lives=0 score={carried} (migrated; v2, tick {tick})")
+    );
+    s.expect_contains(&format!("tag=two score={} lives=1", carried + 10));
+    s.expect_contains(&format!("tag=two score={} lives=2", carried + 20));
+    let fault = s.expect_prefix("[fault] ");
+    assert_eq!(
+        fault,
+        format!(
+            "[fault] v2 tick {}: SIGSEGV (address not mapped) at 0x0 in p_tick+{}; rolled back to v1, state restored to tick {}",
+            tick + 2,
+            fault
+                .split("p_tick+")
+                .nth(1)
+                .and_then(|r| r.split(';').next())
+                .unwrap_or("?"),
+            tick + 2
+        )
+    );
+    // v1 reads score where it keeps it: the two good ticks of v2 count.
+    expect_score(&mut s, "one", carried + 21);
+    expect_score(&mut s, "one", carried + 22);
+    assert_eq!(s.count(|l| l.contains("tag=two")), 2);
+    assert_eq!(s.stop(), 14, "the last outcome is the fault");
+    let last = s
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("(final; "))
+        .expect("a final state line");
+    assert!(
+        last.starts_with("[state] score=") && last.contains("(final; v1, tick "),
+        "{last}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. Transient fields.
+// ---------------------------------------------------------------------------
+
+fn transient_plugin(tag: &str) -> String {
+    let tick = format!(
+        "s->score += 1; s->cache += 1; printf(\"[plugin] tag={tag} score=%d cache=%d\\n\", s->score, s->cache);"
+    );
+    Plugin {
+        fields: "int score; int cache;",
+        init: "s->score = 0; s->cache = 0;",
+        tick: &tick,
+        top: "static const hotreload_field_t fields[] = {
+                  HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+                  HOTRELOAD_TRANSIENT_FIELD(state_t, cache, HOTRELOAD_I32),
+              };",
+        ext: Some(".fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields),"),
+    }
+    .source()
+}
+
+#[test]
+fn a_transient_field_is_reset_on_every_reload() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, transient_plugin("one")).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &[]);
+    s.expect_contains("tag=one score=5 cache=5");
+    for (n, tag) in [(2, "two"), (3, "three")] {
+        editor::rename_over(&src, &transient_plugin(tag));
+        s.expect_prefix(&format!("[reload] swapped logic.so (api=1, v{n}"));
+        let state = s.expect_prefix("[state] ");
+        let tick = state_tick(&state);
+        // The score survives; the cache starts over for the new code.
+        assert_eq!(
+            state,
+            format!("[state] score={tick} cache=0 (preserved; v{n}, tick {tick})")
+        );
+        s.expect_contains(&format!("tag={tag} score={} cache=1", tick + 1));
+        s.expect_contains(&format!("tag={tag} score={} cache=2", tick + 2));
+    }
+    assert_eq!(s.stop(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// 7. The state file.
+// ---------------------------------------------------------------------------
+
+fn counter_plugin(tag: &str) -> String {
+    let tick = format!(
+        "s->score += 1; s->time += dt; printf(\"[plugin] tag={tag} score=%d\\n\", s->score);"
+    );
+    Plugin {
+        tick: &tick,
+        init: "s->score = 10; s->time = 1.0; printf(\"[plugin] init\\n\");",
+        ..v1_score_time()
+    }
+    .source()
+}
+
+#[test]
+fn the_state_file_round_trips_across_runs() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter_plugin("one")).expect("write");
+    let args = ["--state-file", "state.bin", "--ticks", "5"];
+    let (code, first) = run(dir.path(), CC_DEBUG, &args);
+    assert_eq!(code, 0, "{}", first.transcript());
+    assert_eq!(first.count(|l| l == "[plugin] init"), 1);
+    assert_eq!(
+        first.count(|l| l == "[state] score=15 time=1.05 (final; v1, tick 5)"),
+        1,
+        "{}",
+        first.transcript()
+    );
+    assert_eq!(
+        first.count(|l| l == "[state] saved to state.bin at tick 5"),
+        1
+    );
+
+    let (code, second) = run(dir.path(), CC_DEBUG, &args);
+    assert_eq!(code, 0, "{}", second.transcript());
+    assert_eq!(
+        second.count(|l| l == "[state] score=15 time=1.05 (restored from state.bin; v1)"),
+        1,
+        "{}",
+        second.transcript()
+    );
+    assert_eq!(second.count(|l| l == "[plugin] init"), 0, "no init");
+    assert_eq!(second.count(|l| l.contains("tag=one score=16")), 1);
+    assert_eq!(
+        second.count(|l| l == "[state] score=20 time=1.10 (final; v1, tick 5)"),
+        1,
+        "{}",
+        second.transcript()
+    );
+}
+
+#[test]
+fn the_state_file_migrates_across_a_layout_change_between_runs() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter_plugin("one")).expect("write");
+    let args = ["--state-file", "state.bin", "--ticks", "4"];
+    let (code, first) = run(dir.path(), CC_DEBUG, &args);
+    assert_eq!(code, 0, "{}", first.transcript());
+
+    let v2 = Plugin {
+        fields: "int lives; double time; int score;",
+        init: "s->score = 10; s->time = 1.0; printf(\"[plugin] init\\n\");",
+        tick: "s->score += 1; s->lives += 2; printf(\"[plugin] tag=two score=%d lives=%d\\n\", s->score, s->lives);",
+        ..Plugin::default()
+    };
+    std::fs::write(&src, v2.source()).expect("write v2");
+    let (code, second) = run(dir.path(), CC_DEBUG, &args);
+    assert_eq!(code, 0, "{}", second.transcript());
+    assert_eq!(
+        second.count(|l| l
+            == "[state] lives=0 time=1.04 score=14 (restored from state.bin (migrated: +lives); v1)"),
+        1,
+        "{}",
+        second.transcript()
+    );
+    assert_eq!(second.count(|l| l == "[plugin] init"), 0);
+    assert_eq!(
+        second.count(|l| l == "[plugin] tag=two score=15 lives=2"),
+        1
+    );
+
+    // And the file now holds the new layout: a third run restores it as is.
+    let (code, third) = run(dir.path(), CC_DEBUG, &args);
+    assert_eq!(code, 0, "{}", third.transcript());
+    assert_eq!(
+        third.count(|l| l == "[state] lives=8 time=1.04 score=18 (restored from state.bin; v1)"),
+        1,
+        "{}",
+        third.transcript()
+    );
+}
+
+/// Saves a good state file in a fresh work folder and returns the folder.
+fn saved_state() -> tempfile::TempDir {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter_plugin("one")).expect("write");
+    let (code, s) = run(
+        dir.path(),
+        support::CC_BUILD,
+        &["--state-file", "state.bin", "--ticks", "3"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    assert!(dir.path().join("state.bin").exists());
+    dir
+}
+
+#[test]
+fn an_unusable_state_file_stops_the_start_and_is_left_untouched() {
+    let dir = saved_state();
+    let path = dir.path().join("state.bin");
+    let good = std::fs::read(&path).expect("read the state file");
+    let mut flipped = good.clone();
+    // A byte of the state itself (the file ends with its 16 bytes and a
+    // 4-byte checksum).
+    let at = flipped.len() - 10;
+    flipped[at] ^= 0x5a;
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        ("corrupt", flipped, "corrupt state file: checksum mismatch"),
+        (
+            "truncated",
+            good[..good.len() - 7].to_vec(),
+            "truncated state file: expected",
+        ),
+        (
+            "foreign",
+            b"score = 15\nthis is my notes file\n".to_vec(),
+            "not a hotreload state file",
+        ),
+    ];
+    for (what, bytes, message) in cases {
+        std::fs::write(&path, &bytes).expect("write the bad file");
+        // The server stops before anything starts; read its stderr whole
+        // (--ticks ends a server that wrongly starts anyway).
+        let out = std::process::Command::new(support::binary())
+            .args(["--watch", "logic.c", "--build", support::CC_BUILD])
+            .args([
+                "--tick-ms",
+                "10",
+                "--state-file",
+                "state.bin",
+                "--ticks",
+                "3",
+            ])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run hotreload");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(15), "{what}: {stdout}{stderr}");
+        let error = stderr.trim_end();
+        assert!(
+            error.starts_with("hotreload: error: cannot restore the state from state.bin: ")
+                && error.contains(message)
+                && error.contains("the file was left untouched")
+                && error.contains("--fresh-state")
+                && !error.contains('\n'),
+            "{what}: {error}"
+        );
+        assert_eq!(stdout, "", "{what}: nothing ran");
+        assert_eq!(
+            std::fs::read(&path).expect("read back"),
+            bytes,
+            "{what}: the file is byte for byte as it was"
+        );
+    }
+}
+
+#[test]
+fn fresh_state_starts_over_and_overwrites_the_file() {
+    let dir = saved_state();
+    let path = dir.path().join("state.bin");
+    let junk = b"not a state at all".to_vec();
+    std::fs::write(&path, &junk).expect("write junk");
+    let (code, s) = run(
+        dir.path(),
+        support::CC_BUILD,
+        &["--state-file", "state.bin", "--fresh-state", "--ticks", "2"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    assert_eq!(
+        s.count(|l| l == "[plugin] init"),
+        1,
+        "a fresh start runs init"
+    );
+    assert_eq!(s.count(|l| l == "[state] saved to state.bin at tick 2"), 1);
+    assert_ne!(std::fs::read(&path).expect("read"), junk, "overwritten");
+    // What it wrote is a good state file.
+    let (code, s) = run(
+        dir.path(),
+        support::CC_BUILD,
+        &["--state-file", "state.bin", "--ticks", "1"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    assert_eq!(
+        s.count(
+            |l| l.starts_with("[state] 16 bytes, layout unknown: [0c 00 00 00")
+                && l.ends_with("(restored from state.bin; v1)")
+        ),
+        1,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.count(|l| l.contains("tag=one score=13")), 1);
+}
+
+#[test]
+fn sigkill_during_saves_leaves_a_file_the_next_run_restores() {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::process::ExitStatusExt;
+
+    // 256 KiB of state, every byte rewritten each tick from the score, so
+    // that a file mixing two saves would be seen by the plugin as well as
+    // by the checksum.
+    let plugin = Plugin {
+        fields: "int score; unsigned char pad[256 * 1024];",
+        init: "s->score = 0; memset(s->pad, 0, sizeof s->pad);",
+        tick: "for (size_t i = 0; i < sizeof s->pad; i++) {
+                   if (s->pad[i] != (unsigned char)s->score) {
+                       printf(\"[plugin] torn state at byte %zu\\n\", i);
+                       break;
+                   }
+               }
+               s->score += 1;
+               memset(s->pad, (unsigned char)s->score, sizeof s->pad);
+               printf(\"[plugin] tag=big score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), plugin.source()).expect("write");
+    let args = [
+        "--tick-ms",
+        "2",
+        "--state-file",
+        "state.bin",
+        "--save-every",
+        "1",
+        "--trial-ticks",
+        "0",
+    ];
+    let mut random = RandomState::new().build_hasher();
+    let mut last_restored = 0;
+    for round in 0..5 {
+        let mut s = start(dir.path(), support::CC_BUILD, &args);
+        if round > 0 {
+            let restored = s.expect_contains("(restored from state.bin; v1)");
+            let score = s.expect_contains("tag=big score=");
+            let restored_score = field(&score, "score").expect("a score") - 1;
+            assert!(
+                restored.starts_with("[state] 262148 bytes, layout unknown: "),
+                "{restored}"
+            );
+            assert!(
+                restored_score >= last_restored,
+                "round {round}: restored {restored_score}, earlier {last_restored}"
+            );
+            last_restored = restored_score;
+        }
+        // Kill it after a random number of ticks, when saves are under way.
+        random.write_usize(round);
+        let ticks = 5 + random.finish() % 40;
+        expect_score(&mut s, "big", last_restored + ticks as i64);
+        if round == 0 {
+            support::wait_for_file(&dir.path().join("state.bin"));
+        }
+        s.signal(nix::sys::signal::Signal::SIGKILL);
+        let status = s.wait();
+        assert_eq!(status.signal(), Some(9), "round {round}: {status:?}");
+        assert_eq!(
+            s.count(|l| l.contains("torn state")),
+            0,
+            "{}",
+            s.transcript()
+        );
+    }
+    // The last kill's file restores too, and a clean run clears what the
+    // killed writers left behind.
+    let mut s = start(
+        dir.path(),
+        support::CC_BUILD,
+        &[
+            "--tick-ms",
+            "2",
+            "--state-file",
+            "state.bin",
+            "--ticks",
+            "2",
+        ],
+    );
+    s.expect_contains("(restored from state.bin; v1)");
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+    assert_eq!(
+        s.count(|l| l.contains("torn state")),
+        0,
+        "{}",
+        s.transcript()
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read the work folder")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".state.bin.tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 8. Warnings: pointers into a library, static data.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_pointer_into_the_old_library_is_warned_about_by_field() {
+    let v1 = Plugin {
+        fields: "int score; const char* name;",
+        init: "s->score = 0; s->name = \"player one\";",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    // v2 never reads the name: it only carries the pointer on.
+    let v2 = Plugin {
+        tick: "s->score += 1; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &[]);
+    expect_score(&mut s, "one", 2);
+    assert_eq!(
+        s.count(|l| l.contains("warning")),
+        0,
+        "no warning before a swap"
+    );
+    editor::rename_over(&src, &v2.source());
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    let warning = "[state] warning: field name (offset 8) points into v1's library: it dangles \
+                   once v1 is unloaded (keep an index or a copy in the state, not a pointer)";
+    assert_eq!(s.count(|l| l.contains("warning")), 1, "{}", s.transcript());
+    assert_eq!(s.count(|l| l == warning), 1, "{}", s.transcript());
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn writable_static_data_is_warned_about_once() {
+    let plugin = |tag: &str| {
+        let tick = format!(
+            "s->score += 1; calls += 1; printf(\"[plugin] tag={tag} score=%d calls=%d\\n\", s->score, calls);"
+        );
+        Plugin {
+            fields: "int score;",
+            init: "s->score = 0;",
+            tick: &tick,
+            top: "static int calls;",
+            ..Plugin::default()
+        }
+        .source()
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, plugin("one")).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &[]);
+    let warning = s.expect_prefix("[reload] warning: ");
+    assert_eq!(
+        warning,
+        "[reload] warning: v1 keeps writable static data (calls (4 bytes)): it starts afresh on \
+         every reload; keep what must survive in the state"
+    );
+    s.expect_prefix("[reload] loaded logic.so (api=1, v1)");
+    s.expect_contains("tag=one score=3 calls=3");
+    for (n, tag) in [(2, "two"), (3, "three")] {
+        editor::rename_over(&src, &plugin(tag));
+        s.expect_prefix(&format!("[reload] swapped logic.so (api=1, v{n}"));
+        // The static starts afresh; the state does not.
+        let first = s.expect_contains(&format!("tag={tag} score="));
+        assert!(first.ends_with(" calls=1"), "{first}");
+        s.expect_contains(&format!("tag={tag} score="));
+    }
+    assert_eq!(
+        s.count(|l| l.contains("writable static data")),
+        1,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+// ---------------------------------------------------------------------------
+// 9. Determinism.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn the_same_seed_and_ticks_give_byte_identical_state_files() {
+    let plugin = Plugin {
+        fields: "uint64_t rng; int64_t sum; uint32_t hist[16];",
+        top: r#"static const hotreload_field_t fields[] = {
+    HOTRELOAD_FIELD(state_t, rng, HOTRELOAD_U64),
+    HOTRELOAD_FIELD(state_t, sum, HOTRELOAD_I64),
+    HOTRELOAD_FIELD(state_t, hist, HOTRELOAD_U32),
+};
+static void seeded_init(void* p, const hotreload_host_t* host) {
+    state_t* s = p;
+    memset(s, 0, sizeof *s);
+    s->rng = host->seed * 0x9E3779B97F4A7C15ull + 1;
+}"#,
+        // xorshift64
+        tick: "s->rng ^= s->rng << 13; s->rng ^= s->rng >> 7; s->rng ^= s->rng << 17;
+               s->sum += (int64_t)(s->rng % 1000); s->hist[s->rng % 16] += 1;",
+        ext: Some(
+            ".fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields), .init = seeded_init,",
+        ),
+        ..Plugin::default()
+    };
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), plugin.source()).expect("write");
+    let mut files = Vec::new();
+    for (name, seed) in [("a.bin", "7"), ("b.bin", "7"), ("c.bin", "8")] {
+        let (code, s) = run(
+            dir.path(),
+            support::CC_BUILD,
+            &["--seed", seed, "--ticks", "50", "--state-file", name],
+        );
+        assert_eq!(code, 0, "{}", s.transcript());
+        assert_eq!(
+            s.count(|l| l == format!("[state] saved to {name} at tick 50")),
+            1,
+            "{}",
+            s.transcript()
+        );
+        files.push(std::fs::read(dir.path().join(name)).expect("read the state file"));
+    }
+    assert!(files[0] == files[1], "same seed, same ticks: the same file");
+    assert!(files[0] != files[2], "another seed: another file");
+    assert_eq!(files[0].len(), files[2].len());
+}
+
+// ---------------------------------------------------------------------------
+// 10. Periodic state lines.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn state_every_prints_the_state_every_n_ticks() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter_plugin("one")).expect("write");
+    let (code, s) = run(
+        dir.path(),
+        CC_DEBUG,
+        &["--state-every", "5", "--ticks", "17"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    let states: Vec<String> = s
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("[state] score="))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "[state] score=10 time=1.00 (initial; v1)",
+            "[state] score=15 time=1.05 (v1, tick 5)",
+            "[state] score=20 time=1.10 (v1, tick 10)",
+            "[state] score=25 time=1.15 (v1, tick 15)",
+            "[state] score=27 time=1.17 (final; v1, tick 17)",
+        ],
+        "{}",
+        s.transcript()
+    );
+    // Each periodic line comes right after the tick it reports.
+    let lines = s.lines();
+    for (tick, score) in [(5, 15), (10, 20), (15, 25)] {
+        let at = index_of(&s, "periodic", |l| {
+            l.ends_with(&format!("(v1, tick {tick})"))
+        });
+        assert_eq!(lines[at - 1], format!("[plugin] tag=one score={score}"));
+    }
+}
+
+#[test]
+fn state_every_without_a_layout_prints_the_bytes() {
+    let plugin = Plugin {
+        fields: "int score;",
+        init: "s->score = 10;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), plugin.source()).expect("write");
+    let (code, s) = run(
+        dir.path(),
+        support::CC_BUILD,
+        &["--state-every", "3", "--ticks", "7"],
+    );
+    assert_eq!(code, 0, "{}", s.transcript());
+    let states: Vec<String> = s
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with("[state] "))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "[state] 4 bytes, layout unknown: [0a 00 00 00] (initial; v1)",
+            "[state] 4 bytes, layout unknown: [0d 00 00 00] (v1, tick 3)",
+            "[state] 4 bytes, layout unknown: [10 00 00 00] (v1, tick 6)",
+            "[state] 4 bytes, layout unknown: [11 00 00 00] (final; v1, tick 7)",
+        ],
+        "{}",
+        s.transcript()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Engine bugs these tests found, pinned down. Each test asserts the behaviour
+// the ABI documents and fails today; run with `--ignored` once fixed.
+// ---------------------------------------------------------------------------
+
+/// The new version's `migrate` hook refuses it, yet the running version has
+/// already been told it is going (`on_unload`), and goes on running without
+/// being told it stays (tick.rs `install` calls `on_unload` before
+/// `migrate`).
+#[test]
+#[ignore = "engine bug: on_unload runs before the new version's migrate hook, which may refuse"]
+fn a_refused_migration_does_not_unload_the_running_version() {
+    let v1 = Plugin {
+        fields: "int score;",
+        init: "s->score = 10;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        top: "static const hotreload_field_t fields[] = {
+                  HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
+              };
+              static void bye(void* p, const hotreload_host_t* host) { (void)p; host->log(\"one on_unload\"); }
+              static void hello(void* p, const hotreload_host_t* host) { (void)p; host->log(\"one on_reload\"); }",
+        ext: Some(
+            ".state_version = 1, .fields = fields, .field_count = HOTRELOAD_FIELD_COUNT(fields), \
+             .on_unload = bye, .on_reload = hello,",
+        ),
+    };
+    let top = hook_v2(1);
+    let (_, v2) = hook_plugins(&top);
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), support::CC_BUILD, &[]);
+    expect_score(&mut s, "one", 13);
+    editor::rename_over(&src, &v2);
+    let refused = s.expect_prefix("[fault] v2 migrate");
+    let at = index_of(&s, "the refusal", |l| l == refused);
+    let before = last_score_before(&s, "one", at);
+    expect_score(&mut s, "one", before + 2);
+    let lines = s.lines();
+    let unloaded = lines.iter().filter(|l| l.contains("one on_unload")).count();
+    let reloaded_after = lines[at..]
+        .iter()
+        .filter(|l| l.contains("one on_reload"))
+        .count();
+    assert!(
+        unloaded == 0 || reloaded_after == unloaded,
+        "v1 was told it is unloaded, and ticks on:\n{}",
+        s.transcript()
+    );
+    s.stop();
+}
+
+/// A build whose state size changes is never tried: the probe refuses the
+/// new size against the current state's, and trial.rs takes a probe's
+/// "reject" as "the host's checks will say why", so the build goes live
+/// untried and crashes in the server.
+#[test]
+#[ignore = "engine bug: a build that changes the state's size skips its trial run"]
+fn a_build_that_changes_the_state_size_still_has_its_trial() {
+    let v1 = Plugin {
+        fields: "int score;",
+        init: "s->score = 0;",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; int lives;",
+        tick: "*(volatile int*)0 = 1; s->score += 1;",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &["--reloads", "1"]);
+    expect_score(&mut s, "one", 3);
+    editor::rename_over(&src, &v2.source());
+    let line = s.expect("a rejection or a swap", |l| {
+        l.starts_with("[reload] rejected: ") || l.starts_with("[reload] swapped ")
+    });
+    assert!(
+        line.starts_with("[reload] rejected: trial tick 1: SIGSEGV"),
+        "{}",
+        s.transcript()
+    );
+    s.wait();
+    assert_eq!(
+        s.count(|l| l.starts_with("[fault]")),
+        0,
+        "{}",
+        s.transcript()
+    );
+}
+
+/// A reorder (same size) is tried on the state as the old version laid it
+/// out, not migrated: the new code reads `divisor` where the old one kept a
+/// zero, and the trial refuses a build that runs fine once migrated.
+#[test]
+#[ignore = "engine bug: the trial runs a new layout's code on the unmigrated state"]
+fn a_reordered_build_is_tried_on_the_migrated_state() {
+    let v1 = Plugin {
+        fields: "int divisor; int score;",
+        init: "s->divisor = 5; s->score = 0;",
+        tick: "volatile int d = s->divisor; (void)(100 / d); printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        fields: "int score; int divisor;",
+        tick: "volatile int d = s->divisor; s->score += 100 / d; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &["--reloads", "1"]);
+    expect_score(&mut s, "one", 0);
+    editor::rename_over(&src, &v2.source());
+    let line = s.expect("a rejection or a swap", |l| {
+        l.starts_with("[reload] rejected: ") || l.starts_with("[reload] swapped ")
+    });
+    assert!(
+        line.starts_with("[reload] swapped logic.so (api=1, v2")
+            && line.ends_with("; migrated: reordered score, divisor)"),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// The extended `init` replaces `logic_api_t.init`, but the first version's
+/// trial runs the plain one: a plugin that sets up in its extended init is
+/// refused by its own trial.
+#[test]
+#[ignore = "engine bug: the trial runs logic_api_t.init instead of the extended init"]
+fn the_trial_of_a_first_version_runs_its_extended_init() {
+    let plugin = Plugin {
+        fields: "int divisor; int score;",
+        init: "/* the extended init does the work */",
+        tick: "volatile int d = s->divisor; s->score += 100 / d; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        top: "static void setup(void* p, const hotreload_host_t* host) { (void)host; ((state_t*)p)->divisor = 5; }",
+        ext: Some(".init = setup,"),
+    };
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), plugin.source()).expect("write");
+    let mut s = start(dir.path(), support::CC_BUILD, &["--ticks", "3"]);
+    let line = s.expect("a rejection or a load", |l| {
+        l.starts_with("[reload] rejected: ") || l.starts_with("[reload] loaded ")
+    });
+    assert!(
+        line.starts_with("[reload] loaded logic.so (api=1, v1)"),
+        "{}",
+        s.transcript()
+    );
+    expect_score(&mut s, "one", 60);
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// A state restored from the file across a state-version change is
+/// migrated by name only: the new version's migrate hook, which the header
+/// says runs "when the state's layout or version changed", is never called
+/// (reload.rs `restored_state`).
+#[test]
+#[ignore = "engine bug: restoring across a state-version change skips the migrate hook"]
+fn restoring_across_a_state_version_change_runs_the_migrate_hook() {
+    let top = hook_v2(0);
+    let (v1, v2) = hook_plugins(&top);
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1).expect("write v1");
+    let args = ["--state-file", "state.bin", "--ticks", "5"];
+    let (code, first) = run(dir.path(), support::CC_BUILD, &args);
+    assert_eq!(code, 0, "{}", first.transcript());
+    std::fs::write(&src, v2).expect("write v2");
+    let (code, second) = run(dir.path(), support::CC_BUILD, &args);
+    assert_eq!(code, 0, "{}", second.transcript());
+    assert_eq!(
+        second.count(|l| l.starts_with("[plugin] migrate old_size=4 old_version=1 new_size=8 ")),
+        1,
+        "{}",
+        second.transcript()
+    );
+    assert_eq!(
+        second.count(|l| l.starts_with("[state] score=15 doubled=30 (restored from state.bin")),
+        1,
+        "{}",
+        second.transcript()
+    );
+}
