@@ -131,6 +131,8 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
         ticks,
         dt: TICK_PERIOD.as_secs_f64(),
         stall: Duration::from_secs(1),
+        seed: 0,
+        state_type: None,
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
     let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);
@@ -156,6 +158,8 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
                 .arg(ticks.to_string())
                 .arg(settings.dt.to_string())
                 .arg("none")
+                .arg("0")
+                .arg("-")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -12,8 +12,11 @@ use std::ffi::CStr;
 use std::sync::Arc;
 
 use hotreload_abi::{
-    DescribeFn, EXT_VERSION, FIELD_TRANSIENT, FieldDesc, HookFn, LogicApiExt, MigrateFn, field_type,
+    DescribeFn, EXT_VERSION, FIELD_TRANSIENT, FieldDesc, HookFn, HostContext, LogicApiExt,
+    MigrateFn, field_type,
 };
+
+use crate::event::{Event, EventSink};
 
 use crate::layout::{Field, Layout, Scalar, Source};
 use crate::outcome::Rejection;
@@ -29,6 +32,43 @@ pub struct Ext {
     pub describe: Option<DescribeFn>,
     /// The declared schema, if any.
     pub schema: Option<Arc<Layout>>,
+}
+
+thread_local! {
+    /// Where `host_log` sends plugin lines on this thread.
+    static LOG_SINK: std::cell::RefCell<Option<EventSink>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sends what plugin code logs on this thread to `sink`, as
+/// [`Event::PluginLog`]. Without it (a trial probe), lines go to stdout.
+pub fn log_to(sink: EventSink) {
+    LOG_SINK.with(|s| *s.borrow_mut() = Some(sink));
+}
+
+/// The context handed to `init` and the hooks.
+pub fn host_context(seed: u64, tick: u64) -> HostContext {
+    HostContext {
+        size: std::mem::size_of::<HostContext>() as u32,
+        reserved: 0,
+        seed,
+        tick,
+        log: Some(host_log),
+    }
+}
+
+/// The host context's `log`: one `[plugin]` line, in order with the host's.
+unsafe extern "C" fn host_log(message: *const std::ffi::c_char) {
+    if message.is_null() {
+        return;
+    }
+    // SAFETY: the ABI asks for a NUL-terminated string, valid for the call.
+    let text = unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned();
+    LOG_SINK.with(|sink| match &*sink.borrow() {
+        Some(sink) => sink(Event::PluginLog(text)),
+        None => println!("[plugin] {text}"),
+    });
 }
 
 /// The smallest table a plugin can hand over: `ext_version` and `size`.

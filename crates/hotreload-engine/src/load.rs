@@ -23,6 +23,8 @@ pub struct Library {
     /// Where the tables the plugin handed over live, as linked (offsets from
     /// the load base): they sit in writable data, and are meant to.
     tables: std::cell::RefCell<Vec<u64>>,
+    /// Where the loader put the library (0 until a table was handed over).
+    base: std::cell::Cell<usize>,
 }
 
 impl Library {
@@ -48,6 +50,7 @@ impl Library {
             raw,
             shadow,
             tables: Default::default(),
+            base: Default::default(),
         })
     }
 
@@ -124,6 +127,7 @@ impl Library {
         if unsafe { libc::dladdr(address as *const std::ffi::c_void, &mut info) } != 0 {
             let offset = address.wrapping_sub(info.dli_fbase as usize) as u64;
             self.tables.borrow_mut().push(offset);
+            self.base.set(info.dli_fbase as usize);
         }
     }
 
@@ -132,23 +136,16 @@ impl Library {
         self.tables.borrow().clone()
     }
 
-    /// The address ranges this library occupies, per `/proc/self/maps`.
-    pub fn mapped_ranges(&self) -> Vec<(usize, usize)> {
-        let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+    /// The address ranges of `spans` (as linked, from `precheck`) where the
+    /// loader put this library.
+    pub fn mapped_ranges(&self, spans: &[(u64, u64)]) -> Vec<(usize, usize)> {
+        let base = self.base.get();
+        if base == 0 {
             return Vec::new();
-        };
-        let Some(path) = self.shadow.path().to_str() else {
-            return Vec::new();
-        };
-        maps.lines()
-            .filter(|line| line.ends_with(path))
-            .filter_map(|line| {
-                let (start, end) = line.split_whitespace().next()?.split_once('-')?;
-                Some((
-                    usize::from_str_radix(start, 16).ok()?,
-                    usize::from_str_radix(end, 16).ok()?,
-                ))
-            })
+        }
+        spans
+            .iter()
+            .map(|&(start, end)| (base + start as usize, base + end as usize))
             .collect()
     }
 

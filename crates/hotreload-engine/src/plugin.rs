@@ -36,6 +36,8 @@ pub struct Plugin {
 pub struct Knowledge {
     pub ext: Option<Ext>,
     pub layout: Option<Arc<Layout>>,
+    /// The library's segments as linked, from `precheck`.
+    pub spans: Vec<(u64, u64)>,
 }
 
 impl Plugin {
@@ -55,6 +57,7 @@ impl Plugin {
             Knowledge {
                 ext: None,
                 layout: None,
+                spans: Vec::new(),
             },
         )
     }
@@ -67,7 +70,7 @@ impl Plugin {
         build_hash: u64,
         knowledge: Knowledge,
     ) -> Plugin {
-        let ranges = library.mapped_ranges();
+        let ranges = library.mapped_ranges(&knowledge.spans);
         Plugin {
             api,
             library,

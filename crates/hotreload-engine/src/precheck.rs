@@ -25,7 +25,10 @@ const HOST_ARCH: Architecture = if cfg!(target_arch = "x86_64") {
     Architecture::Unknown
 };
 
-pub fn precheck(bytes: &[u8]) -> Result<(), Rejection> {
+/// On success, the address ranges the library's segments will occupy, as
+/// linked (relative to its load base): what the host needs to recognise a
+/// pointer into the library later, without reading `/proc/self/maps`.
+pub fn precheck(bytes: &[u8]) -> Result<Vec<(u64, u64)>, Rejection> {
     let not_loadable = |why: String| Rejection::NotLoadable(why);
     if !bytes.starts_with(b"\x7fELF") {
         return Err(not_loadable(format!(
@@ -71,7 +74,12 @@ pub fn precheck(bytes: &[u8]) -> Result<(), Rejection> {
         )));
     }
     let len = bytes.len() as u64;
+    let mut spans = Vec::new();
     for segment in file.segments() {
+        spans.push((
+            segment.address(),
+            segment.address().saturating_add(segment.size()),
+        ));
         let (offset, size) = segment.file_range();
         if offset.checked_add(size).is_none_or(|end| end > len) {
             return Err(not_loadable(format!(
@@ -107,7 +115,7 @@ pub fn precheck(bytes: &[u8]) -> Result<(), Rejection> {
             }
         )));
     }
-    Ok(())
+    Ok(spans)
 }
 
 /// A few words on what a non-ELF file looks like, for the rejection message.

@@ -10,14 +10,19 @@
 //! constructor, or hangs and is killed, the host still knows where.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::check;
+use crate::ext;
 use crate::guard;
+use crate::layout::{Layout, dwarf};
 use crate::load::Library;
+use crate::migrate::{self, Decision, Side};
 use crate::outcome::Rejection;
+use crate::persist::{self, Saved};
 use crate::shadow::ShadowFile;
 use crate::state::State;
 
@@ -51,21 +56,25 @@ pub fn run_if_requested() {
     std::process::exit(code);
 }
 
-/// What the parent asks: `<library> <report> <ticks> <dt> <state-size|none>`;
-/// the state's bytes, if any, come on stdin.
+/// What the parent asks: `<library> <report> <ticks> <dt> <state> <seed>
+/// <state-type>`, where `<state>` is a state file (the current state with its
+/// version and layout) or `none` for a first version, and `<state-type>` is
+/// `-` for none.
 struct Probe {
     library: PathBuf,
     report: File,
     ticks: u64,
     dt: f64,
-    state_size: Option<usize>,
+    state: Option<PathBuf>,
+    seed: u64,
+    state_type: Option<String>,
 }
 
 impl Probe {
     fn from_args() -> Result<Probe, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let [library, report, ticks, dt, state] = args.as_slice() else {
-            return Err(format!("expected 5 arguments, found {}", args.len()));
+        let [library, report, ticks, dt, state, seed, state_type] = args.as_slice() else {
+            return Err(format!("expected 7 arguments, found {}", args.len()));
         };
         let report = File::create(report).map_err(|e| format!("cannot create {report}: {e}"))?;
         Ok(Probe {
@@ -75,16 +84,26 @@ impl Probe {
                 .parse()
                 .map_err(|_| format!("bad tick count {ticks:?}"))?,
             dt: dt.parse().map_err(|_| format!("bad dt {dt:?}"))?,
-            state_size: match state.as_str() {
-                "none" => None,
-                n => Some(n.parse().map_err(|_| format!("bad state size {n:?}"))?),
-            },
+            state: (state != "none").then(|| PathBuf::from(state)),
+            seed: seed.parse().map_err(|_| format!("bad seed {seed:?}"))?,
+            state_type: (state_type != "-").then(|| state_type.clone()),
         })
     }
 
     fn say(&mut self, line: &str) {
         // The parent reads what was written before a crash: no buffering.
         let _ = writeln!(self.report, "{line}");
+    }
+
+    /// `fault …` for plugin code that faulted, `reject …` for what the host's
+    /// own checks will refuse (with the right exit code) once it loads the
+    /// build.
+    fn refuse(&mut self, why: Rejection) -> i32 {
+        match why {
+            Rejection::Faulted(what) => self.say(&format!("fault trial: {what}")),
+            other => self.say(&format!("reject {other}")),
+        }
+        0
     }
 
     fn run(mut self) -> i32 {
@@ -99,50 +118,83 @@ impl Probe {
         // The copy belongs to the host, which removes it; this process must not.
         let library = match Library::open(ShadowFile::borrowed(self.library.clone())) {
             Ok(l) => l,
-            Err(why) => {
-                self.say(&format!("reject {why}"));
-                return 0;
-            }
+            Err(why) => return self.refuse(why),
         };
         self.say("stage logic_get_api");
-        let table = match library.table() {
-            Ok(t) => t,
-            // The host must never run a `logic_get_api` that crashed here.
-            Err(why @ Rejection::Faulted(_)) => {
-                self.say(&format!("fault trial: {why}"));
-                return 0;
-            }
-            Err(why) => {
-                self.say(&format!("reject {why}"));
-                return 0;
-            }
-        };
-        let api = match check::check(&table, self.state_size) {
+        let api = match library.table().and_then(|t| check::check(&t, None)) {
             Ok(api) => api,
-            Err(why) => {
-                self.say(&format!("reject {why}"));
-                return 0;
-            }
+            Err(why) => return self.refuse(why),
+        };
+        self.say("stage logic_get_api_ext");
+        // SAFETY: the table came from the loaded library, whose schema names
+        // stay readable while it is loaded (until the end of this function).
+        let ext = match library.ext_table().and_then(|t| {
+            t.map(|t| unsafe { ext::check(&t, api.state_size) })
+                .transpose()
+        }) {
+            Ok(ext) => ext,
+            Err(why) => return self.refuse(why),
+        };
+        let layout: Option<Arc<Layout>> = match ext.as_ref().and_then(|e| e.schema.clone()) {
+            Some(schema) => Some(schema),
+            None => std::fs::read(&self.library)
+                .ok()
+                .and_then(|bytes| {
+                    dwarf::read_layout(&bytes, api.state_size, self.state_type.as_deref())
+                        .ok()
+                        .flatten()
+                })
+                .map(Arc::new),
         };
         let mut state = match State::zeroed(api.state_size) {
             Ok(s) => s,
             Err(why) => {
-                self.say(&format!("reject {why}"));
-                return 0;
+                return self.refuse(Rejection::StateUnallocatable {
+                    size: api.state_size,
+                    why,
+                });
             }
         };
-        if self.state_size.is_some() {
-            if let Err(e) = std::io::stdin().lock().read_exact(state.bytes_mut()) {
-                self.say(&format!("error cannot read the state: {e}"));
-                return 1;
+        let host = ext::host_context(self.seed, 0);
+        let hooks = ext.clone();
+        match self.state.clone() {
+            None => {
+                self.say("stage init");
+                // SAFETY: the state was allocated with this table's
+                // `state_size`; this is the only thread calling plugin code.
+                let result = match hooks.as_ref().and_then(|e| e.init) {
+                    Some(init) => unsafe { guard::call_hook(init, state.as_mut_ptr(), &host) },
+                    None => unsafe { guard::call_state(api.init, state.as_mut_ptr()) },
+                };
+                if let Err(fault) = result {
+                    self.say(&format!("fault trial init: {}", describe(&fault)));
+                    return 0;
+                }
             }
-        } else {
-            self.say("stage init");
-            // SAFETY: the state was allocated with this table's `state_size`;
-            // this is the only thread calling plugin code.
-            if let Err(fault) = unsafe { guard::call_state(api.init, state.as_mut_ptr()) } {
-                self.say(&format!("fault trial init: {}", describe(&fault)));
-                return 0;
+            Some(path) => {
+                let saved = match persist::load(&path) {
+                    Ok(saved) => saved,
+                    Err(e) => {
+                        self.say(&format!("error cannot read the state handed over: {e}"));
+                        return 1;
+                    }
+                };
+                self.say("stage migrate");
+                if let Err(why) =
+                    self.carry_over(&saved, &mut state, layout.as_deref(), hooks.as_ref())
+                {
+                    return self.refuse(why);
+                }
+                if let Some(on_reload) = hooks.as_ref().and_then(|e| e.on_reload) {
+                    self.say("stage on_reload");
+                    // SAFETY: as for `init`.
+                    if let Err(fault) =
+                        unsafe { guard::call_hook(on_reload, state.as_mut_ptr(), &host) }
+                    {
+                        self.say(&format!("fault trial on_reload: {}", describe(&fault)));
+                        return 0;
+                    }
+                }
             }
         }
         for n in 1..=self.ticks {
@@ -158,6 +210,62 @@ impl Probe {
         let _ = library.close();
         self.say("ok");
         0
+    }
+
+    /// Fills `state` from the host's current state as the host will when
+    /// it swaps this build in: as is, or migrated by plan and hook.
+    fn carry_over(
+        &mut self,
+        saved: &Saved,
+        state: &mut State,
+        layout: Option<&Layout>,
+        ext: Option<&ext::Ext>,
+    ) -> Result<(), Rejection> {
+        let old = Side {
+            size: saved.state.len(),
+            version: saved.state_version,
+            layout: saved.layout.as_ref(),
+            has_hook: false,
+        };
+        let hook = ext.and_then(|e| e.migrate);
+        let new = Side {
+            size: state.size(),
+            version: ext.map_or(0, |e| e.state_version),
+            layout,
+            has_hook: hook.is_some(),
+        };
+        match migrate::decide(old, new).map_err(Rejection::StateChange)? {
+            Decision::Keep => {
+                if saved.state.len() != state.size() {
+                    return Err(Rejection::StateSize {
+                        expected: saved.state.len(),
+                        found: state.size(),
+                    });
+                }
+                state.bytes_mut().copy_from_slice(&saved.state);
+                Ok(())
+            }
+            Decision::Migrate { plan, .. } => {
+                if let Some(plan) = plan {
+                    plan.apply(&saved.state, state.bytes_mut());
+                }
+                let Some(hook) = hook else { return Ok(()) };
+                // SAFETY: both blocks are valid for their sizes; this is the
+                // only thread calling plugin code.
+                match unsafe {
+                    guard::call_migrate(hook, &saved.state, saved.state_version, state.bytes_mut())
+                } {
+                    Ok(0) => Ok(()),
+                    Ok(code) => Err(Rejection::StateChange(format!(
+                        "the migrate hook refused it (returned {code})"
+                    ))),
+                    Err(fault) => Err(Rejection::Faulted(format!(
+                        "migrate faulted: {}",
+                        describe(&fault)
+                    ))),
+                }
+            }
+        }
     }
 }
 

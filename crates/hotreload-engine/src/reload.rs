@@ -82,6 +82,8 @@ pub struct Reloader {
     /// refused until a different build has gone live.
     known_bad: Option<(u64, String)>,
     said_trials_off: bool,
+    /// The segments of the build being prepared, from `precheck`.
+    spans: Vec<(u64, u64)>,
     /// The saved state the first version starts from, and where it was read.
     restored: Option<(Saved, std::path::PathBuf)>,
     /// The last save error said, so a failing disk is not reported per tick.
@@ -142,6 +144,7 @@ impl Reloader {
             running: None,
             known_bad: None,
             said_trials_off: false,
+            spans: Vec::new(),
             restored: None,
             save_error_said: None,
             layout_said: String::new(),
@@ -181,6 +184,11 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Save(save)) => self.save(save),
+                Inbox::Tick(TickOutput::Declined {
+                    plugin,
+                    running,
+                    reason,
+                }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
                 Inbox::Tick(TickOutput::Faulted {
                     plugin,
@@ -346,6 +354,7 @@ impl Reloader {
                 self.running = Some(plugin.version());
                 self.known_bad = None;
                 self.hashes.insert(plugin.version(), build_hash);
+                let (version, tables) = (plugin.version(), plugin.table_offsets());
                 let sent = self.tick.send(TickInput::Swap {
                     plugin,
                     fresh_state,
@@ -353,6 +362,9 @@ impl Reloader {
                     build_exited_at: Some(result.exited_at),
                 });
                 if sent.is_ok() {
+                    // Only the warning needs this: after the hand-over, so
+                    // it costs the swap nothing.
+                    self.warn_statics(&bytes, &tables, version);
                     self.record(Outcome::Swapped, counts);
                 }
             }
@@ -382,16 +394,20 @@ impl Reloader {
         let prepared = self
             .load_checked(shadow, build_hash, bytes)
             .map_err(|r| (r, String::new()))?;
-        let statics = crate::diagnostics::writable_statics(bytes, &prepared.plugin.table_offsets());
-        // Said when it first appears or changes, not on every reload.
+        Ok(prepared)
+    }
+
+    /// Names the plugin's own writable statics when they first appear or
+    /// change, not on every reload.
+    fn warn_statics(&mut self, bytes: &[u8], tables: &[u64], version: u64) {
+        let statics = crate::diagnostics::writable_statics(bytes, tables);
         if !statics.is_empty() && statics != self.statics_said {
             self.emit(Event::StaticData {
-                version: prepared.plugin.version(),
+                version,
                 symbols: statics.clone(),
             });
         }
         self.statics_said = statics;
-        Ok(prepared)
     }
 
     /// Runs the trial, if trials are on and possible.
@@ -408,21 +424,45 @@ impl Reloader {
             }
             return Ok(());
         }
-        let state = match self.state_side.as_ref().map(|s| s.size) {
+        // The current state, with its version and layout, as a state file
+        // in the private folder: the probe carries it over to the new
+        // build's layout exactly as the host would.
+        let handed_over = self.copies_path("state");
+        let state = match &self.state_side {
             None => None,
-            Some(_) => {
+            Some(side) => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));
-                rx.recv().ok().flatten()
+                let bytes = rx.recv().ok().flatten();
+                let written = bytes.and_then(|bytes| {
+                    let saved = SavedRef {
+                        state: &bytes,
+                        state_version: side.version,
+                        layout: side.layout.as_deref(),
+                    };
+                    let bytes = persist::encode(&saved).ok()?;
+                    std::fs::write(&handed_over, bytes).ok()
+                });
+                written.map(|()| handed_over.as_path())
             }
         };
         let settings = TrialSettings {
             ticks: self.config.trial_ticks,
             dt: self.config.tick_period.as_secs_f64(),
             stall: self.config.effective_call_timeout(),
+            seed: self.config.seed,
+            state_type: self.config.state_type.clone(),
         };
-        let report = self.shadow.path().join(format!("{}.trial", self.copies));
-        trial::run(library, &report, &settings, state.as_deref()).map_err(|f| (f.reason, f.output))
+        let report = self.copies_path("trial");
+        let result =
+            trial::run(library, &report, &settings, state).map_err(|f| (f.reason, f.output));
+        let _ = std::fs::remove_file(&handed_over);
+        result
+    }
+
+    /// A path in the private folder for this build's `kind` of file.
+    fn copies_path(&self, kind: &str) -> std::path::PathBuf {
+        self.shadow.path().join(format!("{}.{kind}", self.copies))
     }
 
     /// Reads the build output, refuses a known-bad or malformed one, and
@@ -435,7 +475,7 @@ impl Reloader {
                 "this build is the one that faulted as {what}; change the code to try again"
             )));
         }
-        precheck(bytes)?;
+        self.spans = precheck(bytes)?;
         self.copies += 1;
         self.shadow
             .store(self.copies, &self.lib_name, bytes)
@@ -472,22 +512,21 @@ impl Reloader {
             State::zeroed(size).map_err(|why| Rejection::StateUnallocatable { size, why })
         };
         let (fresh_state, migration) = match &self.state_side {
-            None => match self.restored.take() {
+            // The saved state stays here until some version runs on it: a
+            // first version that cannot take it leaves it for the next.
+            None => match &self.restored {
                 None => (
                     Some(Fresh {
                         state: alloc(api.state_size)?,
                         restored: None,
+                        convert_from: None,
                     }),
                     None,
                 ),
-                Some((saved, path)) => match restored_state(&saved, &path, &side, alloc) {
-                    Ok(fresh) => (Some(fresh), None),
-                    Err(why) => {
-                        // Kept, untouched, for the next build to try.
-                        self.restored = Some((saved, path));
-                        return Err(why);
-                    }
-                },
+                Some((saved, path)) => (
+                    Some(restored_state(saved, path, &side, has_hook, alloc)?),
+                    None,
+                ),
             },
             Some(old) => {
                 let layouts_known = old.layout.is_some() && side.layout.is_some();
@@ -516,6 +555,7 @@ impl Reloader {
         let knowledge = Knowledge {
             ext,
             layout: side.layout.clone(),
+            spans: std::mem::take(&mut self.spans),
         };
         let plugin = Plugin::with(
             api,
@@ -605,6 +645,22 @@ impl Reloader {
         }
     }
 
+    /// A version whose `migrate` hook refused the state never went live:
+    /// a rejection like any other (exit code 10), not a fault.
+    fn on_declined(&mut self, plugin: Plugin, running: Option<u64>, reason: String) {
+        self.retire(plugin);
+        self.running = running;
+        // The state is the running version's, or none for a first version.
+        self.state_side = self.running.and_then(|v| self.sides.get(&v)).cloned();
+        let reason = Rejection::StateChange(reason);
+        self.emit(Event::Rejected {
+            reason: reason.clone(),
+            keeping: self.running,
+            detail: String::new(),
+        });
+        self.last_outcome = Some(Outcome::Rejected(reason));
+    }
+
     fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String) {
         self.running = running;
         // Rolling back carries the state back to that version's layout;
@@ -656,6 +712,7 @@ fn restored_state(
     saved: &Saved,
     path: &std::path::Path,
     side: &StateSide,
+    has_hook: bool,
     alloc: impl Fn(usize) -> Result<State, Rejection>,
 ) -> Result<Fresh, Rejection> {
     let old = StateSide {
@@ -670,28 +727,29 @@ fn restored_state(
         ))
     };
     let mut state = alloc(side.size)?;
-    let summary =
-        match crate::migrate::decide(old.as_side(false), side.as_side(false)).map_err(refuse)? {
-            Decision::Keep => {
-                state.bytes_mut().copy_from_slice(&saved.state);
-                format!("restored from {}", path.display())
-            }
-            Decision::Migrate {
-                plan: Some(plan),
-                summary,
-            } => {
+    let decision =
+        crate::migrate::decide(old.as_side(false), side.as_side(has_hook)).map_err(refuse)?;
+    let (summary, convert_from) = match decision {
+        Decision::Keep => {
+            state.bytes_mut().copy_from_slice(&saved.state);
+            (format!("restored from {}", path.display()), None)
+        }
+        Decision::Migrate { plan, summary } => {
+            if let Some(plan) = &plan {
                 plan.apply(&saved.state, state.bytes_mut());
-                format!("restored from {} (migrated: {summary})", path.display())
             }
-            Decision::Migrate { plan: None, .. } => {
-                return Err(refuse(
-                    "only the plugin's migrate hook could convert it".into(),
-                ));
-            }
-        };
+            // The new version's hook, if any, finishes on the tick thread.
+            let convert_from = has_hook.then(|| (saved.state.clone(), saved.state_version));
+            (
+                format!("restored from {} (migrated: {summary})", path.display()),
+                convert_from,
+            )
+        }
+    };
     Ok(Fresh {
         state,
         restored: Some(summary),
+        convert_from,
     })
 }
 

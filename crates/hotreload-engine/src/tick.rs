@@ -59,6 +59,17 @@ pub struct Fresh {
     /// Set when it was restored from the state file (then `init` does not
     /// run): where from, and how it was carried over.
     pub restored: Option<String>,
+    /// A saved state of another state version, for the new version's
+    /// `migrate` hook to finish carrying over: its bytes and version.
+    pub convert_from: Option<(Vec<u8>, u32)>,
+}
+
+/// Why a new version did not take the state.
+enum Refusal {
+    /// Its `migrate` hook returned non-zero: a rejection, not a fault.
+    Declined(String),
+    /// Its `migrate` hook faulted.
+    Faulted(Fault),
 }
 
 /// A copy of the state to write to the state file.
@@ -90,6 +101,13 @@ pub enum TickOutput {
     /// A version no longer needed (swapped out and beyond `keep_versions`),
     /// to be unloaded off this thread.
     Retired(Plugin),
+    /// A version's `migrate` hook refused the state: it never went live,
+    /// and the running version (if any) keeps its state.
+    Declined {
+        plugin: Plugin,
+        running: Option<u64>,
+        reason: String,
+    },
     /// A version faulted and is out; `running` is the version now ticking.
     Faulted {
         plugin: Plugin,
@@ -164,8 +182,7 @@ impl TickLoop {
 
     pub fn run(mut self, inbox: Receiver<TickInput>) {
         tighten_timer_slack();
-        let sink = std::sync::Arc::clone(&self.events);
-        LOG_SINK.with(|s| *s.borrow_mut() = Some(sink));
+        crate::ext::log_to(std::sync::Arc::clone(&self.events));
         let prepared = guard::prepare_thread().and_then(|thread_guard| {
             Watchdog::for_this_thread(self.settings.call_timeout)
                 .map(|(watchdog, calls)| (thread_guard, watchdog, calls))
@@ -225,25 +242,46 @@ impl TickLoop {
     ) {
         let mut restored = None;
         if self.state.is_none() {
-            match fresh_state {
-                Some(fresh) => {
-                    self.snapshot = Some(Snapshot::new(fresh.state.size()));
-                    self.state = Some(fresh.state);
-                    if fresh.restored.is_some() {
-                        // A restored state was initialised in an earlier run.
-                        self.initialized = true;
-                        restored = fresh.restored;
-                    }
-                }
-                None => {
-                    // The reload stage sends a state with the first version;
-                    // without one there is nothing to run the plugin on.
-                    (self.output)(TickOutput::Retired(plugin));
+            let Some(fresh) = fresh_state else {
+                // The reload stage sends a state with the first version;
+                // without one there is nothing to run the plugin on.
+                (self.output)(TickOutput::Retired(plugin));
+                return;
+            };
+            let mut state = fresh.state;
+            if let Some((old, old_version)) = &fresh.convert_from {
+                // A saved state of another version: the new code's hook
+                // finishes carrying it over.
+                if let Err(why) =
+                    self.run_migrate_hook(&plugin, old, *old_version, &mut state, calls)
+                {
+                    self.refuse(plugin, why);
                     return;
                 }
             }
+            self.snapshot = Some(Snapshot::new(state.size()));
+            self.state = Some(state);
+            if fresh.restored.is_some() {
+                // A restored state was initialised in an earlier run.
+                self.initialized = true;
+                restored = fresh.restored;
+            }
         }
-        // The version going out gets its say before anything changes.
+        // The new block, if the layout changes, is made without touching the
+        // current state: a refusal leaves everything as it was, and nobody
+        // was told anything.
+        let migrated = match migration {
+            None => None,
+            Some(m) => match self.migrated_state(&plugin, m, calls) {
+                Ok(done) => Some(done),
+                Err(why) => {
+                    self.refuse(plugin, why);
+                    return;
+                }
+            },
+        };
+        // Now the swap is certain: the version going out gets its say, on
+        // the state as it knows it.
         let on_unload = self
             .current
             .as_ref()
@@ -255,22 +293,11 @@ impl TickLoop {
                 self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
             (self.events)(Event::Fault(report));
         }
-        let migrated = match migration {
-            None => None,
-            Some(m) => match self.migrate(&plugin, m, calls) {
-                Ok(summary) => Some(summary),
-                Err(()) => {
-                    let running = self.current.as_ref().map(Plugin::version);
-                    let cause = "refused by its migrate hook".to_owned();
-                    (self.output)(TickOutput::Faulted {
-                        plugin,
-                        running,
-                        cause,
-                    });
-                    return;
-                }
-            },
-        };
+        let summary = migrated.map(|(state, summary)| {
+            self.snapshot = Some(Snapshot::new(state.size()));
+            self.state = Some(state);
+            summary
+        });
         if let (Some(layout), Some(state)) = (plugin.layout(), &mut self.state) {
             reset_transient(layout, state);
         }
@@ -280,10 +307,9 @@ impl TickLoop {
             api_version: plugin.api().api_version,
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load: !self.initialized || restored.is_some(),
-            migrated: migrated.clone(),
+            migrated: summary.clone(),
         };
         if let Some(old) = self.current.replace(plugin) {
-            self.warn_dangling(&old);
             self.earlier.push_front(old);
             while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
                 if let Some(oldest) = self.earlier.pop_back() {
@@ -300,7 +326,7 @@ impl TickLoop {
             }
             self.report(StateMoment::Initial);
         } else {
-            self.report(if migrated.is_some() {
+            self.report(if summary.is_some() {
                 StateMoment::Migrated
             } else {
                 StateMoment::Preserved
@@ -316,6 +342,10 @@ impl TickLoop {
                 self.recover("on_reload", fault);
                 return;
             }
+            // After on_reload, which may have re-pointed what it had to.
+            if let Some(previous) = self.earlier.front() {
+                self.warn_dangling(previous);
+            }
         }
         if self.schedule.is_none() {
             self.schedule = Some(Schedule::new(self.settings.period, Instant::now()));
@@ -326,48 +356,86 @@ impl TickLoop {
             .map(|p| (p.version(), build_exited_at));
     }
 
-    /// Fills the migration's new block from the current state, runs the new
-    /// version's `migrate` hook, and makes the new block the state. On a
-    /// fault or refusal in the hook, says so and leaves everything as it
-    /// was.
-    fn migrate(&mut self, plugin: &Plugin, m: Migration, calls: &CallWatch) -> Result<String, ()> {
-        let Some(old) = self.state.take() else {
-            return Err(());
-        };
+    /// The new block for a swap that changes the layout: filled from the
+    /// current state by the plan, then by the new version's `migrate` hook.
+    fn migrated_state(
+        &mut self,
+        plugin: &Plugin,
+        m: Migration,
+        calls: &CallWatch,
+    ) -> Result<(State, String), Refusal> {
         let mut new = m.new_state;
+        let old = self
+            .state
+            .as_ref()
+            .map(|s| s.bytes().to_vec())
+            .unwrap_or_default();
         if let Some(plan) = &m.plan {
-            plan.apply(old.bytes(), new.bytes_mut());
+            plan.apply(&old, new.bytes_mut());
         }
-        if let Some(hook) = plugin.ext().and_then(|e| e.migrate) {
-            calls.begin(Instant::now());
-            // SAFETY: `old` and `new` are the host's blocks of their sizes;
-            // this thread is the only caller and ran `prepare_thread`.
-            let result =
-                unsafe { guard::call_migrate(hook, old.bytes(), m.old_version, new.bytes_mut()) };
-            calls.end();
-            let cause = match result {
-                Ok(0) => None,
-                Ok(code) => Some(format!("migrate returned {code}")),
-                Err(fault) => Some(self.cause(&fault)),
-            };
-            if let Some(cause) = cause {
-                self.state = Some(old);
-                (self.events)(Event::Fault(FaultReport {
-                    version: plugin.version(),
-                    call: "migrate",
-                    tick: self.ticks,
+        self.run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
+        Ok((new, m.summary))
+    }
+
+    /// Runs the new version's `migrate` hook, if it has one, from `old`
+    /// into `new`.
+    fn run_migrate_hook(
+        &mut self,
+        plugin: &Plugin,
+        old: &[u8],
+        old_version: u32,
+        new: &mut State,
+        calls: &CallWatch,
+    ) -> Result<(), Refusal> {
+        let Some(hook) = plugin.ext().and_then(|e| e.migrate) else {
+            return Ok(());
+        };
+        calls.begin(Instant::now());
+        // SAFETY: `old` and `new` are valid for their sizes; this thread is
+        // the only caller and ran `prepare_thread`.
+        let result = unsafe { guard::call_migrate(hook, old, old_version, new.bytes_mut()) };
+        calls.end();
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Refusal::Declined(format!(
+                "the migrate hook of v{} refused the state (returned {code})",
+                plugin.version()
+            ))),
+            Err(fault) => Err(Refusal::Faulted(fault)),
+        }
+    }
+
+    /// A new version that will not take the state: said, and handed back.
+    /// The running version and its state stay as they were.
+    fn refuse(&mut self, plugin: Plugin, why: Refusal) {
+        let running = self.current.as_ref().map(Plugin::version);
+        if running.is_none() && !self.initialized {
+            // A first version: no state is in use yet.
+            self.state = None;
+            self.snapshot = None;
+        }
+        match why {
+            Refusal::Declined(reason) => (self.output)(TickOutput::Declined {
+                plugin,
+                running,
+                reason,
+            }),
+            Refusal::Faulted(fault) => {
+                let report = self.fault_report(
+                    plugin.version(),
+                    "migrate",
+                    &fault,
+                    Recovery::Refused { keeping: running },
+                );
+                let cause = format!("{} in migrate", signal_or_timeout(&fault));
+                (self.events)(Event::Fault(report));
+                (self.output)(TickOutput::Faulted {
+                    plugin,
+                    running,
                     cause,
-                    symbol: None,
-                    recovery: Recovery::Refused {
-                        keeping: self.current.as_ref().map(Plugin::version),
-                    },
-                }));
-                return Err(());
+                });
             }
         }
-        self.snapshot = Some(Snapshot::new(new.size()));
-        self.state = Some(new);
-        Ok(m.summary)
     }
 
     /// Calls an extended-ABI hook on the state, under the guard and the
@@ -386,13 +454,7 @@ impl TickLoop {
     }
 
     fn host_context(&self) -> HostContext {
-        HostContext {
-            size: std::mem::size_of::<HostContext>() as u32,
-            reserved: 0,
-            seed: self.settings.seed,
-            tick: self.ticks,
-            log: Some(host_log),
-        }
+        crate::ext::host_context(self.settings.seed, self.ticks)
     }
 
     /// Warns about values in the state that point into `old`'s library.
@@ -751,27 +813,6 @@ fn reset_transient(layout: &Layout, state: &mut State) {
             span.fill(0);
         }
     }
-}
-
-thread_local! {
-    /// Where `host_log` sends plugin lines on this thread.
-    static LOG_SINK: std::cell::RefCell<Option<EventSink>> = const { std::cell::RefCell::new(None) };
-}
-
-/// The host context's `log`: one `[plugin]` line, in order with the host's.
-unsafe extern "C" fn host_log(message: *const std::ffi::c_char) {
-    if message.is_null() {
-        return;
-    }
-    // SAFETY: the ABI asks for a NUL-terminated string, valid for the call.
-    let text = unsafe { std::ffi::CStr::from_ptr(message) }
-        .to_string_lossy()
-        .into_owned();
-    LOG_SINK.with(|sink| match &*sink.borrow() {
-        Some(sink) => sink(Event::PluginLog(text)),
-        // A trial probe: its output is shown only if the trial fails.
-        None => println!("[plugin] {text}"),
-    });
 }
 
 fn signal_or_timeout(fault: &Fault) -> String {

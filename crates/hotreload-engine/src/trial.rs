@@ -12,7 +12,7 @@
 //! prints is kept from the log unless the trial fails, and then shown
 //! indented under the rejection: it never passes for real ticks.
 
-use std::io::{Read, Seek, Write};
+use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -41,6 +41,10 @@ pub struct TrialSettings {
     pub dt: f64,
     /// A stage without progress for this long is a hang.
     pub stall: Duration,
+    /// `--seed`, for the host context the probe hands plugin code.
+    pub seed: u64,
+    /// `--state-type`, for reading the layout from debug info.
+    pub state_type: Option<String>,
 }
 
 /// Why a trial refused a build, and what the child printed.
@@ -50,13 +54,15 @@ pub struct TrialFailure {
 }
 
 /// Runs the trial of the library at `library` (a shadow copy); `report` is a
-/// fresh path in the private folder; `state` the current state's bytes, or
-/// `None` for a first version (the trial then runs `init` on a zeroed state).
+/// fresh path in the private folder; `state` a state file holding the
+/// current state with its version and layout (the probe carries it over to
+/// the new build's layout as the host would), or `None` for a first version
+/// (the probe then runs `init` on a zeroed state).
 pub fn run(
     library: &Path,
     report: &Path,
     settings: &TrialSettings,
-    state: Option<&[u8]>,
+    state: Option<&Path>,
 ) -> Result<(), TrialFailure> {
     let failure = |reason: String| TrialFailure {
         reason: Rejection::Faulted(reason),
@@ -64,12 +70,6 @@ pub fn run(
     };
     let exe = std::env::current_exe()
         .map_err(|e| failure(format!("trial: cannot find the probe executable: {e}")))?;
-    let stdin = match state {
-        None => Stdio::null(),
-        Some(bytes) => {
-            Stdio::from(state_file(report, bytes).map_err(|e| failure(format!("trial: {e}")))?)
-        }
-    };
     let (mut reader, writer) =
         std::io::pipe().map_err(|e| failure(format!("trial: cannot create a pipe: {e}")))?;
     let mut child = {
@@ -82,8 +82,10 @@ pub fn run(
             .arg(report)
             .arg(settings.ticks.to_string())
             .arg(settings.dt.to_string())
-            .arg(state.map_or("none".to_owned(), |s| s.len().to_string()))
-            .stdin(stdin)
+            .arg(state.map_or(std::ffi::OsStr::new("none"), |p| p.as_os_str()))
+            .arg(settings.seed.to_string())
+            .arg(settings.state_type.as_deref().unwrap_or("-"))
+            .stdin(Stdio::null())
             .stdout(writer)
             .stderr(stderr)
             .process_group(0)
@@ -207,16 +209,4 @@ fn place(stage: &str) -> String {
         "dlclose" => "dlclose (a library destructor)".into(),
         other => other.into(),
     }
-}
-
-/// The state's bytes in an unnamed file the probe reads as its stdin.
-fn state_file(near: &Path, bytes: &[u8]) -> Result<std::fs::File, String> {
-    let dir = crate::paths::parent_dir(near);
-    let mut file = tempfile::tempfile_in(&dir)
-        .map_err(|e| format!("cannot stage the state in {}: {e}", dir.display()))?;
-    file.write_all(bytes)
-        .map_err(|e| format!("cannot stage the state: {e}"))?;
-    file.rewind()
-        .map_err(|e| format!("cannot stage the state: {e}"))?;
-    Ok(file)
 }
