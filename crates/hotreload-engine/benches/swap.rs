@@ -132,6 +132,7 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
         dt: TICK_PERIOD.as_secs_f64(),
         stall: Duration::from_secs(1),
         seed: 0,
+        tick: 0,
         state_type: None,
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
@@ -158,6 +159,7 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
                 .arg(ticks.to_string())
                 .arg(settings.dt.to_string())
                 .arg("none")
+                .arg("0")
                 .arg("0")
                 .arg("-")
                 .stdin(Stdio::null())

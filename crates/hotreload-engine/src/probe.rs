@@ -57,7 +57,7 @@ pub fn run_if_requested() {
 }
 
 /// What the parent asks: `<library> <report> <ticks> <dt> <state> <seed>
-/// <state-type>`, where `<state>` is a state file (the current state with its
+/// <tick> <state-type>`, where `<state>` is a state file (the current state with its
 /// version and layout) or `none` for a first version, and `<state-type>` is
 /// `-` for none.
 struct Probe {
@@ -67,14 +67,16 @@ struct Probe {
     dt: f64,
     state: Option<PathBuf>,
     seed: u64,
+    /// The host's ticks completed, for the host context.
+    tick: u64,
     state_type: Option<String>,
 }
 
 impl Probe {
     fn from_args() -> Result<Probe, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let [library, report, ticks, dt, state, seed, state_type] = args.as_slice() else {
-            return Err(format!("expected 7 arguments, found {}", args.len()));
+        let [library, report, ticks, dt, state, seed, tick, state_type] = args.as_slice() else {
+            return Err(format!("expected 8 arguments, found {}", args.len()));
         };
         let report = File::create(report).map_err(|e| format!("cannot create {report}: {e}"))?;
         Ok(Probe {
@@ -86,6 +88,7 @@ impl Probe {
             dt: dt.parse().map_err(|_| format!("bad dt {dt:?}"))?,
             state: (state != "none").then(|| PathBuf::from(state)),
             seed: seed.parse().map_err(|_| format!("bad seed {seed:?}"))?,
+            tick: tick.parse().map_err(|_| format!("bad tick {tick:?}"))?,
             state_type: (state_type != "-").then(|| state_type.clone()),
         })
     }
@@ -155,7 +158,7 @@ impl Probe {
                 });
             }
         };
-        let host = ext::host_context(self.seed, 0);
+        let host = ext::host_context(self.seed, self.tick);
         let hooks = ext.clone();
         match self.state.clone() {
             None => {

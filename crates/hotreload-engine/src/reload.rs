@@ -428,13 +428,15 @@ impl Reloader {
         // in the private folder: the probe carries it over to the new
         // build's layout exactly as the host would.
         let handed_over = self.copies_path("state");
+        let mut trial_tick = 0;
         let state = match &self.state_side {
             None => None,
             Some(side) => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));
-                let bytes = rx.recv().ok().flatten();
-                let written = bytes.and_then(|bytes| {
+                let copy = rx.recv().ok().flatten();
+                trial_tick = copy.as_ref().map_or(0, |(_, tick)| *tick);
+                let written = copy.and_then(|(bytes, _)| {
                     let saved = SavedRef {
                         state: &bytes,
                         state_version: side.version,
@@ -451,6 +453,7 @@ impl Reloader {
             dt: self.config.tick_period.as_secs_f64(),
             stall: self.config.effective_call_timeout(),
             seed: self.config.seed,
+            tick: trial_tick,
             state_type: self.config.state_type.clone(),
         };
         let report = self.copies_path("trial");

@@ -49,7 +49,8 @@ pub enum TickInput {
     },
     /// A copy of the state as it is between two ticks, for a trial run;
     /// `None` if there is no state yet.
-    CopyState(std::sync::mpsc::Sender<Option<Vec<u8>>>),
+    /// With the ticks completed so far.
+    CopyState(std::sync::mpsc::Sender<Option<(Vec<u8>, u64)>>),
     Stop,
 }
 
@@ -214,7 +215,11 @@ impl TickLoop {
                     build_exited_at,
                 }) => self.install(plugin, fresh_state, migration, build_exited_at, &calls),
                 Ok(TickInput::CopyState(reply)) => {
-                    let _ = reply.send(self.state.as_ref().map(|s| s.bytes().to_vec()));
+                    let _ = reply.send(
+                        self.state
+                            .as_ref()
+                            .map(|s| (s.bytes().to_vec(), self.ticks)),
+                    );
                 }
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
@@ -326,11 +331,6 @@ impl TickLoop {
             }
             self.report(StateMoment::Initial);
         } else {
-            self.report(if summary.is_some() {
-                StateMoment::Migrated
-            } else {
-                StateMoment::Preserved
-            });
             let on_reload = self
                 .current
                 .as_ref()
@@ -342,6 +342,12 @@ impl TickLoop {
                 self.recover("on_reload", fault);
                 return;
             }
+            // After on_reload, so the line shows what the new code starts from.
+            self.report(if summary.is_some() {
+                StateMoment::Migrated
+            } else {
+                StateMoment::Preserved
+            });
             // After on_reload, which may have re-pointed what it had to.
             if let Some(previous) = self.earlier.front() {
                 self.warn_dangling(previous);

@@ -43,6 +43,8 @@ pub struct TrialSettings {
     pub stall: Duration,
     /// `--seed`, for the host context the probe hands plugin code.
     pub seed: u64,
+    /// The host's ticks completed, for the same context.
+    pub tick: u64,
     /// `--state-type`, for reading the layout from debug info.
     pub state_type: Option<String>,
 }
@@ -84,6 +86,7 @@ pub fn run(
             .arg(settings.dt.to_string())
             .arg(state.map_or(std::ffi::OsStr::new("none"), |p| p.as_os_str()))
             .arg(settings.seed.to_string())
+            .arg(settings.tick.to_string())
             .arg(settings.state_type.as_deref().unwrap_or("-"))
             .stdin(Stdio::null())
             .stdout(writer)
