@@ -1353,10 +1353,9 @@ fn state_every_without_a_layout_prints_the_bytes() {
 // ABI documents.
 // ---------------------------------------------------------------------------
 
-/// The new version's `migrate` hook refuses it, yet the running version has
-/// already been told it is going (`on_unload`), and goes on running without
-/// being told it stays (tick.rs `install` calls `on_unload` before
-/// `migrate`).
+/// When the new version's `migrate` hook refuses the state, the running
+/// version is never told it is going: `on_unload` runs only once a swap is
+/// certain.
 #[test]
 fn a_refused_migration_does_not_unload_the_running_version() {
     let v1 = Plugin {
@@ -1401,10 +1400,9 @@ fn a_refused_migration_does_not_unload_the_running_version() {
     s.stop();
 }
 
-/// A build whose state size changes is never tried: the probe refuses the
-/// new size against the current state's, and trial.rs takes a probe's
-/// "reject" as "the host's checks will say why", so the build goes live
-/// untried and crashes in the server.
+/// A build that changes the state's size still has its trial: the probe
+/// migrates the state first, and a crash on the first tick is refused
+/// before the build ever runs in the server.
 #[test]
 fn a_build_that_changes_the_state_size_still_has_its_trial() {
     let v1 = Plugin {
@@ -1441,9 +1439,9 @@ fn a_build_that_changes_the_state_size_still_has_its_trial() {
     );
 }
 
-/// A reorder (same size) is tried on the state as the old version laid it
-/// out, not migrated: the new code reads `divisor` where the old one kept a
-/// zero, and the trial refuses a build that runs fine once migrated.
+/// A reorder (same size) is tried on the migrated state, not on the bytes as
+/// the old version laid them out (where the new code would read a zero
+/// `divisor` and fault).
 #[test]
 fn a_reordered_build_is_tried_on_the_migrated_state() {
     let v1 = Plugin {
@@ -1475,9 +1473,8 @@ fn a_reordered_build_is_tried_on_the_migrated_state() {
     assert_eq!(s.exit_code(), 0);
 }
 
-/// The extended `init` replaces `logic_api_t.init`, but the first version's
-/// trial runs the plain one: a plugin that sets up in its extended init is
-/// refused by its own trial.
+/// The extended `init` replaces `logic_api_t.init` in the trial of a first
+/// version too, so a plugin that sets up there passes its own trial.
 #[test]
 fn the_trial_of_a_first_version_runs_its_extended_init() {
     let plugin = Plugin {
@@ -1502,10 +1499,9 @@ fn the_trial_of_a_first_version_runs_its_extended_init() {
     assert_eq!(s.exit_code(), 0);
 }
 
-/// A state restored from the file across a state-version change is
-/// migrated by name only: the new version's migrate hook, which the header
-/// says runs "when the state's layout or version changed", is never called
-/// (reload.rs `restored_state`).
+/// A state restored from the file across a state-version change goes
+/// through the new version's migrate hook, as the header promises for any
+/// layout or version change.
 #[test]
 fn restoring_across_a_state_version_change_runs_the_migrate_hook() {
     let top = hook_v2(0);
