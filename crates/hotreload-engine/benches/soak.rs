@@ -17,10 +17,10 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use hotreload_engine::event::{FaultReport, Recovery, StateMoment, Swap};
-use hotreload_engine::{Command, Config, Event, Rejection, StopReason};
+use hotreload_engine::{Command, Event, Rejection, StopReason};
 
 use common::{
-    Stamped, Summary, WAIT, Workdir, header, plugin_source, round_robin_build, row, start_engine,
+    Stamped, Summary, WAIT, Workdir, header, plugin_source, prebuilt_config, row, start_engine,
 };
 
 /// Variants in the round robin; the last one faults.
@@ -238,19 +238,8 @@ fn faulty_source(variant: u32) -> String {
 }
 
 fn run_phase(phase: &Phase, work: &Workdir, libs: &[PathBuf], tmp: &Path) -> Outcome {
-    let watched_dir = work.path().join(format!("watched-{}", phase.trial_ticks));
-    std::fs::create_dir(&watched_dir).expect("create the watched folder");
-    let watched = watched_dir.join("never-changes.c");
-    std::fs::write(&watched, "/* never changes */\n").expect("write the watched file");
     // Every phase starts the round robin at v0: build n copies variant n % 5.
-    let _ = std::fs::remove_file(work.path().join(".build-count"));
-
-    let mut config = Config::new(
-        vec![watched],
-        round_robin_build(libs, "logic.so"),
-        work.path().join("logic.so"),
-    );
-    config.build_dir = work.path().to_path_buf();
+    let mut config = prebuilt_config(work, libs, &phase.trial_ticks.to_string());
     config.tick_period = TICK_PERIOD;
     config.trial_ticks = phase.trial_ticks;
     let keep_versions = config.keep_versions;

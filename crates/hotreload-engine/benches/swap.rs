@@ -20,7 +20,7 @@ use hotreload_engine::trial::{self, TrialSettings};
 use hotreload_engine::{Command, Config, Event};
 
 use common::{
-    Summary, Workdir, header, loader_round_trip, ms, round_robin_build, row, start_engine,
+    Summary, Workdir, header, loader_round_trip, ms, prebuilt_config, row, start_engine,
     stop_engine, verdict, wait_for,
 };
 
@@ -199,21 +199,7 @@ fn diff_ms(a: Duration, b: Duration) -> f64 {
 }
 
 fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) -> Pass {
-    // A watched file that never changes, in a folder of its own, so that no
-    // file-system event reaches the engine during the run.
-    let watched_dir = work.path().join(format!("watched-{trial_ticks}"));
-    std::fs::create_dir(&watched_dir).expect("create the watched folder");
-    let watched = watched_dir.join("never-changes.c");
-    std::fs::write(&watched, "/* never changes */\n").expect("write the watched file");
-    // Every pass starts the round robin from v0.
-    let _ = std::fs::remove_file(work.path().join(".build-count"));
-
-    let mut config = Config::new(
-        vec![watched],
-        round_robin_build(libs, "logic.so"),
-        work.path().join("logic.so"),
-    );
-    config.build_dir = work.path().to_path_buf();
+    let mut config = prebuilt_config(work, libs, &trial_ticks.to_string());
     config.tick_period = TICK_PERIOD;
     config.trial_ticks = trial_ticks;
     let (engine, events) = start_engine(config);

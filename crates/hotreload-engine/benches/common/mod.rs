@@ -120,6 +120,25 @@ impl Workdir {
     }
 }
 
+/// An engine configuration that reloads the prebuilt `libs` in turn on
+/// every `Command::Rebuild` and watches only a file that never changes (in a
+/// folder of its own, named after `tag`), so that no file-system event
+/// reaches the engine. The round robin starts again from the first library.
+pub fn prebuilt_config(work: &Workdir, libs: &[PathBuf], tag: &str) -> Config {
+    let watched_dir = work.path().join(format!("watched-{tag}"));
+    std::fs::create_dir(&watched_dir).expect("create the watched folder");
+    let watched = watched_dir.join("never-changes.c");
+    std::fs::write(&watched, "/* never changes */\n").expect("write the watched file");
+    let _ = std::fs::remove_file(work.path().join(".build-count"));
+    let mut config = Config::new(
+        vec![watched],
+        round_robin_build(libs, "logic.so"),
+        work.path().join("logic.so"),
+    );
+    config.build_dir = work.path().to_path_buf();
+    config
+}
+
 /// A shell build command, run in the folder that holds `libs`, that copies
 /// the next of `libs` (round robin, counted in a file `.build-count`) to
 /// `out`: a build that takes only as long as `sh` and `cp`.

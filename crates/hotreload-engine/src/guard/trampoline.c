@@ -235,6 +235,23 @@ void hr_last_fault(hr_fault_t* out) {
 
 /* The calls. Each returns 0, or the signal that ended the call. */
 
+/* The portable guarded call: record the jump target, mark the thread
+ * inside plugin code, make `call`, unmark, return 0; after a fault the
+ * handler's __builtin_longjmp lands here and the signal number is returned.
+ * The target must be recorded in the very function that makes the call (the
+ * frame must still exist when the jump comes), hence a macro, not a helper. */
+#define HR_GUARDED_CALL(call)                   \
+    do {                                        \
+        hr_thread_guard_t* g_ = &hr_guard;      \
+        if (__builtin_setjmp(g_->env) != 0) {   \
+            return hr_landed();                 \
+        }                                       \
+        g_->inside = HR_INSIDE_JUMP;            \
+        call;                                   \
+        g_->inside = 0;                         \
+        return 0;                               \
+    } while (0)
+
 #if defined(__x86_64__)
 /* hr_call_state(f, state) and hr_call_tick(f, state, dt): store the caller's
  * callee-saved registers and stack pointer (stores only: a normal return
@@ -276,72 +293,31 @@ __asm__(
     ".size hr_call_tick, . - hr_call_tick\n");
 #else
 int hr_call_state(void (*f)(void*), void* state) {
-    hr_thread_guard_t* g = &hr_guard;
-    if (__builtin_setjmp(g->env) != 0) {
-        return hr_landed();
-    }
-    g->inside = HR_INSIDE_JUMP;
-    f(state);
-    g->inside = 0;
-    return 0;
+    HR_GUARDED_CALL(f(state));
 }
 
 int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
-    hr_thread_guard_t* g = &hr_guard;
-    if (__builtin_setjmp(g->env) != 0) {
-        return hr_landed();
-    }
-    g->inside = HR_INSIDE_JUMP;
-    f(state, dt);
-    g->inside = 0;
-    return 0;
+    HR_GUARDED_CALL(f(state, dt));
 }
 #endif
 
 /* The rarely called functions of the extended ABI, on the portable path. */
 
 int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {
-    hr_thread_guard_t* g = &hr_guard;
-    if (__builtin_setjmp(g->env) != 0) {
-        return hr_landed();
-    }
-    g->inside = HR_INSIDE_JUMP;
-    f(state, host);
-    g->inside = 0;
-    return 0;
+    HR_GUARDED_CALL(f(state, host));
 }
 
 int hr_call_migrate(int (*f)(const void*, size_t, uint32_t, void*, size_t), const void* old_state,
                     size_t old_size, uint32_t old_version, void* new_state, size_t new_size,
                     int* result) {
-    hr_thread_guard_t* g = &hr_guard;
-    if (__builtin_setjmp(g->env) != 0) {
-        return hr_landed();
-    }
-    g->inside = HR_INSIDE_JUMP;
-    *result = f(old_state, old_size, old_version, new_state, new_size);
-    g->inside = 0;
-    return 0;
+    HR_GUARDED_CALL(*result = f(old_state, old_size, old_version, new_state, new_size));
 }
 
 int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state, char* buf,
                      size_t len, size_t* written) {
-    hr_thread_guard_t* g = &hr_guard;
-    if (__builtin_setjmp(g->env) != 0) {
-        return hr_landed();
-    }
-    g->inside = HR_INSIDE_JUMP;
-    *written = f(state, buf, len);
-    g->inside = 0;
-    return 0;
+    HR_GUARDED_CALL(*written = f(state, buf, len));
 }
 
 int hr_call_get_api(const void* (*f)(void), const void** out) {
-    if (__builtin_setjmp(hr_guard.env) != 0) {
-        return hr_landed();
-    }
-    hr_guard.inside = HR_INSIDE_JUMP;
-    *out = f();
-    hr_guard.inside = 0;
-    return 0;
+    HR_GUARDED_CALL(*out = f());
 }
