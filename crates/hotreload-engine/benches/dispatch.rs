@@ -10,12 +10,13 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use hotreload_abi::TickFn;
-use hotreload_engine::load::Library;
+use hotreload_engine::guard;
 use hotreload_engine::plugin::Plugin;
-use hotreload_engine::precheck::precheck;
-use hotreload_engine::shadow::ShadowDir;
+use hotreload_engine::plugin::check;
+use hotreload_engine::plugin::load::Library;
+use hotreload_engine::plugin::precheck::precheck;
+use hotreload_engine::plugin::shadow::ShadowDir;
 use hotreload_engine::state::State;
-use hotreload_engine::{check, guard};
 
 use common::{Workdir, header, median_f64, verdict};
 

@@ -13,8 +13,8 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use hotreload_engine::snapshot::{BYTES_PER_TICK, Snapshot};
 use hotreload_engine::state::State;
+use hotreload_engine::state::snapshot::{BYTES_PER_TICK, Snapshot};
 
 use common::{header, median_f64};
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use std::process::Stdio;
 
 use hotreload_engine::event::Swap;
-use hotreload_engine::probe::PROBE_ENV;
-use hotreload_engine::trial::{self, TrialSettings};
+use hotreload_engine::pipeline::trial::{self, TrialSettings};
+use hotreload_engine::plugin::probe::PROBE_ENV;
 use hotreload_engine::{Command, Config, Event};
 
 use common::{

@@ -3,13 +3,25 @@
 //! A host owns a block of state and ticks it at a fixed rate through a plugin
 //! library with a small C ABI ([`hotreload_abi`]). The engine watches the
 //! plugin's sources, rebuilds it on change, checks the new library, and swaps
-//! it in between two ticks without losing the state. The pipeline, one module
-//! per stage:
+//! it in between two ticks without losing the state. The pipeline:
 //!
 //! ```text
-//! watch ─▶ build ─▶ shadow ─▶ precheck ─▶ load ─▶ check ─▶ tick (swap at a boundary)
-//!   └── debounce, scope, fingerprint            reload drives the middle stages
+//! watch ─▶ build ─▶ shadow ─▶ precheck ─▶ trial ─▶ load ─▶ check ─▶ tick (swap at a boundary)
 //! ```
+//!
+//! The modules group it by concern, every dependency pointing down this list:
+//! - [`engine`] wires the stages onto their threads; [`config`], [`command`],
+//!   [`event`] and [`outcome`] are what goes in and comes out.
+//! - [`watch`]: noticing changes (scope, debounce, fingerprints, inotify or
+//!   polling).
+//! - [`pipeline`]: the reload state machine, the build, the trial.
+//! - [`plugin`]: one library from bytes to a checked version (shadow copy,
+//!   precheck, loader, ABI check, extended table, the probe).
+//! - [`tick`]: the loop that owns the state and calls plugin code: swaps,
+//!   recovery after faults, the schedule.
+//! - [`state`] and [`layout`]: the host-owned block, snapshots, migration,
+//!   the state file, and what the bytes mean.
+//! - [`guard`]: the crash guard and watchdog every plugin call runs under.
 //!
 //! [`Engine::start`] runs it all on background threads; [`Event`]s flow out on
 //! a channel and [`Command`]s flow in through an [`EngineHandle`]. The
@@ -29,31 +41,18 @@
 //! # }
 //! ```
 
-pub mod build;
-pub mod check;
 pub mod command;
 pub mod config;
-pub mod diagnostics;
 pub mod engine;
 pub mod event;
-pub mod ext;
 pub mod guard;
 pub mod layout;
-pub mod load;
-pub mod migrate;
 pub mod outcome;
 pub mod paths;
-pub mod persist;
+pub mod pipeline;
 pub mod plugin;
-pub mod precheck;
-pub mod probe;
-pub mod reload;
-pub mod schedule;
-pub mod shadow;
-pub mod snapshot;
 pub mod state;
 pub mod tick;
-pub mod trial;
 pub mod watch;
 
 pub use command::{Command, StopReason};
@@ -61,4 +60,4 @@ pub use config::{Config, WatchMode};
 pub use engine::{Commander, Engine, EngineHandle};
 pub use event::Event;
 pub use outcome::{Outcome, Rejection, StartError, exit_code};
-pub use probe::run_if_requested as run_probe_if_requested;
+pub use plugin::probe::run_if_requested as run_probe_if_requested;

@@ -15,16 +15,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::check;
-use crate::ext;
 use crate::guard;
 use crate::layout::{Layout, dwarf};
-use crate::load::Library;
-use crate::migrate::{self, Decision, Side};
 use crate::outcome::Rejection;
-use crate::persist::{self, Saved};
-use crate::shadow::ShadowFile;
+use crate::plugin::check;
+use crate::plugin::ext;
+use crate::plugin::load::Library;
+use crate::plugin::shadow::ShadowFile;
 use crate::state::State;
+use crate::state::migrate::{self, Decision, Side};
+use crate::state::persist::{self, Saved};
 
 /// Set in the environment of a probe process.
 pub const PROBE_ENV: &str = "HOTRELOAD_PROBE";

@@ -10,31 +10,26 @@
 //! - a batch whose files kept their mtime, size and inode builds nothing;
 //! - the exit code is the outcome of the last attempt.
 
+mod prepare;
+
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::Duration;
 
-use crate::build::{BuildResult, RunningBuild};
-use crate::check;
 use crate::command::Command;
 use crate::config::Config;
 use crate::event::{BuildFailure, Event, EventSink};
-use crate::layout::Layout;
-use crate::load::Library;
-use crate::migrate::{Decision, Side};
 use crate::outcome::{Outcome, Rejection};
-use crate::persist::{self, Saved, SavedRef};
-use crate::plugin::Knowledge;
+use crate::pipeline::build::{BuildResult, RunningBuild};
 use crate::plugin::Plugin;
-use crate::precheck::precheck;
-use crate::shadow::{ShadowDir, ShadowFile};
-use crate::state::State;
-use crate::tick::{Fresh, Migration, Save, TickInput, TickOutput};
-use crate::trial::{self, TrialSettings};
+use crate::plugin::shadow::ShadowDir;
+use crate::state::persist::{self, Saved, SavedRef};
+use crate::tick::{Save, TickInput, TickOutput};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
 use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
-use std::sync::Arc;
+
+use prepare::{Prepared, StateSide, hash_bytes};
 
 /// Everything the reload thread is told.
 #[expect(
@@ -380,231 +375,6 @@ impl Reloader {
         }
     }
 
-    /// Copy, precheck, trial, load and check the build output, and decide
-    /// what the swap does to the state; for the
-    /// first version, also allocate the state (here, so that a size that
-    /// cannot be allocated is a rejection like any other, and the tick thread
-    /// never waits for a large zeroed allocation). A rejection comes with
-    /// what a failed trial printed.
-    fn prepare(&mut self, bytes: &[u8], build_hash: u64) -> Result<Prepared, (Rejection, String)> {
-        let shadow = self
-            .copy_checked(bytes, build_hash)
-            .map_err(|r| (r, String::new()))?;
-        self.trial(shadow.path())?;
-        let prepared = self
-            .load_checked(shadow, build_hash, bytes)
-            .map_err(|r| (r, String::new()))?;
-        Ok(prepared)
-    }
-
-    /// Names the plugin's own writable statics when they first appear or
-    /// change, not on every reload.
-    fn warn_statics(&mut self, bytes: &[u8], tables: &[u64], version: u64) {
-        let statics = crate::diagnostics::writable_statics(bytes, tables);
-        if !statics.is_empty() && statics != self.statics_said {
-            self.emit(Event::StaticData {
-                version,
-                symbols: statics.clone(),
-            });
-        }
-        self.statics_said = statics;
-    }
-
-    /// Runs the trial, if trials are on and possible.
-    fn trial(&mut self, library: &std::path::Path) -> Result<(), (Rejection, String)> {
-        if self.config.trial_ticks == 0 {
-            return Ok(());
-        }
-        if !crate::probe::hook_installed() {
-            if !self.said_trials_off {
-                self.said_trials_off = true;
-                self.emit(Event::TrialsOff(
-                    "trial runs are off: the host program does not call hotreload_engine::run_probe_if_requested() at the start of main".into(),
-                ));
-            }
-            return Ok(());
-        }
-        // The current state, with its version and layout, as a state file
-        // in the private folder: the probe carries it over to the new
-        // build's layout exactly as the host would.
-        let handed_over = self.copies_path("state");
-        let mut trial_tick = 0;
-        let state = match &self.state_side {
-            None => None,
-            Some(side) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let _ = self.tick.send(TickInput::CopyState(tx));
-                let copy = rx.recv().ok().flatten();
-                trial_tick = copy.as_ref().map_or(0, |(_, tick)| *tick);
-                let written = copy.and_then(|(bytes, _)| {
-                    let saved = SavedRef {
-                        state: &bytes,
-                        state_version: side.version,
-                        layout: side.layout.as_deref(),
-                    };
-                    let bytes = persist::encode(&saved).ok()?;
-                    std::fs::write(&handed_over, bytes).ok()
-                });
-                written.map(|()| handed_over.as_path())
-            }
-        };
-        let settings = TrialSettings {
-            ticks: self.config.trial_ticks,
-            dt: self.config.tick_period.as_secs_f64(),
-            stall: self.config.effective_call_timeout(),
-            seed: self.config.seed,
-            tick: trial_tick,
-            state_type: self.config.state_type.clone(),
-        };
-        let report = self.copies_path("trial");
-        let result =
-            trial::run(library, &report, &settings, state).map_err(|f| (f.reason, f.output));
-        let _ = std::fs::remove_file(&handed_over);
-        result
-    }
-
-    /// A path in the private folder for this build's `kind` of file.
-    fn copies_path(&self, kind: &str) -> std::path::PathBuf {
-        self.shadow.path().join(format!("{}.{kind}", self.copies))
-    }
-
-    /// Reads the build output, refuses a known-bad or malformed one, and
-    /// writes the shadow copy.
-    fn copy_checked(&mut self, bytes: &[u8], build_hash: u64) -> Result<ShadowFile, Rejection> {
-        if let Some((bad, what)) = &self.known_bad
-            && *bad == build_hash
-        {
-            return Err(Rejection::Faulted(format!(
-                "this build is the one that faulted as {what}; change the code to try again"
-            )));
-        }
-        self.spans = precheck(bytes)?;
-        self.copies += 1;
-        self.shadow
-            .store(self.copies, &self.lib_name, bytes)
-            .map_err(Rejection::NotLoadable)
-    }
-
-    /// Loads the shadow copy into the host and checks its table.
-    fn load_checked(
-        &mut self,
-        shadow: ShadowFile,
-        build_hash: u64,
-        bytes: &[u8],
-    ) -> Result<Prepared, Rejection> {
-        let library = Library::open(shadow)?;
-        let table = library.table()?;
-        let api = check::check(&table, None)?;
-        let ext = match library.ext_table()? {
-            // SAFETY: the table came from the loaded library, whose schema
-            // names are readable while it stays loaded (it does, below).
-            Some(t) => Some(unsafe { crate::ext::check(&t, api.state_size) }?),
-            None => None,
-        };
-        let layout = match ext.as_ref().and_then(|e| e.schema.clone()) {
-            Some(schema) => Some(schema),
-            None => self.debug_layout(bytes, api.state_size),
-        };
-        let side = StateSide {
-            size: api.state_size,
-            version: ext.as_ref().map_or(0, |e| e.state_version),
-            layout,
-        };
-        let has_hook = ext.as_ref().is_some_and(|e| e.migrate.is_some());
-        let alloc = |size: usize| {
-            State::zeroed(size).map_err(|why| Rejection::StateUnallocatable { size, why })
-        };
-        let (fresh_state, migration) = match &self.state_side {
-            // The saved state stays here until some version runs on it: a
-            // first version that cannot take it leaves it for the next.
-            None => match &self.restored {
-                None => (
-                    Some(Fresh {
-                        state: alloc(api.state_size)?,
-                        restored: None,
-                        convert_from: None,
-                    }),
-                    None,
-                ),
-                Some((saved, path)) => (
-                    Some(restored_state(saved, path, &side, has_hook, alloc)?),
-                    None,
-                ),
-            },
-            Some(old) => {
-                let layouts_known = old.layout.is_some() && side.layout.is_some();
-                if old.size != side.size && !layouts_known && !has_hook {
-                    return Err(Rejection::StateSize {
-                        expected: old.size,
-                        found: side.size,
-                    });
-                }
-                match crate::migrate::decide(old.as_side(false), side.as_side(has_hook)) {
-                    Ok(Decision::Keep) => (None, None),
-                    Ok(Decision::Migrate { plan, summary }) => (
-                        None,
-                        Some(Migration {
-                            plan,
-                            new_state: alloc(side.size)?,
-                            old_version: old.version,
-                            summary,
-                        }),
-                    ),
-                    Err(why) => return Err(Rejection::StateChange(why)),
-                }
-            }
-        };
-        self.version += 1;
-        let knowledge = Knowledge {
-            ext,
-            layout: side.layout.clone(),
-            spans: std::mem::take(&mut self.spans),
-        };
-        let plugin = Plugin::with(
-            api,
-            library,
-            self.version,
-            self.lib_name.clone(),
-            build_hash,
-            knowledge,
-        );
-        self.sides.insert(self.version, side);
-        Ok(Prepared {
-            plugin,
-            fresh_state,
-            migration,
-        })
-    }
-
-    /// The state's layout from the library's debug info, saying which type
-    /// was chosen (or why none could be) whenever that changes.
-    fn debug_layout(&mut self, bytes: &[u8], state_size: usize) -> Option<Arc<Layout>> {
-        let found =
-            crate::layout::dwarf::read_layout(bytes, state_size, self.config.state_type.as_deref());
-        let (layout, said) = match found {
-            Ok(Some(layout)) => {
-                let said = match &layout.source {
-                    crate::layout::Source::Dwarf {
-                        type_name,
-                        chosen_by,
-                    } => format!(
-                        "layout from debug info: {type_name} (chosen by {chosen_by}), {} fields",
-                        layout.fields.len()
-                    ),
-                    crate::layout::Source::Schema => "layout from the schema".to_owned(),
-                };
-                (Some(Arc::new(layout)), said)
-            }
-            Ok(None) => (None, String::new()),
-            Err(why) => (None, format!("layout unknown: {why}")),
-        };
-        if !said.is_empty() && said != self.layout_said {
-            self.emit(Event::LayoutNotice(said.clone()));
-        }
-        self.layout_said = said;
-        layout
-    }
-
     fn save(&mut self, save: Save) {
         let Some(path) = self.config.state_file.clone() else {
             return;
@@ -707,86 +477,4 @@ impl Reloader {
         }
         let _ = self.tick.send(TickInput::Stop);
     }
-}
-
-/// The first version's state from a saved one: as is when the layouts
-/// agree, migrated field by field when both are known and differ.
-fn restored_state(
-    saved: &Saved,
-    path: &std::path::Path,
-    side: &StateSide,
-    has_hook: bool,
-    alloc: impl Fn(usize) -> Result<State, Rejection>,
-) -> Result<Fresh, Rejection> {
-    let old = StateSide {
-        size: saved.state.len(),
-        version: saved.state_version,
-        layout: saved.layout.clone().map(Arc::new),
-    };
-    let refuse = |why: String| {
-        Rejection::StateChange(format!(
-            "the state saved in {} does not fit this version: {why}; pass --fresh-state to start over",
-            path.display()
-        ))
-    };
-    let mut state = alloc(side.size)?;
-    let decision =
-        crate::migrate::decide(old.as_side(false), side.as_side(has_hook)).map_err(refuse)?;
-    let (summary, convert_from) = match decision {
-        Decision::Keep => {
-            state.bytes_mut().copy_from_slice(&saved.state);
-            (format!("restored from {}", path.display()), None)
-        }
-        Decision::Migrate { plan, summary } => {
-            if let Some(plan) = &plan {
-                plan.apply(&saved.state, state.bytes_mut());
-            }
-            // The new version's hook, if any, finishes on the tick thread.
-            let convert_from = has_hook.then(|| (saved.state.clone(), saved.state_version));
-            (
-                format!("restored from {} (migrated: {summary})", path.display()),
-                convert_from,
-            )
-        }
-    };
-    Ok(Fresh {
-        state,
-        restored: Some(summary),
-        convert_from,
-    })
-}
-
-/// What is known of the state for one version.
-#[derive(Clone, Debug)]
-struct StateSide {
-    size: usize,
-    version: u32,
-    layout: Option<Arc<Layout>>,
-}
-
-impl StateSide {
-    fn as_side(&self, has_hook: bool) -> Side<'_> {
-        Side {
-            size: self.size,
-            version: self.version,
-            layout: self.layout.as_deref(),
-            has_hook,
-        }
-    }
-}
-
-/// A version ready to go live, and what its swap does to the state.
-struct Prepared {
-    plugin: Plugin,
-    fresh_state: Option<Fresh>,
-    migration: Option<Migration>,
-}
-
-/// Identifies a build's bytes. Not cryptographic: it only has to tell
-/// whether the compiler produced the same library again.
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
 }

@@ -8,11 +8,11 @@
 
 use std::sync::Arc;
 
-use crate::check::Api;
-use crate::ext::Ext;
 use crate::guard::{self, Fault};
 use crate::layout::Layout;
-use crate::load::{Closed, Library};
+use crate::plugin::check::Api;
+use crate::plugin::ext::Ext;
+use crate::plugin::load::{Closed, Library};
 use crate::state::State;
 
 pub struct Plugin {

@@ -3,7 +3,7 @@
 //! on a copy of the current state run first in a throwaway process; only a
 //! build that survives is loaded into the host.
 //!
-//! The child is the host's own executable in probe mode ([`crate::probe`]),
+//! The child is the host's own executable in probe mode ([`crate::plugin::probe`]),
 //! started with `exec`: after a plain `fork` of a multi-threaded process,
 //! `dlopen` or `malloc` can deadlock on a lock another thread held. The child
 //! reports its progress to a file, so a crash inside a constructor or a hang
@@ -26,7 +26,7 @@ use nix::unistd::Pid;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
-use crate::probe::PROBE_ENV;
+use crate::plugin::probe::PROBE_ENV;
 
 /// The most output of a failed trial that is shown.
 const OUTPUT_LIMIT: usize = 16 * 1024;

@@ -13,7 +13,7 @@ use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use crate::guard;
 use crate::outcome::Rejection;
-use crate::shadow::ShadowFile;
+use crate::plugin::shadow::ShadowFile;
 
 /// A loaded library and the shadow copy it was loaded from. The copy is
 /// removed only after the library is closed.
@@ -116,7 +116,7 @@ impl Library {
         self.remember_table(table as usize);
         // SAFETY: the ABI says a non-NULL result points to a table that is
         // valid while the library is loaded, `size` bytes long.
-        unsafe { crate::ext::copy_table(table) }.map(Some)
+        unsafe { crate::plugin::ext::copy_table(table) }.map(Some)
     }
 
     fn remember_table(&self, address: usize) {

@@ -1,0 +1,11 @@
+//! The middle of the pipeline: from a settled change to a version ready to
+//! go live.
+//!
+//! [`reload`] is the state machine that owns every decision about builds;
+//! [`build`] runs the user's command in the background; [`trial`] runs a new
+//! build's load-time code and a few ticks in a throwaway probe process
+//! before the host maps it.
+
+pub mod build;
+pub mod reload;
+pub mod trial;

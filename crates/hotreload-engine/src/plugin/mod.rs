@@ -1,0 +1,20 @@
+//! A plugin library, from bytes on disk to a checked, callable version.
+//!
+//! The stages a build goes through, each in its own module: [`shadow`]
+//! (a private copy, never the build output itself), [`precheck`] (the ELF
+//! bytes, before any code runs), [`load`] (the loader), [`check`] (the
+//! seed ABI's table) and [`ext`] (the optional extended table). A version
+//! that passed them all is a [`Plugin`]. [`probe`] is the child side of a
+//! trial, which runs the same stages in a throwaway process;
+//! [`diagnostics`] names the habits that break hot reloading.
+
+pub mod check;
+pub mod diagnostics;
+pub mod ext;
+pub mod load;
+pub mod precheck;
+pub mod probe;
+pub mod shadow;
+mod version;
+
+pub use version::{Knowledge, Plugin};

@@ -1,0 +1,11 @@
+//! The state the host owns on the plugin's behalf, and everything that keeps
+//! it: the [`block`] itself, the [`snapshot`] a fault restores, the
+//! [`migrate`] plan that carries it across layout changes, and the
+//! [`persist`]ed state file that carries it across restarts.
+
+pub mod block;
+pub mod migrate;
+pub mod persist;
+pub mod snapshot;
+
+pub use block::State;

@@ -1,0 +1,287 @@
+//! Installing a new version at a tick boundary: the state it starts from
+//! (fresh, restored, kept or migrated), the hooks of the versions going out
+//! and coming in, and carrying the state back when a rollback crosses a
+//! layout change.
+
+use std::time::Instant;
+
+use super::recover::signal_or_timeout;
+use crate::event::{Event, Recovery, StateMoment, Swap};
+use crate::guard;
+use crate::guard::watchdog::CallWatch;
+use crate::layout::Layout;
+use crate::plugin::Plugin;
+use crate::state::State;
+use crate::state::snapshot::Snapshot;
+use crate::tick::schedule::Schedule;
+
+use super::{Fresh, Migration, Refusal, TickLoop, TickOutput};
+
+impl TickLoop {
+    pub(super) fn install(
+        &mut self,
+        plugin: Plugin,
+        fresh_state: Option<Fresh>,
+        migration: Option<Migration>,
+        build_exited_at: Option<Instant>,
+        calls: &CallWatch,
+    ) {
+        let mut restored = None;
+        if self.state.is_none() {
+            let Some(fresh) = fresh_state else {
+                // The reload stage sends a state with the first version;
+                // without one there is nothing to run the plugin on.
+                (self.output)(TickOutput::Retired(plugin));
+                return;
+            };
+            let mut state = fresh.state;
+            if let Some((old, old_version)) = &fresh.convert_from {
+                // A saved state of another version: the new code's hook
+                // finishes carrying it over.
+                if let Err(why) =
+                    self.run_migrate_hook(&plugin, old, *old_version, &mut state, calls)
+                {
+                    self.refuse(plugin, why);
+                    return;
+                }
+            }
+            self.snapshot = Some(Snapshot::new(state.size()));
+            self.state = Some(state);
+            if fresh.restored.is_some() {
+                // A restored state was initialised in an earlier run.
+                self.initialized = true;
+                restored = fresh.restored;
+            }
+        }
+        // The new block, if the layout changes, is made without touching the
+        // current state: a refusal leaves everything as it was, and nobody
+        // was told anything.
+        let migrated = match migration {
+            None => None,
+            Some(m) => match self.migrated_state(&plugin, m, calls) {
+                Ok(done) => Some(done),
+                Err(why) => {
+                    self.refuse(plugin, why);
+                    return;
+                }
+            },
+        };
+        // Now the swap is certain: the version going out gets its say, on
+        // the state as it knows it.
+        let on_unload = self
+            .current
+            .as_ref()
+            .and_then(|old| Some((old.version(), old.ext()?.on_unload?)));
+        if let Some((old_version, hook)) = on_unload
+            && let Err(fault) = self.call_hook(hook, calls)
+        {
+            let report =
+                self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
+            (self.events)(Event::Fault(report));
+        }
+        let summary = migrated.map(|(state, summary)| {
+            self.snapshot = Some(Snapshot::new(state.size()));
+            self.state = Some(state);
+            summary
+        });
+        if let (Some(layout), Some(state)) = (plugin.layout(), &mut self.state) {
+            reset_transient(layout, state);
+        }
+        let swap = Swap {
+            version: plugin.version(),
+            lib_name: plugin.lib_name().to_owned(),
+            api_version: plugin.api().api_version,
+            since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
+            first_load: !self.initialized || restored.is_some(),
+            migrated: summary.clone(),
+        };
+        if let Some(old) = self.current.replace(plugin) {
+            self.earlier.push_front(old);
+            while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
+                if let Some(oldest) = self.earlier.pop_back() {
+                    (self.output)(TickOutput::Retired(oldest));
+                }
+            }
+        }
+        (self.events)(Event::Swapped(swap));
+        if let Some(note) = restored {
+            self.report_with(StateMoment::Restored, Some(note));
+        } else if !self.initialized {
+            if !self.run_init(calls) {
+                return;
+            }
+            self.report(StateMoment::Initial);
+        } else {
+            let on_reload = self
+                .current
+                .as_ref()
+                .and_then(|p| p.ext())
+                .and_then(|e| e.on_reload);
+            if let Some(hook) = on_reload
+                && let Err(fault) = self.call_hook(hook, calls)
+            {
+                self.recover("on_reload", fault);
+                return;
+            }
+            // After on_reload, so the line shows what the new code starts from.
+            self.report(if summary.is_some() {
+                StateMoment::Migrated
+            } else {
+                StateMoment::Preserved
+            });
+            // After on_reload, which may have re-pointed what it had to.
+            if let Some(previous) = self.earlier.front() {
+                self.warn_dangling(previous);
+            }
+        }
+        if self.schedule.is_none() {
+            self.schedule = Some(Schedule::new(self.settings.period, Instant::now()));
+        }
+        self.first_tick_due = self
+            .current
+            .as_ref()
+            .map(|p| (p.version(), build_exited_at));
+    }
+
+    /// The new block for a swap that changes the layout: filled from the
+    /// current state by the plan, then by the new version's `migrate` hook.
+    pub(super) fn migrated_state(
+        &mut self,
+        plugin: &Plugin,
+        m: Migration,
+        calls: &CallWatch,
+    ) -> Result<(State, String), Refusal> {
+        let mut new = m.new_state;
+        let old = self
+            .state
+            .as_ref()
+            .map(|s| s.bytes().to_vec())
+            .unwrap_or_default();
+        if let Some(plan) = &m.plan {
+            plan.apply(&old, new.bytes_mut());
+        }
+        self.run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
+        Ok((new, m.summary))
+    }
+
+    /// Runs the new version's `migrate` hook, if it has one, from `old`
+    /// into `new`.
+    pub(super) fn run_migrate_hook(
+        &mut self,
+        plugin: &Plugin,
+        old: &[u8],
+        old_version: u32,
+        new: &mut State,
+        calls: &CallWatch,
+    ) -> Result<(), Refusal> {
+        let Some(hook) = plugin.ext().and_then(|e| e.migrate) else {
+            return Ok(());
+        };
+        calls.begin(Instant::now());
+        // SAFETY: `old` and `new` are valid for their sizes; this thread is
+        // the only caller and ran `prepare_thread`.
+        let result = unsafe { guard::call_migrate(hook, old, old_version, new.bytes_mut()) };
+        calls.end();
+        match result {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(Refusal::Declined(format!(
+                "the migrate hook of v{} refused the state (returned {code})",
+                plugin.version()
+            ))),
+            Err(fault) => Err(Refusal::Faulted(fault)),
+        }
+    }
+
+    /// A new version that will not take the state: said, and handed back.
+    /// The running version and its state stay as they were.
+    pub(super) fn refuse(&mut self, plugin: Plugin, why: Refusal) {
+        let running = self.current.as_ref().map(Plugin::version);
+        if running.is_none() && !self.initialized {
+            // A first version: no state is in use yet.
+            self.state = None;
+            self.snapshot = None;
+        }
+        match why {
+            Refusal::Declined(reason) => (self.output)(TickOutput::Declined {
+                plugin,
+                running,
+                reason,
+            }),
+            Refusal::Faulted(fault) => {
+                let report = self.fault_report(
+                    plugin.version(),
+                    "migrate",
+                    &fault,
+                    Recovery::Refused { keeping: running },
+                );
+                let cause = format!("{} in migrate", signal_or_timeout(&fault));
+                (self.events)(Event::Fault(report));
+                (self.output)(TickOutput::Faulted {
+                    plugin,
+                    running,
+                    cause,
+                });
+            }
+        }
+    }
+
+    /// Warns about values in the state that point into `old`'s library.
+    pub(super) fn warn_dangling(&self, old: &Plugin) {
+        let Some(state) = &self.state else { return };
+        let layout = self.current.as_ref().and_then(|p| p.layout());
+        for offset in crate::plugin::diagnostics::pointers_into(state.bytes(), |a| old.contains(a))
+        {
+            let field = layout
+                .and_then(|l| l.field_at(offset))
+                .map(|f| f.name.clone());
+            (self.events)(Event::Dangling {
+                version: old.version(),
+                offset,
+                field,
+            });
+        }
+    }
+
+    /// Before rolling back from `bad` to `to`: migrates the state (as it was
+    /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
+    /// differ. False if it cannot be done.
+    pub(super) fn carry_back(&mut self, bad: &Plugin, to: &Plugin) -> bool {
+        let Some(state) = &self.state else {
+            return false;
+        };
+        let to_size = to.api().state_size;
+        let (from_layout, to_layout) = (bad.layout(), to.layout());
+        let same = state.size() == to_size
+            && match (from_layout, to_layout) {
+                (Some(a), Some(b)) => a.same_shape(b),
+                _ => bad.state_version() == to.state_version(),
+            };
+        if same {
+            return true;
+        }
+        let (Some(from_layout), Some(to_layout)) = (from_layout, to_layout) else {
+            return false;
+        };
+        let Ok(plan) = crate::state::migrate::plan(from_layout, to_layout) else {
+            return false;
+        };
+        let Ok(mut back) = State::zeroed(to_size) else {
+            return false;
+        };
+        plan.apply(state.bytes(), back.bytes_mut());
+        self.snapshot = Some(Snapshot::new(back.size()));
+        self.state = Some(back);
+        true
+    }
+}
+
+/// Zeroes the fields the plugin marked transient: they are rebuilt by the
+/// new code on every reload.
+pub(super) fn reset_transient(layout: &Layout, state: &mut State) {
+    let bytes = state.bytes_mut();
+    for field in layout.fields.iter().filter(|f| f.transient) {
+        if let Some(span) = bytes.get_mut(field.offset..field.offset + field.size()) {
+            span.fill(0);
+        }
+    }
+}
