@@ -1,13 +1,20 @@
-//! Compiles the C trampoline that runs plugin calls under the crash guard
-//! (see `src/guard/trampoline.c` for why it must be C).
+//! Compiles the C side of the crash guard: the trampoline that runs plugin
+//! calls (see `src/guard/trampoline.c` for why it must be C) and the
+//! interposers that turn a plugin's `exit()` into a fault
+//! (`src/guard/exits.c`).
 
 fn main() {
     println!("cargo:rerun-if-changed=src/guard/trampoline.c");
+    println!("cargo:rerun-if-changed=src/guard/exits.c");
     cc::Build::new()
         .file("src/guard/trampoline.c")
+        .file("src/guard/exits.c")
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true)
         .flag_if_supported("-fno-omit-frame-pointer")
+        // The exit interposers are alike; folded into one, they would report
+        // each other's return address as the plugin's call site.
+        .flag_if_supported("-fno-ipa-icf")
         .compile("hotreload_trampoline");
 }

@@ -8,6 +8,9 @@ pub enum Command {
     Stop(StopReason),
     /// Build and reload now, as if a source had changed.
     Rebuild,
+    /// Report the state now (a [`crate::Event::State`] at the next tick
+    /// boundary).
+    ReportState,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -63,6 +63,9 @@ pub struct Config {
     /// Do not restore `state_file`: start with a fresh state (and overwrite
     /// the file at the next save).
     pub fresh_state: bool,
+    /// Hold an exclusive lock on `state_file` while running, so that a
+    /// second server on the same file is refused instead of overwriting it.
+    pub state_lock: bool,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -92,6 +95,7 @@ impl Config {
             state_file: None,
             save_every: None,
             fresh_state: false,
+            state_lock: true,
             max_ticks: None,
             max_reloads: None,
         }

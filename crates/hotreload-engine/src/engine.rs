@@ -15,7 +15,10 @@ use crate::event::{Event, EventSink};
 use crate::outcome::{StartError, exit_code};
 use crate::pipeline::reload::{Inbox, Reloader};
 use crate::plugin::shadow::ShadowDir;
+use crate::state::claim::StateClaim;
+use crate::state::forced::{ForcedSave, LastGood};
 use crate::state::persist::{self, PersistError, Saved};
+use crate::state::snapshot::SharedSnapshot;
 use crate::tick::{TickLoop, TickSettings};
 use crate::watch::scope::Scope;
 use crate::watch::{ChangeClock, Watch, WatchSettings};
@@ -33,6 +36,17 @@ impl Engine {
     ) -> Result<EngineHandle, StartError> {
         config.validate()?;
         crate::guard::install()?;
+        // Before the file is read: a second server must not even restore
+        // from a file that another one is about to overwrite.
+        let claim = match &config.state_file {
+            Some(path) => Some(StateClaim::acquire(path, config.state_lock).map_err(
+                |message| StartError {
+                    code: exit_code::STATE_FILE,
+                    message,
+                },
+            )?),
+            None => None,
+        };
         let restored = restore(&config)?;
         let events: EventSink = Arc::new(sink);
         let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>();
@@ -62,6 +76,14 @@ impl Engine {
         events(Event::Running {
             watch_mode: watch.mode,
         });
+        if !crate::guard::exit_is_caught() {
+            events(Event::ServerNotice(
+                "a plugin's call to exit() will end this host without a save: the host \
+                 program does not export hotreload's exit interposer (link it with \
+                 -Wl,--export-dynamic-symbol=exit; see guard/exits.c)"
+                    .into(),
+            ));
+        }
         for path in config.watch.iter().filter(|p| !p.exists()) {
             // Usually a typo; possibly a file the build generates.
             events(Event::WatchNotice(format!(
@@ -71,6 +93,8 @@ impl Engine {
         }
 
         let tick_inbox = inbox_tx.clone();
+        let snapshot = SharedSnapshot::default();
+        let last_good = LastGood::new(snapshot.clone(), config.state_file.clone());
         let tick_loop = TickLoop::new(
             TickSettings {
                 period: config.tick_period,
@@ -86,6 +110,7 @@ impl Engine {
             Box::new(move |out| {
                 let _ = tick_inbox.send(Inbox::Tick(out));
             }),
+            snapshot,
         );
         let tick_thread = thread::Builder::new()
             .name("hotreload-tick".into())
@@ -93,6 +118,7 @@ impl Engine {
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
         let mut reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
+        reloader.hold(claim, last_good.clone());
         if let Some((saved, path)) = restored {
             reloader.restore_from(saved, path);
         }
@@ -104,6 +130,7 @@ impl Engine {
 
         Ok(EngineHandle {
             inbox: inbox_tx,
+            last_good,
             reload_thread,
             tick_thread,
         })
@@ -149,6 +176,7 @@ fn restore(config: &Config) -> Result<Option<(Saved, std::path::PathBuf)>, Start
 /// Commands in, and a way to wait for the end.
 pub struct EngineHandle {
     inbox: Sender<Inbox>,
+    last_good: LastGood,
     reload_thread: JoinHandle<i32>,
     tick_thread: JoinHandle<()>,
 }
@@ -168,6 +196,7 @@ impl EngineHandle {
     pub fn commander(&self) -> Commander {
         Commander {
             inbox: self.inbox.clone(),
+            last_good: self.last_good.clone(),
         }
     }
 
@@ -185,10 +214,18 @@ impl EngineHandle {
 #[derive(Clone)]
 pub struct Commander {
     inbox: Sender<Inbox>,
+    last_good: LastGood,
 }
 
 impl Commander {
     pub fn send(&self, command: Command) {
         let _ = self.inbox.send(Inbox::Command(command));
+    }
+
+    /// For a host about to exit without waiting for the engine (a second
+    /// Ctrl-C): saves the last completed tick's state to the state file,
+    /// calling no plugin code. See [`crate::state::forced`].
+    pub fn save_before_forced_exit(&self) -> ForcedSave {
+        self.last_good.save()
     }
 }

@@ -17,6 +17,8 @@ pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// Something the server decided about itself, in a sentence.
+    ServerNotice(String),
     /// The watchers are in place and the start-up build is about to run.
     Running {
         watch_mode: WatchMode,
@@ -34,6 +36,8 @@ pub enum Event {
     BuildSkipped {
         paths: Vec<PathBuf>,
     },
+    /// A build was asked for without a change (a `Rebuild` command, SIGUSR1).
+    RebuildRequested,
     BuildStarted,
     /// `output` is everything the build printed, for its warnings.
     BuildSucceeded {
@@ -95,6 +99,23 @@ pub enum Event {
     StayedMapped {
         version: u64,
         lib: PathBuf,
+        /// What this version still takes, and what all retired versions
+        /// that stayed take together (this one included).
+        bytes: u64,
+        pinned: usize,
+        pinned_bytes: u64,
+    },
+    /// So many retired versions stayed mapped (every
+    /// [`PINNED_WARNING`](crate::pipeline::reload::PINNED_WARNING) more) that
+    /// their memory is worth a restart.
+    PinnedWarning {
+        pinned: usize,
+        pinned_bytes: u64,
+    },
+    /// At exit: retired versions that stayed mapped until the end.
+    PinnedAtExit {
+        pinned: usize,
+        pinned_bytes: u64,
     },
     /// The loop fell so far behind that it skipped ticks instead of bursting.
     Stalled {
@@ -103,6 +124,26 @@ pub enum Event {
     },
     /// Timing of the whole run, reported when the loop stops.
     TickStats(TickStats),
+    /// A stop was asked for; the tick in progress finishes, then `shutdown`
+    /// runs and the state is saved.
+    Stopping {
+        reason: crate::command::StopReason,
+    },
+    /// Saving the state to the state file failed. A periodic save is tried
+    /// again at the next one and at exit; the save at exit is retried a few
+    /// times, and when all fail the state is written to `rescued_to` if it
+    /// can be.
+    SaveFailed {
+        path: PathBuf,
+        why: String,
+        at_exit: bool,
+        rescued_to: Option<PathBuf>,
+    },
+    /// A save worked again after failed ones.
+    SaveRecovered {
+        path: PathBuf,
+        tick: u64,
+    },
     /// The engine stopped; `code` is the process exit code it recommends.
     Exited {
         code: i32,
@@ -137,8 +178,10 @@ pub enum Recovery {
     /// The new version's `migrate` hook faulted or refused: it was not
     /// swapped in, and the running version and its state stay.
     Refused { keeping: Option<u64> },
-    /// The fault was in `shutdown`; the host exits as it was going to.
-    Exiting,
+    /// The fault was in `shutdown`; the state is put back as it was before
+    /// `shutdown` (that is what gets saved), and the host exits as it was
+    /// going to.
+    Exiting { restored_to_tick: Option<u64> },
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +193,8 @@ pub struct BuildFailure {
     pub first_error: String,
     /// Everything the build printed, stdout and stderr interleaved.
     pub output: String,
+    /// The version that keeps running, if any.
+    pub keeping: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -179,6 +224,8 @@ pub enum StateMoment {
     Migrated,
     /// Every `--state-every N` ticks.
     Periodic,
+    /// Asked for (a `ReportState` command, SIGUSR2).
+    Requested,
     /// After `shutdown`, at exit.
     Final,
     /// No plugin was ever loaded, so there is no state.

@@ -43,6 +43,7 @@
 
 pub mod command;
 pub mod config;
+pub mod console;
 pub mod engine;
 pub mod event;
 pub mod guard;
@@ -61,3 +62,4 @@ pub use engine::{Commander, Engine, EngineHandle};
 pub use event::Event;
 pub use outcome::{Outcome, Rejection, StartError, exit_code};
 pub use plugin::probe::run_if_requested as run_probe_if_requested;
+pub use state::forced::ForcedSave;

@@ -34,6 +34,12 @@ pub mod exit_code {
     /// The state file exists but cannot be used (corrupt, truncated, not a
     /// state file, a newer format); it was left untouched.
     pub const STATE_FILE: i32 = 15;
+    /// The state could not be saved to the state file at exit (after
+    /// retries): the file holds an older state, or none.
+    pub const STATE_NOT_SAVED: i32 = 16;
+    /// The server stopped before any version was ever loaded (the first
+    /// build was still running), so no code ran on any state.
+    pub const NOTHING_LOADED: i32 = 17;
 }
 
 /// Why a built library was not swapped in. Each variant's message says what

@@ -10,7 +10,7 @@ use hotreload_engine::{Config, WatchMode};
 
 const EXIT_CODES: &str = "\
 Exit codes (the outcome of the last reload attempt):
-  0   success, or no reload attempted
+  0   success
   1   the host could not start (a watch or the private copy folder failed)
   2   bad command-line flag or value
   9   the build command failed
@@ -19,9 +19,18 @@ Exit codes (the outcome of the last reload attempt):
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
   14  plugin code crashed, aborted or hung (the host recovered)
-  15  the state file is corrupt, truncated, not a state file or of a newer
-      format (it was left untouched; --fresh-state starts over)
+  15  the state file cannot be used: corrupt, truncated, not a state file, of a
+      newer format (left untouched; --fresh-state starts over), its folder
+      cannot be written, or another server holds it
+  16  the state could not be saved at exit (the line before says where it went)
+  17  stopped before any version was loaded
   130 a second Ctrl-C while stopping: exited without waiting for plugin code
+
+Signals:
+  SIGINT, SIGTERM, SIGHUP  stop: finish the tick, call shutdown, save the state, exit
+  second SIGINT            exit at once, saving the last completed tick's state
+  SIGUSR1                  rebuild and reload now, as if a source had changed
+  SIGUSR2                  print the state now
 
 Example:
   hotreload --watch logic.c --build \"cc -shared -fPIC -o logic.so logic.c\"";
@@ -50,7 +59,7 @@ pub struct Args {
     pub lib: Option<PathBuf>,
 
     /// Milliseconds between ticks; plugins get dt = tick-ms / 1000.
-    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
     pub tick_ms: u64,
 
     /// Seed for deterministic plugins (delivered to plugin code by the
@@ -68,7 +77,7 @@ pub struct Args {
     pub poll: bool,
 
     /// Poll interval in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 250, value_parser = at_least_one)]
     pub poll_ms: u64,
 
     /// Quiet period in milliseconds: a build starts once the sources have
@@ -84,12 +93,12 @@ pub struct Args {
 
     /// Milliseconds a plugin call (init, tick, shutdown) may run before it is
     /// interrupted and handled as a fault [default: 10 ticks, at least 1000].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub tick_timeout_ms: Option<u64>,
 
     /// Good versions kept loaded, the running one included, to roll back to
     /// when a newer one faults.
-    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..1000))]
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = keep_versions_range)]
     pub keep_versions: u64,
 
     /// Ticks a new build runs in a throwaway process, on a copy of the
@@ -106,7 +115,7 @@ pub struct Args {
 
     /// Print the state every N ticks (besides at start, after every reload
     /// and at exit).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub state_every: Option<u64>,
 
     /// Save the state to PATH at exit (and every --save-every ticks), and
@@ -115,7 +124,7 @@ pub struct Args {
     pub state_file: Option<PathBuf>,
 
     /// Also save the state every N ticks (needs --state-file).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub save_every: Option<u64>,
 
     /// Do not restore --state-file: start with a fresh state and overwrite
@@ -123,13 +132,19 @@ pub struct Args {
     #[arg(long)]
     pub fresh_state: bool,
 
+    /// Let other servers use the same --state-file. By default the file is
+    /// locked while this server runs and a second server on it is refused
+    /// (each would overwrite the other's state at every save).
+    #[arg(long)]
+    pub no_state_lock: bool,
+
     /// Stop after N ticks.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub ticks: Option<u64>,
 
     /// Stop after N reload attempts (the start-up build does not count); the
     /// exit code is the last attempt's outcome.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     pub reloads: Option<u64>,
 }
 
@@ -170,10 +185,35 @@ impl Args {
         config.state_file = self.state_file.clone();
         config.save_every = self.save_every;
         config.fresh_state = self.fresh_state;
+        config.state_lock = !self.no_state_lock;
         config.max_ticks = self.ticks;
         config.max_reloads = self.reloads;
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// A whole number of at least 1: a count, a period or an interval.
+fn at_least_one(text: &str) -> Result<u64, String> {
+    whole_number_in(text, 1, u64::MAX)
+}
+
+fn keep_versions_range(text: &str) -> Result<u64, String> {
+    whole_number_in(text, 1, 999)
+}
+
+/// Says what was expected in words (clap's own range error prints
+/// `0 is not in 1..18446744073709551615`).
+fn whole_number_in(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let expected = if max == u64::MAX {
+        format!("a whole number of at least {min}")
+    } else {
+        format!("a whole number from {min} to {max}")
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        Ok(n) => Err(format!("expected {expected}, found {n}")),
+        Err(_) => Err(format!("expected {expected}, found {text:?}")),
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use hotreload_engine::{Engine, exit_code};
+use hotreload_engine::{Engine, ForcedSave, console, exit_code};
 
 fn main() -> ExitCode {
     // A trial run of a new build is this same executable in probe mode.
@@ -22,7 +22,14 @@ fn main() -> ExitCode {
         Err(why) => return fail(exit_code::USAGE, &why),
     };
     line_buffer_c_stdout();
+    // Before any thread exists: every thread inherits the mask.
     if let Err(why) = signals::block() {
+        return fail(exit_code::HOST_ERROR, &why);
+    }
+    // Before plugin code can close or redirect the standard descriptors:
+    // the host keeps its own copies.
+    console::host_stdout();
+    if let Err(why) = console::capture_stderr() {
         return fail(exit_code::HOST_ERROR, &why);
     }
     let renderer = render::Renderer::new();
@@ -36,16 +43,35 @@ fn main() -> ExitCode {
     if let Err(why) = signals::stop_when_stdout_closes(engine.commander()) {
         return fail(exit_code::HOST_ERROR, &why);
     }
-    let forced = |signal: nix::sys::signal::Signal| {
+    let saver = engine.commander();
+    let forced = move |signal: nix::sys::signal::Signal| {
+        let saved = match saver.save_before_forced_exit() {
+            ForcedSave::Saved { path, tick } => {
+                format!("saved the state as of tick {tick} to {}", path.display())
+            }
+            ForcedSave::Failed { path, why } => {
+                format!(
+                    "cannot save the state to {}: {why}; it is lost",
+                    path.display()
+                )
+            }
+            ForcedSave::AlreadySaved => "the state was already saved".to_owned(),
+            ForcedSave::NothingToSave => {
+                "no version ever ran, so there is no state to save".to_owned()
+            }
+            ForcedSave::NotAsked => "no --state-file, so the state is not saved".to_owned(),
+        };
         let _ = print(&format!(
-            "[exit] second {signal}: exiting without waiting for plugin code to return\n"
+            "[exit] second {signal}: {saved}; exiting without waiting for plugin code to return\n"
         ));
+        console::finish();
         std::process::exit(128 + signal as i32);
     };
     if let Err(why) = signals::forward_to(engine.commander(), forced) {
         return fail(exit_code::HOST_ERROR, &why);
     }
     let code = engine.join();
+    console::finish();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
@@ -55,7 +81,7 @@ fn main() -> ExitCode {
 /// output) is not.
 /// Fails only when stdout is gone.
 fn print(text: &str) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = console::host_stdout();
     for line in text.split_inclusive('\n') {
         out.write_all(line.as_bytes())?;
         out.flush()?;
@@ -64,7 +90,8 @@ fn print(text: &str) -> std::io::Result<()> {
 }
 
 fn fail(code: i32, why: &str) -> ExitCode {
-    eprintln!("hotreload: error: {why}");
+    let _ = writeln!(console::host_stderr(), "hotreload: error: {why}");
+    console::finish();
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 

@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hotreload_engine::Event;
 use hotreload_engine::event::{FaultReport, Recovery, StateMoment, StateReport};
+use hotreload_engine::guard::signal_name;
+use hotreload_engine::{Event, StopReason};
 
 pub struct Renderer {
     /// Paths are shown relative to the folder the server runs in.
@@ -25,6 +26,8 @@ impl Renderer {
     pub fn render(&self, event: &Event) -> String {
         match event {
             Event::Running { .. } => "[server] running\n".into(),
+            Event::ServerNotice(text) => format!("[server] {text}\n"),
+            Event::RebuildRequested => "[watch] rebuild requested; building now\n".into(),
             Event::WatchNotice(text) => format!("[watch] {text}\n"),
             Event::ChangeDetected { paths, rescan } => {
                 if *rescan {
@@ -55,10 +58,14 @@ impl Renderer {
                 let mut out = format!("[build] failed: {}\n", failure.first_error);
                 indent(&mut out, &failure.output);
                 out.push_str(&format!(
-                    "[build] {} after {}; waiting for the next change\n",
+                    "[build] {} after {}\n",
                     failure.status,
                     ms(failure.duration)
                 ));
+                out.push_str(&match failure.keeping {
+                    Some(v) => format!("[reload] rejected, keeping old plugin (v{v}); waiting for the next change\n"),
+                    None => "[reload] rejected, no plugin loaded yet; waiting for the next change\n".to_owned(),
+                });
                 out
             }
             Event::BuildSuperseded => {
@@ -106,9 +113,21 @@ impl Renderer {
                     list.join(", ")
                 )
             }
-            Event::StayedMapped { version, lib } => format!(
-                "[reload] v{version} of {} is still mapped after dlclose (a thread-local destructor or -z nodelete keeps it); its memory is not reclaimed\n",
-                self.show(lib)
+            Event::StayedMapped { version, lib, bytes, pinned, pinned_bytes } => format!(
+                    "[reload] v{version} of {} is still mapped after dlclose ({}; a thread-local destructor, such as a Rust panic leaves, or -z nodelete keeps it); {} stayed so far, {} in all\n",
+                    self.show(lib),
+                    megabytes(*bytes),
+                    plural(*pinned as u64, "retired version"),
+                    megabytes(*pinned_bytes),
+            ),
+            Event::PinnedWarning { pinned, pinned_bytes } => format!(
+                "[reload] warning: {pinned} retired versions hold {} that only a restart of hotreload gives back; restart it when convenient (--state-file keeps the state across it)\n",
+                megabytes(*pinned_bytes)
+            ),
+            Event::PinnedAtExit { pinned, pinned_bytes } => format!(
+                "[reload] {} stayed mapped until exit ({})\n",
+                plural(*pinned as u64, "retired version"),
+                megabytes(*pinned_bytes)
             ),
             Event::Stalled { behind, skipped } => {
                 format!("[tick] fell {} behind; skipped {skipped} ticks\n", ms(*behind))
@@ -120,6 +139,38 @@ impl Renderer {
                 ms(s.period),
                 ms(s.max_late),
                 s.skipped
+            ),
+            Event::Stopping { reason } => format!(
+                "[server] stopping ({}): finishing the tick in progress, then shutdown and the final save{}\n",
+                match reason {
+                    StopReason::Signal(n) => signal_name(*n),
+                    StopReason::Requested => "requested".to_owned(),
+                },
+                if matches!(reason, StopReason::Signal(libc::SIGINT)) {
+                    "; Ctrl-C again to exit at once (the last completed tick's state is still saved)"
+                } else {
+                    ""
+                }
+            ),
+            Event::SaveRecovered { path, tick } => format!(
+                "[state] saved to {} again at tick {tick}, after failed saves\n",
+                self.show(path)
+            ),
+            Event::SaveFailed { path, why, at_exit: false, .. } => format!(
+                "[state] cannot save the state to {}: {why}; trying again at the next save and at exit\n",
+                self.show(path)
+            ),
+            Event::SaveFailed { path, why, at_exit: true, rescued_to } => format!(
+                "[state] cannot save the state to {} at exit (tried 3 times): {why}; {}\n",
+                self.show(path),
+                match rescued_to {
+                    Some(rescue) => format!(
+                        "saved it to {} instead (copy it over {} to restore it next time)",
+                        self.show(rescue),
+                        self.show(path)
+                    ),
+                    None => "it could not be written anywhere else either: this session's state is lost".to_owned(),
+                }
             ),
             Event::Exited { code } => format!("[exit] code={code} ({})\n", exit_reason(*code)),
         }
@@ -152,6 +203,15 @@ fn indent(out: &mut String, text: &str) {
     }
 }
 
+/// `4.1 MB`, `72 KB`.
+fn megabytes(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{} KB", bytes.div_ceil(1000))
+    }
+}
+
 fn plural(n: u64, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
@@ -172,6 +232,8 @@ fn exit_reason(code: i32) -> &'static str {
         c::INCOMPLETE_API => "the last build was refused: incomplete logic_api_t",
         c::FAULT => "plugin code faulted last",
         c::STATE_FILE => "the state file could not be used",
+        c::STATE_NOT_SAVED => "the state could not be saved to the state file",
+        c::NOTHING_LOADED => "stopped before any version was loaded",
         _ => "the host could not run",
     }
 }
@@ -197,7 +259,12 @@ fn fault(r: &FaultReport) -> String {
             "no earlier version to roll back to: ticking paused until the next good build, {}",
             restored(restored_to_tick)
         ),
-        Recovery::Exiting => "exiting as planned".to_owned(),
+        Recovery::Exiting {
+            restored_to_tick: Some(t),
+        } => format!("state restored to tick {t}, as before shutdown; exiting as planned"),
+        Recovery::Exiting {
+            restored_to_tick: None,
+        } => "exiting as planned".to_owned(),
         Recovery::SwapWentAhead => "the swap went ahead".to_owned(),
         Recovery::Refused { keeping: Some(v) } => {
             format!("not swapped in; v{v} keeps running on its state")
@@ -226,6 +293,7 @@ fn state(r: &StateReport) -> String {
         StateMoment::Migrated => format!("(migrated; v{}, tick {})", r.version, r.tick),
         StateMoment::Final => format!("(final; v{}, tick {})", r.version, r.tick),
         StateMoment::Periodic => format!("(v{}, tick {})", r.version, r.tick),
+        StateMoment::Requested => format!("(on request; v{}, tick {})", r.version, r.tick),
     };
     if let Some(fields) = &r.fields {
         return format!("{fields} {when}");

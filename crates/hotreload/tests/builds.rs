@@ -228,7 +228,11 @@ fn bad_flags_and_values_exit_2_with_a_message() {
     };
     let cases: Vec<(&str, Vec<&str>, &[&str])> = vec![
         ("unknown flag", with(&["--frobnicate"]), &["--frobnicate"]),
-        ("zero tick", with(&["--tick-ms", "0"]), &["--tick-ms", "0"]),
+        (
+            "zero tick",
+            with(&["--tick-ms", "0"]),
+            &["--tick-ms", "0", "at least 1"],
+        ),
         (
             "non-numeric tick",
             with(&["--tick-ms", "abc"]),
@@ -497,6 +501,7 @@ fn a_missing_watched_file_is_reported() {
         ],
     );
     s.expect_prefix("[watch] typo.c does not exist (yet); watching its folder for it to appear");
+    s.expect_prefix("[reload] loaded logic.so");
     assert_eq!(s.stop(), 0);
 }
 

@@ -44,6 +44,7 @@ unsafe extern "C" {
     fn hr_guard_thread_init(size: usize) -> c_int;
     fn hr_guard_thread_fini();
     fn hr_last_fault(out: *mut RawFault);
+    fn hr_exit_is_caught() -> c_int;
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
     fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
@@ -88,15 +89,33 @@ pub struct Fault {
     pub pc: usize,
 }
 
+/// In a [`Fault`]'s `signal`: plugin code called `exit`, `_exit`, `_Exit`
+/// or `quick_exit` (`code` holds the status). See `exits.c`.
+pub const LEFT_BY_EXIT: i32 = -1;
+/// In a [`Fault`]'s `signal`: plugin code called `pthread_exit` on the
+/// thread that called it.
+pub const LEFT_BY_THREAD_EXIT: i32 = -2;
+
 impl Fault {
     pub fn is_timeout(&self) -> bool {
         self.signal == timeout_signal()
+    }
+
+    /// A call that ended because plugin code tried to end the process or
+    /// the thread, not by a signal.
+    pub fn is_exit(&self) -> bool {
+        matches!(self.signal, LEFT_BY_EXIT | LEFT_BY_THREAD_EXIT)
     }
 
     /// "SIGSEGV (address not mapped) at 0x0", "timeout", ...
     pub fn describe(&self) -> String {
         if self.is_timeout() {
             return "timeout".into();
+        }
+        match self.signal {
+            LEFT_BY_EXIT => return format!("exit({}) called", self.code),
+            LEFT_BY_THREAD_EXIT => return "pthread_exit called on the host's thread".into(),
+            _ => {}
         }
         let name = signal_name(self.signal);
         match (self.signal, cause(self.signal, self.code)) {
@@ -132,6 +151,14 @@ pub fn install() -> Result<(), String> {
             }
         })
         .clone()
+}
+
+/// Whether a plugin's call to `exit` reaches the guard's interposer, which
+/// turns it into a fault: only if the host executable exports it (the
+/// `hotreload` binary does; see `exits.c` for embedders).
+pub fn exit_is_caught() -> bool {
+    // SAFETY: a `dlsym` lookup and a pointer comparison; no state changes.
+    unsafe { hr_exit_is_caught() != 0 }
 }
 
 /// Prepares the calling thread to call plugin code: gives it an alternate
@@ -313,19 +340,12 @@ pub unsafe fn call_describe(f: DescribeFn, state: &[u8]) -> Result<String, Fault
     }
 }
 
+/// `SIGSEGV`, `SIGINT`, …; `signal 40` for one without a name.
 pub fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGTERM => "SIGTERM",
-        _ => return format!("signal {signal}"),
-    };
-    name.into()
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(known) => known.as_str().to_owned(),
+        Err(_) => format!("signal {signal}"),
+    }
 }
 
 fn cause(signal: i32, code: i32) -> Option<&'static str> {

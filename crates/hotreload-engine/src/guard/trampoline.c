@@ -162,6 +162,59 @@ static int hr_landed(void) {
     return hr_guard.fault.signo;
 }
 
+#if defined(__x86_64__)
+/* Returns from the hr_call_* fast path whose registers `saved` holds, with
+ * `code` as its result: the same resumption hr_handler makes by rewriting
+ * the interrupted context, done from ordinary code. */
+__attribute__((noreturn)) void hr_resume_caller(const uint64_t* saved, int code);
+__asm__(
+    ".text\n"
+    ".globl hr_resume_caller\n"
+    ".hidden hr_resume_caller\n"
+    ".type hr_resume_caller, @function\n"
+    "hr_resume_caller:\n"
+    "    movq 0(%rdi), %rbx\n"
+    "    movq 8(%rdi), %rbp\n"
+    "    movq 16(%rdi), %r12\n"
+    "    movq 24(%rdi), %r13\n"
+    "    movq 32(%rdi), %r14\n"
+    "    movq 40(%rdi), %r15\n"
+    "    movq 48(%rdi), %rsp\n" /* at the return address */
+    "    movl %esi, %eax\n"
+    "    ret\n"
+    ".size hr_resume_caller, . - hr_resume_caller\n");
+#endif
+
+/* Called from ordinary code (not a handler) by the interposers in exits.c:
+ * if this thread is inside a guarded call, ends that call as if it had
+ * faulted with `signo` (one of the HR_LEFT_* pseudo-signals, all negative so
+ * they never clash with a real signal), recording `code` and the caller's
+ * address `pc`; it then does not return. Outside plugin code it returns, and
+ * the interposer does what was asked. */
+void hr_guard_leave_if_inside(int signo, int code, void* pc) {
+    hr_thread_guard_t* g = &hr_guard;
+    int inside = g->inside;
+    if (inside == 0) {
+        return;
+    }
+    g->inside = 0;
+    g->fault.signo = signo;
+    g->fault.code = code;
+    g->fault.addr = NULL;
+    g->fault.pc = pc;
+#if defined(__x86_64__)
+    if (inside == HR_INSIDE_CONTEXT) {
+        hr_resume_caller(g->saved, signo);
+    }
+#endif
+    __builtin_longjmp(g->env, 1);
+}
+
+/* Whether the calling thread is inside a guarded plugin call. */
+int hr_guard_inside(void) {
+    return hr_guard.inside != 0;
+}
+
 /* Installs the handler for the fault signals and the watchdog's signal,
  * remembering the previous handlers to chain to. Once per process. */
 int hr_guard_install(int timeout_signal) {

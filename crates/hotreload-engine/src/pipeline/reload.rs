@@ -19,10 +19,12 @@ use std::time::Duration;
 use crate::command::Command;
 use crate::config::Config;
 use crate::event::{BuildFailure, Event, EventSink};
-use crate::outcome::{Outcome, Rejection};
+use crate::outcome::{Outcome, Rejection, exit_code};
 use crate::pipeline::build::{BuildResult, RunningBuild};
 use crate::plugin::Plugin;
 use crate::plugin::shadow::ShadowDir;
+use crate::state::claim::StateClaim;
+use crate::state::forced::LastGood;
 use crate::state::persist::{self, Saved, SavedRef};
 use crate::tick::{Save, TickInput, TickOutput};
 use crate::watch::fingerprint::Fingerprints;
@@ -30,6 +32,10 @@ use crate::watch::scope::Scope;
 use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
 
 use prepare::{Prepared, StateSide, hash_bytes};
+
+/// After this many retired versions stayed mapped, and every this many more,
+/// a warning says their memory is only given back by a restart.
+pub const PINNED_WARNING: usize = 8;
 
 /// Everything the reload thread is told.
 #[expect(
@@ -54,6 +60,11 @@ pub struct Reloader {
     shadow: ShadowDir,
     /// Kept alive for as long as the reload thread runs.
     _watch: Watch,
+    /// This server's hold on the state file, released when it stops.
+    _claim: Option<StateClaim>,
+    /// Told when the save at exit is done, so a forced exit does not
+    /// overwrite it with an older state.
+    last_good: Option<LastGood>,
     build: Option<InFlight>,
     /// A batch arrived while building: build again once the current one exits.
     rebuild_after: bool,
@@ -81,8 +92,10 @@ pub struct Reloader {
     spans: Vec<(u64, u64)>,
     /// The saved state the first version starts from, and where it was read.
     restored: Option<(Saved, std::path::PathBuf)>,
-    /// The last save error said, so a failing disk is not reported per tick.
-    save_error_said: Option<String>,
+    /// The last save failed: the state on disk is older than the host's
+    /// (and if that is still so at exit, the exit code says so). Also what
+    /// keeps a failing disk from being reported at every save.
+    unsaved: bool,
     /// What was last said about where the layout comes from.
     layout_said: String,
     /// The plugin's writable statics last warned about.
@@ -91,6 +104,8 @@ pub struct Reloader {
     /// changed nothing.
     hashes: std::collections::HashMap<u64, u64>,
     attempts: u64,
+    /// Retired versions that `dlclose` could not unmap, with their bytes.
+    pinned: Vec<(u64, u64)>,
     last_outcome: Option<Outcome>,
     stopping: bool,
 }
@@ -129,6 +144,8 @@ impl Reloader {
             fingerprints,
             shadow,
             _watch: watch,
+            _claim: None,
+            last_good: None,
             build: None,
             rebuild_after: false,
             awaiting_batch: false,
@@ -141,11 +158,12 @@ impl Reloader {
             said_trials_off: false,
             spans: Vec::new(),
             restored: None,
-            save_error_said: None,
+            unsaved: false,
             layout_said: String::new(),
             statics_said: Vec::new(),
             hashes: Default::default(),
             attempts: 0,
+            pinned: Vec::new(),
             last_outcome: None,
             stopping: false,
         }
@@ -155,6 +173,13 @@ impl Reloader {
     /// (no `init`), migrated to its layout if that changed.
     pub fn restore_from(&mut self, saved: Saved, path: std::path::PathBuf) {
         self.restored = Some((saved, path));
+    }
+
+    /// Keeps `claim` until the reload thread ends: the state file stays this
+    /// server's until its last save is done.
+    pub fn hold(&mut self, claim: Option<StateClaim>, last_good: LastGood) {
+        self._claim = claim;
+        self.last_good = Some(last_good);
     }
 
     /// Runs until the tick loop has finished; returns the exit code.
@@ -196,14 +221,40 @@ impl Reloader {
                     }
                     break;
                 }
-                Inbox::Command(Command::Stop(_)) => self.stop(),
-                Inbox::Command(Command::Rebuild) => self.request_build(&me, true),
+                Inbox::Command(Command::Stop(reason)) => {
+                    if !self.stopping {
+                        self.emit(Event::Stopping { reason });
+                    }
+                    self.stop();
+                }
+                Inbox::Command(Command::Rebuild) => {
+                    if !self.stopping {
+                        self.emit(Event::RebuildRequested);
+                    }
+                    self.request_build(&me, true);
+                }
+                Inbox::Command(Command::ReportState) => {
+                    let _ = self.tick.send(TickInput::Report);
+                }
             }
         }
         if let Some(b) = self.build.take() {
             b.run.kill();
         }
-        let code = self.last_outcome.as_ref().map_or(0, Outcome::exit_code);
+        let code = if self.unsaved {
+            // Losing the session's state outweighs how the last reload went.
+            exit_code::STATE_NOT_SAVED
+        } else {
+            self.last_outcome
+                .as_ref()
+                .map_or(exit_code::NOTHING_LOADED, Outcome::exit_code)
+        };
+        if !self.pinned.is_empty() {
+            self.emit(Event::PinnedAtExit {
+                pinned: self.pinned.len(),
+                pinned_bytes: self.pinned.iter().map(|(_, b)| b).sum(),
+            });
+        }
         self.emit(Event::Exited { code });
         code
     }
@@ -273,6 +324,7 @@ impl Reloader {
                     status: "not started".into(),
                     first_error: why.clone(),
                     output: why,
+                    keeping: self.running,
                 }));
                 self.record(Outcome::BuildFailed, counts_as_attempt);
             }
@@ -304,6 +356,7 @@ impl Reloader {
                 status: result.status_text(),
                 first_error: result.first_error_line(),
                 output: result.output,
+                keeping: self.running,
             }));
             self.record(Outcome::BuildFailed, counts);
             return;
@@ -384,28 +437,76 @@ impl Reloader {
             state_version: save.state_version,
             layout: save.layout.as_deref(),
         };
-        match persist::save(&path, &saved) {
-            Ok(()) => {
-                self.save_error_said = None;
-                if save.at_exit {
-                    self.emit(Event::StateSaved {
-                        path,
-                        tick: save.tick,
-                    });
+        // A periodic save that fails is tried again at the next one; the
+        // save at exit is the last chance, so it is retried here, a moment
+        // apart (a disk that was full a moment ago, an NFS hiccup).
+        let attempts: &[Duration] = if save.at_exit {
+            &[
+                Duration::ZERO,
+                Duration::from_millis(100),
+                Duration::from_millis(400),
+            ]
+        } else {
+            &[Duration::ZERO]
+        };
+        let mut failure = None;
+        for pause in attempts {
+            std::thread::sleep(*pause);
+            match persist::save(&path, &saved) {
+                Ok(()) => {
+                    failure = None;
+                    break;
                 }
-            }
-            Err(e) => {
-                let said = format!("cannot save the state to {}: {e}", path.display());
-                if self.save_error_said.as_ref() != Some(&said) {
-                    self.emit(Event::WatchNotice(said.clone()));
-                    self.save_error_said = Some(said);
-                }
+                Err(e) => failure = Some(e.to_string()),
             }
         }
+        let Some(why) = failure else {
+            if std::mem::take(&mut self.unsaved) && !save.at_exit {
+                self.emit(Event::SaveRecovered {
+                    path: path.clone(),
+                    tick: save.tick,
+                });
+            }
+            if save.at_exit {
+                if let Some(last_good) = &self.last_good {
+                    last_good.mark_final_saved();
+                }
+                self.emit(Event::StateSaved {
+                    path,
+                    tick: save.tick,
+                });
+            }
+            return;
+        };
+        let streak = std::mem::replace(&mut self.unsaved, true);
+        if !save.at_exit {
+            // A failing disk is said once, when saves start failing, not at
+            // every save; and again when they work again.
+            if !streak {
+                self.emit(Event::SaveFailed {
+                    path,
+                    why,
+                    at_exit: false,
+                    rescued_to: None,
+                });
+            }
+            return;
+        }
+        let rescued_to = crate::state::claim::rescue(&path, &saved);
+        self.emit(Event::SaveFailed {
+            path,
+            why,
+            at_exit: true,
+            rescued_to,
+        });
     }
 
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {
+        let failed = outcome != Outcome::Swapped;
         self.last_outcome = Some(outcome);
+        if failed {
+            self.stop_if_nothing_can_tick();
+        }
         if counts_as_attempt {
             self.attempts += 1;
             if self
@@ -432,6 +533,34 @@ impl Reloader {
             detail: String::new(),
         });
         self.last_outcome = Some(Outcome::Rejected(reason));
+        self.stop_if_nothing_can_tick();
+    }
+
+    /// A run limited by `--ticks` or `--reloads` is a script: it must never
+    /// sit waiting for a change nobody will make. When nothing can tick
+    /// (no version ever loaded, or with `--ticks` alone the only version
+    /// faulted) and no build is coming, it stops with the code of what went
+    /// wrong, saying why.
+    fn stop_if_nothing_can_tick(&mut self) {
+        let (ticks, reloads) = (self.config.max_ticks, self.config.max_reloads);
+        if self.stopping || self.running.is_some() || self.build.is_some() || self.rebuild_after {
+            return;
+        }
+        let never_loaded = self.version == 0;
+        let limit = match (ticks, reloads) {
+            (_, Some(n)) if never_loaded => format!("--reloads {n}"),
+            (Some(n), None) => format!("--ticks {n}"),
+            _ => return,
+        };
+        let why = if never_loaded {
+            "no version could be loaded"
+        } else {
+            "no version is left to tick"
+        };
+        self.emit(Event::ServerNotice(format!(
+            "{why}; stopping, because a run with {limit} does not wait for a change"
+        )));
+        self.stop();
     }
 
     fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String) {
@@ -447,6 +576,7 @@ impl Reloader {
         ));
         self.last_outcome = Some(Outcome::Faulted);
         self.retire(plugin);
+        self.stop_if_nothing_can_tick();
     }
 
     fn retire(&mut self, plugin: Plugin) {
@@ -460,10 +590,22 @@ impl Reloader {
             )));
         }
         if closed.still_mapped {
+            self.pinned.push((version, closed.mapped_bytes));
+            let (pinned, pinned_bytes) =
+                (self.pinned.len(), self.pinned.iter().map(|(_, b)| b).sum());
             self.emit(Event::StayedMapped {
                 version,
                 lib: self.config.lib.clone(),
+                bytes: closed.mapped_bytes,
+                pinned,
+                pinned_bytes,
             });
+            if pinned.is_multiple_of(PINNED_WARNING) {
+                self.emit(Event::PinnedWarning {
+                    pinned,
+                    pinned_bytes,
+                });
+            }
         }
     }
 

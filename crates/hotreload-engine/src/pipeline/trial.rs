@@ -193,9 +193,12 @@ pub fn run(
         // The probe's own checks refused the table; the host's checks, which
         // run next, say why with the right exit code.
         Some(_) if last.starts_with("reject ") => return Ok(()),
-        Some(_) if last.starts_with("fault ") => last["fault ".len()..].to_owned(),
+        Some(_) if last.starts_with("fault ") => with_panic(&last["fault ".len()..], &output),
         Some(status) => match status.signal() {
-            Some(sig) => format!("trial: {} in {}", signal_name(sig), place(&stage)),
+            Some(sig) => with_panic(
+                &format!("trial: {} in {}", signal_name(sig), place(&stage)),
+                &output,
+            ),
             None => format!("trial: probe exited with {status} in {}", place(&stage)),
         },
     };
@@ -203,6 +206,22 @@ pub fn run(
         reason: Rejection::Faulted(reason),
         output,
     })
+}
+
+/// A trial that ended in an abort printed by a Rust panic says the panic's
+/// message and place instead: `trial tick 2: panicked at src/lib.rs:9:5:
+/// "boom" (SIGABRT)`.
+fn with_panic(reason: &str, output: &str) -> String {
+    if !reason.contains("SIGABRT") {
+        return reason.to_owned();
+    }
+    match (crate::console::find_panic(output), reason.split_once(": ")) {
+        (Some(panic), Some((when, _))) => format!(
+            "{when}: panicked at {}: {:?} (SIGABRT)",
+            panic.location, panic.message
+        ),
+        _ => reason.to_owned(),
+    }
 }
 
 /// "dlopen (a library constructor)", "tick 2", ...

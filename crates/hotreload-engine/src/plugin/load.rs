@@ -155,10 +155,11 @@ impl Library {
     pub fn close(self) -> Closed {
         let Library { raw, shadow, .. } = self;
         let close_error = raw.close().err().map(|e| e.to_string());
-        let still_mapped = is_mapped(shadow.path());
+        let mapped_bytes = mapped_bytes(shadow.path());
         Closed {
             close_error,
-            still_mapped,
+            still_mapped: mapped_bytes > 0,
+            mapped_bytes,
         }
     }
 
@@ -170,15 +171,32 @@ impl Library {
 pub struct Closed {
     pub close_error: Option<String>,
     pub still_mapped: bool,
+    /// How much of the process's address space the library still takes.
+    pub mapped_bytes: u64,
 }
 
 /// Whether a file is mapped into this process, per `/proc/self/maps`.
 pub fn is_mapped(path: &Path) -> bool {
+    mapped_bytes(path) > 0
+}
+
+/// The bytes of this process's mappings of `path`, per `/proc/self/maps`
+/// (0 if none, or if the maps cannot be read).
+pub fn mapped_bytes(path: &Path) -> u64 {
     let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return false;
+        return 0;
     };
     let Some(path) = path.to_str() else {
-        return false;
+        return 0;
     };
-    maps.lines().any(|line| line.ends_with(path))
+    maps.lines()
+        .filter(|line| line.ends_with(path))
+        .filter_map(|line| {
+            let range = line.split_whitespace().next()?;
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            let end = u64::from_str_radix(end, 16).ok()?;
+            end.checked_sub(start)
+        })
+        .sum()
 }

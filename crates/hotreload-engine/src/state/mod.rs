@@ -1,9 +1,12 @@
 //! The state the host owns on the plugin's behalf, and everything that keeps
 //! it: the [`block`] itself, the [`snapshot`] a fault restores, the
 //! [`migrate`] plan that carries it across layout changes, and the
-//! [`persist`]ed state file that carries it across restarts.
+//! [`persist`]ed state file that carries it across restarts, which one
+//! server at a time [`claim`]s; a [`forced`] exit still saves it.
 
 pub mod block;
+pub mod claim;
+pub mod forced;
 pub mod migrate;
 pub mod persist;
 pub mod snapshot;

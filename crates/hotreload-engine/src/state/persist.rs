@@ -709,7 +709,7 @@ fn describe_foreign(probe: &[u8], len: Option<u64>) -> String {
 }
 
 /// The directory `path` is in (`.` for a bare name) and its file name.
-fn split_path(path: &Path) -> Result<(PathBuf, &OsStr), PersistError> {
+pub(crate) fn split_path(path: &Path) -> Result<(PathBuf, &OsStr), PersistError> {
     let name = path.file_name().ok_or_else(|| {
         PersistError::Io(format!(
             "cannot save the state to {}: expected a path naming a file, found none",
@@ -780,7 +780,7 @@ fn remove_stray_temps(dir: &Path, name: &OsStr) {
 
 /// Creates a new temporary file next to the state file, never opening an
 /// existing one (`O_EXCL`).
-fn create_temp(dir: &Path, name: &OsStr) -> Result<(PathBuf, File), PersistError> {
+pub(crate) fn create_temp(dir: &Path, name: &OsStr) -> Result<(PathBuf, File), PersistError> {
     let pid = std::process::id();
     let mut taken = None;
     for _ in 0..TEMP_ATTEMPTS {

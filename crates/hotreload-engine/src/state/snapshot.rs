@@ -9,6 +9,10 @@
 //! most recent copy, so up to that many ticks of progress can be lost. The
 //! fault line names the tick the state was restored to.
 
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::layout::Layout;
 use crate::state::State;
 
 /// Average copy budget per tick.
@@ -54,6 +58,135 @@ impl Snapshot {
         let tick = self.tick?;
         state.bytes_mut().copy_from_slice(&self.bytes);
         Some(tick)
+    }
+}
+
+/// The snapshot, shared between the tick thread (which takes and restores
+/// it) and a thread that must save the state while the tick thread is stuck
+/// in plugin code: a second Ctrl-C during a `shutdown` that never returns.
+/// The tick thread holds the lock only while copying, never during a plugin
+/// call, so the copy is always reachable; and it is the state as of the last
+/// call that completed, which is the newest state known to be good.
+#[derive(Clone, Default)]
+pub struct SharedSnapshot {
+    inner: Arc<Mutex<Option<Kept>>>,
+}
+
+struct Kept {
+    snapshot: Snapshot,
+    /// What the bytes mean, for saving them: the state version and layout of
+    /// the version the copy was taken for.
+    state_version: u32,
+    layout: Option<Arc<Layout>>,
+    /// Some version has run on this state (its `init` completed, or it was
+    /// restored from a file): only then is it worth saving.
+    live: bool,
+}
+
+/// A copy of the state handed out of [`SharedSnapshot::read`].
+pub struct Copied {
+    pub bytes: Vec<u8>,
+    /// Ticks completed when the copy was taken.
+    pub tick: u64,
+    pub state_version: u32,
+    pub layout: Option<Arc<Layout>>,
+}
+
+impl SharedSnapshot {
+    fn lock(&self) -> MutexGuard<'_, Option<Kept>> {
+        // Nothing panics while holding the lock but a copy; the bytes a
+        // panic interrupted are overwritten by the next one.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh snapshot for a state of `size` bytes (the first version, or
+    /// a migration to a new layout); nothing is copied yet.
+    pub fn reset(&self, size: usize, state_version: u32, layout: Option<Arc<Layout>>) {
+        let mut kept = self.lock();
+        // A migration to a new layout keeps a live state live.
+        let live = kept.as_ref().is_some_and(|k| k.live);
+        *kept = Some(Kept {
+            snapshot: Snapshot::new(size),
+            state_version,
+            layout,
+            live,
+        });
+    }
+
+    /// Records which version's layout the copies are in, after a swap or a
+    /// rollback that kept the bytes as they are.
+    pub fn set_owner(&self, state_version: u32, layout: Option<Arc<Layout>>) {
+        if let Some(kept) = self.lock().as_mut() {
+            kept.state_version = state_version;
+            kept.layout = layout;
+        }
+    }
+
+    /// Marks the state as one some version has run on.
+    pub fn mark_live(&self) {
+        if let Some(kept) = self.lock().as_mut() {
+            kept.live = true;
+        }
+    }
+
+    pub fn clear(&self) {
+        *self.lock() = None;
+    }
+
+    /// Copies the state before tick `tick` if a copy is due; false if there
+    /// is no snapshot to copy into.
+    #[inline]
+    pub fn take_if_due(&self, state: &State, tick: u64) -> bool {
+        match self.lock().as_mut() {
+            Some(kept) => {
+                if kept.snapshot.due(tick) {
+                    kept.snapshot.take(state, tick);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Copies the state now, before a call that is not a tick (`init`,
+    /// `shutdown`); false if there is no snapshot to copy into.
+    pub fn take(&self, state: &State, tick: u64) -> bool {
+        match self.lock().as_mut() {
+            Some(kept) => {
+                kept.snapshot.take(state, tick);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// See [`Snapshot::restore`].
+    pub fn restore(&self, state: &mut State) -> Option<u64> {
+        self.lock().as_ref()?.snapshot.restore(state)
+    }
+
+    /// The last copy of a state some version has run on, for saving it from
+    /// another thread. Waits at most
+    /// `patience` for the tick thread to finish a copy in progress.
+    pub fn read(&self, patience: Duration) -> Option<Copied> {
+        let deadline = Instant::now() + patience;
+        let guard = loop {
+            match self.inner.try_lock() {
+                Ok(guard) => break guard,
+                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        };
+        let kept = guard.as_ref().filter(|k| k.live)?;
+        Some(Copied {
+            bytes: kept.snapshot.bytes.clone(),
+            tick: kept.snapshot.tick?,
+            state_version: kept.state_version,
+            layout: kept.layout.clone(),
+        })
     }
 }
 

@@ -22,14 +22,14 @@ use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use crate::event::{Event, EventSink, FaultReport, Recovery, StateMoment, StateReport, TickStats};
+use crate::event::{Event, EventSink, Recovery, StateMoment, StateReport, TickStats};
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, Fault};
 use crate::layout::Layout;
 use crate::plugin::Plugin;
 use crate::state::State;
 use crate::state::migrate::Plan;
-use crate::state::snapshot::Snapshot;
+use crate::state::snapshot::SharedSnapshot;
 use crate::tick::schedule::Schedule;
 use hotreload_abi::HostContext;
 
@@ -53,6 +53,8 @@ pub enum TickInput {
     /// `None` if there is no state yet.
     /// With the ticks completed so far.
     CopyState(std::sync::mpsc::Sender<Option<(Vec<u8>, u64)>>),
+    /// Report the state now.
+    Report,
     Stop,
 }
 
@@ -146,7 +148,8 @@ pub struct TickLoop {
     events: EventSink,
     output: Box<dyn Fn(TickOutput) + Send>,
     state: Option<State>,
-    snapshot: Option<Snapshot>,
+    /// Shared with the engine handle, which saves it on a forced exit.
+    snapshot: SharedSnapshot,
     /// `init` has completed once; it never runs again.
     initialized: bool,
     current: Option<Plugin>,
@@ -165,6 +168,7 @@ impl TickLoop {
         settings: TickSettings,
         events: EventSink,
         output: Box<dyn Fn(TickOutput) + Send>,
+        snapshot: SharedSnapshot,
     ) -> TickLoop {
         TickLoop {
             // Exactly tick_ms / 1000 for whole milliseconds.
@@ -173,7 +177,7 @@ impl TickLoop {
             events,
             output,
             state: None,
-            snapshot: None,
+            snapshot,
             initialized: false,
             current: None,
             earlier: VecDeque::new(),
@@ -223,6 +227,7 @@ impl TickLoop {
                             .map(|s| (s.bytes().to_vec(), self.ticks)),
                     );
                 }
+                Ok(TickInput::Report) => self.report(StateMoment::Requested),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.tick(&calls);
@@ -266,8 +271,8 @@ impl TickLoop {
             .as_ref()
             .and_then(|p| p.ext())
             .and_then(|e| e.init);
-        match (&mut self.state, &mut self.snapshot) {
-            (Some(state), Some(snapshot)) => snapshot.take(state, self.ticks),
+        match &self.state {
+            Some(state) if self.snapshot.take(state, self.ticks) => {}
             _ => return false,
         }
         let result = match ext_init {
@@ -289,6 +294,7 @@ impl TickLoop {
         match result {
             Ok(()) => {
                 self.initialized = true;
+                self.snapshot.mark_live();
                 true
             }
             Err(fault) => {
@@ -299,12 +305,9 @@ impl TickLoop {
     }
 
     fn tick(&mut self, calls: &CallWatch) {
-        let (Some(plugin), Some(state), Some(snapshot), Some(schedule)) = (
-            &self.current,
-            &mut self.state,
-            &mut self.snapshot,
-            &mut self.schedule,
-        ) else {
+        let (Some(plugin), Some(state), Some(schedule)) =
+            (&self.current, &mut self.state, &mut self.schedule)
+        else {
             return;
         };
         let now = Instant::now();
@@ -314,8 +317,8 @@ impl TickLoop {
                 skipped: skip.ticks,
             });
         }
-        if snapshot.due(self.ticks) {
-            snapshot.take(state, self.ticks);
+        if !self.snapshot.take_if_due(state, self.ticks) {
+            return;
         }
         calls.begin(now);
         // SAFETY: as in `run_init`.
@@ -352,6 +355,11 @@ impl TickLoop {
 
     fn finish(mut self, calls: &CallWatch) {
         let mut shutdown_faulted = false;
+        if let Some(state) = &self.state {
+            // A `shutdown` that never returns leaves the state mid-way; a
+            // forced exit then saves this copy, the last completed tick's.
+            self.snapshot.take(state, self.ticks);
+        }
         match (&self.current, &mut self.state) {
             (Some(plugin), Some(state)) if self.initialized => {
                 calls.begin(Instant::now());
@@ -360,15 +368,16 @@ impl TickLoop {
                 calls.end();
                 if let Err(fault) = result {
                     shutdown_faulted = true;
-                    let cause = self.cause(&fault);
-                    (self.events)(Event::Fault(FaultReport {
-                        version: plugin.version(),
-                        call: "shutdown",
-                        tick: self.ticks,
-                        cause,
-                        symbol: fault.symbol(),
-                        recovery: Recovery::Exiting,
-                    }));
+                    // What a crash half-way through `shutdown` left is not
+                    // worth saving over the state it started from.
+                    let restored_to_tick = self.snapshot.restore(state);
+                    let report = self.fault_report(
+                        plugin.version(),
+                        "shutdown",
+                        &fault,
+                        Recovery::Exiting { restored_to_tick },
+                    );
+                    (self.events)(Event::Fault(report));
                 }
                 self.report(StateMoment::Final);
             }

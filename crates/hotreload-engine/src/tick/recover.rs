@@ -11,12 +11,12 @@ impl TickLoop {
     /// After a fault in `call`: put the state back, drop the faulting
     /// version, hand over to the newest earlier one or pause, and say so.
     pub(super) fn recover(&mut self, call: &'static str, fault: Fault) {
-        // The symbol must be looked up while the faulting library is mapped.
-        let symbol = fault.symbol();
+        // Named while the faulting library is still mapped.
+        let (cause, symbol) = self.cause_and_place(&fault);
         let faulted_at = self.ticks;
-        let restored_to_tick = match (&self.snapshot, &mut self.state) {
-            (Some(snapshot), Some(state)) => snapshot.restore(state),
-            _ => None,
+        let restored_to_tick = match &mut self.state {
+            Some(state) => self.snapshot.restore(state),
+            None => None,
         };
         if let Some(tick) = restored_to_tick {
             self.ticks = tick;
@@ -40,6 +40,8 @@ impl TickLoop {
         let recovery = match previous {
             Some(previous) => {
                 let to = previous.version();
+                self.snapshot
+                    .set_owner(previous.state_version(), previous.layout().cloned());
                 self.current = Some(previous);
                 Recovery::RolledBack {
                     to,
@@ -51,7 +53,6 @@ impl TickLoop {
                 Recovery::Paused { restored_to_tick }
             }
         };
-        let cause = self.cause(&fault);
         let summary = format!("{} in {call}", signal_or_timeout(&fault));
         (self.events)(Event::Fault(FaultReport {
             version: bad.version(),
@@ -76,14 +77,34 @@ impl TickLoop {
         fault: &Fault,
         recovery: Recovery,
     ) -> FaultReport {
+        let (cause, symbol) = self.cause_and_place(fault);
         FaultReport {
             version,
             call,
             tick: self.ticks,
-            cause: self.cause(fault),
-            symbol: fault.symbol(),
+            cause,
+            symbol,
             recovery,
         }
+    }
+
+    /// What happened and where, for the `[fault]` line. An abort that a
+    /// Rust panic printed itself into stderr just before is that panic: its
+    /// message and source location say far more than `abort` in the C
+    /// library. Must be asked while the faulting library is mapped.
+    pub(super) fn cause_and_place(&self, fault: &Fault) -> (String, Option<String>) {
+        if fault.signal == libc::SIGABRT
+            && let Some(panic) = crate::console::recent_panic()
+        {
+            return (
+                format!(
+                    "panicked at {}: {:?} (SIGABRT)",
+                    panic.location, panic.message
+                ),
+                None,
+            );
+        }
+        (self.cause(fault), fault.symbol())
     }
 
     /// "SIGSEGV (address not mapped) at 0x0", "timeout after 1000 ms".
@@ -99,9 +120,15 @@ impl TickLoop {
     }
 }
 
+/// A word or two for the fault, for a build refused for having faulted:
+/// `SIGSEGV`, `timeout`, `exit(3)`.
 pub(super) fn signal_or_timeout(fault: &Fault) -> String {
     if fault.is_timeout() {
         "timeout".into()
+    } else if fault.signal == guard::LEFT_BY_EXIT {
+        format!("exit({})", fault.code)
+    } else if fault.is_exit() {
+        "pthread_exit".into()
     } else {
         guard::signal_name(fault.signal)
     }

@@ -12,7 +12,6 @@ use crate::guard::watchdog::CallWatch;
 use crate::layout::Layout;
 use crate::plugin::Plugin;
 use crate::state::State;
-use crate::state::snapshot::Snapshot;
 use crate::tick::schedule::Schedule;
 
 use super::{Fresh, Migration, Refusal, TickLoop, TickOutput};
@@ -45,11 +44,16 @@ impl TickLoop {
                     return;
                 }
             }
-            self.snapshot = Some(Snapshot::new(state.size()));
+            self.snapshot.reset(
+                state.size(),
+                plugin.state_version(),
+                plugin.layout().cloned(),
+            );
             self.state = Some(state);
             if fresh.restored.is_some() {
                 // A restored state was initialised in an earlier run.
                 self.initialized = true;
+                self.snapshot.mark_live();
                 restored = fresh.restored;
             }
         }
@@ -80,7 +84,11 @@ impl TickLoop {
             (self.events)(Event::Fault(report));
         }
         let summary = migrated.map(|(state, summary)| {
-            self.snapshot = Some(Snapshot::new(state.size()));
+            self.snapshot.reset(
+                state.size(),
+                plugin.state_version(),
+                plugin.layout().cloned(),
+            );
             self.state = Some(state);
             summary
         });
@@ -95,6 +103,8 @@ impl TickLoop {
             first_load: !self.initialized || restored.is_some(),
             migrated: summary.clone(),
         };
+        self.snapshot
+            .set_owner(plugin.state_version(), plugin.layout().cloned());
         if let Some(old) = self.current.replace(plugin) {
             self.earlier.push_front(old);
             while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
@@ -199,7 +209,7 @@ impl TickLoop {
         if running.is_none() && !self.initialized {
             // A first version: no state is in use yet.
             self.state = None;
-            self.snapshot = None;
+            self.snapshot.clear();
         }
         match why {
             Refusal::Declined(reason) => (self.output)(TickOutput::Declined {
@@ -269,7 +279,8 @@ impl TickLoop {
             return false;
         };
         plan.apply(state.bytes(), back.bytes_mut());
-        self.snapshot = Some(Snapshot::new(back.size()));
+        self.snapshot
+            .reset(back.size(), to.state_version(), to.layout().cloned());
         self.state = Some(back);
         true
     }
