@@ -12,11 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use std::process::Stdio;
-
 use hotreload_engine::event::Swap;
 use hotreload_engine::pipeline::trial::{self, TrialSettings};
-use hotreload_engine::plugin::probe::PROBE_ENV;
 use hotreload_engine::{Command, Config, Event};
 
 use common::{
@@ -66,7 +63,7 @@ fn main() {
     let off = run_pass(&work, &libs, scratch.path(), 0);
     let on = run_pass(&work, &libs, scratch.path(), default_trial_ticks());
 
-    let (trial_alone, probe_alone) = trial_baselines(&libs, scratch.path(), on.trial_ticks);
+    let (trial_alone, probe_alone) = trial_baselines(&libs, on.trial_ticks);
 
     println!(
         "method: {RELOADS} reloads per pass via Command::Rebuild; build = `sh -c` round robin \
@@ -125,8 +122,7 @@ fn main() {
 /// and waited for with a blocking `waitpid`, which is the process's own
 /// cost. Interleaved, `TRIAL_ROUNDS` each; both
 /// start from no state (the probe runs `init`, then the ticks).
-fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Summary) {
-    let exe = std::env::current_exe().expect("the bench's own executable");
+fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary) {
     let settings = TrialSettings {
         ticks,
         dt: TICK_PERIOD.as_secs_f64(),
@@ -134,15 +130,15 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
         seed: 0,
         tick: 0,
         state_type: None,
+        load_only: false,
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
     let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);
     for i in 0..TRIAL_ROUNDS {
         let lib = &libs[i % libs.len()];
-        let report = scratch.join(format!("{i}.trial"));
         let run_trial = || {
             let start = Instant::now();
-            if let Err(f) = trial::run(lib, &report, &settings, None) {
+            if let Err(f) = trial::run(lib, &settings, None) {
                 panic!(
                     "the trial refused a good library: {} {}",
                     f.reason, f.output
@@ -152,30 +148,16 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
         };
         let run_probe = || {
             let start = Instant::now();
-            let status = std::process::Command::new(&exe)
-                .env(PROBE_ENV, "1")
-                .arg(lib)
-                .arg(&report)
-                .arg(ticks.to_string())
-                .arg(settings.dt.to_string())
-                .arg("none")
-                .arg("0")
-                .arg("0")
-                .arg("-")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .expect("run the probe");
+            let mut spawned = trial::spawn(lib, &settings, None).expect("start the probe");
+            let status = spawned.child.wait().expect("wait for the probe");
             let took = start.elapsed();
             assert!(status.success(), "the probe failed: {status}");
-            let text = std::fs::read_to_string(&report).expect("read the probe's report");
+            let report: Vec<String> = spawned.report.iter().collect();
             assert_eq!(
-                text.lines().last(),
+                report.last().map(String::as_str),
                 Some("ok"),
-                "the probe's report: {text}"
+                "the probe's report: {report:?}"
             );
-            std::fs::remove_file(&report).expect("remove the probe's report");
             took
         };
         if i % 2 == 0 {

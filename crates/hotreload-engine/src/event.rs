@@ -178,6 +178,9 @@ pub enum Recovery {
     /// The new version's `migrate` hook faulted or refused: it was not
     /// swapped in, and the running version and its state stay.
     Refused { keeping: Option<u64> },
+    /// The fault was in `describe`: the state is shown by field from now
+    /// on, and `describe` is not called again for that version.
+    DescribeOff,
     /// The fault was in `shutdown`; the state is put back as it was before
     /// `shutdown` (that is what gets saved), and the host exits as it was
     /// going to.

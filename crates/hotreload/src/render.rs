@@ -266,6 +266,10 @@ fn fault(r: &FaultReport) -> String {
             restored_to_tick: None,
         } => "exiting as planned".to_owned(),
         Recovery::SwapWentAhead => "the swap went ahead".to_owned(),
+        Recovery::DescribeOff => format!(
+            "describe is not called again for v{}; the state is shown by field",
+            r.version
+        ),
         Recovery::Refused { keeping: Some(v) } => {
             format!("not swapped in; v{v} keeps running on its state")
         }

@@ -144,9 +144,17 @@ fn a_second_ctrl_c_still_saves_the_last_completed_ticks_state() {
     );
     assert!(stuck.contains("for (;;)"));
     fs::write(&src, stuck).expect("write");
+    // (A trial would refuse this build for its hanging `shutdown`.)
     let mut s = Server::start_default(
         dir.path(),
-        &["--state-file", "st.bin", "--tick-timeout-ms", "600000"],
+        &[
+            "--state-file",
+            "st.bin",
+            "--tick-timeout-ms",
+            "600000",
+            "--trial-ticks",
+            "0",
+        ],
     );
     s.expect_contains("tag=one score=5 ");
     s.signal(Signal::SIGINT);

@@ -416,11 +416,16 @@ fn a_crashing_destructor_is_rejected_in_dlclose() {
         line,
         "[reload] rejected: trial: SIGSEGV in dlclose (a library destructor) (keeping v1)"
     );
-    // All three trial ticks ran and printed before the destructor crashed.
+    // All three trial ticks and `shutdown` ran and printed before the
+    // destructor crashed.
     let at = field(&s.expect_contains("tag=one score="), "score").expect("score");
     s.expect_contains(&format!("tag=one score={} ", at + 3));
     let detail = only_as_detail(&s, "tag=bad");
-    assert_eq!(detail.len(), 3, "three trial ticks: {detail:?}");
+    assert_eq!(
+        detail.len(),
+        4,
+        "three trial ticks and shutdown: {detail:?}"
+    );
     assert_continuous(&s, "one", 1, 6);
     assert_eq!(s.stop(), 14);
 }
@@ -575,10 +580,11 @@ fn the_trial_output_is_hidden_on_success_and_indented_on_failure() {
 }
 
 /// Point 9: a constructor with a side effect (a line in `ctor.log`, with its
-/// pid) runs once per load with trials off, and twice with trials on: first
-/// in a probe, then in the server.
+/// pid) runs twice per load: first in a probe, then in the server; with
+/// `--trial-ticks 0` too, whose probe only loads the build (the loader and
+/// the load-time code meet new bytes in a throwaway process first).
 #[test]
-fn constructors_run_once_per_load_with_trials_off_and_twice_with_them_on() {
+fn constructors_run_first_in_a_probe_then_in_the_server_with_trials_on_and_off() {
     let ctor = r#"__attribute__((constructor)) static void note(void) {
     FILE* f = fopen("ctor.log", "a");
     if (f) { fprintf(f, "%d\n", (int)getpid()); fclose(f); }
@@ -608,16 +614,16 @@ fn constructors_run_once_per_load_with_trials_off_and_twice_with_them_on() {
         s.expect_contains("tag=two score=");
     }
 
-    let server = off.pid();
-    assert_eq!(pids(off_dir.path()), vec![server, server], "trials off");
-    let server = on.pid();
-    let got = pids(on_dir.path());
-    assert_eq!(got.len(), 4, "trials on: {got:?}");
-    for load in got.chunks(2) {
-        assert_ne!(load[0], server, "first in a probe: {got:?}");
-        assert_eq!(load[1], server, "then in the server: {got:?}");
+    for (s, dir) in [(&off, off_dir.path()), (&on, on_dir.path())] {
+        let server = s.pid();
+        let got = pids(dir);
+        assert_eq!(got.len(), 4, "{got:?}");
+        for load in got.chunks(2) {
+            assert_ne!(load[0], server, "first in a probe: {got:?}");
+            assert_eq!(load[1], server, "then in the server: {got:?}");
+        }
+        assert_ne!(got[0], got[2], "a fresh probe for each build: {got:?}");
     }
-    assert_ne!(got[0], got[2], "a fresh probe for each build: {got:?}");
     assert_eq!(off.stop(), 0);
     assert_eq!(on.stop(), 0);
 }

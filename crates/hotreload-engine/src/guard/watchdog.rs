@@ -7,6 +7,14 @@
 //! crash guard turns the signal into a [`Fault`](super::Fault) like any
 //! other, and the loop carries on.
 //!
+//! Time the whole process could not run does not count: a process stopped
+//! by Ctrl-Z or a debugger (SIGSTOP, SIGTSTP), or a machine that slept, would
+//! otherwise come back to find the call in progress "hung" and a good version
+//! rolled back. The watchdog wakes at a steady interval; a wake that comes
+//! much later than asked for means the process was not running, and that
+//! time is taken off the call's. (A call's CPU time alone would not do: a
+//! plugin blocked forever in `read` uses none and is still hung.)
+//!
 //! Interrupting code at an arbitrary point is as safe as the code allows: a
 //! plugin stopped while holding a lock (its own, or the C library's, as in a
 //! `malloc` that never returns) leaves it held. A hang in plain computation,
@@ -28,6 +36,7 @@ struct Shared {
 }
 
 /// The calling thread's side.
+#[derive(Clone)]
 pub struct CallWatch {
     shared: Arc<Shared>,
 }
@@ -77,8 +86,11 @@ impl Watchdog {
             .name("hotreload-watchdog".into())
             .spawn(move || {
                 let mut interrupted_call = None;
+                let mut stopped = StoppedTime::new(check_every);
                 loop {
                     thread::park_timeout(check_every);
+                    let now = Instant::now();
+                    stopped.woke(now);
                     if watched.stop.load(Ordering::Acquire) {
                         return;
                     }
@@ -86,10 +98,12 @@ impl Watchdog {
                         continue;
                     }
                     let call = watched.calls.load(Ordering::Relaxed);
-                    let started = Duration::from_nanos(watched.started_ns.load(Ordering::Relaxed));
-                    if interrupted_call == Some(call)
-                        || watched.epoch.elapsed().saturating_sub(started) < timeout
-                    {
+                    let started = watched.epoch
+                        + Duration::from_nanos(watched.started_ns.load(Ordering::Relaxed));
+                    let ran = now
+                        .saturating_duration_since(started)
+                        .saturating_sub(stopped.since(started));
+                    if interrupted_call == Some(call) || ran < timeout {
                         continue;
                     }
                     interrupted_call = Some(call);
@@ -111,6 +125,59 @@ impl Watchdog {
     }
 }
 
+/// Time the process was not running, seen from a thread that wakes every
+/// `interval`: whatever a wake is late by beyond a generous allowance for a
+/// busy machine. The recent late wakes are kept with their windows, so that
+/// a call is discounted only the stops that can have fallen within it.
+struct StoppedTime {
+    interval: Duration,
+    last_wake: Instant,
+    /// (window start, window end, time not running within it), newest last.
+    gaps: std::collections::VecDeque<(Instant, Instant, Duration)>,
+}
+
+/// Late wakes remembered; older ones are long before any call still timed.
+const GAPS_KEPT: usize = 32;
+
+impl StoppedTime {
+    fn new(interval: Duration) -> StoppedTime {
+        StoppedTime {
+            interval,
+            last_wake: Instant::now(),
+            gaps: Default::default(),
+        }
+    }
+
+    fn woke(&mut self, now: Instant) {
+        let gap = now.saturating_duration_since(self.last_wake);
+        // A scheduler can be late by a few intervals on a loaded machine;
+        // only a gap past that is taken as the process not running.
+        let allowance = self.interval * 4 + Duration::from_millis(20);
+        if gap > allowance {
+            if self.gaps.len() == GAPS_KEPT {
+                self.gaps.pop_front();
+            }
+            self.gaps
+                .push_back((self.last_wake, now, gap - self.interval));
+        }
+        self.last_wake = now;
+    }
+
+    /// The time not running since `start`: a stop in a window that began
+    /// before `start` may have come before it or after, and counts as far
+    /// as it fits after `start` (the generous reading: a good version is
+    /// never rolled back for a stop).
+    fn since(&self, start: Instant) -> Duration {
+        self.gaps
+            .iter()
+            .filter(|(_, end, _)| *end > start)
+            .map(|(from, end, excess)| {
+                (*excess).min(end.saturating_duration_since(start.max(*from)))
+            })
+            .sum()
+    }
+}
+
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
@@ -118,5 +185,39 @@ impl Drop for Watchdog {
             t.thread().unpark();
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_wake_counts_as_stopped_and_a_punctual_one_does_not() {
+        let start = Instant::now();
+        let mut stopped = StoppedTime {
+            interval: Duration::from_millis(10),
+            last_wake: start,
+            gaps: Default::default(),
+        };
+        stopped.woke(start + Duration::from_millis(11));
+        stopped.woke(start + Duration::from_millis(40));
+        assert_eq!(
+            stopped.since(start),
+            Duration::ZERO,
+            "late by a busy machine's amount"
+        );
+        stopped.woke(start + Duration::from_millis(1040));
+        assert_eq!(stopped.since(start), Duration::from_millis(990));
+        // A call that began within the stopped window is discounted only
+        // what fits after its start.
+        assert_eq!(
+            stopped.since(start + Duration::from_millis(840)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            stopped.since(start + Duration::from_millis(2000)),
+            Duration::ZERO
+        );
     }
 }

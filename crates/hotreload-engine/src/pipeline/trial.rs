@@ -6,16 +6,18 @@
 //! The child is the host's own executable in probe mode ([`crate::plugin::probe`]),
 //! started with `exec`: after a plain `fork` of a multi-threaded process,
 //! `dlopen` or `malloc` can deadlock on a lock another thread held. The child
-//! reports its progress to a file, so a crash inside a constructor or a hang
-//! is still placed ("SIGSEGV during dlopen"). A stage that makes no progress
+//! reports its progress on a pipe, a line per stage, so a crash inside a
+//! constructor or a hang is still placed ("SIGSEGV during dlopen"). A stage that makes no progress
 //! for the call timeout is a hang, and the child is killed. What the child
 //! prints is kept from the log unless the trial fails, and then shown
 //! indented under the rejection: it never passes for real ticks.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -26,7 +28,7 @@ use nix::unistd::Pid;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
-use crate::plugin::probe::PROBE_ENV;
+use crate::plugin::probe::handover::{self, Request};
 
 /// The most output of a failed trial that is shown.
 const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -47,6 +49,9 @@ pub struct TrialSettings {
     pub tick: u64,
     /// `--state-type`, for reading the layout from debug info.
     pub state_type: Option<String>,
+    /// Only load the library and ask for its tables (`--trial-ticks 0`):
+    /// the loader and the constructors still run here first.
+    pub load_only: bool,
 }
 
 /// Why a trial refused a build, and what the child printed.
@@ -55,69 +60,181 @@ pub struct TrialFailure {
     pub output: String,
 }
 
-/// Runs the trial of the library at `library` (a shadow copy); `report` is a
-/// fresh path in the private folder; `state` a state file holding the
-/// current state with its version and layout (the probe carries it over to
-/// the new build's layout as the host would), or `None` for a first version
-/// (the probe then runs `init` on a zeroed state).
+/// A probe process and its channels, started but not waited for.
+pub struct Spawned {
+    pub child: Child,
+    /// The probe's progress, a line at a time.
+    pub report: mpsc::Receiver<String>,
+    /// What the probe printed so far (capped at [`OUTPUT_LIMIT`]).
+    pub output: Arc<Mutex<Vec<u8>>>,
+    /// Told once the output pipe has closed.
+    pub output_closed: mpsc::Receiver<()>,
+}
+
+/// Starts the probe on the library at `library` (a private copy, handed
+/// over as a descriptor: the probe maps that very file), with the current
+/// state `state` (a state file's bytes) or `None` for a first version. See
+/// [`crate::plugin::probe::handover`] for why nothing else can start one.
+pub fn spawn(
+    library: &Path,
+    settings: &TrialSettings,
+    state: Option<Vec<u8>>,
+) -> Result<Spawned, String> {
+    let exe = std::env::current_exe()
+        .map_err(|e| format!("trial: cannot find the probe executable: {e}"))?;
+    let request = handover::sealed_request(&Request {
+        ticks: settings.ticks,
+        dt: settings.dt,
+        seed: settings.seed,
+        tick: settings.tick,
+        load_only: settings.load_only,
+        state_type: settings.state_type.clone(),
+        state,
+    })?;
+    let lib = File::open(library)
+        .map_err(|e| format!("trial: cannot open {}: {e}", library.display()))?;
+    let (report_read, report_write) =
+        std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
+    let (mut out_read, out_write) =
+        std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
+    // Plugin code may have closed the host's descriptor 0, 1 or 2; a new
+    // one then takes that number, and the child's standard streams, put in
+    // place before the hand-over, would overwrite it.
+    let (request, lib, report_write, out_write) = (
+        above_stdio(request.into())?,
+        above_stdio(lib.into())?,
+        above_stdio(report_write.into())?,
+        above_stdio(out_write.into())?,
+    );
+    let handed = [
+        (request.as_raw_fd(), handover::REQUEST_FD),
+        (lib.as_raw_fd(), handover::LIBRARY_FD),
+        (report_write.as_raw_fd(), handover::REPORT_FD),
+    ];
+    let mut command = Command::new(exe);
+    command
+        .arg(handover::SUBCOMMAND)
+        .stdin(Stdio::null())
+        .stdout(
+            out_write
+                .try_clone()
+                .map_err(|e| format!("trial: cannot duplicate a pipe: {e}"))?,
+        )
+        .stderr(out_write)
+        .process_group(0);
+    // SAFETY: runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: `fcntl` and `dup2` are. The
+    // descriptors are first moved above any target number, so that putting
+    // one in place never closes another still to be placed; `dup2` leaves
+    // the targets without close-on-exec, so they survive the exec.
+    unsafe {
+        command.pre_exec(move || {
+            let mut high = [0; 3];
+            for (i, (from, _)) in handed.iter().enumerate() {
+                high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, (_, to)) in handed.iter().enumerate() {
+                if libc::dup2(high[i], *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| format!("trial: cannot start the probe: {e}"))?;
+    // The probe holds its own copies now; the host's ends are closed so that
+    // the pipes end when the probe does.
+    drop(command);
+    drop((request, lib, report_write));
+
+    let (line_tx, report) = mpsc::channel();
+    thread::Builder::new()
+        .name("hotreload-trial-report".into())
+        .spawn(move || {
+            for line in BufReader::new(report_read).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
+    // Read the output on a thread of its own; what it has read so far stays
+    // available if the pipe is not closed in time (see `OUTPUT_GRACE`).
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (closed_tx, output_closed) = mpsc::channel::<()>();
+    {
+        let output = Arc::clone(&output);
+        thread::Builder::new()
+            .name("hotreload-trial-output".into())
+            .spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = out_read.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut kept = output.lock().unwrap_or_else(|e| e.into_inner());
+                    let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+                let _ = closed_tx.send(());
+            })
+            .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
+    }
+    Ok(Spawned {
+        child,
+        report,
+        output,
+        output_closed,
+    })
+}
+
+/// `fd` moved to a number above the standard streams' (close-on-exec).
+fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: duplicates a descriptor this function owns; the copy, if
+    // valid, is owned by nobody else.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(format!(
+            "trial: cannot duplicate a descriptor: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `copy` is a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
+
+/// Runs the trial of the library at `library` (a shadow copy) on `state`
+/// (the current state as a state file's bytes, with its version and layout,
+/// which the probe carries over to the new build's layout as the host
+/// would), or on a zeroed state after `init` for a first version.
 pub fn run(
     library: &Path,
-    report: &Path,
     settings: &TrialSettings,
-    state: Option<&Path>,
+    state: Option<Vec<u8>>,
 ) -> Result<(), TrialFailure> {
     let failure = |reason: String| TrialFailure {
         reason: Rejection::Faulted(reason),
         output: String::new(),
     };
-    let exe = std::env::current_exe()
-        .map_err(|e| failure(format!("trial: cannot find the probe executable: {e}")))?;
-    let (mut reader, writer) =
-        std::io::pipe().map_err(|e| failure(format!("trial: cannot create a pipe: {e}")))?;
-    let mut child = {
-        let stderr = writer
-            .try_clone()
-            .map_err(|e| failure(format!("trial: cannot duplicate a pipe: {e}")))?;
-        Command::new(exe)
-            .env(PROBE_ENV, "1")
-            .arg(library)
-            .arg(report)
-            .arg(settings.ticks.to_string())
-            .arg(settings.dt.to_string())
-            .arg(state.map_or(std::ffi::OsStr::new("none"), |p| p.as_os_str()))
-            .arg(settings.seed.to_string())
-            .arg(settings.tick.to_string())
-            .arg(settings.state_type.as_deref().unwrap_or("-"))
-            .stdin(Stdio::null())
-            .stdout(writer)
-            .stderr(stderr)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| failure(format!("trial: cannot start the probe: {e}")))?
-    };
-    // Read the output on a thread of its own; what it has read so far stays
-    // available if the pipe is not closed in time (see `OUTPUT_GRACE`).
-    let kept = Arc::new(Mutex::new(Vec::new()));
-    let (read_all, all_read) = mpsc::channel::<()>();
-    {
-        let kept = Arc::clone(&kept);
-        thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-            }
-            let _ = read_all.send(());
-        });
-    }
+    let Spawned {
+        mut child,
+        report,
+        output,
+        output_closed,
+    } = spawn(library, settings, state).map_err(failure)?;
     let pid = Pid::from_raw(child.id() as i32);
 
     // Wait, restarting the clock whenever the probe reports a new stage.
-    let mut last_report = String::new();
+    let mut lines: Vec<String> = Vec::new();
     let mut progress_at = Instant::now();
     let mut pause = Duration::from_micros(50);
     let mut output_done = false;
@@ -144,9 +261,9 @@ pub fn run(
             // another's by now, so nothing is killed.
             Err(e) => return Err(failure(format!("trial: cannot wait for the probe: {e}"))),
         }
-        let now_report = std::fs::read_to_string(report).unwrap_or_default();
-        if now_report != last_report {
-            last_report = now_report;
+        let before = lines.len();
+        lines.extend(report.try_iter());
+        if lines.len() != before {
             progress_at = Instant::now();
         } else if progress_at.elapsed() > settings.stall {
             let _ = killpg(pid, Signal::SIGKILL);
@@ -158,7 +275,7 @@ pub fn run(
         if output_done {
             thread::sleep(pause);
         } else if !matches!(
-            all_read.recv_timeout(pause),
+            output_closed.recv_timeout(pause),
             Err(mpsc::RecvTimeoutError::Timeout)
         ) {
             output_done = true;
@@ -167,22 +284,27 @@ pub fn run(
         }
         pause = (pause * 2).min(Duration::from_millis(2));
     };
-    let report_text = std::fs::read_to_string(report).unwrap_or_default();
-    let _ = std::fs::remove_file(report);
+    // The probe and its group are gone, so the report pipe is closing: take
+    // the rest of its lines (the reader may still be on them), unless a
+    // process that left the group holds the pipe open.
+    let grace_end = Instant::now() + OUTPUT_GRACE;
+    while let Ok(line) = report.recv_timeout(grace_end.saturating_duration_since(Instant::now())) {
+        lines.push(line);
+    }
     // A process that left the probe's group may still hold the pipe: take
     // what was read so far rather than wait for it.
     if !output_done {
-        let _ = all_read.recv_timeout(OUTPUT_GRACE);
+        let _ = output_closed.recv_timeout(OUTPUT_GRACE);
     }
     let output =
-        String::from_utf8_lossy(&kept.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    let stage = report_text
-        .lines()
+        String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    let stage = lines
+        .iter()
         .rev()
         .find_map(|l| l.strip_prefix("stage "))
         .unwrap_or("start-up")
         .to_owned();
-    let last = report_text.lines().last().unwrap_or("");
+    let last = lines.last().map(String::as_str).unwrap_or("");
     let reason = match status {
         None => format!(
             "trial: hung in {} for {} ms",

@@ -1,13 +1,16 @@
 //! The child side of a trial: a throwaway process that loads a new build and
-//! runs its load-time code and a few ticks, so that a crash or hang there
-//! never happens in the host.
+//! runs its load-time code, a few ticks and every hook the host will call,
+//! so that a crash or hang there never happens in the host.
 //!
-//! The probe is the host's own executable, started again with
-//! `HOTRELOAD_PROBE` set; [`run_if_requested`] at the top of `main` turns
-//! such a process into a probe before anything else runs. It writes its
-//! progress to a report file line by line (`stage dlopen`, `stage tick 1`,
-//! ..., then `ok` or `fault ...`), so that when it dies inside a library
-//! constructor, or hangs and is killed, the host still knows where.
+//! The probe is the host's own executable, started again with a hidden
+//! subcommand and its orders on inherited descriptors ([`handover`]);
+//! [`run_if_requested`] at the top of `main` turns such a process into a
+//! probe before anything else runs. It writes its progress to the report
+//! pipe line by line (`stage dlopen`, `stage tick 1`, ..., then `ok` or
+//! `fault ...`), so that when it dies inside a library constructor, or hangs
+//! and is killed, the host still knows where.
+
+pub mod handover;
 
 use std::fs::File;
 use std::io::Write;
@@ -25,9 +28,7 @@ use crate::plugin::shadow::ShadowFile;
 use crate::state::State;
 use crate::state::migrate::{self, Decision, Side};
 use crate::state::persist::{self, Saved};
-
-/// Set in the environment of a probe process.
-pub const PROBE_ENV: &str = "HOTRELOAD_PROBE";
+use handover::{HandedOver, LIBRARY_FD, Request};
 
 static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
 
@@ -38,59 +39,40 @@ pub fn hook_installed() -> bool {
 }
 
 /// Call first thing in `main` of any program that embeds the engine. In the
-/// host it only records that trials are possible; in a probe process it runs
-/// the trial and exits.
+/// host it only records that trials are possible; in a process a host
+/// started as a probe it runs the trial and exits. Asked to be a probe by
+/// anyone else (the hidden subcommand typed by hand), it refuses and exits
+/// with code 2, having touched nothing.
 pub fn run_if_requested() {
     HOOK_INSTALLED.store(true, Ordering::Release);
-    if std::env::var_os(PROBE_ENV).is_none() {
-        return;
-    }
-    unbuffer_c_stdout();
-    let code = match Probe::from_args() {
-        Ok(probe) => probe.run(),
+    let handed = match handover::take_over() {
+        Ok(None) => return,
+        Ok(Some(handed)) => handed,
         Err(why) => {
-            eprintln!("hotreload probe: {why}");
-            2
+            eprintln!(
+                "hotreload: error: {} is internal to hotreload's trials: {why}",
+                handover::SUBCOMMAND
+            );
+            std::process::exit(2);
         }
     };
-    std::process::exit(code);
+    unbuffer_c_stdout();
+    std::process::exit(Probe::new(handed).run());
 }
 
-/// What the parent asks: `<library> <report> <ticks> <dt> <state> <seed>
-/// <tick> <state-type>`, where `<state>` is a state file (the current state with its
-/// version and layout) or `none` for a first version, and `<state-type>` is
-/// `-` for none.
 struct Probe {
-    library: PathBuf,
+    library: File,
     report: File,
-    ticks: u64,
-    dt: f64,
-    state: Option<PathBuf>,
-    seed: u64,
-    /// The host's ticks completed, for the host context.
-    tick: u64,
-    state_type: Option<String>,
+    request: Request,
 }
 
 impl Probe {
-    fn from_args() -> Result<Probe, String> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let [library, report, ticks, dt, state, seed, tick, state_type] = args.as_slice() else {
-            return Err(format!("expected 8 arguments, found {}", args.len()));
-        };
-        let report = File::create(report).map_err(|e| format!("cannot create {report}: {e}"))?;
-        Ok(Probe {
-            library: PathBuf::from(library),
-            report,
-            ticks: ticks
-                .parse()
-                .map_err(|_| format!("bad tick count {ticks:?}"))?,
-            dt: dt.parse().map_err(|_| format!("bad dt {dt:?}"))?,
-            state: (state != "none").then(|| PathBuf::from(state)),
-            seed: seed.parse().map_err(|_| format!("bad seed {seed:?}"))?,
-            tick: tick.parse().map_err(|_| format!("bad tick {tick:?}"))?,
-            state_type: (state_type != "-").then(|| state_type.clone()),
-        })
+    fn new(handed: HandedOver) -> Probe {
+        Probe {
+            library: handed.library,
+            report: handed.report,
+            request: handed.request,
+        }
     }
 
     fn say(&mut self, line: &str) {
@@ -118,8 +100,10 @@ impl Probe {
             }
         };
         self.say("stage dlopen");
-        // The copy belongs to the host, which removes it; this process must not.
-        let library = match Library::open(ShadowFile::borrowed(self.library.clone())) {
+        // The host's own copy, by descriptor: the very bytes it maps next.
+        // It belongs to the host, which removes it; this process must not.
+        let path = PathBuf::from(format!("/proc/self/fd/{LIBRARY_FD}"));
+        let library = match Library::open(ShadowFile::borrowed(path)) {
             Ok(l) => l,
             Err(why) => return self.refuse(why),
         };
@@ -138,16 +122,17 @@ impl Probe {
             Ok(ext) => ext,
             Err(why) => return self.refuse(why),
         };
+        if self.request.load_only {
+            return self.close(library);
+        }
         let layout: Option<Arc<Layout>> = match ext.as_ref().and_then(|e| e.schema.clone()) {
             Some(schema) => Some(schema),
-            None => std::fs::read(&self.library)
-                .ok()
-                .and_then(|bytes| {
-                    dwarf::read_layout(&bytes, api.state_size, self.state_type.as_deref())
-                        .ok()
-                        .flatten()
-                })
-                .map(Arc::new),
+            None => self.library_bytes().and_then(|bytes| {
+                dwarf::read_layout(&bytes, api.state_size, self.request.state_type.as_deref())
+                    .ok()
+                    .flatten()
+                    .map(Arc::new)
+            }),
         };
         let mut state = match State::zeroed(api.state_size) {
             Ok(s) => s,
@@ -158,9 +143,9 @@ impl Probe {
                 });
             }
         };
-        let host = ext::host_context(self.seed, self.tick);
+        let host = ext::host_context(self.request.seed, self.request.tick);
         let hooks = ext.clone();
-        match self.state.clone() {
+        match self.request.state.clone() {
             None => {
                 self.say("stage init");
                 // SAFETY: the state was allocated with this table's
@@ -174,8 +159,8 @@ impl Probe {
                     return 0;
                 }
             }
-            Some(path) => {
-                let saved = match persist::load(&path) {
+            Some(bytes) => {
+                let saved = match persist::decode(&bytes) {
                     Ok(saved) => saved,
                     Err(e) => {
                         self.say(&format!("error cannot read the state handed over: {e}"));
@@ -200,19 +185,60 @@ impl Probe {
                 }
             }
         }
-        for n in 1..=self.ticks {
+        for n in 1..=self.request.ticks {
             self.say(&format!("stage tick {n}"));
             // SAFETY: as for `init`.
-            if let Err(fault) = unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), self.dt) } {
+            if let Err(fault) =
+                unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), self.request.dt) }
+            {
                 self.say(&format!("fault trial tick {n}: {}", describe(&fault)));
                 return 0;
             }
         }
-        // Unloading runs the library's destructors: part of the trial too.
+        // Every other function the host may call on this version, in the
+        // order it would: a description for the state lines, the hook it
+        // gets when a newer version replaces it, `shutdown` at exit.
+        if let Some(describe_fn) = hooks.as_ref().and_then(|e| e.describe) {
+            self.say("stage describe");
+            // SAFETY: as for `init`.
+            if let Err(fault) = unsafe { guard::call_describe(describe_fn, state.bytes()) } {
+                self.say(&format!("fault trial describe: {}", describe(&fault)));
+                return 0;
+            }
+        }
+        if let Some(on_unload) = hooks.as_ref().and_then(|e| e.on_unload) {
+            self.say("stage on_unload");
+            // SAFETY: as for `init`.
+            if let Err(fault) = unsafe { guard::call_hook(on_unload, state.as_mut_ptr(), &host) } {
+                self.say(&format!("fault trial on_unload: {}", describe(&fault)));
+                return 0;
+            }
+        }
+        self.say("stage shutdown");
+        // SAFETY: as for `init`.
+        if let Err(fault) = unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) } {
+            self.say(&format!("fault trial shutdown: {}", describe(&fault)));
+            return 0;
+        }
+        self.close(library)
+    }
+
+    /// Unloading runs the library's destructors: part of the trial too.
+    fn close(&mut self, library: Library) -> i32 {
         self.say("stage dlclose");
         let _ = library.close();
         self.say("ok");
         0
+    }
+
+    /// The library's bytes, for its debug info; read through the host's
+    /// descriptor, from the start.
+    fn library_bytes(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let len = self.library.metadata().ok()?.len();
+        let mut bytes = vec![0u8; usize::try_from(len).ok()?];
+        self.library.read_exact_at(&mut bytes, 0).ok()?;
+        Some(bytes)
     }
 
     /// Fills `state` from the host's current state as the host will when

@@ -327,9 +327,49 @@ pub fn load(path: &Path) -> Result<Saved, PersistError> {
              the file grew while it was read"
         )));
     }
+    verify_and_decode(&bytes)
+}
 
-    let body_end = total - CHECKSUM_LEN;
-    let stored = le_u32(&bytes, body_end).unwrap_or_default();
+/// A whole state file held in memory (a trial's hand-over, made by
+/// [`encode`]), checked as [`load`] checks a file.
+pub fn decode(bytes: &[u8]) -> Result<Saved, PersistError> {
+    if !bytes.starts_with(&MAGIC) {
+        return Err(PersistError::NotAStateFile {
+            found: describe_foreign(
+                bytes.get(..PROBE_LEN).unwrap_or(bytes),
+                Some(bytes.len() as u64),
+            ),
+        });
+    }
+    match le_u32(bytes, MAGIC.len()) {
+        Some(FORMAT_VERSION) => {}
+        Some(found) => {
+            return Err(PersistError::UnsupportedVersion {
+                expected: FORMAT_VERSION,
+                found,
+            });
+        }
+        None => {
+            return Err(PersistError::Truncated {
+                expected: PREAMBLE_LEN,
+                found: bytes.len(),
+            });
+        }
+    }
+    let total = le_u64(bytes, 12).and_then(|t| usize::try_from(t).ok());
+    if total != Some(bytes.len()) || bytes.len() < MIN_FILE_LEN {
+        return Err(PersistError::Corrupt(format!(
+            "expected the length in the header to be the {} bytes held, found {total:?}",
+            bytes.len()
+        )));
+    }
+    verify_and_decode(bytes)
+}
+
+/// The checksum and the body of a file whose length is known to be right.
+fn verify_and_decode(bytes: &[u8]) -> Result<Saved, PersistError> {
+    let body_end = bytes.len() - CHECKSUM_LEN;
+    let stored = le_u32(bytes, body_end).unwrap_or_default();
     let computed = crc32(bytes.get(..body_end).unwrap_or_default());
     if stored != computed {
         return Err(PersistError::Corrupt(format!(

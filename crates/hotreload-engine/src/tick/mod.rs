@@ -161,6 +161,11 @@ pub struct TickLoop {
     ticks: u64,
     /// Set by a swap until the new version's first tick has run.
     first_tick_due: Option<(u64, Option<Instant>)>,
+    /// The watchdog's handle for calls made outside the main paths (a
+    /// `describe` for a state line); set once the loop runs.
+    watch: Option<CallWatch>,
+    /// Versions whose `describe` faulted: it is not called again for them.
+    describe_off: Vec<u64>,
 }
 
 impl TickLoop {
@@ -184,6 +189,8 @@ impl TickLoop {
             schedule: None,
             ticks: 0,
             first_tick_due: None,
+            watch: None,
+            describe_off: Vec::new(),
         }
     }
 
@@ -194,7 +201,7 @@ impl TickLoop {
             Watchdog::for_this_thread(self.settings.call_timeout)
                 .map(|(watchdog, calls)| (thread_guard, watchdog, calls))
         });
-        let (thread_guard, watchdog, calls) = match prepared {
+        let (thread_guard, watchdog, calls): (_, _, CallWatch) = match prepared {
             Ok(w) => w,
             Err(why) => {
                 (self.events)(Event::WatchNotice(format!(
@@ -206,6 +213,7 @@ impl TickLoop {
                 return;
             }
         };
+        self.watch = Some(calls.clone());
         loop {
             let input = match &self.schedule {
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -413,12 +421,14 @@ impl TickLoop {
         (self.output)(TickOutput::Finished { shutdown_faulted });
     }
 
-    fn report(&self, moment: StateMoment) {
+    fn report(&mut self, moment: StateMoment) {
         self.report_with(moment, None);
     }
 
-    fn report_with(&self, moment: StateMoment, note: Option<String>) {
-        let report = match &self.state {
+    fn report_with(&mut self, moment: StateMoment, note: Option<String>) {
+        // Taken out for the moment `describe` needs `self` whole.
+        let state = self.state.take();
+        let report = match &state {
             Some(state) => StateReport {
                 moment,
                 note,
@@ -438,6 +448,7 @@ impl TickLoop {
                 fields: None,
             },
         };
+        self.state = state;
         (self.events)(Event::State(report));
     }
 
@@ -459,17 +470,38 @@ impl TickLoop {
     }
 
     /// The plugin's own description of the state, else the state by field.
-    fn describe(&self, state: &State) -> Option<String> {
+    /// `describe` runs under the guard and the watchdog like every plugin
+    /// call; one that faults or hangs is said once and not called again
+    /// for that version (it cannot change the state: it gets it read-only).
+    fn describe(&mut self, state: &State) -> Option<String> {
         let plugin = self.current.as_ref()?;
-        if let Some(describe) = plugin.ext().and_then(|e| e.describe) {
+        if let Some(describe) = plugin.ext().and_then(|e| e.describe)
+            && !self.describe_off.contains(&plugin.version())
+        {
+            let watch = self.watch.as_ref();
+            if let Some(w) = watch {
+                w.begin(Instant::now());
+            }
             // SAFETY: the state is the block this version was checked
             // against; this thread is the only caller and ran
-            // `prepare_thread`. A fault here only loses the description.
-            if let Ok(text) = unsafe { guard::call_describe(describe, state.bytes()) } {
-                return Some(text);
+            // `prepare_thread`.
+            let result = unsafe { guard::call_describe(describe, state.bytes()) };
+            if let Some(w) = watch {
+                w.end();
+            }
+            match result {
+                Ok(text) => return Some(text),
+                Err(fault) => {
+                    let version = plugin.version();
+                    let report =
+                        self.fault_report(version, "describe", &fault, Recovery::DescribeOff);
+                    self.describe_off.push(version);
+                    (self.events)(Event::Fault(report));
+                }
             }
         }
         const SHOWN: usize = 12;
+        let plugin = self.current.as_ref()?;
         plugin
             .layout()
             .map(|l| crate::layout::format_state(l, state.bytes(), SHOWN))

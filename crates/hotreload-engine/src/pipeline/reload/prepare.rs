@@ -56,11 +56,12 @@ impl Reloader {
         self.statics_said = statics;
     }
 
-    /// Runs the trial, if trials are on and possible.
+    /// Runs the trial, if the host program can run probes. With
+    /// `--trial-ticks 0` the probe only loads the build (constructors,
+    /// `logic_get_api`) and calls none of its functions: the loader and
+    /// the load-time code still meet these bytes in a throwaway process
+    /// before the host's.
     pub(super) fn trial(&mut self, library: &std::path::Path) -> Result<(), (Rejection, String)> {
-        if self.config.trial_ticks == 0 {
-            return Ok(());
-        }
         if !crate::plugin::probe::hook_installed() {
             if !self.said_trials_off {
                 self.said_trials_off = true;
@@ -70,29 +71,27 @@ impl Reloader {
             }
             return Ok(());
         }
-        // The current state, with its version and layout, as a state file
-        // in the private folder: the probe carries it over to the new
-        // build's layout exactly as the host would.
-        let handed_over = self.copies_path("state");
+        let load_only = self.config.trial_ticks == 0;
+        // The current state, with its version and layout, in a state file's
+        // form: the probe carries it over to the new build's layout exactly
+        // as the host would.
         let mut trial_tick = 0;
         let state = match &self.state_side {
-            None => None,
-            Some(side) => {
+            Some(side) if !load_only => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));
                 let copy = rx.recv().ok().flatten();
                 trial_tick = copy.as_ref().map_or(0, |(_, tick)| *tick);
-                let written = copy.and_then(|(bytes, _)| {
-                    let saved = SavedRef {
+                copy.and_then(|(bytes, _)| {
+                    persist::encode(&SavedRef {
                         state: &bytes,
                         state_version: side.version,
                         layout: side.layout.as_deref(),
-                    };
-                    let bytes = persist::encode(&saved).ok()?;
-                    std::fs::write(&handed_over, bytes).ok()
-                });
-                written.map(|()| handed_over.as_path())
+                    })
+                    .ok()
+                })
             }
+            _ => None,
         };
         let settings = TrialSettings {
             ticks: self.config.trial_ticks,
@@ -101,17 +100,9 @@ impl Reloader {
             seed: self.config.seed,
             tick: trial_tick,
             state_type: self.config.state_type.clone(),
+            load_only,
         };
-        let report = self.copies_path("trial");
-        let result =
-            trial::run(library, &report, &settings, state).map_err(|f| (f.reason, f.output));
-        let _ = std::fs::remove_file(&handed_over);
-        result
-    }
-
-    /// A path in the private folder for this build's `kind` of file.
-    pub(super) fn copies_path(&self, kind: &str) -> std::path::PathBuf {
-        self.shadow.path().join(format!("{}.{kind}", self.copies))
+        trial::run(library, &settings, state).map_err(|f| (f.reason, f.output))
     }
 
     /// Reads the build output, refuses a known-bad or malformed one, and

@@ -1,0 +1,309 @@
+//! How a trial is handed to a probe process, and how a probe knows it was.
+//!
+//! A probe must be impossible to enter by accident: an earlier design read
+//! its orders from an environment variable and its arguments, and a stray
+//! `HOTRELOAD_PROBE=0` in a user's shell turned the server into a probe that
+//! truncated the first path on its command line. Now nothing a user can
+//! type makes one:
+//! - the probe is the hidden subcommand [`SUBCOMMAND`] with no other
+//!   arguments, and
+//! - its orders come on descriptor [`REQUEST_FD`], which must be a memfd
+//!   sealed against every change (only a process that created it can have
+//!   one, and the host seals it before the probe starts) holding a request
+//!   that starts with [`MAGIC`];
+//! - the library is descriptor [`LIBRARY_FD`], the host's own private copy
+//!   opened read-only, so the probe maps exactly the bytes (the very inode)
+//!   that the host maps afterwards;
+//! - progress goes out on descriptor [`REPORT_FD`], a pipe.
+//!
+//! The probe opens, creates and writes no path at all.
+//!
+//! # Request format
+//! Little-endian: [`MAGIC`] (8 bytes), format version `u32` (1), ticks
+//! `u64`, dt (`f64` bits, `u64`), seed `u64`, host tick `u64`, flags `u32`
+//! (bit 0: a state follows; bit 1: load only, run no plugin function but the
+//! entry points), state type (`u32` length, `u32::MAX` for none, then UTF-8),
+//! state (`u64` length, then a state file's bytes, see
+//! [`crate::state::persist::encode`]).
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{FileExt, FileTypeExt};
+
+/// The hidden subcommand that starts a probe.
+pub const SUBCOMMAND: &str = "__hotreload-probe";
+/// The descriptor numbers the probe finds its channels at.
+pub const REQUEST_FD: i32 = 3;
+pub const LIBRARY_FD: i32 = 4;
+pub const REPORT_FD: i32 = 5;
+
+pub const MAGIC: [u8; 8] = *b"HRPROBE\x01";
+const FORMAT_VERSION: u32 = 1;
+/// A request larger than this is not one the host wrote: states are capped
+/// long before (the trial hands over what the host holds).
+const MAX_REQUEST: u64 = 1 << 40;
+
+const HAS_STATE: u32 = 1;
+const LOAD_ONLY: u32 = 2;
+
+/// The seals a request must carry: nothing can be written, grown, shrunk or
+/// unsealed after the host wrote it.
+const SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+
+/// What the host asks of a probe.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    pub ticks: u64,
+    pub dt: f64,
+    pub seed: u64,
+    /// The host's ticks completed, for the host context.
+    pub tick: u64,
+    /// Only load the library and ask for its tables: for `--trial-ticks 0`,
+    /// whose plugins may have side effects in their functions.
+    pub load_only: bool,
+    pub state_type: Option<String>,
+    /// The current state as a state file's bytes (with its version and
+    /// layout), or `None` for a first version.
+    pub state: Option<Vec<u8>>,
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.state.as_ref().map_or(0, Vec::len));
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for n in [self.ticks, self.dt.to_bits(), self.seed, self.tick] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        let flags = if self.state.is_some() { HAS_STATE } else { 0 }
+            | if self.load_only { LOAD_ONLY } else { 0 };
+        out.extend_from_slice(&flags.to_le_bytes());
+        match &self.state_type {
+            Some(name) => {
+                let len = u32::try_from(name.len()).unwrap_or(u32::MAX - 1);
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&name.as_bytes()[..len as usize]);
+            }
+            None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        let state = self.state.as_deref().unwrap_or_default();
+        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        out.extend_from_slice(state);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Request, String> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != MAGIC {
+            return Err("expected a probe request, found other bytes".into());
+        }
+        let version = r.u32()?;
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "expected probe request version {FORMAT_VERSION}, found {version}"
+            ));
+        }
+        let (ticks, dt, seed, tick) = (r.u64()?, f64::from_bits(r.u64()?), r.u64()?, r.u64()?);
+        let flags = r.u32()?;
+        let state_type = match r.u32()? {
+            u32::MAX => None,
+            len => Some(
+                String::from_utf8(r.take(len as usize)?.to_vec())
+                    .map_err(|_| "the state type is not UTF-8".to_owned())?,
+            ),
+        };
+        let len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
+        let state = r.take(len)?.to_vec();
+        if r.at != bytes.len() {
+            return Err(format!(
+                "expected the request to end at byte {}, found {} bytes",
+                r.at,
+                bytes.len()
+            ));
+        }
+        Ok(Request {
+            ticks,
+            dt,
+            seed,
+            tick,
+            load_only: flags & LOAD_ONLY != 0,
+            state_type,
+            state: (flags & HAS_STATE != 0).then_some(state),
+        })
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| {
+                format!(
+                    "the request ends at byte {}: expected {n} more bytes after byte {}",
+                    self.bytes.len(),
+                    self.at
+                )
+            })?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        let mut raw = [0u8; 4];
+        raw.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(raw))
+    }
+
+    fn u64(&mut self) -> Result<u64, String> {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(raw))
+    }
+}
+
+/// A sealed memfd holding `request`, for the host to hand to a probe.
+pub fn sealed_request(request: &Request) -> Result<File, String> {
+    let name = c"hotreload-trial-request";
+    // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
+    // result, if valid, is a new descriptor owned by nobody else.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(format!(
+            "cannot create the trial's request (memfd_create): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `fd` is the fresh descriptor created above.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    std::io::Write::write_all(&mut file, &request.encode())
+        .map_err(|e| format!("cannot write the trial's request: {e}"))?;
+    // SAFETY: adds seals to a memfd this function owns.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        return Err(format!(
+            "cannot seal the trial's request: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(file)
+}
+
+/// The channels a probe was handed, once each has been checked to be what
+/// only the host can hand over.
+pub struct HandedOver {
+    pub request: Request,
+    pub library: File,
+    pub report: File,
+}
+
+/// Whether this process was started as a probe by a host: `Ok(None)` when
+/// it was not asked to be one at all (no subcommand), `Err` when it was
+/// asked but the channels are not the host's.
+pub fn take_over() -> Result<Option<HandedOver>, String> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(SUBCOMMAND)) {
+        return Ok(None);
+    }
+    if args.next().is_some() {
+        return Err(format!("{SUBCOMMAND} takes no arguments"));
+    }
+    // SAFETY: `F_GET_SEALS` only reads the descriptor's seals; it fails on
+    // anything but a memfd (and on a closed descriptor).
+    let seals = unsafe { libc::fcntl(REQUEST_FD, libc::F_GET_SEALS) };
+    if seals < 0 || seals & SEALS != SEALS {
+        return Err(format!(
+            "expected a sealed request on descriptor {REQUEST_FD}, found {}",
+            if seals < 0 { "none" } else { "an unsealed one" }
+        ));
+    }
+    let request = claim(REQUEST_FD, "request", |t| t.is_file())?;
+    let library = claim(LIBRARY_FD, "library", |t| t.is_file())?;
+    let report = claim(REPORT_FD, "report pipe", |t| t.is_fifo())?;
+    let size = request
+        .metadata()
+        .map_err(|e| format!("cannot read the request: {e}"))?
+        .len();
+    if size > MAX_REQUEST {
+        return Err(format!(
+            "the request is {size} bytes: more than a host writes"
+        ));
+    }
+    // From offset 0: the host's writes left the shared offset at the end.
+    let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| "request too large".to_owned())?];
+    request
+        .read_exact_at(&mut bytes, 0)
+        .map_err(|e| format!("cannot read the request: {e}"))?;
+    Ok(Some(HandedOver {
+        request: Request::decode(&bytes)?,
+        library,
+        report,
+    }))
+}
+
+/// Takes ownership of inherited descriptor `fd` if it is open and of the
+/// kind `is`, marking it close-on-exec so that nothing the plugin starts
+/// inherits it.
+fn claim(fd: i32, what: &str, is: impl Fn(std::fs::FileType) -> bool) -> Result<File, String> {
+    // SAFETY: `F_GETFD` only asks whether the descriptor is open.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!(
+            "expected the {what} on descriptor {fd}, found it closed"
+        ));
+    }
+    // SAFETY: the descriptor is open and was handed to this process for
+    // this purpose; nothing else in the process refers to it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let kind = file
+        .metadata()
+        .map_err(|e| format!("cannot inspect descriptor {fd}: {e}"))?
+        .file_type();
+    if !is(kind) {
+        // Not ours: leave the descriptor to whoever it belongs to.
+        std::mem::forget(file);
+        return Err(format!(
+            "expected the {what} on descriptor {fd}, found another kind of file"
+        ));
+    }
+    // SAFETY: sets a flag on a descriptor this process now owns.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_round_trips_and_garbage_is_refused() {
+        let request = Request {
+            ticks: 3,
+            dt: 0.01,
+            seed: 7,
+            tick: 40,
+            load_only: false,
+            state_type: Some("State".into()),
+            state: Some(vec![1, 2, 3]),
+        };
+        assert_eq!(Request::decode(&request.encode()), Ok(request.clone()));
+        let bare = Request {
+            state_type: None,
+            state: None,
+            load_only: true,
+            ..request
+        };
+        assert_eq!(Request::decode(&bare.encode()), Ok(bare.clone()));
+        let bytes = bare.encode();
+        for cut in 0..bytes.len() {
+            assert!(Request::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(Request::decode(b"logic.c source text").is_err());
+    }
+}

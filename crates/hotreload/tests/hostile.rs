@@ -1,0 +1,227 @@
+//! Plugin code that attacks the host: through the trial's back door,
+//! through every hook the host calls, through process-wide state it changes,
+//! through stopping the process. Each test is one way through that a
+//! careful tester found, and what holds now.
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use support::plugin::counter;
+use support::{CC_BUILD, Server, editor, field, workdir};
+
+/// A plugin with the extended table: `describe` and `on_unload` run `body`
+/// statements of the caller's (`DESCRIBE` and `ON_UNLOAD` are replaced).
+fn with_hooks(tag: &str, describe: &str, on_unload: &str) -> String {
+    format!(
+        r#"#include <stdio.h>
+#include "hotreload.h"
+typedef struct {{ int score; }} state_t;
+static void init(void* p) {{ ((state_t*)p)->score = 0; }}
+static void tick(void* p, double dt) {{
+    state_t* s = p;
+    s->score += 1;
+    printf("[plugin] tag={tag} score=%d\n", s->score);
+    (void)dt;
+}}
+static void shutdown(void* p) {{ (void)p; }}
+static void on_unload(void* p, const hotreload_host_t* h) {{ (void)p; (void)h; {on_unload} }}
+static size_t describe(const void* p, char* buf, size_t len) {{
+    {describe}
+    return (size_t)snprintf(buf, len, "score is %d", ((const state_t*)p)->score);
+}}
+static logic_api_t api = {{ .api_version = 1, .state_size = sizeof(state_t),
+    .init = init, .tick = tick, .shutdown = shutdown }};
+static logic_api_ext_t ext = {{ .ext_version = HOTRELOAD_EXT_VERSION,
+    .size = sizeof(logic_api_ext_t), .on_unload = on_unload, .describe = describe }};
+HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
+HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
+"#
+    )
+}
+
+// Data loss first: nothing a user types turns the server into a probe.
+
+#[test]
+fn a_stray_probe_variable_changes_nothing_and_loses_nothing() {
+    let dir = workdir();
+    let source = counter("one", 1);
+    fs::write(dir.path().join("logic.c"), &source).expect("write");
+    for value in ["0", "", "1"] {
+        let out = Command::new(support::binary())
+            .args([
+                "--watch",
+                "logic.c",
+                "--build",
+                CC_BUILD,
+                "--lib",
+                "logic.so",
+                "--ticks",
+                "5",
+                "--tick-ms",
+                "5",
+            ])
+            .env("HOTRELOAD_PROBE", value)
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "HOTRELOAD_PROBE={value:?}: {stdout}"
+        );
+        assert!(stdout.contains("[plugin] tag=one score=5 "), "{stdout}");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("logic.c")).expect("read"),
+            source,
+            "logic.c untouched"
+        );
+    }
+}
+
+#[test]
+fn the_probe_subcommand_typed_by_hand_refuses_and_touches_nothing() {
+    let dir = workdir();
+    let source = counter("one", 1);
+    fs::write(dir.path().join("logic.c"), &source).expect("write");
+    // With and without descriptors 3 to 5 open on files of the user's: a
+    // probe takes its orders only from a sealed memfd and a pipe.
+    for script in [
+        "exec \"$0\" __hotreload-probe",
+        "exec \"$0\" __hotreload-probe logic.c logic.c report",
+        "exec \"$0\" __hotreload-probe 3<logic.c 4<logic.c 5>>logic.c",
+    ] {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .arg(support::binary())
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{script}: {stderr}");
+        assert!(
+            stderr.contains("internal to hotreload's trials"),
+            "{script}: {stderr}"
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("logic.c")).expect("read"),
+            source,
+            "{script}: logic.c untouched"
+        );
+        assert!(
+            !dir.path().join("report").exists(),
+            "{script}: nothing created"
+        );
+    }
+}
+
+// Every hook the host will call is tried first, under the watchdog.
+
+#[test]
+fn a_hanging_describe_is_caught_by_the_trial() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, with_hooks("one", "", "")).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--tick-timeout-ms", "300"]);
+    s.expect_contains("[state] score is 0 (initial; v1)");
+    editor::in_place(&src, &with_hooks("two", "for (;;) {}", ""));
+    let rejected = s.expect_prefix("[reload] rejected: ");
+    assert_eq!(
+        rejected,
+        "[reload] rejected: trial: hung in describe for 300 ms (keeping v1)"
+    );
+    s.expect_contains("tag=one score=");
+    assert_eq!(s.stop(), 14);
+}
+
+#[test]
+fn a_crashing_on_unload_is_caught_by_the_trial() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, with_hooks("one", "", "")).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_prefix("[plugin] tag=one score=2");
+    editor::in_place(&src, &with_hooks("two", "", "*(volatile int*)0 = 1;"));
+    let rejected = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        rejected.starts_with(
+            "[reload] rejected: trial on_unload: SIGSEGV (address not mapped) at 0x0 in on_unload"
+        ) && rejected.ends_with("(keeping v1)"),
+        "{rejected}"
+    );
+    assert_eq!(s.stop(), 14);
+}
+
+#[test]
+fn a_hanging_describe_in_the_server_is_interrupted_and_ctrl_c_still_works() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    // Hangs from its second call on: the first state line is fine.
+    let hang = "static int calls; if (++calls > 1) for (;;) {}";
+    fs::write(&src, with_hooks("one", hang, "")).expect("write");
+    let mut s = Server::start_default(
+        dir.path(),
+        &[
+            "--tick-timeout-ms",
+            "300",
+            "--trial-ticks",
+            "0",
+            "--state-every",
+            "5",
+        ],
+    );
+    s.expect_contains("[state] score is 0 (initial; v1)");
+    let fault = s.expect_prefix("[fault] v1 describe after tick 5: ");
+    assert!(
+        fault.contains("timeout after 300 ms")
+            && fault.ends_with("describe is not called again for v1; the state is shown by field"),
+        "{fault}"
+    );
+    // The loop goes on, and the next state line does without describe.
+    let next = s.expect_contains("(v1, tick 10)");
+    assert!(
+        next.starts_with("[state] 4 bytes, layout unknown: "),
+        "{next}"
+    );
+    s.signal(Signal::SIGINT);
+    s.expect_prefix("[server] stopping (SIGINT)");
+    s.expect_prefix("[exit] code=");
+    assert_eq!(s.wait().code(), Some(0));
+}
+
+// Stopping the process is not a hang.
+
+#[test]
+fn a_process_stopped_during_a_tick_is_not_a_hang_when_it_continues() {
+    let dir = workdir();
+    // Every tick takes 80 ms, so the process is nearly always inside one.
+    let slow = counter("one", 1).replace(
+        "    state_t* s = p;\n    s->score += 1;",
+        "    state_t* s = p;\n    usleep(80000);\n    s->score += 1;",
+    );
+    assert!(slow.contains("usleep(80000)"));
+    fs::write(dir.path().join("logic.c"), slow).expect("write");
+    let mut s = Server::start_default(
+        dir.path(),
+        &["--tick-timeout-ms", "500", "--trial-ticks", "0"],
+    );
+    s.expect_contains("tag=one score=2 ");
+    s.signal(Signal::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(1500));
+    s.signal(Signal::SIGCONT);
+    let before = s.lines().len();
+    s.expect(&format!("two ticks after line {before}"), |l| {
+        l.contains("tag=one score=") && field(l, "score").is_some_and(|n| n >= 5)
+    });
+    assert_eq!(
+        s.count(|l| l.starts_with("[fault]")),
+        0,
+        "a stop is not a hang:\n{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
