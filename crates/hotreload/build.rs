@@ -1,11 +1,27 @@
-//! Exports the crash guard's interposers for the C library's ways out
-//! (`exit`, `_exit`, `_Exit`, `quick_exit`, `pthread_exit`) from the
-//! `hotreload` executable, so that plugin code calling them reaches the
-//! guard, which turns the call into a fault of that version instead of the
-//! end of the host. See `hotreload-engine/src/guard/exits.c`.
+//! Exports the crash guard's interposers from the `hotreload` executable, so
+//! that plugin code calling these C library functions reaches the guard
+//! first: the ways out (`exit`, `_exit`, `_Exit`, `quick_exit`,
+//! `pthread_exit`), which become a fault of that version instead of the end
+//! of the host (`hotreload-engine/src/guard/exits.c`), and the signal
+//! handler and mask functions, whose changes to what the host relies on are
+//! refused or undone (`hotreload-engine/src/guard/process.c`).
+
+/// Every function the guard interposes.
+const INTERPOSED: &[&str] = &[
+    "exit",
+    "_exit",
+    "_Exit",
+    "quick_exit",
+    "pthread_exit",
+    "sigaction",
+    "signal",
+    "sigset",
+    "sigprocmask",
+    "pthread_sigmask",
+];
 
 fn main() {
-    for symbol in ["exit", "_exit", "_Exit", "quick_exit", "pthread_exit"] {
+    for symbol in INTERPOSED {
         println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol={symbol}");
     }
 }

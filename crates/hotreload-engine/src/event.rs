@@ -90,6 +90,19 @@ pub enum Event {
         version: u64,
         symbols: Vec<(String, u64)>,
     },
+    /// Plugin code changed process-wide state the host relies on (the
+    /// signal mask, a signal's handler); the guard undid or refused it.
+    /// Said once per version and kind of change.
+    ProcessStateRepaired {
+        version: u64,
+        call: &'static str,
+        repair: crate::guard::process::Repair,
+    },
+    /// The crash guard's handlers for these signals had been replaced (by
+    /// plugin code going around the interposers); they are back.
+    HandlersReasserted {
+        signals: Vec<i32>,
+    },
     /// The first tick of a newly swapped version ran.
     FirstTick {
         version: u64,

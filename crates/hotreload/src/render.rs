@@ -129,6 +129,31 @@ impl Renderer {
                 plural(*pinned as u64, "retired version"),
                 megabytes(*pinned_bytes)
             ),
+            Event::ProcessStateRepaired { version, call, repair } => {
+                let mut out = String::new();
+                if repair.mask_restored || repair.mask_calls > 0 {
+                    out.push_str(&format!(
+                        "[guard] v{version} changed the signal mask in {call}; the host's mask is put back after every call (a blocked signal would make a fault or Ctrl-C fatal)\n"
+                    ));
+                }
+                if !repair.refused.is_empty() {
+                    let names: Vec<String> = repair.refused.iter().map(|s| signal_name(*s)).collect();
+                    out.push_str(&format!(
+                        "[guard] v{version} tried to change how {} {} handled in {call}; refused: the crash guard and the server rely on {}\n",
+                        names.join(", "),
+                        if names.len() == 1 { "is" } else { "are" },
+                        if names.len() == 1 { "it" } else { "them" },
+                    ));
+                }
+                out
+            }
+            Event::HandlersReasserted { signals } => {
+                let names: Vec<String> = signals.iter().map(|s| signal_name(*s)).collect();
+                format!(
+                    "[guard] the crash guard's handler for {} had been replaced (plugin code went around its interposers); it is back\n",
+                    names.join(", ")
+                )
+            }
             Event::Stalled { behind, skipped } => {
                 format!("[tick] fell {} behind; skipped {skipped} ticks\n", ms(*behind))
             }

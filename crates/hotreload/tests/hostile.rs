@@ -225,3 +225,106 @@ fn a_process_stopped_during_a_tick_is_not_a_hang_when_it_continues() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+// Process-wide state: the signal mask, the handlers, timers.
+
+/// A counter whose tick runs `at_2` at its second call and `at_4` at its
+/// fourth; trials off, so the host itself meets it.
+fn changes_process_state(at_2: &str, at_4: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    let dir = workdir();
+    let source = counter("one", 1)
+        .replace(
+            "#include <unistd.h>",
+            "#include <unistd.h>\n#include <signal.h>\n#include <sys/time.h>\n#include <sys/syscall.h>",
+        )
+        .replace(
+            "    state_t* s = p;\n    s->score += 1;",
+            &format!(
+                "    state_t* s = p;\n    static int n;\n    ++n;\n    if (n == 2) {{ {at_2} }}\n    if (n == 4) {{ {at_4} }}\n    s->score += 1;"
+            ),
+        );
+    assert!(source.contains("static int n;"), "the code was injected");
+    fs::write(dir.path().join("logic.c"), source).expect("write");
+    let mut args = vec!["--trial-ticks", "0"];
+    args.extend_from_slice(extra);
+    let server = Server::start_default(dir.path(), &args);
+    (dir, server)
+}
+
+const SEGV: &str = "*(volatile int*)0 = 1;";
+
+#[test]
+fn a_mask_change_is_undone_so_faults_and_ctrl_c_keep_working() {
+    // Tick 2 blocks SIGSEGV and unblocks everything else; tick 4 faults.
+    let (_dir, mut s) = changes_process_state(
+        "sigset_t all; sigfillset(&all); sigprocmask(SIG_UNBLOCK, &all, 0); \
+         sigset_t segv; sigemptyset(&segv); sigaddset(&segv, SIGSEGV); \
+         sigprocmask(SIG_BLOCK, &segv, 0);",
+        SEGV,
+        &[],
+    );
+    let guard = s.expect_prefix("[guard] v1 changed the signal mask in tick");
+    assert!(guard.contains("put back after every call"), "{guard}");
+    let fault = s.expect_prefix("[fault] v1 tick 3: SIGSEGV");
+    assert!(fault.contains("ticking paused"), "{fault}");
+    s.signal(Signal::SIGINT);
+    s.expect_prefix("[server] stopping (SIGINT)");
+    s.expect_prefix("[exit] code=14");
+    assert_eq!(
+        s.wait().code(),
+        Some(14),
+        "a graceful stop, not death by SIGINT"
+    );
+}
+
+#[test]
+fn a_handler_change_is_refused_and_the_guard_keeps_catching() {
+    let (_dir, mut s) = changes_process_state(
+        "signal(SIGSEGV, SIG_DFL); signal(SIGTERM, SIG_IGN); signal(SIGCHLD, SIG_IGN); \
+         struct sigaction sa = {0}; sa.sa_handler = SIG_DFL; sigaction(SIGBUS, &sa, 0);",
+        SEGV,
+        &[],
+    );
+    let refused = s.expect_prefix("[guard] v1 tried to change how ");
+    for signal in ["SIGSEGV", "SIGTERM", "SIGCHLD", "SIGBUS"] {
+        assert!(refused.contains(signal), "{signal} in {refused}");
+    }
+    s.expect_prefix("[fault] v1 tick 3: SIGSEGV");
+    // SIGTERM still stops the server.
+    assert_eq!(s.stop(), 14);
+}
+
+#[test]
+fn a_handler_replaced_with_the_raw_system_call_is_put_back() {
+    // Around the interposers: the kernel's rt_sigaction, SIG_DFL for SIGSEGV
+    // (struct kernel_sigaction: handler, flags, restorer, mask).
+    let (_dir, mut s) = changes_process_state(
+        "unsigned long ksa[4] = {0}; syscall(SYS_rt_sigaction, SIGSEGV, ksa, 0, 8);",
+        "",
+        &[],
+    );
+    let back = s.expect_prefix("[guard] the crash guard's handler for SIGSEGV had been replaced");
+    assert!(back.ends_with("it is back"), "{back}");
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn a_timer_plugin_code_arms_is_a_fault_of_its_version_not_the_end() {
+    for arm in [
+        "alarm(1);",
+        "struct itimerval t = {{0, 0}, {0, 200000}}; setitimer(ITIMER_REAL, &t, 0);",
+        // A millisecond of CPU time, spent in the same call: it fires inside
+        // plugin code.
+        "struct itimerval t = {{0, 0}, {0, 1000}}; setitimer(ITIMER_PROF, &t, 0); \
+         for (volatile long i = 0; i < 4000000000L; i++) {}",
+    ] {
+        let (_dir, mut s) = changes_process_state(arm, "", &[]);
+        let fault = s.expect_prefix("[fault] v1 ");
+        assert!(
+            fault.contains("from a timer plugin code armed (alarm, setitimer)")
+                && fault.contains("ticking paused"),
+            "{arm}: {fault}"
+        );
+        assert_eq!(s.stop(), 14, "{arm}");
+    }
+}

@@ -13,6 +13,7 @@
 //! `benches/dispatch.rs`); elsewhere about 1.5 ns. cr.h's `sigsetjmp(env, 1)`
 //! costs ~110 ns.
 
+pub mod process;
 mod symbolize;
 pub mod watchdog;
 
@@ -101,6 +102,18 @@ impl Fault {
         self.signal == timeout_signal()
     }
 
+    /// A timer signal that plugin code's timer sent while no plugin code
+    /// ran (see [`process::take_timer_signal`]): the fault of the version
+    /// running, though no call was in progress.
+    pub fn from_timer(signal: i32) -> Fault {
+        Fault {
+            signal,
+            code: 0,
+            addr: 0,
+            pc: 0,
+        }
+    }
+
     /// A call that ended because plugin code tried to end the process or
     /// the thread, not by a signal.
     pub fn is_exit(&self) -> bool {
@@ -113,6 +126,12 @@ impl Fault {
             return "timeout".into();
         }
         match self.signal {
+            libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF => {
+                return format!(
+                    "{} from a timer plugin code armed (alarm, setitimer); the process's timers are stopped",
+                    signal_name(self.signal)
+                );
+            }
             LEFT_BY_EXIT => return format!("exit({}) called", self.code),
             LEFT_BY_THREAD_EXIT => return "pthread_exit called on the host's thread".into(),
             _ => {}
@@ -195,6 +214,31 @@ impl Drop for ThreadGuard {
     }
 }
 
+/// What a call into plugin code ended with, from a trampoline's result: 0
+/// for a plain return, [`TOUCHED`] for a return after plugin code changed
+/// process-wide state (repaired here), else the signal that ended it.
+#[inline]
+fn ended(code: c_int) -> Result<(), Fault> {
+    match code {
+        0 => Ok(()),
+        TOUCHED => {
+            process::repair_now();
+            Ok(())
+        }
+        signal => {
+            let fault = last_fault(signal);
+            // The mask is back already; this takes the record of what else
+            // the call tried, for the report.
+            process::repair_now();
+            Err(fault)
+        }
+    }
+}
+
+/// A trampoline's result for a call that returned after changing
+/// process-wide state (`HR_TOUCHED` in `trampoline.c`).
+const TOUCHED: c_int = -3;
+
 fn last_fault(signal: c_int) -> Fault {
     let mut raw = RawFault {
         signo: signal,
@@ -220,10 +264,7 @@ fn last_fault(signal: c_int) -> Fault {
 #[inline]
 pub unsafe fn call_state(f: InitFn, state: *mut c_void) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
-    match unsafe { hr_call_state(f, state) } {
-        0 => Ok(()),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_state(f, state) })
 }
 
 /// Calls `f(state, dt)` under the guard.
@@ -233,10 +274,7 @@ pub unsafe fn call_state(f: InitFn, state: *mut c_void) -> Result<(), Fault> {
 #[inline]
 pub unsafe fn call_tick(f: TickFn, state: *mut c_void, dt: f64) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
-    match unsafe { hr_call_tick(f, state, dt) } {
-        0 => Ok(()),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_tick(f, state, dt) })
 }
 
 /// Calls `logic_get_api` under the guard.
@@ -262,10 +300,7 @@ pub unsafe fn call_get_api_ext(f: GetApiExtFn) -> Result<*const LogicApiExt, Fau
 unsafe fn call_get_ptr(f: GetPtrFn) -> Result<*const c_void, Fault> {
     let mut out: *const c_void = std::ptr::null();
     // SAFETY: per this function's contract; `out` outlives the call.
-    match unsafe { hr_call_get_api(f, &mut out) } {
-        0 => Ok(out),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_get_api(f, &mut out) }).map(|()| out)
 }
 
 /// Calls an extended-ABI hook (`init`, `on_reload`, `on_unload`) under the
@@ -275,10 +310,7 @@ unsafe fn call_get_ptr(f: GetPtrFn) -> Result<*const c_void, Fault> {
 /// As for [`call_state`]; `host` must point to a valid context for the call.
 pub unsafe fn call_hook(f: HookFn, state: *mut c_void, host: &HostContext) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
-    match unsafe { hr_call_hook(f, state, host) } {
-        0 => Ok(()),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_hook(f, state, host) })
 }
 
 /// Calls `migrate` under the guard; `Ok` holds the hook's return value.
@@ -293,7 +325,7 @@ pub unsafe fn call_migrate(
 ) -> Result<c_int, Fault> {
     let mut result: c_int = 0;
     // SAFETY: per this function's contract; the slices outlive the call.
-    match unsafe {
+    ended(unsafe {
         hr_call_migrate(
             f,
             old.as_ptr().cast(),
@@ -303,10 +335,8 @@ pub unsafe fn call_migrate(
             new.len(),
             &mut result,
         )
-    } {
-        0 => Ok(result),
-        signal => Err(last_fault(signal)),
-    }
+    })
+    .map(|()| result)
 }
 
 /// Calls `describe` under the guard and returns the text it wrote.
@@ -317,7 +347,7 @@ pub unsafe fn call_describe(f: DescribeFn, state: &[u8]) -> Result<String, Fault
     let mut buf = vec![0u8; 512];
     let mut written = 0usize;
     // SAFETY: per this function's contract; `buf` is writable for its length.
-    match unsafe {
+    ended(unsafe {
         hr_call_describe(
             f,
             state.as_ptr().cast(),
@@ -325,19 +355,15 @@ pub unsafe fn call_describe(f: DescribeFn, state: &[u8]) -> Result<String, Fault
             buf.len(),
             &mut written,
         )
-    } {
-        0 => {
-            // Whatever the plugin claims, only what lies in the buffer and
-            // before the first NUL is read.
-            let end = buf
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(buf.len())
-                .min(written);
-            Ok(String::from_utf8_lossy(&buf[..end.min(buf.len())]).into_owned())
-        }
-        signal => Err(last_fault(signal)),
-    }
+    })?;
+    // Whatever the plugin claims, only what lies in the buffer and before
+    // the first NUL is read.
+    let end = buf
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(buf.len())
+        .min(written);
+    Ok(String::from_utf8_lossy(&buf[..end.min(buf.len())]).into_owned())
 }
 
 /// `SIGSEGV`, `SIGINT`, …; `signal 40` for one without a name.

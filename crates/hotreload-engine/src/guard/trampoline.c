@@ -36,6 +36,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -54,11 +56,33 @@ typedef struct {
     uint64_t saved[7];
     /* 0 outside plugin code; HR_INSIDE_CONTEXT or HR_INSIDE_JUMP inside. */
     volatile sig_atomic_t inside;
+    /* HR_TOUCHED once plugin code in the current call changed (or tried to
+     * change) process-wide state through the interposers in process.c; a
+     * call that returns normally then returns HR_TOUCHED instead of 0, and
+     * the caller repairs. Right after `inside`: the assembly reads it. */
+    volatile sig_atomic_t touched;
     /* For the portable path: __builtin_setjmp's buffer, five words (frame
      * pointer, resume address, stack pointer, and room the target may use). */
     void* env[5];
     hr_fault_t fault;
+    /* The thread's signal mask as the host set it, put back after plugin
+     * code changed it (sigprocmask, or a longjmp restoring a garbage one). */
+    sigset_t host_mask;
+    /* What plugin code tried in the current call, for the repair report. */
+    uint64_t refused_signals; /* bit n-1: a handler change for signal n refused */
+    int mask_calls;           /* sigprocmask/pthread_sigmask calls */
+    /* Plugin load-time code (constructors, destructors) runs on this
+     * thread now: dlopen or dlclose of a plugin is in progress. */
+    int loading;
 } hr_thread_guard_t;
+
+/* Sets the calling thread's mask with the system call itself: async-signal-
+ * safe, and never through the interposer in process.c. */
+static void hr_set_mask(const sigset_t* mask, sigset_t* old) {
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, mask, old, (size_t)(_NSIG / 8));
+}
+
+void hr_process_init(void);
 
 /* How the handler leaves plugin code. */
 #define HR_INSIDE_CONTEXT 1 /* rewrite the interrupted context (x86-64) */
@@ -66,13 +90,39 @@ typedef struct {
 
 _Static_assert(offsetof(hr_thread_guard_t, saved) == 0, "the assembly stores registers at offset 0");
 _Static_assert(offsetof(hr_thread_guard_t, inside) == 56, "the assembly sets `inside` at offset 56");
+_Static_assert(offsetof(hr_thread_guard_t, touched) == 60, "the assembly reads `touched` at offset 60");
+
+/* Returned by a call that completed but changed process-wide state. */
+#define HR_TOUCHED (-3)
 
 /* initial-exec TLS: a fixed offset from the thread pointer, which a signal
  * handler can read without calling into the dynamic loader. */
 static __thread hr_thread_guard_t hr_guard __attribute__((tls_model("initial-exec"), aligned(64)));
 
-static const int hr_fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT};
+static const int hr_fault_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT,
+                                       /* A timer armed by plugin code (alarm, setitimer)
+                                        * fires one of these; by default it kills. */
+                                       SIGALRM, SIGVTALRM, SIGPROF};
 #define HR_FAULT_SIGNALS (sizeof hr_fault_signals / sizeof hr_fault_signals[0])
+
+/* A timer signal that came while no plugin code ran: the tick loop takes it
+ * as a fault of the running version at the next tick (see
+ * hr_take_timer_signal). */
+static volatile sig_atomic_t hr_timer_signal;
+
+static int hr_is_timer_signal(int signo) {
+    return signo == SIGALRM || signo == SIGVTALRM || signo == SIGPROF;
+}
+
+/* Stops every interval timer of the process: the one that fired would fire
+ * again. setitimer is a plain system call, safe in a handler. */
+static void hr_disarm_timers(void) {
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    setitimer(ITIMER_REAL, &off, NULL);
+    setitimer(ITIMER_VIRTUAL, &off, NULL);
+    setitimer(ITIMER_PROF, &off, NULL);
+}
 
 static struct sigaction hr_previous[NSIG];
 static sigset_t hr_handled;
@@ -119,6 +169,9 @@ static void hr_chain(int signo, siginfo_t* info, void* uctx) {
 static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     hr_thread_guard_t* g = &hr_guard;
     int inside = g->inside;
+    if (hr_is_timer_signal(signo)) {
+        hr_disarm_timers();
+    }
     if (inside != 0) {
         g->inside = 0;
         g->fault.signo = signo;
@@ -142,6 +195,8 @@ static void hr_handler(int signo, siginfo_t* info, void* uctx) {
             r[REG_R13] = (greg_t)g->saved[3];
             r[REG_R14] = (greg_t)g->saved[4];
             r[REG_R15] = (greg_t)g->saved[5];
+            /* And the host's mask, whatever plugin code left. */
+            ((ucontext_t*)uctx)->uc_sigmask = g->host_mask;
             return;
         }
 #endif
@@ -151,14 +206,26 @@ static void hr_handler(int signo, siginfo_t* info, void* uctx) {
         /* The watchdog fired just as the call returned: nothing to stop. */
         return;
     }
+    if (hr_is_timer_signal(signo)) {
+        struct sigaction* prev = &hr_previous[signo];
+        int host_handles_it = (prev->sa_flags & SA_SIGINFO) ? prev->sa_sigaction != NULL
+                                                            : (prev->sa_handler != SIG_DFL &&
+                                                               prev->sa_handler != SIG_IGN);
+        if (!host_handles_it) {
+            /* Not the host's timer: plugin code armed it. */
+            hr_timer_signal = signo;
+            return;
+        }
+    }
     hr_chain(signo, info, uctx);
 }
 
 /* After __builtin_longjmp out of the handler the handled signals are still
- * blocked (no mask was saved to restore): unblock them. pthread_sigmask is
+ * blocked (no mask was saved to restore), and plugin code may have changed
+ * the mask besides: put the host's back, with the system call itself, which is
  * async-signal-safe. */
 static int hr_landed(void) {
-    pthread_sigmask(SIG_UNBLOCK, &hr_handled, NULL);
+    hr_set_mask(&hr_guard.host_mask, NULL);
     return hr_guard.fault.signo;
 }
 
@@ -204,6 +271,7 @@ void hr_guard_leave_if_inside(int signo, int code, void* pc) {
     g->fault.pc = pc;
 #if defined(__x86_64__)
     if (inside == HR_INSIDE_CONTEXT) {
+        hr_set_mask(&g->host_mask, NULL);
         hr_resume_caller(g->saved, signo);
     }
 #endif
@@ -218,6 +286,7 @@ int hr_guard_inside(void) {
 /* Installs the handler for the fault signals and the watchdog's signal,
  * remembering the previous handlers to chain to. Once per process. */
 int hr_guard_install(int timeout_signal) {
+    hr_process_init();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = hr_handler;
@@ -240,6 +309,33 @@ int hr_guard_install(int timeout_signal) {
     return 0;
 }
 
+/* Puts the guard's handler back on every signal it handles where something
+ * else is installed now (plugin code that went around the interposers, with
+ * the raw system call). Returns the signals it repaired, bit n-1 for signal
+ * n. */
+uint64_t hr_guard_reassert(void) {
+    uint64_t repaired = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = hr_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    for (int sig = 1; sig < NSIG && sig <= 64; sig++) {
+        if (!sigismember(&hr_handled, sig)) {
+            continue;
+        }
+        struct sigaction now;
+        if (sigaction(sig, NULL, &now) != 0) {
+            continue;
+        }
+        if (!(now.sa_flags & SA_SIGINFO) || now.sa_sigaction != hr_handler) {
+            sigaction(sig, &sa, NULL);
+            repaired |= (uint64_t)1 << (sig - 1);
+        }
+    }
+    return repaired;
+}
+
 /* The alternate stack this file gave the calling thread, to free it. */
 static __thread void* hr_alt_stack;
 static __thread size_t hr_alt_stack_size;
@@ -249,6 +345,7 @@ static __thread stack_t hr_alt_stack_before;
  * overflow in plugin code (which leaves no stack to run a handler on) can
  * still be caught. hr_guard_thread_fini gives it back. */
 int hr_guard_thread_init(size_t size) {
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, NULL, &hr_guard.host_mask, (size_t)(_NSIG / 8));
     if (hr_alt_stack != NULL) {
         return 0;
     }
@@ -286,6 +383,88 @@ void hr_last_fault(hr_fault_t* out) {
     *out = hr_guard.fault;
 }
 
+/* What a repair after plugin code did, for the host to report. */
+typedef struct {
+    int mask_restored;        /* the thread's signal mask differed and was put back */
+    int mask_calls;           /* plugin calls to sigprocmask/pthread_sigmask */
+    uint64_t refused_signals; /* bit n-1: a handler change for signal n refused */
+} hr_repair_t;
+
+/* Puts back what plugin code changed in the calling thread's process-wide
+ * state during its last call (the signal mask) and reports it, with what
+ * was refused; clears the record. Also after a fault, where the handler has
+ * put the mask back already. */
+void hr_guard_repair(hr_repair_t* out) {
+    hr_thread_guard_t* g = &hr_guard;
+    sigset_t now;
+    hr_set_mask(&g->host_mask, &now);
+    out->mask_restored = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sigismember(&now, sig) != sigismember(&g->host_mask, sig)) {
+            out->mask_restored = 1;
+            break;
+        }
+    }
+    out->mask_calls = g->mask_calls;
+    out->refused_signals = g->refused_signals;
+    g->mask_calls = 0;
+    g->refused_signals = 0;
+    g->touched = 0;
+}
+
+/* For the interposers in process.c: whether plugin code is the caller on
+ * this thread (inside a guarded call, or its constructors and destructors
+ * during a dlopen or dlclose), and a way to note what it did. */
+int hr_guard_plugin_is_calling(void) {
+    return hr_guard.inside != 0 || hr_guard.loading != 0;
+}
+
+void hr_guard_note_mask_call(void) {
+    hr_guard.mask_calls++;
+    if (hr_guard.inside) {
+        hr_guard.touched = HR_TOUCHED;
+    }
+}
+
+void hr_guard_note_refused(int sig) {
+    if (sig >= 1 && sig <= 64) {
+        hr_guard.refused_signals |= (uint64_t)1 << (sig - 1);
+    }
+    if (hr_guard.inside) {
+        hr_guard.touched = HR_TOUCHED;
+    }
+}
+
+/* Marks the calling thread as running plugin load-time code (around dlopen
+ * and dlclose of a plugin), when the interposers treat it as plugin code. */
+void hr_guard_set_loading(int loading) {
+    hr_guard.loading = loading;
+}
+
+/* Whether `sig` is one the host relies on: the guard's, the timers', and
+ * those the server takes with sigwait or needs as they are (SIGPIPE ignored,
+ * SIGCHLD for waiting on builds and probes). Plugin code may not change
+ * how they are handled. */
+int hr_guard_protects(int sig) {
+    for (size_t i = 0; i < HR_FAULT_SIGNALS; i++) {
+        if (hr_fault_signals[i] == sig) {
+            return 1;
+        }
+    }
+    return sig == hr_timeout_signal || sig == SIGPIPE || sig == SIGCHLD || sig == SIGINT ||
+           sig == SIGTERM || sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2;
+}
+
+/* A timer signal that arrived outside plugin code since the last call, or 0;
+ * taken. */
+int hr_take_timer_signal(void) {
+    int signo = hr_timer_signal;
+    if (signo != 0) {
+        hr_timer_signal = 0;
+    }
+    return signo;
+}
+
 /* The calls. Each returns 0, or the signal that ended the call. */
 
 /* The portable guarded call: record the jump target, mark the thread
@@ -302,7 +481,7 @@ void hr_last_fault(hr_fault_t* out) {
         g_->inside = HR_INSIDE_JUMP;            \
         call;                                   \
         g_->inside = 0;                         \
-        return 0;                               \
+        return g_->touched;                     \
     } while (0)
 
 #if defined(__x86_64__)
@@ -310,7 +489,7 @@ void hr_last_fault(hr_fault_t* out) {
  * callee-saved registers and stack pointer (stores only: a normal return
  * leaves them as they were, so nothing is reloaded), mark the thread inside
  * plugin code, call f(state[, dt]) with dt passed through in xmm0, unmark,
- * return 0. On a fault the handler makes this function return the signal
+ * return 0 (or HR_TOUCHED, see hr_thread_guard_t). On a fault the handler makes this function return the signal
  * number instead (see hr_handler). The thread-local guard is reached with
  * the initial-exec model, as the C code does. */
 __asm__(
@@ -337,10 +516,10 @@ __asm__(
     "    subq $8, %rsp\n" /* 16-byte alignment at the call */
     "    call *%r11\n"
     "    addq $8, %rsp\n"
-    "    movq hr_guard@gottpoff(%rip), %rax\n"
-    "    addq %fs:0, %rax\n"
-    "    movl $0, 56(%rax)\n"
-    "    xorl %eax, %eax\n"
+    "    movq hr_guard@gottpoff(%rip), %rcx\n"
+    "    addq %fs:0, %rcx\n"
+    "    movl $0, 56(%rcx)\n"
+    "    movl 60(%rcx), %eax\n" /* 0, or HR_TOUCHED */
     "    ret\n"
     ".size hr_call_state, . - hr_call_state\n"
     ".size hr_call_tick, . - hr_call_tick\n");

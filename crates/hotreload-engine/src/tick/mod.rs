@@ -23,6 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::event::{Event, EventSink, Recovery, StateMoment, StateReport, TickStats};
+use crate::guard::process::Repair;
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, Fault};
 use crate::layout::Layout;
@@ -166,6 +167,12 @@ pub struct TickLoop {
     watch: Option<CallWatch>,
     /// Versions whose `describe` faulted: it is not called again for them.
     describe_off: Vec<u64>,
+    /// What was said of each version's changes to process-wide state.
+    repairs_said: Vec<(u64, Repair)>,
+    /// Ticks between two checks of the tick thread's signal mask and the
+    /// guard's handlers (for changes made with the raw system calls): about
+    /// a second's worth.
+    mask_check_every: u64,
 }
 
 impl TickLoop {
@@ -175,6 +182,9 @@ impl TickLoop {
         output: Box<dyn Fn(TickOutput) + Send>,
         snapshot: SharedSnapshot,
     ) -> TickLoop {
+        let mask_check_every = (Duration::from_secs(1).as_nanos()
+            / settings.period.as_nanos().max(1))
+        .clamp(1, u128::from(u64::MAX)) as u64;
         TickLoop {
             // Exactly tick_ms / 1000 for whole milliseconds.
             dt: settings.period.as_secs_f64(),
@@ -191,6 +201,8 @@ impl TickLoop {
             first_tick_due: None,
             watch: None,
             describe_off: Vec::new(),
+            repairs_said: Vec::new(),
+            mask_check_every,
         }
     }
 
@@ -267,6 +279,58 @@ impl TickLoop {
         result
     }
 
+    /// Says what the guard had to undo or refuse of what plugin code did to
+    /// process-wide state, once per version and kind of change.
+    fn say_repairs(&mut self, call: &'static str) {
+        let Some(repair) = guard::process::take_repairs() else {
+            return;
+        };
+        let version = self.current.as_ref().map_or(0, Plugin::version);
+        let said = self
+            .repairs_said
+            .iter()
+            .position(|(v, _)| *v == version)
+            .map(|i| self.repairs_said[i].1.clone())
+            .unwrap_or_default();
+        let fresh = Repair {
+            mask_restored: repair.mask_restored && !said.mask_restored,
+            mask_calls: if said.mask_calls == 0 {
+                repair.mask_calls
+            } else {
+                0
+            },
+            refused: repair
+                .refused
+                .iter()
+                .copied()
+                .filter(|s| !said.refused.contains(s))
+                .collect(),
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        let mut known = said;
+        known.mask_restored |= fresh.mask_restored;
+        known.mask_calls = known.mask_calls.max(fresh.mask_calls);
+        known.refused.extend(&fresh.refused);
+        self.repairs_said.retain(|(v, _)| *v != version);
+        self.repairs_said.push((version, known));
+        (self.events)(Event::ProcessStateRepaired {
+            version,
+            call,
+            repair: fresh,
+        });
+    }
+
+    /// Puts the crash guard's handlers back where plugin code replaced them
+    /// around the interposers, and says so.
+    fn reassert_handlers(&self) {
+        let signals = guard::process::reassert_handlers();
+        if !signals.is_empty() {
+            (self.events)(Event::HandlersReasserted { signals });
+        }
+    }
+
     fn host_context(&self) -> HostContext {
         crate::plugin::ext::host_context(self.settings.seed, self.ticks)
     }
@@ -303,10 +367,11 @@ impl TickLoop {
             Ok(()) => {
                 self.initialized = true;
                 self.snapshot.mark_live();
+                self.say_repairs("init");
                 true
             }
             Err(fault) => {
-                self.recover("init", fault);
+                self.recover("init", fault, true);
                 false
             }
         }
@@ -325,6 +390,13 @@ impl TickLoop {
                 skipped: skip.ticks,
             });
         }
+        if let Some(signal) = guard::process::take_timer_signal() {
+            // A timer plugin code armed fired between two calls: a fault of
+            // the version running, as if it had fired inside one.
+            // The state is as the last call left it: nothing to put back.
+            self.recover("timer", Fault::from_timer(signal), false);
+            return;
+        }
         if !self.snapshot.take_if_due(state, self.ticks) {
             return;
         }
@@ -333,10 +405,17 @@ impl TickLoop {
         let result = unsafe { plugin.tick(state, self.dt) };
         calls.end();
         if let Err(fault) = result {
-            self.recover("tick", fault);
+            self.recover("tick", fault, true);
             return;
         }
         self.ticks += 1;
+        if self.ticks.is_multiple_of(self.mask_check_every) {
+            // What plugin code changed with the raw system calls, which no
+            // interposer sees: about once a second, a few system calls.
+            guard::process::check_mask();
+            self.reassert_handlers();
+        }
+        self.say_repairs("tick");
         #[cfg(debug_assertions)]
         debug_host_fault::maybe_at(self.ticks);
         if self
@@ -392,6 +471,7 @@ impl TickLoop {
             (_, Some(_)) => self.report(StateMoment::Final),
             (_, None) => self.report(StateMoment::Absent),
         }
+        self.say_repairs("shutdown");
         // Only a state that some version ran on is worth saving: a run whose
         // builds all failed leaves the file as it was.
         if self.initialized {

@@ -8,15 +8,19 @@ use crate::plugin::Plugin;
 use super::{TickLoop, TickOutput};
 
 impl TickLoop {
-    /// After a fault in `call`: put the state back, drop the faulting
-    /// version, hand over to the newest earlier one or pause, and say so.
-    pub(super) fn recover(&mut self, call: &'static str, fault: Fault) {
+    /// After a fault in `call`: put the state back (if the fault came during
+    /// a call, `restore`), drop the faulting version, hand over to the
+    /// newest earlier one or pause, and say so.
+    pub(super) fn recover(&mut self, call: &'static str, fault: Fault, restore: bool) {
+        // What the faulting call did to process-wide state is the faulting
+        // version's, said while it is still the current one.
+        self.say_repairs(call);
         // Named while the faulting library is still mapped.
         let (cause, symbol) = self.cause_and_place(&fault);
         let faulted_at = self.ticks;
         let restored_to_tick = match &mut self.state {
-            Some(state) => self.snapshot.restore(state),
-            None => None,
+            Some(state) if restore => self.snapshot.restore(state),
+            _ => None,
         };
         if let Some(tick) = restored_to_tick {
             self.ticks = tick;
@@ -37,6 +41,9 @@ impl TickLoop {
             }
             None => None,
         };
+        // A fault can come of a handler replaced around the interposers; the
+        // version taking over must run under the guard's own.
+        self.reassert_handlers();
         let recovery = match previous {
             Some(previous) => {
                 let to = previous.version();

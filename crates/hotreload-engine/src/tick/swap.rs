@@ -83,6 +83,8 @@ impl TickLoop {
                 self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
             (self.events)(Event::Fault(report));
         }
+        self.say_repairs("on_unload");
+        self.reassert_handlers();
         let summary = migrated.map(|(state, summary)| {
             self.snapshot.reset(
                 state.size(),
@@ -130,9 +132,10 @@ impl TickLoop {
             if let Some(hook) = on_reload
                 && let Err(fault) = self.call_hook(hook, calls)
             {
-                self.recover("on_reload", fault);
+                self.recover("on_reload", fault, true);
                 return;
             }
+            self.say_repairs("on_reload");
             // After on_reload, so the line shows what the new code starts from.
             self.report(if summary.is_some() {
                 StateMoment::Migrated
