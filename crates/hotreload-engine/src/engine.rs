@@ -76,6 +76,14 @@ impl Engine {
         events(Event::Running {
             watch_mode: watch.mode,
         });
+        if shadow.reaped > 0 {
+            events(Event::ServerNotice(format!(
+                "removed {} private folder{} that hotreload servers which ended abnormally left in {}",
+                shadow.reaped,
+                if shadow.reaped == 1 { "" } else { "s" },
+                std::env::temp_dir().display()
+            )));
+        }
         if !crate::guard::exit_is_caught() {
             events(Event::ServerNotice(
                 "a plugin's call to exit() will end this host without a save: the host \

@@ -328,3 +328,103 @@ fn a_timer_plugin_code_arms_is_a_fault_of_its_version_not_the_end() {
         assert_eq!(s.stop(), 14, "{arm}");
     }
 }
+
+// What a dead server leaves, and a temporary folder others control.
+
+#[test]
+fn private_folders_of_dead_servers_are_removed_and_a_live_ones_kept() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().expect("private TMPDIR");
+    let start = |dir: &std::path::Path| {
+        Server::start_with_env(
+            dir,
+            &["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"],
+            &[("TMPDIR", tmp.path())],
+        )
+    };
+    let folders = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(tmp.path())
+            .expect("read TMPDIR")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("hotreload-"))
+            .map(|e| e.path())
+            .collect()
+    };
+    let alive_dir = workdir();
+    fs::write(alive_dir.path().join("logic.c"), counter("alive", 1)).expect("write");
+    let mut alive = start(alive_dir.path());
+    alive.expect_contains("tag=alive score=1 ");
+    // A server killed without a chance to clean up.
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("dead", 1)).expect("write");
+    let mut dead = start(dir.path());
+    dead.expect_contains("tag=dead score=1 ");
+    dead.signal(Signal::SIGKILL);
+    assert_eq!(dead.wait().signal(), Some(9));
+    // A folder from before owner files, untouched for two days, and one
+    // that is recent (perhaps an old server still running): only the old
+    // one goes.
+    for (name, age) in [
+        ("hotreload-legacyOld", "2 days ago"),
+        ("hotreload-legacyNew", "now"),
+    ] {
+        let legacy = tmp.path().join(name);
+        fs::create_dir(&legacy).expect("mkdir");
+        fs::write(legacy.join("1-logic.so"), "x").expect("write");
+        let touched = Command::new("touch")
+            .args(["-d", age])
+            .arg(legacy.join("1-logic.so"))
+            .arg(&legacy)
+            .status()
+            .expect("touch");
+        assert!(touched.success());
+    }
+    assert_eq!(folders().len(), 4, "{:?}", folders());
+
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("new", 1)).expect("write");
+    let mut s = start(dir.path());
+    let said = s.expect_prefix("[server] removed 2 private folders");
+    assert!(said.contains("ended abnormally"), "{said}");
+    s.expect_contains("tag=new score=1 ");
+    assert_eq!(
+        folders().len(),
+        3,
+        "the live server's, the new one's and the recent legacy one: {:?}",
+        folders()
+    );
+    assert!(tmp.path().join("hotreload-legacyNew").exists());
+    alive.expect_contains("tag=alive score=");
+    assert_eq!(s.stop(), 0);
+    assert_eq!(alive.stop(), 0);
+    assert_eq!(folders().len(), 1, "both removed their own at exit");
+}
+
+#[test]
+fn a_temporary_folder_others_can_write_without_the_sticky_bit_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let open = tempfile::tempdir().expect("tmp");
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o777)).expect("chmod 777");
+    let out = Command::new(support::binary())
+        .args(["--watch", "logic.c", "--build", CC_BUILD])
+        .env("TMPDIR", open.path())
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing the temporary folder") && stderr.contains("found mode 777"),
+        "{stderr}"
+    );
+    // With the sticky bit, as /tmp has it, it is fine.
+    fs::set_permissions(open.path(), fs::Permissions::from_mode(0o1777)).expect("chmod 1777");
+    let mut s = Server::start_with_env(
+        dir.path(),
+        &["--watch", "logic.c", "--build", CC_BUILD, "--ticks", "3"],
+        &[("TMPDIR", open.path())],
+    );
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+}

@@ -7,24 +7,51 @@
 //! a folder created exclusively with mode 0700 at a random path, so no other
 //! user can plant a file or symlink there. The folder and its copies are
 //! removed when the engine stops.
+//!
+//! A server that dies (SIGKILL, a crash, a power cut) cannot remove its
+//! folder. Each folder holds an `owner` file that its server keeps locked
+//! (`flock`) while it runs, with its pid; a new server removes every folder
+//! of the same user whose lock it can take — their owners are gone — and
+//! says how many. A temporary folder that other users can write without the
+//! sticky bit is refused: any of them could rename the private folder away
+//! and put one of theirs in its place.
 
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 use tempfile::TempDir;
 
+/// What every private folder's name starts with.
+pub const PREFIX: &str = "hotreload-";
+/// The file inside that its server keeps locked.
+const OWNER_FILE: &str = "owner";
+/// A folder from before owner files existed is taken as abandoned once
+/// nothing in it changed for this long.
+const LEGACY_AGE: Duration = Duration::from_secs(24 * 3600);
+
 pub struct ShadowDir {
+    // Fields drop in order: the folder goes first, and only then the lock
+    // that says a live server owns it.
     dir: TempDir,
+    _owner: Flock<File>,
+    /// Folders of dead servers removed at start.
+    pub reaped: usize,
 }
 
 impl ShadowDir {
-    /// Creates the folder under `$TMPDIR` (or `/tmp`).
+    /// Creates the folder under `$TMPDIR` (or `/tmp`), after removing those
+    /// that dead servers of this user left there.
     pub fn create() -> Result<ShadowDir, String> {
         let base = std::env::temp_dir();
+        check_base(&base)?;
+        let reaped = reap_abandoned(&base);
         let dir = tempfile::Builder::new()
-            .prefix("hotreload-")
+            .prefix(PREFIX)
             .permissions(Permissions::from_mode(0o700))
             .tempdir_in(&base)
             .map_err(|e| {
@@ -33,17 +60,37 @@ impl ShadowDir {
                     base.display()
                 )
             })?;
-        Ok(ShadowDir { dir })
+        let owner_path = dir.path().join(OWNER_FILE);
+        let owner = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&owner_path)
+            .map_err(|e| format!("cannot create {}: {e}", owner_path.display()))?;
+        let mut owner = Flock::lock(owner, FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", owner_path.display()))?;
+        // For a person looking at the folder; the lock is what counts.
+        let _ = writeln!(owner, "{}", std::process::id());
+        Ok(ShadowDir {
+            dir,
+            _owner: owner,
+            reaped,
+        })
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
+    /// Where the copies go: not `owner`.
+    fn copy_path(&self, serial: u64, lib_name: &str) -> PathBuf {
+        self.dir.path().join(format!("{serial}-{lib_name}"))
+    }
+
     /// Writes `bytes` as a new file, failing rather than overwriting, and
     /// returns a guard that removes it when dropped.
     pub fn store(&self, serial: u64, lib_name: &str, bytes: &[u8]) -> Result<ShadowFile, String> {
-        let path = self.dir.path().join(format!("{serial}-{lib_name}"));
+        let path = self.copy_path(serial, lib_name);
         let mut file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -82,6 +129,87 @@ impl Drop for ShadowFile {
         if self.owned {
             let _ = fs::remove_file(&self.path);
         }
+    }
+}
+
+/// Refuses a base folder where another user could swap the private folder
+/// for one of theirs: writable by group or others, without the sticky bit
+/// (which lets only an entry's owner rename or remove it).
+fn check_base(base: &Path) -> Result<(), String> {
+    let meta = fs::metadata(base).map_err(|e| {
+        format!(
+            "cannot use the temporary folder {}: {e} (set TMPDIR to a folder of your own)",
+            base.display()
+        )
+    })?;
+    let mode = meta.mode();
+    let shared = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    if shared && !sticky {
+        return Err(format!(
+            "refusing the temporary folder {}: expected one only you can write, or one with the sticky bit \
+             (like /tmp, mode 1777), found mode {:o}: another user could put a library of theirs where \
+             hotreload loads its copies; set TMPDIR to a folder of your own",
+            base.display(),
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Removes the private folders of this user's servers that are gone;
+/// returns how many. Never follows a symlink, never touches another user's
+/// folder, and leaves a folder whose owner file is still locked.
+fn reap_abandoned(base: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(base) else {
+        return 0;
+    };
+    // SAFETY: `geteuid` has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let mut reaped = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != me {
+            continue;
+        }
+        if abandoned(&path) && fs::remove_dir_all(&path).is_ok() {
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
+fn abandoned(dir: &Path) -> bool {
+    match OpenOptions::new().read(true).open(dir.join(OWNER_FILE)) {
+        // Taken: its server is gone (the lock dies with the process).
+        Ok(owner) => match Flock::lock(owner, FlockArg::LockExclusiveNonblock) {
+            Ok(_) => true,
+            Err((_, Errno::EWOULDBLOCK)) => false,
+            Err(_) => false,
+        },
+        // A folder from before owner files: abandoned once it is old.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let newest = fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.metadata().ok()?.modified().ok())
+                .chain(fs::metadata(dir).ok().and_then(|m| m.modified().ok()))
+                .max();
+            newest.is_some_and(|t| {
+                SystemTime::now()
+                    .duration_since(t)
+                    .is_ok_and(|age| age > LEGACY_AGE)
+            })
+        }
+        Err(_) => false,
     }
 }
 
