@@ -1,17 +1,20 @@
 //! Compiles the C side of the crash guard: the trampoline that runs plugin
 //! calls (see `src/guard/trampoline.c` for why it must be C) and the
 //! interposers that turn a plugin's `exit()` into a fault
-//! (`src/guard/exits.c`) and keep it from changing the signal handlers and
-//! masks the host relies on (`src/guard/process.c`).
+//! (`src/guard/exits.c`), keep it from changing the signal handlers and
+//! masks the host relies on (`src/guard/process.c`), and keep track of the
+//! threads it starts (`src/guard/threads.c`).
 
 fn main() {
     println!("cargo:rerun-if-changed=src/guard/trampoline.c");
     println!("cargo:rerun-if-changed=src/guard/exits.c");
     println!("cargo:rerun-if-changed=src/guard/process.c");
+    println!("cargo:rerun-if-changed=src/guard/threads.c");
     cc::Build::new()
         .file("src/guard/trampoline.c")
         .file("src/guard/exits.c")
         .file("src/guard/process.c")
+        .file("src/guard/threads.c")
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true)

@@ -4,7 +4,9 @@
 //! `pthread_exit`), which become a fault of that version instead of the end
 //! of the host (`hotreload-engine/src/guard/exits.c`), and the signal
 //! handler and mask functions, whose changes to what the host relies on are
-//! refused or undone (`hotreload-engine/src/guard/process.c`).
+//! refused or undone (`hotreload-engine/src/guard/process.c`), and
+//! `pthread_create`, so that a version is never unmapped under a thread it
+//! started (`hotreload-engine/src/guard/threads.c`).
 
 /// Every function the guard interposes.
 const INTERPOSED: &[&str] = &[
@@ -18,6 +20,7 @@ const INTERPOSED: &[&str] = &[
     "sigset",
     "sigprocmask",
     "pthread_sigmask",
+    "pthread_create",
 ];
 
 fn main() {

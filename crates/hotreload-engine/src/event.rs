@@ -125,6 +125,14 @@ pub enum Event {
         pinned: usize,
         pinned_bytes: u64,
     },
+    /// A retired version was not closed: threads plugin code started still
+    /// run its code (their ids, a few, and how many). It is closed once they
+    /// have ended; at exit it stays mapped.
+    KeptForThreads {
+        version: u64,
+        tids: Vec<i32>,
+        count: usize,
+    },
     /// At exit: retired versions that stayed mapped until the end.
     PinnedAtExit {
         pinned: usize,

@@ -124,6 +124,13 @@ impl Renderer {
                 "[reload] warning: {pinned} retired versions hold {} that only a restart of hotreload gives back; restart it when convenient (--state-file keeps the state across it)\n",
                 megabytes(*pinned_bytes)
             ),
+            Event::KeptForThreads { version, tids, count } => format!(
+                "[reload] v{version} stays loaded: {} it started still {} its code ({}); unmapping that code would kill the host; it is closed once {} ended\n",
+                plural(*count as u64, "thread"),
+                if *count == 1 { "runs" } else { "run" },
+                tids.iter().map(|t| if *t == 0 { "starting".to_owned() } else { format!("tid {t}") }).collect::<Vec<_>>().join(", "),
+                if *count == 1 { "it has" } else { "they have" },
+            ),
             Event::PinnedAtExit { pinned, pinned_bytes } => format!(
                 "[reload] {} stayed mapped until exit ({})\n",
                 plural(*pinned as u64, "retired version"),

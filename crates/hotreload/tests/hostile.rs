@@ -428,3 +428,81 @@ fn a_temporary_folder_others_can_write_without_the_sticky_bit_is_refused() {
     );
     assert_eq!(s.exit_code(), 0, "{}", s.transcript());
 }
+
+// Threads plugin code starts.
+
+/// A counter whose `init` starts a thread running `body` in a loop.
+fn with_thread(tag: &str, body: &str) -> String {
+    counter(tag, 1)
+        .replace(
+            "#include <unistd.h>",
+            &format!(
+                "#include <unistd.h>\n#include <pthread.h>\n\
+                 static volatile long spins;\n\
+                 static void* spin(void* arg) {{ (void)arg; {body} return 0; }}"
+            ),
+        )
+        .replace(
+            "    state_t* s = p;\n    s->score = 0;",
+            "    state_t* s = p;\n    s->score = 0;\n    pthread_t t; pthread_create(&t, 0, spin, 0); pthread_detach(t);",
+        )
+}
+
+#[test]
+fn a_version_whose_thread_still_runs_is_never_unmapped_under_it() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let forever = "for (;;) { spins++; usleep(1000); }";
+    fs::write(&src, with_thread("one", forever)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--keep-versions", "1", "--trial-ticks", "0"]);
+    s.expect_contains("tag=one score=3 ");
+    editor::in_place(&src, &counter("two", 1));
+    let kept =
+        s.expect_prefix("[reload] v1 stays loaded: 1 thread it started still runs its code (tid ");
+    assert!(
+        kept.contains("unmapping that code would kill the host"),
+        "{kept}"
+    );
+    s.expect_contains("tag=two score=");
+    // And at exit, where every version is closed, too.
+    s.signal(Signal::SIGTERM);
+    s.expect_prefix("[exit] code=0");
+    assert_eq!(s.wait().code(), Some(0), "{}", s.transcript());
+}
+
+#[test]
+fn a_version_whose_thread_has_ended_is_closed_at_the_next_retirement() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    // The thread runs until told to stop, and says when it has.
+    let briefly = "while (access(\"stop-thread\", F_OK) != 0) { spins++; usleep(1000); } \
+                   close(creat(\"thread-done\", 0600));";
+    fs::write(&src, with_thread("one", briefly)).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            "cc -shared -fPIC -Wl,-z,nodelete -o logic.so logic.c",
+            "--lib",
+            "logic.so",
+            "--tick-ms",
+            "10",
+            "--keep-versions",
+            "1",
+            "--trial-ticks",
+            "0",
+        ],
+    );
+    s.expect_contains("tag=one score=1 ");
+    editor::in_place(&src, &counter("two", 1));
+    s.expect_prefix("[reload] v1 stays loaded: 1 thread");
+    fs::write(dir.path().join("stop-thread"), "").expect("tell the thread");
+    support::wait_for_file(&dir.path().join("thread-done"));
+    // Once the thread has ended, the next retirement closes v1 too (the
+    // -z nodelete link makes its dlclose say so).
+    editor::in_place(&src, &counter("three", 1));
+    s.expect_prefix("[reload] v1 of logic.so is still mapped after dlclose");
+    assert_eq!(s.stop(), 0);
+}

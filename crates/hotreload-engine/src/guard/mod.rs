@@ -15,6 +15,7 @@
 
 pub mod process;
 mod symbolize;
+pub mod threads;
 pub mod watchdog;
 
 use std::ffi::{c_int, c_void};

@@ -74,6 +74,9 @@ typedef struct {
     /* Plugin load-time code (constructors, destructors) runs on this
      * thread now: dlopen or dlclose of a plugin is in progress. */
     int loading;
+    /* This thread was started by plugin code (see threads.c): everything
+     * it runs is plugin code. */
+    int plugin_thread;
 } hr_thread_guard_t;
 
 /* Sets the calling thread's mask with the system call itself: async-signal-
@@ -83,6 +86,7 @@ static void hr_set_mask(const sigset_t* mask, sigset_t* old) {
 }
 
 void hr_process_init(void);
+void hr_threads_init(void);
 
 /* How the handler leaves plugin code. */
 #define HR_INSIDE_CONTEXT 1 /* rewrite the interrupted context (x86-64) */
@@ -287,6 +291,7 @@ int hr_guard_inside(void) {
  * remembering the previous handlers to chain to. Once per process. */
 int hr_guard_install(int timeout_signal) {
     hr_process_init();
+    hr_threads_init();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = hr_handler;
@@ -416,7 +421,11 @@ void hr_guard_repair(hr_repair_t* out) {
  * this thread (inside a guarded call, or its constructors and destructors
  * during a dlopen or dlclose), and a way to note what it did. */
 int hr_guard_plugin_is_calling(void) {
-    return hr_guard.inside != 0 || hr_guard.loading != 0;
+    return hr_guard.inside != 0 || hr_guard.loading != 0 || hr_guard.plugin_thread != 0;
+}
+
+void hr_guard_mark_plugin_thread(void) {
+    hr_guard.plugin_thread = 1;
 }
 
 void hr_guard_note_mask_call(void) {

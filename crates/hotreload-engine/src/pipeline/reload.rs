@@ -106,6 +106,9 @@ pub struct Reloader {
     attempts: u64,
     /// Retired versions that `dlclose` could not unmap, with their bytes.
     pinned: Vec<(u64, u64)>,
+    /// Retired versions not closed because threads plugin code started
+    /// still run their code; closed once those have ended, never while.
+    held_for_threads: Vec<Plugin>,
     last_outcome: Option<Outcome>,
     stopping: bool,
 }
@@ -164,6 +167,7 @@ impl Reloader {
             hashes: Default::default(),
             attempts: 0,
             pinned: Vec::new(),
+            held_for_threads: Vec::new(),
             last_outcome: None,
             stopping: false,
         }
@@ -249,6 +253,10 @@ impl Reloader {
                 .as_ref()
                 .map_or(exit_code::NOTHING_LOADED, Outcome::exit_code)
         };
+        // What threads still run stays mapped until the process is gone.
+        for kept in std::mem::take(&mut self.held_for_threads) {
+            kept.leak();
+        }
         if !self.pinned.is_empty() {
             self.emit(Event::PinnedAtExit {
                 pinned: self.pinned.len(),
@@ -583,6 +591,31 @@ impl Reloader {
         let version = plugin.version();
         self.hashes.remove(&version);
         self.sides.remove(&version);
+        // Versions kept for their threads go once the threads have ended.
+        let held = std::mem::take(&mut self.held_for_threads);
+        for kept in held {
+            if threads_running(&kept).1 == 0 {
+                self.close(kept);
+            } else {
+                self.held_for_threads.push(kept);
+            }
+        }
+        let (tids, count) = threads_running(&plugin);
+        if count > 0 {
+            // Unmapping code a thread still runs would kill the host.
+            self.emit(Event::KeptForThreads {
+                version,
+                tids,
+                count,
+            });
+            self.held_for_threads.push(plugin);
+            return;
+        }
+        self.close(plugin);
+    }
+
+    fn close(&mut self, plugin: Plugin) {
+        let version = plugin.version();
         let closed = plugin.close();
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(
@@ -618,5 +651,14 @@ impl Reloader {
             b.run.kill();
         }
         let _ = self.tick.send(TickInput::Stop);
+    }
+}
+
+/// The threads plugin code started that run `plugin`'s code: their ids (a
+/// few) and how many.
+fn threads_running(plugin: &Plugin) -> (Vec<i32>, usize) {
+    match plugin.span() {
+        Some((start, end)) => crate::guard::threads::running_in(start, end),
+        None => (Vec::new(), 0),
     }
 }

@@ -96,6 +96,14 @@ impl Plugin {
         self.ext.as_ref().map_or(0, |e| e.state_version)
     }
 
+    /// From the lowest to the highest address of this version's library,
+    /// if known.
+    pub fn span(&self) -> Option<(usize, usize)> {
+        let start = self.ranges.iter().map(|r| r.0).min()?;
+        let end = self.ranges.iter().map(|r| r.1).max()?;
+        Some((start, end))
+    }
+
     /// Whether `address` lies in this version's library.
     pub fn contains(&self, address: usize) -> bool {
         self.ranges
@@ -162,6 +170,13 @@ impl Plugin {
     /// Where the plugin's tables live, as linked.
     pub fn table_offsets(&self) -> Vec<u64> {
         self.library.table_offsets()
+    }
+
+    /// Gives this version up without unloading it: its library stays mapped
+    /// for as long as the process lives (for code a thread still runs at
+    /// exit; the process's end takes the mapping with it).
+    pub fn leak(self) {
+        std::mem::forget(self);
     }
 
     /// Unloads this version; see [`Library::close`].
