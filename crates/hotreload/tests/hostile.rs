@@ -506,3 +506,35 @@ fn a_version_whose_thread_has_ended_is_closed_at_the_next_retirement() {
     s.expect_prefix("[reload] v1 of logic.so is still mapped after dlclose");
     assert_eq!(s.stop(), 0);
 }
+
+// What the host reads: never a FIFO, never a device.
+
+#[test]
+fn a_fifo_or_a_device_as_the_build_output_is_refused_without_blocking() {
+    for (make, found) in [
+        ("mkfifo logic.so", "found a FIFO"),
+        ("ln -s /dev/zero logic.so", "found a character device"),
+    ] {
+        let dir = workdir();
+        let made = Command::new("sh")
+            .args(["-c", make])
+            .current_dir(dir.path())
+            .status()
+            .expect("make it");
+        assert!(made.success());
+        fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+        let mut s = Server::start(
+            dir.path(),
+            &["--watch", "logic.c", "--build", "true", "--lib", "logic.so"],
+        );
+        let rejected = s.expect_prefix("[reload] rejected: ");
+        assert!(
+            rejected.contains("expected the build to write logic.so")
+                && rejected.contains(&format!("expected a regular file, {found}")),
+            "{make}: {rejected}"
+        );
+        s.signal(Signal::SIGINT);
+        s.expect_prefix("[exit] code=11");
+        assert_eq!(s.wait().code(), Some(11), "{make}");
+    }
+}

@@ -33,6 +33,10 @@ use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
 
 use prepare::{Prepared, StateSide, hash_bytes};
 
+/// The largest build output read: far beyond any plugin, and a bound on
+/// what a mistaken `--lib` (a disk image, a log) can make the host read.
+const LIBRARY_LIMIT: u64 = 4 << 30;
+
 /// After this many retired versions stayed mapped, and every this many more,
 /// a warning says their memory is only given back by a restart.
 pub const PINNED_WARNING: usize = 8;
@@ -373,7 +377,7 @@ impl Reloader {
             duration: result.duration(),
             output: result.output.clone(),
         });
-        let bytes = match std::fs::read(&self.config.lib) {
+        let bytes = match crate::paths::read_regular_file(&self.config.lib, LIBRARY_LIMIT) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let reason = Rejection::NotLoadable(format!(
