@@ -8,23 +8,13 @@
 //! `pthread_create`, so that a version is never unmapped under a thread it
 //! started (`hotreload-engine/src/guard/threads.c`).
 
-/// Every function the guard interposes.
-const INTERPOSED: &[&str] = &[
-    "exit",
-    "_exit",
-    "_Exit",
-    "quick_exit",
-    "pthread_exit",
-    "sigaction",
-    "signal",
-    "sigset",
-    "sigprocmask",
-    "pthread_sigmask",
-    "pthread_create",
-];
+/// Every function the guard interposes, one per line (the engine's list,
+/// which it also checks at start).
+const INTERPOSED: &str = include_str!("../hotreload-engine/src/guard/interposed.txt");
 
 fn main() {
-    for symbol in INTERPOSED {
+    println!("cargo:rerun-if-changed=../hotreload-engine/src/guard/interposed.txt");
+    for symbol in INTERPOSED.lines().map(str::trim).filter(|l| !l.is_empty()) {
         println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol={symbol}");
     }
 }

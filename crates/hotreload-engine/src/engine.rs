@@ -84,13 +84,15 @@ impl Engine {
                 std::env::temp_dir().display()
             )));
         }
-        if !crate::guard::exit_is_caught() {
-            events(Event::ServerNotice(
-                "a plugin's call to exit() will end this host without a save: the host \
-                 program does not export hotreload's exit interposer (link it with \
-                 -Wl,--export-dynamic-symbol=exit; see guard/exits.c)"
-                    .into(),
-            ));
+        let missing = crate::guard::interposers_missing();
+        if !missing.is_empty() {
+            events(Event::ServerNotice(format!(
+                "plugin code's calls to {} reach the C library, not the crash guard: the host \
+                 program does not export them (link it with -Wl,--export-dynamic-symbol=NAME for \
+                 each; see hotreload_engine::guard::INTERPOSED); exit() in plugin code ends the \
+                 host, and its signal handler changes are not refused",
+                missing.join(", ")
+            )));
         }
         for path in config.watch.iter().filter(|p| !p.exists()) {
             // Usually a typo; possibly a file the build generates.

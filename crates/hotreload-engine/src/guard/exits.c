@@ -20,7 +20,9 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -81,9 +83,61 @@ __attribute__((visibility("default"), noreturn)) void pthread_exit(void* value) 
     abort();
 }
 
-/* Whether a plugin's call to exit() reaches the definition above, i.e.
- * whether this executable exports it; if not, say so rather than let a
- * plugin's exit() end the host unannounced. */
-int hr_exit_is_caught(void) {
-    return dlsym(RTLD_DEFAULT, "exit") == (void*)exit;
+/* Every interposer of the guard's, in the order of interposed.txt (the list
+ * the hotreload executable exports), with this executable's definition. */
+int sigaction(int, const struct sigaction*, struct sigaction*);
+sighandler_t signal(int, sighandler_t);
+sighandler_t sigset(int, sighandler_t);
+int sigprocmask(int, const sigset_t*, sigset_t*);
+int pthread_sigmask(int, const sigset_t*, sigset_t*);
+int pthread_create(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+
+/* sigset is obsolete, and interposed for plugins that still call it. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static const struct {
+    const char* name;
+    const void* ours;
+} hr_interposed[] = {
+    {"exit", (const void*)exit},
+    {"_exit", (const void*)_exit},
+    {"_Exit", (const void*)_Exit},
+    {"quick_exit", (const void*)quick_exit},
+    {"pthread_exit", (const void*)pthread_exit},
+    {"sigaction", (const void*)sigaction},
+    {"signal", (const void*)signal},
+    {"sigset", (const void*)sigset},
+    {"sigprocmask", (const void*)sigprocmask},
+    {"pthread_sigmask", (const void*)pthread_sigmask},
+    {"pthread_create", (const void*)pthread_create},
+};
+#pragma GCC diagnostic pop
+#define HR_INTERPOSED (sizeof hr_interposed / sizeof hr_interposed[0])
+
+const char* hr_interposed_name(size_t index) {
+    return index < HR_INTERPOSED ? hr_interposed[index].name : NULL;
+}
+
+/* Writes the names (space-separated, NUL-terminated, within `len`) of the
+ * interposers a plugin's calls would not reach: those this executable does
+ * not export, so that dlsym finds the C library's first. */
+void hr_interposers_missing(char* out, size_t len) {
+    size_t at = 0;
+    if (len == 0) {
+        return;
+    }
+    out[0] = 0;
+    for (size_t i = 0; i < HR_INTERPOSED; i++) {
+        if (dlsym(RTLD_DEFAULT, hr_interposed[i].name) == hr_interposed[i].ours) {
+            continue;
+        }
+        size_t n = strlen(hr_interposed[i].name);
+        if (at + n + 2 > len) {
+            break;
+        }
+        memcpy(out + at, hr_interposed[i].name, n);
+        at += n;
+        out[at++] = ' ';
+        out[at] = 0;
+    }
 }

@@ -46,7 +46,7 @@ unsafe extern "C" {
     fn hr_guard_thread_init(size: usize) -> c_int;
     fn hr_guard_thread_fini();
     fn hr_last_fault(out: *mut RawFault);
-    fn hr_exit_is_caught() -> c_int;
+    fn hr_interposers_missing(out: *mut std::ffi::c_char, len: usize);
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
     fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
@@ -173,12 +173,25 @@ pub fn install() -> Result<(), String> {
         .clone()
 }
 
-/// Whether a plugin's call to `exit` reaches the guard's interposer, which
-/// turns it into a fault: only if the host executable exports it (the
-/// `hotreload` binary does; see `exits.c` for embedders).
-pub fn exit_is_caught() -> bool {
-    // SAFETY: a `dlsym` lookup and a pointer comparison; no state changes.
-    unsafe { hr_exit_is_caught() != 0 }
+/// The C library functions the guard interposes (`exits.c`, `process.c`,
+/// `threads.c`), one per line; the host executable must export them for
+/// plugin code's calls to reach the guard (the `hotreload` binary's build
+/// script reads this list).
+pub const INTERPOSED: &str = include_str!("interposed.txt");
+
+/// The interposed functions that plugin code's calls would not reach,
+/// because the host executable does not export them (an embedding host not
+/// linked with `-Wl,--export-dynamic-symbol=NAME` for each).
+pub fn interposers_missing() -> Vec<String> {
+    let mut names = vec![0 as std::ffi::c_char; 512];
+    // SAFETY: writes at most `names.len()` bytes, NUL-terminated.
+    unsafe { hr_interposers_missing(names.as_mut_ptr(), names.len()) };
+    // SAFETY: the buffer is NUL-terminated within its length.
+    let text = unsafe { std::ffi::CStr::from_ptr(names.as_ptr()) };
+    text.to_string_lossy()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Prepares the calling thread to call plugin code: gives it an alternate
