@@ -134,6 +134,7 @@ fn trial_baselines(libs: &[PathBuf], scratch: &Path, ticks: u64) -> (Summary, Su
         seed: 0,
         tick: 0,
         state_type: None,
+        reset_fields: Vec::new(),
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
     let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);

@@ -49,10 +49,12 @@ pub mod guard;
 pub mod layout;
 pub mod outcome;
 pub mod paths;
+pub mod pattern;
 pub mod pipeline;
 pub mod plugin;
 pub mod state;
 pub mod tick;
+pub mod toolchain;
 pub mod watch;
 
 pub use command::{Command, StopReason};

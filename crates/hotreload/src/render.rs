@@ -193,8 +193,18 @@ fn fault(r: &FaultReport) -> String {
         } => {
             format!("rolled back to v{to}, {}", restored(restored_to_tick))
         }
-        Recovery::Paused { restored_to_tick } => format!(
+        Recovery::Paused {
+            restored_to_tick,
+            cannot_roll_back: None,
+        } => format!(
             "no earlier version to roll back to: ticking paused until the next good build, {}",
+            restored(restored_to_tick)
+        ),
+        Recovery::Paused {
+            restored_to_tick,
+            cannot_roll_back: Some((version, why)),
+        } => format!(
+            "v{version} cannot take the state back ({why}): ticking paused until the next good build, {}",
             restored(restored_to_tick)
         ),
         Recovery::Exiting => "exiting as planned".to_owned(),

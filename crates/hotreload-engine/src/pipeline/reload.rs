@@ -85,6 +85,8 @@ pub struct Reloader {
     save_error_said: Option<String>,
     /// What was last said about where the layout comes from.
     layout_said: String,
+    /// What was last said about `--state-fields` patterns that select nothing.
+    fields_said: String,
     /// The plugin's writable statics last warned about.
     statics_said: Vec<(String, u64)>,
     /// The hash of every loaded version's bytes, to recognise a rebuild that
@@ -143,6 +145,7 @@ impl Reloader {
             restored: None,
             save_error_said: None,
             layout_said: String::new(),
+            fields_said: String::new(),
             statics_said: Vec::new(),
             hashes: Default::default(),
             attempts: 0,

@@ -47,6 +47,8 @@ pub struct TrialSettings {
     pub tick: u64,
     /// `--state-type`, for reading the layout from debug info.
     pub state_type: Option<String>,
+    /// `--reset-field`, for carrying the state over as the host will.
+    pub reset_fields: Vec<String>,
 }
 
 /// Why a trial refused a build, and what the child printed.
@@ -88,6 +90,7 @@ pub fn run(
             .arg(settings.seed.to_string())
             .arg(settings.tick.to_string())
             .arg(settings.state_type.as_deref().unwrap_or("-"))
+            .args(&settings.reset_fields)
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(stderr)

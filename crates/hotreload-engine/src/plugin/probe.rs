@@ -57,9 +57,10 @@ pub fn run_if_requested() {
 }
 
 /// What the parent asks: `<library> <report> <ticks> <dt> <state> <seed>
-/// <tick> <state-type>`, where `<state>` is a state file (the current state with its
-/// version and layout) or `none` for a first version, and `<state-type>` is
-/// `-` for none.
+/// <tick> <state-type> [<reset-field>...]`, where `<state>` is a state file
+/// (the current state with its version and layout) or `none` for a first
+/// version, `<state-type>` is `-` for none, and the `--reset-field`
+/// patterns follow.
 struct Probe {
     library: PathBuf,
     report: File,
@@ -70,13 +71,28 @@ struct Probe {
     /// The host's ticks completed, for the host context.
     tick: u64,
     state_type: Option<String>,
+    reset_fields: Vec<String>,
 }
 
 impl Probe {
     fn from_args() -> Result<Probe, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let [library, report, ticks, dt, state, seed, tick, state_type] = args.as_slice() else {
-            return Err(format!("expected 8 arguments, found {}", args.len()));
+        let [
+            library,
+            report,
+            ticks,
+            dt,
+            state,
+            seed,
+            tick,
+            state_type,
+            reset_fields @ ..,
+        ] = args.as_slice()
+        else {
+            return Err(format!(
+                "expected at least 8 arguments, found {}",
+                args.len()
+            ));
         };
         let report = File::create(report).map_err(|e| format!("cannot create {report}: {e}"))?;
         Ok(Probe {
@@ -90,6 +106,7 @@ impl Probe {
             seed: seed.parse().map_err(|_| format!("bad seed {seed:?}"))?,
             tick: tick.parse().map_err(|_| format!("bad tick {tick:?}"))?,
             state_type: (state_type != "-").then(|| state_type.clone()),
+            reset_fields: reset_fields.to_vec(),
         })
     }
 
@@ -237,7 +254,7 @@ impl Probe {
             layout,
             has_hook: hook.is_some(),
         };
-        match migrate::decide(old, new).map_err(Rejection::StateChange)? {
+        match migrate::decide(old, new, &self.reset_fields).map_err(Rejection::StateChange)? {
             Decision::Keep => {
                 if saved.state.len() != state.size() {
                     return Err(Rejection::StateSize {
@@ -250,7 +267,8 @@ impl Probe {
             }
             Decision::Migrate { plan, .. } => {
                 if let Some(plan) = plan {
-                    plan.apply(&saved.state, state.bytes_mut());
+                    plan.apply(&saved.state, state.bytes_mut())
+                        .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?;
                 }
                 let Some(hook) = hook else { return Ok(()) };
                 // SAFETY: both blocks are valid for their sizes; this is the

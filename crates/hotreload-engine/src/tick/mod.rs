@@ -89,7 +89,7 @@ pub struct Save {
 /// off this thread: filled from the current state by `plan`, then by the new
 /// version's `migrate` hook.
 pub struct Migration {
-    pub plan: Option<Plan>,
+    pub plan: Option<Box<Plan>>,
     pub new_state: State,
     /// The state version the current state was written by.
     pub old_version: u32,
@@ -138,6 +138,10 @@ pub struct TickSettings {
     pub save_every: Option<u64>,
     /// Whether saves are wanted at all (at exit).
     pub saving: bool,
+    /// `--reset-field` patterns, for carrying the state back on a rollback.
+    pub reset_fields: Vec<String>,
+    /// `--state-fields` patterns: the fields state lines show whole.
+    pub state_fields: Vec<String>,
 }
 
 pub struct TickLoop {
@@ -449,10 +453,13 @@ impl TickLoop {
         }));
     }
 
-    /// The plugin's own description of the state, else the state by field.
+    /// The plugin's own description of the state, else the state by field;
+    /// the fields `--state-fields` asks for win over the description.
     fn describe(&self, state: &State) -> Option<String> {
         let plugin = self.current.as_ref()?;
-        if let Some(describe) = plugin.ext().and_then(|e| e.describe) {
+        let patterns = &self.settings.state_fields;
+        let asked = !patterns.is_empty() && plugin.layout().is_some();
+        if !asked && let Some(describe) = plugin.ext().and_then(|e| e.describe) {
             // SAFETY: the state is the block this version was checked
             // against; this thread is the only caller and ran
             // `prepare_thread`. A fault here only loses the description.
@@ -460,10 +467,9 @@ impl TickLoop {
                 return Some(text);
             }
         }
-        const SHOWN: usize = 12;
         plugin
             .layout()
-            .map(|l| crate::layout::format_state(l, state.bytes(), SHOWN))
+            .map(|l| crate::layout::format_state(l, state.bytes(), patterns))
     }
 }
 

@@ -26,15 +26,19 @@ impl TickLoop {
         };
         self.first_tick_due = None;
         let previous = self.earlier.pop_front();
+        let mut cannot_roll_back = None;
         let previous = match previous {
-            Some(p) if self.carry_back(&bad, &p) => Some(p),
-            Some(p) => {
-                // The state cannot be carried back to that version's layout:
-                // keep it loaded, but pause rather than run it on bytes it
-                // does not understand.
-                self.earlier.push_front(p);
-                None
-            }
+            Some(p) => match self.carry_back(&bad, &p) {
+                Ok(()) => Some(p),
+                Err(why) => {
+                    // The state cannot be carried back to that version's
+                    // layout: keep it loaded, but pause rather than run it
+                    // on bytes it does not understand.
+                    cannot_roll_back = Some((p.version(), why));
+                    self.earlier.push_front(p);
+                    None
+                }
+            },
             None => None,
         };
         let recovery = match previous {
@@ -48,7 +52,10 @@ impl TickLoop {
             }
             None => {
                 self.schedule = None;
-                Recovery::Paused { restored_to_tick }
+                Recovery::Paused {
+                    restored_to_tick,
+                    cannot_roll_back,
+                }
             }
         };
         let cause = self.cause(&fault);
