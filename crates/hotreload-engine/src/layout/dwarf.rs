@@ -308,13 +308,16 @@ fn malformed(e: gimli::Error) -> String {
 /// `hotreload.h`, of the Rust standard library's crates, and the ones a
 /// compiler makes (`{closure_env#0}`, `{impl#0}`, `<T as Trait>`).
 fn never_by_size(name: &str) -> bool {
-    let bare = name.rsplit(' ').next().unwrap_or(name);
+    let bare = ["struct ", "class "]
+        .iter()
+        .find_map(|kind| name.strip_prefix(kind))
+        .unwrap_or(name);
     bare.starts_with("logic_api")
         || bare.starts_with("hotreload_")
         || crate::toolchain::rust_runtime_path(bare)
         || bare
             .split("::")
-            .any(|s| s.starts_with('{') || s.starts_with('<'))
+            .any(|s| s.starts_with(['{', '<', '(', '[', '&', '*']))
 }
 
 impl Types {

@@ -162,15 +162,6 @@ pub struct Applied {
     pub reset: Vec<Change>,
 }
 
-impl Applied {
-    /// `reset bounces (value 3000000000 does not fit int32)`, for the
-    /// reload line; `None` when nothing was reset.
-    pub fn note(&self) -> Option<String> {
-        (!self.reset.is_empty())
-            .then(|| summary::line(self.reset.iter().map(|c| c.entry("reset "))))
-    }
-}
-
 impl Change {
     fn entry(&self, mark: &'static str) -> Entry<'_> {
         Entry {
@@ -407,6 +398,16 @@ impl Plan {
     /// `+lives -bonus ~score (int32 → int64)`, for the reload line; entries
     /// that differ only in element indices collapse into one.
     pub fn summary(&self) -> String {
+        self.account(&Applied::default())
+    }
+
+    /// The summary once `apply` has run: a narrowed field it reset is named
+    /// as reset, with the value that did not fit, not as narrowed.
+    pub fn summary_after(&self, applied: &Applied) -> String {
+        self.account(applied)
+    }
+
+    fn account(&self, applied: &Applied) -> String {
         let mut entries: Vec<Entry> = Vec::new();
         fn plain<'a>(mark: &'static str, path: &'a String) -> Entry<'a> {
             Entry {
@@ -418,9 +419,11 @@ impl Plan {
         entries.extend(self.added.iter().map(|n| plain("+", n)));
         entries.extend(self.dropped.iter().map(|n| plain("-", n)));
         entries.extend(self.widened.iter().map(|c| c.entry("~")));
+        let reset_now = |field: &str| applied.reset.iter().any(|r| r.field == field);
         let checked: Vec<Change> = self
             .narrowed
             .iter()
+            .filter(|c| !reset_now(&c.field))
             .map(|c| Change {
                 field: c.field.clone(),
                 detail: format!("{}, every value checked", c.detail),
@@ -429,6 +432,7 @@ impl Plan {
         entries.extend(checked.iter().map(|c| c.entry("~")));
         entries.extend(self.reshaped.iter().map(|c| c.entry("~")));
         entries.extend(self.reset.iter().map(|c| c.entry("reset ")));
+        entries.extend(applied.reset.iter().map(|c| c.entry("reset ")));
         if entries.is_empty() && !self.moved.is_empty() {
             return format!(
                 "reordered {}",
@@ -600,14 +604,15 @@ pub fn decide(old: Side, new: Side, reset: &[String]) -> Result<Decision, String
     ))
 }
 
-/// The summary of a migration that `apply` has run: with the fields it
-/// reset, if any.
-pub fn with_resets(summary: String, applied: &Applied) -> String {
-    match applied.note() {
-        Some(note) if summary.is_empty() => note,
-        Some(note) => format!("{summary} {note}"),
-        None => summary,
+/// `summary` (from [`decide`]) once `plan` was applied: with the fields
+/// `apply` reset named as reset.
+pub fn with_resets(summary: String, plan: &Plan, applied: &Applied) -> String {
+    if applied.reset.is_empty() {
+        return summary;
     }
+    // What `decide` added after the plan's own account: the state version.
+    let rest = summary.strip_prefix(&plan.summary()).unwrap_or_default();
+    format!("{}{rest}", plan.summary_after(applied))
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ impl TickLoop {
             let applied = plan
                 .apply(&old, new.bytes_mut())
                 .map_err(|unfit| Refusal::Declined(unfit.to_string()))?;
-            summary = crate::state::migrate::with_resets(summary, &applied);
+            summary = crate::state::migrate::with_resets(summary, plan, &applied);
         }
         self.run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
         Ok((new, summary))

@@ -340,7 +340,7 @@ pub(super) fn restored_state(
                 let applied = plan
                     .apply(&saved.state, state.bytes_mut())
                     .map_err(|unfit| refuse(unfit.to_string()))?;
-                summary = crate::state::migrate::with_resets(summary, &applied);
+                summary = crate::state::migrate::with_resets(summary, plan, &applied);
             }
             // The new version's hook, if any, finishes on the tick thread.
             let convert_from = has_hook.then(|| (saved.state.clone(), saved.state_version));

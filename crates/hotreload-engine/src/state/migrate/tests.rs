@@ -214,13 +214,26 @@ fn reset_field_starts_only_that_field_at_zero_instead_of_refusing() {
     let (new_bytes, applied) = migrate(&plan, &old_bytes).expect("reset, not refused");
     assert_eq!(read_ints(&new_bytes), [0, 42]);
     assert_eq!(
-        applied.note().as_deref(),
-        Some("reset bounces (value 3000000000 does not fit int32)")
+        plan.summary(),
+        "~bounces (int64 → int32, every value checked)"
+    );
+    assert_eq!(
+        plan.summary_after(&applied),
+        "reset bounces (value 3000000000 does not fit int32)"
+    );
+    assert_eq!(
+        with_resets(
+            format!("{}; state version 1 → 2", plan.summary()),
+            &plan,
+            &applied
+        ),
+        "reset bounces (value 3000000000 does not fit int32); state version 1 → 2"
     );
     // A value that fits is carried even though the field is named.
     old_bytes[..8].copy_from_slice(&7i64.to_ne_bytes());
     let (new_bytes, applied) = migrate(&plan, &old_bytes).expect("fits");
-    assert_eq!((read_ints(&new_bytes), applied.note()), (vec![7, 42], None));
+    assert_eq!(read_ints(&new_bytes), [7, 42]);
+    assert_eq!(applied, Applied::default());
 
     // A type that can never be carried is reset by the plan.
     let old = layout(16, vec![f("time", 0, F64), f("hp", 8, I32)]);
