@@ -129,6 +129,9 @@ pub enum Recovery {
     RolledBack {
         to: u64,
         restored_to_tick: Option<u64>,
+        /// How the state was carried back to that version's layout, when
+        /// it differs (`-lives`).
+        carried_back: Option<String>,
     },
     /// No earlier version, or none that can take the state: ticking paused
     /// until the next good build.

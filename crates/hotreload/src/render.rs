@@ -190,8 +190,16 @@ fn fault(r: &FaultReport) -> String {
         Recovery::RolledBack {
             to,
             restored_to_tick,
+            carried_back,
         } => {
-            format!("rolled back to v{to}, {}", restored(restored_to_tick))
+            let carried = carried_back
+                .as_ref()
+                .map(|c| format!(" and carried back to v{to}'s layout ({c})"))
+                .unwrap_or_default();
+            format!(
+                "rolled back to v{to}, {}{carried}",
+                restored(restored_to_tick)
+            )
         }
         Recovery::Paused {
             restored_to_tick,

@@ -313,6 +313,68 @@ fn a_narrowing_that_does_not_fit_is_refused_naming_field_and_value() {
     assert!(s.count(|l| l.contains("tag=one score=")) >= 2);
 }
 
+/// v2 widens `bounces`, stores a value only it can hold, and faults on its
+/// third tick: the rollback to v1 must narrow the state back.
+fn a_rollback_that_must_narrow(extra: &[&str]) -> (Server, tempfile::TempDir) {
+    let v1 = bounces("int32_t", "one", "s->bounces = 365;");
+    let v2 = c_plugin(
+        "int64_t bounces; int score;",
+        "static int live;",
+        "",
+        "if (++live == 3) { *(volatile int*)0 = 1; } s->bounces = 3000000000LL; s->score++;
+         printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+    );
+    let mut args = vec!["--trial-ticks", "0"];
+    args.extend_from_slice(extra);
+    let (mut s, dir) = run_then_save(CC_DEBUG, &args, &v1, "tag=one score=2 ", &v2);
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    (s, dir)
+}
+
+#[test]
+fn a_rollback_that_cannot_narrow_the_state_back_pauses_saying_why() {
+    let (mut s, _dir) = a_rollback_that_must_narrow(&[]);
+    let fault = s.expect_prefix("[fault] ");
+    assert!(
+        fault.contains(
+            "; v1 cannot take the state back (field bounces: value 3000000000 does not fit \
+             int32; with --reset-field bounces it would start at zero there): ticking paused \
+             until the next good build, state restored to tick "
+        ),
+        "{}",
+        s.transcript()
+    );
+    let paused_at = s.lines().len();
+    assert_eq!(s.stop(), 14);
+    assert_eq!(
+        s.count(|l| l.contains("tag=")),
+        s.lines()[..paused_at]
+            .iter()
+            .filter(|l| l.contains("tag="))
+            .count(),
+        "nothing ticks while paused:\n{}",
+        s.transcript()
+    );
+}
+
+#[test]
+fn a_rollback_with_reset_field_narrows_back_and_says_what_it_reset() {
+    let (mut s, _dir) = a_rollback_that_must_narrow(&["--reset-field", "bounces"]);
+    let fault = s.expect_prefix("[fault] ");
+    assert!(
+        fault.ends_with(
+            " and carried back to v1's layout (reset bounces (value 3000000000 does not fit \
+             int32))"
+        ) && fault.contains("; rolled back to v1, state restored to tick "),
+        "{}",
+        s.transcript()
+    );
+    // v1 ticks on with the score v2 reached and bounces at zero.
+    let line = s.expect_contains("tag=one score=");
+    assert!(line.ends_with(" bounces=0"), "{line}");
+    assert_eq!(s.stop(), 14);
+}
+
 #[test]
 fn reset_field_starts_only_that_field_at_zero() {
     let v1 = c_plugin(

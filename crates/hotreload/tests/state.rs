@@ -781,7 +781,7 @@ fn a_rollback_across_a_layout_change_migrates_the_state_back() {
     assert_eq!(
         fault,
         format!(
-            "[fault] v2 tick {}: SIGSEGV (address not mapped) at 0x0 in p_tick+{}; rolled back to v1, state restored to tick {}",
+            "[fault] v2 tick {}: SIGSEGV (address not mapped) at 0x0 in p_tick+{}; rolled back to v1, state restored to tick {} and carried back to v1's layout (-lives)",
             tick + 2,
             fault
                 .split("p_tick+")

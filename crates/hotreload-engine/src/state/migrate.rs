@@ -101,18 +101,20 @@ pub struct Incompatible {
     pub why: String,
 }
 
+impl Incompatible {
+    /// What cannot be carried, without what happens then.
+    pub fn reason(&self) -> String {
+        format!(
+            "field {}: expected it to stay {} or become a type that holds its values, found {} \
+             ({})",
+            self.field, self.from, self.to, self.why
+        )
+    }
+}
+
 impl fmt::Display for Incompatible {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "field {}: expected it to stay {} or become a type that holds its values, found {} \
-             ({}); {}",
-            self.field,
-            self.from,
-            self.to,
-            self.why,
-            reset_hint(&self.field)
-        )
+        write!(f, "{}; {}", self.reason(), reset_hint(&self.field))
     }
 }
 
@@ -128,20 +130,19 @@ pub struct Unfit {
 
 impl Unfit {
     /// `value 3000000000 does not fit int32`, for the reload line.
-    fn reason(&self) -> String {
+    fn value_does_not_fit(&self) -> String {
         format!("value {} does not fit {}", self.value, self.to)
+    }
+
+    /// What cannot be carried, without what happens then.
+    pub fn reason(&self) -> String {
+        format!("field {}: {}", self.element, self.value_does_not_fit())
     }
 }
 
 impl fmt::Display for Unfit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "field {}: {}; {}",
-            self.element,
-            self.reason(),
-            reset_hint(&self.field)
-        )
+        write!(f, "{}; {}", self.reason(), reset_hint(&self.field))
     }
 }
 
@@ -150,6 +151,15 @@ fn reset_hint(field: &str) -> String {
     format!(
         "the new version is refused; to start {field} at zero in it instead, pass \
          --reset-field {}",
+        shell_word(&any_index(field))
+    )
+}
+
+/// Why the state cannot go back to an earlier version's layout on a
+/// rollback, and how it could.
+pub fn rollback_refusal(reason: &str, field: &str) -> String {
+    format!(
+        "{reason}; with --reset-field {} it would start at zero there",
         shell_word(&any_index(field))
     )
 }
@@ -386,7 +396,7 @@ impl Plan {
                     }
                     applied.reset.push(Change {
                         field: c.field.clone(),
-                        detail: unfit.reason(),
+                        detail: unfit.value_does_not_fit(),
                     });
                 }
                 Err(unfit) => return Err(unfit),

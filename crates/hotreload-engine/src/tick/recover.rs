@@ -27,9 +27,13 @@ impl TickLoop {
         self.first_tick_due = None;
         let previous = self.earlier.pop_front();
         let mut cannot_roll_back = None;
+        let mut carried_back = None;
         let previous = match previous {
             Some(p) => match self.carry_back(&bad, &p) {
-                Ok(()) => Some(p),
+                Ok(account) => {
+                    carried_back = account;
+                    Some(p)
+                }
                 Err(why) => {
                     // The state cannot be carried back to that version's
                     // layout: keep it loaded, but pause rather than run it
@@ -48,6 +52,7 @@ impl TickLoop {
                 Recovery::RolledBack {
                     to,
                     restored_to_tick,
+                    carried_back,
                 }
             }
             None => {

@@ -250,8 +250,13 @@ impl TickLoop {
 
     /// Before rolling back from `bad` to `to`: migrates the state (as it was
     /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
-    /// differ. `Err` says why it cannot be done; the state is then as it was.
-    pub(super) fn carry_back(&mut self, bad: &Plugin, to: &Plugin) -> Result<(), String> {
+    /// differ, returning what that changed (`-lives`). `Err` says why it
+    /// cannot be done; the state is then as it was.
+    pub(super) fn carry_back(
+        &mut self,
+        bad: &Plugin,
+        to: &Plugin,
+    ) -> Result<Option<String>, String> {
         let Some(state) = &self.state else {
             return Err("there is no state".into());
         };
@@ -263,7 +268,7 @@ impl TickLoop {
                 _ => bad.state_version() == to.state_version(),
             };
         if same {
-            return Ok(());
+            return Ok(None);
         }
         let (Some(from_layout), Some(to_layout)) = (from_layout, to_layout) else {
             return Err(format!(
@@ -273,14 +278,21 @@ impl TickLoop {
                 state.size()
             ));
         };
-        let plan = crate::state::migrate::plan(from_layout, to_layout, &self.settings.reset_fields)
-            .map_err(|e| e.to_string())?;
+        use crate::state::migrate::{plan, rollback_refusal};
+        let plan = plan(from_layout, to_layout, &self.settings.reset_fields)
+            .map_err(|e| rollback_refusal(&e.reason(), &e.field))?;
         let mut back = State::zeroed(to_size)?;
-        plan.apply(state.bytes(), back.bytes_mut())
-            .map_err(|unfit| unfit.to_string())?;
+        let applied = plan
+            .apply(state.bytes(), back.bytes_mut())
+            .map_err(|unfit| rollback_refusal(&unfit.reason(), &unfit.field))?;
         self.snapshot = Some(Snapshot::new(back.size()));
         self.state = Some(back);
-        Ok(())
+        let account = plan.summary_after(&applied);
+        Ok(Some(if account.is_empty() {
+            format!("{} → {} bytes", plan.old_size, plan.new_size)
+        } else {
+            account
+        }))
     }
 }
 
