@@ -4,8 +4,8 @@
 //! its state is; reading it costs the author nothing, where a schema has to
 //! be written and kept in step by hand. This module finds the state's type
 //! in a shared object's `.debug_info` (and `.debug_types`) and flattens it
-//! into a [`Layout`]. Reading the entries is [`read`], finding the state's
-//! type among them [`choose`], turning it into fields [`flatten`].
+//! into a [`Layout`]. Reading the entries is `read`, finding the state's
+//! type among them `choose`, turning it into fields `flatten`.
 //!
 //! Finding the type. `--state-type NAME` wins (a typedef name first, then a
 //! struct/union/enum tag; `struct NAME` asks for the tag only), because only
@@ -37,7 +37,9 @@
 //!   them as such an array), so they keep their values across versions.
 //! - Unions become `uint8 × size` named after the member: which member is
 //!   live is not in the bytes, so only the bytes can be kept faithfully. An
-//!   anonymous union is named after its members, `i|f`.
+//!   anonymous union is named after its members, `i|f`. So does a Rust enum
+//!   with data (`Option<u32>`, a struct with a `DW_TAG_variant_part`): its
+//!   discriminant is among the bytes, so they are its value.
 //! - Anonymous struct members are flattened without a prefix, as C code
 //!   names them (`s->x`, not `s->.x`).
 //! - Arrays of scalars (and of unions, enums, pointers) stay one field
@@ -278,6 +280,7 @@ const KEPT: &[DwTag] = &[
     gimli::DW_TAG_packed_type,
     gimli::DW_TAG_shared_type,
     gimli::DW_TAG_enumerator,
+    gimli::DW_TAG_variant_part,
 ];
 
 /// Tags that name or qualify another type without changing its bytes.

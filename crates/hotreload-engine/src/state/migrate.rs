@@ -17,7 +17,7 @@
 //! one element here, so `int a` may become `int a[4]` (the value goes to
 //! `a[0]`).
 //!
-//! Types convert as [`convert`] says: a widening always, a narrowing with
+//! Types convert as `convert` says: a widening always, a narrowing with
 //! every value checked as it is copied ([`Plan::apply`] is fallible and
 //! stops at the first value that does not fit), a change that could never
 //! keep values (double → int, anything ↔ pointer) not at all. A field that

@@ -93,6 +93,17 @@ impl Types {
             dims: dims.to_vec(),
             look,
         };
+        let whole = |size: Option<u64>| match size {
+            Some(size) if size > 0 => leaf(
+                Scalar::Int {
+                    signed: false,
+                    bytes: 1,
+                },
+                &[size],
+                Look::Number,
+            ),
+            _ => Shape::Skip,
+        };
         Ok(match die.tag {
             gimli::DW_TAG_base_type => match (die.encoding, bytes) {
                 (Some(gimli::DW_ATE_boolean), Some(1)) => leaf(Scalar::Bool, &[], Look::Number),
@@ -167,17 +178,18 @@ impl Types {
                 Some(8) => leaf(Scalar::Pointer, &[], Look::Number),
                 _ => Shape::Skip,
             },
-            gimli::DW_TAG_union_type => match die.byte_size {
-                Some(size) if size > 0 => leaf(
-                    Scalar::Int {
-                        signed: false,
-                        bytes: 1,
-                    },
-                    &[size],
-                    Look::Number,
-                ),
-                _ => Shape::Skip,
-            },
+            // A union's bytes, whichever member is live; and a Rust enum with
+            // data, whose discriminant is among them.
+            gimli::DW_TAG_union_type => whole(die.byte_size),
+            gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type
+                if die
+                    .children
+                    .iter()
+                    .filter_map(|&c| self.dies.get(c))
+                    .any(|c| c.tag == gimli::DW_TAG_variant_part) =>
+            {
+                whole(die.byte_size)
+            }
             gimli::DW_TAG_structure_type | gimli::DW_TAG_class_type => Shape::Struct,
             gimli::DW_TAG_array_type => {
                 let element = self.element(index, what)?;

@@ -360,7 +360,7 @@ pub mod game {
     #[derive(Clone, Copy)]
     pub enum Mode { Idle = 0, Run = 1 }
     #[repr(C)]
-    pub struct State { pub score: i32, pub speed: f32, pub grid: [[i32; 3]; 2], pub mode: Mode }
+    pub struct State { pub score: i32, pub speed: f32, pub grid: [[i32; 3]; 2], pub mode: Mode, pub target: Option<u32> }
 }
 #[unsafe(no_mangle)]
 pub extern "C" fn state_size() -> usize { std::mem::size_of::<game::State>() }
@@ -370,7 +370,7 @@ pub extern "C" fn touch(s: *mut game::State) { unsafe { (*s).score += 1; (*s).mo
     let flags = ["--crate-type", "cdylib", "-g", "--edition", "2021"];
     let bytes = compile_with("rustc", &flags, "rsplug.rs", source);
     for asked in ["State", "game::State", "rsplug::game::State"] {
-        let layout = read(&bytes, 36, Some(asked));
+        let layout = read(&bytes, 44, Some(asked));
         assert_eq!(
             layout.source,
             Source::Dwarf {
@@ -379,7 +379,12 @@ pub extern "C" fn touch(s: *mut game::State) { unsafe { (*s).score += 1; (*s).mo
             }
         );
         let names: Vec<&str> = layout.fields.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["score", "speed", "grid", "mode"]);
+        assert_eq!(names, ["score", "speed", "grid", "mode", "target"]);
+        // An enum with data is its bytes, discriminant included.
+        assert_eq!(
+            layout.field("target").map(|f| f.dims.clone()),
+            Some(vec![8])
+        );
         assert_eq!(
             layout.field("grid").map(|f| f.dims.clone()),
             Some(vec![2, 3])
@@ -389,14 +394,14 @@ pub extern "C" fn touch(s: *mut game::State) { unsafe { (*s).score += 1; (*s).mo
             other => panic!("{other:?}"),
         }
     }
-    // The only 36-byte struct the crate wrote; the standard library's are
+    // The only 44-byte struct the crate wrote; the standard library's are
     // never candidates.
-    let by_size = read(&bytes, 36, None);
+    let by_size = read(&bytes, 44, None);
     assert_eq!(
         by_size.source,
         Source::Dwarf {
             type_name: "struct rsplug::game::State".into(),
-            chosen_by: "its size (the only 36-byte struct)".into()
+            chosen_by: "its size (the only 44-byte struct)".into()
         }
     );
 }
