@@ -453,6 +453,25 @@ fn a_rejected_builds_layout_line_says_it_is_the_new_builds() {
     );
 }
 
+#[test]
+fn members_without_a_field_are_named_in_the_layout_line() {
+    let line = {
+        let dir = workdir();
+        let plugin = c_plugin("unsigned flags : 3; long double ld; int score;", "", "", "");
+        std::fs::write(dir.path().join("logic.c"), plugin).expect("write");
+        let mut s = start(dir.path(), CC_DEBUG, &["--ticks", "1"]);
+        let line = s.expect_contains("the new build's layout");
+        assert_eq!(s.exit_code(), 0);
+        line
+    };
+    assert_eq!(
+        line,
+        "[state] the new build's layout from debug info: state_t (chosen by the name state_t), \
+         1 field; no field for flags (a bitfield), ld (long double): their bytes are shown \
+         nowhere and not carried when the layout changes"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Rust plugins.
 // ---------------------------------------------------------------------------

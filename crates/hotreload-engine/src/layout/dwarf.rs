@@ -116,11 +116,24 @@ pub fn read_layout(
     state_size: usize,
     type_name: Option<&str>,
 ) -> Result<Option<Layout>, String> {
+    read_layout_noting(library, state_size, type_name).map(|found| found.map(|(l, _)| l))
+}
+
+/// [`read_layout`], with the members that have bytes but no field
+/// (`flags (a bitfield)`, `ld (long double)`), once per pattern of element
+/// indices: their bytes are not carried when the layout changes.
+pub fn read_layout_noting(
+    library: &[u8],
+    state_size: usize,
+    type_name: Option<&str>,
+) -> Result<Option<(Layout, Vec<String>)>, String> {
     let Some(types) = Types::read(library)? else {
         return Ok(None);
     };
     let (chosen, name, chosen_by) = types.choose(state_size, type_name)?;
-    types.layout(chosen, name, chosen_by, state_size).map(Some)
+    types
+        .layout_noting(chosen, name, chosen_by, state_size)
+        .map(Some)
 }
 
 type Slice<'a> = EndianSlice<'a, RunTimeEndian>;

@@ -254,6 +254,7 @@ impl Types {
     }
 
     /// The layout of `chosen`, checked against the state's size.
+    #[cfg(test)]
     pub(super) fn layout(
         &self,
         chosen: usize,
@@ -261,6 +262,19 @@ impl Types {
         chosen_by: String,
         state_size: usize,
     ) -> Result<Layout, String> {
+        self.layout_noting(chosen, name, chosen_by, state_size)
+            .map(|(layout, _)| layout)
+    }
+
+    /// The layout of `chosen`, and the members that have bytes but no
+    /// field (`flags (a bitfield)`), collapsed by element.
+    pub(super) fn layout_noting(
+        &self,
+        chosen: usize,
+        name: String,
+        chosen_by: String,
+        state_size: usize,
+    ) -> Result<(Layout, Vec<String>), String> {
         let root = self.strip(chosen, &name)?;
         let size = self.size_of(root, &name, 0)?;
         if size != state_size as u64 {
@@ -275,6 +289,7 @@ impl Types {
             size,
             visited: 0,
             enums: HashMap::new(),
+            skipped: Vec::new(),
         };
         let bare = name
             .rsplit(' ')
@@ -296,7 +311,7 @@ impl Types {
         layout
             .validate()
             .map_err(|e| format!("malformed debug info: the layout read is inconsistent: {e}"))?;
-        Ok(layout)
+        Ok((layout, builder.skipped))
     }
 }
 
@@ -342,6 +357,9 @@ struct Builder<'a> {
     visited: usize,
     /// The enumerators of each enum met so far, by its DIE.
     enums: HashMap<usize, Arc<[Enumerator]>>,
+    /// Members with bytes but no field, each once per pattern
+    /// (`items[*].flags (a bitfield)`).
+    skipped: Vec<String>,
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -410,6 +428,15 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Notes a member that has bytes but gets no field: they are not
+    /// carried when the layout changes, which the layout notice says.
+    fn skip(&mut self, name: &str, what: &str) {
+        let note = format!("{} ({what})", crate::pattern::any_index(name));
+        if !self.skipped.contains(&note) {
+            self.skipped.push(note);
+        }
+    }
+
     /// Counts one value or struct visited against [`MAX_VISITS`].
     fn visit(&mut self, at: &str) -> Result<(), String> {
         self.visited += 1;
@@ -428,7 +455,11 @@ impl Builder<'_> {
         let ty = self.types.strip(ty, &name)?;
         match self.types.shape(ty, &name, depth)? {
             Shape::Leaf { scalar, dims, look } => self.push(name, offset, scalar, dims, look),
-            Shape::Skip => Ok(()),
+            Shape::Skip => {
+                let what = self.types.describe(ty);
+                self.skip(&name, &what);
+                Ok(())
+            }
             Shape::Struct => self.members(ty, &name, offset, depth + 1),
             Shape::Array {
                 element,
@@ -513,18 +544,22 @@ impl Builder<'_> {
         for &child in &types.die(ty)?.children {
             let member = types.die(child)?;
             let base_class = member.tag == gimli::DW_TAG_inheritance;
-            if (member.tag != gimli::DW_TAG_member && !base_class)
-                || member.declaration
-                || member.bitfield
-            {
+            if (member.tag != gimli::DW_TAG_member && !base_class) || member.declaration {
                 continue;
             }
             let label = member.name.as_deref().unwrap_or("an unnamed member");
+            if member.bitfield {
+                self.skip(&join(prefix, label), "a bitfield");
+                continue;
+            }
             let at = match &member.location {
                 Location::Offset(at) => *at,
                 Location::Absent => match member.data_bit_offset {
                     Some(bits) if bits % 8 == 0 => bits / 8,
-                    Some(_) => continue,
+                    Some(_) => {
+                        self.skip(&join(prefix, label), "not at a whole byte");
+                        continue;
+                    }
                     None => 0,
                 },
                 Location::Unsupported(why) => {

@@ -605,6 +605,14 @@ state_t *s;
         let bytes = build(dir.path(), "odd", source, flags);
         let layout = read(&bytes, size, None);
         assert_offsets(&layout, &expected, &format!("{flags:?}"));
+        let (_, skipped) = read_layout_noting(&bytes, size, None)
+            .expect("found")
+            .expect("debug info");
+        assert_eq!(
+            skipped,
+            ["f1 (a bitfield)", "f2 (a bitfield)", "ld (long double)"],
+            "{flags:?}"
+        );
         for (name, _, scalar, count) in want {
             let field = layout.field(name).expect(name);
             assert_eq!(

@@ -274,12 +274,15 @@ impl Reloader {
     /// The state's layout from the library's debug info, saying which type
     /// was chosen (or why none could be) whenever that changes.
     pub(super) fn debug_layout(&mut self, bytes: &[u8], state_size: usize) -> Option<Arc<Layout>> {
-        let found =
-            crate::layout::dwarf::read_layout(bytes, state_size, self.config.state_type.as_deref());
+        let found = crate::layout::dwarf::read_layout_noting(
+            bytes,
+            state_size,
+            self.config.state_type.as_deref(),
+        );
         // Said before the build is accepted or refused: it is the new
         // build's layout, never to be taken for the running version's.
         let (layout, said) = match found {
-            Ok(Some(layout)) => {
+            Ok(Some((layout, skipped))) => {
                 let said = match &layout.source {
                     crate::layout::Source::Dwarf {
                         type_name,
@@ -293,7 +296,7 @@ impl Reloader {
                         "the new build's layout from the schema".to_owned()
                     }
                 };
-                (Some(Arc::new(layout)), said)
+                (Some(Arc::new(layout)), said + &no_field(&skipped))
             }
             Ok(None) => (None, String::new()),
             Err(why) => (None, format!("the new build's layout is unknown: {why}")),
@@ -304,6 +307,25 @@ impl Reloader {
         self.layout_said = said;
         layout
     }
+}
+
+/// `; no field for flags (a bitfield), ld (long double): …`, for the layout
+/// notice, or nothing.
+fn no_field(skipped: &[String]) -> String {
+    const SHOWN: usize = 6;
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<&str> = skipped.iter().take(SHOWN).map(String::as_str).collect();
+    let more = format!("and {} more", skipped.len().saturating_sub(SHOWN));
+    if skipped.len() > SHOWN {
+        names.push(&more);
+    }
+    format!(
+        "; no field for {}: their bytes are shown nowhere and not carried when the layout \
+         changes",
+        names.join(", ")
+    )
 }
 
 /// The first version's state from a saved one: as is when the layouts
