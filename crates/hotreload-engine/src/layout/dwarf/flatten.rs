@@ -2,7 +2,7 @@
 //! arrays of structs by element, arrays of scalars as one field with a
 //! shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::super::{Enumerator, Field, Layout, Scalar, Shown, Source};
@@ -290,6 +290,8 @@ impl Types {
             visited: 0,
             enums: HashMap::new(),
             skipped: Vec::new(),
+            skipped_seen: HashSet::new(),
+            skipped_more: false,
         };
         let bare = name
             .rsplit(' ')
@@ -311,7 +313,11 @@ impl Types {
         layout
             .validate()
             .map_err(|e| format!("malformed debug info: the layout read is inconsistent: {e}"))?;
-        Ok((layout, builder.skipped))
+        let mut skipped = builder.skipped;
+        if builder.skipped_more {
+            skipped.push("others".into());
+        }
+        Ok((layout, skipped))
     }
 }
 
@@ -360,6 +366,9 @@ struct Builder<'a> {
     /// Members with bytes but no field, each once per pattern
     /// (`items[*].flags (a bitfield)`).
     skipped: Vec<String>,
+    skipped_seen: HashSet<String>,
+    /// More were skipped than are listed.
+    skipped_more: bool,
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -431,8 +440,15 @@ impl Builder<'_> {
     /// Notes a member that has bytes but gets no field: they are not
     /// carried when the layout changes, which the layout notice says.
     fn skip(&mut self, name: &str, what: &str) {
+        // Enough to say what is missing; hostile debug info can have as
+        // many of them as it has members.
+        const MOST: usize = 64;
+        if self.skipped.len() >= MOST {
+            self.skipped_more = true;
+            return;
+        }
         let note = format!("{} ({what})", crate::pattern::any_index(name));
-        if !self.skipped.contains(&note) {
+        if self.skipped_seen.insert(note.clone()) {
             self.skipped.push(note);
         }
     }
