@@ -81,10 +81,15 @@ struct Copy {
     to: usize,
     from_scalar: Scalar,
     to_scalar: Scalar,
-    /// Both shapes with the same number of dimensions (a plain scalar as
-    /// one element).
-    old_dims: Vec<usize>,
-    new_dims: Vec<usize>,
+    /// The box both shapes share, per dimension (a plain scalar as one
+    /// element), and each shape's strides in elements: worked out when
+    /// the plan is made, so that `apply` on the tick thread allocates
+    /// nothing per field.
+    shared: Vec<usize>,
+    old_strides: Vec<usize>,
+    new_strides: Vec<usize>,
+    /// Elements of the new field, to zero it on a reset.
+    new_count: usize,
     /// Whether the field is an array, for naming an element in messages.
     indexed: bool,
     /// `--reset-field` names it: a value that does not fit zeroes the field
@@ -239,6 +244,13 @@ fn outside(name: &str, dims: &[usize], other: &[usize]) -> Vec<String> {
     slabs
 }
 
+/// Row-major strides, in elements, of an array of `dims`.
+fn strides(dims: &[usize]) -> Vec<usize> {
+    (0..dims.len())
+        .map(|k| dims[k + 1..].iter().product())
+        .collect()
+}
+
 /// The shapes a shared field is copied between, or why it cannot be.
 enum Shapes {
     /// Index by index within the box both share.
@@ -319,14 +331,14 @@ pub fn plan(old: &Layout, new: &Layout, reset: &[String]) -> Result<Plan, Incomp
                 });
             }
         };
-        let type_change = Change {
+        let type_change = || Change {
             field: n.name.clone(),
             detail: format!("{} → {}", o.scalar, n.scalar),
         };
         match kind {
             Kind::Same => {}
-            Kind::Widen => plan.widened.push(type_change),
-            Kind::Narrow => plan.narrowed.push(type_change),
+            Kind::Widen => plan.widened.push(type_change()),
+            Kind::Narrow => plan.narrowed.push(type_change()),
         }
         let (old_dims, new_dims) = match shapes {
             Shapes::Boxed(od, nd) => {
@@ -350,8 +362,14 @@ pub fn plan(old: &Layout, new: &Layout, reset: &[String]) -> Result<Plan, Incomp
             to: n.offset,
             from_scalar: o.scalar,
             to_scalar: n.scalar,
-            old_dims,
-            new_dims,
+            shared: old_dims
+                .iter()
+                .zip(&new_dims)
+                .map(|(a, b)| (*a).min(*b))
+                .collect(),
+            old_strides: strides(&old_dims),
+            new_strides: strides(&new_dims),
+            new_count: n.count,
             indexed: !n.dims.is_empty() || !o.dims.is_empty(),
             resettable,
         });
@@ -386,11 +404,12 @@ impl Plan {
     /// written.
     pub fn apply(&self, old: &[u8], new: &mut [u8]) -> Result<Applied, Unfit> {
         let mut applied = Applied::default();
+        let mut index = Vec::new();
         for c in &self.copies {
-            match c.run(old, new) {
+            match c.run(old, new, &mut index) {
                 Ok(()) => {}
                 Err(unfit) if c.resettable => {
-                    let size = c.new_dims.iter().product::<usize>() * c.to_scalar.size();
+                    let size = c.new_count * c.to_scalar.size();
                     if let Some(span) = new.get_mut(c.to..c.to + size) {
                         span.fill(0);
                     }
@@ -456,33 +475,23 @@ impl Plan {
 impl Copy {
     /// The box both shapes share, index by index: whole innermost runs at a
     /// time, as bytes when the type is the same.
-    fn run(&self, old: &[u8], new: &mut [u8]) -> Result<(), Unfit> {
-        let shared: Vec<usize> = self
-            .old_dims
-            .iter()
-            .zip(&self.new_dims)
-            .map(|(a, b)| (*a).min(*b))
-            .collect();
-        let Some((&run, outer)) = shared.split_last() else {
+    fn run(&self, old: &[u8], new: &mut [u8], index: &mut Vec<usize>) -> Result<(), Unfit> {
+        let Some((&run, outer)) = self.shared.split_last() else {
             return Ok(());
         };
-        if shared.contains(&0) {
+        if self.shared.contains(&0) {
             return Ok(());
         }
-        let strides = |dims: &[usize]| -> Vec<usize> {
-            (0..dims.len())
-                .map(|k| dims[k + 1..].iter().product())
-                .collect()
-        };
-        let (old_strides, new_strides) = (strides(&self.old_dims), strides(&self.new_dims));
+        let (old_strides, new_strides) = (&self.old_strides, &self.new_strides);
         let (from_size, to_size) = (self.from_scalar.size(), self.to_scalar.size());
         let same = self.from_scalar == self.to_scalar;
-        let mut index = vec![0usize; outer.len()];
+        index.clear();
+        index.resize(outer.len(), 0);
         loop {
             let at = |strides: &[usize]| -> usize {
                 index.iter().zip(strides).map(|(i, s)| i * s).sum()
             };
-            let (src_elem, dst_elem) = (at(&old_strides), at(&new_strides));
+            let (src_elem, dst_elem) = (at(old_strides), at(new_strides));
             let src_start = self.from + src_elem * from_size;
             let dst_start = self.to + dst_elem * to_size;
             let src = old.get(src_start..src_start + run * from_size);
@@ -497,7 +506,7 @@ impl Copy {
                         .enumerate()
                     {
                         convert::convert(self.from_scalar, s, self.to_scalar, d)
-                            .map_err(|value| self.unfit(&index, j, value))?;
+                            .map_err(|value| self.unfit(index, j, value))?;
                     }
                 }
             }
