@@ -720,6 +720,49 @@ fn the_state_file_round_trips_shapes_and_reads_a_version_1_file() {
     );
 }
 
+#[test]
+fn a_saved_value_that_does_not_fit_refuses_the_restore_until_reset_field() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(
+        &src,
+        bounces("int64_t", "one", "s->bounces = 3000000000LL;"),
+    )
+    .expect("write");
+    let args = ["--state-file", "state.bin", "--ticks", "2"];
+    let mut s = start(dir.path(), CC_DEBUG, &args);
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+    let saved = std::fs::read(dir.path().join("state.bin")).expect("saved");
+
+    std::fs::write(&src, bounces("int32_t", "two", "")).expect("write v2");
+    let mut s = start(dir.path(), CC_DEBUG, &args);
+    let refused = s.expect_prefix("[reload] rejected: ");
+    assert_eq!(
+        refused,
+        "[reload] rejected: cannot carry the state over: the state saved in state.bin does not \
+         fit this version: field bounces: value 3000000000 does not fit int32; the new version \
+         is refused; to start bounces at zero in it instead, pass --reset-field bounces; pass \
+         --fresh-state to start over (no version running yet)"
+    );
+    s.stop();
+    assert_eq!(
+        std::fs::read(dir.path().join("state.bin")).expect("still there"),
+        saved,
+        "the saved state is left as it was"
+    );
+
+    let mut with_reset = args.to_vec();
+    with_reset.extend(["--reset-field", "bounces"]);
+    let mut s = start(dir.path(), CC_DEBUG, &with_reset);
+    let restored = s.expect_contains("(restored from state.bin");
+    assert_eq!(
+        restored,
+        "[state] bounces=0 score=2 (restored from state.bin (migrated: reset bounces (value \
+         3000000000 does not fit int32)); v1)"
+    );
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+}
+
 /// A state file of format 1 for `{ int score; int grid[6]; }` from a
 /// schema, byte for byte as that format was written.
 fn version_1_file(state: &[u8]) -> Vec<u8> {
