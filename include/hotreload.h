@@ -69,17 +69,26 @@ enum {
     HOTRELOAD_F32 = 0x304,
     HOTRELOAD_F64 = 0x308,
     HOTRELOAD_BOOL = 0x401,
-    HOTRELOAD_PTR = 0x508
+    HOTRELOAD_PTR = 0x508,
+    HOTRELOAD_CHAR = 0x601 /* a char: a number, but its arrays are shown as text */
 };
 
 /* Field flags. A transient field is reset to zero on every reload (caches,
  * handles, anything the new code rebuilds in on_reload). */
 #define HOTRELOAD_TRANSIENT 1u
 
+/* A two-dimensional array (`int grid[H][W]`) keeps its row length W in the
+ * flags from this bit up, so that a migration copies it row by row (a host
+ * that predates this reads only HOTRELOAD_TRANSIENT and sees H*W values). */
+#define HOTRELOAD_ROW_SHIFT 8
+#define HOTRELOAD_ROW_FLAGS(state_type, member, field_type)                              \
+    ((uint32_t)(sizeof(((state_type*)0)->member[0]) / ((size_t)(field_type)&0xff))     \
+     << HOTRELOAD_ROW_SHIFT)
+
 typedef struct {
     const char* name; /* a string literal: copied by the host at load */
     uint32_t type;    /* HOTRELOAD_I32, ... */
-    uint32_t flags;   /* HOTRELOAD_TRANSIENT or 0 */
+    uint32_t flags;   /* HOTRELOAD_TRANSIENT, a row length (HOTRELOAD_ROW_FLAGS), or 0 */
     size_t offset;    /* offsetof(state_t, member) */
     size_t count;     /* elements; 1 for a plain scalar */
 } hotreload_field_t;
@@ -88,9 +97,12 @@ typedef struct {
  *   static const hotreload_field_t fields[] = {
  *       HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32),
  *       HOTRELOAD_FIELD(state_t, pos, HOTRELOAD_F32),        (float pos[2])
+ *       HOTRELOAD_FIELD_2D(state_t, grid, HOTRELOAD_U8),     (uint8_t grid[H][W])
+ *       HOTRELOAD_FIELD(state_t, name, HOTRELOAD_CHAR),      (char name[16])
  *       HOTRELOAD_TRANSIENT_FIELD(state_t, cache, HOTRELOAD_U8),
  *   };
- * The element count comes from the member's size. */
+ * The element count comes from the member's size, the row length of a
+ * two-dimensional array from its first row's. */
 #define HOTRELOAD_FIELD_WITH(state_type, member, field_type, field_flags)                   \
     {#member, (uint32_t)(field_type), (field_flags), offsetof(state_type, member),          \
      sizeof(((state_type*)0)->member) / ((size_t)(field_type)&0xff)}
@@ -98,6 +110,9 @@ typedef struct {
     HOTRELOAD_FIELD_WITH(state_type, member, field_type, 0u)
 #define HOTRELOAD_TRANSIENT_FIELD(state_type, member, field_type) \
     HOTRELOAD_FIELD_WITH(state_type, member, field_type, HOTRELOAD_TRANSIENT)
+#define HOTRELOAD_FIELD_2D(state_type, member, field_type) \
+    HOTRELOAD_FIELD_WITH(state_type, member, field_type,   \
+                         HOTRELOAD_ROW_FLAGS(state_type, member, field_type))
 #define HOTRELOAD_FIELD_COUNT(fields) ((uint32_t)(sizeof(fields) / sizeof((fields)[0])))
 
 /* What the host tells plugin code, in init and the hooks. */

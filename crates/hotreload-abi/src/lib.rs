@@ -70,10 +70,17 @@ pub mod field_type {
     pub const F64: u32 = 0x308;
     pub const BOOL: u32 = 0x401;
     pub const PTR: u32 = 0x508;
+    /// A C `char`: a number like `I8`, whose arrays are shown as text.
+    pub const CHAR: u32 = 0x601;
 }
 
 /// `HOTRELOAD_TRANSIENT`: reset to zero on every reload.
 pub const FIELD_TRANSIENT: u32 = 1;
+
+/// `HOTRELOAD_ROW_SHIFT`: a two-dimensional array field keeps its row
+/// length in the flags' bits from here up (0: one dimension). Hosts that
+/// predate it read only [`FIELD_TRANSIENT`] and see the flat array.
+pub const FIELD_ROW_SHIFT: u32 = 8;
 
 /// `hotreload_field_t`: one entry of a plugin's declared schema.
 #[repr(C)]

@@ -131,6 +131,7 @@ fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary) {
         tick: 0,
         state_type: None,
         load_only: false,
+        reset_fields: Vec::new(),
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
     let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);

@@ -56,6 +56,13 @@ pub struct Config {
     /// The state's type in the library's debug info, if not `state_t` or the
     /// only struct of the state's size.
     pub state_type: Option<String>,
+    /// Field patterns (`bounces`, `enemies[*].hp`): a field they select that
+    /// a migration cannot carry (a type that cannot hold its values, a value
+    /// that does not fit) starts at zero instead of refusing the version.
+    pub reset_fields: Vec<String>,
+    /// Field patterns whose fields `[state]` lines show whole (every
+    /// element); empty for the compact line.
+    pub state_fields: Vec<String>,
     /// Where the state is saved (at exit, and every `save_every` ticks) and
     /// restored from at start.
     pub state_file: Option<PathBuf>,
@@ -92,6 +99,8 @@ impl Config {
             trial_ticks: 3,
             state_every: None,
             state_type: None,
+            reset_fields: Vec::new(),
+            state_fields: Vec::new(),
             state_file: None,
             save_every: None,
             fresh_state: false,
@@ -150,6 +159,17 @@ impl Config {
         }
         if self.call_timeout.is_some_and(|t| t.is_zero()) {
             return Err("--tick-timeout-ms must be at least 1, found 0".into());
+        }
+        for (flag, patterns) in [
+            ("--reset-field", &self.reset_fields),
+            ("--state-fields", &self.state_fields),
+        ] {
+            if patterns.iter().any(|p| p.trim().is_empty()) {
+                return Err(format!(
+                    "{flag}: expected a field name or pattern (`score`, `enemies[*].hp`, `*`), \
+                     found an empty one"
+                ));
+            }
         }
         if self.lib.file_name().is_none() {
             return Err(format!(

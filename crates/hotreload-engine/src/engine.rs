@@ -115,6 +115,8 @@ impl Engine {
                 state_every: config.state_every,
                 save_every: config.save_every,
                 saving: config.state_file.is_some(),
+                reset_fields: config.reset_fields.clone(),
+                state_fields: config.state_fields.clone(),
             },
             Arc::clone(&events),
             Box::new(move |out| {

@@ -191,9 +191,17 @@ pub enum Recovery {
     RolledBack {
         to: u64,
         restored_to_tick: Option<u64>,
+        /// How the state was carried back to that version's layout, when
+        /// it differs (`-lives`).
+        carried_back: Option<String>,
     },
-    /// No earlier version: ticking paused until the next good build.
-    Paused { restored_to_tick: Option<u64> },
+    /// No earlier version, or none that can take the state: ticking paused
+    /// until the next good build.
+    Paused {
+        restored_to_tick: Option<u64>,
+        /// The earlier version that could not take the state, and why.
+        cannot_roll_back: Option<(u64, String)>,
+    },
     /// A hook of the version being replaced faulted; the swap went ahead.
     SwapWentAhead,
     /// The new version's `migrate` hook faulted or refused: it was not

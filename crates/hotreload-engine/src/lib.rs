@@ -22,6 +22,9 @@
 //! - [`state`] and [`layout`]: the host-owned block, snapshots, migration,
 //!   the state file, and what the bytes mean.
 //! - [`guard`]: the crash guard and watchdog every plugin call runs under.
+//! - [`pattern`] and [`toolchain`], used across the others: wildcards for
+//!   file names and field paths, and what a compiler puts in every library
+//!   that the plugin's author never wrote.
 //!
 //! [`Engine::start`] runs it all on background threads; [`Event`]s flow out on
 //! a channel and [`Command`]s flow in through an [`EngineHandle`]. The
@@ -50,10 +53,12 @@ pub mod guard;
 pub mod layout;
 pub mod outcome;
 pub mod paths;
+pub mod pattern;
 pub mod pipeline;
 pub mod plugin;
 pub mod state;
 pub mod tick;
+pub mod toolchain;
 pub mod watch;
 
 pub use command::{Command, StopReason};

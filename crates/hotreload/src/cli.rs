@@ -14,7 +14,8 @@ Exit codes (the outcome of the last reload attempt):
   1   the host could not start (a watch or the private copy folder failed)
   2   bad command-line flag or value
   9   the build command failed
-  10  ABI mismatch: api_version or state_size differ from the host's (or cannot be allocated)
+  10  ABI mismatch: api_version or state_size differ from the host's (or cannot be allocated),
+      or the state cannot be carried to the new version's layout (see --reset-field)
   11  not a loadable library: missing, not ELF, wrong machine, truncated, or refused by dlopen
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
@@ -109,9 +110,25 @@ pub struct Args {
     pub trial_ticks: u64,
 
     /// The state's type in the plugin's debug info (built with -g), when it
-    /// is not `state_t` or the only struct of the state's size.
+    /// is not `state_t` or the only struct of the state's size. A type in a
+    /// Rust module or C++ namespace matches by its plain name (`State`) or
+    /// by its path (`game::State`, `mycrate::game::State`).
     #[arg(long, value_name = "NAME")]
     pub state_type: Option<String>,
+
+    /// A field that a migration cannot carry (its new type cannot hold its
+    /// values, or a value does not fit a narrower type at the swap) starts
+    /// at zero in the new version instead of the version being refused
+    /// (repeatable; `*` and `?` wildcards, `enemies[*].hp`; `enemies` names
+    /// every field inside it). A field that can be carried is carried.
+    #[arg(long, value_name = "NAME")]
+    pub reset_field: Vec<String>,
+
+    /// Show these fields whole in [state] lines, every array element
+    /// included, instead of the compact line (repeatable; `*` and `?`
+    /// wildcards: `'*'` for all, `'enemies[*].hp'`, `grid`).
+    #[arg(long, value_name = "PATTERN")]
+    pub state_fields: Vec<String>,
 
     /// Print the state every N ticks (besides at start, after every reload
     /// and at exit).
@@ -181,6 +198,8 @@ impl Args {
         config.keep_versions = self.keep_versions as usize;
         config.trial_ticks = self.trial_ticks;
         config.state_type = self.state_type.clone();
+        config.reset_fields = self.reset_field.clone();
+        config.state_fields = self.state_fields.clone();
         config.state_every = self.state_every;
         config.state_file = self.state_file.clone();
         config.save_every = self.save_every;

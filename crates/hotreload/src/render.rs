@@ -284,11 +284,29 @@ fn fault(r: &FaultReport) -> String {
         Recovery::RolledBack {
             to,
             restored_to_tick,
+            carried_back,
         } => {
-            format!("rolled back to v{to}, {}", restored(restored_to_tick))
+            let carried = carried_back
+                .as_ref()
+                .map(|c| format!(" and carried back to v{to}'s layout ({c})"))
+                .unwrap_or_default();
+            format!(
+                "rolled back to v{to}, {}{carried}",
+                restored(restored_to_tick)
+            )
         }
-        Recovery::Paused { restored_to_tick } => format!(
+        Recovery::Paused {
+            restored_to_tick,
+            cannot_roll_back: None,
+        } => format!(
             "no earlier version to roll back to: ticking paused until the next good build, {}",
+            restored(restored_to_tick)
+        ),
+        Recovery::Paused {
+            restored_to_tick,
+            cannot_roll_back: Some((version, why)),
+        } => format!(
+            "v{version} cannot take the state back ({why}): ticking paused until the next good build, {}",
             restored(restored_to_tick)
         ),
         Recovery::Exiting {

@@ -2,17 +2,23 @@
 //!
 //! A layout is known from the library's debug info ([`dwarf`], for builds
 //! with `-g`) or from a schema the plugin declares through the extended ABI.
-//! It is what lets the host show the state by field (`score=10 time=1.00`),
-//! migrate it field by field when a new version changes it, save it to a
-//! self-describing file, and name the field that holds a dangling pointer.
+//! It is what lets the host show the state by field (`score=10 time=1.0`,
+//! [`show`]), migrate it field by field when a new version changes it, save
+//! it to a self-describing file, and name the field that holds a dangling
+//! pointer.
 //!
 //! A layout is a flat list of leaf fields with dotted paths (`pos.x`,
 //! `enemies[2].hp`): nested structs are flattened, arrays of scalars stay
-//! one field with a count, arrays of structs are flattened per element.
+//! one field with their shape (`int grid[2][3]` is one field of dimensions
+//! `[2, 3]`), arrays of structs are flattened per element.
 
 pub mod dwarf;
+pub mod show;
 
 use std::fmt;
+use std::sync::Arc;
+
+pub use show::format_state;
 
 /// The type of one scalar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +49,7 @@ impl Scalar {
 
     /// Whether every value of `self` fits in `to` unchanged: the same type,
     /// or a numeric widening (int8 → int32, uint16 → int32, float → double,
-    /// an integer of up to 4 bytes → double).
+    /// an integer of up to 4 bytes → double, bool → any number).
     pub fn widens_to(self, to: Scalar) -> bool {
         use Scalar::*;
         match (self, to) {
@@ -81,7 +87,7 @@ impl Scalar {
             (Float { bytes: a }, Float { bytes: b }) => a <= b,
             (Int { bytes: a, .. }, Float { bytes: 8 }) => a <= 4,
             (Int { bytes: a, .. }, Float { bytes: 4 }) => a <= 2,
-            (Bool, Int { .. }) => true,
+            (Bool, Int { .. } | Float { .. }) => true,
             _ => false,
         }
     }
@@ -106,6 +112,25 @@ impl fmt::Display for Scalar {
     }
 }
 
+/// One named value of an enum.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Enumerator {
+    pub value: i128,
+    pub name: String,
+}
+
+/// How a field's values read best. Only the display uses it: a migration
+/// carries an enum as its integer and a `char` array element by element.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Shown {
+    #[default]
+    Number,
+    /// A C `char` array: a string up to its first NUL.
+    Text,
+    /// An enum: its enumerators, shared by every element that has the type.
+    Enum(Arc<[Enumerator]>),
+}
+
 /// One leaf field.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Field {
@@ -113,15 +138,48 @@ pub struct Field {
     pub name: String,
     pub offset: usize,
     pub scalar: Scalar,
-    /// Elements, for an array of scalars; 1 otherwise.
+    /// Elements in all: the product of `dims`, 1 for a plain scalar.
     pub count: usize,
+    /// An array's extent in each dimension, outermost first (`int
+    /// grid[2][3]` is `[2, 3]`); empty for a plain scalar.
+    pub dims: Vec<usize>,
     /// Reset to zero on every reload (declared by the plugin's schema).
     pub transient: bool,
+    pub shown: Shown,
 }
 
 impl Field {
+    /// A plain scalar, or a one-dimensional array of `count` of them.
+    pub fn new(name: impl Into<String>, offset: usize, scalar: Scalar, count: usize) -> Field {
+        let dims = if count == 1 { Vec::new() } else { vec![count] };
+        Field::array(name, offset, scalar, dims)
+    }
+
+    /// An array of the given dimensions (none: a plain scalar).
+    pub fn array(
+        name: impl Into<String>,
+        offset: usize,
+        scalar: Scalar,
+        dims: Vec<usize>,
+    ) -> Field {
+        Field {
+            name: name.into(),
+            offset,
+            scalar,
+            count: dims.iter().product(),
+            dims,
+            transient: false,
+            shown: Shown::Number,
+        }
+    }
+
     pub fn size(&self) -> usize {
         self.scalar.size() * self.count
+    }
+
+    /// The dimensions as C writes them after the name: `[2][3]`, or nothing.
+    pub fn extent(&self) -> String {
+        self.dims.iter().map(|d| format!("[{d}]")).collect()
     }
 }
 
@@ -149,8 +207,8 @@ impl Layout {
         self.fields.iter().find(|f| f.name == name)
     }
 
-    /// The same fields at the same places with the same types (names,
-    /// offsets, types, counts; not where the layout came from).
+    /// The same fields at the same places with the same types and shapes
+    /// (not where the layout came from, nor how values are shown).
     pub fn same_shape(&self, other: &Layout) -> bool {
         self.size == other.size
             && self.fields.len() == other.fields.len()
@@ -159,6 +217,7 @@ impl Layout {
                     && a.offset == b.offset
                     && a.scalar == b.scalar
                     && a.count == b.count
+                    && a.dims == b.dims
             })
     }
 
@@ -169,23 +228,42 @@ impl Layout {
             .find(|f| f.offset <= offset && offset < f.offset + f.size())
     }
 
-    /// Checks that every field lies inside the state and fields do not
-    /// overlap; a layout that fails this is not used.
+    /// Checks that every field's shape agrees with its count, every field
+    /// lies inside the state and fields do not overlap; a layout that fails
+    /// this is not used.
     pub fn validate(&self) -> Result<(), String> {
+        for f in &self.fields {
+            let product = f
+                .dims
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d).filter(|_| d > 0));
+            if product != Some(f.count) {
+                return Err(format!(
+                    "field {}: expected {} elements from its dimensions {}, found a count of {}",
+                    f.name,
+                    product.map_or("a whole number of".to_owned(), |p| p.to_string()),
+                    if f.dims.is_empty() {
+                        "(none: a scalar)".to_owned()
+                    } else {
+                        f.extent()
+                    },
+                    f.count
+                ));
+            }
+        }
         let mut spans: Vec<(usize, usize, &str)> = self
             .fields
             .iter()
-            .map(|f| (f.offset, f.offset + f.size(), f.name.as_str()))
+            .map(|f| (f.offset, f.offset.saturating_add(f.size()), f.name.as_str()))
             .collect();
         spans.sort();
-        for (start, end, name) in &spans {
+        for (_, end, name) in &spans {
             if *end > self.size {
                 return Err(format!(
                     "field {name} ends at byte {end}, past the {}-byte state",
                     self.size
                 ));
             }
-            let _ = start;
         }
         for pair in spans.windows(2) {
             if pair[1].0 < pair[0].1 {
@@ -196,157 +274,90 @@ impl Layout {
     }
 }
 
-/// Reads one scalar from `bytes` (native endianness) as text.
-pub fn format_value(scalar: Scalar, bytes: &[u8]) -> String {
-    fn arr<const N: usize>(b: &[u8]) -> [u8; N] {
-        let mut a = [0u8; N];
-        a.copy_from_slice(&b[..N]);
-        a
-    }
-    match scalar {
-        Scalar::Int {
-            signed: true,
-            bytes: 1,
-        } => (bytes[0] as i8).to_string(),
-        Scalar::Int {
-            signed: true,
-            bytes: 2,
-        } => i16::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Int {
-            signed: true,
-            bytes: 4,
-        } => i32::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Int { signed: true, .. } => i64::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Int {
-            signed: false,
-            bytes: 1,
-        } => bytes[0].to_string(),
-        Scalar::Int {
-            signed: false,
-            bytes: 2,
-        } => u16::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Int {
-            signed: false,
-            bytes: 4,
-        } => u32::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Int { signed: false, .. } => u64::from_ne_bytes(arr(bytes)).to_string(),
-        Scalar::Float { bytes: 4 } => format!("{:.2}", f32::from_ne_bytes(arr(bytes))),
-        Scalar::Float { .. } => format!("{:.2}", f64::from_ne_bytes(arr(bytes))),
-        Scalar::Bool => (bytes[0] != 0).to_string(),
-        Scalar::Pointer => format!("{:#x}", u64::from_ne_bytes(arr(bytes))),
+/// `n` and the noun, pluralised: `1 field`, `3 fields`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
-/// `score=10 time=1.00 pos.x=3.50 items=[1, 2, 3]`, at most `max_fields`
-/// fields (then `…`).
-pub fn format_state(layout: &Layout, state: &[u8], max_fields: usize) -> String {
-    let mut parts = Vec::new();
-    for field in layout.fields.iter().take(max_fields) {
-        let one = field.scalar.size();
-        let Some(bytes) = state.get(field.offset..field.offset + field.size()) else {
-            continue;
-        };
-        let value = if field.count == 1 {
-            format_value(field.scalar, bytes)
-        } else {
-            const SHOWN: usize = 4;
-            let mut items: Vec<String> = bytes
-                .chunks(one)
-                .take(SHOWN)
-                .map(|b| format_value(field.scalar, b))
-                .collect();
-            if field.count > SHOWN {
-                items.push(format!("… {} in all", field.count));
-            }
-            format!("[{}]", items.join(", "))
-        };
-        parts.push(format!("{}={value}", field.name));
+/// What the tests of layouts, displays and migrations share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{Field, Layout, Scalar, Source};
+
+    pub const I8: Scalar = Scalar::Int {
+        signed: true,
+        bytes: 1,
+    };
+    pub const I32: Scalar = Scalar::Int {
+        signed: true,
+        bytes: 4,
+    };
+    pub const U32: Scalar = Scalar::Int {
+        signed: false,
+        bytes: 4,
+    };
+    pub const I64: Scalar = Scalar::Int {
+        signed: true,
+        bytes: 8,
+    };
+    pub const F32: Scalar = Scalar::Float { bytes: 4 };
+    pub const F64: Scalar = Scalar::Float { bytes: 8 };
+
+    /// A schema layout of `size` bytes.
+    pub fn layout(size: usize, fields: Vec<Field>) -> Layout {
+        Layout {
+            size,
+            fields,
+            source: Source::Schema,
+        }
     }
-    if layout.fields.len() > max_fields {
-        parts.push("…".into());
+
+    pub fn ints(values: &[i32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_ne_bytes()).collect()
     }
-    parts.join(" ")
+
+    pub fn read_ints(bytes: &[u8]) -> Vec<i32> {
+        bytes
+            .chunks_exact(4)
+            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::I32;
     use super::*;
-
-    fn int(name: &str, offset: usize) -> Field {
-        Field {
-            name: name.into(),
-            offset,
-            scalar: Scalar::Int {
-                signed: true,
-                bytes: 4,
-            },
-            count: 1,
-            transient: false,
-        }
-    }
 
     #[test]
     fn widening() {
-        let i8s = Scalar::Int {
-            signed: true,
-            bytes: 1,
-        };
-        let i32s = Scalar::Int {
-            signed: true,
-            bytes: 4,
-        };
-        let u32s = Scalar::Int {
-            signed: false,
-            bytes: 4,
-        };
-        let i64s = Scalar::Int {
-            signed: true,
-            bytes: 8,
-        };
-        assert!(i8s.widens_to(i32s));
-        assert!(!i32s.widens_to(i8s));
-        assert!(u32s.widens_to(i64s));
-        assert!(!u32s.widens_to(i32s));
-        assert!(i32s.widens_to(Scalar::Float { bytes: 8 }));
-        assert!(!i64s.widens_to(Scalar::Float { bytes: 8 }));
+        use super::testing::{I8, I64, U32};
+        assert!(I8.widens_to(I32));
+        assert!(!I32.widens_to(I8));
+        assert!(U32.widens_to(I64));
+        assert!(!U32.widens_to(I32));
+        assert!(I32.widens_to(Scalar::Float { bytes: 8 }));
+        assert!(!I64.widens_to(Scalar::Float { bytes: 8 }));
         assert!(Scalar::Float { bytes: 4 }.widens_to(Scalar::Float { bytes: 8 }));
         assert!(!Scalar::Float { bytes: 8 }.widens_to(Scalar::Float { bytes: 4 }));
+        assert!(Scalar::Bool.widens_to(Scalar::Float { bytes: 4 }));
     }
 
     #[test]
-    fn formats_fields_by_name() {
-        let layout = Layout {
-            size: 16,
-            fields: vec![
-                int("score", 0),
-                Field {
-                    name: "time".into(),
-                    offset: 8,
-                    scalar: Scalar::Float { bytes: 8 },
-                    count: 1,
-                    transient: false,
-                },
-            ],
-            source: Source::Schema,
-        };
-        let mut state = vec![0u8; 16];
-        state[..4].copy_from_slice(&10i32.to_ne_bytes());
-        state[8..].copy_from_slice(&1.0f64.to_ne_bytes());
-        assert_eq!(format_state(&layout, &state, 8), "score=10 time=1.00");
-        assert!(layout.validate().is_ok());
-    }
-
-    #[test]
-    fn validate_rejects_overlap_and_overflow() {
+    fn validate_rejects_overlap_overflow_and_a_shape_that_disagrees() {
         let overlap = Layout {
             size: 8,
-            fields: vec![int("a", 0), int("b", 2)],
+            fields: vec![Field::new("a", 0, I32, 1), Field::new("b", 2, I32, 1)],
             source: Source::Schema,
         };
         assert!(overlap.validate().unwrap_err().contains("overlap"));
         let past = Layout {
             size: 4,
-            fields: vec![int("a", 2)],
+            fields: vec![Field::new("a", 2, I32, 1)],
             source: Source::Schema,
         };
         assert!(
@@ -354,5 +365,24 @@ mod tests {
                 .unwrap_err()
                 .contains("past the 4-byte state")
         );
+        let mut grid = Field::array("grid", 0, I32, vec![2, 3]);
+        assert_eq!((grid.count, grid.extent()), (6, "[2][3]".to_owned()));
+        grid.count = 5;
+        let wrong = Layout {
+            size: 24,
+            fields: vec![grid],
+            source: Source::Schema,
+        };
+        assert_eq!(
+            wrong.validate().unwrap_err(),
+            "field grid: expected 6 elements from its dimensions [2][3], found a count of 5"
+        );
+    }
+
+    #[test]
+    fn plurals() {
+        assert_eq!(plural(1, "field"), "1 field");
+        assert_eq!(plural(0, "field"), "0 fields");
+        assert_eq!(plural(5, "field"), "5 fields");
     }
 }

@@ -102,6 +102,8 @@ pub struct Reloader {
     unsaved: bool,
     /// What was last said about where the layout comes from.
     layout_said: String,
+    /// What was last said about `--state-fields` patterns that select nothing.
+    fields_said: String,
     /// The plugin's writable statics last warned about.
     statics_said: Vec<(String, u64)>,
     /// The hash of every loaded version's bytes, to recognise a rebuild that
@@ -167,6 +169,7 @@ impl Reloader {
             restored: None,
             unsaved: false,
             layout_said: String::new(),
+            fields_said: String::new(),
             statics_said: Vec::new(),
             hashes: Default::default(),
             attempts: 0,

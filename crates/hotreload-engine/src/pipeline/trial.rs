@@ -52,6 +52,8 @@ pub struct TrialSettings {
     /// Only load the library and ask for its tables (`--trial-ticks 0`):
     /// the loader and the constructors still run here first.
     pub load_only: bool,
+    /// `--reset-field`, for carrying the state over as the host will.
+    pub reset_fields: Vec<String>,
 }
 
 /// Why a trial refused a build, and what the child printed.
@@ -89,6 +91,7 @@ pub fn spawn(
         tick: settings.tick,
         load_only: settings.load_only,
         state_type: settings.state_type.clone(),
+        reset_fields: settings.reset_fields.clone(),
         state,
     })?;
     let lib = File::open(library)

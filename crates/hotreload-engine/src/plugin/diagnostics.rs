@@ -26,6 +26,10 @@ pub fn pointers_into(state: &[u8], points_in: impl Fn(usize) -> bool) -> Vec<usi
 /// The library's own writable data symbols (`.data`, `.bss`) with their
 /// sizes, except those at `except` (addresses as linked: the tables the
 /// plugin hands the host live in writable data too, and are meant to).
+/// Only what the plugin's own code owns is named: the C runtime's start
+/// files, the Rust standard library and the crates it is built from, and
+/// linker-made symbols (`DW.ref.rust_eh_personality`) are not. Rust names
+/// are demangled (`rsplug::CALLS`, not `_ZN6rsplug5CALLS17h…E`).
 pub fn writable_statics(library: &[u8], except: &[u64]) -> Vec<(String, u64)> {
     let Ok(file) = object::File::parse(library) else {
         return Vec::new();
@@ -44,19 +48,36 @@ pub fn writable_statics(library: &[u8], except: &[u64]) -> Vec<(String, u64)> {
                     ) && !sec.name().is_ok_and(|n| n.starts_with(".data.rel.ro"))
                 })
         })
-        .filter_map(|s| Some((s.name().ok()?.to_owned(), s.size())))
-        .filter(|(name, _)| !name.is_empty() && !name.starts_with("__") && !from_start_files(name))
+        .filter_map(|s| Some((s.name().ok()?, s.size())))
+        .filter(|(name, _)| !name.is_empty() && !name.starts_with("__") && !made_for_it(name))
+        .map(|(name, size)| (demangled(name), size))
+        .filter(|(name, _)| !crate::toolchain::rust_runtime_path(name))
         .collect();
     found.sort();
     found.dedup();
     found
 }
 
-/// Data the C runtime's start files (crtstuff) put in every shared object.
-fn from_start_files(name: &str) -> bool {
-    ["completed.", "dtor_idx."]
-        .iter()
-        .any(|p| name.starts_with(p))
+/// Data the toolchain puts in every shared object: the C runtime's start
+/// files (crtstuff), the linker's references to a personality routine,
+/// and the Rust compiler's linkage shims.
+fn made_for_it(name: &str) -> bool {
+    [
+        "completed.",
+        "dtor_idx.",
+        "DW.ref.",
+        "_rust_extern_with_linkage_",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+/// A Rust symbol's path without its hash; any other name as it is.
+fn demangled(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -70,5 +91,20 @@ mod tests {
         state[24..32].copy_from_slice(&0x9000usize.to_ne_bytes());
         let hits = pointers_into(&state, |a| (0x4000..0x6000).contains(&a));
         assert_eq!(hits, vec![8]);
+    }
+
+    #[test]
+    fn rust_names_are_demangled_and_c_names_kept() {
+        assert_eq!(
+            demangled("_ZN6rsplug5CALLS17h36154d57503c6aa5E"),
+            "rsplug::CALLS"
+        );
+        assert_eq!(
+            demangled("_RNvNtNtCsjrHSEGnQ3l9_3std2io5stdio6STDOUT"),
+            "std::io::stdio::STDOUT"
+        );
+        assert_eq!(demangled("calls"), "calls");
+        assert!(made_for_it("DW.ref.rust_eh_personality"));
+        assert!(!made_for_it("calls"));
     }
 }

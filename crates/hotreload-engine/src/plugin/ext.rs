@@ -12,13 +12,13 @@ use std::ffi::CStr;
 use std::sync::Arc;
 
 use hotreload_abi::{
-    DescribeFn, EXT_VERSION, FIELD_TRANSIENT, FieldDesc, HookFn, HostContext, LogicApiExt,
-    MigrateFn, field_type,
+    DescribeFn, EXT_VERSION, FIELD_ROW_SHIFT, FIELD_TRANSIENT, FieldDesc, HookFn, HostContext,
+    LogicApiExt, MigrateFn, field_type,
 };
 
 use crate::event::{Event, EventSink};
 
-use crate::layout::{Field, Layout, Scalar, Source};
+use crate::layout::{Field, Layout, Scalar, Shown, Source};
 use crate::outcome::Rejection;
 
 /// The checked extended table.
@@ -159,7 +159,7 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
         let name = unsafe { CStr::from_ptr(d.name) }
             .to_string_lossy()
             .into_owned();
-        let scalar = scalar_of(d.field_type).ok_or_else(|| {
+        let (scalar, shown) = scalar_of(d.field_type).ok_or_else(|| {
             schema_error(format!(
                 "field {name}: expected a HOTRELOAD_* type, found {:#x}",
                 d.field_type
@@ -170,12 +170,23 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
                 "field {name}: expected a count of at least 1, found 0"
             )));
         }
+        let row = (d.flags >> FIELD_ROW_SHIFT) as usize;
+        let dims = match row {
+            0 if d.count == 1 => Vec::new(),
+            0 => vec![d.count],
+            row if d.count % row == 0 => vec![d.count / row, row],
+            row => {
+                return Err(schema_error(format!(
+                    "field {name}: expected a count that is a whole number of rows of {row}, \
+                     found {}",
+                    d.count
+                )));
+            }
+        };
         fields.push(Field {
-            name,
-            offset: d.offset,
-            scalar,
-            count: d.count,
             transient: d.flags & FIELD_TRANSIENT != 0,
+            shown,
+            ..Field::array(name, d.offset, scalar, dims)
         });
     }
     let layout = Layout {
@@ -192,9 +203,10 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
     Ok(layout)
 }
 
-fn scalar_of(t: u32) -> Option<Scalar> {
+/// A schema type and how its values read.
+fn scalar_of(t: u32) -> Option<(Scalar, Shown)> {
     use field_type::*;
-    Some(match t {
+    let scalar = match t {
         I8 | I16 | I32 | I64 => Scalar::Int {
             signed: true,
             bytes: (t & 0xff) as u8,
@@ -208,8 +220,18 @@ fn scalar_of(t: u32) -> Option<Scalar> {
         },
         BOOL => Scalar::Bool,
         PTR => Scalar::Pointer,
+        CHAR => {
+            return Some((
+                Scalar::Int {
+                    signed: true,
+                    bytes: 1,
+                },
+                Shown::Text,
+            ));
+        }
         _ => return None,
-    })
+    };
+    Some((scalar, Shown::Number))
 }
 
 #[cfg(test)]
@@ -225,6 +247,31 @@ mod tests {
             offset,
             count,
         }
+    }
+
+    #[test]
+    fn rows_and_text_come_from_the_schema() {
+        let mut grid = desc(b"grid\0", field_type::U8, 0, 12);
+        grid.flags = 4 << FIELD_ROW_SHIFT | FIELD_TRANSIENT;
+        let name = desc(b"name\0", field_type::CHAR, 12, 4);
+        let fields = [grid, name];
+        // SAFETY: the names are NUL-terminated statics.
+        let layout = unsafe { check(&table(&fields), 16) }
+            .expect("valid")
+            .schema
+            .expect("schema");
+        assert_eq!(layout.fields[0].dims, vec![3, 4]);
+        assert!(layout.fields[0].transient);
+        assert_eq!(layout.fields[1].shown, Shown::Text);
+        let mut odd = desc(b"odd\0", field_type::U8, 0, 10);
+        odd.flags = 4 << FIELD_ROW_SHIFT;
+        // SAFETY: as above.
+        let err = unsafe { check(&table(&[odd]), 16) }.expect_err("10 is no whole rows of 4");
+        assert!(
+            err.to_string()
+                .contains("whole number of rows of 4, found 10"),
+            "{err}"
+        );
     }
 
     fn table(fields: &[FieldDesc]) -> LogicApiExt {

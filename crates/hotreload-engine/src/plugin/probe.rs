@@ -263,7 +263,9 @@ impl Probe {
             layout,
             has_hook: hook.is_some(),
         };
-        match migrate::decide(old, new).map_err(Rejection::StateChange)? {
+        match migrate::decide(old, new, &self.request.reset_fields)
+            .map_err(Rejection::StateChange)?
+        {
             Decision::Keep => {
                 if saved.state.len() != state.size() {
                     return Err(Rejection::StateSize {
@@ -276,7 +278,8 @@ impl Probe {
             }
             Decision::Migrate { plan, .. } => {
                 if let Some(plan) = plan {
-                    plan.apply(&saved.state, state.bytes_mut());
+                    plan.apply(&saved.state, state.bytes_mut())
+                        .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?;
                 }
                 let Some(hook) = hook else { return Ok(()) };
                 // SAFETY: both blocks are valid for their sizes; this is the

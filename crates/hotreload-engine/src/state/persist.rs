@@ -9,7 +9,7 @@
 //! the caller stops with its own exit code and never touches the file, so a
 //! saved state is never overwritten by a fresh one.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! Integers are little-endian and fixed-width; a string is a `u32` byte
 //! length followed by that many bytes of UTF-8.
@@ -30,7 +30,19 @@
 //! debug info, then two strings: the type's name and how it was chosen); the
 //! field count (`u64`); then per field: name (string), offset (`u64`), kind
 //! (`u8`: 1 integer, 2 float, 3 bool, 4 pointer), signed (`u8`, 0 or 1),
-//! width in bytes (`u8`), element count (`u64`), transient (`u8`, 0 or 1).
+//! width in bytes (`u8`), element count (`u64`), transient (`u8`, 0 or 1),
+//! then the shape: the number of dimensions (`u8`, 0 for a plain scalar, at
+//! most [`MAX_DIMS`]) and each dimension (`u64`, outermost first; their
+//! product is the element count), then how values are shown (`u8`: 0 as
+//! numbers, 1 as text, 2 by enumerator, followed by the enumerator count
+//! (`u32`) and per enumerator its value (`i128`, 16 bytes) and name
+//! (string)).
+//!
+//! Version 1, written before shapes were recorded, is version 2 without the
+//! shape and the display: [`load`] reads it as one dimension of the element
+//! count (none for a count of 1), shown as numbers. A migration from such a
+//! flat array to a shape of the same element count keeps every element in
+//! memory order, which is exactly how the saved bytes were laid out.
 //!
 //! The first 20 bytes keep their meaning in every future format version, so
 //! that any version can tell "not a state file", "a version I do not read"
@@ -82,14 +94,23 @@ use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::layout::{Field, Layout, Scalar, Source};
+use crate::layout::{Enumerator, Field, Layout, Scalar, Shown, Source};
+
+mod crc;
+#[cfg(test)]
+use crc::CRC_TABLES;
+use crc::{Crc32, crc32};
 
 /// The first bytes of every state file. The non-ASCII first byte keeps text
 /// files from ever matching.
 pub const MAGIC: [u8; 8] = *b"\x89HRSTATE";
 
-/// The format version this module writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this module writes; it reads this and every earlier
+/// one.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The most dimensions a field of a state file may have.
+pub const MAX_DIMS: usize = 32;
 
 /// Magic, format version and file length: the part every version shares.
 const PREAMBLE_LEN: usize = 20;
@@ -98,8 +119,12 @@ const HEADER_LEN: usize = 33;
 const CHECKSUM_LEN: usize = 4;
 /// A file with no layout and an empty state.
 const MIN_FILE_LEN: usize = HEADER_LEN + CHECKSUM_LEN;
-/// The fewest bytes one field takes (an empty name).
-const MIN_FIELD_LEN: usize = 4 + 8 + 1 + 1 + 1 + 8 + 1;
+/// The fewest bytes one field takes in version 1 (an empty name).
+const MIN_FIELD_LEN_V1: usize = 4 + 8 + 1 + 1 + 1 + 8 + 1;
+/// The fewest bytes one field takes in version 2: a scalar shown as a number.
+const MIN_FIELD_LEN: usize = MIN_FIELD_LEN_V1 + 1 + 1;
+/// The fewest bytes one enumerator takes (an empty name).
+const MIN_ENUMERATOR_LEN: usize = 16 + 4;
 /// How much of a file is read before it is known to be a state file: enough
 /// to describe a foreign one.
 const PROBE_LEN: usize = 64;
@@ -272,7 +297,7 @@ pub fn load(path: &Path) -> Result<Saved, PersistError> {
             found: bytes.len(),
         });
     };
-    if version != FORMAT_VERSION {
+    if !(1..=FORMAT_VERSION).contains(&version) {
         return Err(PersistError::UnsupportedVersion {
             expected: FORMAT_VERSION,
             found: version,
@@ -342,7 +367,7 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, PersistError> {
         });
     }
     match le_u32(bytes, MAGIC.len()) {
-        Some(FORMAT_VERSION) => {}
+        Some(version) if (1..=FORMAT_VERSION).contains(&version) => {}
         Some(found) => {
             return Err(PersistError::UnsupportedVersion {
                 expected: FORMAT_VERSION,
@@ -366,8 +391,10 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, PersistError> {
     verify_and_decode(bytes)
 }
 
-/// The checksum and the body of a file whose length is known to be right.
+/// The checksum and the body of a file whose length and format version are
+/// known to be right.
 fn verify_and_decode(bytes: &[u8]) -> Result<Saved, PersistError> {
+    let version = le_u32(bytes, MAGIC.len()).unwrap_or(FORMAT_VERSION);
     let body_end = bytes.len() - CHECKSUM_LEN;
     let stored = le_u32(bytes, body_end).unwrap_or_default();
     let computed = crc32(bytes.get(..body_end).unwrap_or_default());
@@ -377,8 +404,11 @@ fn verify_and_decode(bytes: &[u8]) -> Result<Saved, PersistError> {
              found {computed:#010x} (computed over the {body_end} bytes before it)"
         )));
     }
-    decode_body(bytes.get(PREAMBLE_LEN..body_end).unwrap_or_default())
-        .map_err(PersistError::Corrupt)
+    decode_body(
+        bytes.get(PREAMBLE_LEN..body_end).unwrap_or_default(),
+        version,
+    )
+    .map_err(PersistError::Corrupt)
 }
 
 /// Everything before the state's bytes: header and layout.
@@ -430,6 +460,31 @@ fn encode_layout(out: &mut Vec<u8>, layout: &Layout) -> Result<(), String> {
         out.extend_from_slice(&[kind, signed, width]);
         put_u64(out, field.count as u64);
         out.push(u8::from(field.transient));
+        // `check_layout` has bounded the number of dimensions.
+        out.push(field.dims.len() as u8);
+        for &d in &field.dims {
+            put_u64(out, d as u64);
+        }
+        match &field.shown {
+            Shown::Number => out.push(0),
+            Shown::Text => out.push(1),
+            Shown::Enum(names) => {
+                out.push(2);
+                let count = u32::try_from(names.len()).map_err(|_| {
+                    format!(
+                        "field {}: {} enumerators, expected at most {}",
+                        field.name,
+                        names.len(),
+                        u32::MAX
+                    )
+                })?;
+                put_u32(out, count);
+                for e in names.iter() {
+                    out.extend_from_slice(&e.value.to_le_bytes());
+                    put_str(out, &e.name)?;
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -521,6 +576,28 @@ fn check_layout(layout: &Layout, state_len: usize) -> Result<(), String> {
             }
         }
     }
+    for field in &layout.fields {
+        if field.dims.len() > MAX_DIMS {
+            return Err(format!(
+                "field {}: expected at most {MAX_DIMS} dimensions, found {}",
+                field.name,
+                field.dims.len()
+            ));
+        }
+        let shown_ok = matches!(
+            (&field.shown, field.scalar),
+            (Shown::Number, _)
+                | (Shown::Text, Scalar::Int { bytes: 1, .. })
+                | (Shown::Enum(_), Scalar::Int { .. })
+        );
+        if !shown_ok {
+            return Err(format!(
+                "field {}: expected text only for 1-byte integers and enumerators only for \
+                 integers, found them for a {}",
+                field.name, field.scalar
+            ));
+        }
+    }
     // Every field's end is now known not to overflow.
     layout.validate()
 }
@@ -610,7 +687,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<Saved, String> {
+fn decode_body(body: &[u8], version: u32) -> Result<Saved, String> {
     let mut r = Reader {
         bytes: body,
         pos: 0,
@@ -618,7 +695,7 @@ fn decode_body(body: &[u8]) -> Result<Saved, String> {
     let state_version = r.u32("the state version")?;
     let state_size = r.usize("the state size")?;
     let layout = if r.flag("the layout flag")? {
-        Some(decode_layout(&mut r)?)
+        Some(decode_layout(&mut r, version)?)
     } else {
         None
     };
@@ -640,7 +717,7 @@ fn decode_body(body: &[u8]) -> Result<Saved, String> {
     })
 }
 
-fn decode_layout(r: &mut Reader<'_>) -> Result<Layout, String> {
+fn decode_layout(r: &mut Reader<'_>, version: u32) -> Result<Layout, String> {
     let size = r.usize("the layout's size")?;
     let at = r.at();
     let source = match r.u8("the layout's source")? {
@@ -658,7 +735,12 @@ fn decode_layout(r: &mut Reader<'_>) -> Result<Layout, String> {
     let at = r.at();
     let count = r.usize("the field count")?;
     // Checked before allocating: a damaged count fails here, not in malloc.
-    let most = r.remaining() / MIN_FIELD_LEN;
+    let min_field = if version == 1 {
+        MIN_FIELD_LEN_V1
+    } else {
+        MIN_FIELD_LEN
+    };
+    let most = r.remaining() / min_field;
     if count > most {
         return Err(format!(
             "the field count at byte {at}: expected at most {most} (what the {} bytes left can hold), found {count}",
@@ -688,12 +770,20 @@ fn decode_layout(r: &mut Reader<'_>) -> Result<Layout, String> {
         };
         let count = r.usize("a field's element count")?;
         let transient = r.flag("a field's transient flag")?;
+        let (dims, shown) = if version == 1 {
+            let dims = if count == 1 { Vec::new() } else { vec![count] };
+            (dims, Shown::Number)
+        } else {
+            decode_shape(r, index, &name)?
+        };
         fields.push(Field {
             name,
             offset,
             scalar,
             count,
+            dims,
             transient,
+            shown,
         });
     }
     Ok(Layout {
@@ -701,6 +791,56 @@ fn decode_layout(r: &mut Reader<'_>) -> Result<Layout, String> {
         fields,
         source,
     })
+}
+
+/// A version-2 field's dimensions and display, after its transient flag.
+fn decode_shape(
+    r: &mut Reader<'_>,
+    index: usize,
+    name: &str,
+) -> Result<(Vec<usize>, Shown), String> {
+    let at = r.at();
+    let rank = r.u8("a field's number of dimensions")? as usize;
+    if rank > MAX_DIMS {
+        return Err(format!(
+            "the number of dimensions of field {index} ({name}) at byte {at}: expected at most \
+             {MAX_DIMS}, found {rank}"
+        ));
+    }
+    let dims = (0..rank)
+        .map(|_| r.usize("a field's dimension"))
+        .collect::<Result<Vec<usize>, String>>()?;
+    let at = r.at();
+    let shown = match r.u8("how a field is shown")? {
+        0 => Shown::Number,
+        1 => Shown::Text,
+        2 => {
+            let at = r.at();
+            let count = r.u32("the enumerator count")? as usize;
+            let most = r.remaining() / MIN_ENUMERATOR_LEN;
+            if count > most {
+                return Err(format!(
+                    "the enumerator count of field {index} ({name}) at byte {at}: expected at \
+                     most {most} (what the {} bytes left can hold), found {count}",
+                    r.remaining()
+                ));
+            }
+            let mut names = Vec::with_capacity(count);
+            for _ in 0..count {
+                let value = i128::from_le_bytes(r.array("an enumerator's value")?);
+                let name = r.string("an enumerator's name")?;
+                names.push(Enumerator { value, name });
+            }
+            Shown::Enum(names.into())
+        }
+        other => {
+            return Err(format!(
+                "how field {index} ({name}) is shown, at byte {at}: expected 0 (numbers), 1 \
+                 (text) or 2 (enumerators), found {other}"
+            ));
+        }
+    };
+    Ok((dims, shown))
 }
 
 /// What a file that is not a state file looks like, from its first bytes.
@@ -860,80 +1000,6 @@ fn sync_dir(dir: &Path, path: &Path) -> Result<(), PersistError> {
             dir.display()
         ))),
     }
-}
-
-/// CRC-32 (IEEE 802.3, reflected, as in zlib and PNG), eight bytes at a
-/// time ("slicing-by-8") so that a large state is checked at memory speed.
-struct Crc32(u32);
-
-const CRC_TABLES: [[u32; 256]; 8] = crc_tables();
-
-const fn crc_tables() -> [[u32; 256]; 8] {
-    let mut tables = [[0u32; 256]; 8];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        tables[0][i] = c;
-        i += 1;
-    }
-    let mut t = 1;
-    while t < 8 {
-        let mut i = 0;
-        while i < 256 {
-            let prev = tables[t - 1][i];
-            tables[t][i] = (prev >> 8) ^ tables[0][(prev & 0xff) as usize];
-            i += 1;
-        }
-        t += 1;
-    }
-    tables
-}
-
-impl Crc32 {
-    fn new() -> Crc32 {
-        Crc32(!0)
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        let t = &CRC_TABLES;
-        let mut c = self.0;
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let lo = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]) ^ c;
-            let hi = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]);
-            c = t[7][(lo & 0xff) as usize]
-                ^ t[6][((lo >> 8) & 0xff) as usize]
-                ^ t[5][((lo >> 16) & 0xff) as usize]
-                ^ t[4][(lo >> 24) as usize]
-                ^ t[3][(hi & 0xff) as usize]
-                ^ t[2][((hi >> 8) & 0xff) as usize]
-                ^ t[1][((hi >> 16) & 0xff) as usize]
-                ^ t[0][(hi >> 24) as usize];
-        }
-        for &b in chunks.remainder() {
-            c = (c >> 8) ^ t[0][((c ^ u32::from(b)) & 0xff) as usize];
-        }
-        self.0 = c;
-    }
-
-    fn finish(&self) -> u32 {
-        !self.0
-    }
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = Crc32::new();
-    crc.update(bytes);
-    crc.finish()
 }
 
 #[cfg(test)]

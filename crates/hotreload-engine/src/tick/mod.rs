@@ -92,7 +92,7 @@ pub struct Save {
 /// off this thread: filled from the current state by `plan`, then by the new
 /// version's `migrate` hook.
 pub struct Migration {
-    pub plan: Option<Plan>,
+    pub plan: Option<Box<Plan>>,
     pub new_state: State,
     /// The state version the current state was written by.
     pub old_version: u32,
@@ -141,6 +141,10 @@ pub struct TickSettings {
     pub save_every: Option<u64>,
     /// Whether saves are wanted at all (at exit).
     pub saving: bool,
+    /// `--reset-field` patterns, for carrying the state back on a rollback.
+    pub reset_fields: Vec<String>,
+    /// `--state-fields` patterns: the fields state lines show whole.
+    pub state_fields: Vec<String>,
 }
 
 pub struct TickLoop {
@@ -549,13 +553,16 @@ impl TickLoop {
         }));
     }
 
-    /// The plugin's own description of the state, else the state by field.
+    /// The plugin's own description of the state, else the state by field;
+    /// the fields `--state-fields` asks for win over the description.
     /// `describe` runs under the guard and the watchdog like every plugin
     /// call; one that faults or hangs is said once and not called again
     /// for that version (it cannot change the state: it gets it read-only).
     fn describe(&mut self, state: &State) -> Option<String> {
         let plugin = self.current.as_ref()?;
-        if let Some(describe) = plugin.ext().and_then(|e| e.describe)
+        let asked = !self.settings.state_fields.is_empty() && plugin.layout().is_some();
+        if !asked
+            && let Some(describe) = plugin.ext().and_then(|e| e.describe)
             && !self.describe_off.contains(&plugin.version())
         {
             let watch = self.watch.as_ref();
@@ -580,11 +587,10 @@ impl TickLoop {
                 }
             }
         }
-        const SHOWN: usize = 12;
         let plugin = self.current.as_ref()?;
         plugin
             .layout()
-            .map(|l| crate::layout::format_state(l, state.bytes(), SHOWN))
+            .map(|l| crate::layout::format_state(l, state.bytes(), &self.settings.state_fields))
     }
 }
 

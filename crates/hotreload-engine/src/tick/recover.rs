@@ -30,15 +30,23 @@ impl TickLoop {
         };
         self.first_tick_due = None;
         let previous = self.earlier.pop_front();
+        let mut cannot_roll_back = None;
+        let mut carried_back = None;
         let previous = match previous {
-            Some(p) if self.carry_back(&bad, &p) => Some(p),
-            Some(p) => {
-                // The state cannot be carried back to that version's layout:
-                // keep it loaded, but pause rather than run it on bytes it
-                // does not understand.
-                self.earlier.push_front(p);
-                None
-            }
+            Some(p) => match self.carry_back(&bad, &p) {
+                Ok(account) => {
+                    carried_back = account;
+                    Some(p)
+                }
+                Err(why) => {
+                    // The state cannot be carried back to that version's
+                    // layout: keep it loaded, but pause rather than run it
+                    // on bytes it does not understand.
+                    cannot_roll_back = Some((p.version(), why));
+                    self.earlier.push_front(p);
+                    None
+                }
+            },
             None => None,
         };
         // A fault can come of a handler replaced around the interposers; the
@@ -53,11 +61,15 @@ impl TickLoop {
                 Recovery::RolledBack {
                     to,
                     restored_to_tick,
+                    carried_back,
                 }
             }
             None => {
                 self.schedule = None;
-                Recovery::Paused { restored_to_tick }
+                Recovery::Paused {
+                    restored_to_tick,
+                    cannot_roll_back,
+                }
             }
         };
         let summary = format!("{} in {call}", signal_or_timeout(&fault));

@@ -170,11 +170,17 @@ impl TickLoop {
             .as_ref()
             .map(|s| s.bytes().to_vec())
             .unwrap_or_default();
+        let mut summary = m.summary;
         if let Some(plan) = &m.plan {
-            plan.apply(&old, new.bytes_mut());
+            // Checked against the values of this very moment: the running
+            // version keeps its state untouched if one does not fit.
+            let applied = plan
+                .apply(&old, new.bytes_mut())
+                .map_err(|unfit| Refusal::Declined(unfit.to_string()))?;
+            summary = crate::state::migrate::with_resets(summary, plan, &applied);
         }
         self.run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
-        Ok((new, m.summary))
+        Ok((new, summary))
     }
 
     /// Runs the new version's `migrate` hook, if it has one, from `old`
@@ -257,10 +263,15 @@ impl TickLoop {
 
     /// Before rolling back from `bad` to `to`: migrates the state (as it was
     /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
-    /// differ. False if it cannot be done.
-    pub(super) fn carry_back(&mut self, bad: &Plugin, to: &Plugin) -> bool {
+    /// differ, returning what that changed (`-lives`). `Err` says why it
+    /// cannot be done; the state is then as it was.
+    pub(super) fn carry_back(
+        &mut self,
+        bad: &Plugin,
+        to: &Plugin,
+    ) -> Result<Option<String>, String> {
         let Some(state) = &self.state else {
-            return false;
+            return Err("there is no state".into());
         };
         let to_size = to.api().state_size;
         let (from_layout, to_layout) = (bad.layout(), to.layout());
@@ -270,22 +281,32 @@ impl TickLoop {
                 _ => bad.state_version() == to.state_version(),
             };
         if same {
-            return true;
+            return Ok(None);
         }
         let (Some(from_layout), Some(to_layout)) = (from_layout, to_layout) else {
-            return false;
+            return Err(format!(
+                "its state ({to_size} bytes) differs from v{}'s ({} bytes) and one of the layouts \
+                 is not known",
+                bad.version(),
+                state.size()
+            ));
         };
-        let Ok(plan) = crate::state::migrate::plan(from_layout, to_layout) else {
-            return false;
-        };
-        let Ok(mut back) = State::zeroed(to_size) else {
-            return false;
-        };
-        plan.apply(state.bytes(), back.bytes_mut());
+        use crate::state::migrate::{plan, rollback_refusal};
+        let plan = plan(from_layout, to_layout, &self.settings.reset_fields)
+            .map_err(|e| rollback_refusal(&e.reason(), &e.field))?;
+        let mut back = State::zeroed(to_size)?;
+        let applied = plan
+            .apply(state.bytes(), back.bytes_mut())
+            .map_err(|unfit| rollback_refusal(&unfit.reason(), &unfit.field))?;
         self.snapshot
             .reset(back.size(), to.state_version(), to.layout().cloned());
         self.state = Some(back);
-        true
+        let account = plan.summary_after(&applied);
+        Ok(Some(if account.is_empty() {
+            format!("{} → {} bytes", plan.old_size, plan.new_size)
+        } else {
+            account
+        }))
     }
 }
 

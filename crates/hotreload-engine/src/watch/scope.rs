@@ -175,47 +175,11 @@ fn ignores_dir(name: &OsStr) -> bool {
     IGNORED_DIRS.iter().any(|d| OsStr::new(d) == name)
 }
 
-/// Shell-style matching of a whole file name: `*` matches any run of
-/// characters, `?` exactly one.
-pub fn wildcard_match(pattern: &str, name: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    let (mut pi, mut ni) = (0, 0);
-    // Where the last `*` was, and how much of the name it has swallowed.
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
-            pi += 1;
-            ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
-            pi += 1;
-        } else if let Some((sp, sn)) = star {
-            pi = sp + 1;
-            ni = sn + 1;
-            star = Some((sp, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
-}
+pub use crate::pattern::wildcard_match;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn wildcards() {
-        assert!(wildcard_match("*~", "logic.c~"));
-        assert!(wildcard_match(".*.sw?", ".logic.c.swp"));
-        assert!(wildcard_match("sed??????", "sedAb12xZ"));
-        assert!(!wildcard_match("sed??????", "sed.c"));
-        assert!(wildcard_match("*___jb_tmp___", "logic.c___jb_tmp___"));
-        assert!(!wildcard_match("*.o", "logic.c"));
-        assert!(wildcard_match("a*b*c", "aXXbYYc"));
-        assert!(!wildcard_match("a*b*c", "aXXbYY"));
-    }
 
     #[test]
     fn folder_scope_ignores_droppings_outputs_and_vcs() {

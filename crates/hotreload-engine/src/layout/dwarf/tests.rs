@@ -1,4 +1,6 @@
 use super::*;
+use crate::layout::{Scalar, Shown, Source};
+use object::{Object, ObjectSection};
 use std::path::Path;
 use std::process::Command;
 
@@ -22,6 +24,28 @@ fn build_units(dir: &Path, name: &str, units: &[(&str, &str)], flags: &[&str]) -
     assert!(
         out.status.success(),
         "cc {flags:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(&lib).expect("read the library")
+}
+
+/// Compiles `source`, saved as `file`, with `compiler` and `flags` into a
+/// library (`-o` follows the flags) and returns its bytes.
+fn compile_with(compiler: &str, flags: &[&str], file: &str, source: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join(file);
+    std::fs::write(&src, source).expect("write the source");
+    let lib = dir.path().join("lib.so");
+    let out = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(
+        out.status.success(),
+        "{compiler} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read(&lib).expect("read the library")
@@ -216,6 +240,169 @@ fn check_state(flags: &[&str]) {
     assert_eq!(
         (scalar("limits"), count("limits")),
         (Scalar::Float { bytes: 8 }, 2)
+    );
+    let dims = |name: &str| layout.field(name).expect(name).dims.clone();
+    assert_eq!(dims("grid"), vec![3, 4]);
+    assert_eq!(dims("limits"), vec![2]);
+    assert_eq!(dims("score"), Vec::<usize>::new());
+    let enumerators = |name: &str| match &layout.field(name).expect(name).shown {
+        Shown::Enum(e) => e
+            .iter()
+            .map(|e| (e.value, e.name.clone()))
+            .collect::<Vec<_>>(),
+        other => panic!("{name} shown as {other:?}"),
+    };
+    assert_eq!(
+        enumerators("mode"),
+        [(0, "MODE_IDLE".to_owned()), (1, "MODE_RUN".to_owned())]
+    );
+    assert_eq!(
+        enumerators("delta"),
+        [(-1, "DOWN".to_owned()), (1, "UP".to_owned())]
+    );
+}
+
+#[test]
+fn shapes_text_and_enumerators_come_from_the_debug_info() {
+    let source = r#"
+#include <stdint.h>
+typedef int row_t[3];
+enum big { SMALL = 1, HUGE = 4000000000u };
+typedef struct {
+char name[16];
+char names[2][8];
+signed char sc[4];
+unsigned char uc[4];
+int8_t i8s[4];
+uint8_t u8s[4];
+char letter;
+row_t rows[2];
+int cube[2][3][4];
+enum big big;
+} state_t;
+state_t *s;
+"#;
+    let bytes = lib(source, &["-g"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, size) = compiler_offsets(dir.path(), source, &[]);
+    let layout = read(&bytes, size, None);
+    let field = |name: &str| layout.field(name).expect(name).clone();
+    assert_eq!(
+        (field("name").dims, field("name").shown),
+        (vec![16], Shown::Text)
+    );
+    assert_eq!(
+        (field("names").dims, field("names").shown),
+        (vec![2, 8], Shown::Text)
+    );
+    for numbers in ["sc", "uc", "i8s", "u8s"] {
+        assert_eq!(field(numbers).shown, Shown::Number, "{numbers}");
+    }
+    assert_eq!(field("letter").dims, Vec::<usize>::new());
+    assert_eq!(field("rows").dims, vec![2, 3]);
+    assert_eq!(
+        (field("cube").dims, field("cube").count),
+        (vec![2, 3, 4], 24)
+    );
+    match field("big").shown {
+        Shown::Enum(e) => assert_eq!(e[1].value, 4_000_000_000),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn types_in_namespaces_are_found_by_name_and_by_path() {
+    let source = r#"
+namespace game { namespace v2 { struct State { int score; float speed; }; } }
+namespace other { struct State { double a; }; }
+namespace game { struct Grid { int cells[2][2]; }; }
+game::v2::State *a; other::State *b; game::Grid *c;
+"#;
+    let bytes = compile_with("c++", &["-g", "-shared", "-fPIC"], "ns.cc", source);
+    for asked in ["v2::State", "game::v2::State", "struct game::v2::State"] {
+        let layout = read(&bytes, 8, Some(asked));
+        assert_eq!(
+            layout.source,
+            Source::Dwarf {
+                type_name: "struct game::v2::State".into(),
+                chosen_by: "--state-type".into()
+            },
+            "{asked}"
+        );
+        assert_eq!(
+            shape(&layout),
+            [
+                ("score".into(), 0, int(true, 4), 1),
+                ("speed".into(), 4, Scalar::Float { bytes: 4 }, 1)
+            ]
+        );
+    }
+    let err = read_layout(&bytes, 8, Some("State")).expect_err("two States");
+    assert!(
+        err.contains("ambiguous")
+            && err.contains("game::v2::State")
+            && err.contains("other::State"),
+        "{err}"
+    );
+    // By size, a namespaced struct counts like a C one.
+    let grid = read(&bytes, 16, None);
+    assert_eq!(grid.fields[0].dims, vec![2, 2]);
+}
+
+/// A Rust `cdylib` built by `rustc` with `-g`: its types live in the
+/// crate's and its modules' namespaces, next to thousands of the standard
+/// library's.
+#[test]
+fn a_rust_state_inside_a_module_is_found() {
+    let source = r#"
+pub mod game {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    pub enum Mode { Idle = 0, Run = 1 }
+    #[repr(C)]
+    pub struct State { pub score: i32, pub speed: f32, pub grid: [[i32; 3]; 2], pub mode: Mode, pub target: Option<u32> }
+}
+#[unsafe(no_mangle)]
+pub extern "C" fn state_size() -> usize { std::mem::size_of::<game::State>() }
+#[unsafe(no_mangle)]
+pub extern "C" fn touch(s: *mut game::State) { unsafe { (*s).score += 1; (*s).mode = game::Mode::Run; } }
+"#;
+    let flags = ["--crate-type", "cdylib", "-g", "--edition", "2021"];
+    let bytes = compile_with("rustc", &flags, "rsplug.rs", source);
+    for asked in ["State", "game::State", "rsplug::game::State"] {
+        let layout = read(&bytes, 44, Some(asked));
+        assert_eq!(
+            layout.source,
+            Source::Dwarf {
+                type_name: "struct rsplug::game::State".into(),
+                chosen_by: "--state-type".into()
+            }
+        );
+        let names: Vec<&str> = layout.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["score", "speed", "grid", "mode", "target"]);
+        // An enum with data is its bytes, discriminant included.
+        assert_eq!(
+            layout.field("target").map(|f| f.dims.clone()),
+            Some(vec![8])
+        );
+        assert_eq!(
+            layout.field("grid").map(|f| f.dims.clone()),
+            Some(vec![2, 3])
+        );
+        match &layout.field("mode").expect("mode").shown {
+            Shown::Enum(e) => assert_eq!(e[1].name, "Run"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The only 44-byte struct the crate wrote; the standard library's are
+    // never candidates.
+    let by_size = read(&bytes, 44, None);
+    assert_eq!(
+        by_size.source,
+        Source::Dwarf {
+            type_name: "struct rsplug::game::State".into(),
+            chosen_by: "its size (the only 44-byte struct)".into()
+        }
     );
 }
 
@@ -418,6 +605,14 @@ state_t *s;
         let bytes = build(dir.path(), "odd", source, flags);
         let layout = read(&bytes, size, None);
         assert_offsets(&layout, &expected, &format!("{flags:?}"));
+        let (_, skipped) = read_layout_noting(&bytes, size, None)
+            .expect("found")
+            .expect("debug info");
+        assert_eq!(
+            skipped,
+            ["f1 (a bitfield)", "f2 (a bitfield)", "ld (long double)"],
+            "{flags:?}"
+        );
         for (name, _, scalar, count) in want {
             let field = layout.field(name).expect(name);
             assert_eq!(

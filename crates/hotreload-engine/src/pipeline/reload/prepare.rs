@@ -101,6 +101,7 @@ impl Reloader {
             tick: trial_tick,
             state_type: self.config.state_type.clone(),
             load_only,
+            reset_fields: self.config.reset_fields.clone(),
         };
         trial::run(library, &settings, state).map_err(|f| (f.reason, f.output))
     }
@@ -146,6 +147,7 @@ impl Reloader {
             Some(schema) => Some(schema),
             None => self.debug_layout(bytes, api.state_size),
         };
+        self.warn_unselected(layout.as_deref());
         let side = StateSide {
             size: api.state_size,
             version: ext.as_ref().map_or(0, |e| e.state_version),
@@ -168,7 +170,14 @@ impl Reloader {
                     None,
                 ),
                 Some((saved, path)) => (
-                    Some(restored_state(saved, path, &side, has_hook, alloc)?),
+                    Some(restored_state(
+                        saved,
+                        path,
+                        &side,
+                        has_hook,
+                        &self.config.reset_fields,
+                        alloc,
+                    )?),
                     None,
                 ),
             },
@@ -180,7 +189,12 @@ impl Reloader {
                         found: side.size,
                     });
                 }
-                match crate::state::migrate::decide(old.as_side(false), side.as_side(has_hook)) {
+                let reset = &self.config.reset_fields;
+                match crate::state::migrate::decide(
+                    old.as_side(false),
+                    side.as_side(has_hook),
+                    reset,
+                ) {
                     Ok(Decision::Keep) => (None, None),
                     Ok(Decision::Migrate { plan, summary }) => (
                         None,
@@ -217,27 +231,66 @@ impl Reloader {
         })
     }
 
+    /// Names the `--state-fields` patterns that select no field of `layout`
+    /// (a typo shows nothing, silently, otherwise), when that changes.
+    fn warn_unselected(&mut self, layout: Option<&Layout>) {
+        let Some(layout) = layout else { return };
+        let unselected: Vec<String> = self
+            .config
+            .state_fields
+            .iter()
+            .filter(|p| {
+                !layout
+                    .fields
+                    .iter()
+                    .any(|f| crate::pattern::selects_field(p, &f.name))
+            })
+            .map(|p| crate::pattern::shell_word(p))
+            .collect();
+        let said = if unselected.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "--state-fields {} selects no field of the new build's layout, so state lines \
+                 show nothing for it",
+                unselected.join(", ")
+            )
+        };
+        if !said.is_empty() && said != self.fields_said {
+            self.emit(Event::LayoutNotice(said.clone()));
+        }
+        self.fields_said = said;
+    }
+
     /// The state's layout from the library's debug info, saying which type
     /// was chosen (or why none could be) whenever that changes.
     pub(super) fn debug_layout(&mut self, bytes: &[u8], state_size: usize) -> Option<Arc<Layout>> {
-        let found =
-            crate::layout::dwarf::read_layout(bytes, state_size, self.config.state_type.as_deref());
+        let found = crate::layout::dwarf::read_layout_noting(
+            bytes,
+            state_size,
+            self.config.state_type.as_deref(),
+        );
+        // Said before the build is accepted or refused: it is the new
+        // build's layout, never to be taken for the running version's.
         let (layout, said) = match found {
-            Ok(Some(layout)) => {
+            Ok(Some((layout, skipped))) => {
                 let said = match &layout.source {
                     crate::layout::Source::Dwarf {
                         type_name,
                         chosen_by,
                     } => format!(
-                        "layout from debug info: {type_name} (chosen by {chosen_by}), {} fields",
-                        layout.fields.len()
+                        "the new build's layout from debug info: {type_name} (chosen by \
+                         {chosen_by}), {}",
+                        crate::layout::plural(layout.fields.len(), "field")
                     ),
-                    crate::layout::Source::Schema => "layout from the schema".to_owned(),
+                    crate::layout::Source::Schema => {
+                        "the new build's layout from the schema".to_owned()
+                    }
                 };
-                (Some(Arc::new(layout)), said)
+                (Some(Arc::new(layout)), said + &no_field(&skipped))
             }
             Ok(None) => (None, String::new()),
-            Err(why) => (None, format!("layout unknown: {why}")),
+            Err(why) => (None, format!("the new build's layout is unknown: {why}")),
         };
         if !said.is_empty() && said != self.layout_said {
             self.emit(Event::LayoutNotice(said.clone()));
@@ -247,6 +300,25 @@ impl Reloader {
     }
 }
 
+/// `; no field for flags (a bitfield), ld (long double): …`, for the layout
+/// notice, or nothing.
+fn no_field(skipped: &[String]) -> String {
+    const SHOWN: usize = 6;
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let mut names: Vec<&str> = skipped.iter().take(SHOWN).map(String::as_str).collect();
+    let more = format!("and {} more", skipped.len().saturating_sub(SHOWN));
+    if skipped.len() > SHOWN {
+        names.push(&more);
+    }
+    format!(
+        "; no field for {}: their bytes are shown nowhere and not carried when the layout \
+         changes",
+        names.join(", ")
+    )
+}
+
 /// The first version's state from a saved one: as is when the layouts
 /// agree, migrated field by field when both are known and differ.
 pub(super) fn restored_state(
@@ -254,6 +326,7 @@ pub(super) fn restored_state(
     path: &std::path::Path,
     side: &StateSide,
     has_hook: bool,
+    reset: &[String],
     alloc: impl Fn(usize) -> Result<State, Rejection>,
 ) -> Result<Fresh, Rejection> {
     let old = StateSide {
@@ -268,16 +341,19 @@ pub(super) fn restored_state(
         ))
     };
     let mut state = alloc(side.size)?;
-    let decision = crate::state::migrate::decide(old.as_side(false), side.as_side(has_hook))
+    let decision = crate::state::migrate::decide(old.as_side(false), side.as_side(has_hook), reset)
         .map_err(refuse)?;
     let (summary, convert_from) = match decision {
         Decision::Keep => {
             state.bytes_mut().copy_from_slice(&saved.state);
             (format!("restored from {}", path.display()), None)
         }
-        Decision::Migrate { plan, summary } => {
+        Decision::Migrate { plan, mut summary } => {
             if let Some(plan) = &plan {
-                plan.apply(&saved.state, state.bytes_mut());
+                let applied = plan
+                    .apply(&saved.state, state.bytes_mut())
+                    .map_err(|unfit| refuse(unfit.to_string()))?;
+                summary = crate::state::migrate::with_resets(summary, plan, &applied);
             }
             // The new version's hook, if any, finishes on the tick thread.
             let convert_from = has_hook.then(|| (saved.state.clone(), saved.state_version));

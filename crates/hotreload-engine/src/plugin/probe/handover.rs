@@ -23,7 +23,8 @@
 //! `u64`, dt (`f64` bits, `u64`), seed `u64`, host tick `u64`, flags `u32`
 //! (bit 0: a state follows; bit 1: load only, run no plugin function but the
 //! entry points), state type (`u32` length, `u32::MAX` for none, then UTF-8),
-//! state (`u64` length, then a state file's bytes, see
+//! the `--reset-field` patterns (`u32` count, then each as `u32` length and
+//! UTF-8), state (`u64` length, then a state file's bytes, see
 //! [`crate::state::persist::encode`]).
 
 use std::fs::File;
@@ -62,6 +63,9 @@ pub struct Request {
     /// whose plugins may have side effects in their functions.
     pub load_only: bool,
     pub state_type: Option<String>,
+    /// `--reset-field`: fields the migration may start at zero rather than
+    /// refuse, as the host's does.
+    pub reset_fields: Vec<String>,
     /// The current state as a state file's bytes (with its version and
     /// layout), or `None` for a first version.
     pub state: Option<Vec<u8>>,
@@ -85,6 +89,11 @@ impl Request {
                 out.extend_from_slice(&name.as_bytes()[..len as usize]);
             }
             None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+        }
+        out.extend_from_slice(&(self.reset_fields.len() as u32).to_le_bytes());
+        for pattern in &self.reset_fields {
+            out.extend_from_slice(&(pattern.len() as u32).to_le_bytes());
+            out.extend_from_slice(pattern.as_bytes());
         }
         let state = self.state.as_deref().unwrap_or_default();
         out.extend_from_slice(&(state.len() as u64).to_le_bytes());
@@ -112,6 +121,15 @@ impl Request {
                     .map_err(|_| "the state type is not UTF-8".to_owned())?,
             ),
         };
+        let patterns = r.u32()?;
+        let mut reset_fields = Vec::new();
+        for _ in 0..patterns {
+            let len = r.u32()? as usize;
+            reset_fields.push(
+                String::from_utf8(r.take(len)?.to_vec())
+                    .map_err(|_| "a --reset-field pattern is not UTF-8".to_owned())?,
+            );
+        }
         let len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
         let state = r.take(len)?.to_vec();
         if r.at != bytes.len() {
@@ -128,6 +146,7 @@ impl Request {
             tick,
             load_only: flags & LOAD_ONLY != 0,
             state_type,
+            reset_fields,
             state: (flags & HAS_STATE != 0).then_some(state),
         })
     }
@@ -290,11 +309,13 @@ mod tests {
             tick: 40,
             load_only: false,
             state_type: Some("State".into()),
+            reset_fields: vec!["hp".into(), "enemies[*].x".into()],
             state: Some(vec![1, 2, 3]),
         };
         assert_eq!(Request::decode(&request.encode()), Ok(request.clone()));
         let bare = Request {
             state_type: None,
+            reset_fields: Vec::new(),
             state: None,
             load_only: true,
             ..request

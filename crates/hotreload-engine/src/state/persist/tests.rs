@@ -7,11 +7,8 @@ use std::time::{Duration, Instant};
 
 fn field(name: &str, offset: usize, scalar: Scalar, count: usize, transient: bool) -> Field {
     Field {
-        name: name.into(),
-        offset,
-        scalar,
-        count,
         transient,
+        ..Field::new(name, offset, scalar, count)
     }
 }
 
@@ -41,6 +38,29 @@ fn every_kind(source: Source) -> Layout {
         fields.push(field(name, offset, scalar, count, transient));
         offset += scalar.size() * count + 1; // a gap of padding
     }
+    // Version 2: shapes, text and enumerators.
+    let mut shaped = vec![
+        Field::array("grid", offset, int(true, 4), vec![2, 3]),
+        Field::array("cube", offset + 24, int(false, 1), vec![2, 1, 2]),
+        Field::array("name", offset + 28, int(true, 1), vec![5]),
+        Field::new("mode", offset + 33, int(false, 2), 1),
+    ];
+    shaped[2].shown = Shown::Text;
+    shaped[3].shown = Shown::Enum(
+        vec![
+            Enumerator {
+                value: -1,
+                name: "DOWN".into(),
+            },
+            Enumerator {
+                value: i128::from(u64::MAX),
+                name: "ÜP".into(),
+            },
+        ]
+        .into(),
+    );
+    offset += 35;
+    fields.extend(shaped);
     Layout {
         size: offset + 7,
         fields,
@@ -207,7 +227,7 @@ fn the_format_is_as_documented() {
     let bytes = encode(&saved);
     assert_eq!(bytes.len(), MIN_FILE_LEN + 2);
     assert_eq!(&bytes[..8], b"\x89HRSTATE");
-    assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
     assert_eq!(bytes[12..20], (bytes.len() as u64).to_le_bytes());
     assert_eq!(bytes[20..24], 5u32.to_le_bytes());
     assert_eq!(bytes[24..32], 2u64.to_le_bytes());
@@ -342,7 +362,7 @@ fn a_missing_file_is_missing_and_a_directory_is_an_io_error() {
 fn another_format_version_is_unsupported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let saved = with_layout(every_kind(Source::Schema), 1, 1);
-    for version in [2u32, 0, u32::MAX] {
+    for version in [3u32, 0, u32::MAX] {
         let mut bytes = encode(&saved);
         bytes[8..12].copy_from_slice(&version.to_le_bytes());
         reseal(&mut bytes);
@@ -756,4 +776,178 @@ fn sigkill_at_any_moment_leaves_a_complete_file() {
     save(&path, &(&states[0]).into()).expect("save after the kills");
     assert_eq!(load(&path).expect("load"), states[0]);
     assert!(temps(dir.path(), "state.bin").is_empty());
+}
+
+/// A version-1 file as that version wrote it: the layout without shapes
+/// or display.
+fn encode_v1(state: &[u8], state_version: u32, layout: &Layout) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
+    out.extend_from_slice(&state_version.to_le_bytes());
+    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    out.push(1);
+    out.extend_from_slice(&(layout.size as u64).to_le_bytes());
+    out.push(0);
+    out.extend_from_slice(&(layout.fields.len() as u64).to_le_bytes());
+    for f in &layout.fields {
+        out.extend_from_slice(&(f.name.len() as u32).to_le_bytes());
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(&(f.offset as u64).to_le_bytes());
+        let (kind, signed, width) = match f.scalar {
+            Scalar::Int { signed, bytes } => (1, u8::from(signed), bytes),
+            Scalar::Float { bytes } => (2, 0, bytes),
+            Scalar::Bool => (3, 0, 1),
+            Scalar::Pointer => (4, 0, 8),
+        };
+        out.extend_from_slice(&[kind, signed, width]);
+        out.extend_from_slice(&(f.count as u64).to_le_bytes());
+        out.push(u8::from(f.transient));
+    }
+    out.extend_from_slice(state);
+    let total = (out.len() + CHECKSUM_LEN) as u64;
+    out[12..20].copy_from_slice(&total.to_le_bytes());
+    let crc = crc32(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn a_version_1_file_still_loads_with_flat_arrays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let i32s = Scalar::Int {
+        signed: true,
+        bytes: 4,
+    };
+    let v1_layout = Layout {
+        size: 28,
+        fields: vec![
+            field("score", 0, i32s, 1, false),
+            field("grid", 4, i32s, 6, true),
+        ],
+        source: Source::Schema,
+    };
+    let state = pattern(28, 9);
+    let bytes = encode_v1(&state, 4, &v1_layout);
+    let loaded = load_bytes(dir.path(), &bytes).expect("a version-1 file loads");
+    assert_eq!(loaded.state, state);
+    assert_eq!(loaded.state_version, 4);
+    let layout = loaded.layout.expect("its layout");
+    assert_eq!(layout.fields[0].dims, Vec::<usize>::new());
+    assert_eq!(layout.fields[1].dims, vec![6]);
+    assert!(layout.fields[1].transient);
+    assert_eq!(layout, v1_layout);
+    // Every cut and every changed byte of it is still an error, never a panic.
+    for len in 0..bytes.len() {
+        assert!(
+            load_bytes(dir.path(), &bytes[..len]).is_err(),
+            "cut to {len}"
+        );
+    }
+    for at in PREAMBLE_LEN..bytes.len() - CHECKSUM_LEN {
+        for value in [0, 1, 2, 0x7f, 0xff] {
+            let mut bad = bytes.clone();
+            bad[at] = value;
+            reseal(&mut bad);
+            let _ = load_bytes(dir.path(), &bad);
+        }
+    }
+}
+
+#[test]
+fn shapes_and_displays_round_trip_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layout = every_kind(dwarf());
+    let saved = with_layout(layout.clone(), 2, 5);
+    let loaded = load_bytes(dir.path(), &encode(&saved)).expect("loads");
+    let back = loaded.layout.expect("a layout");
+    assert_eq!(back.field("grid").map(|f| f.dims.clone()), Some(vec![2, 3]));
+    assert_eq!(
+        back.field("name").map(|f| f.shown.clone()),
+        Some(Shown::Text)
+    );
+    assert_eq!(back, layout);
+
+    let i32s = Scalar::Int {
+        signed: true,
+        bytes: 4,
+    };
+    let refused = |mut f: Field, what: &str| {
+        let size = f.offset + f.scalar.size() * f.count;
+        f.offset = 0;
+        let saved = Saved {
+            state: vec![0; size],
+            state_version: 0,
+            layout: Some(Layout {
+                size,
+                fields: vec![f],
+                source: Source::Schema,
+            }),
+        };
+        let err = save(&dir.path().join("x.bin"), &(&saved).into()).expect_err(what);
+        assert!(err.to_string().contains(what), "{err}");
+    };
+    let mut wrong = Field::array("g", 0, i32s, vec![2, 3]);
+    wrong.count = 5;
+    refused(wrong, "expected 6 elements from its dimensions [2][3]");
+    refused(
+        Field::array("deep", 0, Scalar::Bool, vec![1; MAX_DIMS + 1]),
+        "expected at most 32 dimensions",
+    );
+    let mut text = Field::new("t", 0, i32s, 2);
+    text.shown = Shown::Text;
+    refused(text, "expected text only for 1-byte integers");
+
+    // Damaged counts in a file with a valid checksum fail before allocating.
+    let one_enum = Layout {
+        size: 1,
+        fields: vec![Field {
+            shown: Shown::Enum(
+                vec![Enumerator {
+                    value: 1,
+                    name: "ON".into(),
+                }]
+                .into(),
+            ),
+            ..Field::new(
+                "e",
+                0,
+                Scalar::Int {
+                    signed: false,
+                    bytes: 1,
+                },
+                1,
+            )
+        }],
+        source: Source::Schema,
+    };
+    let good = encode(&with_layout(one_enum, 0, 1));
+    // The field's name ("e") ends 21 bytes into the layout's fields; then
+    // offset, type, count, transient, the number of dimensions, the display
+    // tag and the enumerator count.
+    let fields_at = HEADER_LEN + 8 + 1 + 8;
+    let rank_at = fields_at + 4 + 1 + 8 + 3 + 8 + 1;
+    let shown_at = rank_at + 1;
+    for (at, value, what) in [
+        (rank_at, 33u32, "the number of dimensions of field 0 (e)"),
+        (rank_at, 1, ""),
+        (shown_at, 7, "how field 0 (e) is shown"),
+        (
+            shown_at + 1,
+            u32::MAX,
+            "the enumerator count of field 0 (e)",
+        ),
+    ] {
+        let mut bytes = good.clone();
+        if at == shown_at + 1 {
+            bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        } else {
+            bytes[at] = value as u8;
+        }
+        reseal(&mut bytes);
+        match load_bytes(dir.path(), &bytes) {
+            Err(PersistError::Corrupt(why)) => assert!(why.contains(what), "{what}: {why}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
 }
