@@ -538,3 +538,67 @@ fn a_fifo_or_a_device_as_the_build_output_is_refused_without_blocking() {
         assert_eq!(s.wait().code(), Some(11), "{make}");
     }
 }
+
+#[test]
+fn a_save_keeps_the_state_files_mode_and_a_new_one_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--state-file", "st.bin", "--ticks", "3"]);
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+    let mode = |p: &str| {
+        fs::metadata(dir.path().join(p))
+            .expect("stat")
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        mode("st.bin"),
+        0o600,
+        "a new state file is its owner's only"
+    );
+    for kept in [0o600, 0o640] {
+        fs::set_permissions(dir.path().join("st.bin"), fs::Permissions::from_mode(kept))
+            .expect("chmod");
+        let mut s = Server::start_default(
+            dir.path(),
+            &[
+                "--state-file",
+                "st.bin",
+                "--ticks",
+                "3",
+                "--save-every",
+                "1",
+            ],
+        );
+        assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+        assert_eq!(mode("st.bin"), kept, "saves keep the mode {kept:o}");
+    }
+}
+
+#[test]
+fn a_fifo_as_the_state_file_is_refused_at_once() {
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("st.bin"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let out = Command::new(support::binary())
+        .args([
+            "--watch",
+            "logic.c",
+            "--build",
+            CC_BUILD,
+            "--state-file",
+            "st.bin",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(15), "{stderr}");
+    assert!(stderr.contains("a FIFO, not a regular file"), "{stderr}");
+}

@@ -59,7 +59,7 @@ impl StateClaim {
             ));
         }
         // Exactly what a save does first: if this works, saves can work.
-        let (tmp, file) = persist::create_temp(&dir, name).map_err(|e| {
+        let (tmp, file) = persist::create_temp(&dir, name, 0o600).map_err(|e| {
             format!(
                 "cannot save the state to {}: {e} (is the folder writable?)",
                 path.display()

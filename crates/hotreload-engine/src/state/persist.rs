@@ -46,11 +46,16 @@
 //!
 //! The first 20 bytes keep their meaning in every future format version, so
 //! that any version can tell "not a state file", "a version I do not read"
-//! and "cut short" apart before it parses anything else. [`load`] checks, in
+//! and "cut short" apart before it parses anything else. [`load`] opens the
+//! file without blocking and refuses anything but a regular file (a FIFO
+//! would block for ever, a device be read for ever); then it checks, in
 //! order: magic, version, length (against the file's real size, before
 //! reading it), checksum, then every field; every length it reads is checked
 //! against the bytes actually left, so a damaged length cannot make it
-//! allocate more than the file holds. [`save`] refuses what [`load`] would
+//! allocate more than the file holds. A file over 64 MiB has its checksum
+//! checked a chunk at a time before any of it is held in memory (a sparse
+//! file whose header claims gigabytes is refused without taking them), and
+//! that read stops for a pending Ctrl-C. [`save`] refuses what [`load`] would
 //! refuse (a layout that does not fit the state), so that a file it writes
 //! always loads back.
 //!
@@ -60,9 +65,13 @@
 //!
 //! 1. **A temporary file in the same directory**: `rename` is atomic only
 //!    within one file system; a temporary file in `/tmp` may be on another.
-//! 2. **A unique name, created with `O_EXCL`** (`.NAME.tmp-PID-SEQ`): two
-//!    writers, or a writer and a leftover of a killed one, never share a
-//!    file, and a symlink planted at that name is not followed.
+//! 2. **An unpredictable name, created with `O_EXCL`** (`.NAME.tmp-PID-`
+//!    and twelve random characters), **with the state file's own mode**
+//!    (0600 for a new one): two writers, or a writer and a leftover of a
+//!    killed one, never share a file; a symlink planted at that name is not
+//!    followed; another user of a shared folder cannot block saves by
+//!    creating the next name first; and a save never widens who can read
+//!    the state.
 //! 3. **Write everything**, then **`fsync` the file**: a process killed with
 //!    `kill -9` loses nothing the kernel already has, but after a power loss
 //!    a rename can reach the disk before the data it names (the classic
@@ -76,30 +85,29 @@
 //!
 //! A writer killed between steps 2 and 4 leaves its temporary file behind.
 //! [`load`] never looks at it, and the next [`save`] removes every one whose
-//! writer process no longer exists. The checksum catches what these steps
+//! writer process no longer exists (and only this user's). The checksum
+//! catches what these steps
 //! cannot: a file damaged on disk, cut short by a copy, or edited by hand.
 //!
 //! `PATH` itself is replaced: if it is a symlink, the link is replaced by a
 //! regular file rather than its target being written through.
 
-use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use nix::errno::Errno;
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
+use std::io::{self, Read};
+use std::path::Path;
 
 use crate::layout::{Enumerator, Field, Layout, Scalar, Shown, Source};
 
+mod atomic;
 mod crc;
+pub(crate) use atomic::{create_temp, split_path};
 #[cfg(test)]
 use crc::CRC_TABLES;
 use crc::{Crc32, crc32};
+
+/// Files larger than this have their checksum checked, reading in chunks,
+/// before they are read into memory.
+const STREAM_CHECK_FROM: usize = 64 << 20;
 
 /// The first bytes of every state file. The non-ASCII first byte keeps text
 /// files from ever matching.
@@ -128,8 +136,6 @@ const MIN_ENUMERATOR_LEN: usize = 16 + 4;
 /// How much of a file is read before it is known to be a state file: enough
 /// to describe a foreign one.
 const PROBE_LEN: usize = 64;
-/// Names tried before giving up on creating a temporary file.
-const TEMP_ATTEMPTS: u32 = 64;
 
 /// A state read back from a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,32 +238,7 @@ pub fn save(path: &Path, saved: &SavedRef<'_>) -> Result<(), PersistError> {
     crc.update(&head);
     crc.update(saved.state);
     let checksum = crc.finish().to_le_bytes();
-
-    let (dir, name) = split_path(path)?;
-    remove_stray_temps(&dir, name);
-    let (tmp, mut file) = create_temp(&dir, name)?;
-    let written = [head.as_slice(), saved.state, &checksum]
-        .iter()
-        .try_for_each(|part| file.write_all(part))
-        .map_err(|e| format!("cannot write the temporary file {}: {e}", tmp.display()))
-        .and_then(|()| {
-            file.sync_all()
-                .map_err(|e| format!("cannot fsync the temporary file {}: {e}", tmp.display()))
-        });
-    drop(file);
-    if let Err(why) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(PersistError::Io(why));
-    }
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(PersistError::Io(format!(
-            "cannot rename {} over {}: {e}",
-            tmp.display(),
-            path.display()
-        )));
-    }
-    sync_dir(&dir, path)
+    atomic::replace(path, &[head.as_slice(), saved.state, &checksum])
 }
 
 /// Reads the state file at `path`. Never panics, whatever the file holds.
@@ -268,10 +249,8 @@ pub fn load(path: &Path) -> Result<Saved, PersistError> {
             path.display()
         ))
     };
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(PersistError::Missing),
-        Err(e) => return Err(io_error(e)),
+    let Some(mut file) = atomic::open_for_reading(path)? else {
+        return Err(PersistError::Missing);
     };
     let mut bytes = Vec::with_capacity(PROBE_LEN);
     (&mut file)
@@ -334,6 +313,23 @@ pub fn load(path: &Path) -> Result<Saved, PersistError> {
             "a {total}-byte file does not fit in this machine's memory"
         ))
     })?;
+    // A file that claims gigabytes (a sparse one, or a damaged length) is
+    // checked against its checksum before its bytes are held in memory.
+    if total > STREAM_CHECK_FROM {
+        atomic::check_checksum_streaming(&file, total, CHECKSUM_LEN).map_err(|e| match e {
+            atomic::StreamCheck::Io(e) => io_error(e),
+            atomic::StreamCheck::Interrupted(signal) => PersistError::Io(format!(
+                "reading the state file {} was interrupted by {signal}",
+                path.display()
+            )),
+            atomic::StreamCheck::Mismatch { stored, computed } => PersistError::Corrupt(format!(
+                "checksum mismatch: expected {stored:#010x} (stored at byte {}), found \
+                 {computed:#010x} (computed over the {} bytes before it)",
+                total - CHECKSUM_LEN,
+                total - CHECKSUM_LEN
+            )),
+        })?;
+    }
     bytes.reserve(total.saturating_sub(bytes.len()));
     (&mut file)
         .take((total - bytes.len().min(total)) as u64 + 1)
@@ -886,120 +882,6 @@ fn describe_foreign(probe: &[u8], len: Option<u64>) -> String {
         format!("binary data starting {}", hex.join(" "))
     };
     format!("{kind} ({size})")
-}
-
-/// The directory `path` is in (`.` for a bare name) and its file name.
-pub(crate) fn split_path(path: &Path) -> Result<(PathBuf, &OsStr), PersistError> {
-    let name = path.file_name().ok_or_else(|| {
-        PersistError::Io(format!(
-            "cannot save the state to {}: expected a path naming a file, found none",
-            path.display()
-        ))
-    })?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, name))
-}
-
-/// Numbers temporary files within this process.
-static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
-
-/// `.NAME.tmp-`: what every temporary file for `NAME` starts with.
-fn temp_prefix(name: &OsStr) -> OsString {
-    let mut prefix = OsString::from(".");
-    prefix.push(name);
-    prefix.push(".tmp-");
-    prefix
-}
-
-/// The writer's process id in a temporary file's name after the prefix
-/// (`PID-SEQ`), or `None` if the rest is not exactly that.
-fn temp_owner(rest: &[u8]) -> Option<u32> {
-    let dash = rest.iter().position(|&b| b == b'-')?;
-    let (pid, seq) = (rest.get(..dash)?, rest.get(dash + 1..)?);
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    if !digits(pid) || !digits(seq) {
-        return None;
-    }
-    std::str::from_utf8(pid).ok()?.parse().ok()
-}
-
-/// Whether `pid` names a live process (or one we may not signal, which is
-/// alive too). A zombie counts as alive until it is reaped.
-fn process_alive(pid: u32) -> bool {
-    match i32::try_from(pid) {
-        // 0 and negative ids mean process groups to kill(2): never ask.
-        Ok(pid) if pid > 0 => !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH)),
-        _ => false,
-    }
-}
-
-/// Removes the temporary files that killed writers left for `name` in
-/// `dir`. Best effort: a file that cannot be removed is left (and ignored).
-fn remove_stray_temps(dir: &Path, name: &OsStr) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    let prefix = temp_prefix(name);
-    let me = std::process::id();
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.as_bytes().strip_prefix(prefix.as_bytes()) else {
-            continue;
-        };
-        match temp_owner(rest) {
-            Some(pid) if pid != me && !process_alive(pid) => {
-                let _ = fs::remove_file(entry.path());
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Creates a new temporary file next to the state file, never opening an
-/// existing one (`O_EXCL`).
-pub(crate) fn create_temp(dir: &Path, name: &OsStr) -> Result<(PathBuf, File), PersistError> {
-    let pid = std::process::id();
-    let mut taken = None;
-    for _ in 0..TEMP_ATTEMPTS {
-        let seq = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
-        let mut tmp_name = temp_prefix(name);
-        tmp_name.push(format!("{pid}-{seq}"));
-        let tmp = dir.join(tmp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(file) => return Ok((tmp, file)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken = Some(tmp),
-            Err(e) => {
-                return Err(PersistError::Io(format!(
-                    "cannot create the temporary file {}: {e}",
-                    tmp.display()
-                )));
-            }
-        }
-    }
-    Err(PersistError::Io(format!(
-        "cannot create a temporary file in {}: expected a free name, found {TEMP_ATTEMPTS} taken \
-         (the last {})",
-        dir.display(),
-        taken.as_deref().unwrap_or(dir).display()
-    )))
-}
-
-/// Makes the rename durable. File systems that cannot sync a directory say
-/// so with `EINVAL` or `ENOTSUP`; there is nothing more to do on those.
-fn sync_dir(dir: &Path, path: &Path) -> Result<(), PersistError> {
-    match File::open(dir).and_then(|d| d.sync_all()) {
-        Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP)) => Ok(()),
-        Err(e) => Err(PersistError::Io(format!(
-            "{} was replaced, but cannot fsync its directory {}: {e}; \
-             a power loss could bring back the previous state",
-            path.display(),
-            dir.display()
-        ))),
-    }
 }
 
 #[cfg(test)]

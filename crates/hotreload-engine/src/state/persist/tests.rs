@@ -1,7 +1,9 @@
 use super::*;
 use std::collections::hash_map::RandomState;
+use std::fs;
 use std::hash::{BuildHasher, Hasher};
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -334,7 +336,7 @@ fn foreign_files_are_described() {
 }
 
 #[test]
-fn a_missing_file_is_missing_and_a_directory_is_an_io_error() {
+fn a_missing_file_is_missing_and_a_folder_fifo_or_device_is_no_state_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_eq!(
         load(&dir.path().join("none.bin")),
@@ -342,7 +344,24 @@ fn a_missing_file_is_missing_and_a_directory_is_an_io_error() {
     );
     let err = load(dir.path()).expect_err("a directory");
     assert!(
-        matches!(&err, PersistError::Io(why) if why.contains(&*dir.path().to_string_lossy())),
+        matches!(&err, PersistError::NotAStateFile { found } if found.contains("a folder")),
+        "{err}"
+    );
+    // A FIFO would block an ordinary open for ever; a device be read for
+    // ever. Both are refused at once.
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let err = load(&fifo).expect_err("a FIFO");
+    assert!(
+        err.to_string().contains("a FIFO, not a regular file"),
+        "{err}"
+    );
+    let zero = dir.path().join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let err = load(&zero).expect_err("a device");
+    assert!(
+        err.to_string().contains("a device, not a regular file"),
         "{err}"
     );
     // Saving into a directory that does not exist names it.
@@ -628,38 +647,23 @@ fn a_killed_writers_leftover_changes_nothing() {
     assert!(lookalike.exists());
     assert_eq!(temps(dir.path(), "state.bin"), [".state.bin.tmp-notes"]);
 
-    // A leftover under this very process's next names (a reused pid) is
-    // skipped by O_EXCL, not written into.
+    // Names planted by someone else in a shared folder (the pid is easy to
+    // guess; the random part is not) neither block a save nor are written
+    // into.
     let me = std::process::id();
-    let next = NEXT_TEMP.load(Ordering::Relaxed);
-    for seq in next..next + 8 {
+    for seq in 0..64 {
         fs::write(
             dir.path().join(format!(".state.bin.tmp-{me}-{seq}")),
             b"old",
         )
-        .expect("stray");
+        .expect("plant");
     }
-    save(&path, &(&first).into()).expect("save past taken names");
+    save(&path, &(&first).into()).expect("save past planted names");
     assert_eq!(load(&path).expect("load"), first);
-    for seq in next..next + 8 {
+    for seq in 0..64 {
         let name = dir.path().join(format!(".state.bin.tmp-{me}-{seq}"));
-        if name.exists() {
-            assert_eq!(fs::read(&name).expect("read"), b"old");
-        }
+        assert_eq!(fs::read(&name).expect("read"), b"old", "{}", name.display());
     }
-}
-
-#[test]
-fn temp_names_are_parsed_strictly() {
-    assert_eq!(temp_owner(b"123-4"), Some(123));
-    assert_eq!(temp_owner(b"123-"), None);
-    assert_eq!(temp_owner(b"-4"), None);
-    assert_eq!(temp_owner(b"12a-4"), None);
-    assert_eq!(temp_owner(b"12-4-5"), None);
-    assert!(process_alive(std::process::id()));
-    assert!(!process_alive(999_999_999));
-    assert!(!process_alive(0));
-    assert!(!process_alive(u32::MAX));
 }
 
 const KILL_CHILD_ENV: &str = "HOTRELOAD_PERSIST_KILL_CHILD";
@@ -950,4 +954,42 @@ fn shapes_and_displays_round_trip_and_bad_ones_are_refused() {
             other => panic!("{what}: {other:?}"),
         }
     }
+}
+
+/// The most this process has held in memory at once, in bytes.
+fn peak_memory() -> u64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::uninit();
+    // SAFETY: `getrusage` fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: filled by the call above (it cannot fail for RUSAGE_SELF).
+    (unsafe { usage.assume_init() }.ru_maxrss as u64) * 1024
+}
+
+#[test]
+fn a_sparse_file_claiming_a_huge_state_fails_its_checksum_before_being_held() {
+    const CLAIMED: u64 = 200 << 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("huge.bin");
+    let mut head = Vec::new();
+    head.extend_from_slice(&MAGIC);
+    head.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    head.extend_from_slice(&CLAIMED.to_le_bytes());
+    head.extend_from_slice(&0u32.to_le_bytes());
+    head.extend_from_slice(&(CLAIMED - 33 - 4).to_le_bytes());
+    head.push(0);
+    fs::write(&path, &head).expect("write the header");
+    // The rest is a hole: 200 MiB that take no disk and read as zeros.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(CLAIMED))
+        .expect("extend");
+    let before = peak_memory();
+    let err = load(&path).expect_err("a checksum of zeros");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    let grew = peak_memory().saturating_sub(before);
+    assert!(
+        grew < CLAIMED / 2,
+        "the file was held in memory before its checksum failed: peak grew by {grew} bytes"
+    );
 }
