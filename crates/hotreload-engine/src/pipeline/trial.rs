@@ -67,7 +67,7 @@ pub struct Spawned {
     pub child: Child,
     /// The probe's progress, a line at a time.
     pub report: mpsc::Receiver<String>,
-    /// What the probe printed so far (capped at [`OUTPUT_LIMIT`]).
+    /// What the probe printed so far (capped at 16 KiB).
     pub output: Arc<Mutex<Vec<u8>>>,
     /// Told once the output pipe has closed.
     pub output_closed: mpsc::Receiver<()>,
