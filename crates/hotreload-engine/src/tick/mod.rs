@@ -9,8 +9,8 @@
 //! load: those arrive finished.
 //!
 //! Every call runs under the crash guard and the watchdog. Before each tick
-//! the state is copied ([`SharedSnapshot`](crate::state::snapshot::SharedSnapshot)); when a call faults, the copy is put
-//! back, the faulting version is dropped, and the most recent earlier version
+//! the state is copied ([`SharedSnapshot`]); when a call faults, the copy is
+//! put back, the faulting version is dropped, and the most recent earlier version
 //! takes over (up to `keep_versions` stay loaded for this). With none left,
 //! ticking pauses, state intact, until the next good build.
 
