@@ -28,6 +28,9 @@ pub struct Config {
     pub build_dir: PathBuf,
     /// The library the build produces.
     pub lib: PathBuf,
+    /// A build running longer is killed with everything it started and
+    /// counts as failed; `None` lets builds run for ever.
+    pub build_timeout: Option<Duration>,
     /// Time between two ticks.
     pub tick_period: Duration,
     /// Handed to plugin code once the extended ABI exists; kept for the record.
@@ -87,6 +90,7 @@ impl Config {
             build,
             build_dir: PathBuf::from("."),
             lib,
+            build_timeout: Some(Duration::from_secs(600)),
             tick_period: Duration::from_millis(100),
             seed: 0,
             watch_mode: WatchMode::Inotify,

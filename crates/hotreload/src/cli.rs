@@ -59,6 +59,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub lib: Option<PathBuf>,
 
+    /// Seconds a build may run before it is killed, with everything it
+    /// started, and counted as failed; 0 lets builds run for ever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub build_timeout: u64,
+
     /// Milliseconds between ticks; plugins get dt = tick-ms / 1000.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = at_least_one)]
     pub tick_ms: u64,
@@ -185,6 +190,8 @@ impl Args {
             })?,
         };
         let mut config = Config::new(self.watch.clone(), self.build.clone(), lib);
+        config.build_timeout =
+            (self.build_timeout > 0).then(|| Duration::from_secs(self.build_timeout));
         config.tick_period = Duration::from_millis(self.tick_ms);
         config.seed = self.seed;
         config.watch_mode = match (self.poll, self.watch_mode) {

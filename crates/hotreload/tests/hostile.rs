@@ -602,3 +602,40 @@ fn a_fifo_as_the_state_file_is_refused_at_once() {
     assert_eq!(out.status.code(), Some(15), "{stderr}");
     assert!(stderr.contains("a FIFO, not a regular file"), "{stderr}");
 }
+
+// Builds that never end.
+
+#[test]
+fn a_build_past_its_timeout_is_killed_and_the_next_change_builds() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let build = "if test -f slow; then sleep 60; fi; cc -shared -fPIC -o logic.so logic.c";
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            build,
+            "--lib",
+            "logic.so",
+            "--tick-ms",
+            "10",
+            "--build-timeout",
+            "1",
+        ],
+    );
+    s.expect_contains("tag=one score=2 ");
+    fs::write(dir.path().join("slow"), "").expect("make the build hang");
+    editor::in_place(&src, &counter("two", 1));
+    let status =
+        s.expect_prefix("[build] killed after running 1 s, the build timeout (--build-timeout)");
+    assert!(status.contains(" after "), "{status}");
+    s.expect_prefix("[reload] rejected, keeping old plugin (v1)");
+    s.expect_contains("tag=one score=");
+    fs::remove_file(dir.path().join("slow")).expect("unhang");
+    editor::in_place(&src, &counter("three", 1));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert_eq!(s.stop(), 0);
+}

@@ -10,11 +10,14 @@ use std::io::Read;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 
 /// The most build output kept for the report; the rest is read and dropped.
@@ -30,6 +33,10 @@ pub struct BuildResult {
     /// `Err` when the command could not be waited for at all.
     pub status: Result<ExitStatus, String>,
     pub output: String,
+    /// The build ran past its timeout and its process group was killed.
+    pub timed_out: Option<Duration>,
+    /// Output bytes past [`OUTPUT_LIMIT`], read and dropped.
+    pub output_cut: u64,
 }
 
 impl BuildResult {
@@ -43,6 +50,12 @@ impl BuildResult {
 
     /// "exit status 1", "killed by signal 9", ...
     pub fn status_text(&self) -> String {
+        if let Some(limit) = self.timed_out {
+            return format!(
+                "killed after running {} s, the build timeout (--build-timeout)",
+                limit.as_secs()
+            );
+        }
         match &self.status {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(code), _) => format!("exit status {code}"),
@@ -81,6 +94,9 @@ pub fn first_error_line(output: &str) -> Option<&str> {
 /// does.
 pub struct RunningBuild {
     pgid: Pid,
+    /// Set once the build has exited: its process group id may then be
+    /// another's, and must not be killed.
+    exited: Arc<AtomicBool>,
 }
 
 impl RunningBuild {
@@ -89,6 +105,7 @@ impl RunningBuild {
     pub fn spawn(
         command: &str,
         dir: &Path,
+        timeout: Option<Duration>,
         on_exit: impl FnOnce(BuildResult) + Send + 'static,
     ) -> Result<RunningBuild, String> {
         let started_at = Instant::now();
@@ -113,7 +130,11 @@ impl RunningBuild {
                 .map_err(|e| format!("cannot run `sh -c {command}` in {}: {e}", dir.display()))?
         };
         let pgid = Pid::from_raw(child.id() as i32);
+        let exited = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicU64::new(0));
+        let timed_out = Arc::new(AtomicBool::new(false));
         let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>();
+        let cut_by_reader = Arc::clone(&cut);
         thread::Builder::new()
             .name("hotreload-build-output".into())
             .spawn(move || {
@@ -125,6 +146,7 @@ impl RunningBuild {
                         Ok(n) => {
                             let room = OUTPUT_LIMIT.saturating_sub(kept.len());
                             kept.extend_from_slice(&chunk[..n.min(room)]);
+                            cut_by_reader.fetch_add((n - n.min(room)) as u64, Ordering::Relaxed);
                             // Partial output is sent as it comes, so that a
                             // pipe held open by a daemon loses nothing.
                             let _ = out_tx.send(chunk[..n.min(room)].to_vec());
@@ -133,10 +155,39 @@ impl RunningBuild {
                 }
             })
             .map_err(|e| format!("cannot start the build output reader: {e}"))?;
+        if let Some(limit) = timeout {
+            let exited = Arc::clone(&exited);
+            let timed_out = Arc::clone(&timed_out);
+            thread::Builder::new()
+                .name("hotreload-build-timeout".into())
+                .spawn(move || {
+                    let deadline = started_at + limit;
+                    while !exited.load(Ordering::Acquire) {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            timed_out.store(true, Ordering::Release);
+                            // Not reaped yet (the waiter marks `exited` only
+                            // after `wait`), so the group is still this
+                            // build's.
+                            let _ = killpg(pgid, Signal::SIGKILL);
+                            return;
+                        }
+                        thread::park_timeout((deadline - now).min(Duration::from_millis(200)));
+                    }
+                })
+                .map_err(|e| format!("cannot start the build timer: {e}"))?;
+        }
         let mut child = child;
+        let exited_for_waiter = Arc::clone(&exited);
         thread::Builder::new()
             .name("hotreload-build".into())
             .spawn(move || {
+                // Whether it exited, without reaping it: while it is not
+                // reaped, its process group id cannot be reused, so a kill
+                // (by the timer, or a newer change) reaches only its own.
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+                let _ = waitid(Id::Pid(pgid), flags);
+                exited_for_waiter.store(true, Ordering::Release);
                 let status = child
                     .wait()
                     .map_err(|e| format!("cannot wait for the build: {e}"));
@@ -148,20 +199,37 @@ impl RunningBuild {
                 {
                     output.extend_from_slice(&chunk);
                 }
+                let output_cut = cut.load(Ordering::Relaxed);
+                let mut output = String::from_utf8_lossy(&output).into_owned();
+                if output_cut > 0 {
+                    output.push_str(&format!(
+                        "\n… the build printed {output_cut} more bytes, not kept (output is cut at {} MiB)\n",
+                        OUTPUT_LIMIT >> 20
+                    ));
+                }
                 on_exit(BuildResult {
                     started_at,
                     exited_at,
                     status,
-                    output: String::from_utf8_lossy(&output).into_owned(),
+                    output,
+                    timed_out: timed_out.load(Ordering::Acquire).then_some(
+                        timeout.unwrap_or_default(),
+                    ),
+                    output_cut,
                 });
             })
             .map_err(|e| format!("cannot start the build waiter: {e}"))?;
-        Ok(RunningBuild { pgid })
+        Ok(RunningBuild { pgid, exited })
     }
 
     /// Kills the whole process group. The waiter thread still reports the
     /// exit; callers that no longer care ignore that report.
     pub fn kill(&self) {
+        // Once the build has exited its group id is free for reuse: killing
+        // it then could hit someone else's processes.
+        if self.exited.load(Ordering::Acquire) {
+            return;
+        }
         // ESRCH (already gone) is the only expected error and is harmless.
         let _ = killpg(self.pgid, Signal::SIGKILL);
     }
@@ -173,7 +241,7 @@ mod tests {
 
     fn run(cmd: &str) -> BuildResult {
         let (tx, rx) = mpsc::channel();
-        RunningBuild::spawn(cmd, Path::new("."), move |r| {
+        RunningBuild::spawn(cmd, Path::new("."), None, move |r| {
             let _ = tx.send(r);
         })
         .expect("spawn");
@@ -207,14 +275,55 @@ mod tests {
     #[test]
     fn kill_reaches_the_whole_group() {
         let (tx, rx) = mpsc::channel();
-        let b = RunningBuild::spawn("sleep 30 & sleep 30; wait", Path::new("."), move |r| {
-            let _ = tx.send(r);
-        })
+        let b = RunningBuild::spawn(
+            "sleep 30 & sleep 30; wait",
+            Path::new("."),
+            None,
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )
         .expect("spawn");
         b.kill();
         let r = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("killed build reported");
         assert_eq!(r.status_text(), "killed by signal 9");
+    }
+
+    #[test]
+    fn a_build_past_its_timeout_is_killed_with_its_children_and_says_so() {
+        let (tx, rx) = mpsc::channel();
+        let started = Instant::now();
+        RunningBuild::spawn(
+            "sleep 30 & sleep 30; wait",
+            Path::new("."),
+            Some(Duration::from_millis(300)),
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )
+        .expect("spawn");
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("reported");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(r.timed_out.is_some());
+        assert!(
+            r.status_text()
+                .contains("the build timeout (--build-timeout)"),
+            "{}",
+            r.status_text()
+        );
+    }
+
+    #[test]
+    fn output_past_the_cap_is_counted_and_said() {
+        let r = run("head -c 1100000 /dev/zero | tr '\\0' x; echo");
+        assert!(r.output_cut > 0);
+        assert!(
+            r.output
+                .contains("more bytes, not kept (output is cut at 1 MiB)"),
+            "{}",
+            &r.output[r.output.len() - 120..]
+        );
     }
 }

@@ -323,9 +323,15 @@ impl Reloader {
     fn start_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
         let me = me.clone();
         self.emit(Event::BuildStarted);
-        match RunningBuild::spawn(&self.config.build, &self.config.build_dir, move |result| {
-            let _ = me.send(Inbox::BuildExited(result));
-        }) {
+        let timeout = self.config.build_timeout;
+        match RunningBuild::spawn(
+            &self.config.build,
+            &self.config.build_dir,
+            timeout,
+            move |result| {
+                let _ = me.send(Inbox::BuildExited(result));
+            },
+        ) {
             Ok(run) => {
                 self.build = Some(InFlight {
                     run,
