@@ -22,6 +22,23 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hotreload"))
 }
 
+/// How the server under test notices changes.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    Inotify,
+    Poll,
+}
+
+impl Mode {
+    /// The flags that select this mode (polling fast, to keep tests quick).
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::Inotify => &[],
+            Mode::Poll => &["--poll", "--poll-ms", "20"],
+        }
+    }
+}
+
 /// The build command tests use for `logic.c` → `logic.so` in the work folder.
 pub const CC_BUILD: &str = "cc -shared -fPIC -o logic.so logic.c";
 
