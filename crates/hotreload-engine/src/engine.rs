@@ -17,8 +17,9 @@ use crate::pipeline::reload::{Inbox, Reloader};
 use crate::plugin::shadow::ShadowDir;
 use crate::state::persist::{self, PersistError, Saved};
 use crate::tick::{TickLoop, TickSettings};
+use crate::watch::own::OwnFiles;
 use crate::watch::scope::Scope;
-use crate::watch::{ChangeClock, Watch, WatchSettings};
+use crate::watch::{ChangeJournal, Watch, WatchOutput, WatchSettings};
 
 pub struct Engine;
 
@@ -41,10 +42,15 @@ impl Engine {
         let shadow = ShadowDir::create()?;
         let scope = Scope::new(
             &config.watch,
-            &[config.lib.clone(), shadow.path().to_path_buf()],
+            std::slice::from_ref(&config.lib),
             &config.ignore,
+            &own_files(&config, &shadow),
         );
-        let clock = ChangeClock::new();
+        let notice_inbox = inbox_tx.clone();
+        scope.set_notice_sink(Box::new(move |text| {
+            let _ = notice_inbox.send(Inbox::Watch(WatchOutput::Notice(text)));
+        }));
+        let journal = ChangeJournal::new();
         let watch_inbox = inbox_tx.clone();
         let watch = Watch::start(
             scope.clone(),
@@ -54,7 +60,7 @@ impl Engine {
                 quiet: config.debounce,
                 max_wait: config.debounce_max,
             },
-            clock.clone(),
+            journal.clone(),
             Box::new(move |out| {
                 let _ = watch_inbox.send(Inbox::Watch(out));
             }),
@@ -92,7 +98,7 @@ impl Engine {
             .spawn(move || tick_loop.run(tick_rx))
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
-        let mut reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
+        let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         if let Some((saved, path)) = restored {
             reloader.restore_from(saved, path);
         }
@@ -121,6 +127,18 @@ impl Engine {
         })?;
         Ok((handle, rx))
     }
+}
+
+/// Every path the server itself writes, which is never a source even
+/// inside a watched folder. Whatever comes to write files of its own (a
+/// control socket, say) adds them here.
+fn own_files(config: &Config, shadow: &ShadowDir) -> OwnFiles {
+    let mut own = OwnFiles::new();
+    own.folder(shadow.path());
+    if let Some(state) = &config.state_file {
+        own.file_and_companions(state);
+    }
+    own
 }
 
 /// The saved state to start from, if there is one and it should be used. A

@@ -9,11 +9,11 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::plugin::{Counter, counter};
-use support::{CC_BUILD, Server, WAIT, editor, field, workdir};
+use support::{CC_BUILD, Server, WAIT, editor, field, shadow_folders, workdir};
 
 /// A null write, and the start of what the trial reports for it.
 const SEGV: &str = "*(volatile int*)0 = 1;";
@@ -146,16 +146,6 @@ fn probes_of(pid: i32) -> Vec<i32> {
                 cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
             })
         })
-        .collect()
-}
-
-/// The private shadow folders (`hotreload-*`) under `tmp`.
-fn shadow_folders(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .expect("read the private TMPDIR")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("hotreload-"))
-        .map(|e| e.path())
         .collect()
 }
 

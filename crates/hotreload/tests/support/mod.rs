@@ -262,6 +262,55 @@ pub fn workdir() -> tempfile::TempDir {
     dir
 }
 
+/// The server's private folders in the temporary folder `tmp` (its
+/// `TMPDIR`): the shadow copies' folder and the watcher's sync markers'.
+pub fn private_folders(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .expect("read the private TMPDIR")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hotreload-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The shadow copies' folders among [`private_folders`].
+pub fn shadow_folders(tmp: &Path) -> Vec<PathBuf> {
+    private_folders(tmp)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| !n.to_string_lossy().starts_with("hotreload-sync-"))
+        })
+        .collect()
+}
+
+/// Builds after start-up are slow (0.5 s) once `slow` exists, and mark
+/// themselves with `building.flag` while they run.
+const SLOW_BUILD: &str = "if [ -e slow ]; then touch building.flag; sleep 0.5; fi; \
+     cc -shared -fPIC -o logic.so logic.c; status=$?; rm -f building.flag; exit $status";
+
+/// A server on `logic.c` in `dir` running the code tagged `one`, whose
+/// builds from now on take 0.5 s (see [`SLOW_BUILD`]).
+pub fn start_with_slow_builds(dir: &Path) -> Server {
+    std::fs::write(dir.join("logic.c"), plugin::counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir,
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            SLOW_BUILD,
+            "--lib",
+            "logic.so",
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_contains("[plugin] tag=one score=2 ");
+    std::fs::write(dir.join("slow"), "").expect("write slow");
+    s
+}
+
 /// Waits for `path` to appear (a file another process creates), polling for
 /// it; panics after [`WAIT`].
 pub fn wait_for_file(path: &Path) {
