@@ -313,6 +313,37 @@ fn edits_of_a_watched_symlink_target_are_seen() {
     symlinked_source("w/logic.c");
 }
 
+/// A link to a folder inside a watched folder is not followed (it may lead
+/// anywhere, or in a loop), and that is said, for one there at start as
+/// for one made later.
+#[test]
+fn a_link_to_a_folder_is_not_followed_and_said_so() {
+    let dir = workdir();
+    fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    fs::create_dir(dir.path().join("elsewhere")).expect("mkdir");
+    let w = dir.path().join("w");
+    fs::create_dir(&w).expect("mkdir w");
+    symlink("../elsewhere", w.join("first")).expect("symlink");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "w",
+            "--watch",
+            "logic.c",
+            "--build",
+            support::CC_BUILD,
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_prefix("[watch] not following w/first -> elsewhere: a link to a folder");
+    s.expect_contains("[plugin] tag=one score=2 ");
+    symlink("../elsewhere", w.join("second")).expect("symlink");
+    s.expect_prefix("[watch] not following w/second -> elsewhere: a link to a folder");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
 const CMAKE_LISTS: &str = "cmake_minimum_required(VERSION 3.10)
 project(logic C)
 add_library(logic SHARED logic.c)

@@ -43,7 +43,9 @@ const EDITOR_DROPPINGS: &[&str] = &[
 ];
 
 /// Outputs of common build tools, which land beside the sources.
-const BUILD_ARTIFACTS: &[&str] = &["*.o", "*.obj", "*.so", "*.a", "*.d", "*.dylib", "*.dll"];
+const BUILD_ARTIFACTS: &[&str] = &[
+    "*.o", "*.obj", "*.so", "*.so.*", "*.a", "*.d", "*.dylib", "*.dll",
+];
 
 /// Folders never descended into: version control, tool outputs, and the
 /// folder an in-source CMake build keeps its state in.

@@ -128,7 +128,10 @@ impl Tree {
         if is_target {
             return;
         }
-        if settled && path.is_dir() {
+        // Not following symlinks: a link to a folder is not descended into,
+        // here as in a walk (it is a link, said below).
+        let is_folder = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+        if settled && is_folder {
             // A folder created or moved in under a watched one needs a watch
             // of its own, and what was written into it before that watch
             // existed is found by walking it. One watched already was walked
