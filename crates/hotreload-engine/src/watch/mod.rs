@@ -268,6 +268,11 @@ impl WatchThread {
         if self.markers.as_mut().is_some_and(|m| m.on_event(&path)) {
             return;
         }
+        if let Backend::Inotify(tree) = &self.backend
+            && !tree.concerns(&path)
+        {
+            return;
+        }
         let now = Instant::now();
         let rules_change = if strength == Strength::Settled {
             self.scope.observe(&path)

@@ -68,10 +68,12 @@ const BUILD_TREE_MARKERS: &[(&str, &str)] = &[
 pub const IGNORE_FILES: &[&str] = &[".gitignore", ".ignore"];
 
 /// The ignore files in force for the entries of one folder: those of every
-/// folder from the watched root down to it that has any, nearest last.
+/// folder from the watched root down to it that has any, nearest last; and
+/// the watched root's own rules, looked up once per walk, not per entry.
 #[derive(Clone, Default)]
 pub struct Frame {
     levels: Vec<Arc<Gitignore>>,
+    root: Option<Arc<RootRules>>,
 }
 
 /// What holds for one watched folder whatever is below it.
@@ -114,7 +116,7 @@ impl Rules {
             return true;
         };
         let parts: Vec<&OsStr> = rel.iter().collect();
-        let mut frame = self.frame_inside(&Frame::default(), root);
+        let mut frame = self.frame_for(root, root);
         let mut current = root.to_path_buf();
         for (i, part) in parts.iter().enumerate() {
             current.push(part);
@@ -139,10 +141,13 @@ impl Rules {
     /// What the rules (all but build trees) say of an entry: `Some(true)`
     /// ignored, `Some(false)` kept by a `!` rule, `None` nothing.
     fn rule_for(&mut self, root: &Path, frame: &Frame, path: &Path, is_dir: bool) -> Option<bool> {
-        if self.written_by_build.contains(path) {
+        if !self.written_by_build.is_empty() && self.written_by_build.contains(path) {
             return Some(true);
         }
-        let root_rules = self.root_rules(root);
+        let root_rules = match &frame.root {
+            Some(rules) => Arc::clone(rules),
+            None => self.root_rules(root),
+        };
         if let Some(said) = verdict(root_rules.user.matched(path, is_dir)) {
             return Some(said);
         }
@@ -168,7 +173,11 @@ impl Rules {
 
     /// The rules for the entries of `dir`, a folder at or below `root`.
     pub fn frame_for(&mut self, root: &Path, dir: &Path) -> Frame {
-        let mut frame = self.frame_inside(&Frame::default(), root);
+        let top = Frame {
+            levels: Vec::new(),
+            root: Some(self.root_rules(root)),
+        };
+        let mut frame = self.frame_inside(&top, root);
         let mut current = root.to_path_buf();
         if let Ok(rel) = dir.strip_prefix(root) {
             for part in rel {
@@ -362,16 +371,25 @@ fn builtin_ignores(path: &Path, is_dir: bool) -> bool {
 /// Shell-style matching of a whole file name: `*` matches any run of
 /// characters, `?` exactly one.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    // Run for every file of every poll: names are nearly always ASCII, and
+    // then bytes are characters and nothing needs to be allocated.
+    if pattern.is_ascii() && name.is_ascii() {
+        return match_units(pattern.as_bytes(), name.as_bytes(), b'*', b'?');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
+    match_units(&p, &n, '*', '?')
+}
+
+fn match_units<T: PartialEq + Copy>(p: &[T], n: &[T], any_run: T, any_one: T) -> bool {
     let (mut pi, mut ni) = (0, 0);
     // Where the last `*` was, and how much of the name it has swallowed.
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+        if pi < p.len() && (p[pi] == any_one || p[pi] == n[ni]) {
             pi += 1;
             ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some((pi, ni));
             pi += 1;
         } else if let Some((sp, sn)) = star {
@@ -382,7 +400,7 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == any_run)
 }
 
 #[cfg(test)]
@@ -400,6 +418,11 @@ mod tests {
         assert!(!wildcard_match("*.o", "logic.c"));
         assert!(wildcard_match("a*b*c", "aXXbYYc"));
         assert!(!wildcard_match("a*b*c", "aXXbYY"));
+        assert!(
+            wildcard_match("sed??????", "sedéàüöäß"),
+            "a character, not a byte"
+        );
+        assert!(wildcard_match("*~", "ünïcödé.c~"));
     }
 
     fn root() -> (tempfile::TempDir, PathBuf) {

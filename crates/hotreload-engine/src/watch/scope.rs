@@ -207,25 +207,24 @@ impl Scope {
     /// the files below the targets that are folders. A symlink counts as
     /// the file it points to; one to a folder is not followed.
     pub fn files(&self) -> Vec<PathBuf> {
-        let mut out = BTreeSet::new();
+        let mut out = Vec::new();
         for target in &self.fixed.targets {
             match std::fs::metadata(target) {
                 Ok(meta) if meta.is_dir() => self.walk(target, &mut |entry| match entry {
-                    Entry::File(p) => {
-                        out.insert(p.to_path_buf());
-                    }
-                    Entry::Link(p) if !p.is_dir() => {
-                        out.insert(p.to_path_buf());
-                    }
+                    Entry::File(p) => out.push(p.to_path_buf()),
+                    Entry::Link(p) if !p.is_dir() => out.push(p.to_path_buf()),
                     _ => {}
                 }),
-                Ok(_) if !self.never(target) => {
-                    out.insert(target.clone());
-                }
+                Ok(_) if !self.never(target) => out.push(target.clone()),
                 _ => {}
             }
         }
-        out.into_iter().collect()
+        // Targets may overlap (`--watch . --watch src`); one is the rule.
+        if self.fixed.targets.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
+        out
     }
 
     /// Takes note of what an event on `path` means for the rules: an ignore
@@ -401,10 +400,9 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&seen);
         scope.set_notice_sink(Box::new(move |n| sink.lock().expect("lock").push(n)));
-        assert_eq!(
-            scope.files(),
-            vec![root.join(".gitignore"), root.join("src/a.c")]
-        );
+        let mut files = scope.files();
+        files.sort();
+        assert_eq!(files, vec![root.join(".gitignore"), root.join("src/a.c")]);
         let clone = scope.clone();
         assert!(
             !clone.contains(&root.join("build/b.c")),

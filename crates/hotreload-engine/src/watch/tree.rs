@@ -108,6 +108,15 @@ impl Tree {
         Ok((tree, fx.notices))
     }
 
+    /// Whether an event on `path` can matter: it is a target, inside one,
+    /// on the way to one, or the same for a link's target. Decided from the
+    /// path alone: the folders above the targets are watched too, and most
+    /// of their events (a temporary folder's) concern something else.
+    pub fn concerns(&self, path: &Path) -> bool {
+        let related = |t: &PathBuf| path.starts_with(t) || t.starts_with(path);
+        self.targets.iter().any(|(t, _)| related(t)) || self.links.values().any(related)
+    }
+
     /// An event on `path`; `removal`: the entry was deleted or moved.
     pub fn on_event(&mut self, path: &Path, strength: Strength, removal: bool, fx: &mut Effects) {
         let settled = strength == Strength::Settled;
