@@ -10,7 +10,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
@@ -341,6 +341,63 @@ fn a_link_to_a_folder_is_not_followed_and_said_so() {
     s.expect_contains("[plugin] tag=one score=2 ");
     symlink("../elsewhere", w.join("second")).expect("symlink");
     s.expect_prefix("[watch] not following w/second -> elsewhere: a link to a folder");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
+/// Starts the server in `dir` as the unprivileged user `nobody`, for whom a
+/// folder of root's with mode 0700 can be neither read nor watched. Only
+/// root can start it so: elsewhere `None`, and the test says it skipped.
+fn start_as_nobody(dir: &Path, args: &[&str]) -> Option<Server> {
+    // SAFETY: geteuid only reads the calling process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::io::Write as _;
+        let test = std::thread::current().name().unwrap_or("test").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root to start the server as another user"
+        );
+        return None;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(support::binary())
+        .args(args);
+    Some(Server::start_command(dir, command))
+}
+
+/// Makes `path` a folder only its owner (root) can read.
+fn private_folder(path: &Path) {
+    fs::create_dir(path).expect("mkdir");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).expect("chmod");
+}
+
+/// A folder that cannot be watched (there at start, or made later) is named
+/// with why, and everything else is still watched.
+#[test]
+fn a_folder_that_cannot_be_watched_is_said_and_the_rest_still_is() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    private_folder(&dir.path().join("secret"));
+    let args = [
+        "--watch",
+        ".",
+        "--build",
+        support::CC_BUILD,
+        "--tick-ms",
+        "10",
+    ];
+    let Some(mut s) = start_as_nobody(dir.path(), &args) else {
+        return;
+    };
+    let said = s.expect_prefix("[watch] cannot watch secret: ");
+    assert!(said.ends_with("; changes in it go unseen"), "{said}");
+    s.expect_contains("[plugin] tag=one score=2 ");
+    private_folder(&dir.path().join("later"));
+    s.expect_prefix("[watch] cannot watch later: ");
+    edit_and_expect(&mut s, &src, &counter("two", 100), "two");
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 

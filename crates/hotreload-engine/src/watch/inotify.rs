@@ -182,10 +182,14 @@ fn classify(e: &notify::Error, dir: &Path) -> WatchError {
     if too_many {
         WatchError::OutOfWatches(format!(
             "cannot watch {}: out of inotify watches (raise fs.inotify.max_user_watches)",
-            dir.display()
+            crate::paths::shown(dir)
         ))
     } else {
-        WatchError::Other(format!("cannot watch {}: {}", dir.display(), describe(e)))
+        WatchError::Other(format!(
+            "cannot watch {}: {}",
+            crate::paths::shown(dir),
+            describe(e)
+        ))
     }
 }
 

@@ -318,7 +318,8 @@ impl WatchThread {
         let unwatched = fx
             .unwatched
             .into_iter()
-            .map(|why| format!("{why}; changes in it go unseen"));
+            .chain(fx.unwatched_targets)
+            .map(tree::unwatched_notice);
         for notice in fx.notices.into_iter().chain(unwatched) {
             if self.said.insert(notice.clone()) {
                 (self.deliver)(WatchOutput::Notice(notice));

@@ -37,6 +37,9 @@ pub struct Effects {
     pub out_of_watches: Option<String>,
     /// Folders holding sources that could not be watched, and why.
     pub unwatched: Vec<String>,
+    /// The same for a target itself, or the folder a file target is in:
+    /// at start, the server cannot do its job and says so by not starting.
+    pub unwatched_targets: Vec<String>,
 }
 
 /// What a target was when last looked at.
@@ -60,6 +63,8 @@ impl Seen {
 /// Why a folder is watched, which decides what a failure to watch it costs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Role {
+    /// A target, or the folder a file target is in.
+    Target,
     /// Sources are in it: their changes go unseen without the watch.
     Sources,
     /// It holds a folder of a chain: without the watch, that folder being
@@ -102,10 +107,11 @@ impl Tree {
         if let Some(why) = fx.out_of_watches {
             return Err(WatchError::OutOfWatches(why));
         }
-        if let Some(why) = fx.unwatched.into_iter().next() {
+        if let Some(why) = fx.unwatched_targets.into_iter().next() {
             return Err(WatchError::Other(why));
         }
-        Ok((tree, fx.notices))
+        let unwatched = fx.unwatched.into_iter().map(unwatched_notice);
+        Ok((tree, fx.notices.into_iter().chain(unwatched).collect()))
     }
 
     /// Whether an event on `path` can matter: it is a target, inside one,
@@ -245,7 +251,7 @@ impl Tree {
             level = parent;
             let existing = nearest_existing(&level);
             let role = if depth == 0 && holds_source && existing == level {
-                Role::Sources
+                Role::Target
             } else {
                 Role::Chain
             };
@@ -257,12 +263,20 @@ impl Tree {
     /// is listed; with `report`, every file found is reported as changed.
     fn adopt(&mut self, dir: &Path, report: bool, fx: &mut Effects) {
         let scope = self.scope.clone();
+        let adopted = if scope.is_target(dir) {
+            Role::Target
+        } else {
+            Role::Sources
+        };
         let backend = &mut self.backend;
         let mut files = Vec::new();
         let mut links = Vec::new();
         let mut build_trees = Vec::new();
         scope.walk(dir, &mut |entry| match entry {
-            Entry::Folder(p) => watch(backend, p, Role::Sources, fx),
+            Entry::Folder(p) => {
+                let role = if p == dir { adopted } else { Role::Sources };
+                watch(backend, p, role, fx);
+            }
             Entry::File(p) => files.push(p.to_path_buf()),
             Entry::Link(p) => links.push(p.to_path_buf()),
             Entry::BuildTree(p) => build_trees.push(p.to_path_buf()),
@@ -335,12 +349,18 @@ fn watch(backend: &mut InotifyBackend, dir: &Path, role: Role, fx: &mut Effects)
         Ok(()) => {}
         Err(WatchError::OutOfWatches(why)) => fx.out_of_watches = Some(why),
         Err(WatchError::Other(why)) => match role {
+            Role::Target => fx.unwatched_targets.push(why),
             Role::Sources => fx.unwatched.push(why),
             Role::Chain => fx.notices.push(format!(
                 "{why}; a folder in it that is deleted and made again goes unseen"
             )),
         },
     }
+}
+
+/// The line for a folder that holds sources and cannot be watched.
+pub fn unwatched_notice(why: String) -> String {
+    format!("{why}; changes in it go unseen")
 }
 
 /// `path` itself if it is a folder, else the nearest folder above it.
