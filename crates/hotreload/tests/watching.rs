@@ -136,6 +136,39 @@ fn stash_and_pop(mode: Mode) {
     later_edits_are_seen(&mut s, &src.join("logic.c"));
 }
 
+/// `mv src src.old`, then a new `src`: the watch on the moved folder must
+/// go with it (its edits are not sources any more), and the new one be
+/// watched.
+fn root_moved_away_and_replaced(mode: Mode) {
+    let dir = workdir();
+    let src = dir.path().join("src");
+    fs::create_dir(&src).expect("mkdir src");
+    fs::write(src.join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = start_on_src(dir.path(), mode);
+    s.expect_contains("[plugin] tag=one score=2 ");
+
+    let old = dir.path().join("src.old");
+    fs::rename(&src, &old).expect("mv src src.old");
+    fs::create_dir(&src).expect("mkdir src");
+    fs::write(src.join("logic.c"), counter("two", 100)).expect("write");
+    s.expect_contains("[plugin] tag=two score=");
+    // Only a watch on the new folder sees this.
+    let file = src.join("logic.c");
+    edit_and_expect(&mut s, &file, &counter("three", 10_000), "three");
+    // A watch left on the old folder would still report as `src/logic.c`:
+    // a line before the next save's.
+    editor::in_place(&old.join("logic.c"), &counter("stale", 1));
+    edit_and_expect(&mut s, &file, &counter("four", 1), "four");
+    let only_changes = "[watch] change detected (src/logic.c)";
+    assert_eq!(
+        s.count(|l| l.starts_with("[watch]") && l != only_changes),
+        0,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
 /// `--watch src/logic.c`, and `src` itself is deleted and made again.
 fn recreated_folder_of_a_watched_file(mode: Mode) {
     let dir = workdir();
@@ -257,6 +290,8 @@ in_both_modes! {
         => |mode| subfolder_recreated(mode, true);
     a_watched_folder_created_after_start_inotify, a_watched_folder_created_after_start_poll
         => folder_created_after_start;
+    a_watched_folder_moved_away_and_replaced_inotify, a_watched_folder_moved_away_and_replaced_poll
+        => root_moved_away_and_replaced;
 }
 
 /// `w/logic.c -> ../real/logic.c`, watched as `watch`: edits of the target
