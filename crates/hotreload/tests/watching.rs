@@ -10,7 +10,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
@@ -402,10 +402,14 @@ fn start_as_nobody(dir: &Path, args: &[&str]) -> Option<Server> {
     Some(Server::start_command(dir, command))
 }
 
-/// Makes `path` a folder only its owner (root) can read.
+/// Makes `path` a folder only its owner (root) can read, in one step: the
+/// server may watch it the moment it exists, and inotify checks permission
+/// only then.
 fn private_folder(path: &Path) {
-    fs::create_dir(path).expect("mkdir");
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).expect("chmod");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(path)
+        .expect("mkdir");
 }
 
 /// A folder that cannot be watched (there at start, or made later) is named
