@@ -34,6 +34,9 @@ lines() { wc -l <"$log"; }
 
 cd "$work"
 echo "[demo] \$ hotreload --watch logic.c --build \"cc -shared -fPIC -o logic.so logic.c\" --tick-ms 100 --seed 123"
+# Made before either starts: the tailer may otherwise run before the
+# server's redirection has created it, and give up on a missing file.
+: >"$log"
 "$root/target/release/hotreload" --watch logic.c \
   --build "cc -shared -fPIC -o logic.so logic.c" \
   --tick-ms 100 --seed 123 >"$log" 2>&1 &

@@ -57,6 +57,9 @@ lines() { wc -l <"$log"; }
 cd "$work"
 build="cc -g -shared -fPIC -o logic.so logic.c"
 echo "[demo] \$ hotreload --watch logic.c --build \"$build\" --seed 42 --tick-ms 50 --state-every 20"
+# Made before either starts: the tailer may otherwise run before the
+# server's redirection has created it, and give up on a missing file.
+: >"$log"
 "$bin" --watch logic.c --build "$build" --seed 42 --tick-ms 50 --state-every 20 >"$log" 2>&1 &
 server=$!
 tail -n +1 -s 0.1 -f "$log" --pid "$server" &

@@ -41,7 +41,9 @@ pub struct Config {
     pub debounce: Duration,
     /// Longest a stream of events can hold a build back.
     pub debounce_max: Duration,
-    /// Extra file-name patterns (`*` and `?`) to ignore inside watched folders.
+    /// Gitignore-style patterns to ignore inside watched folders, matched
+    /// against paths relative to each watched folder (`build/`, `**/gen/**`,
+    /// `*.log`; `!` keeps).
     pub ignore: Vec<String>,
     /// Longest a plugin call may run before it is interrupted and handled as
     /// a fault; `None` for the default, ten ticks and at least one second.

@@ -20,8 +20,9 @@ use crate::state::forced::{ForcedSave, LastGood};
 use crate::state::persist::{self, PersistError, Saved};
 use crate::state::snapshot::SharedSnapshot;
 use crate::tick::{TickLoop, TickSettings};
+use crate::watch::own::OwnFiles;
 use crate::watch::scope::Scope;
-use crate::watch::{ChangeClock, Watch, WatchSettings};
+use crate::watch::{ChangeJournal, Watch, WatchOutput, WatchSettings};
 
 pub struct Engine;
 
@@ -55,10 +56,15 @@ impl Engine {
         let shadow = ShadowDir::create()?;
         let scope = Scope::new(
             &config.watch,
-            &[config.lib.clone(), shadow.path().to_path_buf()],
+            std::slice::from_ref(&config.lib),
             &config.ignore,
+            &own_files(&config, &shadow),
         );
-        let clock = ChangeClock::new();
+        let notice_inbox = inbox_tx.clone();
+        scope.set_notice_sink(Box::new(move |text| {
+            let _ = notice_inbox.send(Inbox::Watch(WatchOutput::Notice(text)));
+        }));
+        let journal = ChangeJournal::new();
         let watch_inbox = inbox_tx.clone();
         let watch = Watch::start(
             scope.clone(),
@@ -67,8 +73,9 @@ impl Engine {
                 poll_interval: config.poll_interval,
                 quiet: config.debounce,
                 max_wait: config.debounce_max,
+                private_dir: shadow.path().to_path_buf(),
             },
-            clock.clone(),
+            journal.clone(),
             Box::new(move |out| {
                 let _ = watch_inbox.send(Inbox::Watch(out));
             }),
@@ -129,7 +136,7 @@ impl Engine {
             .spawn(move || tick_loop.run(tick_rx))
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
-        let mut reloader = Reloader::new(config, events, tick_tx, scope, clock, shadow, watch);
+        let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         reloader.hold(claim, last_good.clone());
         if let Some((saved, path)) = restored {
             reloader.restore_from(saved, path);
@@ -160,6 +167,18 @@ impl Engine {
         })?;
         Ok((handle, rx))
     }
+}
+
+/// Every path the server itself writes, which is never a source even
+/// inside a watched folder. Whatever comes to write files of its own (a
+/// control socket, say) adds them here.
+fn own_files(config: &Config, shadow: &ShadowDir) -> OwnFiles {
+    let mut own = OwnFiles::new();
+    own.folder(shadow.path());
+    if let Some(state) = &config.state_file {
+        own.file_and_companions(state);
+    }
+    own
 }
 
 /// The saved state to start from, if there is one and it should be used. A

@@ -45,9 +45,26 @@ pub enum Event {
         output: String,
     },
     BuildFailed(BuildFailure),
-    /// A source changed while the build ran: its output is stale and is not
-    /// loaded; one more build follows.
-    BuildSuperseded,
+    /// Sources changed while the build ran (`paths`, which really differ
+    /// from what the build started from; none when a rebuild was asked
+    /// for): its output is stale and is not loaded; one more build follows.
+    BuildSuperseded {
+        paths: Vec<PathBuf>,
+    },
+    /// `paths` changed during each of the last `builds` builds, which were
+    /// discarded for it: they are taken to be written by the build and
+    /// ignored from now on. `ignore_pattern` would make that permanent.
+    WrittenByBuild {
+        paths: Vec<PathBuf>,
+        builds: u32,
+        ignore_pattern: Option<String>,
+    },
+    /// The last `builds` builds were all discarded, for different files
+    /// each time (all of them in `paths`).
+    KeptDiscarding {
+        paths: Vec<PathBuf>,
+        builds: u32,
+    },
     /// The build produced the very bytes of the running version: nothing to
     /// swap.
     Unchanged {

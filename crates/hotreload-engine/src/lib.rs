@@ -12,8 +12,9 @@
 //! The modules group it by concern, every dependency pointing down this list:
 //! - [`engine`] wires the stages onto their threads; [`config`], [`command`],
 //!   [`event`] and [`outcome`] are what goes in and comes out.
-//! - [`watch`]: noticing changes (scope, debounce, fingerprints, inotify or
-//!   polling).
+//! - [`watch`]: noticing changes (what is in scope and the ignore rules,
+//!   the model of which folders to watch, inotify or polling, debounce,
+//!   fingerprints, the journal of what was touched).
 //! - [`pipeline`]: the reload state machine, the build, the trial.
 //! - [`plugin`]: one library from bytes to a checked version (shadow copy,
 //!   precheck, loader, ABI check, extended table, the probe).

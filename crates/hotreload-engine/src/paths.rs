@@ -83,6 +83,18 @@ pub fn read_regular_file(path: &Path, limit: u64) -> Result<Vec<u8>, std::io::Er
     Ok(bytes)
 }
 
+/// A path as a line shows it: relative to the current folder when inside it
+/// (the folder the user started the server in), as it is otherwise.
+pub fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|rel| !rel.as_os_str().is_empty())
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

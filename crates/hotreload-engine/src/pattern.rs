@@ -6,16 +6,25 @@
 
 /// Whether `pattern` matches the whole of `name`.
 pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    // Run for every file of every poll: names are nearly always ASCII, and
+    // then bytes are characters and nothing needs to be allocated.
+    if pattern.is_ascii() && name.is_ascii() {
+        return match_units(pattern.as_bytes(), name.as_bytes(), b'*', b'?');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
+    match_units(&p, &n, '*', '?')
+}
+
+fn match_units<T: PartialEq + Copy>(p: &[T], n: &[T], any_run: T, any_one: T) -> bool {
     let (mut pi, mut ni) = (0, 0);
     // Where the last `*` was, and how much of the name it has swallowed.
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+        if pi < p.len() && (p[pi] == any_one || p[pi] == n[ni]) {
             pi += 1;
             ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any_run {
             star = Some((pi, ni));
             pi += 1;
         } else if let Some((sp, sn)) = star {
@@ -26,7 +35,7 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| c == any_run)
 }
 
 /// Whether `pattern` names the field at `path` or a struct or array element
@@ -87,6 +96,11 @@ mod tests {
         assert!(!wildcard_match("*.o", "logic.c"));
         assert!(wildcard_match("a*b*c", "aXXbYYc"));
         assert!(!wildcard_match("a*b*c", "aXXbYY"));
+        assert!(
+            wildcard_match("sed??????", "sedéàüöäß"),
+            "a character, not a byte"
+        );
+        assert!(wildcard_match("*~", "ünïcödé.c~"));
     }
 
     #[test]

@@ -45,7 +45,10 @@ Example:
 )]
 pub struct Args {
     /// File or folder to watch (repeatable). A folder is watched recursively,
-    /// ignoring editor temp files, build outputs, .git/ and target/.
+    /// ignoring editor temp files, build outputs, .git/, target/, build
+    /// trees (a folder holding CMakeCache.txt) and what its .gitignore and
+    /// .ignore files list. It may not exist yet; it is watched as a file or
+    /// a folder when it appears, and again when it is deleted and made anew.
     #[arg(long, value_name = "PATH", required = true)]
     pub watch: Vec<PathBuf>,
 
@@ -92,8 +95,10 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub debounce_ms: u64,
 
-    /// File-name pattern to ignore inside watched folders (repeatable; `*`
-    /// and `?` wildcards).
+    /// Pattern to ignore inside watched folders (repeatable): a gitignore
+    /// glob on the path below the watched folder, such as `build/`,
+    /// `**/gen/**` or `*.log`. A name without `/` matches at any depth;
+    /// `!GLOB` keeps what other rules would ignore.
     #[arg(long, value_name = "GLOB")]
     pub ignore: Vec<String>,
 

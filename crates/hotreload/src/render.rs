@@ -68,9 +68,28 @@ impl Renderer {
                 });
                 out
             }
-            Event::BuildSuperseded => {
-                "[build] a source changed during the build; discarding its output and building again\n".into()
+            Event::BuildSuperseded { paths } if paths.is_empty() => {
+                "[build] a rebuild was asked for during the build; discarding its output and building again\n".into()
             }
+            Event::BuildSuperseded { paths } => format!(
+                "[build] a source changed during the build ({}); discarding its output and building again\n",
+                self.list(paths)
+            ),
+            Event::WrittenByBuild { paths, builds, ignore_pattern } => {
+                let (them, make) = if paths.len() == 1 { ("it", "it") } else { ("them", "that") };
+                let permanent = match ignore_pattern {
+                    Some(pattern) => format!("--ignore '{pattern}' or a line in .gitignore"),
+                    None => "--ignore or .gitignore".to_owned(),
+                };
+                format!(
+                    "[watch] {} changed during each of the last {builds} builds, which were discarded for it; treating {them} as written by the build and ignoring {them} from now on (to make {make} permanent: {permanent})\n",
+                    self.collapse(paths)
+                )
+            }
+            Event::KeptDiscarding { paths, builds } => format!(
+                "[watch] the last {builds} builds were all discarded because files changed while they ran, different ones each time ({}); if the build writes them, --ignore them or list them in .gitignore\n",
+                self.collapse(paths)
+            ),
             Event::Swapped(swap) if swap.first_load => {
                 format!("[reload] loaded {} (api={}, v{})\n", swap.lib_name, swap.api_version, swap.version)
             }
@@ -213,6 +232,25 @@ impl Renderer {
             .unwrap_or(path)
             .display()
             .to_string()
+    }
+
+    /// Many paths as the folder they share and a count
+    /// (`build/CMakeFiles/… (37 files)`); a few, or ones that share no
+    /// folder below the current one, as a list.
+    fn collapse(&self, paths: &[PathBuf]) -> String {
+        const LISTED: usize = 3;
+        let shared = paths.first().and_then(|first| {
+            first
+                .ancestors()
+                .skip(1)
+                .find(|dir| paths.iter().all(|p| p.starts_with(dir)))
+        });
+        match shared.map(|dir| self.show(dir)) {
+            Some(dir) if paths.len() > LISTED && !dir.is_empty() && !dir.starts_with('/') => {
+                format!("{dir}/… ({} files)", paths.len())
+            }
+            _ => self.list(paths),
+        }
     }
 
     fn list(&self, paths: &[PathBuf]) -> String {

@@ -62,32 +62,12 @@ fn a_burst_of_twenty_saves_builds_once() {
     assert_eq!(s.stop(), 0);
 }
 
-/// Builds after start-up are slow (0.5 s) and mark themselves with
-/// `building.flag` while they run.
-const SLOW_BUILD: &str = "if [ -e slow ]; then touch building.flag; sleep 0.5; fi; \
-     cc -shared -fPIC -o logic.so logic.c; status=$?; rm -f building.flag; exit $status";
-
 #[test]
 fn a_save_during_a_slow_build_loads_the_newest_code_only() {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     let flag = dir.path().join("building.flag");
-    fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start(
-        dir.path(),
-        &[
-            "--watch",
-            "logic.c",
-            "--build",
-            SLOW_BUILD,
-            "--lib",
-            "logic.so",
-            "--tick-ms",
-            "10",
-        ],
-    );
-    s.expect_contains("[plugin] tag=one score=2 ");
-    fs::write(dir.path().join("slow"), "").expect("write slow");
+    let mut s = support::start_with_slow_builds(dir.path());
 
     editor::in_place(&src, &counter("two", 100));
     s.expect_prefix("[watch] change detected (logic.c)");
@@ -391,11 +371,12 @@ fn out_of_inotify_watches_later_falls_back_to_polling() {
     skip_unless_inotify_can_be_limited!();
     let dir = workdir();
     fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
-    // One watch: enough for the work folder, not for a subfolder.
+    // Two watches: enough for the work folder and the folder it is in (which
+    // sees it deleted and made again), not for a subfolder.
     let mut s = start_with_inotify_limit(
         dir.path(),
         "max_inotify_watches",
-        1,
+        2,
         &[
             "--watch",
             ".",

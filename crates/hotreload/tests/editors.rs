@@ -12,23 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::editor::{self, Save};
-use support::plugin::counter;
-use support::{Server, field, workdir};
-
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Inotify,
-    Poll,
-}
-
-impl Mode {
-    fn flags(self) -> &'static [&'static str] {
-        match self {
-            Mode::Inotify => &[],
-            Mode::Poll => &["--poll", "--poll-ms", "20"],
-        }
-    }
-}
+use support::plugin::{counter, tagged_by_header};
+use support::{Mode, Server, field, workdir};
 
 fn pattern(name: &str) -> Save {
     editor::ALL
@@ -175,34 +160,12 @@ fn poll_sees_two_same_size_saves_within_one_second() {
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 
-/// A plugin whose tag comes from `sub/tag.h` once that header exists.
-const TAGGED_BY_HEADER: &str = r#"#include <stdio.h>
-#include "hotreload.h"
-#if __has_include("sub/tag.h")
-#include "sub/tag.h"
-#else
-#define TAG "base"
-#endif
-
-typedef struct { int score; } state_t;
-static void init(void* p) { ((state_t*)p)->score = 0; }
-static void tick(void* p, double dt) {
-    state_t* s = p;
-    (void)dt;
-    s->score += 1;
-    printf("[plugin] tag=%s score=%d\n", TAG, s->score);
-}
-static void shutdown(void* p) { (void)p; }
-static logic_api_t api = { 1, sizeof(state_t), init, tick, shutdown };
-HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) { return &api; }
-"#;
-
 /// A folder watch covers folders created after start: the new folder gets a
 /// watch of its own, so an edit inside it later is seen.
 #[test]
 fn folder_watch_sees_an_edit_in_a_subfolder_created_after_start() {
     let dir = workdir();
-    fs::write(dir.path().join("logic.c"), TAGGED_BY_HEADER).expect("write");
+    fs::write(dir.path().join("logic.c"), tagged_by_header("sub/tag.h")).expect("write");
     let mut s = Server::start_watching(dir.path(), ".", &[]);
     s.expect_contains("[plugin] tag=base score=2");
 

@@ -193,17 +193,12 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
         &[("TMPDIR", tmp.path())],
     );
     s.expect_contains("tag=v0 score=1 ");
-    let shadow_dirs = || -> Vec<std::path::PathBuf> {
-        std::fs::read_dir(tmp.path())
-            .expect("read tmp")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("hotreload-"))
-            })
-            .collect()
-    };
+    let private_dirs = || support::private_folders(tmp.path());
+    let shadow_dirs = || support::shadow_folders(tmp.path());
+    for dir in private_dirs() {
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
     let dirs = shadow_dirs();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let mode = std::fs::metadata(&dirs[0])
@@ -216,11 +211,11 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
         let tag = format!("v{i}");
         editor::in_place(&src, &counter(&tag, 1));
         s.expect_contains(&format!("tag={tag} score="));
-        // Library copies; `owner` is the lock that says a server owns it.
+        // Library copies, not the folder's bookkeeping.
         let copies = std::fs::read_dir(&dirs[0])
             .expect("read shadow")
             .flatten()
-            .filter(|e| e.file_name() != "owner")
+            .filter(|e| !support::is_bookkeeping(&e.file_name()))
             .count();
         assert!(
             copies <= 3,
@@ -235,7 +230,7 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
     );
     assert!(maps.contains(&dirs[0].display().to_string()), "copy mapped");
     assert_eq!(s.stop(), 0);
-    assert!(shadow_dirs().is_empty(), "private folder removed at exit");
+    assert!(private_dirs().is_empty(), "private folders removed at exit");
 }
 
 /// A library `dlclose` cannot unload (here linked with `-z nodelete`; a Rust

@@ -9,11 +9,11 @@
 mod support;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::plugin::{Counter, counter};
-use support::{CC_BUILD, Server, WAIT, editor, field, workdir};
+use support::{CC_BUILD, Server, WAIT, editor, field, shadow_folders, workdir};
 
 /// A null write, and the start of what the trial reports for it.
 const SEGV: &str = "*(volatile int*)0 = 1;";
@@ -146,16 +146,6 @@ fn probes_of(pid: i32) -> Vec<i32> {
                 cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
             })
         })
-        .collect()
-}
-
-/// The private shadow folders (`hotreload-*`) under `tmp`.
-fn shadow_folders(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .expect("read the private TMPDIR")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("hotreload-"))
-        .map(|e| e.path())
         .collect()
 }
 
@@ -645,14 +635,14 @@ fn a_rejected_trial_leaves_no_files_behind() {
     let folders = shadow_folders(tmp.path());
     assert_eq!(folders.len(), 1, "one shadow folder: {folders:?}");
     let shadow = &folders[0];
-    // Library copies and whatever else a trial might leave; `owner` is the
-    // server's lock on its folder.
+    // Library copies and whatever else a trial might leave, not the
+    // folder's bookkeeping.
     let files = || -> Vec<String> {
         std::fs::read_dir(shadow)
             .expect("read the shadow folder")
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "owner")
+            .filter(|name| !support::is_bookkeeping(std::ffi::OsStr::new(name)))
             .collect()
     };
     let live: HashSet<String> = files().into_iter().collect();

@@ -6,11 +6,16 @@
 //! blocks the tick loop and every decision about builds is made in one place:
 //! - a build runs at most once at a time;
 //! - a change during a build lets that build finish, discards its output
-//!   (it started before the change), and builds exactly once more;
+//!   (it started before the change), and builds exactly once more; an event
+//!   during a build whose file turns out unchanged discards nothing
+//!   ([`stale`]);
 //! - a batch whose files kept their mtime, size and inode builds nothing;
+//! - files that change during every build are the build's own: after a few
+//!   discards in a row they are named and ignored;
 //! - the exit code is the outcome of the last attempt.
 
 mod prepare;
+mod stale;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
@@ -29,9 +34,14 @@ use crate::state::persist::{self, Saved, SavedRef};
 use crate::tick::{Save, TickInput, TickOutput};
 use crate::watch::fingerprint::Fingerprints;
 use crate::watch::scope::Scope;
-use crate::watch::{Batch, ChangeClock, Watch, WatchOutput};
+use crate::watch::{Batch, ChangeJournal, Watch, WatchOutput};
 
 use prepare::{Prepared, StateSide, hash_bytes};
+use stale::{Baseline, Streak, StreakVerdict};
+
+/// The longest a build's end waits for the watcher to note what was
+/// changed before it (usually well under a millisecond).
+const CATCH_UP: Duration = Duration::from_millis(500);
 
 /// The largest build output read: far beyond any plugin, and a bound on
 /// what a mistaken `--lib` (a disk image, a log) can make the host read.
@@ -42,10 +52,6 @@ const LIBRARY_LIMIT: u64 = 4 << 30;
 pub const PINNED_WARNING: usize = 8;
 
 /// Everything the reload thread is told.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a few messages per reload; boxing would buy nothing"
-)]
 pub enum Inbox {
     Watch(WatchOutput),
     BuildExited(BuildResult),
@@ -59,22 +65,26 @@ pub struct Reloader {
     events: EventSink,
     tick: Sender<TickInput>,
     scope: Scope,
-    clock: ChangeClock,
+    journal: ChangeJournal,
     fingerprints: Fingerprints,
     shadow: ShadowDir,
     /// Kept alive for as long as the reload thread runs.
-    _watch: Watch,
+    watch: Watch,
     /// This server's hold on the state file, released when it stops.
     _claim: Option<StateClaim>,
     /// Told when the save at exit is done, so a forced exit does not
     /// overwrite it with an older state.
     last_good: Option<LastGood>,
     build: Option<InFlight>,
-    /// A batch arrived while building: build again once the current one exits.
-    rebuild_after: bool,
-    /// A build's output was discarded as stale and the batch that explains why
-    /// is still in the debouncer: build on that batch whatever it contains.
-    awaiting_batch: bool,
+    /// A rebuild was asked for while building: build again once the current
+    /// one exits.
+    rebuild_requested: bool,
+    /// A build's output was discarded as stale for these files, and their
+    /// batch is still in the debouncer: build on that batch whatever it
+    /// contains, standing for the discarded build (a reload attempt or not).
+    awaiting_batch: Option<(Vec<PathBuf>, bool)>,
+    /// Builds discarded in a row, and for which files.
+    discards: Streak,
     /// Serial number for shadow copies (every build that produced a file).
     copies: u64,
     /// The last version number handed to the tick loop.
@@ -123,8 +133,10 @@ struct InFlight {
     run: RunningBuild,
     /// The start-up build is not a reload attempt.
     counts_as_attempt: bool,
-    /// A batch was delivered after this build started.
-    batch_since_start: bool,
+    /// The sources as the build found them.
+    baseline: Baseline,
+    /// The files of the batches delivered after this build started.
+    batched: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Reloader {
@@ -133,7 +145,7 @@ impl Reloader {
         events: EventSink,
         tick: Sender<TickInput>,
         scope: Scope,
-        clock: ChangeClock,
+        journal: ChangeJournal,
         shadow: ShadowDir,
         watch: Watch,
     ) -> Reloader {
@@ -149,15 +161,16 @@ impl Reloader {
             events,
             tick,
             scope,
-            clock,
+            journal,
             fingerprints,
             shadow,
-            _watch: watch,
+            watch,
             _claim: None,
             last_good: None,
             build: None,
-            rebuild_after: false,
-            awaiting_batch: false,
+            rebuild_requested: false,
+            awaiting_batch: None,
+            discards: Streak::default(),
             copies: 0,
             version: 0,
             state_side: None,
@@ -242,7 +255,7 @@ impl Reloader {
                     if !self.stopping {
                         self.emit(Event::RebuildRequested);
                     }
-                    self.request_build(&me, true);
+                    self.request_build(&me);
                 }
                 Inbox::Command(Command::ReportState) => {
                     let _ = self.tick.send(TickInput::Report);
@@ -278,50 +291,67 @@ impl Reloader {
         (self.events)(event);
     }
 
-    fn on_batch(&mut self, batch: Batch, me: &Sender<Inbox>) {
+    fn on_batch(&mut self, mut batch: Batch, me: &Sender<Inbox>) {
         if self.stopping {
             return;
         }
+        // The rules may have changed since the watcher noted these (a build
+        // tree found, files found to be the build's own): they said so.
+        batch.paths.retain(|p| self.scope.contains(p));
+        let forced = self.awaiting_batch.take();
+        if batch.paths.is_empty() && !batch.rescan && forced.is_none() {
+            return;
+        }
         if let Some(b) = &mut self.build {
-            b.batch_since_start = true;
+            b.batched.extend(batch.paths.iter().cloned());
+            if batch.rescan {
+                b.baseline.keep_all(&self.fingerprints);
+            } else {
+                b.baseline.keep(&batch.paths, &self.fingerprints);
+            }
         }
         let changed = if batch.rescan {
             self.fingerprints.replace_all(self.scope.files())
         } else {
             self.fingerprints.refresh(&batch.paths)
         };
-        let forced = std::mem::take(&mut self.awaiting_batch);
-        if changed.is_empty() && !batch.rescan && !forced {
+        if changed.is_empty() && !batch.rescan && forced.is_none() {
             self.emit(Event::BuildSkipped {
                 paths: batch.paths.into_iter().collect(),
             });
             return;
         }
-        let paths: Vec<PathBuf> = if changed.is_empty() {
-            batch.paths.into_iter().collect()
-        } else {
-            changed
+        let counts_as_attempt = forced.as_ref().is_none_or(|(_, counts)| *counts);
+        let paths: Vec<PathBuf> = match (changed.is_empty(), batch.paths.is_empty()) {
+            (false, _) => changed,
+            (true, false) => batch.paths.into_iter().collect(),
+            (true, true) => forced.map(|(stale, _)| stale).unwrap_or_default(),
         };
         self.emit(Event::ChangeDetected {
             paths,
             rescan: batch.rescan,
         });
-        self.request_build(me, true);
+        // A running build is judged when it exits, by what changed meanwhile.
+        if self.build.is_none() {
+            self.start_build(me, counts_as_attempt);
+        }
     }
 
-    fn request_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
+    fn request_build(&mut self, me: &Sender<Inbox>) {
         if self.stopping {
             return;
         }
         if self.build.is_some() {
-            self.rebuild_after = true;
+            self.rebuild_requested = true;
         } else {
-            self.start_build(me, counts_as_attempt);
+            self.start_build(me, true);
         }
     }
 
     fn start_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
         let me = me.clone();
+        // Before the command runs, so that nothing it reads is missed.
+        let baseline = Baseline::at_start(&self.journal, &self.scope, &self.fingerprints);
         self.emit(Event::BuildStarted);
         let timeout = self.config.build_timeout;
         match RunningBuild::spawn(
@@ -336,7 +366,8 @@ impl Reloader {
                 self.build = Some(InFlight {
                     run,
                     counts_as_attempt,
-                    batch_since_start: false,
+                    baseline,
+                    batched: Default::default(),
                 })
             }
             Err(why) => {
@@ -361,16 +392,21 @@ impl Reloader {
         }
         let counts = build.counts_as_attempt;
         // "Load only from a build that started after the last change."
-        if self.rebuild_after || self.clock.changed_since(result.started_at) {
-            self.emit(Event::BuildSuperseded);
-            if std::mem::take(&mut self.rebuild_after) || build.batch_since_start {
+        let stale = self.stale_sources(&build);
+        if !stale.is_empty() || std::mem::take(&mut self.rebuild_requested) {
+            let batched = stale.iter().all(|p| build.batched.contains(p));
+            self.emit(Event::BuildSuperseded {
+                paths: stale.clone(),
+            });
+            if batched {
                 self.start_build(me, counts);
             } else {
-                // The change is still in its quiet period; its batch builds.
-                self.awaiting_batch = true;
+                // A change is still in its quiet period; its batch builds.
+                self.awaiting_batch = Some((stale, counts));
             }
             return;
         }
+        self.discards.reset();
         if !result.succeeded() {
             self.emit(Event::BuildFailed(BuildFailure {
                 duration: result.duration(),
@@ -447,6 +483,39 @@ impl Reloader {
                 self.record(Outcome::Rejected(reason), counts);
             }
         }
+    }
+
+    /// The sources that changed while `build` ran, less those that turn
+    /// out to be written by the build itself (said once, then ignored).
+    fn stale_sources(&mut self, build: &InFlight) -> Vec<PathBuf> {
+        // The events of the build's last writes may still be on their way.
+        // Past the wait, a late one is handled as a change after the build.
+        self.watch.catch_up(CATCH_UP);
+        let mut stale =
+            build
+                .baseline
+                .changed_during(&self.journal, &self.scope, &self.fingerprints);
+        if stale.is_empty() {
+            return stale;
+        }
+        let scope = &self.scope;
+        match self.discards.discarded(&stale, |p| scope.is_target(p)) {
+            StreakVerdict::Going => {}
+            StreakVerdict::WrittenByBuild(files) => {
+                self.scope.add_written_by_build(&files);
+                stale.retain(|p| !files.contains(p));
+                self.emit(Event::WrittenByBuild {
+                    ignore_pattern: self.scope.ignore_pattern_for(&files),
+                    paths: files,
+                    builds: Streak::LIMIT,
+                });
+            }
+            StreakVerdict::Unexplained(paths) => self.emit(Event::KeptDiscarding {
+                paths,
+                builds: Streak::LIMIT,
+            }),
+        }
+        stale
     }
 
     fn save(&mut self, save: Save) {
@@ -564,7 +633,12 @@ impl Reloader {
     /// wrong, saying why.
     fn stop_if_nothing_can_tick(&mut self) {
         let (ticks, reloads) = (self.config.max_ticks, self.config.max_reloads);
-        if self.stopping || self.running.is_some() || self.build.is_some() || self.rebuild_after {
+        if self.stopping
+            || self.running.is_some()
+            || self.build.is_some()
+            || self.rebuild_requested
+            || self.awaiting_batch.is_some()
+        {
             return;
         }
         let never_loaded = self.version == 0;

@@ -22,8 +22,12 @@ pub enum Fingerprint {
 }
 
 impl Fingerprint {
+    /// What is at `path` now, following symlinks. A folder is no source
+    /// file: it counts as missing (its removal, or a file of that name
+    /// replaced by one, then compares as it should).
     pub fn of(path: &Path) -> Fingerprint {
         match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Fingerprint::Missing,
             Ok(m) => Fingerprint::Present {
                 mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
                 size: m.size(),
@@ -51,6 +55,19 @@ impl Fingerprints {
             })
             .collect();
         Fingerprints { known }
+    }
+
+    /// The last fingerprint recorded for `path`; missing if never seen.
+    pub fn get(&self, path: &Path) -> Fingerprint {
+        self.known
+            .get(path)
+            .copied()
+            .unwrap_or(Fingerprint::Missing)
+    }
+
+    /// Every path recorded, with its last fingerprint.
+    pub fn iter(&self) -> impl Iterator<Item = (&PathBuf, &Fingerprint)> {
+        self.known.iter()
     }
 
     /// Re-reads `paths` and returns those whose fingerprint differs from the

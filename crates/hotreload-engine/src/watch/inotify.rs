@@ -5,8 +5,15 @@
 //! that ignored trees (`target/` alone can hold thousands of folders) cost no
 //! watches. Events are translated into the two strengths the debouncer knows;
 //! opens and read-only closes (the compiler reading the sources) are dropped.
+//!
+//! A watch belongs to a folder's inode, not to its path: once the folder is
+//! deleted or moved away the kernel drops it (IN_DELETE_SELF, IN_IGNORED)
+//! and notify forgets the path, and a folder made again at the same path
+//! needs a new one. So each watch is recorded with the identity of the folder
+//! it was put on, and re-added when the folder at that path is another one.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
@@ -18,7 +25,26 @@ use super::debounce::Strength;
 
 pub struct InotifyBackend {
     watcher: INotifyWatcher,
-    watched: HashSet<PathBuf>,
+    /// Ordered so that the watches at and below a folder are one range.
+    watched: BTreeMap<PathBuf, FolderId>,
+}
+
+/// Which folder a path names: another device and inode is another folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FolderId {
+    device: u64,
+    inode: u64,
+}
+
+impl FolderId {
+    /// The folder at `path` now (following symlinks), if it is one.
+    pub fn of(path: &Path) -> Option<FolderId> {
+        let meta = std::fs::metadata(path).ok()?;
+        meta.is_dir().then(|| FolderId {
+            device: meta.dev(),
+            inode: meta.ino(),
+        })
+    }
 }
 
 /// Why a watch could not be added.
@@ -39,7 +65,8 @@ impl WatchError {
 }
 
 impl InotifyBackend {
-    pub fn start(dirs: &[PathBuf], tx: Sender<Raw>) -> Result<InotifyBackend, WatchError> {
+    /// An inotify instance with no watches yet.
+    pub fn start(tx: Sender<Raw>) -> Result<InotifyBackend, WatchError> {
         let watcher = INotifyWatcher::new(
             move |res: notify::Result<notify::Event>| {
                 for raw in translate(res) {
@@ -61,25 +88,89 @@ impl InotifyBackend {
             }
             _ => WatchError::Other(format!("cannot start inotify: {}", describe(&e))),
         })?;
-        let mut backend = InotifyBackend {
+        Ok(InotifyBackend {
             watcher,
-            watched: HashSet::new(),
-        };
-        for dir in dirs {
-            backend.add_dir(dir)?;
-        }
-        Ok(backend)
+            watched: BTreeMap::new(),
+        })
     }
 
+    /// Watches the folder at `dir` unless it is watched already. A folder
+    /// that is gone by now needs none: its removal is an event of its own.
     pub fn add_dir(&mut self, dir: &Path) -> Result<(), WatchError> {
-        if self.watched.contains(dir) {
+        let Some(id) = FolderId::of(dir) else {
             return Ok(());
+        };
+        match self.watched.get(dir) {
+            Some(known) if *known == id => return Ok(()),
+            // The watch is on a folder that is no longer at this path.
+            Some(_) => self.forget(dir),
+            None => {}
         }
         self.watcher
             .watch(dir, RecursiveMode::NonRecursive)
             .map_err(|e| classify(&e, dir))?;
-        self.watched.insert(dir.to_path_buf());
+        self.watched.insert(dir.to_path_buf(), id);
         Ok(())
+    }
+
+    pub fn is_watched(&self, dir: &Path) -> bool {
+        self.watched.contains_key(dir)
+    }
+
+    /// Whether the folder at `dir` now is the one its watch was put on.
+    pub fn watches(&self, dir: &Path) -> bool {
+        self.watched
+            .get(dir)
+            .is_some_and(|known| FolderId::of(dir) == Some(*known))
+    }
+
+    /// After an event on `path`: the watches at and below it are put right.
+    /// One on a folder that is gone or is another folder now is dropped, to
+    /// be added again when the folder is adopted anew. One on the same
+    /// folder is renewed: notify drops the watches at and below a path when
+    /// an entry of that name is deleted or moved away, once it has read the
+    /// event, and when the deletion and the re-creation come in different
+    /// reads, that is after the new folder was watched. Each such drop comes
+    /// with an event naming the path, so renewing on every one keeps them.
+    pub fn recheck(&mut self, path: &Path) {
+        let below: Vec<(PathBuf, FolderId)> = self
+            .watched
+            .range(path.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(path))
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        for (dir, known) in below {
+            if !self.watched.contains_key(&dir) {
+                continue;
+            }
+            if FolderId::of(&dir) != Some(known) {
+                self.forget(&dir);
+            } else if self
+                .watcher
+                .watch(&dir, RecursiveMode::NonRecursive)
+                .is_err()
+            {
+                // Gone in the meantime: its removal is an event of its own.
+                self.forget(&dir);
+            }
+        }
+    }
+
+    /// Drops the watches at and below `path`.
+    pub fn forget(&mut self, path: &Path) {
+        let below: Vec<PathBuf> = self
+            .watched
+            .range(path.to_path_buf()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(path))
+            .cloned()
+            .collect();
+        for dir in below {
+            self.watched.remove(&dir);
+            // notify has usually dropped it already (it does on a deletion
+            // or a move away), and then says it knows no such watch.
+            let _ = self.watcher.unwatch(&dir);
+        }
     }
 }
 
@@ -91,10 +182,14 @@ fn classify(e: &notify::Error, dir: &Path) -> WatchError {
     if too_many {
         WatchError::OutOfWatches(format!(
             "cannot watch {}: out of inotify watches (raise fs.inotify.max_user_watches)",
-            dir.display()
+            crate::paths::shown(dir)
         ))
     } else {
-        WatchError::Other(format!("cannot watch {}: {}", dir.display(), describe(e)))
+        WatchError::Other(format!(
+            "cannot watch {}: {}",
+            crate::paths::shown(dir),
+            describe(e)
+        ))
     }
 }
 
@@ -127,8 +222,17 @@ fn translate(res: notify::Result<notify::Event>) -> Vec<Raw> {
         EventKind::Modify(_) => Strength::Activity,
         EventKind::Access(_) | EventKind::Any | EventKind::Other => return Vec::new(),
     };
+    // What can make notify drop the watches at a path (see `recheck`).
+    let removal = matches!(
+        ev.kind,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
+    );
     ev.paths
         .into_iter()
-        .map(|path| Raw::Change { path, strength })
+        .map(|path| Raw::Change {
+            path,
+            strength,
+            removal,
+        })
         .collect()
 }

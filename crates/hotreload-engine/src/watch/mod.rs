@@ -1,32 +1,41 @@
 //! Stage one of the pipeline: notice that sources changed.
 //!
-//! A backend ([`inotify`] or [`poll`]) turns file-system activity into raw
-//! changes; the watch thread keeps those inside the [`scope`], lets the
-//! [`debounce`] quiet period turn a burst into one [`Batch`], and hands each
-//! batch on. Folders, not files, are watched: a rename-style save replaces the
-//! file's inode and a watch on the old inode would go silent forever.
+//! A backend ([`inotify`], kept in line with the tree by [`tree`], or
+//! [`poll`]) turns file-system activity into raw changes; the watch thread
+//! keeps those inside the [`scope`], lets the [`debounce`] quiet period turn
+//! a burst into one [`Batch`], and hands each batch on. Folders, not files,
+//! are watched: a rename-style save replaces the file's inode and a watch on
+//! the old inode would go silent forever; a folder deleted and made again is
+//! seen from the folder above it.
 //!
-//! Every relevant raw event also moves the [`ChangeClock`], which the build
-//! stage reads to know whether a build started before the newest change.
+//! Every relevant raw event is also written to the [`ChangeJournal`], which
+//! the build stage reads to know what was touched while a build ran.
 
 pub mod debounce;
 pub mod fingerprint;
 pub mod inotify;
+pub mod journal;
+pub mod own;
 pub mod poll;
+pub mod rules;
 pub mod scope;
+pub mod sync;
+pub mod tree;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use debounce::Batch;
 use debounce::{Debouncer, Strength};
-use inotify::{InotifyBackend, WatchError};
+use inotify::WatchError;
+pub use journal::ChangeJournal;
 use poll::Poller;
-use scope::Scope;
+use scope::{RulesChange, Scope};
+use sync::Markers;
+use tree::{Effects, Tree};
 
 use crate::config::WatchMode;
 
@@ -35,48 +44,18 @@ pub enum Raw {
     Change {
         path: PathBuf,
         strength: Strength,
+        /// The entry was deleted or moved (away or in).
+        removal: bool,
     },
     /// Events were dropped (inotify queue overflow).
     Rescan,
     /// The backend reported an error; said once, watching goes on.
     Lost(String),
+    /// Answer once every change made before now has been noted.
+    Sync(Sender<()>),
+    /// The poller's scan asked for by a `Sync` is through: answer.
+    Synced(Sender<()>),
     Stop,
-}
-
-/// The time of the newest relevant change, shared between the watch thread
-/// (which moves it) and the build stage (which compares build start times
-/// with it).
-#[derive(Clone)]
-pub struct ChangeClock {
-    epoch: Instant,
-    /// Nanoseconds after `epoch` of the newest change, plus one; 0 for none.
-    last: Arc<AtomicU64>,
-}
-
-impl ChangeClock {
-    pub fn new() -> ChangeClock {
-        ChangeClock {
-            epoch: Instant::now(),
-            last: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    pub fn mark(&self, at: Instant) {
-        let ns = at.saturating_duration_since(self.epoch).as_nanos() as u64 + 1;
-        self.last.fetch_max(ns, Ordering::AcqRel);
-    }
-
-    /// Whether a change was seen at or after `since`.
-    pub fn changed_since(&self, since: Instant) -> bool {
-        let last = self.last.load(Ordering::Acquire);
-        last != 0 && last > since.saturating_duration_since(self.epoch).as_nanos() as u64
-    }
-}
-
-impl Default for ChangeClock {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// Settings of the watch stage.
@@ -85,21 +64,23 @@ pub struct WatchSettings {
     pub poll_interval: Duration,
     pub quiet: Duration,
     pub max_wait: Duration,
+    /// A private folder of the server's, for the catch-up markers.
+    pub private_dir: PathBuf,
 }
 
 /// What the watch thread hands on.
 pub enum WatchOutput {
     Batch(Batch),
     /// Something the user should know about the watcher (a fallback, a lost
-    /// event stream).
+    /// event stream, a folder that cannot be watched or is ignored).
     Notice(String),
 }
 
 enum Backend {
-    Inotify(InotifyBackend),
-    /// Held only to keep polling: dropping it stops the poll thread.
+    Inotify(Tree),
+    /// Dropping it stops the poll thread.
     Poll {
-        _poller: Poller,
+        poller: Poller,
     },
 }
 
@@ -115,26 +96,42 @@ impl Watch {
     pub fn start(
         scope: Scope,
         settings: WatchSettings,
-        clock: ChangeClock,
+        journal: ChangeJournal,
         deliver: Box<dyn Fn(WatchOutput) + Send>,
     ) -> Result<Watch, String> {
         let (tx, rx) = mpsc::channel();
+        let mut markers = None;
         let (backend, mode) = match settings.mode {
             WatchMode::Poll => (
                 Backend::Poll {
-                    _poller: Poller::start(scope.clone(), settings.poll_interval, tx.clone())?,
+                    poller: Poller::start(scope.clone(), settings.poll_interval, tx.clone())?,
                 },
                 WatchMode::Poll,
             ),
-            WatchMode::Inotify => match InotifyBackend::start(&scope.dirs(), tx.clone()) {
-                Ok(b) => (Backend::Inotify(b), WatchMode::Inotify),
+            WatchMode::Inotify => match Tree::start(scope.clone(), tx.clone()) {
+                Ok((mut tree, notices)) => {
+                    for notice in notices {
+                        deliver(WatchOutput::Notice(notice));
+                    }
+                    match Markers::new(&settings.private_dir).and_then(|m| {
+                        tree.watch_private(m.folder())
+                            .map_err(|e| e.message().to_owned())?;
+                        Ok(m)
+                    }) {
+                        Ok(m) => markers = Some(m),
+                        Err(why) => deliver(WatchOutput::Notice(format!(
+                            "{why}; a file written just before a build ends may be seen only after it"
+                        ))),
+                    }
+                    (Backend::Inotify(tree), WatchMode::Inotify)
+                }
                 Err(WatchError::OutOfWatches(why)) => {
                     deliver(WatchOutput::Notice(fallback_notice(
                         &why,
                         settings.poll_interval,
                     )));
                     let poller = Poller::start(scope.clone(), settings.poll_interval, tx.clone())?;
-                    (Backend::Poll { _poller: poller }, WatchMode::Poll)
+                    (Backend::Poll { poller }, WatchMode::Poll)
                 }
                 Err(WatchError::Other(why)) => return Err(why),
             },
@@ -142,12 +139,14 @@ impl Watch {
         let worker = WatchThread {
             scope,
             debouncer: Debouncer::new(settings.quiet, settings.max_wait),
-            clock,
+            journal,
             backend,
+            markers,
             poll_interval: settings.poll_interval,
             tx: tx.clone(),
             deliver,
             said_lost: false,
+            said: HashSet::new(),
         };
         let thread = thread::Builder::new()
             .name("hotreload-watch".into())
@@ -158,6 +157,18 @@ impl Watch {
             thread: Some(thread),
             mode,
         })
+    }
+}
+
+impl Watch {
+    /// Waits, at most `timeout`, until every change made before this call
+    /// has been noted in the journal; whether it got there.
+    pub fn catch_up(&self, timeout: Duration) -> bool {
+        let (reply, done) = mpsc::channel();
+        if self.tx.send(Raw::Sync(reply)).is_err() {
+            return false;
+        }
+        done.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -181,12 +192,18 @@ fn fallback_notice(why: &str, interval: Duration) -> String {
 struct WatchThread {
     scope: Scope,
     debouncer: Debouncer,
-    clock: ChangeClock,
+    journal: ChangeJournal,
     backend: Backend,
+    /// For catching up with inotify; `None` in poll mode, or if they
+    /// could not be set up (then a catch-up answers at once).
+    markers: Option<Markers>,
     poll_interval: Duration,
     tx: Sender<Raw>,
     deliver: Box<dyn Fn(WatchOutput) + Send>,
     said_lost: bool,
+    /// Notices about watches already given: a folder that cannot be watched
+    /// is named once, not at every event that leads to it.
+    said: HashSet<String>,
 }
 
 impl WatchThread {
@@ -199,12 +216,12 @@ impl WatchThread {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match received {
-                Ok(Raw::Change { path, strength }) => self.on_change(path, strength),
-                Ok(Raw::Rescan) => {
-                    let now = Instant::now();
-                    self.clock.mark(now);
-                    self.debouncer.note_rescan(now);
-                }
+                Ok(Raw::Change {
+                    path,
+                    strength,
+                    removal,
+                }) => self.on_change(path, strength, removal),
+                Ok(Raw::Rescan) => self.on_rescan(),
                 Ok(Raw::Lost(why)) => {
                     if !self.said_lost {
                         self.said_lost = true;
@@ -212,7 +229,12 @@ impl WatchThread {
                             "watch error: {why}; rebuilding to be safe"
                         )));
                     }
+                    self.journal.note_rescan();
                     self.debouncer.note_rescan(Instant::now());
+                }
+                Ok(Raw::Sync(reply)) => self.on_sync(reply),
+                Ok(Raw::Synced(reply)) => {
+                    let _ = reply.send(());
                 }
                 Ok(Raw::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -223,61 +245,95 @@ impl WatchThread {
         }
     }
 
-    fn on_change(&mut self, path: PathBuf, strength: Strength) {
-        let now = Instant::now();
-        // A folder created (or moved in) under a watched root needs a watch of
-        // its own, and whatever was written into it before that watch existed
-        // is found by walking it.
-        if strength == Strength::Settled && self.scope.descends_into(&path) && path.is_dir() {
-            self.adopt_dir(&path, now);
-            return;
-        }
-        if !self.scope.contains(&path) {
-            return;
-        }
-        if strength == Strength::Settled {
-            self.clock.mark(now);
-        }
-        self.debouncer.note(path, strength, now);
+    fn on_sync(&mut self, reply: Sender<()>) {
+        let reply = match (&self.backend, &mut self.markers) {
+            (Backend::Poll { poller }, _) => {
+                poller.scan_now(reply);
+                return;
+            }
+            (Backend::Inotify(_), Some(markers)) => match markers.place(reply) {
+                Ok(()) => return,
+                Err((reply, why)) => {
+                    if self.said.insert(why.clone()) {
+                        (self.deliver)(WatchOutput::Notice(why));
+                    }
+                    reply
+                }
+            },
+            (Backend::Inotify(_), None) => reply,
+        };
+        // Nothing to wait for: the waiter goes on with what it has.
+        let _ = reply.send(());
     }
 
-    fn adopt_dir(&mut self, dir: &std::path::Path, now: Instant) {
-        // Each folder gets its watch before it is listed (`walk` visits a
-        // folder before reading it): a file that lands in it meanwhile is
-        // then either listed or reported by the new watch. Watching only
-        // after the whole walk lost every file that landed in between, most
-        // of them when a large tree was moved in.
-        let mut backend = match &mut self.backend {
-            Backend::Inotify(backend) => Some(backend),
-            Backend::Poll { .. } => None,
-        };
-        let mut files = Vec::new();
-        let mut out_of_watches = None;
-        let mut failures = Vec::new();
-        self.scope.walk(dir, &mut |p, is_dir| {
-            if !is_dir {
-                files.push(p.to_path_buf());
-                return;
-            }
-            let Some(backend) = backend.as_mut().filter(|_| out_of_watches.is_none()) else {
-                return;
-            };
-            match backend.add_dir(p) {
-                Ok(()) => {}
-                Err(WatchError::OutOfWatches(why)) => out_of_watches = Some(why),
-                Err(WatchError::Other(why)) => failures.push(why),
-            }
-        });
-        for why in failures {
-            (self.deliver)(WatchOutput::Notice(why));
+    fn on_change(&mut self, path: PathBuf, strength: Strength, removal: bool) {
+        if self.markers.as_mut().is_some_and(|m| m.on_event(&path)) {
+            return;
         }
-        if let Some(why) = out_of_watches {
+        if let Backend::Inotify(tree) = &self.backend
+            && !tree.concerns(&path)
+        {
+            return;
+        }
+        let now = Instant::now();
+        let rules_change = if strength == Strength::Settled {
+            self.scope.observe(&path)
+        } else {
+            RulesChange::None
+        };
+        let mut fx = Effects::default();
+        match &mut self.backend {
+            Backend::Inotify(tree) => {
+                match &rules_change {
+                    RulesChange::BuildTree(dir) => tree.drop_watches_below(dir),
+                    RulesChange::IgnoreFiles(dir) => tree.rules_changed(dir, &mut fx),
+                    RulesChange::None => {}
+                }
+                tree.on_event(&path, strength, removal, &mut fx);
+            }
+            // The poller lists every file in the scope each time, by the
+            // rules in force then, and reports only files.
+            Backend::Poll { .. } => {
+                if self.scope.contains(&path) {
+                    fx.changed.push((path, strength));
+                }
+            }
+        }
+        self.apply(fx, now);
+    }
+
+    fn on_rescan(&mut self) {
+        let now = Instant::now();
+        let mut fx = Effects::default();
+        if let Backend::Inotify(tree) = &mut self.backend {
+            // Folders may have come or gone unseen: look at everything again.
+            tree.resync(&mut fx);
+        }
+        // The rescan itself stands for every file.
+        fx.changed.clear();
+        self.apply(fx, now);
+        self.journal.note_rescan();
+        self.debouncer.note_rescan(now);
+    }
+
+    fn apply(&mut self, fx: Effects, now: Instant) {
+        let unwatched = fx
+            .unwatched
+            .into_iter()
+            .chain(fx.unwatched_targets)
+            .map(tree::unwatched_notice);
+        for notice in fx.notices.into_iter().chain(unwatched) {
+            if self.said.insert(notice.clone()) {
+                (self.deliver)(WatchOutput::Notice(notice));
+            }
+        }
+        for (path, strength) in fx.changed {
+            self.journal.note(&path);
+            self.debouncer.note(path, strength, now);
+        }
+        if let Some(why) = fx.out_of_watches {
             // Polling from now on; its rescan covers whatever was missed.
             self.fall_back_to_polling(&why);
-        }
-        for f in files.into_iter().filter(|f| self.scope.contains(f)) {
-            self.clock.mark(now);
-            self.debouncer.note(f, Strength::Settled, now);
         }
     }
 
@@ -288,33 +344,14 @@ impl WatchThread {
                     why,
                     self.poll_interval,
                 )));
-                self.backend = Backend::Poll { _poller: poller };
+                self.backend = Backend::Poll { poller };
                 // Changes may have been missed while the limit was hit.
+                self.journal.note_rescan();
                 self.debouncer.note_rescan(Instant::now());
             }
             Err(e) => (self.deliver)(WatchOutput::Notice(format!(
                 "{why}; and polling failed too: {e}"
             ))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn change_clock_orders_changes_and_builds() {
-        let clock = ChangeClock::new();
-        let t0 = Instant::now();
-        assert!(!clock.changed_since(t0));
-        let build_start = t0 + Duration::from_millis(5);
-        clock.mark(t0 + Duration::from_millis(1));
-        assert!(
-            !clock.changed_since(build_start),
-            "change before the build started"
-        );
-        clock.mark(t0 + Duration::from_millis(9));
-        assert!(clock.changed_since(build_start), "change during the build");
     }
 }

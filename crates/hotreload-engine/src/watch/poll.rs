@@ -4,10 +4,10 @@
 //! runs out of watches. Changes are found by [`Fingerprints`], so two saves
 //! within one second are both seen. The cost grows with the number of files
 //! (about 10% of a core for 5,000 files at 100 ms), hence a 250 ms default.
+//! A scan can also be asked for at once ([`Poller::scan_now`]): the build
+//! stage does so when a build exits, to know what it wrote meanwhile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -16,50 +16,68 @@ use super::debounce::Strength;
 use super::fingerprint::Fingerprints;
 use super::scope::Scope;
 
+enum Request {
+    /// Scan now, then hand this back through the watch thread's channel.
+    ScanNow(Sender<()>),
+    Stop,
+}
+
 pub struct Poller {
-    stop: Arc<AtomicBool>,
+    requests: Sender<Request>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Poller {
     pub fn start(scope: Scope, interval: Duration, tx: Sender<Raw>) -> Result<Poller, String> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
+        let (requests, inbox) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("hotreload-poll".into())
             .spawn(move || {
                 let mut known = Fingerprints::of_files(scope.files());
                 loop {
-                    thread::park_timeout(interval);
-                    if stopping.load(Ordering::Acquire) {
-                        return;
-                    }
+                    let synced = match inbox.recv_timeout(interval) {
+                        Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                        Ok(Request::ScanNow(reply)) => Some(reply),
+                        Err(RecvTimeoutError::Timeout) => None,
+                    };
                     for path in known.replace_all(scope.files()) {
-                        if tx
-                            .send(Raw::Change {
-                                path,
-                                strength: Strength::Settled,
-                            })
-                            .is_err()
-                        {
+                        let change = Raw::Change {
+                            path,
+                            strength: Strength::Settled,
+                            removal: false,
+                        };
+                        if tx.send(change).is_err() {
                             return;
                         }
+                    }
+                    // After the changes, so that they are handled first.
+                    if let Some(reply) = synced
+                        && tx.send(Raw::Synced(reply)).is_err()
+                    {
+                        return;
                     }
                 }
             })
             .map_err(|e| format!("cannot start the poll thread: {e}"))?;
         Ok(Poller {
-            stop,
+            requests,
             thread: Some(thread),
         })
+    }
+
+    /// Asks for a scan now; `reply` comes back through the watch thread's
+    /// channel once its changes have.
+    pub fn scan_now(&self, reply: Sender<()>) {
+        // A poll thread that is gone cannot answer; the caller's wait is
+        // bounded.
+        let _ = self.requests.send(Request::ScanNow(reply));
     }
 }
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        let _ = self.requests.send(Request::Stop);
         if let Some(t) = self.thread.take() {
-            t.thread().unpark();
             let _ = t.join();
         }
     }

@@ -22,6 +22,23 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hotreload"))
 }
 
+/// How the server under test notices changes.
+#[derive(Clone, Copy, Debug)]
+pub enum Mode {
+    Inotify,
+    Poll,
+}
+
+impl Mode {
+    /// The flags that select this mode (polling fast, to keep tests quick).
+    pub fn flags(self) -> &'static [&'static str] {
+        match self {
+            Mode::Inotify => &[],
+            Mode::Poll => &["--poll", "--poll-ms", "20"],
+        }
+    }
+}
+
 /// The build command tests use for `logic.c` → `logic.so` in the work folder.
 pub const CC_BUILD: &str = "cc -shared -fPIC -o logic.so logic.c";
 
@@ -243,6 +260,56 @@ pub fn workdir() -> tempfile::TempDir {
     let header = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include/hotreload.h");
     std::fs::copy(&header, dir.path().join("hotreload.h")).expect("copy header");
     dir
+}
+
+/// The servers' private folders in the temporary folder `tmp` (their
+/// `TMPDIR`): one per server, holding its library copies, its `owner` lock
+/// and the watcher's `sync-*` markers folder.
+pub fn private_folders(tmp: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .expect("read the private TMPDIR")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hotreload-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The shadow copies' folders: the private folders.
+pub fn shadow_folders(tmp: &Path) -> Vec<PathBuf> {
+    private_folders(tmp)
+}
+
+/// What a private folder holds besides library copies: the server's lock
+/// on it and the watcher's markers folder.
+pub fn is_bookkeeping(name: &std::ffi::OsStr) -> bool {
+    name == "owner" || name.to_string_lossy().starts_with("sync-")
+}
+
+/// Builds after start-up are slow (0.5 s) once `slow` exists, and mark
+/// themselves with `building.flag` while they run.
+const SLOW_BUILD: &str = "if [ -e slow ]; then touch building.flag; sleep 0.5; fi; \
+     cc -shared -fPIC -o logic.so logic.c; status=$?; rm -f building.flag; exit $status";
+
+/// A server on `logic.c` in `dir` running the code tagged `one`, whose
+/// builds from now on take 0.5 s (see [`SLOW_BUILD`]).
+pub fn start_with_slow_builds(dir: &Path) -> Server {
+    std::fs::write(dir.join("logic.c"), plugin::counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir,
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            SLOW_BUILD,
+            "--lib",
+            "logic.so",
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_contains("[plugin] tag=one score=2 ");
+    std::fs::write(dir.join("slow"), "").expect("write slow");
+    s
 }
 
 /// Waits for `path` to appear (a file another process creates), polling for

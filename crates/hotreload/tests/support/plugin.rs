@@ -104,3 +104,31 @@ HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
 pub fn counter(tag: &str, step: i32) -> String {
     Counter::new(tag, step).source()
 }
+
+/// A plugin whose tag (`[plugin] tag=... score=N`) comes from the header
+/// `header` once it exists (`#define TAG "..."`), else is `base`: for
+/// edits in folders other than the one holding the plugin's source.
+pub fn tagged_by_header(header: &str) -> String {
+    format!(
+        r#"#include <stdio.h>
+#include "hotreload.h"
+#if __has_include("{header}")
+#include "{header}"
+#else
+#define TAG "base"
+#endif
+
+typedef struct {{ int score; }} state_t;
+static void init(void* p) {{ ((state_t*)p)->score = 0; }}
+static void tick(void* p, double dt) {{
+    state_t* s = p;
+    (void)dt;
+    s->score += 1;
+    printf("[plugin] tag=%s score=%d\n", TAG, s->score);
+}}
+static void shutdown(void* p) {{ (void)p; }}
+static logic_api_t api = {{ 1, sizeof(state_t), init, tick, shutdown }};
+HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
+"#
+    )
+}
