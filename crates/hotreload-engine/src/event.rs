@@ -51,6 +51,11 @@ pub enum Event {
     BuildSuperseded {
         paths: Vec<PathBuf>,
     },
+    /// A source changed while a build had been running for `ran`: it is
+    /// stopped (SIGTERM, then SIGKILL) and one more build follows.
+    BuildCancelled {
+        ran: Duration,
+    },
     /// `paths` changed during each of the last `builds` builds, which were
     /// discarded for it: they are taken to be written by the build and
     /// ignored from now on. `ignore_pattern` would make that permanent.

@@ -68,6 +68,10 @@ impl Renderer {
                 });
                 out
             }
+            Event::BuildCancelled { ran } => format!(
+                "[build] a source changed while the build had run {}: stopping it (SIGTERM, then SIGKILL) to build again\n",
+                ms(*ran)
+            ),
             Event::BuildSuperseded { paths } if paths.is_empty() => {
                 "[build] a rebuild was asked for during the build; discarding its output and building again\n".into()
             }

@@ -639,3 +639,41 @@ fn a_build_past_its_timeout_is_killed_and_the_next_change_builds() {
     s.expect_prefix("[reload] swapped logic.so (api=1, v2");
     assert_eq!(s.stop(), 0);
 }
+
+#[test]
+fn a_newer_change_stops_a_hung_build_and_builds_again() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let build =
+        "if test -f hang; then touch hanging; sleep 60; fi; cc -shared -fPIC -o logic.so logic.c";
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            build,
+            "--lib",
+            "logic.so",
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_contains("tag=one score=2 ");
+    fs::write(dir.path().join("hang"), "").expect("make the next build hang");
+    editor::in_place(&src, &counter("two", 1));
+    support::wait_for_file(&dir.path().join("hanging"));
+    // Long enough for the build to count as long.
+    std::thread::sleep(Duration::from_millis(2200));
+    fs::remove_file(dir.path().join("hang")).expect("unhang");
+    editor::in_place(&src, &counter("three", 1));
+    let stopped = s.expect_prefix("[build] a source changed while the build had run ");
+    assert!(
+        stopped.contains("stopping it (SIGTERM, then SIGKILL)"),
+        "{stopped}"
+    );
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=three score=");
+    assert_eq!(s.stop(), 0);
+}

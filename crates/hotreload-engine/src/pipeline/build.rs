@@ -222,6 +222,32 @@ impl RunningBuild {
         Ok(RunningBuild { pgid, exited })
     }
 
+    /// Stops the build to start a newer one: SIGTERM to its whole process
+    /// group first, so that `make` and friends delete the half-written
+    /// target they were on (a truncated object file with a new mtime would
+    /// pass for up to date later), then SIGKILL after `grace` for whatever is
+    /// left. The waiter thread reports the exit as usual.
+    pub fn cancel(&self, grace: Duration) {
+        if self.exited.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = killpg(self.pgid, Signal::SIGTERM);
+        let (pgid, exited) = (self.pgid, Arc::clone(&self.exited));
+        let _ = thread::Builder::new()
+            .name("hotreload-build-cancel".into())
+            .spawn(move || {
+                let deadline = Instant::now() + grace;
+                while !exited.load(Ordering::Acquire) {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let _ = killpg(pgid, Signal::SIGKILL);
+                        return;
+                    }
+                    thread::park_timeout((deadline - now).min(Duration::from_millis(20)));
+                }
+            });
+    }
+
     /// Kills the whole process group. The waiter thread still reports the
     /// exit; callers that no longer care ignore that report.
     pub fn kill(&self) {

@@ -19,7 +19,7 @@ mod stale;
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::command::Command;
 use crate::config::Config;
@@ -137,7 +137,18 @@ struct InFlight {
     baseline: Baseline,
     /// The files of the batches delivered after this build started.
     batched: std::collections::BTreeSet<PathBuf>,
+    /// When it started, to tell a long build from a short one.
+    started: Instant,
+    /// It was told to stop for a newer change.
+    cancelled: bool,
 }
+
+/// A real change during a build that has run this long stops it and builds
+/// again (a hung build would otherwise hold every change back until its
+/// timeout); a shorter one is let finish, which is sooner.
+const CANCEL_AFTER: Duration = Duration::from_secs(2);
+/// How long a cancelled build gets to clean up after SIGTERM.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 impl Reloader {
     pub fn new(
@@ -331,9 +342,18 @@ impl Reloader {
             paths,
             rescan: batch.rescan,
         });
-        // A running build is judged when it exits, by what changed meanwhile.
-        if self.build.is_none() {
-            self.start_build(me, counts_as_attempt);
+        // A running build is judged when it exits, by what changed meanwhile;
+        // one that has run long is stopped now instead (its output would be
+        // stale anyway), so a hung build never holds a change back.
+        match &mut self.build {
+            None => self.start_build(me, counts_as_attempt),
+            Some(build) if !build.cancelled && build.started.elapsed() >= CANCEL_AFTER => {
+                build.cancelled = true;
+                build.run.cancel(CANCEL_GRACE);
+                let ran = build.started.elapsed();
+                self.emit(Event::BuildCancelled { ran });
+            }
+            Some(_) => {}
         }
     }
 
@@ -368,6 +388,8 @@ impl Reloader {
                     counts_as_attempt,
                     baseline,
                     batched: Default::default(),
+                    started: Instant::now(),
+                    cancelled: false,
                 })
             }
             Err(why) => {
