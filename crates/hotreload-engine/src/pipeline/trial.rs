@@ -114,6 +114,7 @@ pub fn spawn(
         (lib.as_raw_fd(), handover::LIBRARY_FD),
         (report_write.as_raw_fd(), handover::REPORT_FD),
     ];
+    let host_pid = std::process::id() as libc::pid_t;
     let mut command = Command::new(exe);
     command
         .arg(handover::SUBCOMMAND)
@@ -126,12 +127,23 @@ pub fn spawn(
         .stderr(out_write)
         .process_group(0);
     // SAFETY: runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: `fcntl` and `dup2` are. The
+    // async-signal-safe calls are allowed: `prctl`, `fcntl` and `dup2` are
+    // plain system calls. The
     // descriptors are first moved above any target number, so that putting
     // one in place never closes another still to be placed; `dup2` leaves
     // the targets without close-on-exec, so they survive the exec.
     unsafe {
         command.pre_exec(move || {
+            // A probe never outlives the host thread that started it: if the
+            // host dies (SIGKILL, a crash) while a plugin call in the probe
+            // spins, the probe goes too instead of running on, orphaned.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The host may have died before the line above took effect.
+            if libc::getppid() != host_pid {
+                return Err(std::io::Error::other("the host is gone"));
+            }
             let mut high = [0; 3];
             for (i, (from, _)) in handed.iter().enumerate() {
                 high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
