@@ -371,7 +371,10 @@ fn count(counts: &mut Counts, event: Event) {
                 Recovery::RolledBack { .. } => counts.rolled_back += 1,
                 Recovery::Paused { .. } => counts.paused += 1,
                 // The soak's plugins have no hooks and no migrations.
-                Recovery::Exiting { .. } | Recovery::SwapWentAhead | Recovery::Refused { .. } => {}
+                Recovery::Exiting { .. }
+                | Recovery::SwapWentAhead
+                | Recovery::Refused { .. }
+                | Recovery::Unloaded => {}
             }
         }
         Event::Rejected {

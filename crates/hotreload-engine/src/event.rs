@@ -178,6 +178,9 @@ pub enum Recovery {
     /// The new version's `migrate` hook faulted or refused: it was not
     /// swapped in, and the running version and its state stay.
     Refused { keeping: Option<u64> },
+    /// A destructor of a version being retired faulted; the rest of its
+    /// destructors were skipped and it was unloaded anyway.
+    Unloaded,
     /// The fault was in `shutdown`; the state is put back as it was before
     /// `shutdown` (that is what gets saved), and the host exits as it was
     /// going to.

@@ -374,3 +374,25 @@ int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state,
 int hr_call_get_api(const void* (*f)(void), const void** out) {
     HR_GUARDED_CALL(*out = f());
 }
+
+/* A library's own constructors and destructors, which the host runs itself
+ * instead of the loader (see plugin/elf): the loader calls a constructor
+ * with the program's arguments and environment, a destructor with none. */
+int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
+    HR_GUARDED_CALL(f(argc, argv, envp));
+}
+
+int hr_call_destructor(void (*f)(void)) {
+    HR_GUARDED_CALL(f());
+}
+
+/* Copies memory that plugin code pointed the host to (a table, a field
+ * name): a bad pointer faults here, inside the guard, instead of in the
+ * host's own code. strnlen finds a string's end no further than max. */
+int hr_guarded_copy(void* dst, const void* src, size_t len) {
+    HR_GUARDED_CALL(memcpy(dst, src, len));
+}
+
+int hr_guarded_strnlen(const char* s, size_t max, size_t* len) {
+    HR_GUARDED_CALL(*len = strnlen(s, max));
+}

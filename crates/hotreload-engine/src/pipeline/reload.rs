@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::command::Command;
 use crate::config::Config;
-use crate::event::{BuildFailure, Event, EventSink};
+use crate::event::{BuildFailure, Event, EventSink, FaultReport, Recovery};
 use crate::outcome::{Outcome, Rejection, exit_code};
 use crate::pipeline::build::{BuildResult, RunningBuild};
 use crate::plugin::Plugin;
@@ -584,6 +584,16 @@ impl Reloader {
         self.hashes.remove(&version);
         self.sides.remove(&version);
         let closed = plugin.close();
+        if let Some(cause) = closed.destructor_fault {
+            self.emit(Event::Fault(FaultReport {
+                version,
+                call: "destructor",
+                tick: 0,
+                cause,
+                symbol: None,
+                recovery: Recovery::Unloaded,
+            }));
+        }
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(
                 "dlclose of v{version} failed: {err}"

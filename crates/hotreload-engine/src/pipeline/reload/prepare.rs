@@ -128,10 +128,13 @@ impl Reloader {
                 "this build is the one that faulted as {what}; change the code to try again"
             )));
         }
-        self.spans = precheck(bytes)?;
+        let image = precheck(bytes)?;
+        self.spans = image.spans.clone();
         self.copies += 1;
+        // The copy hides the library's constructors and destructors from
+        // the loader: the host runs them itself, under the crash guard.
         self.shadow
-            .store(self.copies, &self.lib_name, bytes)
+            .store(self.copies, &self.lib_name, &image.neutralized(bytes))
             .map_err(Rejection::NotLoadable)
     }
 
