@@ -15,7 +15,8 @@ Exit codes (the outcome of the last reload attempt):
   2   bad command-line flag or value
   9   the build command failed
   10  ABI mismatch: api_version or state_size differ from the host's (or cannot be allocated)
-  11  not a loadable library: missing, not ELF, wrong machine, truncated, or refused by dlopen
+  11  not a loadable library: missing, not ELF, wrong machine, truncated, malformed
+      where the loader would read it, or refused by dlopen
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
   14  plugin code crashed, aborted or hung (the host recovered)

@@ -246,6 +246,36 @@ fn with_trials_off_a_crashing_constructor_is_rejected_by_name() {
     assert_eq!(s.count(|l| l.contains("tag=bad")), 0, "{}", s.transcript());
 }
 
+/// A constructor that never returns, without a trial: interrupted after
+/// `--tick-timeout-ms` like a hanging tick, and the server reloads on.
+#[test]
+fn with_trials_off_a_hanging_constructor_is_interrupted() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(
+        dir.path(),
+        &["--trial-ticks", "0", "--tick-timeout-ms", "300"],
+    );
+    s.expect_contains("tag=one score=2 ");
+    let spinning = format!(
+        "{}\n__attribute__((constructor)) static void spin(void) {{ for (;;) {{}} }}\n",
+        counter("bad", 1)
+    );
+    editor::in_place(&src, &spinning);
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.starts_with(
+            "[reload] rejected: a library constructor faulted: timeout after 300 ms in spin"
+        ) && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    editor::in_place(&src, &counter("two", 1));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    assert_eq!(s.stop(), 0);
+}
+
 /// A destructor that crashes when its version is retired: one [fault] line,
 /// the library unloaded anyway, and the server carries on.
 #[test]

@@ -196,6 +196,18 @@ impl Reloader {
                 None
             }
         };
+        // Constructors, `logic_get_api` and destructors run on this thread
+        // too: one that hangs is interrupted like a hanging tick.
+        let _load_watch =
+            match crate::plugin::load::watch_loads(self.config.effective_call_timeout()) {
+                Ok(w) => Some(w),
+                Err(why) => {
+                    self.emit(Event::WatchNotice(format!(
+                        "plugin code that hangs while a library loads cannot be interrupted: {why}"
+                    )));
+                    None
+                }
+            };
         // The library on disk may be stale: always build once at start.
         self.start_build(&me, false);
         while let Ok(msg) = inbox.recv() {

@@ -20,9 +20,11 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use hotreload_abi::{GET_API_NAME, GetApiExtFn, GetApiFn, LogicApi};
 
+use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, ConstructorFn, DestructorFn, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::dl::Handle;
@@ -46,12 +48,72 @@ pub struct Library {
     shadow: ShadowFile,
 }
 
+thread_local! {
+    /// What interrupts this thread's load-time plugin calls (constructors,
+    /// entry points, destructors) that run too long, and after how long;
+    /// see [`watch_loads`].
+    static LOAD_WATCH: RefCell<Option<(CallWatch, Duration)>> = const { RefCell::new(None) };
+}
+
+/// While the returned value lives, plugin code that this thread's loads and
+/// unloads run (constructors, `logic_get_api`, destructors) is interrupted
+/// after `timeout`, as a fault: a constructor that never returns would
+/// otherwise stop this thread for good, silently. Drop it on this thread,
+/// after its last load.
+pub fn watch_loads(timeout: Duration) -> Result<LoadWatch, String> {
+    let (watchdog, calls) = Watchdog::for_this_thread(timeout)?;
+    LOAD_WATCH.with(|w| *w.borrow_mut() = Some((calls, timeout)));
+    Ok(LoadWatch {
+        _watchdog: watchdog,
+        _not_send: std::marker::PhantomData,
+    })
+}
+
+/// See [`watch_loads`].
+pub struct LoadWatch {
+    _watchdog: Watchdog,
+    /// It watches the thread that made it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for LoadWatch {
+    fn drop(&mut self) {
+        LOAD_WATCH.with(|w| *w.borrow_mut() = None);
+    }
+}
+
+/// Runs one guarded plugin call under this thread's load watchdog, if any.
+fn watched<T>(call: impl FnOnce() -> T) -> T {
+    LOAD_WATCH.with(|w| {
+        if let Some((calls, _)) = &*w.borrow() {
+            calls.begin(Instant::now());
+        }
+    });
+    let out = call();
+    LOAD_WATCH.with(|w| {
+        if let Some((calls, _)) = &*w.borrow() {
+            calls.end();
+        }
+    });
+    out
+}
+
 /// How a guarded call into the library ended badly, named while the
 /// library is still mapped.
 fn described(fault: &Fault) -> String {
+    let what = if fault.is_timeout() {
+        let after = LOAD_WATCH.with(|w| w.borrow().as_ref().map(|(_, t)| t.as_millis()));
+        match after {
+            // As a hanging tick says it.
+            Some(ms) => format!("timeout after {ms} ms"),
+            None => fault.describe(),
+        }
+    } else {
+        fault.describe()
+    };
     match fault.symbol() {
-        Some(place) => format!("{} in {place}", fault.describe()),
-        None => fault.describe(),
+        Some(place) => format!("{what} in {place}"),
+        None => what,
     }
 }
 
@@ -157,10 +219,10 @@ impl Library {
             // constructors have this type in every ELF ABI. `argv` and
             // `envp` are NULL-terminated arrays of C strings that outlive
             // the call.
-            let result = unsafe {
+            let result = watched(|| unsafe {
                 let f = std::mem::transmute::<usize, ConstructorFn>(at);
                 guard::call_constructor(f, args.argc(), args.argv.as_ptr(), args.envp.as_ptr())
-            };
+            });
             if let Err(fault) = result {
                 return Err(Rejection::Faulted(format!(
                     "a library constructor faulted: {}",
@@ -183,10 +245,10 @@ impl Library {
         // mapped at `base`; `include/hotreload.h` declares it as
         // `logic_api_t* logic_get_api(void)`, which `GetApiFn` mirrors. It is
         // called under the crash guard, and its result checked before use.
-        let table = unsafe {
+        let table = watched(|| unsafe {
             let get = std::mem::transmute::<usize, GetApiFn>(self.base + linked as usize);
             guard::call_get_api(get)
-        }
+        })
         .map_err(|fault| {
             Rejection::Faulted(format!("{GET_API_NAME} faulted: {}", described(&fault)))
         })?;
@@ -218,10 +280,10 @@ impl Library {
             return Ok(None);
         };
         // SAFETY: as for `table`, with `logic_api_ext_t* logic_get_api_ext(void)`.
-        let table = unsafe {
+        let table = watched(|| unsafe {
             let get = std::mem::transmute::<usize, GetApiExtFn>(self.base + linked as usize);
             guard::call_get_api_ext(get)
-        }
+        })
         .map_err(|fault| {
             Rejection::Faulted(format!("logic_get_api_ext faulted: {}", described(&fault)))
         })?;
@@ -294,9 +356,9 @@ impl Library {
                 };
                 // SAFETY: `at` is in the library's mapped code (checked
                 // above); destructors take no arguments.
-                let result = unsafe {
+                let result = watched(|| unsafe {
                     guard::call_destructor(std::mem::transmute::<usize, DestructorFn>(at))
-                };
+                });
                 if let Err(f) = result {
                     // The rest would run on whatever state it left.
                     fault = Some(described(&f));

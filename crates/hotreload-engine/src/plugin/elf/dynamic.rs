@@ -418,6 +418,20 @@ impl Dynamic {
         Ok(())
     }
 
+    /// The constructor and destructor arrays, `[start, end)`.
+    pub fn arrays(&self) -> Vec<(u64, u64)> {
+        [
+            (DT_INIT_ARRAY, DT_INIT_ARRAYSZ),
+            (DT_FINI_ARRAY, DT_FINI_ARRAYSZ),
+        ]
+        .iter()
+        .filter_map(|&(at, size)| {
+            let start = self.get(at)?;
+            Some((start, start.saturating_add(self.get(size)?)))
+        })
+        .collect()
+    }
+
     /// The string table's address and size.
     pub fn strtab(&self) -> Option<(u64, u64)> {
         Some((self.get(DT_STRTAB)?, self.get(DT_STRSZ)?))

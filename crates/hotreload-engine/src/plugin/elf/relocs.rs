@@ -113,6 +113,17 @@ fn accepted(kind: u32) -> Result<u64, String> {
     }
 }
 
+/// Which relocation, for a message: `DT_RELA[3]`. Formatted only when a
+/// message is made (there are thousands of relocations).
+#[derive(Clone, Copy)]
+struct Place<'n>(&'n str, u64);
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.0, self.1)
+    }
+}
+
 struct Checker<'a, 'b> {
     bytes: &'a [u8],
     layout: &'b Layout,
@@ -120,6 +131,9 @@ struct Checker<'a, 'b> {
     special: &'b Special,
     tables: &'b [(&'static str, u64, u64)],
     bounds: (u64, u64),
+    /// The words whose relocated values matter afterwards (the constructor
+    /// and destructor arrays).
+    watched: Vec<(u64, u64)>,
     out: Relocations,
     count: u64,
 }
@@ -127,7 +141,7 @@ struct Checker<'a, 'b> {
 impl Checker<'_, '_> {
     /// `[at, at + width)` may be written: writable library memory, outside
     /// the loader's tables.
-    fn target(&self, what: &str, at: u64, width: u64) -> Result<(), String> {
+    fn target(&self, what: Place<'_>, at: u64, width: u64) -> Result<(), String> {
         // The loader writes whole words; a misaligned one straddles two.
         if !at.is_multiple_of(8) {
             return Err(format!(
@@ -159,7 +173,7 @@ impl Checker<'_, '_> {
     }
 
     /// A relative relocation's result must be an address of the library.
-    fn relative(&self, what: &str, value: u64) -> Result<(), String> {
+    fn relative(&self, what: Place<'_>, value: u64) -> Result<(), String> {
         let (lo, hi) = self.bounds;
         if value < lo || value > hi {
             return Err(format!(
@@ -169,7 +183,13 @@ impl Checker<'_, '_> {
         Ok(())
     }
 
-    fn count(&mut self, what: &str) -> Result<(), String> {
+    fn remember(&mut self, at: u64, effect: Effect) {
+        if self.watched.iter().any(|&(s, e)| s <= at && at < e) {
+            self.out.by_target.insert(at, effect);
+        }
+    }
+
+    fn count(&mut self, what: Place<'_>) -> Result<(), String> {
         self.count += 1;
         if self.count > MAX_RELOCATIONS {
             return Err(format!(
@@ -190,8 +210,8 @@ impl Checker<'_, '_> {
             ));
         }
         for i in 0..entries {
-            let what = format!("{name}[{i}]");
-            self.count(&what)?;
+            let what = Place(name, i);
+            self.count(what)?;
             let (Some(offset), Some(info), Some(addend)) = (
                 u64_at(table, i * 24),
                 u64_at(table, i * 24 + 8),
@@ -221,26 +241,26 @@ impl Checker<'_, '_> {
             if width == 0 {
                 continue;
             }
-            self.target(&what, offset, width)?;
+            self.target(what, offset, width)?;
             let effect = if kind == OTHER_RELATIVE || VALIDATED && kind == RELATIVE64 {
-                self.relative(&what, addend)?;
+                self.relative(what, addend)?;
                 Effect::Relative(addend)
             } else if VALIDATED && matches!(kind, DTPMOD64 | DTPOFF64 | TPOFF64 | TLSDESC) {
-                self.tls(&what, sym)?;
+                self.tls(what, sym)?;
                 Effect::Other(kind)
             } else if VALIDATED && matches!(kind, R_64 | GLOB_DAT | JUMP_SLOT) && sym > 0 {
                 Effect::Symbol(sym, if kind == R_64 { addend } else { 0 })
             } else {
                 Effect::Other(kind)
             };
-            self.out.by_target.insert(offset, effect);
+            self.remember(offset, effect);
         }
         Ok(())
     }
 
     /// A thread-local relocation needs this library's thread-local block
     /// when it refers to it (no symbol, or a symbol defined here).
-    fn tls(&self, what: &str, sym: u64) -> Result<(), String> {
+    fn tls(&self, what: Place<'_>, sym: u64) -> Result<(), String> {
         let local = sym == 0 || self.symbols.local_value(sym).is_some();
         if local && !self.special.has_tls {
             return Err(format!(
@@ -265,7 +285,7 @@ impl Checker<'_, '_> {
         let mut next: Option<u64> = None;
         for k in 0..size / 8 {
             let word = u64_at(table, k * 8).unwrap_or(0);
-            let what = format!("DT_RELR[{k}]");
+            let what = Place("DT_RELR", k);
             let targets: Vec<u64> = if word & 1 == 0 {
                 vec![word]
             } else {
@@ -280,8 +300,8 @@ impl Checker<'_, '_> {
                     .collect()
             };
             for target in targets {
-                self.count(&what)?;
-                self.target(&what, target, 8)?;
+                self.count(what)?;
+                self.target(what, target, 8)?;
                 // The link-time address is the word already there.
                 let value = self
                     .layout
@@ -289,8 +309,8 @@ impl Checker<'_, '_> {
                     .ok()
                     .and_then(|w| u64_at(w, 0))
                     .unwrap_or(0);
-                self.relative(&what, value)?;
-                self.out.by_target.insert(target, Effect::Relative(value));
+                self.relative(what, value)?;
+                self.remember(target, Effect::Relative(value));
             }
             next = Some(if word & 1 == 0 {
                 word.saturating_add(8)
@@ -325,6 +345,7 @@ pub(super) fn check(
         special,
         tables,
         bounds: layout.bounds(),
+        watched: dynamic.arrays(),
         out: Relocations {
             by_target: HashMap::new(),
         },

@@ -264,6 +264,20 @@ impl Layout {
             .ok_or_else(|| format!("found {vaddr:#x}..{end:#x}, past the end of the file"))
     }
 
+    /// The file bytes from `vaddr` to the end of its segment's file part:
+    /// for a table whose length is not known before it is read.
+    pub fn file_rest<'a>(&self, bytes: &'a [u8], vaddr: u64) -> Option<&'a [u8]> {
+        let seg = self
+            .loads
+            .iter()
+            .find(|s| s.vaddr <= vaddr && vaddr < s.vaddr + s.filesz)?;
+        super::slice(
+            bytes,
+            seg.offset + (vaddr - seg.vaddr),
+            seg.vaddr + seg.filesz - vaddr,
+        )
+    }
+
     /// The file offset of `vaddr`, which must be in a segment's file part.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
         self.loads

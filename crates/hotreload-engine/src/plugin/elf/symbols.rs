@@ -117,10 +117,6 @@ fn word32(bytes: &[u8], layout: &Layout, vaddr: u64) -> Option<u32> {
     u32_at(layout.file_bytes(bytes, vaddr, 4).ok()?, 0)
 }
 
-fn word64(bytes: &[u8], layout: &Layout, vaddr: u64) -> Option<u64> {
-    u64_at(layout.file_bytes(bytes, vaddr, 8).ok()?, 0)
-}
-
 fn gnu_table(bytes: &[u8], layout: &Layout, at: u64) -> Result<GnuHash, String> {
     let what = format!("DT_GNU_HASH at {at:#x}");
     let header = layout.file_bytes(bytes, at, 16).map_err(|found| {
@@ -170,6 +166,8 @@ fn gnu_table(bytes: &[u8], layout: &Layout, at: u64) -> Result<GnuHash, String> 
             )
         })?;
     let chains_at = buckets_at + nbuckets * 4;
+    // The chains run to the last symbol: at most to the segment's end.
+    let chains = layout.file_rest(bytes, chains_at).unwrap_or(&[]);
     let mut reached: Vec<(u64, u64)> = Vec::new();
     let mut count = symoffset;
     let mut seen_by: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
@@ -190,13 +188,9 @@ fn gnu_table(bytes: &[u8], layout: &Layout, at: u64) -> Result<GnuHash, String> 
                     "{what} bucket {b}: expected its chain to end within {MAX_SYMBOLS} symbols, found no end"
                 ));
             }
-            let Some(word) = word32(bytes, layout, chains_at + (i - symoffset) * 4) else {
+            let Some(word) = u32_at(chains, (i - symoffset) * 4) else {
                 return Err(format!(
-                    "{what} bucket {b}: expected its chain (from symbol {first}) to end inside the table, found it running to symbol {i}, {}",
-                    layout
-                        .file_bytes(bytes, chains_at + (i - symoffset) * 4, 4)
-                        .err()
-                        .unwrap_or_default()
+                    "{what} bucket {b}: expected its chain (from symbol {first}) to end inside the table, found it running to symbol {i}, past the end of the segment's file bytes"
                 ));
             };
             if let Some(other) = seen_by.insert(i, b) {
@@ -391,18 +385,14 @@ impl<'a> Symbols<'a> {
     /// Every symbol a GNU chain reaches hashes to that bucket, with the
     /// chain's copy of its hash and both of its bloom bits.
     fn check_gnu(&mut self, bytes: &[u8], layout: &Layout, g: &GnuHash) -> Result<(), String> {
-        let buckets_at = g.at + 16 + g.bloom_words * 8;
-        let chains_at = buckets_at + g.nbuckets * 4;
+        let chains_at = g.at + 16 + g.bloom_words * 8 + g.nbuckets * 4;
+        let chains = layout.file_rest(bytes, chains_at).unwrap_or(&[]);
+        let bloom_words = layout.file_rest(bytes, g.at + 16).unwrap_or(&[]);
         for &(i, b) in &g.reached {
             let name = self.names.get(i as usize).copied().unwrap_or_default();
             let h = gnu_hash(name);
-            let stored = word32(bytes, layout, chains_at + (i - g.symoffset) * 4).unwrap_or(0);
-            let bloom = word64(
-                bytes,
-                layout,
-                g.at + 16 + (u64::from(h / 64) % g.bloom_words) * 8,
-            )
-            .unwrap_or(0);
+            let stored = u32_at(chains, (i - g.symoffset) * 4).unwrap_or(0);
+            let bloom = u64_at(bloom_words, (u64::from(h / 64) % g.bloom_words) * 8).unwrap_or(0);
             let bits = (1u64 << (h % 64)) | (1u64 << ((h >> g.shift) % 64));
             let problem = if u64::from(h) % g.nbuckets != b {
                 Some(format!(
