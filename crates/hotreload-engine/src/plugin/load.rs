@@ -20,6 +20,7 @@ use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hotreload_abi::{GET_API_NAME, GetApiExtFn, GetApiFn, LogicApi};
@@ -400,28 +401,37 @@ pub struct Closed {
 }
 
 /// The program's arguments and environment as the loader hands them to
-/// constructors, as private copies made for one call: code that scribbles
-/// over what it was handed (a corrupt constructor writing through its
-/// third argument) damages the copy, not the host's environment.
+/// constructors: the strings as they were at the first load (kept for the
+/// life of the process), the pointer arrays copied afresh for each call.
+/// Code that scribbles over what it was handed (a corrupt constructor
+/// writing through its third argument) damages a copy, not the host's own
+/// `environ`. Constructors that read the environment with `getenv` see the
+/// live one.
 struct ProgramArguments {
-    _strings: Vec<CString>,
     argv: Vec<*const c_char>,
     envp: Vec<*const c_char>,
 }
 
 impl ProgramArguments {
     fn copy() -> ProgramArguments {
-        let args: Vec<CString> = std::env::args_os()
-            .filter_map(|a| CString::new(a.as_bytes()).ok())
-            .collect();
-        let vars: Vec<CString> = std::env::vars_os()
-            .filter_map(|(k, v)| {
-                let mut entry = k.as_bytes().to_vec();
-                entry.push(b'=');
-                entry.extend_from_slice(v.as_bytes());
-                CString::new(entry).ok()
-            })
-            .collect();
+        struct Strings {
+            args: Vec<CString>,
+            vars: Vec<CString>,
+        }
+        static STRINGS: OnceLock<Strings> = OnceLock::new();
+        let strings = STRINGS.get_or_init(|| Strings {
+            args: std::env::args_os()
+                .filter_map(|a| CString::new(a.as_bytes()).ok())
+                .collect(),
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    let mut entry = k.as_bytes().to_vec();
+                    entry.push(b'=');
+                    entry.extend_from_slice(v.as_bytes());
+                    CString::new(entry).ok()
+                })
+                .collect(),
+        });
         let terminated = |strings: &[CString]| -> Vec<*const c_char> {
             strings
                 .iter()
@@ -429,13 +439,9 @@ impl ProgramArguments {
                 .chain(std::iter::once(std::ptr::null()))
                 .collect()
         };
-        let (argv, envp) = (terminated(&args), terminated(&vars));
-        let mut strings = args;
-        strings.extend(vars);
         ProgramArguments {
-            _strings: strings,
-            argv,
-            envp,
+            argv: terminated(&strings.args),
+            envp: terminated(&strings.vars),
         }
     }
 
