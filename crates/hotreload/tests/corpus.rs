@@ -427,6 +427,37 @@ fn the_corpus_is_large_and_covers_every_kind_of_damage() {
     );
 }
 
+/// The whole corpus through the host's checks alone, in this process (no
+/// loader involved): none panics (this is a debug build, so an arithmetic
+/// overflow would), and every refusal of an ELF file says what was
+/// expected and what was found.
+#[test]
+fn the_checks_judge_the_whole_corpus_with_reasons() {
+    use hotreload_engine::Rejection;
+    use hotreload_engine::plugin::precheck::precheck;
+    let (_dir, bases, variants) = corpus();
+    let mut refused = 0;
+    for v in &variants {
+        match precheck(&v.bytes(&bases)) {
+            Ok(_) => {}
+            Err(Rejection::NotLoadable(why)) => {
+                refused += 1;
+                assert!(
+                    says_expected_found(&why),
+                    "{}: no expected/found in: {why}",
+                    v.name
+                );
+            }
+            Err(Rejection::MissingEntryPoint(why)) => {
+                refused += 1;
+                assert!(says_expected_found(&why), "{}: {why}", v.name);
+            }
+            Err(other) => panic!("{}: the checks cannot refuse with {other:?}", v.name),
+        }
+    }
+    assert!(refused > variants.len() / 2, "{refused} refused");
+}
+
 #[test]
 fn a_subset_never_kills_the_host_with_trials_off() {
     let (_dir, bases, variants) = corpus();
