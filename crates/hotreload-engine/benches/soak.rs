@@ -374,7 +374,8 @@ fn count(counts: &mut Counts, event: Event) {
                 Recovery::Exiting { .. }
                 | Recovery::DescribeOff
                 | Recovery::SwapWentAhead
-                | Recovery::Refused { .. } => {}
+                | Recovery::Refused { .. }
+                | Recovery::Unloaded => {}
             }
         }
         Event::Rejected {

@@ -56,6 +56,9 @@ pub struct Config {
     /// plugins with side effects). Trials need the host program to call
     /// [`crate::run_probe_if_requested`] at the start of `main`.
     pub trial_ticks: u64,
+    /// Load each build in a probe process before the host does (with
+    /// `trial_ticks` 0, only loaded there); `false` runs no probe at all.
+    pub probe: bool,
     /// Print the state every this many ticks.
     pub state_every: Option<u64>,
     /// The state's type in the library's debug info, if not `state_t` or the
@@ -103,6 +106,7 @@ impl Config {
             call_timeout: None,
             keep_versions: 5,
             trial_ticks: 3,
+            probe: true,
             state_every: None,
             state_type: None,
             reset_fields: Vec::new(),

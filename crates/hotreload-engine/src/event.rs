@@ -232,6 +232,9 @@ pub enum Recovery {
     /// The fault was in `describe`: the state is shown by field from now
     /// on, and `describe` is not called again for that version.
     DescribeOff,
+    /// A destructor of a version being retired faulted; the rest of its
+    /// destructors were skipped and it was unloaded anyway.
+    Unloaded,
     /// The fault was in `shutdown`; the state is put back as it was before
     /// `shutdown` (that is what gets saved), and the host exits as it was
     /// going to.

@@ -17,7 +17,8 @@
 //!   fingerprints, the journal of what was touched).
 //! - [`pipeline`]: the reload state machine, the build, the trial.
 //! - [`plugin`]: one library from bytes to a checked version (shadow copy,
-//!   precheck, loader, ABI check, extended table, the probe).
+//!   precheck and the ELF validator behind it, the loader, ABI check,
+//!   extended table, the probe).
 //! - [`tick`]: the loop that owns the state and calls plugin code: swaps,
 //!   recovery after faults, the schedule.
 //! - [`state`] and [`layout`]: the host-owned block, snapshots, migration,

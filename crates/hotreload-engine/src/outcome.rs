@@ -22,7 +22,8 @@ pub mod exit_code {
     /// version's `state_size` cannot be allocated.
     pub const ABI_MISMATCH: i32 = 10;
     /// The build output is not a loadable shared library for this machine
-    /// (missing, not ELF, wrong architecture, truncated, or refused by dlopen).
+    /// (missing, not ELF, wrong architecture, truncated, malformed where the
+    /// loader would read it, or refused by dlopen).
     pub const NOT_LOADABLE: i32 = 11;
     /// The library loads but does not export `logic_get_api`.
     pub const MISSING_ENTRY_POINT: i32 = 12;

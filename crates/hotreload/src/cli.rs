@@ -16,7 +16,8 @@ Exit codes (the outcome of the last reload attempt):
   9   the build command failed
   10  ABI mismatch: api_version or state_size differ from the host's (or cannot be allocated),
       or the state cannot be carried to the new version's layout (see --reset-field)
-  11  not a loadable library: missing, not ELF, wrong machine, truncated, or refused by dlopen
+  11  not a loadable library: missing, not ELF, wrong machine, truncated, malformed
+      where the loader would read it, or refused by dlopen
   12  the library does not export logic_get_api
   13  logic_get_api returned NULL, or init, tick or shutdown is NULL
   14  plugin code crashed, aborted or hung (the host recovered)
@@ -113,11 +114,19 @@ pub struct Args {
     pub keep_versions: u64,
 
     /// Ticks a new build runs in a throwaway process, on a copy of the
-    /// state, before it is loaded (its constructors, logic_get_api and init
-    /// run there first too); 0 turns trials off, for plugins with side
-    /// effects.
+    /// state, before it is loaded (its constructors, logic_get_api, init or
+    /// on_reload, describe, on_unload and shutdown run there first too); 0
+    /// calls none of its functions there, for plugins with side effects, but
+    /// still loads it there first.
     #[arg(long, value_name = "N", default_value_t = 3)]
     pub trial_ticks: u64,
+
+    /// Run no probe process at all: a new build is loaded straight into the
+    /// server, whose crash guard runs its constructors and `logic_get_api`.
+    /// For plugins whose constructors must not run twice. (`--trial-ticks 0`
+    /// still loads each build once in a probe first.)
+    #[arg(long, conflicts_with = "trial_ticks")]
+    pub no_probe: bool,
 
     /// The state's type in the plugin's debug info (built with -g), when it
     /// is not `state_t` or the only struct of the state's size. A type in a
@@ -209,6 +218,7 @@ impl Args {
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;
         config.trial_ticks = self.trial_ticks;
+        config.probe = !self.no_probe;
         config.state_type = self.state_type.clone();
         config.reset_fields = self.reset_field.clone();
         config.state_fields = self.state_fields.clone();

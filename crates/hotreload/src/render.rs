@@ -366,11 +366,15 @@ fn fault(r: &FaultReport) -> String {
             format!("not swapped in; v{v} keeps running on its state")
         }
         Recovery::Refused { keeping: None } => "not swapped in".to_owned(),
+        Recovery::Unloaded => {
+            "its other destructors were skipped, and it was unloaded anyway".to_owned()
+        }
     };
     // "v2 tick 37", "v1 init", "v3 shutdown after tick 120".
     let when = match r.call {
         "tick" => format!("tick {}", r.tick),
         "init" => "init".to_owned(),
+        "destructor" => "destructor (unloading it)".to_owned(),
         call => format!("{call} after tick {}", r.tick),
     };
     format!("v{} {when}: {}{place}; {recovery}", r.version, r.cause)

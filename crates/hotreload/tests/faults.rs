@@ -182,18 +182,25 @@ fn a_fault_in_init_pauses_and_the_next_build_runs_init() {
     assert_eq!(s.stop(), 0);
 }
 
-#[test]
-fn a_crashing_logic_get_api_is_rejected_and_the_old_code_ticks_on() {
+/// v1 ticking with trials off, then `bad` saved over it; the server stops
+/// after that one reload.
+fn one_reload_into(bad: &str) -> (tempfile::TempDir, Server) {
     let dir = workdir();
     let src = dir.path().join("logic.c");
     std::fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start_default(dir.path(), &["--reloads", "1", "--trial-ticks", "0"]);
+    // No probe at all: what is tested is the server's own guard.
+    let mut s = Server::start_default(dir.path(), &["--reloads", "1", "--no-probe"]);
     s.expect_contains("tag=one score=2 ");
-    let bad = counter("bad", 1).replace(
+    editor::in_place(&src, bad);
+    (dir, s)
+}
+
+#[test]
+fn a_crashing_logic_get_api_is_rejected_and_the_old_code_ticks_on() {
+    let (_dir, mut s) = one_reload_into(&counter("bad", 1).replace(
         "{ return &api; }",
         "{ *(volatile int*)0 = 1; return &api; }",
-    );
-    editor::in_place(&src, &bad);
+    ));
     let line = s.expect_prefix("[reload] rejected: ");
     assert!(
         line.contains("logic_get_api faulted: SIGSEGV") && line.ends_with("(keeping v1)"),
@@ -201,6 +208,106 @@ fn a_crashing_logic_get_api_is_rejected_and_the_old_code_ticks_on() {
     );
     assert_eq!(s.exit_code(), 14);
     assert!(s.count(|l| l.contains("tag=one score=")) >= 2);
+}
+
+/// A `logic_get_api` that returns a pointer to nothing: the host copies the
+/// table through the crash guard, so the bad pointer is a rejection.
+#[test]
+fn a_table_pointer_to_nothing_is_rejected() {
+    let (_dir, mut s) = one_reload_into(&counter("bad", 1).replace(
+        "{ return &api; }",
+        "{ (void)api; return (logic_api_t*)0x10; }",
+    ));
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.contains("logic_get_api returned 0x10, which cannot be read: SIGSEGV")
+            && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    assert_eq!(s.exit_code(), 14);
+}
+
+/// Without a probe, a library's constructors still run under the crash
+/// guard: the host runs them itself, after dlopen, instead of the loader.
+/// A crashing one is a rejection naming it, and v1 ticks on.
+#[test]
+fn without_a_probe_a_crashing_constructor_is_rejected_by_name() {
+    let (_dir, mut s) = one_reload_into(&format!(
+        "{}\n__attribute__((constructor)) static void boom(void) {{ *(volatile int*)0 = 1; }}\n",
+        counter("bad", 1)
+    ));
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.starts_with(
+            "[reload] rejected: a library constructor faulted: SIGSEGV (address not mapped) at 0x0 in boom+"
+        ) && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    assert_eq!(s.exit_code(), 14);
+    assert_eq!(s.count(|l| l.contains("tag=bad")), 0, "{}", s.transcript());
+}
+
+/// A constructor that never returns, without a probe: interrupted after
+/// `--tick-timeout-ms` like a hanging tick, and the server reloads on.
+#[test]
+fn without_a_probe_a_hanging_constructor_is_interrupted() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--no-probe", "--tick-timeout-ms", "300"]);
+    s.expect_contains("tag=one score=2 ");
+    let spinning = format!(
+        "{}\n__attribute__((constructor)) static void spin(void) {{ for (;;) {{}} }}\n",
+        counter("bad", 1)
+    );
+    editor::in_place(&src, &spinning);
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        line.starts_with(
+            "[reload] rejected: a library constructor faulted: timeout after 300 ms in spin"
+        ) && line.ends_with("(keeping v1)"),
+        "{line}"
+    );
+    editor::in_place(&src, &counter("two", 1));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    assert_eq!(s.stop(), 0);
+}
+
+/// A destructor that crashes when its version is retired: one [fault] line,
+/// the library unloaded anyway, and the server carries on.
+#[test]
+fn without_a_probe_a_crashing_destructor_is_a_fault_when_its_version_goes() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let crashing = format!(
+        "{}\n__attribute__((destructor)) static void boom(void) {{ *(volatile int*)0 = 1; }}\n",
+        counter("two", 1)
+    );
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--no-probe", "--keep-versions", "1"]);
+    s.expect_contains("tag=one score=2 ");
+    editor::in_place(&src, &crashing);
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    editor::in_place(&src, &counter("three", 1));
+    // v2 is handed back for unloading as v3 is installed: its fault line
+    // and v3's swap line may come in either order.
+    let line = s.expect_prefix("[fault] ");
+    assert!(
+        line.starts_with(
+            "[fault] v2 destructor (unloading it): SIGSEGV (address not mapped) at 0x0 in boom+"
+        ) && line.ends_with("its other destructors were skipped, and it was unloaded anyway"),
+        "{line}"
+    );
+    s.expect_contains("tag=three score=");
+    assert_eq!(
+        s.count(|l| l.starts_with("[reload] swapped logic.so (api=1, v3")),
+        1,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
 }
 
 /// After a fault, a build whose library is byte for byte the faulting one

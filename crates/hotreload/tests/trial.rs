@@ -202,9 +202,10 @@ fn a_fault_on_trial_tick_2_is_rejected_and_never_runs_in_the_host() {
     );
 }
 
-/// Point 2: a library constructor that crashes is caught in the probe's
-/// dlopen; the host never maps the library, v1 ticks on, and the exit code
-/// is 14. What the constructor printed first is shown as detail.
+/// Point 2: a library constructor that crashes is caught in the probe (which
+/// runs it under the crash guard, as the host would, right after dlopen);
+/// the host never maps the library, v1 ticks on, and the exit code is 14.
+/// What the constructor printed first is shown as detail.
 #[test]
 fn a_crashing_constructor_is_rejected_in_dlopen() {
     let dir = workdir();
@@ -222,9 +223,11 @@ fn a_crashing_constructor_is_rejected_in_dlopen() {
     );
     editor::rename_over(&src, &bad);
     let line = s.expect_prefix("[reload] rejected: ");
-    assert_eq!(
-        line,
-        "[reload] rejected: trial: SIGSEGV in dlopen (a library constructor) (keeping v1)"
+    assert!(
+        line.starts_with(
+            "[reload] rejected: trial: a library constructor faulted: SIGSEGV (address not mapped) at 0x0 in boom+"
+        ) && line.ends_with(" (keeping v1)"),
+        "{line}"
     );
     s.expect_contains("  | [plugin] tag=bad constructor");
     s.expect_prefix("[exit] code=14");
@@ -402,9 +405,11 @@ fn a_crashing_destructor_is_rejected_in_dlclose() {
     );
     editor::rename_over(&src, &bad);
     let line = s.expect_prefix("[reload] rejected: ");
-    assert_eq!(
-        line,
-        "[reload] rejected: trial: SIGSEGV in dlclose (a library destructor) (keeping v1)"
+    assert!(
+        line.starts_with(
+            "[reload] rejected: trial: a library destructor faulted: SIGSEGV (address not mapped) at 0x0 in boom+"
+        ) && line.ends_with(" (keeping v1)"),
+        "{line}"
     );
     // All three trial ticks and `shutdown` ran and printed before the
     // destructor crashed.

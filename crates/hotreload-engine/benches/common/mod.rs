@@ -10,10 +10,9 @@ use std::process::Command;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use hotreload_abi::{GET_API_SYMBOL, GetApiFn};
+use hotreload_abi::GET_API_SYMBOL;
 use hotreload_engine::event::Event;
 use hotreload_engine::{Config, Engine, EngineHandle, StopReason};
-use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 use tempfile::TempDir;
 
 /// The folder that holds `hotreload.h`.
@@ -219,24 +218,26 @@ pub fn drain(rx: &Receiver<Stamped>) {
     while rx.try_recv().is_ok() {}
 }
 
-/// The loader alone, as the engine uses it: copy the library to a fresh
-/// name, `dlopen` it (`RTLD_NOW | RTLD_LOCAL`), `dlsym` the entry point,
-/// `dlclose`, remove the copy. Returns the time of one round trip.
+/// The bare loader, as tools without a validator use it: copy the library
+/// to a fresh name, `dlopen` it (`RTLD_NOW | RTLD_LOCAL`), `dlsym` the entry
+/// point, `dlclose`, remove the copy. Returns the time of one round trip.
 pub fn loader_round_trip(lib: &Path, scratch: &Path, serial: u64) -> Duration {
+    use std::os::unix::ffi::OsStrExt;
     let copy = scratch.join(format!("{serial}-loader.so"));
     let start = Instant::now();
     fs::copy(lib, &copy).expect("copy the library");
+    let name = std::ffi::CString::new(copy.as_os_str().as_bytes()).expect("a path without NUL");
     // SAFETY: the copy is one of this bench's own plugins, compiled above from
-    // `plugin_source`; it has no constructors, so opening it runs no code.
-    let raw = unsafe { RawLibrary::open(Some(&copy), RTLD_NOW | RTLD_LOCAL) }
-        .expect("dlopen the bench plugin");
-    {
-        // SAFETY: `logic_get_api` has the type `GetApiFn` mirrors (see
-        // `include/hotreload.h`); the symbol is dropped before the library.
-        let get = unsafe { raw.get::<GetApiFn>(GET_API_SYMBOL) }.expect("dlsym logic_get_api");
-        std::hint::black_box(&get);
-    }
-    raw.close().expect("dlclose");
+    // `plugin_source`, and `name` is NUL-terminated; opening it runs only the
+    // C start files' constructor.
+    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!handle.is_null(), "dlopen the bench plugin");
+    // SAFETY: a live handle and a NUL-terminated symbol name.
+    let get = unsafe { libc::dlsym(handle, GET_API_SYMBOL.as_ptr().cast()) };
+    assert!(!get.is_null(), "dlsym logic_get_api");
+    std::hint::black_box(get);
+    // SAFETY: nothing of the library is used after this.
+    assert_eq!(unsafe { libc::dlclose(handle) }, 0, "dlclose");
     fs::remove_file(&copy).expect("remove the copy");
     start.elapsed()
 }

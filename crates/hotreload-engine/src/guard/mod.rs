@@ -1,6 +1,7 @@
 //! Calling plugin code so that a crash in it becomes an error return.
 //!
-//! Every call into plugin code (`logic_get_api`, `init`, `tick`, `shutdown`)
+//! Every call into plugin code (`logic_get_api`, `init`, `tick`, `shutdown`,
+//! the library's own constructors and destructors)
 //! goes through the C trampoline in `trampoline.c`, which turns SIGSEGV,
 //! SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT (abort, assert), stack overflow
 //! and a watchdog's interruption into a [`Fault`]. The jump buffer and the
@@ -50,6 +51,15 @@ unsafe extern "C" {
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
     fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
+    fn hr_call_constructor(
+        f: ConstructorFn,
+        argc: c_int,
+        argv: *const *const c_char,
+        envp: *const *const c_char,
+    ) -> c_int;
+    fn hr_call_destructor(f: DestructorFn) -> c_int;
+    fn hr_guarded_copy(dst: *mut c_void, src: *const c_void, len: usize) -> c_int;
+    fn hr_guarded_strnlen(s: *const c_char, max: usize, len: *mut usize) -> c_int;
     fn hr_call_hook(f: HookFn, state: *mut c_void, host: *const HostContext) -> c_int;
     fn hr_call_migrate(
         f: MigrateFn,
@@ -71,6 +81,13 @@ unsafe extern "C" {
 
 /// Any `const void* f(void)` entry point (`logic_get_api`, `logic_get_api_ext`).
 type GetPtrFn = unsafe extern "C" fn() -> *const c_void;
+
+/// A library constructor (`DT_INIT`, an `DT_INIT_ARRAY` entry), as the
+/// loader calls it: `void f(int argc, char** argv, char** envp)`.
+pub type ConstructorFn = unsafe extern "C" fn(c_int, *const *const c_char, *const *const c_char);
+
+/// A library destructor (`DT_FINI`, a `DT_FINI_ARRAY` entry): `void f(void)`.
+pub type DestructorFn = unsafe extern "C" fn();
 
 /// The signal the watchdog sends to interrupt a plugin call that runs too
 /// long. A real-time signal well above the ones glibc reserves, so it
@@ -317,6 +334,73 @@ unsafe fn call_get_ptr(f: GetPtrFn) -> Result<*const c_void, Fault> {
     ended(unsafe { hr_call_get_api(f, &mut out) }).map(|()| out)
 }
 
+/// Calls a library constructor under the guard, with the program's
+/// arguments and environment as the loader would pass them.
+///
+/// # Safety
+/// `f` must be a live constructor of a loaded library, `argv` and `envp`
+/// NULL-terminated arrays of C strings (`argc` counting `argv`), and
+/// [`install`] must have succeeded.
+pub unsafe fn call_constructor(
+    f: ConstructorFn,
+    argc: c_int,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Result<(), Fault> {
+    // SAFETY: per this function's contract.
+    match unsafe { hr_call_constructor(f, argc, argv, envp) } {
+        0 => Ok(()),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// Calls a library destructor under the guard.
+///
+/// # Safety
+/// `f` must be a live destructor of a loaded library, and [`install`] must
+/// have succeeded.
+pub unsafe fn call_destructor(f: DestructorFn) -> Result<(), Fault> {
+    // SAFETY: per this function's contract.
+    match unsafe { hr_call_destructor(f) } {
+        0 => Ok(()),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// Copies `len` bytes at `src`, an address plugin code handed over (a
+/// table, a schema): a bad address is a [`Fault`], not a crash of the host.
+///
+/// # Safety
+/// Nothing may write the memory while it is copied, and [`install`] must
+/// have succeeded (the calling thread is prepared for plugin calls).
+pub unsafe fn copy_from_plugin(src: *const c_void, len: usize) -> Result<Vec<u8>, Fault> {
+    let mut out = vec![0u8; len];
+    // SAFETY: `out` is writable for `len` bytes; a fault reading `src` is
+    // caught by the guard; the rest is this function's contract.
+    match unsafe { hr_guarded_copy(out.as_mut_ptr().cast(), src, len) } {
+        0 => Ok(out),
+        signal => Err(last_fault(signal)),
+    }
+}
+
+/// The NUL-terminated string at `src`, an address plugin code handed over,
+/// without its NUL; `Ok(None)` when no NUL comes within `max` bytes.
+///
+/// # Safety
+/// As for [`copy_from_plugin`].
+pub unsafe fn string_from_plugin(src: *const c_char, max: usize) -> Result<Option<Vec<u8>>, Fault> {
+    let mut len = 0usize;
+    // SAFETY: `len` outlives the call; a fault reading `src` is caught.
+    match unsafe { hr_guarded_strnlen(src, max, &mut len) } {
+        0 if len < max => {
+            // SAFETY: the `len` bytes before the NUL were just read.
+            unsafe { copy_from_plugin(src.cast(), len) }.map(Some)
+        }
+        0 => Ok(None),
+        signal => Err(last_fault(signal)),
+    }
+}
+
 /// Calls an extended-ABI hook (`init`, `on_reload`, `on_unload`) under the
 /// guard.
 ///
@@ -406,4 +490,35 @@ fn cause(signal: i32, code: i32) -> Option<&'static str> {
         (_, c) if c <= 0 => "sent by a process",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_plugin_code_points_to_is_copied_or_refused() {
+        let _thread = prepare_thread().expect("guard");
+        let text = b"hello\0world";
+        // SAFETY: a live, unchanging buffer; then addresses that are not
+        // mapped, which the guard turns into faults.
+        unsafe {
+            assert_eq!(
+                copy_from_plugin(text.as_ptr().cast(), 5).expect("readable"),
+                b"hello"
+            );
+            let fault = copy_from_plugin(0x10 as *const c_void, 8).expect_err("unmapped");
+            assert_eq!(fault.signal, libc::SIGSEGV);
+            assert_eq!(
+                string_from_plugin(text.as_ptr().cast(), 64).expect("readable"),
+                Some(b"hello".to_vec())
+            );
+            assert_eq!(
+                string_from_plugin(text.as_ptr().cast(), 3).expect("readable"),
+                None,
+                "no NUL within 3 bytes"
+            );
+            assert!(string_from_plugin(0x10 as *const c_char, 8).is_err());
+        }
+    }
 }

@@ -9,8 +9,8 @@
  * fault into the death of the host. So, as with exit() in exits.c, the
  * hotreload executable exports its own sigaction, signal, sigset,
  * sigprocmask and pthread_sigmask, which plugin code's calls bind to first.
- * Called by plugin code (inside a guarded call, or by its constructors and
- * destructors):
+ * Called by plugin code (inside a guarded call, its constructors and
+ * destructors included, or in a thread it started):
  * - a change to a signal the host relies on (hr_guard_protects) is refused:
  *   the call reports success and the current action, installs nothing, and
  *   the refusal is reported after the call;

@@ -19,7 +19,6 @@ unsafe extern "C" {
     fn hr_guard_repair(out: *mut RawRepair);
     fn hr_guard_reassert() -> u64;
     fn hr_take_timer_signal() -> c_int;
-    fn hr_guard_set_loading(loading: c_int);
 }
 
 /// What plugin code changed in process-wide state during a call, and what
@@ -110,23 +109,6 @@ pub fn take_timer_signal() -> Option<i32> {
         0 => None,
         sig => Some(sig),
     }
-}
-
-/// Runs `f` (a `dlopen` or `dlclose` of a plugin, which runs its
-/// constructors or destructors) with the calling thread marked as running
-/// plugin code, so that the interposers treat what those do as plugin code.
-pub fn as_plugin_load_time<T>(f: impl FnOnce() -> T) -> T {
-    struct Unmark;
-    impl Drop for Unmark {
-        fn drop(&mut self) {
-            // SAFETY: clears this thread's flag.
-            unsafe { hr_guard_set_loading(0) };
-        }
-    }
-    // SAFETY: sets this thread's flag; cleared by `Unmark`, also on unwind.
-    unsafe { hr_guard_set_loading(1) };
-    let _unmark = Unmark;
-    f()
 }
 
 fn signals_of(bits: u64) -> Vec<i32> {

@@ -6,7 +6,7 @@
  * the thread still runs, the thread's next instruction is in memory that is
  * gone, and the host dies of it. So the hotreload executable exports its own
  * pthread_create: a thread created by plugin code (inside a guarded call,
- * during a plugin's dlopen or dlclose, or by another such thread) is started
+ * its constructors included, or by another such thread) is started
  * through hr_thread_main, which records it — where its code starts, where it
  * was created from, its thread id — for as long as it runs. Before a version
  * is closed the host asks hr_threads_running whether any recorded thread

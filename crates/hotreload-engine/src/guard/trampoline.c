@@ -71,9 +71,6 @@ typedef struct {
     /* What plugin code tried in the current call, for the repair report. */
     uint64_t refused_signals; /* bit n-1: a handler change for signal n refused */
     int mask_calls;           /* sigprocmask/pthread_sigmask calls */
-    /* Plugin load-time code (constructors, destructors) runs on this
-     * thread now: dlopen or dlclose of a plugin is in progress. */
-    int loading;
     /* This thread was started by plugin code (see threads.c): everything
      * it runs is plugin code. */
     int plugin_thread;
@@ -417,11 +414,12 @@ void hr_guard_repair(hr_repair_t* out) {
     g->touched = 0;
 }
 
-/* For the interposers in process.c: whether plugin code is the caller on
- * this thread (inside a guarded call, or its constructors and destructors
- * during a dlopen or dlclose), and a way to note what it did. */
+/* For the interposers: whether plugin code is the caller on this thread
+ * (inside a guarded call, which is also how a plugin's constructors and
+ * destructors run, or in a thread plugin code started), and a way to note
+ * what it did. */
 int hr_guard_plugin_is_calling(void) {
-    return hr_guard.inside != 0 || hr_guard.loading != 0 || hr_guard.plugin_thread != 0;
+    return hr_guard.inside != 0 || hr_guard.plugin_thread != 0;
 }
 
 void hr_guard_mark_plugin_thread(void) {
@@ -444,11 +442,6 @@ void hr_guard_note_refused(int sig) {
     }
 }
 
-/* Marks the calling thread as running plugin load-time code (around dlopen
- * and dlclose of a plugin), when the interposers treat it as plugin code. */
-void hr_guard_set_loading(int loading) {
-    hr_guard.loading = loading;
-}
 
 /* Whether `sig` is one the host relies on: the guard's, the timers', and
  * those the server takes with sigwait or needs as they are (SIGPIPE ignored,
@@ -561,4 +554,26 @@ int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state,
 
 int hr_call_get_api(const void* (*f)(void), const void** out) {
     HR_GUARDED_CALL(*out = f());
+}
+
+/* A library's own constructors and destructors, which the host runs itself
+ * instead of the loader (see plugin/elf): the loader calls a constructor
+ * with the program's arguments and environment, a destructor with none. */
+int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
+    HR_GUARDED_CALL(f(argc, argv, envp));
+}
+
+int hr_call_destructor(void (*f)(void)) {
+    HR_GUARDED_CALL(f());
+}
+
+/* Copies memory that plugin code pointed the host to (a table, a field
+ * name): a bad pointer faults here, inside the guard, instead of in the
+ * host's own code. strnlen finds a string's end no further than max. */
+int hr_guarded_copy(void* dst, const void* src, size_t len) {
+    HR_GUARDED_CALL(memcpy(dst, src, len));
+}
+
+int hr_guarded_strnlen(const char* s, size_t max, size_t* len) {
+    HR_GUARDED_CALL(*len = strnlen(s, max));
 }

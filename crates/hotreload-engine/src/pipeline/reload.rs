@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::command::Command;
 use crate::config::Config;
-use crate::event::{BuildFailure, Event, EventSink};
+use crate::event::{BuildFailure, Event, EventSink, FaultReport, Recovery};
 use crate::outcome::{Outcome, Rejection, exit_code};
 use crate::pipeline::build::{BuildResult, RunningBuild};
 use crate::plugin::Plugin;
@@ -52,6 +52,10 @@ const LIBRARY_LIMIT: u64 = 4 << 30;
 pub const PINNED_WARNING: usize = 8;
 
 /// Everything the reload thread is told.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few messages per reload; boxing would buy nothing"
+)]
 pub enum Inbox {
     Watch(WatchOutput),
     BuildExited(BuildResult),
@@ -231,6 +235,18 @@ impl Reloader {
                 None
             }
         };
+        // Constructors, `logic_get_api` and destructors run on this thread
+        // too: one that hangs is interrupted like a hanging tick.
+        let _load_watch =
+            match crate::plugin::load::watch_loads(self.config.effective_call_timeout()) {
+                Ok(w) => Some(w),
+                Err(why) => {
+                    self.emit(Event::WatchNotice(format!(
+                        "plugin code that hangs while a library loads cannot be interrupted: {why}"
+                    )));
+                    None
+                }
+            };
         // The library on disk may be stale: always build once at start.
         self.start_build(&me, false);
         while let Ok(msg) = inbox.recv() {
@@ -726,6 +742,16 @@ impl Reloader {
     fn close(&mut self, plugin: Plugin) {
         let version = plugin.version();
         let closed = plugin.close();
+        if let Some(cause) = closed.destructor_fault {
+            self.emit(Event::Fault(FaultReport {
+                version,
+                call: "destructor",
+                tick: 0,
+                cause,
+                symbol: None,
+                recovery: Recovery::Unloaded,
+            }));
+        }
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(
                 "dlclose of v{version} failed: {err}"

@@ -137,7 +137,14 @@ pub fn spawn(
             // A probe never outlives the host thread that started it: if the
             // host dies (SIGKILL, a crash) while a plugin call in the probe
             // spins, the probe goes too instead of running on, orphaned.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The host may have died before the line above took effect.

@@ -73,29 +73,44 @@ unsafe extern "C" fn host_log(message: *const std::ffi::c_char) {
 
 /// The smallest table a plugin can hand over: `ext_version` and `size`.
 const HEADER: usize = 8;
+/// The longest field name read from a schema.
+const MAX_NAME: usize = 1024;
 
 /// Copies the plugin's table, no further than both this host and the plugin
-/// know, zero-filling the rest.
+/// know, zero-filling the rest. A table that cannot be read is refused.
 ///
 /// # Safety
-/// `table` must point to a `logic_api_ext_t` of at least `HEADER` bytes, and
-/// `(*table).size` bytes if that field says more, valid for reading.
+/// The library that handed `table` over must be loaded, nothing may write
+/// the table meanwhile, and the calling thread must be prepared for plugin
+/// calls (the reads go through the crash guard).
 pub unsafe fn copy_table(table: *const LogicApiExt) -> Result<LogicApiExt, Rejection> {
-    // SAFETY: the header is readable per the contract; read unaligned so a
-    // misaligned table cannot fault.
-    let size = unsafe { std::ptr::addr_of!((*table).size).read_unaligned() } as usize;
+    let unreadable = |fault: crate::guard::Fault| {
+        Rejection::Faulted(format!(
+            "logic_get_api_ext returned {table:p}, which cannot be read: {}",
+            fault.describe()
+        ))
+    };
+    // SAFETY: per this function's contract; a bad pointer faults inside
+    // the guard.
+    let header =
+        unsafe { crate::guard::copy_from_plugin(table.cast(), HEADER) }.map_err(unreadable)?;
+    let size = header
+        .get(4..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_ne_bytes) as usize;
     if size < HEADER {
         return Err(Rejection::NotLoadable(format!(
             "logic_api_ext_t.size: expected at least {HEADER} bytes, found {size}"
         )));
     }
     let known = std::mem::size_of::<LogicApiExt>();
+    // SAFETY: as above.
+    let copied = unsafe { crate::guard::copy_from_plugin(table.cast(), size.min(known)) }
+        .map_err(unreadable)?;
     let mut bytes = [0u8; std::mem::size_of::<LogicApiExt>()];
-    // SAFETY: `min(size, known)` bytes are readable per the contract, and
-    // `bytes` has room for `known`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(table.cast::<u8>(), bytes.as_mut_ptr(), size.min(known))
-    };
+    if let Some(head) = bytes.get_mut(..copied.len()) {
+        head.copy_from_slice(&copied);
+    }
     // SAFETY: every bit pattern is valid for `LogicApiExt`'s integer and
     // nullable-function-pointer fields; zeroes mean NULL.
     Ok(unsafe {
@@ -106,9 +121,10 @@ pub unsafe fn copy_table(table: *const LogicApiExt) -> Result<LogicApiExt, Rejec
 /// Checks a copied table against the state's size, reading the schema.
 ///
 /// # Safety
-/// `table.fields` (if non-NULL) must point to `table.field_count` entries
-/// whose names are NUL-terminated strings, all readable (the library is
-/// loaded).
+/// The library the table came from must be loaded, nothing may write its
+/// schema meanwhile, and the calling thread must be prepared for plugin
+/// calls: the schema and its names are read through the crash guard, so a
+/// bad pointer in them is a rejection.
 pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejection> {
     if table.ext_version == 0 {
         return Err(Rejection::NotLoadable(format!(
@@ -124,10 +140,27 @@ pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejec
             table.field_count
         )));
     } else {
+        let len = table.field_count as usize * std::mem::size_of::<FieldDesc>();
+        // SAFETY: per this function's contract; a bad pointer faults inside
+        // the guard.
+        let bytes = unsafe { crate::guard::copy_from_plugin(table.fields.cast(), len) }.map_err(
+            |fault| {
+                schema_error(format!(
+                    "expected {} readable fields at {:p}, found {}",
+                    table.field_count,
+                    table.fields,
+                    fault.describe()
+                ))
+            },
+        )?;
+        let descs: Vec<FieldDesc> = bytes
+            .chunks_exact(std::mem::size_of::<FieldDesc>())
+            // SAFETY: each chunk is a whole `hotreload_field_t`, read
+            // unaligned; every bit pattern is a valid value of its fields.
+            .map(|c| unsafe { c.as_ptr().cast::<FieldDesc>().read_unaligned() })
+            .collect();
         // SAFETY: per this function's contract.
-        let descs = unsafe { std::slice::from_raw_parts(table.fields, table.field_count as usize) };
-        // SAFETY: per this function's contract (the names are readable).
-        Some(Arc::new(unsafe { schema_layout(descs, state_size) }?))
+        Some(Arc::new(unsafe { schema_layout(&descs, state_size) }?))
     };
     Ok(Ext {
         state_version: table.state_version,
@@ -154,11 +187,22 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
                 "field {i}: expected a name, found NULL"
             )));
         }
-        // SAFETY: per the contract, a NUL-terminated string in the loaded
-        // library; copied at once.
-        let name = unsafe { CStr::from_ptr(d.name) }
-            .to_string_lossy()
-            .into_owned();
+        // SAFETY: per the contract; a bad pointer faults inside the guard.
+        let name = match unsafe { crate::guard::string_from_plugin(d.name, MAX_NAME) } {
+            Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
+            Ok(None) => {
+                return Err(schema_error(format!(
+                    "field {i}: expected a NUL-terminated name of at most {MAX_NAME} bytes, found a longer one"
+                )));
+            }
+            Err(fault) => {
+                return Err(schema_error(format!(
+                    "field {i}: expected a readable name at {:p}, found {}",
+                    d.name,
+                    fault.describe()
+                )));
+            }
+        };
         let (scalar, shown) = scalar_of(d.field_type).ok_or_else(|| {
             schema_error(format!(
                 "field {name}: expected a HOTRELOAD_* type, found {:#x}",

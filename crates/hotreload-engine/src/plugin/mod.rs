@@ -2,14 +2,18 @@
 //!
 //! The stages a build goes through, each in its own module: [`shadow`]
 //! (a private copy, never the build output itself), [`precheck`] (the ELF
-//! bytes, before any code runs), [`load`] (the loader), [`check`] (the
-//! seed ABI's table) and [`ext`] (the optional extended table). A version
+//! bytes, before any code runs, validated by [`elf`] as the loader will
+//! read them), [`load`] (the loader, through the thin [`dl`] layer),
+//! [`check`] (the seed ABI's table) and [`ext`] (the optional extended
+//! table). A version
 //! that passed them all is a [`Plugin`]. [`probe`] is the child side of a
 //! trial, which runs the same stages in a throwaway process;
 //! [`diagnostics`] names the habits that break hot reloading.
 
 pub mod check;
 pub mod diagnostics;
+pub mod dl;
+pub mod elf;
 pub mod ext;
 pub mod load;
 pub mod precheck;

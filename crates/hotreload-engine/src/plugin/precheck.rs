@@ -1,121 +1,51 @@
 //! Stage four: look at a library's bytes before any of its code can run.
 //!
-//! `dlopen` runs constructors and maps segments straight from the file, so a
-//! garbage or truncated file can crash the host inside the loader (a segment
-//! past the end of the file raises SIGBUS when touched). Everything that can
-//! be known from the bytes is checked here, on the very bytes that are then
+//! `dlopen` maps segments straight from the file, walks the dynamic
+//! section, the hash and symbol tables, the version records and the
+//! relocations as they are, and runs constructors: a garbage, truncated or
+//! corrupt file can crash the host inside the loader, where no guard can
+//! catch it. So the bytes are checked here, on the very bytes that are then
 //! written to the shadow copy and loaded: an ELF shared object for this
-//! machine, every segment and section inside the file, and an exported
-//! `logic_get_api`.
+//! machine, with everything the loader will read in order (see
+//! [`crate::plugin::elf`]), exporting `logic_get_api`.
 
-use object::{
-    Architecture, Endianness, Object, ObjectKind, ObjectSection, ObjectSegment, ObjectSymbol,
-};
+use object::{Object, ObjectSymbol};
 
 use crate::outcome::Rejection;
+use crate::plugin::elf::{self, Image};
 use hotreload_abi::GET_API_NAME;
 
-const HOST_ARCH: Architecture = if cfg!(target_arch = "x86_64") {
-    Architecture::X86_64
-} else if cfg!(target_arch = "aarch64") {
-    Architecture::Aarch64
-} else if cfg!(target_arch = "riscv64") {
-    Architecture::Riscv64
-} else {
-    Architecture::Unknown
-};
-
-/// On success, the address ranges the library's segments will occupy, as
-/// linked (relative to its load base): what the host needs to recognise a
-/// pointer into the library later, without reading `/proc/self/maps`.
-pub fn precheck(bytes: &[u8]) -> Result<Vec<(u64, u64)>, Rejection> {
-    let not_loadable = |why: String| Rejection::NotLoadable(why);
+/// On success, what the host needs to load the library: among others the
+/// address ranges its segments will occupy, as linked (relative to its load
+/// base), to recognise a pointer into the library later without reading
+/// `/proc/self/maps`, and where its entry points are.
+pub fn precheck(bytes: &[u8]) -> Result<Image, Rejection> {
     if !bytes.starts_with(b"\x7fELF") {
-        return Err(not_loadable(format!(
+        return Err(Rejection::NotLoadable(format!(
             "expected an ELF shared object, found {}",
             describe(bytes)
         )));
     }
-    let file = object::File::parse(bytes).map_err(|e| {
-        not_loadable(format!(
-            "malformed or truncated ELF ({} bytes): {e}",
-            bytes.len()
-        ))
-    })?;
-    if file.kind() != ObjectKind::Dynamic {
-        return Err(not_loadable(format!(
-            "expected a shared object (ET_DYN), found {} (was it linked with -shared?)",
-            match file.kind() {
-                ObjectKind::Relocatable => "a relocatable object file",
-                ObjectKind::Executable => "an executable",
-                ObjectKind::Core => "a core dump",
-                _ => "an ELF file of unknown type",
+    let image = elf::validate(bytes).map_err(Rejection::NotLoadable)?;
+    if image.get_api.is_none() {
+        let found = match &image.get_api_refused {
+            Some(why) => why.clone(),
+            // The full symbol table, when not stripped, knows the functions
+            // that are not exported.
+            None if object::File::parse(bytes).is_ok_and(|file| {
+                file.symbols()
+                    .any(|s| s.name() == Ok(GET_API_NAME) && s.is_definition())
+            }) =>
+            {
+                "it defined but not exported (static, or hidden visibility?)".to_owned()
             }
-        )));
-    }
-    if file.architecture() != HOST_ARCH || file.is_64() != cfg!(target_pointer_width = "64") {
-        return Err(not_loadable(format!(
-            "expected a {}-bit {:?} library, found a {}-bit {:?} one",
-            usize::BITS,
-            HOST_ARCH,
-            if file.is_64() { 64 } else { 32 },
-            file.architecture()
-        )));
-    }
-    let host_endian = if cfg!(target_endian = "little") {
-        Endianness::Little
-    } else {
-        Endianness::Big
-    };
-    if file.endianness() != host_endian {
-        return Err(not_loadable(format!(
-            "expected {host_endian:?}-endian, found {:?}-endian",
-            file.endianness()
-        )));
-    }
-    let len = bytes.len() as u64;
-    let mut spans = Vec::new();
-    for segment in file.segments() {
-        spans.push((
-            segment.address(),
-            segment.address().saturating_add(segment.size()),
-        ));
-        let (offset, size) = segment.file_range();
-        if offset.checked_add(size).is_none_or(|end| end > len) {
-            return Err(not_loadable(format!(
-                "truncated: a segment needs bytes {offset}..{} but the file has {len}",
-                offset.saturating_add(size)
-            )));
-        }
-    }
-    for section in file.sections() {
-        if let Some((offset, size)) = section.file_range()
-            && offset.checked_add(size).is_none_or(|end| end > len)
-        {
-            return Err(not_loadable(format!(
-                "truncated: section {} needs bytes {offset}..{} but the file has {len}",
-                section.name().unwrap_or("?"),
-                offset.saturating_add(size)
-            )));
-        }
-    }
-    let exported = file
-        .dynamic_symbols()
-        .any(|s| s.name() == Ok(GET_API_NAME) && s.is_definition() && s.is_global());
-    if !exported {
-        let hidden = file
-            .symbols()
-            .any(|s| s.name() == Ok(GET_API_NAME) && s.is_definition());
+            None => "no such symbol".to_owned(),
+        };
         return Err(Rejection::MissingEntryPoint(format!(
-            "missing entry point: expected an exported function {GET_API_NAME}, found {}",
-            if hidden {
-                "it defined but not exported (static, or hidden visibility?)"
-            } else {
-                "no such symbol"
-            }
+            "missing entry point: expected an exported function {GET_API_NAME}, found {found}"
         )));
     }
-    Ok(spans)
+    Ok(image)
 }
 
 /// A few words on what a non-ELF file looks like, for the rejection message.
@@ -175,7 +105,8 @@ mod tests {
     fn truncated_headers_are_refused() {
         let err = precheck(b"\x7fELF\x02\x01\x01").unwrap_err();
         assert!(
-            err.to_string().contains("malformed or truncated ELF"),
+            err.to_string()
+                .contains("truncated: expected the 64-byte ELF header"),
             "{err}"
         );
     }

@@ -226,7 +226,12 @@ impl Probe {
     /// Unloading runs the library's destructors: part of the trial too.
     fn close(&mut self, library: Library) -> i32 {
         self.say("stage dlclose");
-        let _ = library.close();
+        if let Some(fault) = library.close().destructor_fault {
+            self.say(&format!(
+                "fault trial: a library destructor faulted: {fault}"
+            ));
+            return 0;
+        }
         self.say("ok");
         0
     }

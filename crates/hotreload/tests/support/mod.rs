@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod corrupt;
 pub mod editor;
 pub mod plugin;
 
@@ -41,6 +42,14 @@ impl Mode {
 
 /// The build command tests use for `logic.c` → `logic.so` in the work folder.
 pub const CC_BUILD: &str = "cc -shared -fPIC -o logic.so logic.c";
+
+/// How [`Server::wait_line`] ended.
+pub enum Waited {
+    Line(String),
+    /// Both output streams closed: the server has exited (or is exiting).
+    Ended,
+    TimedOut,
+}
 
 #[derive(Default)]
 struct Output {
@@ -137,25 +146,41 @@ impl Server {
     /// moves the cursor past it and returns it. Panics with everything
     /// printed so far if it does not come.
     pub fn expect(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
+        match self.wait_line(WAIT, pred) {
+            Waited::Line(line) => line,
+            ended => {
+                let why = if matches!(ended, Waited::Ended) {
+                    "output ended"
+                } else {
+                    "timed out"
+                };
+                panic!(
+                    "{why} waiting for {what}; output so far:\n{}",
+                    self.transcript()
+                );
+            }
+        }
+    }
+
+    /// Like [`Server::expect`], but says how the wait ended instead of
+    /// panicking: for runs that expect the server may die.
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Waited {
+        let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.out;
         let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(i) = out.lines[self.cursor..].iter().position(|l| pred(l)) {
                 let idx = self.cursor + i;
                 self.cursor = idx + 1;
-                return out.lines[idx].clone();
+                return Waited::Line(out.lines[idx].clone());
             }
             let now = Instant::now();
-            if out.closed || now >= deadline {
-                let why = if out.closed {
-                    "output ended"
-                } else {
-                    "timed out"
-                };
-                let so_far = out.lines.join("\n");
-                drop(out);
-                panic!("{why} waiting for {what}; output so far:\n{so_far}");
+            if out.closed {
+                self.cursor = out.lines.len();
+                return Waited::Ended;
+            }
+            if now >= deadline {
+                return Waited::TimedOut;
             }
             out = cv.wait_timeout(out, deadline - now).expect("wait").0;
         }
@@ -201,6 +226,17 @@ impl Server {
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal)
             .expect("send signal");
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&mut self) -> ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("wait for the killed server")
     }
 
     /// Waits for the process to exit and for its output to be complete.

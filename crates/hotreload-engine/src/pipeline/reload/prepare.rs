@@ -62,6 +62,9 @@ impl Reloader {
     /// the load-time code still meet these bytes in a throwaway process
     /// before the host's.
     pub(super) fn trial(&mut self, library: &std::path::Path) -> Result<(), (Rejection, String)> {
+        if !self.config.probe {
+            return Ok(());
+        }
         if !crate::plugin::probe::hook_installed() {
             if !self.said_trials_off {
                 self.said_trials_off = true;
@@ -120,10 +123,13 @@ impl Reloader {
                 "this build is the one that faulted as {what}; change the code to try again"
             )));
         }
-        self.spans = precheck(bytes)?;
+        let image = precheck(bytes)?;
+        self.spans = image.spans.clone();
         self.copies += 1;
+        // The copy hides the library's constructors and destructors from
+        // the loader: the host runs them itself, under the crash guard.
         self.shadow
-            .store(self.copies, &self.lib_name, bytes)
+            .store(self.copies, &self.lib_name, &image.neutralized(bytes))
             .map_err(Rejection::NotLoadable)
     }
 
