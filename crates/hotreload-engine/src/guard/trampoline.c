@@ -61,6 +61,12 @@ typedef struct {
      * call that returns normally then returns HR_TOUCHED instead of 0, and
      * the caller repairs. Right after `inside`: the assembly reads it. */
     volatile sig_atomic_t touched;
+    /* The top of the stack plugin code runs on (16-byte aligned), or NULL
+     * to run it on the thread's own. A stack of its own keeps the host's
+     * frames out of reach of a plugin that overruns its own: a smashed
+     * return address of the host's would kill it after the call returned.
+     * The assembly reads it. */
+    void* plugin_stack_top;
     /* For the portable path: __builtin_setjmp's buffer, five words (frame
      * pointer, resume address, stack pointer, and room the target may use). */
     void* env[5];
@@ -92,6 +98,8 @@ void hr_threads_init(void);
 _Static_assert(offsetof(hr_thread_guard_t, saved) == 0, "the assembly stores registers at offset 0");
 _Static_assert(offsetof(hr_thread_guard_t, inside) == 56, "the assembly sets `inside` at offset 56");
 _Static_assert(offsetof(hr_thread_guard_t, touched) == 60, "the assembly reads `touched` at offset 60");
+_Static_assert(offsetof(hr_thread_guard_t, plugin_stack_top) == 64,
+               "the assembly reads `plugin_stack_top` at offset 64");
 
 /* Returned by a call that completed but changed process-wide state. */
 #define HR_TOUCHED (-3)
@@ -343,6 +351,14 @@ static __thread void* hr_alt_stack;
 static __thread size_t hr_alt_stack_size;
 static __thread stack_t hr_alt_stack_before;
 
+/* The stack plugin code runs on: as large as a main thread's by default,
+ * reserved but only backed as it is touched, with an inaccessible page below
+ * it, so that an overflow faults (on the alternate stack) instead of running
+ * into other memory. */
+#define HR_PLUGIN_STACK (8u << 20)
+#define HR_GUARD_PAGE ((size_t)65536)
+static __thread void* hr_plugin_stack;
+
 /* Gives the calling thread an alternate signal stack, so that a stack
  * overflow in plugin code (which leaves no stack to run a handler on) can
  * still be caught. hr_guard_thread_fini gives it back. */
@@ -365,6 +381,19 @@ int hr_guard_thread_init(size_t size) {
     }
     hr_alt_stack = mem;
     hr_alt_stack_size = size;
+#if defined(__x86_64__)
+    void* stack = mmap(NULL, HR_PLUGIN_STACK + HR_GUARD_PAGE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (stack != MAP_FAILED) {
+        if (mprotect(stack, HR_GUARD_PAGE, PROT_NONE) == 0) {
+            hr_plugin_stack = stack;
+            hr_guard.plugin_stack_top = (char*)stack + HR_GUARD_PAGE + HR_PLUGIN_STACK;
+        } else {
+            munmap(stack, HR_PLUGIN_STACK + HR_GUARD_PAGE);
+        }
+    }
+    /* Without one, plugin code runs on the thread's own stack, as before. */
+#endif
     return 0;
 }
 
@@ -378,6 +407,11 @@ void hr_guard_thread_fini(void) {
     sigaltstack(&hr_alt_stack_before, NULL);
     munmap(hr_alt_stack, hr_alt_stack_size);
     hr_alt_stack = NULL;
+    if (hr_plugin_stack != NULL) {
+        hr_guard.plugin_stack_top = NULL;
+        munmap(hr_plugin_stack, HR_PLUGIN_STACK + HR_GUARD_PAGE);
+        hr_plugin_stack = NULL;
+    }
 }
 
 /* The fault recorded by the calling thread's last faulting call. */
@@ -488,11 +522,14 @@ int hr_take_timer_signal(void) {
 
 #if defined(__x86_64__)
 /* hr_call_state(f, state) and hr_call_tick(f, state, dt): store the caller's
- * callee-saved registers and stack pointer (stores only: a normal return
- * leaves them as they were, so nothing is reloaded), mark the thread inside
- * plugin code, call f(state[, dt]) with dt passed through in xmm0, unmark,
- * return 0 (or HR_TOUCHED, see hr_thread_guard_t). On a fault the handler makes this function return the signal
- * number instead (see hr_handler). The thread-local guard is reached with
+ * callee-saved registers and stack pointer, mark the thread inside plugin
+ * code, switch to the plugin stack (when the thread has one), call
+ * f(state[, dt]) with dt passed through in xmm0, switch back, put the
+ * callee-saved registers back from the record (a plugin that broke the
+ * calling convention, or overran its own frames, cannot hand the host
+ * garbage), unmark, return 0 (or HR_TOUCHED, see hr_thread_guard_t). On a
+ * fault the handler makes this function return the signal number instead
+ * (see hr_handler), the same way. The thread-local guard is reached with
  * the initial-exec model, as the C code does. */
 __asm__(
     ".text\n"
@@ -515,16 +552,29 @@ __asm__(
     "    movl $1, 56(%rax)\n" /* HR_INSIDE_CONTEXT */
     "    movq %rdi, %r11\n"
     "    movq %rsi, %rdi\n"
-    "    subq $8, %rsp\n" /* 16-byte alignment at the call */
+    "    leaq -8(%rsp), %r10\n" /* the host's own stack, 16-byte aligned at the call */
+    "    movq 64(%rax), %rcx\n" /* the plugin stack's top, or 0 */
+    "    testq %rcx, %rcx\n"
+    "    cmovnzq %rcx, %r10\n"
+    "    movq %r10, %rsp\n"
     "    call *%r11\n"
-    "    addq $8, %rsp\n"
     "    movq hr_guard@gottpoff(%rip), %rcx\n"
     "    addq %fs:0, %rcx\n"
+    "    movq 48(%rcx), %rsp\n" /* at the return address, on the host's stack */
+    "    movq 0(%rcx), %rbx\n"
+    "    movq 8(%rcx), %rbp\n"
+    "    movq 16(%rcx), %r12\n"
+    "    movq 24(%rcx), %r13\n"
+    "    movq 32(%rcx), %r14\n"
+    "    movq 40(%rcx), %r15\n"
     "    movl $0, 56(%rcx)\n"
     "    movl 60(%rcx), %eax\n" /* 0, or HR_TOUCHED */
     "    ret\n"
     ".size hr_call_state, . - hr_call_state\n"
     ".size hr_call_tick, . - hr_call_tick\n");
+
+int hr_call_state(void (*f)(void*), void* state);
+int hr_call_tick(void (*f)(void*, double), void* state, double dt);
 #else
 int hr_call_state(void (*f)(void*), void* state) {
     HR_GUARDED_CALL(f(state));
@@ -535,36 +585,102 @@ int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
 }
 #endif
 
-/* The rarely called functions of the extended ABI, on the portable path. */
+/* The rarely called functions: the extended ABI's, the entry points, a
+ * library's own constructors and destructors (which the host runs itself
+ * instead of the loader, see plugin/elf: the loader calls a constructor with
+ * the program's arguments and environment, a destructor with none). Each
+ * packs its arguments for a thunk, which makes the call on x86-64 through
+ * hr_call_state (on the plugin stack), elsewhere on the portable path. */
+#if defined(__x86_64__)
+#define HR_CALL(pack, thunk, portable_call) return hr_call_state((void (*)(void*))(thunk), (pack))
+#else
+#define HR_CALL(pack, thunk, portable_call) HR_GUARDED_CALL(portable_call)
+#endif
 
+typedef struct {
+    void (*f)(void*, const void*);
+    void* state;
+    const void* host;
+} hr_hook_pack_t;
+static void hr_hook_thunk(hr_hook_pack_t* p) {
+    p->f(p->state, p->host);
+}
 int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {
-    HR_GUARDED_CALL(f(state, host));
+    hr_hook_pack_t pack = {f, state, host};
+    HR_CALL(&pack, hr_hook_thunk, f(state, host));
 }
 
+typedef struct {
+    int (*f)(const void*, size_t, uint32_t, void*, size_t);
+    const void* old_state;
+    size_t old_size;
+    uint32_t old_version;
+    void* new_state;
+    size_t new_size;
+    int* result;
+} hr_migrate_pack_t;
+static void hr_migrate_thunk(hr_migrate_pack_t* p) {
+    *p->result = p->f(p->old_state, p->old_size, p->old_version, p->new_state, p->new_size);
+}
 int hr_call_migrate(int (*f)(const void*, size_t, uint32_t, void*, size_t), const void* old_state,
                     size_t old_size, uint32_t old_version, void* new_state, size_t new_size,
                     int* result) {
-    HR_GUARDED_CALL(*result = f(old_state, old_size, old_version, new_state, new_size));
+    hr_migrate_pack_t pack = {f, old_state, old_size, old_version, new_state, new_size, result};
+    HR_CALL(&pack, hr_migrate_thunk,
+            *result = f(old_state, old_size, old_version, new_state, new_size));
 }
 
+typedef struct {
+    size_t (*f)(const void*, char*, size_t);
+    const void* state;
+    char* buf;
+    size_t len;
+    size_t* written;
+} hr_describe_pack_t;
+static void hr_describe_thunk(hr_describe_pack_t* p) {
+    *p->written = p->f(p->state, p->buf, p->len);
+}
 int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state, char* buf,
                      size_t len, size_t* written) {
-    HR_GUARDED_CALL(*written = f(state, buf, len));
+    hr_describe_pack_t pack = {f, state, buf, len, written};
+    HR_CALL(&pack, hr_describe_thunk, *written = f(state, buf, len));
 }
 
+typedef struct {
+    const void* (*f)(void);
+    const void** out;
+} hr_get_pack_t;
+static void hr_get_thunk(hr_get_pack_t* p) {
+    *p->out = p->f();
+}
 int hr_call_get_api(const void* (*f)(void), const void** out) {
-    HR_GUARDED_CALL(*out = f());
+    hr_get_pack_t pack = {f, out};
+    HR_CALL(&pack, hr_get_thunk, *out = f());
 }
 
-/* A library's own constructors and destructors, which the host runs itself
- * instead of the loader (see plugin/elf): the loader calls a constructor
- * with the program's arguments and environment, a destructor with none. */
+typedef struct {
+    void (*f)(int, char**, char**);
+    int argc;
+    char** argv;
+    char** envp;
+} hr_ctor_pack_t;
+static void hr_ctor_thunk(hr_ctor_pack_t* p) {
+    p->f(p->argc, p->argv, p->envp);
+}
 int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
-    HR_GUARDED_CALL(f(argc, argv, envp));
+    hr_ctor_pack_t pack = {f, argc, argv, envp};
+    HR_CALL(&pack, hr_ctor_thunk, f(argc, argv, envp));
 }
 
+typedef struct {
+    void (*f)(void);
+} hr_dtor_pack_t;
+static void hr_dtor_thunk(hr_dtor_pack_t* p) {
+    p->f();
+}
 int hr_call_destructor(void (*f)(void)) {
-    HR_GUARDED_CALL(f());
+    hr_dtor_pack_t pack = {f};
+    HR_CALL(&pack, hr_dtor_thunk, f());
 }
 
 /* Copies memory that plugin code pointed the host to (a table, a field
