@@ -89,7 +89,8 @@ fn main() {
     let _thread_guard = guard::prepare_thread().expect("install the crash guard");
     // SAFETY: the state was just allocated with this plugin's `state_size`;
     // only this thread calls into the plugin, and it ran `prepare_thread`.
-    unsafe { plugin.init(&mut state) }.expect("init runs");
+    let host = hotreload_engine::plugin::ext::host_context(0, 0);
+    unsafe { plugin.init(&mut state, &host) }.expect("init runs");
 
     let tick = plugin.api().tick;
     let ptr = state.as_mut_ptr();

@@ -21,4 +21,4 @@ pub mod probe;
 pub mod shadow;
 mod version;
 
-pub use version::{Knowledge, Plugin};
+pub use version::{Hook, Knowledge, Plugin};

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use hotreload_abi::HostContext;
+
 use crate::guard::{self, Fault};
 use crate::layout::Layout;
 use crate::plugin::check::Api;
@@ -30,6 +32,15 @@ pub struct Plugin {
     /// Where the library is mapped: a state value pointing in here dangles
     /// once this version is unloaded.
     ranges: Vec<(usize, usize)>,
+}
+
+/// The hooks of the extended ABI that take the state and the host context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// After every swap to this version.
+    OnReload,
+    /// Before this version is swapped out.
+    OnUnload,
 }
 
 /// What is known about a version besides its function table.
@@ -83,10 +94,6 @@ impl Plugin {
         }
     }
 
-    pub fn ext(&self) -> Option<&Ext> {
-        self.ext.as_ref()
-    }
-
     pub fn layout(&self) -> Option<&Arc<Layout>> {
         self.layout.as_ref()
     }
@@ -111,6 +118,7 @@ impl Plugin {
             .any(|&(start, end)| start <= address && address < end)
     }
 
+    /// The checked seed table, for measuring the guard against a bare call.
     pub fn api(&self) -> &Api {
         &self.api
     }
@@ -123,18 +131,23 @@ impl Plugin {
         &self.lib_name
     }
 
-    /// Runs `init` under the crash guard.
+    /// Runs the first version's `init`: the extended table's, with the
+    /// host context, if the plugin has one, else the seed table's.
     ///
     /// # Safety
     /// `state` must be the block this plugin's `state_size` was checked
     /// against (same size), no other call into the plugin may run at the
     /// same time, and the calling thread must have run
     /// [`guard::prepare_thread`].
-    #[inline]
-    pub unsafe fn init(&self, state: &mut State) -> Result<(), Fault> {
-        // SAFETY: `init` is non-NULL (checked) and its library is loaded while
-        // `self` lives; the caller guarantees the rest.
-        unsafe { guard::call_state(self.api.init, state.as_mut_ptr()) }
+    pub unsafe fn init(&self, state: &mut State, host: &HostContext) -> Result<(), Fault> {
+        match self.ext.as_ref().and_then(|e| e.init) {
+            // SAFETY: a hook of the checked table of a loaded library; the
+            // caller guarantees the rest.
+            Some(init) => unsafe { guard::call_hook(init, state.as_mut_ptr(), host) },
+            // SAFETY: `init` is non-NULL (checked) and its library is loaded
+            // while `self` lives; the caller guarantees the rest.
+            None => unsafe { guard::call_state(self.api.init, state.as_mut_ptr()) },
+        }
     }
 
     /// Runs `tick` under the crash guard.
@@ -151,10 +164,84 @@ impl Plugin {
     ///
     /// # Safety
     /// As for [`Plugin::init`].
-    #[inline]
     pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
         // SAFETY: as in `init`.
         unsafe { guard::call_state(self.api.shutdown, state.as_mut_ptr()) }
+    }
+
+    pub fn has_hook(&self, hook: Hook) -> bool {
+        self.hook_fn(hook).is_some()
+    }
+
+    fn hook_fn(&self, hook: Hook) -> Option<hotreload_abi::HookFn> {
+        let ext = self.ext.as_ref()?;
+        match hook {
+            Hook::OnReload => ext.on_reload,
+            Hook::OnUnload => ext.on_unload,
+        }
+    }
+
+    /// Runs `hook` if the plugin has it (`Ok` if it does not).
+    ///
+    /// # Safety
+    /// As for [`Plugin::init`].
+    pub unsafe fn hook(&self, hook: Hook, state: &mut State, host: &HostContext) -> Result<(), Fault> {
+        match self.hook_fn(hook) {
+            // SAFETY: as in `init`.
+            Some(f) => unsafe { guard::call_hook(f, state.as_mut_ptr(), host) },
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the plugin has a `migrate` hook.
+    pub fn has_migrate(&self) -> bool {
+        self.ext.as_ref().is_some_and(|e| e.migrate.is_some())
+    }
+
+    /// Runs `migrate` from `old` (of `old_version`) into `new`; `Ok(None)`
+    /// without a hook, else what it returned.
+    ///
+    /// # Safety
+    /// As for [`Plugin::init`], with `new` of this plugin's state size.
+    pub unsafe fn migrate(
+        &self,
+        old: &[u8],
+        old_version: u32,
+        new: &mut State,
+    ) -> Result<Option<std::ffi::c_int>, Fault> {
+        let Some(f) = self.ext.as_ref().and_then(|e| e.migrate) else {
+            return Ok(None);
+        };
+        // SAFETY: as in `init`; both blocks are valid for their sizes.
+        unsafe { guard::call_migrate(f, old, old_version, new.bytes_mut()) }.map(Some)
+    }
+
+    /// Whether the plugin describes its state itself.
+    pub fn has_describe(&self) -> bool {
+        self.ext.as_ref().is_some_and(|e| e.describe.is_some())
+    }
+
+    /// The plugin's one-line description of `state`; `Ok(None)` without a
+    /// `describe` hook.
+    ///
+    /// # Safety
+    /// As for [`Plugin::init`].
+    pub unsafe fn describe(&self, state: &State) -> Result<Option<String>, Fault> {
+        let Some(f) = self.ext.as_ref().and_then(|e| e.describe) else {
+            return Ok(None);
+        };
+        // SAFETY: as in `init`.
+        unsafe { guard::call_describe(f, state.bytes()) }.map(Some)
+    }
+
+    /// `api_version` of the table this version handed over.
+    pub fn api_version(&self) -> i32 {
+        self.api.api_version
+    }
+
+    /// `state_size` of the table this version handed over.
+    pub fn state_size(&self) -> usize {
+        self.api.state_size
     }
 
     /// The bare `tick` function pointer, for measuring the guard's cost.

@@ -27,7 +27,7 @@ use crate::guard::process::Repair;
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, Fault};
 use crate::layout::Layout;
-use crate::plugin::Plugin;
+use crate::plugin::{Hook, Plugin};
 use crate::state::State;
 use crate::state::migrate::Plan;
 use crate::state::snapshot::SharedSnapshot;
@@ -268,17 +268,20 @@ impl TickLoop {
         drop(thread_guard);
     }
 
-    /// Calls an extended-ABI hook on the state, under the guard and the
-    /// watchdog.
-    fn call_hook(&mut self, hook: hotreload_abi::HookFn, calls: &CallWatch) -> Result<(), Fault> {
+    /// Calls `hook` of the current version on the state (if it has it),
+    /// under the guard and the watchdog.
+    fn call_hook(&mut self, hook: Hook, calls: &CallWatch) -> Result<(), Fault> {
         let host = self.host_context();
-        let Some(state) = &mut self.state else {
+        let (Some(plugin), Some(state)) = (&self.current, &mut self.state) else {
             return Ok(());
         };
+        if !plugin.has_hook(hook) {
+            return Ok(());
+        }
         calls.begin(Instant::now());
         // SAFETY: the state is the block of the size its version was checked
         // against; this thread is the only caller and ran `prepare_thread`.
-        let result = unsafe { guard::call_hook(hook, state.as_mut_ptr(), &host) };
+        let result = unsafe { plugin.hook(hook, state, &host) };
         calls.end();
         result
     }
@@ -342,31 +345,20 @@ impl TickLoop {
     /// Runs `init` on the current version; on a fault, recovers and returns
     /// false.
     fn run_init(&mut self, calls: &CallWatch) -> bool {
-        let ext_init = self
-            .current
-            .as_ref()
-            .and_then(|p| p.ext())
-            .and_then(|e| e.init);
         match &self.state {
             Some(state) if self.snapshot.take(state, self.ticks) => {}
             _ => return false,
         }
-        let result = match ext_init {
-            Some(hook) => self.call_hook(hook, calls),
-            None => {
-                let (Some(plugin), Some(state)) = (&self.current, &mut self.state) else {
-                    return false;
-                };
-                calls.begin(Instant::now());
-                // SAFETY: the state has the size this plugin was checked
-                // against (the reload stage allocated it with that size, or
-                // checked it); this thread is the only caller and ran
-                // `guard::prepare_thread`.
-                let result = unsafe { plugin.init(state) };
-                calls.end();
-                result
-            }
+        let host = self.host_context();
+        let (Some(plugin), Some(state)) = (&self.current, &mut self.state) else {
+            return false;
         };
+        calls.begin(Instant::now());
+        // SAFETY: the state has the size this plugin was checked against (the
+        // reload stage allocated it with that size, or checked it); this
+        // thread is the only caller and ran `guard::prepare_thread`.
+        let result = unsafe { plugin.init(state, &host) };
+        calls.end();
         match result {
             Ok(()) => {
                 self.initialized = true;
@@ -561,10 +553,7 @@ impl TickLoop {
     fn describe(&mut self, state: &State) -> Option<String> {
         let plugin = self.current.as_ref()?;
         let asked = !self.settings.state_fields.is_empty() && plugin.layout().is_some();
-        if !asked
-            && let Some(describe) = plugin.ext().and_then(|e| e.describe)
-            && !self.describe_off.contains(&plugin.version())
-        {
+        if !asked && plugin.has_describe() && !self.describe_off.contains(&plugin.version()) {
             let watch = self.watch.as_ref();
             if let Some(w) = watch {
                 w.begin(Instant::now());
@@ -572,12 +561,13 @@ impl TickLoop {
             // SAFETY: the state is the block this version was checked
             // against; this thread is the only caller and ran
             // `prepare_thread`.
-            let result = unsafe { guard::call_describe(describe, state.bytes()) };
+            let result = unsafe { plugin.describe(state) };
             if let Some(w) = watch {
                 w.end();
             }
             match result {
-                Ok(text) => return Some(text),
+                Ok(Some(text)) => return Some(text),
+                Ok(None) => {}
                 Err(fault) => {
                     let version = plugin.version();
                     let report =

@@ -7,10 +7,9 @@ use std::time::Instant;
 
 use super::recover::signal_or_timeout;
 use crate::event::{Event, Recovery, StateMoment, Swap};
-use crate::guard;
 use crate::guard::watchdog::CallWatch;
 use crate::layout::Layout;
-use crate::plugin::Plugin;
+use crate::plugin::{Hook, Plugin};
 use crate::state::State;
 use crate::tick::schedule::Schedule;
 
@@ -72,12 +71,9 @@ impl TickLoop {
         };
         // Now the swap is certain: the version going out gets its say, on
         // the state as it knows it.
-        let on_unload = self
-            .current
-            .as_ref()
-            .and_then(|old| Some((old.version(), old.ext()?.on_unload?)));
-        if let Some((old_version, hook)) = on_unload
-            && let Err(fault) = self.call_hook(hook, calls)
+        let going = self.current.as_ref().map(Plugin::version);
+        if let Some(old_version) = going
+            && let Err(fault) = self.call_hook(Hook::OnUnload, calls)
         {
             let report =
                 self.fault_report(old_version, "on_unload", &fault, Recovery::SwapWentAhead);
@@ -100,7 +96,7 @@ impl TickLoop {
         let swap = Swap {
             version: plugin.version(),
             lib_name: plugin.lib_name().to_owned(),
-            api_version: plugin.api().api_version,
+            api_version: plugin.api_version(),
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load: !self.initialized || restored.is_some(),
             migrated: summary.clone(),
@@ -124,14 +120,7 @@ impl TickLoop {
             }
             self.report(StateMoment::Initial);
         } else {
-            let on_reload = self
-                .current
-                .as_ref()
-                .and_then(|p| p.ext())
-                .and_then(|e| e.on_reload);
-            if let Some(hook) = on_reload
-                && let Err(fault) = self.call_hook(hook, calls)
-            {
+            if let Err(fault) = self.call_hook(Hook::OnReload, calls) {
                 self.recover("on_reload", fault, true);
                 return;
             }
@@ -193,17 +182,18 @@ impl TickLoop {
         new: &mut State,
         calls: &CallWatch,
     ) -> Result<(), Refusal> {
-        let Some(hook) = plugin.ext().and_then(|e| e.migrate) else {
+        if !plugin.has_migrate() {
             return Ok(());
-        };
+        }
         calls.begin(Instant::now());
-        // SAFETY: `old` and `new` are valid for their sizes; this thread is
-        // the only caller and ran `prepare_thread`.
-        let result = unsafe { guard::call_migrate(hook, old, old_version, new.bytes_mut()) };
+        // SAFETY: `old` and `new` are valid for their sizes (`new` of this
+        // plugin's state size); this thread is the only caller and ran
+        // `prepare_thread`.
+        let result = unsafe { plugin.migrate(old, old_version, new) };
         calls.end();
         match result {
-            Ok(0) => Ok(()),
-            Ok(code) => Err(Refusal::Declined(format!(
+            Ok(None | Some(0)) => Ok(()),
+            Ok(Some(code)) => Err(Refusal::Declined(format!(
                 "the migrate hook of v{} refused the state (returned {code})",
                 plugin.version()
             ))),
@@ -273,7 +263,7 @@ impl TickLoop {
         let Some(state) = &self.state else {
             return Err("there is no state".into());
         };
-        let to_size = to.api().state_size;
+        let to_size = to.state_size();
         let (from_layout, to_layout) = (bad.layout(), to.layout());
         let same = state.size() == to_size
             && match (from_layout, to_layout) {
