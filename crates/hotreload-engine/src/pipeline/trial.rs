@@ -14,7 +14,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +28,7 @@ use nix::unistd::Pid;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
+use crate::plugin::child::{above_stdio, hand_over};
 use crate::plugin::probe::handover::{self, Request};
 
 /// The most output of a failed trial that is shown.
@@ -100,21 +101,12 @@ pub fn spawn(
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
     let (mut out_read, out_write) =
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
-    // Plugin code may have closed the host's descriptor 0, 1 or 2; a new
-    // one then takes that number, and the child's standard streams, put in
-    // place before the hand-over, would overwrite it.
     let (request, lib, report_write, out_write) = (
         above_stdio(request.into())?,
         above_stdio(lib.into())?,
         above_stdio(report_write.into())?,
         above_stdio(out_write.into())?,
     );
-    let handed = [
-        (request.as_raw_fd(), handover::REQUEST_FD),
-        (lib.as_raw_fd(), handover::LIBRARY_FD),
-        (report_write.as_raw_fd(), handover::REPORT_FD),
-    ];
-    let host_pid = std::process::id() as libc::pid_t;
     let mut command = Command::new(exe);
     command
         .arg(handover::SUBCOMMAND)
@@ -126,46 +118,14 @@ pub fn spawn(
         )
         .stderr(out_write)
         .process_group(0);
-    // SAFETY: runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: `prctl`, `fcntl` and `dup2` are
-    // plain system calls. The
-    // descriptors are first moved above any target number, so that putting
-    // one in place never closes another still to be placed; `dup2` leaves
-    // the targets without close-on-exec, so they survive the exec.
-    unsafe {
-        command.pre_exec(move || {
-            // A probe never outlives the host thread that started it: if the
-            // host dies (SIGKILL, a crash) while a plugin call in the probe
-            // spins, the probe goes too instead of running on, orphaned.
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The host may have died before the line above took effect.
-            if libc::getppid() != host_pid {
-                return Err(std::io::Error::other("the host is gone"));
-            }
-            let mut high = [0; 3];
-            for (i, (from, _)) in handed.iter().enumerate() {
-                high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, (_, to)) in handed.iter().enumerate() {
-                if libc::dup2(high[i], *to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
+    hand_over(
+        &mut command,
+        &[
+            (request.as_raw_fd(), handover::REQUEST_FD),
+            (lib.as_raw_fd(), handover::LIBRARY_FD),
+            (report_write.as_raw_fd(), handover::REPORT_FD),
+        ],
+    );
     let child = command
         .spawn()
         .map_err(|e| format!("trial: cannot start the probe: {e}"))?;
@@ -214,24 +174,6 @@ pub fn spawn(
         output,
         output_closed,
     })
-}
-
-/// `fd` moved to a number above the standard streams' (close-on-exec).
-fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
-    if fd.as_raw_fd() > 2 {
-        return Ok(fd);
-    }
-    // SAFETY: duplicates a descriptor this function owns; the copy, if
-    // valid, is owned by nobody else.
-    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if copy < 0 {
-        return Err(format!(
-            "trial: cannot duplicate a descriptor: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `copy` is a fresh descriptor owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 /// Runs the trial of the library at `library` (a shadow copy) on `state`

@@ -11,6 +11,7 @@
 //! [`diagnostics`] names the habits that break hot reloading.
 
 pub mod check;
+pub mod child;
 pub mod diagnostics;
 pub mod dl;
 pub mod elf;

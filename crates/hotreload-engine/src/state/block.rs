@@ -3,9 +3,17 @@
 //! It is allocated once, at the first successful load, zeroed and aligned to a
 //! cache line, and it outlives every version of the plugin. Plugins only ever
 //! see a raw pointer to it.
+//!
+//! In isolated mode plugin code runs in worker processes, so the block is
+//! shared memory ([`State::shared`]): a memfd the host owns and maps, and
+//! hands to each worker, which maps it at the very same address. A pointer
+//! the plugin keeps in its state into the state itself therefore means the
+//! same thing in every version's worker, as it does in-process.
 
 use std::alloc::{self, Layout};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Alignment of the state block: a cache line, and enough for any C type
 /// including AVX-512 vectors.
@@ -15,8 +23,24 @@ pub struct State {
     ptr: NonNull<u8>,
     /// The size the plugin asked for (may be 0).
     size: usize,
-    layout: Layout,
+    backing: Backing,
+    /// Tells blocks apart, for a worker that maps them.
+    id: u64,
 }
+
+enum Backing {
+    Heap(Layout),
+    /// Shared memory: the memfd, and the length of the mapping.
+    Shared { fd: OwnedFd, len: usize },
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Where shared blocks are placed: a range of the address space that a
+/// fresh process leaves free (programs, libraries, heaps and stacks sit far
+/// below or above it), so a worker can map a block at the host's address.
+const SHARED_BASE: usize = 0x2000_0000_0000;
+const SHARED_SPAN: usize = 0x1000_0000_0000;
 
 // SAFETY: `State` owns its allocation exclusively (like a `Box<[u8]>`); nothing
 // else holds the pointer between plugin calls, so moving it to another thread
@@ -34,7 +58,81 @@ impl State {
         let raw = unsafe { alloc::alloc_zeroed(layout) };
         let ptr =
             NonNull::new(raw).ok_or_else(|| format!("could not allocate {size} bytes of state"))?;
-        Ok(State { ptr, size, layout })
+        Ok(State {
+            ptr,
+            size,
+            backing: Backing::Heap(layout),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// `size` zeroed bytes of shared memory (a memfd), mapped at a random
+    /// address in a range kept for them, for handing to worker processes
+    /// ([`State::shared_fd`], [`State::address`]).
+    pub fn shared(size: usize) -> Result<State, String> {
+        let page = 4096;
+        let len = size
+            .max(1)
+            .checked_next_multiple_of(page)
+            .ok_or_else(|| format!("state_size {size} is too large to allocate"))?;
+        // SAFETY: a NUL-terminated name and flags; the result, if valid, is a
+        // new descriptor owned by nobody else.
+        let raw = unsafe { libc::memfd_create(c"hotreload-state".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(format!(
+                "cannot create shared memory for the state: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `raw` is the fresh descriptor created above.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let file = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?);
+        file.set_len(len as u64)
+            .map_err(|e| format!("cannot size shared memory of {size} bytes for the state: {e}"))?;
+        let mut tries = 0;
+        let ptr = loop {
+            tries += 1;
+            let at = SHARED_BASE + (random_word() as usize % (SHARED_SPAN / page)) * page;
+            match map_shared(fd.as_fd(), at, len) {
+                Ok(ptr) => break ptr,
+                Err(_) if tries < 16 => continue,
+                Err(e) => {
+                    return Err(format!("cannot map shared memory of {size} bytes for the state: {e}"));
+                }
+            }
+        };
+        Ok(State {
+            ptr,
+            size,
+            backing: Backing::Shared { fd, len },
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// This block's memfd, if it is shared memory.
+    pub fn shared_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Shared { fd, .. } => Some(fd.as_fd()),
+            Backing::Heap(_) => None,
+        }
+    }
+
+    /// Where the block is mapped in this process.
+    pub fn address(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
+    /// The length of the shared mapping (whole pages), or the size.
+    pub fn mapped_len(&self) -> usize {
+        match &self.backing {
+            Backing::Shared { len, .. } => *len,
+            Backing::Heap(_) => self.size,
+        }
+    }
+
+    /// Tells this block from every other of this process.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn size(&self) -> usize {
@@ -63,8 +161,58 @@ impl State {
 
 impl Drop for State {
     fn drop(&mut self) {
-        // SAFETY: `ptr` came from `alloc_zeroed` with this same `layout`.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+        match &self.backing {
+            // SAFETY: `ptr` came from `alloc_zeroed` with this same layout.
+            Backing::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) },
+            // SAFETY: `ptr` is the mapping of `len` bytes made in `shared`;
+            // the descriptor closes with `fd`.
+            Backing::Shared { len, .. } => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), *len);
+            },
+        }
+    }
+}
+
+/// Maps `len` bytes of `fd` shared and writable at exactly `at`, never over
+/// an existing mapping.
+pub fn map_shared(fd: BorrowedFd<'_>, at: usize, len: usize) -> Result<NonNull<u8>, String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it fails instead;
+    // the descriptor is valid for the call.
+    let raw = unsafe {
+        libc::mmap(
+            at as *mut libc::c_void,
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if raw == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if raw as usize != at {
+        // A kernel before 4.17 ignores the flag and may map elsewhere.
+        // SAFETY: unmaps the mapping just made.
+        unsafe { libc::munmap(raw, len) };
+        return Err(format!("mapped at {raw:p}, not at {at:#x}"));
+    }
+    NonNull::new(raw.cast()).ok_or_else(|| "mapped at address 0".to_owned())
+}
+
+/// A random word from the kernel (for placing shared blocks).
+fn random_word() -> u64 {
+    let mut word = [0u8; 8];
+    // SAFETY: writes at most 8 bytes into `word`.
+    let n = unsafe { libc::getrandom(word.as_mut_ptr().cast(), word.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(word)
+    } else {
+        // Placement does not need to be secret, only spread out.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
     }
 }
 
@@ -80,6 +228,18 @@ mod tests {
             assert_eq!(s.bytes().len(), size);
             assert!(s.bytes().iter().all(|&b| b == 0));
         }
+    }
+
+    #[test]
+    fn shared_blocks_are_zeroed_aligned_and_can_be_mapped_again_where_they_are() {
+        let mut s = State::shared(10_000).expect("shared");
+        assert_eq!(s.as_mut_ptr() as usize % STATE_ALIGN, 0);
+        assert!(s.bytes().iter().all(|&b| b == 0));
+        s.bytes_mut()[9_999] = 7;
+        let fd = s.shared_fd().expect("an fd").try_clone_to_owned().expect("dup");
+        // The same address is taken in this process: the flag refuses it.
+        assert!(map_shared(fd.as_fd(), s.address(), s.mapped_len()).is_err());
+        assert_eq!(s.mapped_len() % 4096, 0);
     }
 
     #[test]

@@ -407,6 +407,26 @@ fn verify_and_decode(bytes: &[u8]) -> Result<Saved, PersistError> {
     .map_err(PersistError::Corrupt)
 }
 
+/// A layout alone, in the state file's encoding: for handing one between
+/// processes (an isolated worker's schema).
+pub(crate) fn encode_layout_only(layout: &Layout) -> Result<Vec<u8>, String> {
+    check_layout(layout, layout.size)?;
+    let mut out = Vec::new();
+    encode_layout(&mut out, layout)?;
+    Ok(out)
+}
+
+/// The inverse of [`encode_layout_only`]; checked like a state file's.
+pub(crate) fn decode_layout_only(bytes: &[u8]) -> Result<Layout, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let layout = decode_layout(&mut r, FORMAT_VERSION)?;
+    if r.remaining() != 0 {
+        return Err(format!("{} bytes after the layout", r.remaining()));
+    }
+    check_layout(&layout, layout.size)?;
+    Ok(layout)
+}
+
 /// Everything before the state's bytes: header and layout.
 fn encode_head(saved: &SavedRef<'_>) -> Result<Vec<u8>, PersistError> {
     let refuse = |why: String| {

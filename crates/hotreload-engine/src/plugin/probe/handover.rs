@@ -28,8 +28,9 @@
 //! [`crate::state::persist::encode`]).
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::FileTypeExt;
+
+use crate::plugin::child;
 
 /// The hidden subcommand that starts a probe.
 pub const SUBCOMMAND: &str = "__hotreload-probe";
@@ -40,16 +41,10 @@ pub const REPORT_FD: i32 = 5;
 
 pub const MAGIC: [u8; 8] = *b"HRPROBE\x01";
 const FORMAT_VERSION: u32 = 1;
-/// A request larger than this is not one the host wrote: states are capped
-/// long before (the trial hands over what the host holds).
-const MAX_REQUEST: u64 = 1 << 40;
 
 const HAS_STATE: u32 = 1;
 const LOAD_ONLY: u32 = 2;
 
-/// The seals a request must carry: nothing can be written, grown, shrunk or
-/// unsealed after the host wrote it.
-const SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 
 /// What the host asks of a probe.
 #[derive(Clone, Debug, PartialEq)]
@@ -190,29 +185,7 @@ impl Reader<'_> {
 
 /// A sealed memfd holding `request`, for the host to hand to a probe.
 pub fn sealed_request(request: &Request) -> Result<File, String> {
-    let name = c"hotreload-trial-request";
-    // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
-    // result, if valid, is a new descriptor owned by nobody else.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(format!(
-            "cannot create the trial's request (memfd_create): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `fd` is the fresh descriptor created above.
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    std::io::Write::write_all(&mut file, &request.encode())
-        .map_err(|e| format!("cannot write the trial's request: {e}"))?;
-    // SAFETY: adds seals to a memfd this function owns.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        return Err(format!(
-            "cannot seal the trial's request: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(file)
+    child::sealed_memfd(c"hotreload-trial-request", &request.encode())
 }
 
 /// The channels a probe was handed, once each has been checked to be what
@@ -234,66 +207,14 @@ pub fn take_over() -> Result<Option<HandedOver>, String> {
     if args.next().is_some() {
         return Err(format!("{SUBCOMMAND} takes no arguments"));
     }
-    // SAFETY: `F_GET_SEALS` only reads the descriptor's seals; it fails on
-    // anything but a memfd (and on a closed descriptor).
-    let seals = unsafe { libc::fcntl(REQUEST_FD, libc::F_GET_SEALS) };
-    if seals < 0 || seals & SEALS != SEALS {
-        return Err(format!(
-            "expected a sealed request on descriptor {REQUEST_FD}, found {}",
-            if seals < 0 { "none" } else { "an unsealed one" }
-        ));
-    }
-    let request = claim(REQUEST_FD, "request", |t| t.is_file())?;
-    let library = claim(LIBRARY_FD, "library", |t| t.is_file())?;
-    let report = claim(REPORT_FD, "report pipe", |t| t.is_fifo())?;
-    let size = request
-        .metadata()
-        .map_err(|e| format!("cannot read the request: {e}"))?
-        .len();
-    if size > MAX_REQUEST {
-        return Err(format!(
-            "the request is {size} bytes: more than a host writes"
-        ));
-    }
-    // From offset 0: the host's writes left the shared offset at the end.
-    let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| "request too large".to_owned())?];
-    request
-        .read_exact_at(&mut bytes, 0)
-        .map_err(|e| format!("cannot read the request: {e}"))?;
+    let bytes = child::read_sealed_request(REQUEST_FD)?;
+    let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;
+    let report = child::claim(REPORT_FD, "report pipe", |t| t.is_fifo())?;
     Ok(Some(HandedOver {
         request: Request::decode(&bytes)?,
         library,
         report,
     }))
-}
-
-/// Takes ownership of inherited descriptor `fd` if it is open and of the
-/// kind `is`, marking it close-on-exec so that nothing the plugin starts
-/// inherits it.
-fn claim(fd: i32, what: &str, is: impl Fn(std::fs::FileType) -> bool) -> Result<File, String> {
-    // SAFETY: `F_GETFD` only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!(
-            "expected the {what} on descriptor {fd}, found it closed"
-        ));
-    }
-    // SAFETY: the descriptor is open and was handed to this process for
-    // this purpose; nothing else in the process refers to it.
-    let file = unsafe { File::from_raw_fd(fd) };
-    let kind = file
-        .metadata()
-        .map_err(|e| format!("cannot inspect descriptor {fd}: {e}"))?
-        .file_type();
-    if !is(kind) {
-        // Not ours: leave the descriptor to whoever it belongs to.
-        std::mem::forget(file);
-        return Err(format!(
-            "expected the {what} on descriptor {fd}, found another kind of file"
-        ));
-    }
-    // SAFETY: sets a flag on a descriptor this process now owns.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok(file)
 }
 
 #[cfg(test)]

@@ -1,0 +1,270 @@
+//! What the host and a worker say to each other.
+//!
+//! Two channels. Calls go through the **call page**, a page of shared memory
+//! that both map: the host writes a request and bumps `request`, the worker
+//! wakes (a futex on that word), makes the call, writes the result and bumps
+//! `response`, which the host waits on (spinning briefly, then a futex). No
+//! system call carries data, so a round trip costs two wake-ups. Everything
+//! else — the worker's report of what it loaded, and the state blocks the
+//! host hands over as descriptors — goes through a `SOCK_SEQPACKET` socket,
+//! one message per record.
+//!
+//! Every field of the page is an atomic: the two processes share it, and a
+//! worker that misbehaves can write anything at any time, which the host
+//! must read as plain numbers, never as anything that could point into its
+//! own memory.
+
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The call page. One per worker; 4 KiB.
+#[repr(C)]
+pub struct CallPage {
+    /// Bumped by the host for every request (a futex word).
+    pub request: AtomicU32,
+    /// Set to the request's number by the worker when it is done (a futex
+    /// word).
+    pub response: AtomicU32,
+    pub op: AtomicU32,
+    /// The hook for [`Op::Hook`].
+    pub hook: AtomicU32,
+    /// The block a call works on; for [`Op::Migrate`] the old one.
+    pub block: AtomicU64,
+    /// [`Op::Migrate`]'s new block.
+    pub block2: AtomicU64,
+    /// `dt` as bits, for a tick.
+    pub dt: AtomicU64,
+    /// The host context: `seed` and `tick`.
+    pub seed: AtomicU64,
+    pub tick: AtomicU64,
+    /// [`Op::Migrate`]'s old state version.
+    pub old_version: AtomicU32,
+    /// The result: one of [`Status`].
+    pub status: AtomicU32,
+    /// `migrate`'s return value; for [`Op::Describe`], whether there is a
+    /// text.
+    pub value: AtomicI64,
+    /// A fault, as the worker's guard saw it.
+    pub fault_signal: AtomicI32,
+    pub fault_code: AtomicI32,
+    pub fault_addr: AtomicU64,
+    pub fault_pc: AtomicU64,
+    /// A text: the description, or where a fault was (`tick+0x30
+    /// (logic.c:22)`), or what went wrong.
+    pub text_len: AtomicU32,
+    pub text: [AtomicU8; TEXT_CAPACITY],
+}
+
+pub const TEXT_CAPACITY: usize = 2048;
+pub const PAGE_LEN: usize = 4096;
+const _: () = assert!(std::mem::size_of::<CallPage>() <= PAGE_LEN);
+
+/// What a request asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Op {
+    Init = 1,
+    Tick = 2,
+    Shutdown = 3,
+    Hook = 4,
+    Migrate = 5,
+    Describe = 6,
+    /// Map the block whose descriptor comes next on the socket.
+    Map = 7,
+    /// Forget block `block`.
+    Unmap = 8,
+    /// Run the destructors, unload, and exit.
+    Exit = 9,
+}
+
+impl Op {
+    pub fn from_u32(n: u32) -> Option<Op> {
+        Some(match n {
+            1 => Op::Init,
+            2 => Op::Tick,
+            3 => Op::Shutdown,
+            4 => Op::Hook,
+            5 => Op::Migrate,
+            6 => Op::Describe,
+            7 => Op::Map,
+            8 => Op::Unmap,
+            9 => Op::Exit,
+            _ => return None,
+        })
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Status {
+    Ok = 0,
+    /// Plugin code faulted; the fault fields say how.
+    Fault = 1,
+    /// The worker could not do what was asked (an unknown block); `text`
+    /// says why.
+    Error = 2,
+}
+
+impl CallPage {
+    pub fn set_text(&self, text: &str) {
+        let bytes = text.as_bytes();
+        let n = bytes.len().min(TEXT_CAPACITY);
+        for (slot, b) in self.text.iter().zip(&bytes[..n]) {
+            slot.store(*b, Ordering::Relaxed);
+        }
+        self.text_len.store(n as u32, Ordering::Relaxed);
+    }
+
+    pub fn text(&self) -> String {
+        let n = (self.text_len.load(Ordering::Relaxed) as usize).min(TEXT_CAPACITY);
+        let bytes: Vec<u8> = self.text[..n]
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// Waits until `word` is no longer `expected`, or `timeout` passes (then,
+/// or on a signal, it returns and the caller looks again). Shared between
+/// processes: not a private futex.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: FUTEX_WAIT reads the word at this address (which lives as long
+    // as the page is mapped, longer than this call) and sleeps; the timeout
+    // is a valid timespec.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Wakes whoever waits on `word`.
+pub fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only reads the address to find its waiters.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+/// Appends little-endian numbers and strings; read back with [`Reader`].
+#[derive(Default)]
+pub struct Writer(pub Vec<u8>);
+
+impl Writer {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    pub fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn i32(&mut self, v: i32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+        self
+    }
+}
+
+/// Reads what a [`Writer`] wrote; every read is checked against the bytes
+/// left, so a short or garbled message is an error, never a panic.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader { bytes, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| {
+                format!(
+                    "the worker's message ends at byte {}: expected {n} more after byte {}",
+                    self.bytes.len(),
+                    self.at
+                )
+            })?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, String> {
+        let mut raw = [0u8; 4];
+        raw.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(raw))
+    }
+    pub fn i32(&mut self) -> Result<i32, String> {
+        Ok(self.u32()? as i32)
+    }
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(raw))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn string(&mut self) -> Result<String, String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_short_ones_are_errors() {
+        let mut w = Writer::default();
+        w.u8(1).u32(7).i32(-3).u64(u64::MAX).bytes(b"abc");
+        let mut r = Reader::new(&w.0);
+        assert_eq!(r.u8(), Ok(1));
+        assert_eq!(r.u32(), Ok(7));
+        assert_eq!(r.i32(), Ok(-3));
+        assert_eq!(r.u64(), Ok(u64::MAX));
+        assert_eq!(r.string(), Ok("abc".to_owned()));
+        assert!(r.u8().is_err());
+        let mut short = Reader::new(&w.0[..3]);
+        short.u8().expect("one byte");
+        assert!(short.u32().is_err());
+    }
+}
