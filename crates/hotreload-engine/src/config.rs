@@ -59,6 +59,12 @@ pub struct Config {
     /// Load each build in a probe process before the host does (with
     /// `trial_ticks` 0, only loaded there); `false` runs no probe at all.
     pub probe: bool,
+    /// Run plugin code only in worker processes, never in the host: a
+    /// version that ends its process (a raw `_exit`, SIGKILL, a corrupted
+    /// heap) costs a worker, not the session. Calls cost a round trip
+    /// between processes instead of a function call. Needs the host program
+    /// to call [`crate::run_probe_if_requested`] at the start of `main`.
+    pub isolate: bool,
     /// Print the state every this many ticks.
     pub state_every: Option<u64>,
     /// The state's type in the library's debug info, if not `state_t` or the
@@ -107,6 +113,7 @@ impl Config {
             keep_versions: 5,
             trial_ticks: 3,
             probe: true,
+            isolate: false,
             state_every: None,
             state_type: None,
             reset_fields: Vec::new(),

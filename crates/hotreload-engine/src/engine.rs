@@ -37,6 +37,15 @@ impl Engine {
     ) -> Result<EngineHandle, StartError> {
         config.validate()?;
         crate::guard::install()?;
+        if config.isolate && !crate::plugin::probe::hook_installed() {
+            return Err(StartError {
+                code: exit_code::USAGE,
+                message: "isolated mode runs plugin code in copies of this program, which must \
+                          call hotreload_engine::run_probe_if_requested() at the start of main; \
+                          it does not"
+                    .into(),
+            });
+        }
         // Before the file is read: a second server must not even restore
         // from a file that another one is about to overwrite.
         let claim = match &config.state_file {

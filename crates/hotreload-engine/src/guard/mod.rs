@@ -106,7 +106,21 @@ pub struct Fault {
     pub addr: usize,
     /// The instruction pointer when it happened.
     pub pc: usize,
+    /// Where it happened, already named (`tick+0x30 (logic.c:22)`): for a
+    /// fault in an isolated worker, whose process alone could name it
+    /// (empty when it could not).
+    pub place: Option<String>,
 }
+
+/// In a [`Fault`]'s `signal`: an isolated worker's process died during or
+/// between calls; `code` is its exit status, or minus the signal that
+/// killed it.
+pub const WORKER_DIED: i32 = -4;
+
+/// The exit status of an isolated worker whose calling thread plugin code
+/// ended (a raw `SYS_exit`, which no interposer sees): the worker ends itself
+/// with it rather than leave the host waiting on a thread that is gone.
+pub const WORKER_CALLER_GONE: i32 = 120;
 
 /// In a [`Fault`]'s `signal`: plugin code called `exit`, `_exit`, `_Exit`
 /// or `quick_exit` (`code` holds the status). See `exits.c`.
@@ -129,6 +143,18 @@ impl Fault {
             code: 0,
             addr: 0,
             pc: 0,
+            place: None,
+        }
+    }
+
+    /// An isolated worker that died (`status` as in [`WORKER_DIED`]).
+    pub fn worker_died(status: i32) -> Fault {
+        Fault {
+            signal: WORKER_DIED,
+            code: status,
+            addr: 0,
+            pc: 0,
+            place: None,
         }
     }
 
@@ -151,6 +177,23 @@ impl Fault {
                 );
             }
             LEFT_BY_EXIT => return format!("exit({}) called", self.code),
+            WORKER_DIED if self.code < 0 => {
+                return format!(
+                    "the worker process was killed by {}",
+                    signal_name(-self.code)
+                );
+            }
+            WORKER_DIED if self.code == WORKER_CALLER_GONE => {
+                return "plugin code ended the worker's calling thread (an exit system call made \
+                        directly)"
+                    .into();
+            }
+            WORKER_DIED => {
+                return format!(
+                    "plugin code ended the worker process (exit status {})",
+                    self.code
+                );
+            }
             LEFT_BY_THREAD_EXIT => return "pthread_exit called on the host's thread".into(),
             _ => {}
         }
@@ -167,6 +210,14 @@ impl Fault {
     /// The function holding the faulting instruction, as `name+0xoff`. Must
     /// be asked while the faulting library is still loaded.
     pub fn symbol(&self) -> Option<String> {
+        if let Some(place) = &self.place {
+            // Empty: a fault in another process whose place is unknown
+            // (this process's symbols would name the wrong code).
+            return (!place.is_empty()).then(|| place.clone());
+        }
+        if self.pc == 0 {
+            return None;
+        }
         symbolize::describe(self.pc)
     }
 }
@@ -284,6 +335,7 @@ fn last_fault(signal: c_int) -> Fault {
         code: raw.code,
         addr: raw.addr as usize,
         pc: raw.pc as usize,
+        place: None,
     }
 }
 

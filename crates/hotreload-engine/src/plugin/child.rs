@@ -134,6 +134,20 @@ pub fn claim(fd: i32, what: &str, is: impl Fn(std::fs::FileType) -> bool) -> Res
     Ok(file)
 }
 
+/// Whether this process was started with the hidden subcommand `name`:
+/// `Ok(false)` without it, `Err` when it came with arguments (no host adds
+/// any).
+pub fn started_as(name: &str) -> Result<bool, String> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(name)) {
+        return Ok(false);
+    }
+    if args.next().is_some() {
+        return Err(format!("{name} takes no arguments"));
+    }
+    Ok(true)
+}
+
 /// Reads the sealed request on descriptor `fd`, after checking that it is
 /// one: a memfd sealed against every change, which only a process that
 /// created it can have handed over.

@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod dl;
 pub mod elf;
 pub mod ext;
+pub mod isolate;
 pub mod load;
 pub mod precheck;
 pub mod probe;

@@ -39,12 +39,24 @@ pub fn hook_installed() -> bool {
 }
 
 /// Call first thing in `main` of any program that embeds the engine. In the
-/// host it only records that trials are possible; in a process a host
-/// started as a probe it runs the trial and exits. Asked to be a probe by
-/// anyone else (the hidden subcommand typed by hand), it refuses and exits
-/// with code 2, having touched nothing.
+/// host it only records that trials (and isolated workers) are possible; in
+/// a process a host started as a probe it runs the trial and exits, and in
+/// one it started as an isolated worker it serves that worker's calls and
+/// exits. Asked to be either by anyone else (the hidden subcommands typed by
+/// hand), it refuses and exits with code 2, having touched nothing.
 pub fn run_if_requested() {
     HOOK_INSTALLED.store(true, Ordering::Release);
+    match crate::plugin::isolate::worker::take_over() {
+        Ok(None) => {}
+        Ok(Some(handed)) => std::process::exit(crate::plugin::isolate::worker::serve(handed)),
+        Err(why) => {
+            eprintln!(
+                "hotreload: error: {} is internal to hotreload's isolated mode: {why}",
+                crate::plugin::isolate::worker::SUBCOMMAND
+            );
+            std::process::exit(2);
+        }
+    }
     let handed = match handover::take_over() {
         Ok(None) => return,
         Ok(Some(handed)) => handed,

@@ -1,10 +1,14 @@
 //! A version of the plugin that passed every check: the only way plugin code
 //! is called once it is live.
 //!
-//! Every call goes through the crash guard ([`crate::guard`]), which turns a
+//! A version's code runs in one of two places. In the host (the default),
+//! every call goes through the crash guard ([`crate::guard`]), which turns a
 //! crash or hang in plugin code into a [`Fault`]; the calls are `#[inline]`
 //! and go straight through the function pointers copied out of the table, so
-//! a tick costs a direct call plus the guard (see `benches/dispatch.rs`).
+//! a tick costs a direct call plus the guard. In isolated mode the library
+//! is loaded only in a worker process ([`crate::plugin::isolate`]), and a
+//! call is a round trip to it; a worker that dies is a fault like any other.
+//! Callers see no difference but the cost (see `benches/dispatch.rs`).
 
 use std::sync::Arc;
 
@@ -14,24 +18,43 @@ use crate::guard::{self, Fault};
 use crate::layout::Layout;
 use crate::plugin::check::Api;
 use crate::plugin::ext::Ext;
+use crate::plugin::isolate::{Loaded, Worker, report};
 use crate::plugin::load::{Closed, Library};
+use crate::plugin::shadow::ShadowFile;
 use crate::state::State;
 
 pub struct Plugin {
-    api: Api,
-    library: Library,
+    code: Code,
     /// Numbers count successful loads: v1 is the first, and none is reused.
     version: u64,
     /// The library's name as the user knows it (not the shadow copy's).
     lib_name: String,
     build_hash: u64,
-    /// The extended table, if the plugin exports one.
-    ext: Option<Ext>,
     /// What the state's bytes mean to this version, if known.
     layout: Option<Arc<Layout>>,
-    /// Where the library is mapped: a state value pointing in here dangles
-    /// once this version is unloaded.
+    /// Where the library is mapped (in the worker, for an isolated
+    /// version): a state value pointing in here dangles once this version is
+    /// unloaded.
     ranges: Vec<(usize, usize)>,
+}
+
+/// Where a version's code is, and how it is called.
+enum Code {
+    /// Loaded in the host: the checked tables' function pointers.
+    Local {
+        api: Api,
+        /// The extended table, if the plugin exports one.
+        ext: Option<Ext>,
+        library: Library,
+    },
+    /// Loaded in a worker process, which reported what it found.
+    Isolated {
+        worker: Worker,
+        loaded: Loaded,
+        /// The worker's library is the host's copy: removed once the worker
+        /// is done with it.
+        _copy: ShadowFile,
+    },
 }
 
 /// The hooks of the extended ABI that take the state and the host context.
@@ -83,29 +106,79 @@ impl Plugin {
     ) -> Plugin {
         let ranges = library.mapped_ranges(&knowledge.spans);
         Plugin {
-            api,
-            library,
+            code: Code::Local {
+                api,
+                ext: knowledge.ext,
+                library,
+            },
             version,
             lib_name,
             build_hash,
-            ext: knowledge.ext,
             layout: knowledge.layout,
             ranges,
         }
+    }
+
+    /// A version loaded in `worker` from `copy`, as it reported (`loaded`).
+    pub fn isolated(
+        worker: Worker,
+        loaded: Loaded,
+        copy: ShadowFile,
+        version: u64,
+        lib_name: String,
+        build_hash: u64,
+    ) -> Plugin {
+        Plugin {
+            ranges: loaded.ranges.clone(),
+            code: Code::Isolated {
+                worker,
+                loaded,
+                _copy: copy,
+            },
+            version,
+            lib_name,
+            build_hash,
+            layout: None,
+        }
+    }
+
+    /// Whether this version runs in a worker process.
+    pub fn is_isolated(&self) -> bool {
+        matches!(self.code, Code::Isolated { .. })
     }
 
     pub fn layout(&self) -> Option<&Arc<Layout>> {
         self.layout.as_ref()
     }
 
-    /// The state version the plugin declares (0 without the extended ABI).
-    pub fn state_version(&self) -> u32 {
-        self.ext.as_ref().map_or(0, |e| e.state_version)
+    /// This version with `layout` as what its state's bytes mean.
+    pub fn with_layout(self, layout: Option<Arc<Layout>>) -> Plugin {
+        Plugin { layout, ..self }
     }
 
-    /// From the lowest to the highest address of this version's library,
-    /// if known.
+    /// The layout the plugin's own schema declares, if it has one.
+    pub fn schema(&self) -> Option<Arc<Layout>> {
+        match &self.code {
+            Code::Local { ext, .. } => ext.as_ref().and_then(|e| e.schema.clone()),
+            Code::Isolated { loaded, .. } => loaded.schema.clone(),
+        }
+    }
+
+    /// The state version the plugin declares (0 without the extended ABI).
+    pub fn state_version(&self) -> u32 {
+        match &self.code {
+            Code::Local { ext, .. } => ext.as_ref().map_or(0, |e| e.state_version),
+            Code::Isolated { loaded, .. } => loaded.state_version,
+        }
+    }
+
+    /// From the lowest to the highest address of this version's library in
+    /// the host, if known (none for an isolated version: its code, and any
+    /// thread running it, end with its worker).
     pub fn span(&self) -> Option<(usize, usize)> {
+        if self.is_isolated() {
+            return None;
+        }
         let start = self.ranges.iter().map(|r| r.0).min()?;
         let end = self.ranges.iter().map(|r| r.1).max()?;
         Some((start, end))
@@ -118,9 +191,13 @@ impl Plugin {
             .any(|&(start, end)| start <= address && address < end)
     }
 
-    /// The checked seed table, for measuring the guard against a bare call.
-    pub fn api(&self) -> &Api {
-        &self.api
+    /// The checked seed table of a version loaded in the host, for
+    /// measuring the guard against a bare call.
+    pub fn api(&self) -> Option<&Api> {
+        match &self.code {
+            Code::Local { api, .. } => Some(api),
+            Code::Isolated { .. } => None,
+        }
     }
 
     pub fn version(&self) -> u64 {
@@ -140,13 +217,17 @@ impl Plugin {
     /// same time, and the calling thread must have run
     /// [`guard::prepare_thread`].
     pub unsafe fn init(&self, state: &mut State, host: &HostContext) -> Result<(), Fault> {
-        match self.ext.as_ref().and_then(|e| e.init) {
+        let (api, ext) = match &self.code {
+            Code::Local { api, ext, .. } => (api, ext),
+            Code::Isolated { worker, .. } => return worker.init(state, host.seed, host.tick),
+        };
+        match ext.as_ref().and_then(|e| e.init) {
             // SAFETY: a hook of the checked table of a loaded library; the
             // caller guarantees the rest.
             Some(init) => unsafe { guard::call_hook(init, state.as_mut_ptr(), host) },
             // SAFETY: `init` is non-NULL (checked) and its library is loaded
             // while `self` lives; the caller guarantees the rest.
-            None => unsafe { guard::call_state(self.api.init, state.as_mut_ptr()) },
+            None => unsafe { guard::call_state(api.init, state.as_mut_ptr()) },
         }
     }
 
@@ -156,8 +237,11 @@ impl Plugin {
     /// As for [`Plugin::init`].
     #[inline]
     pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
-        // SAFETY: as in `init`.
-        unsafe { guard::call_tick(self.api.tick, state.as_mut_ptr(), dt) }
+        match &self.code {
+            // SAFETY: as in `init`.
+            Code::Local { api, .. } => unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) },
+            Code::Isolated { worker, .. } => worker.tick(state, dt),
+        }
     }
 
     /// Runs `shutdown` under the crash guard.
@@ -165,19 +249,47 @@ impl Plugin {
     /// # Safety
     /// As for [`Plugin::init`].
     pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
-        // SAFETY: as in `init`.
-        unsafe { guard::call_state(self.api.shutdown, state.as_mut_ptr()) }
+        match &self.code {
+            // SAFETY: as in `init`.
+            Code::Local { api, .. } => unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) },
+            Code::Isolated { worker, .. } => worker.shutdown(state),
+        }
     }
 
     pub fn has_hook(&self, hook: Hook) -> bool {
-        self.hook_fn(hook).is_some()
+        match &self.code {
+            Code::Local { .. } => self.hook_fn(hook).is_some(),
+            Code::Isolated { loaded, .. } => {
+                let bit = match hook {
+                    Hook::OnReload => report::HAS_ON_RELOAD,
+                    Hook::OnUnload => report::HAS_ON_UNLOAD,
+                };
+                loaded.hooks & bit != 0
+            }
+        }
+    }
+
+    /// The extended table of a version loaded in the host.
+    fn local_ext(&self) -> Option<&Ext> {
+        match &self.code {
+            Code::Local { ext, .. } => ext.as_ref(),
+            Code::Isolated { .. } => None,
+        }
     }
 
     fn hook_fn(&self, hook: Hook) -> Option<hotreload_abi::HookFn> {
-        let ext = self.ext.as_ref()?;
+        let ext = self.local_ext()?;
         match hook {
             Hook::OnReload => ext.on_reload,
             Hook::OnUnload => ext.on_unload,
+        }
+    }
+
+    /// Whether an isolated version's worker reported hook `bit`.
+    fn isolated_has(&self, bit: u8) -> bool {
+        match &self.code {
+            Code::Isolated { loaded, .. } => loaded.hooks & bit != 0,
+            Code::Local { .. } => false,
         }
     }
 
@@ -186,6 +298,12 @@ impl Plugin {
     /// # Safety
     /// As for [`Plugin::init`].
     pub unsafe fn hook(&self, hook: Hook, state: &mut State, host: &HostContext) -> Result<(), Fault> {
+        if let Code::Isolated { worker, .. } = &self.code {
+            return match self.has_hook(hook) {
+                true => worker.hook(hook, state, host.seed, host.tick),
+                false => Ok(()),
+            };
+        }
         match self.hook_fn(hook) {
             // SAFETY: as in `init`.
             Some(f) => unsafe { guard::call_hook(f, state.as_mut_ptr(), host) },
@@ -195,7 +313,8 @@ impl Plugin {
 
     /// Whether the plugin has a `migrate` hook.
     pub fn has_migrate(&self) -> bool {
-        self.ext.as_ref().is_some_and(|e| e.migrate.is_some())
+        self.local_ext().is_some_and(|e| e.migrate.is_some())
+            || self.isolated_has(report::HAS_MIGRATE)
     }
 
     /// Runs `migrate` from `old` (of `old_version`) into `new`; `Ok(None)`
@@ -209,7 +328,13 @@ impl Plugin {
         old_version: u32,
         new: &mut State,
     ) -> Result<Option<std::ffi::c_int>, Fault> {
-        let Some(f) = self.ext.as_ref().and_then(|e| e.migrate) else {
+        if let Code::Isolated { worker, .. } = &self.code {
+            return match self.has_migrate() {
+                true => worker.migrate(old, old_version, new).map(Some),
+                false => Ok(None),
+            };
+        }
+        let Some(f) = self.local_ext().and_then(|e| e.migrate) else {
             return Ok(None);
         };
         // SAFETY: as in `init`; both blocks are valid for their sizes.
@@ -218,7 +343,8 @@ impl Plugin {
 
     /// Whether the plugin describes its state itself.
     pub fn has_describe(&self) -> bool {
-        self.ext.as_ref().is_some_and(|e| e.describe.is_some())
+        self.local_ext().is_some_and(|e| e.describe.is_some())
+            || self.isolated_has(report::HAS_DESCRIBE)
     }
 
     /// The plugin's one-line description of `state`; `Ok(None)` without a
@@ -227,7 +353,13 @@ impl Plugin {
     /// # Safety
     /// As for [`Plugin::init`].
     pub unsafe fn describe(&self, state: &State) -> Result<Option<String>, Fault> {
-        let Some(f) = self.ext.as_ref().and_then(|e| e.describe) else {
+        if let Code::Isolated { worker, .. } = &self.code {
+            return match self.has_describe() {
+                true => worker.describe(state).map(Some),
+                false => Ok(None),
+            };
+        }
+        let Some(f) = self.local_ext().and_then(|e| e.describe) else {
             return Ok(None);
         };
         // SAFETY: as in `init`.
@@ -236,17 +368,18 @@ impl Plugin {
 
     /// `api_version` of the table this version handed over.
     pub fn api_version(&self) -> i32 {
-        self.api.api_version
+        match &self.code {
+            Code::Local { api, .. } => api.api_version,
+            Code::Isolated { loaded, .. } => loaded.api_version,
+        }
     }
 
     /// `state_size` of the table this version handed over.
     pub fn state_size(&self) -> usize {
-        self.api.state_size
-    }
-
-    /// The bare `tick` function pointer, for measuring the guard's cost.
-    pub fn raw_tick(&self) -> hotreload_abi::TickFn {
-        self.api.tick
+        match &self.code {
+            Code::Local { api, .. } => api.state_size,
+            Code::Isolated { loaded, .. } => loaded.state_size,
+        }
     }
 
     /// Identifies the library's bytes, to recognise a build seen before.
@@ -256,7 +389,10 @@ impl Plugin {
 
     /// Where the plugin's tables live, as linked.
     pub fn table_offsets(&self) -> Vec<u64> {
-        self.library.table_offsets()
+        match &self.code {
+            Code::Local { library, .. } => library.table_offsets(),
+            Code::Isolated { loaded, .. } => loaded.table_offsets.clone(),
+        }
     }
 
     /// Gives this version up without unloading it: its library stays mapped
@@ -266,8 +402,17 @@ impl Plugin {
         std::mem::forget(self);
     }
 
-    /// Unloads this version; see [`Library::close`].
+    /// Unloads this version; see [`Library::close`]. An isolated version's
+    /// worker runs the destructors and exits (or is killed).
     pub fn close(self) -> Closed {
-        self.library.close()
+        match self.code {
+            Code::Local { library, .. } => library.close(),
+            Code::Isolated { worker, .. } => Closed {
+                destructor_fault: worker.finish(),
+                close_error: None,
+                still_mapped: false,
+                mapped_bytes: 0,
+            },
+        }
     }
 }

@@ -109,6 +109,42 @@ impl State {
         })
     }
 
+    /// The block another process shared: `fd` mapped at `at`, the address
+    /// it has there (an isolated worker maps the host's blocks so). Fails if
+    /// that range is taken in this process.
+    pub fn map_at(fd: OwnedFd, at: usize, size: usize) -> Result<State, String> {
+        let len = size
+            .max(1)
+            .checked_next_multiple_of(4096)
+            .ok_or_else(|| format!("a {size}-byte block is too large"))?;
+        let ptr = map_shared(fd.as_fd(), at, len)
+            .map_err(|e| format!("cannot map the state at {at:#x}: {e}"))?;
+        Ok(State {
+            ptr,
+            size,
+            backing: Backing::Shared { fd, len },
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// A new zeroed block of `size` bytes, of the same kind as this one
+    /// (shared memory for an isolated run).
+    pub fn alike(&self, size: usize) -> Result<State, String> {
+        match self.backing {
+            Backing::Heap(_) => State::zeroed(size),
+            Backing::Shared { .. } => State::shared(size),
+        }
+    }
+
+    /// `size` zeroed bytes, shared memory if `shared`.
+    pub fn new_block(size: usize, shared: bool) -> Result<State, String> {
+        if shared {
+            State::shared(size)
+        } else {
+            State::zeroed(size)
+        }
+    }
+
     /// This block's memfd, if it is shared memory.
     pub fn shared_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {

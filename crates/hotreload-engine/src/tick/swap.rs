@@ -284,7 +284,7 @@ impl TickLoop {
         use crate::state::migrate::{plan, rollback_refusal};
         let plan = plan(from_layout, to_layout, &self.settings.reset_fields)
             .map_err(|e| rollback_refusal(&e.reason(), &e.field))?;
-        let mut back = State::zeroed(to_size)?;
+        let mut back = state.alike(to_size)?;
         let applied = plan
             .apply(state.bytes(), back.bytes_mut())
             .map_err(|unfit| rollback_refusal(&unfit.reason(), &unfit.field))?;

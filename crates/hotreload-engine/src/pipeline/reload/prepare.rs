@@ -9,6 +9,7 @@ use crate::event::Event;
 use crate::layout::Layout;
 use crate::outcome::Rejection;
 use crate::plugin::check;
+use crate::plugin::isolate::Worker;
 use crate::plugin::load::Library;
 use crate::plugin::precheck::precheck;
 use crate::plugin::shadow::ShadowFile;
@@ -133,35 +134,59 @@ impl Reloader {
             .map_err(Rejection::NotLoadable)
     }
 
-    /// Loads the shadow copy into the host and checks its table.
+    /// Loads the shadow copy (into the host, or into a worker of its own
+    /// in isolated mode) and checks its table.
     pub(super) fn load_checked(
         &mut self,
         shadow: ShadowFile,
         build_hash: u64,
         bytes: &[u8],
     ) -> Result<Prepared, Rejection> {
-        let library = Library::open(shadow)?;
-        let table = library.table()?;
-        let api = check::check(&table, None)?;
-        let ext = match library.ext_table()? {
-            // SAFETY: the table came from the loaded library, whose schema
-            // names are readable while it stays loaded (it does, below).
-            Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
-            None => None,
+        let version = self.version + 1;
+        let spans = std::mem::take(&mut self.spans);
+        let plugin = if self.config.isolate {
+            let timeout = self.config.effective_call_timeout();
+            let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout)?;
+            if loaded.api_version != hotreload_abi::API_VERSION {
+                return Err(Rejection::ApiVersion {
+                    expected: hotreload_abi::API_VERSION,
+                    found: loaded.api_version,
+                });
+            }
+            Plugin::isolated(worker, loaded, shadow, version, self.lib_name.clone(), build_hash)
+        } else {
+            let library = Library::open(shadow)?;
+            let table = library.table()?;
+            let api = check::check(&table, None)?;
+            let ext = match library.ext_table()? {
+                // SAFETY: the table came from the loaded library, whose
+                // schema names are readable while it stays loaded (it does,
+                // in the version made below).
+                Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
+                None => None,
+            };
+            let knowledge = Knowledge {
+                ext,
+                layout: None,
+                spans,
+            };
+            Plugin::with(api, library, version, self.lib_name.clone(), build_hash, knowledge)
         };
-        let layout = match ext.as_ref().and_then(|e| e.schema.clone()) {
+        let layout = match plugin.schema() {
             Some(schema) => Some(schema),
-            None => self.debug_layout(bytes, api.state_size),
+            None => self.debug_layout(bytes, plugin.state_size()),
         };
         self.warn_unselected(layout.as_deref());
         let side = StateSide {
-            size: api.state_size,
-            version: ext.as_ref().map_or(0, |e| e.state_version),
-            layout,
+            size: plugin.state_size(),
+            version: plugin.state_version(),
+            layout: layout.clone(),
         };
-        let has_hook = ext.as_ref().is_some_and(|e| e.migrate.is_some());
+        let plugin = plugin.with_layout(layout);
+        let has_hook = plugin.has_migrate();
+        let shared = self.config.isolate;
         let alloc = |size: usize| {
-            State::zeroed(size).map_err(|why| Rejection::StateUnallocatable { size, why })
+            State::new_block(size, shared).map_err(|why| Rejection::StateUnallocatable { size, why })
         };
         let (fresh_state, migration) = match &self.state_side {
             // The saved state stays here until some version runs on it: a
@@ -169,7 +194,7 @@ impl Reloader {
             None => match &self.restored {
                 None => (
                     Some(Fresh {
-                        state: alloc(api.state_size)?,
+                        state: alloc(side.size)?,
                         restored: None,
                         convert_from: None,
                     }),
@@ -215,20 +240,7 @@ impl Reloader {
                 }
             }
         };
-        self.version += 1;
-        let knowledge = Knowledge {
-            ext,
-            layout: side.layout.clone(),
-            spans: std::mem::take(&mut self.spans),
-        };
-        let plugin = Plugin::with(
-            api,
-            library,
-            self.version,
-            self.lib_name.clone(),
-            build_hash,
-            knowledge,
-        );
+        self.version = version;
         self.sides.insert(self.version, side);
         Ok(Prepared {
             plugin,

@@ -82,10 +82,18 @@ pub fn decode(bytes: &[u8]) -> Result<Result<Loaded, Rejection>, String> {
                 0 => None,
                 _ => Some(Arc::new(persist::decode_layout_only(r.bytes()?)?)),
             };
-            let n = r.u32()? as usize;
-            let table_offsets = (0..n.min(64)).map(|_| r.u64()).collect::<Result<_, _>>()?;
-            let n = r.u32()? as usize;
-            let ranges = (0..n.min(256))
+            if let Some(schema) = &schema
+                && schema.size != state_size
+            {
+                return Err(format!(
+                    "the schema describes {} bytes, but state_size is {state_size}",
+                    schema.size
+                ));
+            }
+            let n = count(&mut r, "tables", MAX_TABLES)?;
+            let table_offsets = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
+            let n = count(&mut r, "mapped ranges", MAX_RANGES)?;
+            let ranges = (0..n)
                 .map(|_| Ok((r.u64()? as usize, r.u64()? as usize)))
                 .collect::<Result<_, String>>()?;
             Ok(Ok(Loaded {
@@ -102,6 +110,18 @@ pub fn decode(bytes: &[u8]) -> Result<Result<Loaded, Rejection>, String> {
         REFUSED => Ok(Err(decode_rejection(&mut r)?)),
         other => Err(format!("expected a load report, found a message of kind {other}")),
     }
+}
+
+/// More than a library has: a report that claims more is garbled.
+const MAX_TABLES: usize = 64;
+const MAX_RANGES: usize = 256;
+
+fn count(r: &mut Reader<'_>, what: &str, max: usize) -> Result<usize, String> {
+    let n = r.u32()? as usize;
+    if n > max {
+        return Err(format!("expected at most {max} {what} in the report, found {n}"));
+    }
+    Ok(n)
 }
 
 fn encode_rejection(w: &mut Writer, r: &Rejection) {
@@ -179,6 +199,8 @@ mod tests {
             table_offsets: vec![0x4000],
             ranges: vec![(0x1000, 0x5000)],
         };
+        let mut wrong = loaded.clone();
+        wrong.state_size = 16;
         assert_eq!(decode(&encode(&Ok(loaded.clone()))), Ok(Ok(loaded)));
         for r in [
             Rejection::NotLoadable("x".into()),
@@ -191,6 +213,7 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&Err(r.clone()))), Ok(Err(r)));
         }
+        assert!(decode(&encode(&Ok(wrong))).is_err(), "a schema of another size");
         assert!(decode(&[9]).is_err());
         assert!(decode(&[]).is_err());
     }

@@ -14,6 +14,9 @@
 //! must read as plain numbers, never as anything that could point into its
 //! own memory.
 
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -39,11 +42,19 @@ pub struct CallPage {
     pub tick: AtomicU64,
     /// [`Op::Migrate`]'s old state version.
     pub old_version: AtomicU32,
+    /// [`Op::Map`]'s address and size.
+    pub addr: AtomicU64,
+    pub size: AtomicU64,
     /// The result: one of [`Status`].
     pub status: AtomicU32,
     /// `migrate`'s return value; for [`Op::Describe`], whether there is a
     /// text.
     pub value: AtomicI64,
+    /// Set to the request's number as soon as the worker's guard caught a
+    /// fault in it, before the worker works out where (which allocates, in
+    /// a process whose heap plugin code may have wrecked): if the worker
+    /// dies or hangs after this, the host still reports the fault itself.
+    pub faulted: AtomicU32,
     /// A fault, as the worker's guard saw it.
     pub fault_signal: AtomicI32,
     pub fault_code: AtomicI32,
@@ -125,6 +136,93 @@ impl CallPage {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 }
+
+/// The call page, mapped: created by the host, mapped again by the worker
+/// from the descriptor it was handed.
+pub struct Page {
+    ptr: NonNull<CallPage>,
+    fd: OwnedFd,
+}
+
+impl Page {
+    /// A new zeroed page (every atomic starts at 0).
+    pub fn create() -> Result<Page, String> {
+        // SAFETY: a NUL-terminated name and flags; the result, if valid, is
+        // a new descriptor owned by nobody else.
+        let raw = unsafe { libc::memfd_create(c"hotreload-call-page".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(format!(
+                "cannot create the call page: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: `raw` is the fresh descriptor created above.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        File::from(fd.try_clone().map_err(|e| e.to_string())?)
+            .set_len(PAGE_LEN as u64)
+            .map_err(|e| format!("cannot size the call page: {e}"))?;
+        Page::map(fd)
+    }
+
+    /// The page behind `fd`, which must be at least [`PAGE_LEN`] bytes.
+    pub fn map(fd: OwnedFd) -> Result<Page, String> {
+        let len = File::from(fd.try_clone().map_err(|e| e.to_string())?)
+            .metadata()
+            .map_err(|e| format!("cannot look at the call page: {e}"))?
+            .len();
+        if len < PAGE_LEN as u64 {
+            return Err(format!(
+                "expected a call page of {PAGE_LEN} bytes, found {len}"
+            ));
+        }
+        // SAFETY: maps the memfd shared for `PAGE_LEN` bytes, which it has;
+        // the mapping lives as long as the `Page` (unmapped in `drop`).
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(format!(
+                "cannot map the call page: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let ptr = NonNull::new(raw.cast()).ok_or_else(|| "the call page mapped at 0".to_owned())?;
+        Ok(Page { ptr, fd })
+    }
+
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+}
+
+impl std::ops::Deref for Page {
+    type Target = CallPage;
+    fn deref(&self) -> &CallPage {
+        // SAFETY: the mapping is `PAGE_LEN` bytes, at least a `CallPage`,
+        // and lives as long as `self`; every field is an atomic, so the
+        // other process's writes are not data races.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, not used after this.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), PAGE_LEN) };
+    }
+}
+
+// SAFETY: the page is shared memory of atomics, and the pointer is owned by
+// the `Page`; a `Worker` (and its `Page`) is used by one thread at a time
+// (it moves from the reload thread to the tick thread with its version).
+unsafe impl Send for Page {}
 
 /// Waits until `word` is no longer `expected`, or `timeout` passes (then,
 /// or on a signal, it returns and the caller looks again). Shared between

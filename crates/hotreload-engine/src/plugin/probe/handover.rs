@@ -200,12 +200,8 @@ pub struct HandedOver {
 /// it was not asked to be one at all (no subcommand), `Err` when it was
 /// asked but the channels are not the host's.
 pub fn take_over() -> Result<Option<HandedOver>, String> {
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(SUBCOMMAND)) {
+    if !child::started_as(SUBCOMMAND)? {
         return Ok(None);
-    }
-    if args.next().is_some() {
-        return Err(format!("{SUBCOMMAND} takes no arguments"));
     }
     let bytes = child::read_sealed_request(REQUEST_FD)?;
     let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;

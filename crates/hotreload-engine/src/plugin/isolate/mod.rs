@@ -1,0 +1,456 @@
+//! Isolated mode: plugin code in worker processes, the state in shared
+//! memory the host owns.
+//!
+//! The in-process guard turns every fault that leaves the process intact
+//! into a rollback, but some things end the process itself: `_exit` made as
+//! a system call, SIGKILL, a stray write into the host's heap, a loader
+//! corrupted beyond repair. With `--isolate`, the host never maps plugin
+//! code at all. Each version runs in a [`Worker`]: the host's executable
+//! started again ([`worker`]), which loads that version's library and makes
+//! the calls the host asks for, on the state block the host shares with it
+//! ([`crate::state::State::shared`], mapped at the host's own address in
+//! every worker). A call is a round trip through a shared page ([`wire`]);
+//! a worker that faults, hangs, exits or dies is a fault of its version like
+//! any other: the host puts the state back from its snapshot and goes on
+//! with the previous version's worker.
+
+pub mod report;
+pub mod wire;
+pub mod worker;
+
+use std::cell::{Cell, RefCell};
+use std::fs::File;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
+};
+
+use std::ffi::c_int;
+
+use crate::guard::{self, Fault};
+use crate::outcome::Rejection;
+use crate::plugin::Hook;
+use crate::plugin::child::{above_stdio, hand_over, sealed_memfd};
+use crate::state::State;
+
+pub use report::Loaded;
+use wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
+
+/// How long a request is spun on before the host sleeps on it: most ticks
+/// are shorter, and a futex sleep adds a wake-up to the round trip.
+const SPIN: Duration = Duration::from_micros(30);
+/// How often a sleeping wait looks whether the worker is still alive.
+const LIVENESS_EVERY: Duration = Duration::from_millis(2);
+
+/// How much longer than the call timeout the host waits before it kills a
+/// worker: the worker's own guard interrupts a hung call at the timeout and
+/// says where it was; the host's wait is the backstop for a worker that
+/// cannot answer at all (stopped, or its guard broken).
+const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
+
+/// How long a worker that noted a fault may take to name its place.
+const PLACE_GRACE: Duration = Duration::from_millis(300);
+
+/// A worker process running one version, seen from the host.
+pub struct Worker {
+    child: RefCell<Child>,
+    page: Page,
+    socket: OwnedFd,
+    /// The longest the host waits for a call before it kills the worker.
+    timeout: Duration,
+    /// The last request's number.
+    sent: Cell<u32>,
+    /// The blocks the worker has mapped, by id.
+    mapped: RefCell<Vec<u64>>,
+    /// Set once the worker is known to be gone (then every call fails so).
+    gone: Cell<Option<i32>>,
+}
+
+/// What a call returned.
+struct Reply {
+    value: i64,
+    text: String,
+}
+
+impl Worker {
+    /// Starts a worker on the library copy at `library` and waits for its
+    /// report: what it loaded, or why it refused (the same rejection the
+    /// host's own loader would make).
+    pub fn spawn(
+        library: &Path,
+        lib_name: &str,
+        timeout: Duration,
+    ) -> Result<(Worker, Loaded), Rejection> {
+        let refuse = |why: String| Rejection::NotLoadable(format!("isolated worker: {why}"));
+        let exe = std::env::current_exe().map_err(|e| refuse(format!("cannot find the executable: {e}")))?;
+        let request = worker::request(lib_name, timeout);
+        let request = sealed_memfd(c"hotreload-worker-request", &request).map_err(refuse)?;
+        let lib = File::open(library).map_err(|e| refuse(format!("cannot open {}: {e}", library.display())))?;
+        let (host_end, worker_end) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| refuse(format!("cannot create a socket: {e}")))?;
+        let page = Page::create().map_err(refuse)?;
+        let (request, lib, worker_end, page_fd) = (
+            above_stdio(request.into()).map_err(refuse)?,
+            above_stdio(lib.into()).map_err(refuse)?,
+            above_stdio(worker_end).map_err(refuse)?,
+            above_stdio(page.fd().try_clone().map_err(|e| refuse(e.to_string()))?).map_err(refuse)?,
+        );
+        let mut command = Command::new(exe);
+        // Plugin output goes where the host's goes; its own group keeps a
+        // terminal's Ctrl-C away from it (the host stops it in order).
+        command
+            .arg(worker::SUBCOMMAND)
+            .stdin(Stdio::null())
+            .process_group(0);
+        hand_over(
+            &mut command,
+            &[
+                (request.as_raw_fd(), worker::REQUEST_FD),
+                (lib.as_raw_fd(), worker::LIBRARY_FD),
+                (worker_end.as_raw_fd(), worker::SOCKET_FD),
+                (page_fd.as_raw_fd(), worker::PAGE_FD),
+            ],
+        );
+        let child = command
+            .spawn()
+            .map_err(|e| refuse(format!("cannot start the worker: {e}")))?;
+        drop(command);
+        drop((request, lib, worker_end, page_fd));
+        let worker = Worker {
+            child: RefCell::new(child),
+            page,
+            socket: host_end,
+            timeout: timeout + timeout / 2 + BACKSTOP_MARGIN,
+            sent: Cell::new(0),
+            mapped: RefCell::new(Vec::new()),
+            gone: Cell::new(None),
+        };
+        let report = worker.receive_report()?;
+        let loaded = report::decode(&report).map_err(refuse)??;
+        Ok((worker, loaded))
+    }
+
+    /// The worker's one report, waited for as long as a call may take
+    /// (loading runs the library's constructors).
+    fn receive_report(&self) -> Result<Vec<u8>, Rejection> {
+        let deadline = Instant::now() + self.timeout;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let mut fd = libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid `pollfd`, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut fd, 1, 20) };
+            if ready > 0 {
+                let n = recv(self.socket.as_raw_fd(), &mut buf, MsgFlags::empty())
+                    .map_err(|e| Rejection::NotLoadable(format!("isolated worker: {e}")))?;
+                if n > 0 {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+            }
+            if let Some(status) = self.exit_status() {
+                return Err(Rejection::Faulted(format!(
+                    "while loading, {}",
+                    Fault::worker_died(status).describe()
+                )));
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(Rejection::Faulted(format!(
+                    "loading (constructors, logic_get_api) in the worker hung for {} ms",
+                    self.timeout.as_millis()
+                )));
+            }
+        }
+    }
+
+    /// Whether the worker has exited, and how (see [`guard::WORKER_DIED`]).
+    /// Once it has, whatever it started in its process group goes too.
+    fn exit_status(&self) -> Option<i32> {
+        if let Some(status) = self.gone.get() {
+            return Some(status);
+        }
+        // Looked at without reaping: until the worker is reaped its process
+        // group cannot be another's, so it is safe to kill.
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        let status = match waitid(Id::Pid(self.pid()), flags) {
+            Ok(WaitStatus::Exited(_, code)) => code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => -(signal as i32),
+            _ => return None,
+        };
+        self.end(status);
+        Some(status)
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.borrow().id() as i32)
+    }
+
+    /// Kills the worker, if it is still there, and everything it started.
+    fn kill(&self) {
+        if self.gone.get().is_none() {
+            self.end(-libc::SIGKILL);
+        }
+    }
+
+    /// Kills the worker's process group and reaps the worker; `status` is
+    /// what calls report from now on.
+    fn end(&self, status: i32) {
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        let _ = self.child.borrow_mut().wait();
+        self.gone.set(Some(status));
+    }
+
+    /// Makes the worker map `blocks` at the host's addresses, and forget
+    /// every other block it has: the host's blocks come and go (a migration
+    /// makes a new one, a rollback may), and a worker holds on only to those
+    /// its calls use.
+    fn map_only(&self, blocks: &[&State]) -> Result<(), Fault> {
+        let stale: Vec<u64> = self
+            .mapped
+            .borrow()
+            .iter()
+            .copied()
+            .filter(|id| !blocks.iter().any(|b| b.id() == *id))
+            .collect();
+        for id in stale {
+            self.call(Op::Unmap, |p| p.block.store(id, Ordering::Relaxed))?;
+            self.mapped.borrow_mut().retain(|m| *m != id);
+        }
+        for state in blocks {
+            if !self.mapped.borrow().contains(&state.id()) {
+                self.map(state)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn map(&self, state: &State) -> Result<(), Fault> {
+        let Some(fd) = state.shared_fd() else {
+            return Err(self.error("the state is not in shared memory"));
+        };
+        // The descriptor first: the worker reads it when it sees the request.
+        let payload = [0u8; 1];
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(&payload)],
+            &cmsg,
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| self.error(&format!("cannot hand the state to the worker: {e}")))?;
+        self.call(Op::Map, |p| {
+            p.block.store(state.id(), Ordering::Relaxed);
+            p.addr.store(state.address() as u64, Ordering::Relaxed);
+            p.size.store(state.size() as u64, Ordering::Relaxed);
+        })?;
+        self.mapped.borrow_mut().push(state.id());
+        Ok(())
+    }
+
+    /// A call on one block: `init`, `tick`, `shutdown`, a hook or `describe`.
+    fn call_on(&self, state: &State, op: Op, fill: impl FnOnce(&CallPage)) -> Result<Reply, Fault> {
+        self.map_only(&[state])?;
+        self.call(op, |p| {
+            p.block.store(state.id(), Ordering::Relaxed);
+            fill(p);
+        })
+    }
+
+    /// `init` (the extended table's with the host context, if the version
+    /// has one, as in the host).
+    pub fn init(&self, state: &State, seed: u64, tick: u64) -> Result<(), Fault> {
+        self.call_on(state, Op::Init, |p| {
+            p.seed.store(seed, Ordering::Relaxed);
+            p.tick.store(tick, Ordering::Relaxed);
+        })
+        .map(drop)
+    }
+
+    #[inline]
+    pub fn tick(&self, state: &State, dt: f64) -> Result<(), Fault> {
+        self.call_on(state, Op::Tick, |p| p.dt.store(dt.to_bits(), Ordering::Relaxed))
+            .map(drop)
+    }
+
+    pub fn shutdown(&self, state: &State) -> Result<(), Fault> {
+        self.call_on(state, Op::Shutdown, |_| {}).map(drop)
+    }
+
+    pub fn hook(&self, hook: Hook, state: &State, seed: u64, tick: u64) -> Result<(), Fault> {
+        let code = match hook {
+            Hook::OnReload => 1,
+            Hook::OnUnload => 2,
+        };
+        self.call_on(state, Op::Hook, |p| {
+            p.hook.store(code, Ordering::Relaxed);
+            p.seed.store(seed, Ordering::Relaxed);
+            p.tick.store(tick, Ordering::Relaxed);
+        })
+        .map(drop)
+    }
+
+    /// `migrate` from `old` (the bytes of state version `old_version`) into
+    /// `new`, through a block made for the call.
+    pub fn migrate(&self, old: &[u8], old_version: u32, new: &State) -> Result<c_int, Fault> {
+        let mut from = State::shared(old.len())
+            .map_err(|why| self.error(&format!("cannot share the old state: {why}")))?;
+        from.bytes_mut().copy_from_slice(old);
+        self.map_only(&[&from, new])?;
+        let reply = self.call(Op::Migrate, |p| {
+            p.block.store(from.id(), Ordering::Relaxed);
+            p.block2.store(new.id(), Ordering::Relaxed);
+            p.old_version.store(old_version, Ordering::Relaxed);
+        });
+        // Forgotten now, not at the next call: it is freed here.
+        let _ = self.map_only(&[new]);
+        // `migrate` returns a C `int`; the page carries it widened.
+        reply.map(|r| r.value as c_int)
+    }
+
+    pub fn describe(&self, state: &State) -> Result<String, Fault> {
+        self.call_on(state, Op::Describe, |_| {}).map(|r| r.text)
+    }
+
+    /// A request: `fill` writes its fields; the result is the
+    /// worker's reply, or the fault that ended it (plugin code faulted, the
+    /// worker died, or it ran past the timeout and was killed).
+    fn call(&self, op: Op, fill: impl FnOnce(&CallPage)) -> Result<Reply, Fault> {
+        if let Some(status) = self.gone.get() {
+            return Err(Fault::worker_died(status));
+        }
+        let page = &*self.page;
+        let number = self.sent.get().wrapping_add(1);
+        self.sent.set(number);
+        page.op.store(op as u32, Ordering::Relaxed);
+        fill(page);
+        page.request.store(number, Ordering::Release);
+        futex_wake(&page.request);
+        let started = Instant::now();
+        // Spin first: a short call is back before a sleep would be over.
+        while started.elapsed() < SPIN {
+            if page.response.load(Ordering::Acquire) == number {
+                return self.reply();
+            }
+            std::hint::spin_loop();
+        }
+        let mut noted_at = None;
+        loop {
+            let now = page.response.load(Ordering::Acquire);
+            if now == number {
+                return self.reply();
+            }
+            futex_wait(&page.response, now, LIVENESS_EVERY);
+            if page.response.load(Ordering::Acquire) == number {
+                return self.reply();
+            }
+            if let Some(status) = self.exit_status() {
+                return Err(self.noted_fault(number).unwrap_or(Fault::worker_died(status)));
+            }
+            // A worker that caught a fault has little left to do; one that
+            // takes long to say where was hurt by it (a lock held, a wrecked
+            // heap) and will not.
+            if let Some(fault) = self.noted_fault(number) {
+                let at = *noted_at.get_or_insert_with(Instant::now);
+                if at.elapsed() >= PLACE_GRACE {
+                    self.kill();
+                    return Err(fault);
+                }
+            }
+            if started.elapsed() >= self.timeout {
+                self.kill();
+                return Err(self.noted_fault(number).unwrap_or(Fault {
+                    signal: guard::timeout_signal(),
+                    code: 0,
+                    addr: 0,
+                    pc: 0,
+                    place: None,
+                }));
+            }
+        }
+    }
+
+    /// The fault the worker noted for request `number` before it died or
+    /// stopped answering, if it noted one (see [`CallPage::faulted`]).
+    fn noted_fault(&self, number: u32) -> Option<Fault> {
+        let page = &*self.page;
+        (page.faulted.load(Ordering::Acquire) == number).then(|| Fault {
+            signal: page.fault_signal.load(Ordering::Relaxed),
+            code: page.fault_code.load(Ordering::Relaxed),
+            addr: page.fault_addr.load(Ordering::Relaxed) as usize,
+            pc: page.fault_pc.load(Ordering::Relaxed) as usize,
+            // Where it was is the worker's to say, and it did not.
+            place: Some(String::new()),
+        })
+    }
+
+    fn reply(&self) -> Result<Reply, Fault> {
+        let page = &*self.page;
+        let text = page.text();
+        match page.status.load(Ordering::Relaxed) {
+            s if s == Status::Ok as u32 => Ok(Reply {
+                value: page.value.load(Ordering::Relaxed),
+                text,
+            }),
+            s if s == Status::Fault as u32 => Err(Fault {
+                signal: page.fault_signal.load(Ordering::Relaxed),
+                code: page.fault_code.load(Ordering::Relaxed),
+                addr: page.fault_addr.load(Ordering::Relaxed) as usize,
+                pc: page.fault_pc.load(Ordering::Relaxed) as usize,
+                place: Some(text),
+            }),
+            _ => Err(self.error(&text)),
+        }
+    }
+
+    /// A request the worker could not carry out: reported as a fault of the
+    /// version, with the reason as where it happened.
+    fn error(&self, why: &str) -> Fault {
+        Fault {
+            signal: guard::WORKER_DIED,
+            code: 0,
+            addr: 0,
+            pc: 0,
+            place: Some(format!("the worker: {why}")),
+        }
+    }
+
+    /// Asks the worker to run the library's destructors and exit; kills it
+    /// if it does not within the timeout. What a destructor's fault said,
+    /// if one did.
+    pub fn finish(self) -> Option<String> {
+        // A worker that is gone or cannot answer has nothing more to run.
+        let said = match self.call(Op::Exit, |_| {}) {
+            Ok(reply) if reply.value != 0 => Some(reply.text),
+            _ => None,
+        };
+        self.kill();
+        said
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

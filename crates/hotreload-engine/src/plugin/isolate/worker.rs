@@ -1,0 +1,449 @@
+//! The worker's side: a process that loads one version of the plugin and
+//! makes the calls the host asks for, on state blocks the host shares with
+//! it, under its own crash guard.
+//!
+//! It is the host's executable run again with [`SUBCOMMAND`] and its
+//! channels on inherited descriptors: the sealed request ([`REQUEST_FD`]),
+//! the host's private copy of the library ([`LIBRARY_FD`]), the socket for
+//! reports and state blocks ([`SOCKET_FD`]) and the call page
+//! ([`PAGE_FD`]). Anything that goes wrong here — a crash, an `_exit`, a
+//! SIGKILL, a stray write into its own heap — is the end of this process
+//! alone; the host replaces it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, send};
+
+use crate::guard::watchdog::{CallWatch, Watchdog};
+use crate::guard::{self, Fault};
+use crate::outcome::Rejection;
+use crate::plugin::child;
+use crate::plugin::ext;
+use crate::plugin::load::Library;
+use crate::plugin::precheck::precheck;
+use crate::plugin::shadow::ShadowFile;
+use crate::plugin::{Hook, Knowledge, Plugin, check};
+use crate::state::State;
+
+use super::report::{self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, Loaded};
+use super::wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
+
+pub const SUBCOMMAND: &str = "__hotreload-worker";
+pub const REQUEST_FD: i32 = 3;
+pub const LIBRARY_FD: i32 = 4;
+pub const SOCKET_FD: i32 = 5;
+pub const PAGE_FD: i32 = 6;
+
+/// The request's first bytes; then the call timeout in milliseconds (a
+/// little-endian `u64`) and the library's name.
+pub const MAGIC: [u8; 8] = *b"HRWORK\x00\x02";
+
+/// A worker's request: what it loads, and how long a call may run.
+pub fn request(lib_name: &str, timeout: Duration) -> Vec<u8> {
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend_from_slice(&(timeout.as_millis().min(u64::MAX as u128) as u64).to_le_bytes());
+    bytes.extend_from_slice(lib_name.as_bytes());
+    bytes
+}
+
+/// The channels a worker was handed, once checked.
+pub struct HandedOver {
+    lib_name: String,
+    timeout: Duration,
+    library: File,
+    socket: OwnedFd,
+    page: File,
+}
+
+/// Whether this process was started as a worker: `Ok(None)` when it was not
+/// asked to be one, `Err` when it was asked but the channels are not a
+/// host's.
+pub fn take_over() -> Result<Option<HandedOver>, String> {
+    if !child::started_as(SUBCOMMAND)? {
+        return Ok(None);
+    }
+    let request = child::read_sealed_request(REQUEST_FD)?;
+    let rest = request
+        .strip_prefix(&MAGIC)
+        .ok_or_else(|| "expected a worker's request, found other bytes".to_owned())?;
+    let (millis, name) = rest
+        .split_first_chunk::<8>()
+        .ok_or_else(|| format!("expected a call timeout in the request, found {} bytes", rest.len()))?;
+    let timeout = Duration::from_millis(u64::from_le_bytes(*millis));
+    let lib_name = String::from_utf8_lossy(name).into_owned();
+    let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;
+    let socket = child::claim(SOCKET_FD, "socket", |t| t.is_socket())?;
+    let page = child::claim(PAGE_FD, "call page", |t| t.is_file())?;
+    Ok(Some(HandedOver {
+        lib_name,
+        timeout,
+        library,
+        socket: OwnedFd::from(socket),
+        page,
+    }))
+}
+
+/// Loads the library, reports, and serves calls until told to exit (or
+/// killed). Returns the exit code.
+pub fn serve(handed: HandedOver) -> i32 {
+    let HandedOver {
+        lib_name,
+        timeout,
+        library,
+        socket,
+        page,
+    } = handed;
+    line_buffer_c_stdout();
+    if let Err(why) = end_with_this_thread() {
+        let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
+        return 1;
+    }
+    let _thread_guard = match guard::prepare_thread() {
+        Ok(g) => g,
+        Err(why) => {
+            let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
+            return 1;
+        }
+    };
+    // Plugin code that hangs is interrupted here, by this process's own
+    // guard, which knows where it was; the host kills a worker only when
+    // even that does not come back.
+    let watchdogs = crate::plugin::load::watch_loads(timeout).and_then(|loads| {
+        Watchdog::for_this_thread(timeout).map(|(watchdog, calls)| (loads, watchdog, calls))
+    });
+    let (_load_watch, _watchdog, calls) = match watchdogs {
+        Ok(w) => w,
+        Err(why) => {
+            let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
+            return 1;
+        }
+    };
+    let page = match Page::map(OwnedFd::from(page)) {
+        Ok(page) => page,
+        Err(why) => {
+            let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
+            return 1;
+        }
+    };
+    let plugin = match load(&library, &lib_name) {
+        Ok((plugin, loaded)) => {
+            if send_report(&socket, &Ok(loaded)).is_err() {
+                return 1;
+            }
+            plugin
+        }
+        Err(why) => {
+            let _ = send_report(&socket, &Err(why));
+            return 0;
+        }
+    };
+    let mut server = Server {
+        plugin: Some(plugin),
+        blocks: HashMap::new(),
+        socket: socket,
+        calls,
+    };
+    let mut seen = page.response.load(Ordering::Acquire);
+    loop {
+        let asked = page.request.load(Ordering::Acquire);
+        if asked == seen {
+            futex_wait(&page.request, seen, Duration::from_secs(3600));
+            continue;
+        }
+        seen = asked;
+        let exit = server.serve_one(&page);
+        page.response.store(asked, Ordering::Release);
+        futex_wake(&page.response);
+        if exit {
+            return 0;
+        }
+    }
+}
+
+struct Server {
+    plugin: Option<Plugin>,
+    /// The host's blocks, by the host's id, mapped at the host's addresses.
+    blocks: HashMap<u64, State>,
+    socket: OwnedFd,
+    calls: CallWatch,
+}
+
+impl Server {
+    /// Makes the call the page asks for and writes its result; true when
+    /// the host said to exit.
+    fn serve_one(&mut self, page: &CallPage) -> bool {
+        let op = Op::from_u32(page.op.load(Ordering::Relaxed));
+        let outcome = match op {
+            Some(Op::Map) => self.map(page).map(|()| Reply::default()),
+            Some(Op::Unmap) => {
+                self.blocks.remove(&page.block.load(Ordering::Relaxed));
+                Ok(Reply::default())
+            }
+            Some(Op::Exit) => {
+                let fault = self.plugin.take().and_then(|p| p.close().destructor_fault);
+                // A destructor's fault is reported as the result, not as a
+                // fault of the call: the host unloads the version anyway.
+                match fault {
+                    Some(text) => finish(page, Status::Ok, 1, &text, None),
+                    None => finish(page, Status::Ok, 0, "", None),
+                }
+                return true;
+            }
+            Some(op) => {
+                self.calls.begin(std::time::Instant::now());
+                let outcome = self.call(op, page);
+                self.calls.end();
+                outcome
+            }
+            None => Err(Err("an unknown request".to_owned())),
+        };
+        match outcome {
+            Ok(reply) => finish(
+                page,
+                Status::Ok,
+                reply.value,
+                reply.text.as_deref().unwrap_or(""),
+                None,
+            ),
+            Err(Ok(fault)) => {
+                note_fault(page, &fault);
+                let place = fault.symbol().unwrap_or_default();
+                finish(page, Status::Fault, 0, &place, Some(&fault));
+            }
+            Err(Err(why)) => finish(page, Status::Error, 0, &why, None),
+        }
+        false
+    }
+
+    /// A call into plugin code: what it returned, `Err(Ok(fault))`, or
+    /// `Err(Err(why))` when the request itself is wrong.
+    fn call(&mut self, op: Op, page: &CallPage) -> Result<Reply, Result<Fault, String>> {
+        let Some(plugin) = self.plugin.as_ref() else {
+            return Err(Err("the library is unloaded".to_owned()));
+        };
+        let id = page.block.load(Ordering::Relaxed);
+        let host = ext::host_context(
+            page.seed.load(Ordering::Relaxed),
+            page.tick.load(Ordering::Relaxed),
+        );
+        if op == Op::Migrate {
+            let new_id = page.block2.load(Ordering::Relaxed);
+            let old = match self.blocks.get(&id) {
+                Some(old) => old.bytes().to_vec(),
+                None => return Err(Err(format!("no block {id}"))),
+            };
+            let Some(new) = self.blocks.get_mut(&new_id) else {
+                return Err(Err(format!("no block {new_id}")));
+            };
+            let old_version = page.old_version.load(Ordering::Relaxed);
+            // SAFETY: both blocks are mapped for their sizes; this is the
+            // only thread calling plugin code, and it ran `prepare_thread`.
+            return match unsafe { plugin.migrate(&old, old_version, new) } {
+                Ok(value) => Ok(Reply {
+                    value: i64::from(value.unwrap_or(0)),
+                    text: None,
+                }),
+                Err(fault) => Err(Ok(fault)),
+            };
+        }
+        let Some(state) = self.blocks.get_mut(&id) else {
+            return Err(Err(format!("no block {id}")));
+        };
+        // SAFETY: the block is mapped for its size, which the host checked
+        // against this version's `state_size`; this is the only thread
+        // calling plugin code, and it ran `prepare_thread`.
+        let result = unsafe {
+            match op {
+                Op::Init => plugin.init(state, &host).map(|()| None),
+                Op::Tick => plugin
+                    .tick(state, f64::from_bits(page.dt.load(Ordering::Relaxed)))
+                    .map(|()| None),
+                Op::Shutdown => plugin.shutdown(state).map(|()| None),
+                Op::Hook => {
+                    let hook = match page.hook.load(Ordering::Relaxed) {
+                        1 => Hook::OnReload,
+                        _ => Hook::OnUnload,
+                    };
+                    plugin.hook(hook, state, &host).map(|()| None)
+                }
+                Op::Describe => plugin.describe(state),
+                _ => return Err(Err("not a call".to_owned())),
+            }
+        };
+        match result {
+            Ok(text) => Ok(Reply {
+                value: i64::from(text.is_some()),
+                text,
+            }),
+            Err(fault) => Err(Ok(fault)),
+        }
+    }
+
+    /// Takes the block whose descriptor the host sent before the request.
+    fn map(&mut self, page: &CallPage) -> Result<(), Result<Fault, String>> {
+        let id = page.block.load(Ordering::Relaxed);
+        let at = page.addr.load(Ordering::Relaxed) as usize;
+        let size = usize::try_from(page.size.load(Ordering::Relaxed)).map_err(|e| Err(e.to_string()))?;
+        let fd = receive_fd(&self.socket).map_err(Err)?;
+        let block = State::map_at(fd, at, size).map_err(Err)?;
+        self.blocks.insert(id, block);
+        Ok(())
+    }
+}
+
+/// What a call returned: `migrate`'s value, or for `describe` whether there
+/// is a text, and the text.
+#[derive(Default)]
+struct Reply {
+    value: i64,
+    text: Option<String>,
+}
+
+/// Puts a fault's numbers on the page and marks the request faulted, with
+/// plain stores only: the first thing done after the guard caught it.
+fn note_fault(page: &CallPage, fault: &Fault) {
+    page.fault_signal.store(fault.signal, Ordering::Relaxed);
+    page.fault_code.store(fault.code, Ordering::Relaxed);
+    page.fault_addr.store(fault.addr as u64, Ordering::Relaxed);
+    page.fault_pc.store(fault.pc as u64, Ordering::Relaxed);
+    page.faulted
+        .store(page.request.load(Ordering::Relaxed), Ordering::Release);
+}
+
+/// Writes a result onto the page (the caller then publishes it).
+fn finish(page: &CallPage, status: Status, value: i64, text: &str, fault: Option<&Fault>) {
+    page.status.store(status as u32, Ordering::Relaxed);
+    page.value.store(value, Ordering::Relaxed);
+    page.set_text(text);
+    let (signal, code, addr, pc) = fault.map_or((0, 0, 0, 0), |f| (f.signal, f.code, f.addr, f.pc));
+    page.fault_signal.store(signal, Ordering::Relaxed);
+    page.fault_code.store(code, Ordering::Relaxed);
+    page.fault_addr.store(addr as u64, Ordering::Relaxed);
+    page.fault_pc.store(pc as u64, Ordering::Relaxed);
+}
+
+/// Loads the host's copy and checks it the way the host's loader would.
+fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
+    let path = PathBuf::from(format!("/proc/self/fd/{LIBRARY_FD}"));
+    let bytes = {
+        use std::os::unix::fs::FileExt;
+        let len = library
+            .metadata()
+            .map_err(|e| Rejection::NotLoadable(e.to_string()))?
+            .len();
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| Rejection::NotLoadable(e.to_string()))?];
+        library
+            .read_exact_at(&mut bytes, 0)
+            .map_err(|e| Rejection::NotLoadable(e.to_string()))?;
+        bytes
+    };
+    let spans = precheck(&bytes)?.spans;
+    // The copy belongs to the host, which removes it; this process must not.
+    let library = Library::open(ShadowFile::borrowed(path))?;
+    let table = library.table()?;
+    let api = check::check(&table, None)?;
+    let ext = match library.ext_table()? {
+        // SAFETY: the table came from the loaded library, whose schema names
+        // are readable while it stays loaded (for the life of this process).
+        Some(t) => Some(unsafe { ext::check(&t, api.state_size) }?),
+        None => None,
+    };
+    let ranges = library.mapped_ranges(&spans);
+    let table_offsets = library.table_offsets();
+    let hooks = ext.as_ref().map_or(0, |e| {
+        (if e.init.is_some() { HAS_INIT } else { 0 })
+            | (if e.on_reload.is_some() { HAS_ON_RELOAD } else { 0 })
+            | (if e.on_unload.is_some() { HAS_ON_UNLOAD } else { 0 })
+            | (if e.migrate.is_some() { HAS_MIGRATE } else { 0 })
+            | (if e.describe.is_some() { HAS_DESCRIBE } else { 0 })
+    });
+    let loaded = Loaded {
+        api_version: api.api_version,
+        state_size: api.state_size,
+        ext: ext.is_some(),
+        state_version: ext.as_ref().map_or(0, |e| e.state_version),
+        hooks,
+        schema: ext.as_ref().and_then(|e| e.schema.clone()),
+        table_offsets,
+        ranges,
+    };
+    let knowledge = Knowledge {
+        ext,
+        layout: None,
+        spans,
+    };
+    let plugin = Plugin::with(api, library, 0, lib_name.to_owned(), 0, knowledge);
+    Ok((plugin, loaded))
+}
+
+fn send_report(socket: &OwnedFd, result: &Result<Loaded, Rejection>) -> Result<(), String> {
+    send(socket.as_raw_fd(), &report::encode(result), MsgFlags::empty())
+        .map(|_| ())
+        .map_err(|e| format!("cannot report to the host: {e}"))
+}
+
+/// The one descriptor of the next message on the socket.
+fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
+    let mut byte = [0u8; 8];
+    let mut iov = [IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
+    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the kernel just installed this descriptor in this
+            // process for this message; nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    Err("expected a block's descriptor from the host, found a message without one".into())
+}
+
+/// Ends the process when the calling thread ends. Plugin code can end it
+/// with an exit system call that no interposer sees; the process would then
+/// live on (other threads keep it) and never answer. A thread joins this one
+/// (the kernel clears and wakes its thread id word when it ends, however it
+/// ends) and exits with [`guard::WORKER_CALLER_GONE`].
+fn end_with_this_thread() -> Result<(), String> {
+    struct Target(libc::pthread_t);
+    // SAFETY: a `pthread_t` is an opaque handle, valid from any thread.
+    unsafe impl Send for Target {}
+    // SAFETY: `pthread_self` has no preconditions.
+    let target = Target(unsafe { libc::pthread_self() });
+    std::thread::Builder::new()
+        .name("hotreload-sentinel".into())
+        .spawn(move || {
+            let target = target;
+            // SAFETY: `target` is a joinable thread (the worker's main
+            // thread, which nothing else joins); the result is not read.
+            unsafe { libc::pthread_join(target.0, std::ptr::null_mut()) };
+            // SAFETY: ends the process at once, as intended: the thread that
+            // served the host is gone.
+            unsafe { libc::_exit(guard::WORKER_CALLER_GONE) }
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the worker's sentinel thread: {e}"))
+}
+
+/// Plugin code's `printf` reaches the host's output a line at a time, as
+/// in the host.
+fn line_buffer_c_stdout() {
+    unsafe extern "C" {
+        // glibc's `FILE* stdout`.
+        static mut stdout: *mut libc::FILE;
+    }
+    // SAFETY: called first thing in the worker, before anything is written
+    // to C's stdout, which is when `setvbuf` may be called.
+    unsafe {
+        libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IOLBF, 0);
+    }
+}
