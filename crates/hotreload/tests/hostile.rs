@@ -10,37 +10,18 @@ use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use support::plugin::counter;
+use support::plugin::{Extended, counter};
 use support::{CC_BUILD, Server, editor, field, workdir};
 
-/// A plugin with the extended table: `describe` and `on_unload` run `body`
-/// statements of the caller's (`DESCRIBE` and `ON_UNLOAD` are replaced).
+/// A plugin with the extended table whose `describe` and `on_unload` run
+/// `describe` and `on_unload`, C statements of the caller's.
 fn with_hooks(tag: &str, describe: &str, on_unload: &str) -> String {
-    format!(
-        r#"#include <stdio.h>
-#include "hotreload.h"
-typedef struct {{ int score; }} state_t;
-static void init(void* p) {{ ((state_t*)p)->score = 0; }}
-static void tick(void* p, double dt) {{
-    state_t* s = p;
-    s->score += 1;
-    printf("[plugin] tag={tag} score=%d\n", s->score);
-    (void)dt;
-}}
-static void shutdown(void* p) {{ (void)p; }}
-static void on_unload(void* p, const hotreload_host_t* h) {{ (void)p; (void)h; {on_unload} }}
-static size_t describe(const void* p, char* buf, size_t len) {{
-    {describe}
-    return (size_t)snprintf(buf, len, "score is %d", ((const state_t*)p)->score);
-}}
-static logic_api_t api = {{ .api_version = 1, .state_size = sizeof(state_t),
-    .init = init, .tick = tick, .shutdown = shutdown }};
-static logic_api_ext_t ext = {{ .ext_version = HOTRELOAD_EXT_VERSION,
-    .size = sizeof(logic_api_ext_t), .on_unload = on_unload, .describe = describe }};
-HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
-HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
-"#
-    )
+    Extended {
+        describe,
+        on_unload,
+        ..Extended::new(tag)
+    }
+    .source()
 }
 
 // Data loss first: nothing a user types turns the server into a probe.
@@ -127,7 +108,7 @@ fn a_hanging_describe_is_caught_by_the_trial() {
     let src = dir.path().join("logic.c");
     fs::write(&src, with_hooks("one", "", "")).expect("write");
     let mut s = Server::start_default(dir.path(), &["--tick-timeout-ms", "300"]);
-    s.expect_contains("[state] score is 0 (initial; v1)");
+    s.expect_contains("[state] one says 0 (initial; v1)");
     editor::in_place(&src, &with_hooks("two", "for (;;) {}", ""));
     let rejected = s.expect_prefix("[reload] rejected: ");
     assert_eq!(
@@ -174,7 +155,7 @@ fn a_hanging_describe_in_the_server_is_interrupted_and_ctrl_c_still_works() {
             "5",
         ],
     );
-    s.expect_contains("[state] score is 0 (initial; v1)");
+    s.expect_contains("[state] one says 0 (initial; v1)");
     let fault = s.expect_prefix("[fault] v1 describe after tick 5: ");
     assert!(
         fault.contains("timeout after 300 ms")

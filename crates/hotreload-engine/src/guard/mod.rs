@@ -207,6 +207,15 @@ impl Fault {
         }
     }
 
+    /// What happened and where, as a fault line says it: `SIGSEGV (address
+    /// not mapped) at 0x0 in tick+0x31 (logic.c:12)`.
+    pub fn report(&self) -> String {
+        match self.symbol() {
+            Some(place) => format!("{} in {place}", self.describe()),
+            None => self.describe(),
+        }
+    }
+
     /// The function holding the faulting instruction, as `name+0xoff`. Must
     /// be asked while the faulting library is still loaded.
     pub fn symbol(&self) -> Option<String> {

@@ -11,6 +11,9 @@
 //! for the call timeout is a hang, and the child is killed. What the child
 //! prints is kept from the log unless the trial fails, and then shown
 //! indented under the rejection: it never passes for real ticks.
+//!
+//! In isolated mode the trial is a worker instead ([`isolated`]): the host
+//! makes the trial's calls itself, as it will on the live worker.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
+
+pub mod isolated;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
@@ -99,7 +104,7 @@ pub fn spawn(
         .map_err(|e| format!("trial: cannot open {}: {e}", library.display()))?;
     let (report_read, report_write) =
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
-    let (mut out_read, out_write) =
+    let (out_read, out_write) =
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
     let (request, lib, report_write, out_write) = (
         above_stdio(request.into())?,
@@ -146,34 +151,46 @@ pub fn spawn(
             }
         })
         .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
-    // Read the output on a thread of its own; what it has read so far stays
-    // available if the pipe is not closed in time (see `OUTPUT_GRACE`).
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let (closed_tx, output_closed) = mpsc::channel::<()>();
-    {
-        let output = Arc::clone(&output);
-        thread::Builder::new()
-            .name("hotreload-trial-output".into())
-            .spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = out_read.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut kept = output.lock().unwrap_or_else(|e| e.into_inner());
-                    let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                    kept.extend_from_slice(&chunk[..n.min(room)]);
-                }
-                let _ = closed_tx.send(());
-            })
-            .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
-    }
+    let (output, output_closed) = collect_output(out_read)?;
     Ok(Spawned {
         child,
         report,
         output,
         output_closed,
     })
+}
+
+/// Reads a child's output on a thread of its own, keeping the first 16 KiB;
+/// what it has read so far stays available if the pipe is not closed in
+/// time (see [`OUTPUT_GRACE`]), and the receiver hears when it closes.
+fn collect_output(
+    mut read: std::io::PipeReader,
+) -> Result<(Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>), String> {
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let (closed_tx, closed) = mpsc::channel::<()>();
+    let kept = Arc::clone(&output);
+    thread::Builder::new()
+        .name("hotreload-trial-output".into())
+        .spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = read.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+            let _ = closed_tx.send(());
+        })
+        .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
+    Ok((output, closed))
+}
+
+/// What a child printed, once it is gone (or after the grace period).
+fn printed(output: &Mutex<Vec<u8>>, closed: &mpsc::Receiver<()>) -> String {
+    let _ = closed.recv_timeout(OUTPUT_GRACE);
+    String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
 }
 
 /// Runs the trial of the library at `library` (a shadow copy) on `state`

@@ -15,6 +15,7 @@ pub mod child;
 pub mod diagnostics;
 pub mod dl;
 pub mod elf;
+pub mod exercise;
 pub mod ext;
 pub mod isolate;
 pub mod load;

@@ -23,11 +23,12 @@ use crate::layout::{Layout, dwarf};
 use crate::outcome::Rejection;
 use crate::plugin::check;
 use crate::plugin::ext;
-use crate::plugin::load::Library;
+use crate::plugin::exercise::{Exercise, Stopped, exercise};
+use crate::plugin::load::{Closed, Library};
+use crate::plugin::{Knowledge, Plugin};
 use crate::plugin::shadow::ShadowFile;
 use crate::state::State;
-use crate::state::migrate::{self, Decision, Side};
-use crate::state::persist::{self, Saved};
+use crate::state::persist;
 use handover::{HandedOver, LIBRARY_FD, Request};
 
 static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -135,7 +136,7 @@ impl Probe {
             Err(why) => return self.refuse(why),
         };
         if self.request.load_only {
-            return self.close(library);
+            return self.close(|| library.close());
         }
         let layout: Option<Arc<Layout>> = match ext.as_ref().and_then(|e| e.schema.clone()) {
             Some(schema) => Some(schema),
@@ -155,90 +156,48 @@ impl Probe {
                 });
             }
         };
-        let host = ext::host_context(self.request.seed, self.request.tick);
-        let hooks = ext.clone();
-        match self.request.state.clone() {
-            None => {
-                self.say("stage init");
-                // SAFETY: the state was allocated with this table's
-                // `state_size`; this is the only thread calling plugin code.
-                let result = match hooks.as_ref().and_then(|e| e.init) {
-                    Some(init) => unsafe { guard::call_hook(init, state.as_mut_ptr(), &host) },
-                    None => unsafe { guard::call_state(api.init, state.as_mut_ptr()) },
-                };
-                if let Err(fault) = result {
-                    self.say(&format!("fault trial init: {}", describe(&fault)));
-                    return 0;
-                }
+        let saved = match self.request.state.as_deref().map(persist::decode).transpose() {
+            Ok(saved) => saved,
+            Err(e) => {
+                self.say(&format!("error cannot read the state handed over: {e}"));
+                return 1;
             }
-            Some(bytes) => {
-                let saved = match persist::decode(&bytes) {
-                    Ok(saved) => saved,
-                    Err(e) => {
-                        self.say(&format!("error cannot read the state handed over: {e}"));
-                        return 1;
-                    }
-                };
-                self.say("stage migrate");
-                if let Err(why) =
-                    self.carry_over(&saved, &mut state, layout.as_deref(), hooks.as_ref())
-                {
-                    return self.refuse(why);
-                }
-                if let Some(on_reload) = hooks.as_ref().and_then(|e| e.on_reload) {
-                    self.say("stage on_reload");
-                    // SAFETY: as for `init`.
-                    if let Err(fault) =
-                        unsafe { guard::call_hook(on_reload, state.as_mut_ptr(), &host) }
-                    {
-                        self.say(&format!("fault trial on_reload: {}", describe(&fault)));
-                        return 0;
-                    }
-                }
+        };
+        let knowledge = Knowledge {
+            ext,
+            layout: layout.clone(),
+            spans: Vec::new(),
+        };
+        let plugin = Plugin::with(api, library, 0, String::new(), 0, knowledge);
+        let ex = Exercise {
+            ticks: self.request.ticks,
+            dt: self.request.dt,
+            seed: self.request.seed,
+            tick: self.request.tick,
+            reset_fields: &self.request.reset_fields,
+            state: saved.as_ref(),
+            layout: layout.as_deref(),
+        };
+        let mut report = self.report.try_clone();
+        let outcome = exercise(&plugin, &mut state, &ex, &mut |stage| {
+            if let Ok(report) = report.as_mut() {
+                let _ = writeln!(report, "stage {stage}");
             }
-        }
-        for n in 1..=self.request.ticks {
-            self.say(&format!("stage tick {n}"));
-            // SAFETY: as for `init`.
-            if let Err(fault) =
-                unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), self.request.dt) }
-            {
-                self.say(&format!("fault trial tick {n}: {}", describe(&fault)));
-                return 0;
+        });
+        match outcome {
+            Ok(()) => self.close(|| plugin.close()),
+            Err(Stopped::Fault { stage, fault }) => {
+                self.say(&format!("fault trial {stage}: {}", fault.report()));
+                0
             }
+            Err(Stopped::Refused(why)) => self.refuse(why),
         }
-        // Every other function the host may call on this version, in the
-        // order it would: a description for the state lines, the hook it
-        // gets when a newer version replaces it, `shutdown` at exit.
-        if let Some(describe_fn) = hooks.as_ref().and_then(|e| e.describe) {
-            self.say("stage describe");
-            // SAFETY: as for `init`.
-            if let Err(fault) = unsafe { guard::call_describe(describe_fn, state.bytes()) } {
-                self.say(&format!("fault trial describe: {}", describe(&fault)));
-                return 0;
-            }
-        }
-        if let Some(on_unload) = hooks.as_ref().and_then(|e| e.on_unload) {
-            self.say("stage on_unload");
-            // SAFETY: as for `init`.
-            if let Err(fault) = unsafe { guard::call_hook(on_unload, state.as_mut_ptr(), &host) } {
-                self.say(&format!("fault trial on_unload: {}", describe(&fault)));
-                return 0;
-            }
-        }
-        self.say("stage shutdown");
-        // SAFETY: as for `init`.
-        if let Err(fault) = unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) } {
-            self.say(&format!("fault trial shutdown: {}", describe(&fault)));
-            return 0;
-        }
-        self.close(library)
     }
 
     /// Unloading runs the library's destructors: part of the trial too.
-    fn close(&mut self, library: Library) -> i32 {
+    fn close(&mut self, unload: impl FnOnce() -> Closed) -> i32 {
         self.say("stage dlclose");
-        if let Some(fault) = library.close().destructor_fault {
+        if let Some(fault) = unload().destructor_fault {
             self.say(&format!(
                 "fault trial: a library destructor faulted: {fault}"
             ));
@@ -257,65 +216,6 @@ impl Probe {
         self.library.read_exact_at(&mut bytes, 0).ok()?;
         Some(bytes)
     }
-
-    /// Fills `state` from the host's current state as the host will when
-    /// it swaps this build in: as is, or migrated by plan and hook.
-    fn carry_over(
-        &mut self,
-        saved: &Saved,
-        state: &mut State,
-        layout: Option<&Layout>,
-        ext: Option<&ext::Ext>,
-    ) -> Result<(), Rejection> {
-        let old = Side {
-            size: saved.state.len(),
-            version: saved.state_version,
-            layout: saved.layout.as_ref(),
-            has_hook: false,
-        };
-        let hook = ext.and_then(|e| e.migrate);
-        let new = Side {
-            size: state.size(),
-            version: ext.map_or(0, |e| e.state_version),
-            layout,
-            has_hook: hook.is_some(),
-        };
-        match migrate::decide(old, new, &self.request.reset_fields)
-            .map_err(Rejection::StateChange)?
-        {
-            Decision::Keep => {
-                if saved.state.len() != state.size() {
-                    return Err(Rejection::StateSize {
-                        expected: saved.state.len(),
-                        found: state.size(),
-                    });
-                }
-                state.bytes_mut().copy_from_slice(&saved.state);
-                Ok(())
-            }
-            Decision::Migrate { plan, .. } => {
-                if let Some(plan) = plan {
-                    plan.apply(&saved.state, state.bytes_mut())
-                        .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?;
-                }
-                let Some(hook) = hook else { return Ok(()) };
-                // SAFETY: both blocks are valid for their sizes; this is the
-                // only thread calling plugin code.
-                match unsafe {
-                    guard::call_migrate(hook, &saved.state, saved.state_version, state.bytes_mut())
-                } {
-                    Ok(0) => Ok(()),
-                    Ok(code) => Err(Rejection::StateChange(format!(
-                        "the migrate hook refused it (returned {code})"
-                    ))),
-                    Err(fault) => Err(Rejection::Faulted(format!(
-                        "migrate faulted: {}",
-                        describe(&fault)
-                    ))),
-                }
-            }
-        }
-    }
 }
 
 /// What plugin code prints in a probe is shown when the trial fails, and a
@@ -333,12 +233,5 @@ fn unbuffer_c_stdout() {
     // `setvbuf` may be called; `stdout` is glibc's stream, read once here.
     unsafe {
         libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IONBF, 0);
-    }
-}
-
-fn describe(fault: &guard::Fault) -> String {
-    match fault.symbol() {
-        Some(symbol) => format!("{} in {symbol}", fault.describe()),
-        None => fault.describe(),
     }
 }

@@ -52,8 +52,8 @@ enum Code {
         worker: Worker,
         loaded: Loaded,
         /// The worker's library is the host's copy: removed once the worker
-        /// is done with it.
-        _copy: ShadowFile,
+        /// is done with it (a trial's worker borrows the copy instead).
+        _copy: Option<ShadowFile>,
     },
 }
 
@@ -123,7 +123,7 @@ impl Plugin {
     pub fn isolated(
         worker: Worker,
         loaded: Loaded,
-        copy: ShadowFile,
+        copy: Option<ShadowFile>,
         version: u64,
         lib_name: String,
         build_hash: u64,

@@ -132,3 +132,78 @@ HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
 "#
     )
 }
+
+/// A plugin with the extended table: every tick adds 1 to `score` and
+/// prints `[plugin] tag=<tag> score=<score>`; each hook runs the C
+/// statements given for it (`on_reload` gets `h`, the host context;
+/// `migrate` gets `old` and `new_state`, and a `migrate` of `None` leaves the
+/// hook out); `describe` writes `<tag> says <score>`.
+pub struct Extended<'a> {
+    pub tag: &'a str,
+    pub state_version: u32,
+    pub on_reload: &'a str,
+    pub on_unload: &'a str,
+    /// Runs before `describe` writes its text.
+    pub describe: &'a str,
+    pub migrate: Option<&'a str>,
+}
+
+impl<'a> Extended<'a> {
+    pub fn new(tag: &'a str) -> Extended<'a> {
+        Extended {
+            tag,
+            state_version: 0,
+            on_reload: "",
+            on_unload: "",
+            describe: "",
+            migrate: None,
+        }
+    }
+
+    pub fn source(&self) -> String {
+        let (migrate_fn, migrate_entry) = match self.migrate {
+            Some(body) => (
+                format!(
+                    "static int migrate(const void* old, size_t old_size, uint32_t old_version, \
+                     void* new_state, size_t new_size) {{\n    (void)old_size; (void)new_size; \
+                     (void)old_version;\n    {body}\n    return 0;\n}}\n"
+                ),
+                ", .migrate = migrate",
+            ),
+            None => (String::new(), ""),
+        };
+        format!(
+            r#"#include <stdio.h>
+#include <string.h>
+#include "hotreload.h"
+typedef struct {{ int score; }} state_t;
+static void init(void* p) {{ ((state_t*)p)->score = 0; }}
+static void tick(void* p, double dt) {{
+    state_t* s = p;
+    s->score += 1;
+    printf("[plugin] tag={tag} score=%d\n", s->score);
+    (void)dt;
+}}
+static void shutdown(void* p) {{ (void)p; }}
+static void on_reload(void* p, const hotreload_host_t* h) {{ (void)p; (void)h; {on_reload} }}
+static void on_unload(void* p, const hotreload_host_t* h) {{ (void)p; (void)h; {on_unload} }}
+{migrate_fn}static size_t describe(const void* p, char* buf, size_t len) {{
+    {describe}
+    return (size_t)snprintf(buf, len, "{tag} says %d", ((const state_t*)p)->score);
+}}
+static logic_api_t api = {{ .api_version = 1, .state_size = sizeof(state_t),
+    .init = init, .tick = tick, .shutdown = shutdown }};
+static logic_api_ext_t ext = {{ .ext_version = HOTRELOAD_EXT_VERSION,
+    .size = sizeof(logic_api_ext_t), .state_version = {version}, .on_reload = on_reload,
+    .on_unload = on_unload, .describe = describe{migrate_entry} }};
+HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
+HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
+"#,
+            tag = self.tag,
+            version = self.state_version,
+            on_reload = self.on_reload,
+            on_unload = self.on_unload,
+            describe = self.describe,
+        )
+    }
+}

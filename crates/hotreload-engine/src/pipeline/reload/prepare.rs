@@ -37,7 +37,7 @@ impl Reloader {
         let shadow = self
             .copy_checked(bytes, build_hash)
             .map_err(|r| (r, String::new()))?;
-        self.trial(shadow.path())?;
+        self.trial(shadow.path(), bytes)?;
         let prepared = self
             .load_checked(shadow, build_hash, bytes)
             .map_err(|r| (r, String::new()))?;
@@ -57,16 +57,21 @@ impl Reloader {
         self.statics_said = statics;
     }
 
-    /// Runs the trial, if the host program can run probes. With
-    /// `--trial-ticks 0` the probe only loads the build (constructors,
-    /// `logic_get_api`) and calls none of its functions: the loader and
+    /// Runs the trial, if the host program can run probes: in a probe
+    /// process, or in isolated mode in a throwaway worker. With
+    /// `--trial-ticks 0` the build is only loaded there (constructors,
+    /// `logic_get_api`) and none of its functions is called: the loader and
     /// the load-time code still meet these bytes in a throwaway process
-    /// before the host's.
-    pub(super) fn trial(&mut self, library: &std::path::Path) -> Result<(), (Rejection, String)> {
+    /// before the host's (or the live worker's).
+    pub(super) fn trial(
+        &mut self,
+        library: &std::path::Path,
+        bytes: &[u8],
+    ) -> Result<(), (Rejection, String)> {
         if !self.config.probe {
             return Ok(());
         }
-        if !crate::plugin::probe::hook_installed() {
+        if !crate::plugin::probe::hook_installed() && !self.config.isolate {
             if !self.said_trials_off {
                 self.said_trials_off = true;
                 self.emit(Event::TrialsOff(
@@ -76,9 +81,8 @@ impl Reloader {
             return Ok(());
         }
         let load_only = self.config.trial_ticks == 0;
-        // The current state, with its version and layout, in a state file's
-        // form: the probe carries it over to the new build's layout exactly
-        // as the host would.
+        // The current state, with its version and layout: the trial carries
+        // it over to the new build's layout exactly as the host would.
         let mut trial_tick = 0;
         let state = match &self.state_side {
             Some(side) if !load_only => {
@@ -86,13 +90,10 @@ impl Reloader {
                 let _ = self.tick.send(TickInput::CopyState(tx));
                 let copy = rx.recv().ok().flatten();
                 trial_tick = copy.as_ref().map_or(0, |(_, tick)| *tick);
-                copy.and_then(|(bytes, _)| {
-                    persist::encode(&SavedRef {
-                        state: &bytes,
-                        state_version: side.version,
-                        layout: side.layout.as_deref(),
-                    })
-                    .ok()
+                copy.map(|(state, _)| Saved {
+                    state,
+                    state_version: side.version,
+                    layout: side.layout.as_deref().cloned(),
                 })
             }
             _ => None,
@@ -107,7 +108,21 @@ impl Reloader {
             load_only,
             reset_fields: self.config.reset_fields.clone(),
         };
-        trial::run(library, &settings, state).map_err(|f| (f.reason, f.output))
+        let tried = if self.config.isolate {
+            trial::isolated::run(library, bytes, &self.lib_name, &settings, state)
+        } else {
+            // A probe gets the state in a state file's form.
+            let state = state.and_then(|saved| {
+                persist::encode(&SavedRef {
+                    state: &saved.state,
+                    state_version: saved.state_version,
+                    layout: saved.layout.as_ref(),
+                })
+                .ok()
+            });
+            trial::run(library, &settings, state)
+        };
+        tried.map_err(|f| (f.reason, f.output))
     }
 
     /// Reads the build output, refuses a known-bad or malformed one, and
@@ -146,14 +161,14 @@ impl Reloader {
         let spans = std::mem::take(&mut self.spans);
         let plugin = if self.config.isolate {
             let timeout = self.config.effective_call_timeout();
-            let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout)?;
+            let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout, None)?;
             if loaded.api_version != hotreload_abi::API_VERSION {
                 return Err(Rejection::ApiVersion {
                     expected: hotreload_abi::API_VERSION,
                     found: loaded.api_version,
                 });
             }
-            Plugin::isolated(worker, loaded, shadow, version, self.lib_name.clone(), build_hash)
+            Plugin::isolated(worker, loaded, Some(shadow), version, self.lib_name.clone(), build_hash)
         } else {
             let library = Library::open(shadow)?;
             let table = library.table()?;

@@ -86,10 +86,14 @@ impl Worker {
     /// Starts a worker on the library copy at `library` and waits for its
     /// report: what it loaded, or why it refused (the same rejection the
     /// host's own loader would make).
+    ///
+    /// What plugin code prints goes where the host's output goes, or to
+    /// `output` (a trial's, shown only if it fails).
     pub fn spawn(
         library: &Path,
         lib_name: &str,
         timeout: Duration,
+        output: Option<OwnedFd>,
     ) -> Result<(Worker, Loaded), Rejection> {
         let refuse = |why: String| Rejection::NotLoadable(format!("isolated worker: {why}"));
         let exe = std::env::current_exe().map_err(|e| refuse(format!("cannot find the executable: {e}")))?;
@@ -117,6 +121,10 @@ impl Worker {
             .arg(worker::SUBCOMMAND)
             .stdin(Stdio::null())
             .process_group(0);
+        if let Some(output) = output {
+            let copy = output.try_clone().map_err(|e| refuse(format!("cannot duplicate a pipe: {e}")))?;
+            command.stdout(copy).stderr(output);
+        }
         hand_over(
             &mut command,
             &[

@@ -1,0 +1,103 @@
+//! The trial in isolated mode: the same calls the probe makes
+//! ([`crate::plugin::exercise`]), made by the host on a throwaway worker,
+//! the way it calls a live one. A build is loaded in a worker of its own
+//! twice (the trial's, then the live one): a worker that ran `shutdown` and
+//! `on_unload` on a copy of the state is not one to go live with.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::layout::{Layout, dwarf};
+use crate::outcome::Rejection;
+use crate::plugin::Plugin;
+use crate::plugin::exercise::{Exercise, Stopped, exercise};
+use crate::plugin::isolate::Worker;
+use crate::state::State;
+use crate::state::persist::Saved;
+
+use super::{TrialFailure, TrialSettings, collect_output, printed, with_panic};
+
+/// Runs the trial of the library at `library` (the host's private copy of
+/// the build output `bytes`) in a worker, on a copy of `state` carried over
+/// as the swap would (or after `init`, for a first version).
+pub fn run(
+    library: &Path,
+    bytes: &[u8],
+    lib_name: &str,
+    settings: &TrialSettings,
+    state: Option<Saved>,
+) -> Result<(), TrialFailure> {
+    let failure = |reason: String| TrialFailure {
+        reason: Rejection::Faulted(reason),
+        output: String::new(),
+    };
+    let (out_read, out_write) =
+        std::io::pipe().map_err(|e| failure(format!("trial: cannot create a pipe: {e}")))?;
+    let (output, output_closed) = collect_output(out_read).map_err(failure)?;
+    let spawned = Worker::spawn(library, lib_name, settings.stall, Some(out_write.into()));
+    // Only the worker holds the pipe now: it closes when the worker ends.
+    let fail = |reason: Rejection| TrialFailure {
+        reason: match reason {
+            Rejection::Faulted(what) => {
+                Rejection::Faulted(with_panic(&what, &printed(&output, &output_closed)))
+            }
+            other => other,
+        },
+        output: printed(&output, &output_closed),
+    };
+    let (worker, loaded) = spawned
+        .map_err(|r| match r {
+            Rejection::Faulted(what) => Rejection::Faulted(format!("trial: {what}")),
+            other => other,
+        })
+        .map_err(fail)?;
+    let plugin = Plugin::isolated(worker, loaded, None, 0, lib_name.to_owned(), 0);
+    if !settings.load_only {
+        let layout = layout_of(&plugin, bytes, settings);
+        exercise_in_worker(&plugin, settings, state.as_ref(), layout.as_deref()).map_err(fail)?;
+    }
+    if let Some(fault) = plugin.close().destructor_fault {
+        return Err(fail(Rejection::Faulted(format!(
+            "trial: a library destructor faulted: {fault}"
+        ))));
+    }
+    Ok(())
+}
+
+fn exercise_in_worker(
+    plugin: &Plugin,
+    settings: &TrialSettings,
+    state: Option<&Saved>,
+    layout: Option<&Layout>,
+) -> Result<(), Rejection> {
+    let size = plugin.state_size();
+    let mut block = State::shared(size).map_err(|why| Rejection::StateUnallocatable { size, why })?;
+    let ex = Exercise {
+        ticks: settings.ticks,
+        dt: settings.dt,
+        seed: settings.seed,
+        tick: settings.tick,
+        reset_fields: &settings.reset_fields,
+        state,
+        layout,
+    };
+    match exercise(plugin, &mut block, &ex, &mut |_| {}) {
+        Ok(()) => Ok(()),
+        Err(Stopped::Fault { stage, fault }) => {
+            Err(Rejection::Faulted(format!("trial {stage}: {}", fault.report())))
+        }
+        Err(Stopped::Refused(why)) => Err(why),
+    }
+}
+
+/// The new build's layout as the trial needs it: the plugin's schema, or
+/// the library's debug info, read quietly (the host says what it found
+/// when it loads the build).
+fn layout_of(plugin: &Plugin, bytes: &[u8], settings: &TrialSettings) -> Option<Arc<Layout>> {
+    plugin.schema().or_else(|| {
+        dwarf::read_layout(bytes, plugin.state_size(), settings.state_type.as_deref())
+            .ok()
+            .flatten()
+            .map(Arc::new)
+    })
+}
