@@ -92,7 +92,10 @@ fn main() {
     let host = hotreload_engine::plugin::ext::host_context(0, 0);
     unsafe { plugin.init(&mut state, &host) }.expect("init runs");
 
-    let tick = plugin.api().expect("the plugin is loaded in this process").tick;
+    let tick = plugin
+        .api()
+        .expect("the plugin is loaded in this process")
+        .tick;
     let ptr = state.as_mut_ptr();
 
     // Warm-up: one untimed round of each.

@@ -68,7 +68,12 @@ fn survives(code: &str, said: &[&str], extra: &[&str]) {
     );
     let before = last_score(&s, "two");
     let next = s.expect_contains("tag=one score=");
-    assert_eq!(field(&next, "score"), Some(before + 1), "{}", s.transcript());
+    assert_eq!(
+        field(&next, "score"),
+        Some(before + 1),
+        "{}",
+        s.transcript()
+    );
     s.signal(Signal::SIGTERM);
     s.expect_contains("tag=one shutdown score=");
     s.expect_prefix("[exit] code=14");
@@ -139,7 +144,11 @@ fn a_hang_in_the_worker_is_interrupted_where_it_is() {
 fn workers_of(host: i32) -> Vec<i32> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -199,7 +208,12 @@ fn the_server_never_maps_plugin_code_and_a_killed_worker_is_a_fault() {
     editor::in_place(&src, &counter("two", 1));
     s.expect_prefix("[reload] ");
     let next = s.expect_contains("tag=two score=");
-    assert_eq!(field(&next, "score"), Some(restored + 1), "{}", s.transcript());
+    assert_eq!(
+        field(&next, "score"),
+        Some(restored + 1),
+        "{}",
+        s.transcript()
+    );
     assert!(!maps_plugin_code(s.pid()), "the server maps plugin code");
     // The last reload succeeded: the exit code says so.
     assert_eq!(s.stop(), 0, "{}", s.transcript());
@@ -236,8 +250,15 @@ fn state_carries_across_a_layout_change_and_back_through_a_rollback() {
     let mut s = Server::start(
         dir.path(),
         &[
-            "--isolate", "--watch", "logic.c", "--build", DEBUG_BUILD, "--tick-ms", "10",
-            "--trial-ticks", "0",
+            "--isolate",
+            "--watch",
+            "logic.c",
+            "--build",
+            DEBUG_BUILD,
+            "--tick-ms",
+            "10",
+            "--trial-ticks",
+            "0",
         ],
     );
     s.expect_contains("tag=one score=3 ");
@@ -254,12 +275,22 @@ fn state_carries_across_a_layout_change_and_back_through_a_rollback() {
     assert!(swapped.contains("migrated"), "{swapped}");
     let first = s.expect_contains("tag=two score=");
     let carried = last_score(&s, "one");
-    assert_eq!(field(&first, "score"), Some(carried + 10), "{}", s.transcript());
+    assert_eq!(
+        field(&first, "score"),
+        Some(carried + 10),
+        "{}",
+        s.transcript()
+    );
     let fault = s.expect_prefix("[fault] v2 tick ");
     assert!(fault.contains("rolled back to v1"), "{fault}");
     let before = last_score(&s, "two");
     let next = s.expect_contains("tag=one score=");
-    assert_eq!(field(&next, "score"), Some(before + 1), "{}", s.transcript());
+    assert_eq!(
+        field(&next, "score"),
+        Some(before + 1),
+        "{}",
+        s.transcript()
+    );
     assert_eq!(s.stop(), 14, "{}", s.transcript());
 }
 
@@ -294,7 +325,12 @@ fn hooks_describe_and_migrate_run_in_the_worker() {
     s.expect_contains("[plugin] two on_reload");
     let carried = last_score(&s, "one");
     let first = s.expect_contains("tag=two score=");
-    assert_eq!(field(&first, "score"), Some(carried * 10 + 1), "{}", s.transcript());
+    assert_eq!(
+        field(&first, "score"),
+        Some(carried * 10 + 1),
+        "{}",
+        s.transcript()
+    );
     s.expect_contains("two says ");
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
@@ -311,7 +347,12 @@ fn the_state_file_saves_and_restores_in_isolated_mode() {
     let mut s = isolated(dir.path(), &["--state-file", "state.bin"]);
     s.expect_contains("restored from state.bin");
     let first = s.expect_contains("tag=one score=");
-    assert_eq!(field(&first, "score"), Some(saved + 1), "{}", s.transcript());
+    assert_eq!(
+        field(&first, "score"),
+        Some(saved + 1),
+        "{}",
+        s.transcript()
+    );
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 

@@ -17,7 +17,8 @@ use std::process::Command;
 
 /// The seals a request must carry: nothing can be written, grown, shrunk or
 /// unsealed after the host wrote it.
-pub const SEALS: i32 = libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+pub const SEALS: i32 =
+    libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 /// A request larger than this is not one a host writes.
 const MAX_REQUEST: u64 = 1 << 40;
 
@@ -85,7 +86,14 @@ pub fn hand_over(command: &mut Command, fds: &[(RawFd, i32)]) {
     // close-on-exec, so they survive the exec.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // The host may have died before the line above took effect.
@@ -115,7 +123,9 @@ pub fn hand_over(command: &mut Command, fds: &[(RawFd, i32)]) {
 pub fn claim(fd: i32, what: &str, is: impl Fn(std::fs::FileType) -> bool) -> Result<File, String> {
     // SAFETY: `F_GETFD` only asks whether the descriptor is open.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("expected the {what} on descriptor {fd}, found it closed"));
+        return Err(format!(
+            "expected the {what} on descriptor {fd}, found it closed"
+        ));
     }
     // SAFETY: the descriptor is open and was handed to this process for
     // this purpose; nothing else in the process refers to it.
@@ -127,7 +137,9 @@ pub fn claim(fd: i32, what: &str, is: impl Fn(std::fs::FileType) -> bool) -> Res
     if !is(kind) {
         // Not ours: leave the descriptor to whoever it belongs to.
         std::mem::forget(file);
-        return Err(format!("expected the {what} on descriptor {fd}, found another kind of file"));
+        return Err(format!(
+            "expected the {what} on descriptor {fd}, found another kind of file"
+        ));
     }
     // SAFETY: sets a flag on a descriptor this process now owns.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -167,7 +179,9 @@ pub fn read_sealed_request(fd: i32) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot read the request: {e}"))?
         .len();
     if size > MAX_REQUEST {
-        return Err(format!("the request is {size} bytes: more than a host writes"));
+        return Err(format!(
+            "the request is {size} bytes: more than a host writes"
+        ));
     }
     // From offset 0: the host's writes left the shared offset at the end.
     let mut bytes = vec![0u8; usize::try_from(size).map_err(|_| "request too large".to_owned())?];

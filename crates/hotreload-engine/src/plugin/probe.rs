@@ -22,11 +22,11 @@ use crate::guard;
 use crate::layout::{Layout, dwarf};
 use crate::outcome::Rejection;
 use crate::plugin::check;
-use crate::plugin::ext;
 use crate::plugin::exercise::{Exercise, Stopped, exercise};
+use crate::plugin::ext;
 use crate::plugin::load::{Closed, Library};
-use crate::plugin::{Knowledge, Plugin};
 use crate::plugin::shadow::ShadowFile;
+use crate::plugin::{Knowledge, Plugin};
 use crate::state::State;
 use crate::state::persist;
 use handover::{HandedOver, LIBRARY_FD, Request};
@@ -156,7 +156,13 @@ impl Probe {
                 });
             }
         };
-        let saved = match self.request.state.as_deref().map(persist::decode).transpose() {
+        let saved = match self
+            .request
+            .state
+            .as_deref()
+            .map(persist::decode)
+            .transpose()
+        {
             Ok(saved) => saved,
             Err(e) => {
                 self.say(&format!("error cannot read the state handed over: {e}"));

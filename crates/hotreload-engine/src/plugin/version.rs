@@ -142,6 +142,22 @@ impl Plugin {
         }
     }
 
+    /// Tells an isolated version's worker that a call is coming soon (see
+    /// [`Worker::warm`]); nothing for a version in the host.
+    pub fn warm(&self) {
+        if let Code::Isolated { worker, .. } = &self.code {
+            worker.warm();
+        }
+    }
+
+    /// The process id of an isolated version's worker.
+    pub fn worker_pid(&self) -> Option<u32> {
+        match &self.code {
+            Code::Isolated { worker, .. } => Some(worker.process_id()),
+            Code::Local { .. } => None,
+        }
+    }
+
     /// Whether this version runs in a worker process.
     pub fn is_isolated(&self) -> bool {
         matches!(self.code, Code::Isolated { .. })
@@ -239,7 +255,9 @@ impl Plugin {
     pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) },
+            Code::Local { api, .. } => unsafe {
+                guard::call_tick(api.tick, state.as_mut_ptr(), dt)
+            },
             Code::Isolated { worker, .. } => worker.tick(state, dt),
         }
     }
@@ -251,7 +269,9 @@ impl Plugin {
     pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) },
+            Code::Local { api, .. } => unsafe {
+                guard::call_state(api.shutdown, state.as_mut_ptr())
+            },
             Code::Isolated { worker, .. } => worker.shutdown(state),
         }
     }
@@ -297,7 +317,12 @@ impl Plugin {
     ///
     /// # Safety
     /// As for [`Plugin::init`].
-    pub unsafe fn hook(&self, hook: Hook, state: &mut State, host: &HostContext) -> Result<(), Fault> {
+    pub unsafe fn hook(
+        &self,
+        hook: Hook,
+        state: &mut State,
+        host: &HostContext,
+    ) -> Result<(), Fault> {
         if let Code::Isolated { worker, .. } = &self.code {
             return match self.has_hook(hook) {
                 true => worker.hook(hook, state, host.seed, host.tick),

@@ -31,7 +31,10 @@ pub struct State {
 enum Backing {
     Heap(Layout),
     /// Shared memory: the memfd, and the length of the mapping.
-    Shared { fd: OwnedFd, len: usize },
+    Shared {
+        fd: OwnedFd,
+        len: usize,
+    },
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -97,7 +100,9 @@ impl State {
                 Ok(ptr) => break ptr,
                 Err(_) if tries < 16 => continue,
                 Err(e) => {
-                    return Err(format!("cannot map shared memory of {size} bytes for the state: {e}"));
+                    return Err(format!(
+                        "cannot map shared memory of {size} bytes for the state: {e}"
+                    ));
                 }
             }
         };
@@ -272,7 +277,11 @@ mod tests {
         assert_eq!(s.as_mut_ptr() as usize % STATE_ALIGN, 0);
         assert!(s.bytes().iter().all(|&b| b == 0));
         s.bytes_mut()[9_999] = 7;
-        let fd = s.shared_fd().expect("an fd").try_clone_to_owned().expect("dup");
+        let fd = s
+            .shared_fd()
+            .expect("an fd")
+            .try_clone_to_owned()
+            .expect("dup");
         // The same address is taken in this process: the flag refuses it.
         assert!(map_shared(fd.as_fd(), s.address(), s.mapped_len()).is_err());
         assert_eq!(s.mapped_len() % 4096, 0);

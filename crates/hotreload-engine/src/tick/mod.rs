@@ -34,6 +34,12 @@ use crate::state::snapshot::SharedSnapshot;
 use crate::tick::schedule::Schedule;
 use hotreload_abi::HostContext;
 
+/// How long before a tick a version's worker is told it is coming: longer
+/// than it takes to wake a sleeping process (tens of microseconds on a busy
+/// machine), short enough that the worker watching the page meanwhile costs
+/// little (see `benches/isolated.rs`).
+pub const WARM_LEAD: Duration = Duration::from_micros(100);
+
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
@@ -234,7 +240,8 @@ impl TickLoop {
             let input = match &self.schedule {
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(s) => {
-                    inbox.recv_timeout(s.next_deadline().saturating_duration_since(Instant::now()))
+                    let wake = self.wake_for(s.next_deadline());
+                    inbox.recv_timeout(wake.saturating_duration_since(Instant::now()))
                 }
             };
             match input {
@@ -254,6 +261,7 @@ impl TickLoop {
                 Ok(TickInput::Report) => self.report(StateMoment::Requested),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
+                    self.warm_until_due();
                     self.tick(&calls);
                     if self.settings.max_ticks.is_some_and(|max| self.ticks >= max) {
                         break;
@@ -266,6 +274,33 @@ impl TickLoop {
         // stack is given back after the last plugin call.
         drop(watchdog);
         drop(thread_guard);
+    }
+
+    /// When to wake for the tick due at `deadline`: `WARM_LEAD` early for a
+    /// version in a worker, which is then warmed ([`TickLoop::warm_until_due`]).
+    fn wake_for(&self, deadline: Instant) -> Instant {
+        match &self.current {
+            Some(plugin) if plugin.is_isolated() => deadline - WARM_LEAD,
+            _ => deadline,
+        }
+    }
+
+    /// Before a tick of a version in a worker: tells the worker the call is
+    /// coming, then waits out the time to the deadline on the clock (too
+    /// short to sleep accurately), so the tick meets a worker that is awake.
+    fn warm_until_due(&self) {
+        let (Some(plugin), Some(schedule)) = (&self.current, &self.schedule) else {
+            return;
+        };
+        let deadline = schedule.next_deadline();
+        if !plugin.is_isolated() || Instant::now() >= deadline {
+            return;
+        }
+        plugin.warm();
+        // Yielding: the worker may need this core to wake up.
+        while Instant::now() < deadline {
+            std::thread::yield_now();
+        }
     }
 
     /// Calls `hook` of the current version on the state (if it has it),

@@ -168,7 +168,14 @@ impl Reloader {
                     found: loaded.api_version,
                 });
             }
-            Plugin::isolated(worker, loaded, Some(shadow), version, self.lib_name.clone(), build_hash)
+            Plugin::isolated(
+                worker,
+                loaded,
+                Some(shadow),
+                version,
+                self.lib_name.clone(),
+                build_hash,
+            )
         } else {
             let library = Library::open(shadow)?;
             let table = library.table()?;
@@ -185,7 +192,14 @@ impl Reloader {
                 layout: None,
                 spans,
             };
-            Plugin::with(api, library, version, self.lib_name.clone(), build_hash, knowledge)
+            Plugin::with(
+                api,
+                library,
+                version,
+                self.lib_name.clone(),
+                build_hash,
+                knowledge,
+            )
         };
         let layout = match plugin.schema() {
             Some(schema) => Some(schema),
@@ -201,7 +215,8 @@ impl Reloader {
         let has_hook = plugin.has_migrate();
         let shared = self.config.isolate;
         let alloc = |size: usize| {
-            State::new_block(size, shared).map_err(|why| Rejection::StateUnallocatable { size, why })
+            State::new_block(size, shared)
+                .map_err(|why| Rejection::StateUnallocatable { size, why })
         };
         let (fresh_state, migration) = match &self.state_side {
             // The saved state stays here until some version runs on it: a

@@ -71,7 +71,8 @@ fn exercise_in_worker(
     layout: Option<&Layout>,
 ) -> Result<(), Rejection> {
     let size = plugin.state_size();
-    let mut block = State::shared(size).map_err(|why| Rejection::StateUnallocatable { size, why })?;
+    let mut block =
+        State::shared(size).map_err(|why| Rejection::StateUnallocatable { size, why })?;
     let ex = Exercise {
         ticks: settings.ticks,
         dt: settings.dt,
@@ -83,9 +84,10 @@ fn exercise_in_worker(
     };
     match exercise(plugin, &mut block, &ex, &mut |_| {}) {
         Ok(()) => Ok(()),
-        Err(Stopped::Fault { stage, fault }) => {
-            Err(Rejection::Faulted(format!("trial {stage}: {}", fault.report())))
-        }
+        Err(Stopped::Fault { stage, fault }) => Err(Rejection::Faulted(format!(
+            "trial {stage}: {}",
+            fault.report()
+        ))),
         Err(Stopped::Refused(why)) => Err(why),
     }
 }

@@ -29,11 +29,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::Pid;
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
 };
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
+use nix::unistd::Pid;
 
 use std::ffi::c_int;
 
@@ -72,6 +72,8 @@ pub struct Worker {
     sent: Cell<u32>,
     /// The blocks the worker has mapped, by id.
     mapped: RefCell<Vec<u64>>,
+    /// A warm-up request not yet answered (see [`Worker::warm`]).
+    warming: Cell<Option<u32>>,
     /// Set once the worker is known to be gone (then every call fails so).
     gone: Cell<Option<i32>>,
 }
@@ -96,10 +98,12 @@ impl Worker {
         output: Option<OwnedFd>,
     ) -> Result<(Worker, Loaded), Rejection> {
         let refuse = |why: String| Rejection::NotLoadable(format!("isolated worker: {why}"));
-        let exe = std::env::current_exe().map_err(|e| refuse(format!("cannot find the executable: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| refuse(format!("cannot find the executable: {e}")))?;
         let request = worker::request(lib_name, timeout);
         let request = sealed_memfd(c"hotreload-worker-request", &request).map_err(refuse)?;
-        let lib = File::open(library).map_err(|e| refuse(format!("cannot open {}: {e}", library.display())))?;
+        let lib = File::open(library)
+            .map_err(|e| refuse(format!("cannot open {}: {e}", library.display())))?;
         let (host_end, worker_end) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -112,7 +116,8 @@ impl Worker {
             above_stdio(request.into()).map_err(refuse)?,
             above_stdio(lib.into()).map_err(refuse)?,
             above_stdio(worker_end).map_err(refuse)?,
-            above_stdio(page.fd().try_clone().map_err(|e| refuse(e.to_string()))?).map_err(refuse)?,
+            above_stdio(page.fd().try_clone().map_err(|e| refuse(e.to_string()))?)
+                .map_err(refuse)?,
         );
         let mut command = Command::new(exe);
         // Plugin output goes where the host's goes; its own group keeps a
@@ -122,7 +127,9 @@ impl Worker {
             .stdin(Stdio::null())
             .process_group(0);
         if let Some(output) = output {
-            let copy = output.try_clone().map_err(|e| refuse(format!("cannot duplicate a pipe: {e}")))?;
+            let copy = output
+                .try_clone()
+                .map_err(|e| refuse(format!("cannot duplicate a pipe: {e}")))?;
             command.stdout(copy).stderr(output);
         }
         hand_over(
@@ -146,6 +153,7 @@ impl Worker {
             timeout: timeout + timeout / 2 + BACKSTOP_MARGIN,
             sent: Cell::new(0),
             mapped: RefCell::new(Vec::new()),
+            warming: Cell::new(None),
             gone: Cell::new(None),
         };
         let report = worker.receive_report()?;
@@ -209,7 +217,12 @@ impl Worker {
     }
 
     fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.borrow().id() as i32)
+        Pid::from_raw(self.process_id() as i32)
+    }
+
+    /// The worker's process id.
+    pub fn process_id(&self) -> u32 {
+        self.child.borrow().id()
     }
 
     /// Kills the worker, if it is still there, and everything it started.
@@ -297,8 +310,10 @@ impl Worker {
 
     #[inline]
     pub fn tick(&self, state: &State, dt: f64) -> Result<(), Fault> {
-        self.call_on(state, Op::Tick, |p| p.dt.store(dt.to_bits(), Ordering::Relaxed))
-            .map(drop)
+        self.call_on(state, Op::Tick, |p| {
+            p.dt.store(dt.to_bits(), Ordering::Relaxed)
+        })
+        .map(drop)
     }
 
     pub fn shutdown(&self, state: &State) -> Result<(), Fault> {
@@ -340,6 +355,18 @@ impl Worker {
         self.call_on(state, Op::Describe, |_| {}).map(|r| r.text)
     }
 
+    /// Wakes the worker ahead of a call that is about to come (the next
+    /// tick): it answers at once and then watches the page for a while
+    /// instead of sleeping, so that the call does not wait for a process to
+    /// be scheduled. Does not wait for the answer.
+    pub fn warm(&self) {
+        if self.gone.get().is_some() || self.warming.get().is_some() {
+            return;
+        }
+        let number = self.send(Op::Warm, |_| {});
+        self.warming.set(Some(number));
+    }
+
     /// A request: `fill` writes its fields; the result is the
     /// worker's reply, or the fault that ended it (plugin code faulted, the
     /// worker died, or it ran past the timeout and was killed).
@@ -347,33 +374,58 @@ impl Worker {
         if let Some(status) = self.gone.get() {
             return Err(Fault::worker_died(status));
         }
+        // The page is the worker's until it has answered the warm-up.
+        if let Some(warm) = self.warming.take() {
+            self.answer(warm)?;
+        }
+        let number = self.send(op, fill);
+        self.answer(number)
+    }
+
+    /// Writes request `op` and wakes the worker if it sleeps; its number.
+    fn send(&self, op: Op, fill: impl FnOnce(&CallPage)) -> u32 {
         let page = &*self.page;
         let number = self.sent.get().wrapping_add(1);
         self.sent.set(number);
         page.op.store(op as u32, Ordering::Relaxed);
         fill(page);
-        page.request.store(number, Ordering::Release);
-        futex_wake(&page.request);
+        // Sequentially consistent with the worker's `asleep` flag: either
+        // it sees this request before it sleeps, or this sees it asleep.
+        page.request.store(number, Ordering::SeqCst);
+        if page.worker_asleep.load(Ordering::SeqCst) != 0 {
+            futex_wake(&page.request);
+        }
+        number
+    }
+
+    /// Waits for the worker's answer to request `number`.
+    fn answer(&self, number: u32) -> Result<Reply, Fault> {
+        let page = &*self.page;
         let started = Instant::now();
-        // Spin first: a short call is back before a sleep would be over.
+        // Watch first: a short call is back before a sleep would be over.
+        // Yielding, not spinning: on a machine with no core to spare, the
+        // worker may need this very one.
         while started.elapsed() < SPIN {
             if page.response.load(Ordering::Acquire) == number {
                 return self.reply();
             }
-            std::hint::spin_loop();
+            std::thread::yield_now();
         }
         let mut noted_at = None;
         loop {
-            let now = page.response.load(Ordering::Acquire);
-            if now == number {
-                return self.reply();
+            page.host_asleep.store(1, Ordering::SeqCst);
+            let now = page.response.load(Ordering::SeqCst);
+            if now != number {
+                futex_wait(&page.response, now, LIVENESS_EVERY);
             }
-            futex_wait(&page.response, now, LIVENESS_EVERY);
+            page.host_asleep.store(0, Ordering::Relaxed);
             if page.response.load(Ordering::Acquire) == number {
                 return self.reply();
             }
             if let Some(status) = self.exit_status() {
-                return Err(self.noted_fault(number).unwrap_or(Fault::worker_died(status)));
+                return Err(self
+                    .noted_fault(number)
+                    .unwrap_or(Fault::worker_died(status)));
             }
             // A worker that caught a fault has little left to do; one that
             // takes long to say where was hurt by it (a lock held, a wrecked

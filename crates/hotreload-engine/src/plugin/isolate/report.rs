@@ -108,7 +108,9 @@ pub fn decode(bytes: &[u8]) -> Result<Result<Loaded, Rejection>, String> {
             }))
         }
         REFUSED => Ok(Err(decode_rejection(&mut r)?)),
-        other => Err(format!("expected a load report, found a message of kind {other}")),
+        other => Err(format!(
+            "expected a load report, found a message of kind {other}"
+        )),
     }
 }
 
@@ -119,7 +121,9 @@ const MAX_RANGES: usize = 256;
 fn count(r: &mut Reader<'_>, what: &str, max: usize) -> Result<usize, String> {
     let n = r.u32()? as usize;
     if n > max {
-        return Err(format!("expected at most {max} {what} in the report, found {n}"));
+        return Err(format!(
+            "expected at most {max} {what} in the report, found {n}"
+        ));
     }
     Ok(n)
 }
@@ -213,7 +217,10 @@ mod tests {
         ] {
             assert_eq!(decode(&encode(&Err(r.clone()))), Ok(Err(r)));
         }
-        assert!(decode(&encode(&Ok(wrong))).is_err(), "a schema of another size");
+        assert!(
+            decode(&encode(&Ok(wrong))).is_err(),
+            "a schema of another size"
+        );
         assert!(decode(&[9]).is_err());
         assert!(decode(&[]).is_err());
     }

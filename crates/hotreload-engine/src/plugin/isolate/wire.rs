@@ -4,7 +4,10 @@
 //! that both map: the host writes a request and bumps `request`, the worker
 //! wakes (a futex on that word), makes the call, writes the result and bumps
 //! `response`, which the host waits on (spinning briefly, then a futex). No
-//! system call carries data, so a round trip costs two wake-ups. Everything
+//! system call carries data. Each side says when it sleeps, so that the
+//! other makes the wake-up system call only then: a worker that is watching
+//! the page (just after a call, or after a warm-up request sent ahead of the
+//! next tick) answers without either side entering the kernel. Everything
 //! else — the worker's report of what it loaded, and the state blocks the
 //! host hands over as descriptors — goes through a `SOCK_SEQPACKET` socket,
 //! one message per record.
@@ -29,6 +32,11 @@ pub struct CallPage {
     /// word).
     pub response: AtomicU32,
     pub op: AtomicU32,
+    /// Non-zero while the worker sleeps on `request` (so a request must
+    /// wake it); zero while it is busy or watching the page.
+    pub worker_asleep: AtomicU32,
+    /// Non-zero while the host sleeps on `response`.
+    pub host_asleep: AtomicU32,
     /// The hook for [`Op::Hook`].
     pub hook: AtomicU32,
     /// The block a call works on; for [`Op::Migrate`] the old one.
@@ -86,6 +94,9 @@ pub enum Op {
     Unmap = 8,
     /// Run the destructors, unload, and exit.
     Exit = 9,
+    /// Answer at once, then watch the page for the next request instead of
+    /// sleeping: a call is coming.
+    Warm = 10,
 }
 
 impl Op {
@@ -100,6 +111,7 @@ impl Op {
             7 => Op::Map,
             8 => Op::Unmap,
             9 => Op::Exit,
+            10 => Op::Warm,
             _ => return None,
         })
     }

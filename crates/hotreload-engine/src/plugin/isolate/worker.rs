@@ -32,7 +32,9 @@ use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Hook, Knowledge, Plugin, check};
 use crate::state::State;
 
-use super::report::{self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, Loaded};
+use super::report::{
+    self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, Loaded,
+};
 use super::wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
 
 pub const SUBCOMMAND: &str = "__hotreload-worker";
@@ -73,9 +75,12 @@ pub fn take_over() -> Result<Option<HandedOver>, String> {
     let rest = request
         .strip_prefix(&MAGIC)
         .ok_or_else(|| "expected a worker's request, found other bytes".to_owned())?;
-    let (millis, name) = rest
-        .split_first_chunk::<8>()
-        .ok_or_else(|| format!("expected a call timeout in the request, found {} bytes", rest.len()))?;
+    let (millis, name) = rest.split_first_chunk::<8>().ok_or_else(|| {
+        format!(
+            "expected a call timeout in the request, found {} bytes",
+            rest.len()
+        )
+    })?;
     let timeout = Duration::from_millis(u64::from_le_bytes(*millis));
     let lib_name = String::from_utf8_lossy(name).into_owned();
     let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;
@@ -151,19 +156,54 @@ pub fn serve(handed: HandedOver) -> i32 {
         calls,
     };
     let mut seen = page.response.load(Ordering::Acquire);
+    let mut watch = AFTER_CALL;
     loop {
-        let asked = page.request.load(Ordering::Acquire);
-        if asked == seen {
-            futex_wait(&page.request, seen, Duration::from_secs(3600));
-            continue;
-        }
+        let asked = next_request(&page, seen, watch);
         seen = asked;
+        let op = page.op.load(Ordering::Relaxed);
         let exit = server.serve_one(&page);
-        page.response.store(asked, Ordering::Release);
-        futex_wake(&page.response);
+        page.response.store(asked, Ordering::SeqCst);
+        if page.host_asleep.load(Ordering::SeqCst) != 0 {
+            futex_wake(&page.response);
+        }
         if exit {
             return 0;
         }
+        watch = if op == Op::Warm as u32 {
+            WARMED
+        } else {
+            AFTER_CALL
+        };
+    }
+}
+
+/// How long the worker watches the page for the next request before it
+/// sleeps: briefly after a call (calls often come in runs: a hook, then a
+/// tick), longer after a warm-up (the host sends one just before a tick).
+const AFTER_CALL: Duration = Duration::from_micros(20);
+const WARMED: Duration = Duration::from_micros(500);
+
+/// Waits for a request other than `seen`: watching the page for `watch`,
+/// then asleep on it.
+fn next_request(page: &CallPage, seen: u32, watch: Duration) -> u32 {
+    let started = std::time::Instant::now();
+    loop {
+        let asked = page.request.load(Ordering::Acquire);
+        if asked != seen {
+            return asked;
+        }
+        if started.elapsed() < watch {
+            // Yielding: the host may need this core to send the request.
+            std::thread::yield_now();
+            continue;
+        }
+        // Sequentially consistent with the host's request store: either it
+        // sees this flag and wakes the futex, or this sees its request.
+        page.worker_asleep.store(1, Ordering::SeqCst);
+        if page.request.load(Ordering::SeqCst) == seen {
+            futex_wait(&page.request, seen, Duration::from_secs(3600));
+        }
+        page.worker_asleep.store(0, Ordering::Relaxed);
     }
 }
 
@@ -186,6 +226,7 @@ impl Server {
                 self.blocks.remove(&page.block.load(Ordering::Relaxed));
                 Ok(Reply::default())
             }
+            Some(Op::Warm) => Ok(Reply::default()),
             Some(Op::Exit) => {
                 let fault = self.plugin.take().and_then(|p| p.close().destructor_fault);
                 // A destructor's fault is reported as the result, not as a
@@ -290,7 +331,8 @@ impl Server {
     fn map(&mut self, page: &CallPage) -> Result<(), Result<Fault, String>> {
         let id = page.block.load(Ordering::Relaxed);
         let at = page.addr.load(Ordering::Relaxed) as usize;
-        let size = usize::try_from(page.size.load(Ordering::Relaxed)).map_err(|e| Err(e.to_string()))?;
+        let size =
+            usize::try_from(page.size.load(Ordering::Relaxed)).map_err(|e| Err(e.to_string()))?;
         let fd = receive_fd(&self.socket).map_err(Err)?;
         let block = State::map_at(fd, at, size).map_err(Err)?;
         self.blocks.insert(id, block);
@@ -338,7 +380,8 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
             .metadata()
             .map_err(|e| Rejection::NotLoadable(e.to_string()))?
             .len();
-        let mut bytes = vec![0u8; usize::try_from(len).map_err(|e| Rejection::NotLoadable(e.to_string()))?];
+        let mut bytes =
+            vec![0u8; usize::try_from(len).map_err(|e| Rejection::NotLoadable(e.to_string()))?];
         library
             .read_exact_at(&mut bytes, 0)
             .map_err(|e| Rejection::NotLoadable(e.to_string()))?;
@@ -359,10 +402,22 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
     let table_offsets = library.table_offsets();
     let hooks = ext.as_ref().map_or(0, |e| {
         (if e.init.is_some() { HAS_INIT } else { 0 })
-            | (if e.on_reload.is_some() { HAS_ON_RELOAD } else { 0 })
-            | (if e.on_unload.is_some() { HAS_ON_UNLOAD } else { 0 })
+            | (if e.on_reload.is_some() {
+                HAS_ON_RELOAD
+            } else {
+                0
+            })
+            | (if e.on_unload.is_some() {
+                HAS_ON_UNLOAD
+            } else {
+                0
+            })
             | (if e.migrate.is_some() { HAS_MIGRATE } else { 0 })
-            | (if e.describe.is_some() { HAS_DESCRIBE } else { 0 })
+            | (if e.describe.is_some() {
+                HAS_DESCRIBE
+            } else {
+                0
+            })
     });
     let loaded = Loaded {
         api_version: api.api_version,
@@ -384,9 +439,13 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
 }
 
 fn send_report(socket: &OwnedFd, result: &Result<Loaded, Rejection>) -> Result<(), String> {
-    send(socket.as_raw_fd(), &report::encode(result), MsgFlags::empty())
-        .map(|_| ())
-        .map_err(|e| format!("cannot report to the host: {e}"))
+    send(
+        socket.as_raw_fd(),
+        &report::encode(result),
+        MsgFlags::empty(),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("cannot report to the host: {e}"))
 }
 
 /// The one descriptor of the next message on the socket.
@@ -394,8 +453,13 @@ fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
     let mut byte = [0u8; 8];
     let mut iov = [IoSliceMut::new(&mut byte)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
     for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg
             && let Some(&fd) = fds.first()

@@ -45,7 +45,6 @@ const FORMAT_VERSION: u32 = 1;
 const HAS_STATE: u32 = 1;
 const LOAD_ONLY: u32 = 2;
 
-
 /// What the host asks of a probe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
