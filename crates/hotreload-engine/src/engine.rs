@@ -46,6 +46,9 @@ impl Engine {
                     .into(),
             });
         }
+        if config.isolate {
+            crate::plugin::isolate::confine::seal_host()?;
+        }
         // Before the file is read: a second server must not even restore
         // from a file that another one is about to overwrite.
         let claim = match &config.state_file {

@@ -139,6 +139,52 @@ fn a_hang_in_the_worker_is_interrupted_where_it_is() {
     );
 }
 
+/// Plugin code that goes for the server from outside: signals to it, its
+/// process group or every process, and its memory. All refused; the
+/// plugin sees the errors, and the server ticks on.
+#[test]
+fn a_worker_cannot_signal_stop_or_write_into_the_server() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    // Signal 0 asks only whether a signal would be allowed: where a failing
+    // filter would let a real one through to the test's own process group
+    // or to every process of the user, the question is asked instead.
+    let attack = r#"
+        pid_t host = getppid();
+        int k = kill(host, SIGKILL), s = kill(host, SIGSTOP), g = kill(-getpgid(host), 0);
+        int all = kill(-1, 0), t = (int)syscall(SYS_tgkill, host, host, SIGKILL);
+        int q = (int)syscall(SYS_tkill, host, SIGKILL);
+        int p = (int)syscall(SYS_ptrace, 16 /* PTRACE_ATTACH */, host, 0, 0);
+        char path[64]; snprintf(path, sizeof path, "/proc/%d/mem", (int)host);
+        int mem = open(path, O_RDWR);
+        printf("[plugin] attacks: kill=%d stop=%d group=%d all=%d tgkill=%d tkill=%d ptrace=%d mem=%d\n",
+               k, s, g, all, t, q, p, mem);
+        fflush(stdout);
+    "#;
+    // Run as root, only the host's non-dumpable flag keeps /proc/PID/mem
+    // open to the attack (root may open it anyway): the other refusals hold.
+    fs::write(&src, faulting("one", 1, 3, attack)).expect("write");
+    let mut s = isolated(dir.path(), &[]);
+    let said = s.expect_prefix("[plugin] attacks: ");
+    for refused in [
+        "kill=-1",
+        "stop=-1",
+        "group=-1",
+        "all=-1",
+        "tgkill=-1",
+        "tkill=-1",
+        "ptrace=-1",
+    ] {
+        assert!(said.contains(refused), "{refused}: {said}");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(said.contains("mem=-1"), "{said}");
+    }
+    s.expect_contains("tag=one score=10 ");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
 /// The worker processes of the server `host`: its children started with
 /// the worker subcommand.
 fn workers_of(host: i32) -> Vec<i32> {

@@ -12,8 +12,10 @@
 //! every worker). A call is a round trip through a shared page ([`wire`]);
 //! a worker that faults, hangs, exits or dies is a fault of its version like
 //! any other: the host puts the state back from its snapshot and goes on
-//! with the previous version's worker.
+//! with the previous version's worker. A worker cannot reach the host from
+//! outside either ([`confine`]): no signals to it, no way into its memory.
 
+pub mod confine;
 pub mod report;
 pub mod wire;
 pub mod worker;

@@ -106,6 +106,10 @@ pub fn serve(handed: HandedOver) -> i32 {
         page,
     } = handed;
     line_buffer_c_stdout();
+    if let Err(why) = super::confine::confine() {
+        let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
+        return 1;
+    }
     if let Err(why) = end_with_this_thread() {
         let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
         return 1;
