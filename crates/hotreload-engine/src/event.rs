@@ -266,6 +266,9 @@ pub struct Swap {
     pub first_load: bool,
     /// How the state was carried over, if it had to be: `+lives -bonus`.
     pub migrated: Option<String>,
+    /// The worker process running this version, in isolated mode (where a
+    /// debugger attaches).
+    pub worker_pid: Option<u32>,
 }
 
 /// When a state report was taken.

@@ -94,15 +94,20 @@ impl Renderer {
                 "[watch] the last {builds} builds were all discarded because files changed while they ran, different ones each time ({}); if the build writes them, --ignore them or list them in .gitignore\n",
                 self.collapse(paths)
             ),
-            Event::Swapped(swap) if swap.first_load => {
-                format!("[reload] loaded {} (api={}, v{})\n", swap.lib_name, swap.api_version, swap.version)
-            }
+            Event::Swapped(swap) if swap.first_load => format!(
+                "[reload] loaded {} (api={}, v{}{})\n",
+                swap.lib_name,
+                swap.api_version,
+                swap.version,
+                worker(swap.worker_pid)
+            ),
             Event::Swapped(swap) => format!(
-                "[reload] swapped {} (api={}, v{}, {} after the build{})\n",
+                "[reload] swapped {} (api={}, v{}, {} after the build{}{})\n",
                 swap.lib_name,
                 swap.api_version,
                 swap.version,
                 ms(swap.since_build_exit),
+                worker(swap.worker_pid),
                 swap.migrated.as_ref().map(|m| format!("; migrated: {m}")).unwrap_or_default()
             ),
             Event::Rejected { reason, keeping, detail } => {
@@ -412,6 +417,11 @@ fn state(r: &StateReport) -> String {
 }
 
 /// Milliseconds with precision that suits the magnitude.
+/// `, worker pid 4242` for a version in isolated mode.
+fn worker(pid: Option<u32>) -> String {
+    pid.map(|pid| format!(", worker pid {pid}")).unwrap_or_default()
+}
+
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 100.0 {

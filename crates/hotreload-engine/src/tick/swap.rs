@@ -100,6 +100,7 @@ impl TickLoop {
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load: !self.initialized || restored.is_some(),
             migrated: summary.clone(),
+            worker_pid: plugin.worker_pid(),
         };
         self.snapshot
             .set_owner(plugin.state_version(), plugin.layout().cloned());
