@@ -30,8 +30,7 @@ const SUBSET: usize = 300;
 /// stuck in the loader waits this long.
 const CASE_WAIT: Duration = Duration::from_secs(15);
 
-/// How the server runs the corpus. An isolated mode (plugin code in a
-/// supervised worker) is meant to join these.
+/// How the server runs the corpus.
 #[derive(Clone, Copy, Debug)]
 enum Mode {
     /// `--no-probe`: the host loads every build itself, unprobed.
@@ -40,6 +39,9 @@ enum Mode {
     LoadProbe,
     /// The default: a probe process loads each build and runs 3 ticks first.
     Trials,
+    /// `--isolate --no-probe`: every build goes straight into a live worker;
+    /// the server never maps any of them.
+    Isolated,
 }
 
 impl Mode {
@@ -48,6 +50,7 @@ impl Mode {
             Mode::NoProbe => "no probe (--no-probe)",
             Mode::LoadProbe => "load-only probe (--trial-ticks 0)",
             Mode::Trials => "trials on (default, 3 ticks)",
+            Mode::Isolated => "isolated, no trial (--isolate --no-probe)",
         }
     }
 
@@ -56,6 +59,7 @@ impl Mode {
             Mode::NoProbe => &["--no-probe"],
             Mode::LoadProbe => &["--trial-ticks", "0"],
             Mode::Trials => &[],
+            Mode::Isolated => &["--isolate", "--no-probe"],
         }
     }
 }
@@ -478,6 +482,19 @@ fn a_subset_never_kills_the_host_with_a_load_only_probe() {
 fn a_subset_never_kills_the_host_with_trials_on() {
     let (_dir, bases, variants) = corpus();
     check(Mode::Trials, &corrupt::subset(&variants, SUBSET), &bases);
+}
+
+#[test]
+fn a_subset_never_kills_the_host_in_isolated_mode() {
+    let (_dir, bases, variants) = corpus();
+    check(Mode::Isolated, &corrupt::subset(&variants, SUBSET), &bases);
+}
+
+#[test]
+#[ignore = "the whole corpus takes minutes; run it with --ignored"]
+fn the_whole_corpus_never_kills_the_host_in_isolated_mode() {
+    let (_dir, bases, variants) = corpus();
+    check(Mode::Isolated, &variants, &bases);
 }
 
 #[test]
