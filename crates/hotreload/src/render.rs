@@ -419,7 +419,8 @@ fn state(r: &StateReport) -> String {
 /// Milliseconds with precision that suits the magnitude.
 /// `, worker pid 4242` for a version in isolated mode.
 fn worker(pid: Option<u32>) -> String {
-    pid.map(|pid| format!(", worker pid {pid}")).unwrap_or_default()
+    pid.map(|pid| format!(", worker pid {pid}"))
+        .unwrap_or_default()
 }
 
 fn ms(d: Duration) -> String {

@@ -488,48 +488,52 @@ static API: Api = Api {{ api_version: 1, state_size: std::mem::size_of::<State>(
 
 const RUSTC_BUILD: &str = "rustc --edition 2024 --crate-type cdylib -o liblogic.so lib.rs";
 
-fn serve_rust(dir: &Path, trial_ticks: &str) -> Server {
-    Server::start(
-        dir,
-        &[
-            "--watch",
-            "lib.rs",
-            "--build",
-            RUSTC_BUILD,
-            "--lib",
-            "liblogic.so",
-            "--tick-ms",
-            "10",
-            "--trial-ticks",
-            trial_ticks,
-        ],
-    )
+fn serve_rust(dir: &Path, trial_ticks: &str, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--watch",
+        "lib.rs",
+        "--build",
+        RUSTC_BUILD,
+        "--lib",
+        "liblogic.so",
+        "--tick-ms",
+        "10",
+        "--trial-ticks",
+        trial_ticks,
+    ];
+    args.extend_from_slice(extra);
+    Server::start(dir, &args)
 }
 
 #[test]
 fn a_rust_panic_is_named_in_the_fault_line() {
     let dir = workdir();
     rust_panicking_plugin(dir.path(), "the score hit three");
-    let mut s = serve_rust(dir.path(), "0");
-    let fault = s.expect_prefix("[fault] v1 tick 2: ");
-    assert!(
-        fault.contains("panicked at lib.rs:14:")
-            && fault.contains("\"the score hit three\" (SIGABRT)")
-            && !fault.contains("libc.so"),
-        "{fault}"
-    );
-    assert_eq!(s.stop(), 14);
+    for extra in [&[][..], &["--isolate"]] {
+        let mut s = serve_rust(dir.path(), "0", extra);
+        let fault = s.expect_prefix("[fault] v1 tick 2: ");
+        assert!(
+            fault.contains("panicked at lib.rs:14:")
+                && fault.contains("\"the score hit three\" (SIGABRT)")
+                && !fault.contains("libc.so"),
+            "{extra:?}: {fault}"
+        );
+        assert_eq!(s.stop(), 14);
+    }
 
-    // The same panic in a trial is named the same way.
+    // The same panic in a trial (a probe, or an isolated worker) is named
+    // the same way.
     let dir = workdir();
     rust_panicking_plugin(dir.path(), "again");
-    let mut s = serve_rust(dir.path(), "5");
-    let rejected = s.expect_prefix("[reload] rejected: trial tick 3: ");
-    assert!(
-        rejected.contains("panicked at lib.rs:14:") && rejected.contains("\"again\" (SIGABRT)"),
-        "{rejected}"
-    );
-    assert_eq!(s.stop(), 14);
+    for extra in [&[][..], &["--isolate"]] {
+        let mut s = serve_rust(dir.path(), "5", extra);
+        let rejected = s.expect_prefix("[reload] rejected: trial tick 3: ");
+        assert!(
+            rejected.contains("panicked at lib.rs:14:") && rejected.contains("\"again\" (SIGABRT)"),
+            "{extra:?}: {rejected}"
+        );
+        assert_eq!(s.stop(), 14);
+    }
 }
 
 #[test]
