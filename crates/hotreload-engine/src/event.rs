@@ -120,6 +120,13 @@ pub enum Event {
         call: &'static str,
         repair: crate::guard::process::Repair,
     },
+    /// An isolated version's worker is stopped in the middle of a call (a
+    /// debugger at a breakpoint, or SIGSTOP): the call waits for it instead
+    /// of timing out. Said once per stop.
+    WorkerStopped {
+        version: u64,
+        pid: u32,
+    },
     /// The crash guard's handlers for these signals had been replaced (by
     /// plugin code going around the interposers); they are back.
     HandlersReasserted {

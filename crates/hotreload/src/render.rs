@@ -164,6 +164,9 @@ impl Renderer {
                 plural(*pinned as u64, "retired version"),
                 megabytes(*pinned_bytes)
             ),
+            Event::WorkerStopped { version, pid } => format!(
+                "[guard] v{version}'s worker (pid {pid}) is stopped in the middle of a call (a debugger at a breakpoint, or SIGSTOP); the call waits for it to go on (kill -CONT {pid}), and ticking waits with it\n"
+            ),
             Event::ProcessStateRepaired { version, call, repair } => {
                 let mut out = String::new();
                 if repair.mask_restored || repair.mask_calls > 0 {

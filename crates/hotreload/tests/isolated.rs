@@ -185,6 +185,47 @@ fn a_worker_cannot_signal_stop_or_write_into_the_server() {
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 
+/// A worker stopped mid-call (here by plugin code's own SIGSTOP; a debugger
+/// at a breakpoint looks the same) is waited for, not killed as hung: the
+/// server says so once, and when the worker goes on, so does ticking, with
+/// no fault and nothing lost.
+#[test]
+fn a_stopped_worker_is_waited_for_not_killed() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, faulting("one", 1, 3, "raise(SIGSTOP);")).expect("write");
+    let mut s = isolated(
+        dir.path(),
+        &["--tick-timeout-ms", "300", "--trial-ticks", "0"],
+    );
+    let said = s.expect_prefix("[guard] v1's worker (pid ");
+    let pid: i32 = said["[guard] v1's worker (pid ".len()..]
+        .split(')')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        said.contains("is stopped in the middle of a call"),
+        "{said}"
+    );
+    assert_eq!(
+        s.count(|l| l.contains("tag=one score=3 ")),
+        0,
+        "{}",
+        s.transcript()
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT).expect("continue it");
+    s.expect_contains("tag=one score=3 ");
+    s.expect_contains("tag=one score=6 ");
+    assert_eq!(
+        s.count(|l| l.starts_with("[fault]")),
+        0,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
 /// The worker processes of the server `host`: its children started with
 /// the worker subcommand.
 fn workers_of(host: i32) -> Vec<i32> {

@@ -162,6 +162,7 @@ impl Reloader {
         let plugin = if self.config.isolate {
             let timeout = self.config.effective_call_timeout();
             let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout, None)?;
+            let worker = worker.wait_while_stopped(std::sync::Arc::clone(&self.events), version);
             if loaded.api_version != hotreload_abi::API_VERSION {
                 return Err(Rejection::ApiVersion {
                     expected: hotreload_abi::API_VERSION,

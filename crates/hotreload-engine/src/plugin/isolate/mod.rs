@@ -39,6 +39,7 @@ use nix::unistd::Pid;
 
 use std::ffi::c_int;
 
+use crate::event::{Event, EventSink};
 use crate::guard::{self, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::Hook;
@@ -74,6 +75,11 @@ pub struct Worker {
     sent: Cell<u32>,
     /// The blocks the worker has mapped, by id.
     mapped: RefCell<Vec<u64>>,
+    /// Who hears that a live worker stopped mid-call, and for which version
+    /// (`None` for a trial's worker, which is killed like a hung one).
+    stopped_notice: Option<(EventSink, u64)>,
+    /// Whether the current stop was said.
+    said_stopped: Cell<bool>,
     /// A warm-up request not yet answered (see [`Worker::warm`]).
     warming: Cell<Option<u32>>,
     /// Set once the worker is known to be gone (then every call fails so).
@@ -156,6 +162,8 @@ impl Worker {
             sent: Cell::new(0),
             mapped: RefCell::new(Vec::new()),
             warming: Cell::new(None),
+            stopped_notice: None,
+            said_stopped: Cell::new(false),
             gone: Cell::new(None),
         };
         let report = worker.receive_report()?;
@@ -357,6 +365,46 @@ impl Worker {
         self.call_on(state, Op::Describe, |_| {}).map(|r| r.text)
     }
 
+    /// A live version's worker: when it is found stopped (a debugger, or
+    /// SIGSTOP) at a call's timeout, `events` hears it once, and the call
+    /// waits for it to go on instead of killing it.
+    pub fn wait_while_stopped(mut self, events: EventSink, version: u64) -> Worker {
+        self.stopped_notice = Some((events, version));
+        self
+    }
+
+    /// Whether the worker is stopped (by a signal, or by a debugger), from
+    /// the state letter in `/proc/PID/stat`.
+    fn is_stopped(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.process_id())) else {
+            return false;
+        };
+        matches!(
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next()),
+            Some('T' | 't')
+        )
+    }
+
+    /// At a call's timeout: whether to wait on instead of killing the
+    /// worker (it is stopped, and this worker waits for stopped ones).
+    fn stopped_so_wait(&self) -> bool {
+        let Some((events, version)) = &self.stopped_notice else {
+            return false;
+        };
+        if !self.is_stopped() {
+            self.said_stopped.set(false);
+            return false;
+        }
+        if !self.said_stopped.replace(true) {
+            events(Event::WorkerStopped {
+                version: *version,
+                pid: self.process_id(),
+            });
+        }
+        true
+    }
+
     /// Wakes the worker ahead of a call that is about to come (the next
     /// tick): it answers at once and then watches the page for a while
     /// instead of sleeping, so that the call does not wait for a process to
@@ -404,6 +452,7 @@ impl Worker {
     fn answer(&self, number: u32) -> Result<Reply, Fault> {
         let page = &*self.page;
         let started = Instant::now();
+        let mut deadline = started + self.timeout;
         // Watch first: a short call is back before a sleep would be over.
         // Yielding, not spinning: on a machine with no core to spare, the
         // worker may need this very one.
@@ -439,7 +488,12 @@ impl Worker {
                     return Err(fault);
                 }
             }
-            if started.elapsed() >= self.timeout {
+            if Instant::now() >= deadline && self.stopped_so_wait() {
+                // Time it spends stopped is not the call's.
+                deadline = Instant::now() + self.timeout;
+                continue;
+            }
+            if Instant::now() >= deadline {
                 self.kill();
                 return Err(self.noted_fault(number).unwrap_or(Fault {
                     signal: guard::timeout_signal(),
