@@ -1,11 +1,13 @@
 //! Build exited → first tick of the new code, over 200 reloads of prebuilt
-//! libraries, twice in one run: without trials (`trial_ticks = 0`), and with
+//! libraries, four times in one run: with no probe (`probe = false`), with
 //! the default trial (each build first runs 3 ticks in a throwaway probe
-//! process). The build command only copies the next prebuilt variant into
-//! place, and reloads are asked for with `Command::Rebuild`, so the figure is
-//! the engine's own work: collect the build's exit, read, precheck, shadow
-//! copy, (trial,) load, check, hand over, install at a tick boundary, first
-//! tick. Targets, judged without trials: p50 ≤ 0.5 ms, p99 ≤ 2 ms.
+//! process), and the same two in isolated mode (each version in a worker
+//! process; the trial in a throwaway worker). The build command only copies
+//! the next prebuilt variant into place, and reloads are asked for with
+//! `Command::Rebuild`, so the figure is the engine's own work: collect the
+//! build's exit, read, precheck, shadow copy, (trial,) load (or start a
+//! worker), check, hand over, install at a tick boundary, first tick.
+//! Targets, judged with no probe, in-process: p50 ≤ 0.5 ms, p99 ≤ 2 ms.
 
 mod common;
 
@@ -29,8 +31,39 @@ const TARGET_P99: Duration = Duration::from_millis(2);
 /// Trials run alone, outside the engine, for context.
 const TRIAL_ROUNDS: usize = 100;
 
+/// How a pass runs the engine.
+#[derive(Clone, Copy)]
+struct Mode {
+    name: &'static str,
+    /// Whether each build is tried first (the default trial) or not at all.
+    trial: bool,
+    isolate: bool,
+}
+
+const NO_PROBE: Mode = Mode {
+    name: "no probe",
+    trial: false,
+    isolate: false,
+};
+const TRIAL: Mode = Mode {
+    name: "default trial",
+    trial: true,
+    isolate: false,
+};
+const ISOLATED: Mode = Mode {
+    name: "isolated, no probe",
+    trial: false,
+    isolate: true,
+};
+const ISOLATED_TRIAL: Mode = Mode {
+    name: "isolated, default trial",
+    trial: true,
+    isolate: true,
+};
+
 /// One pass's samples, one per reload.
 struct Pass {
+    mode: Mode,
     trial_ticks: u64,
     installed: Vec<Duration>,
     first_tick: Vec<Duration>,
@@ -60,21 +93,28 @@ fn main() {
     let scratch = Workdir::new();
     loader_round_trip(&libs[0], scratch.path(), u64::MAX);
 
-    let off = run_pass(&work, &libs, scratch.path(), 0);
-    let on = run_pass(&work, &libs, scratch.path(), default_trial_ticks());
+    let off = run_pass(&work, &libs, scratch.path(), NO_PROBE, 1);
+    let on = run_pass(&work, &libs, scratch.path(), TRIAL, 2);
+    let iso_off = run_pass(&work, &libs, scratch.path(), ISOLATED, 3);
+    let iso_on = run_pass(&work, &libs, scratch.path(), ISOLATED_TRIAL, 4);
 
     let (trial_alone, probe_alone) = trial_baselines(&libs, on.trial_ticks);
 
     println!(
         "method: {RELOADS} reloads per pass via Command::Rebuild; build = `sh -c` round robin \
-         `cp` of {VARIANTS} prebuilt variants; tick period {} us; pass 1 trial_ticks = {}, \
-         pass 2 trial_ticks = {} (the default), one after the other in this process",
+         `cp` of {VARIANTS} prebuilt variants; tick period {} us; passes: no probe, default \
+         trial ({} ticks), isolated with no probe, isolated with the default trial, one after \
+         the other in this process",
         TICK_PERIOD.as_micros(),
-        off.trial_ticks,
         on.trial_ticks,
     );
-    off.print("pass 1: trials off");
-    on.print("pass 2: default trial");
+    for (n, pass) in [&off, &on, &iso_off, &iso_on].into_iter().enumerate() {
+        pass.print(&format!("pass {}: {}", n + 1, pass.mode.name));
+    }
+    let (iso_ft, iso_on_ft) = (
+        Summary::new(iso_off.first_tick.clone()),
+        Summary::new(iso_on.first_tick.clone()),
+    );
 
     let (off_ft, on_ft) = (
         Summary::new(off.first_tick.clone()),
@@ -103,7 +143,7 @@ fn main() {
         99.0,
     );
     println!(
-        "target, trials off (build exited -> first tick): p50 <= {}, p99 <= {} -> p50 {}, p99 {}",
+        "target, no probe (build exited -> first tick): p50 <= {}, p99 <= {} -> p50 {}, p99 {}",
         ms(TARGET_P50),
         ms(TARGET_P99),
         verdict(off_ft.p50() <= TARGET_P50),
@@ -113,6 +153,14 @@ fn main() {
         "same target, default trial (for the record): p50 {}, p99 {}",
         verdict(on_ft.p50() <= TARGET_P50),
         verdict(on_ft.pct(99.0) <= TARGET_P99),
+    );
+    println!(
+        "isolated mode's cost per reload (pass 3 - pass 1), build exited -> first tick: p50 \
+         {:+.3} ms, p99 {:+.3} ms; with the trial (pass 4 - pass 2): p50 {:+.3} ms, p99 {:+.3} ms",
+        diff_ms(iso_ft.p50(), off_ft.p50()),
+        diff_ms(iso_ft.pct(99.0), off_ft.pct(99.0)),
+        diff_ms(iso_on_ft.p50(), on_ft.p50()),
+        diff_ms(iso_on_ft.pct(99.0), on_ft.pct(99.0)),
     );
     println!("anchor (DESIGN.md, not measured in this run): cr.h reload 0.15 ms median, serial");
 }
@@ -181,10 +229,12 @@ fn diff_ms(a: Duration, b: Duration) -> f64 {
     (a.as_secs_f64() - b.as_secs_f64()) * 1e3
 }
 
-fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) -> Pass {
-    let mut config = prebuilt_config(work, libs, &trial_ticks.to_string());
+fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, mode: Mode, number: u64) -> Pass {
+    let mut config = prebuilt_config(work, libs, &number.to_string());
     config.tick_period = TICK_PERIOD;
-    config.trial_ticks = trial_ticks;
+    config.probe = mode.trial;
+    config.isolate = mode.isolate;
+    let trial_ticks = if mode.trial { default_trial_ticks() } else { 0 };
     let (engine, events) = start_engine(config);
 
     // The start-up build loads v1.
@@ -194,6 +244,7 @@ fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) 
     });
 
     let mut pass = Pass {
+        mode,
         trial_ticks,
         installed: Vec::with_capacity(RELOADS),
         first_tick: Vec::with_capacity(RELOADS),
@@ -238,7 +289,7 @@ fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) 
         pass.loader.push(loader_round_trip(
             &libs[i % libs.len()],
             scratch,
-            trial_ticks * 1_000_000 + i as u64,
+            number * 1_000_000 + i as u64,
         ));
     }
     pass.wall = started.elapsed();
@@ -249,8 +300,10 @@ fn run_pass(work: &Workdir, libs: &[PathBuf], scratch: &Path, trial_ticks: u64) 
 impl Pass {
     fn print(&self, title: &str) {
         println!(
-            "{title} (trial_ticks = {}; {RELOADS} reloads in {:.2} s)",
+            "{title} (trial_ticks = {}, probe = {}, isolate = {}; {RELOADS} reloads in {:.2} s)",
             self.trial_ticks,
+            self.mode.trial,
+            self.mode.isolate,
             self.wall.as_secs_f64()
         );
         let s = |v: &Vec<Duration>| Summary::new(v.clone());
@@ -265,7 +318,7 @@ impl Pass {
             &s(&self.exit_to_noticed),
             99.0,
         );
-        let load_label = if self.trial_ticks > 0 {
+        let load_label = if self.mode.trial {
             "    of which: notices -> installed (incl. trial)"
         } else {
             "    of which: notices -> swap installed"

@@ -741,3 +741,37 @@ fn a_helper_forked_in_the_probe_neither_delays_the_swap_nor_outlives_the_trial()
     }
     assert_eq!(s.stop(), 0);
 }
+
+/// A server whose executable is replaced on disk while it runs (a `cargo
+/// build` or `cargo install` of hotreload itself) still starts its probes
+/// and workers from the program it is: the trial does not fail, and an
+/// isolated server goes on loading new versions.
+#[test]
+fn trials_and_workers_survive_the_servers_binary_being_replaced() {
+    for extra in [&[][..], &["--isolate"][..]] {
+        let dir = workdir();
+        let exe = dir.path().join("hotreload-copy");
+        std::fs::copy(support::binary(), &exe).expect("copy the binary");
+        let src = dir.path().join("logic.c");
+        std::fs::write(&src, counter("one", 1)).expect("write");
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args(["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"])
+            .args(extra);
+        let mut s = Server::start_command(dir.path(), command);
+        s.expect_contains("tag=one score=2 ");
+        // Replaced the way a build replaces it: a new file renamed over it.
+        let new = dir.path().join("hotreload-copy.new");
+        std::fs::write(&new, b"#!/bin/sh\nexit 99\n").expect("write");
+        std::fs::rename(&new, &exe).expect("replace the binary");
+        editor::in_place(&src, &counter("two", 1));
+        let swapped = s.expect_prefix("[reload] ");
+        assert!(
+            swapped.starts_with("[reload] swapped logic.so (api=1, v2"),
+            "{extra:?}: {swapped}\n{}",
+            s.transcript()
+        );
+        s.expect_contains("tag=two score=");
+        assert_eq!(s.stop(), 0, "{extra:?}: {}", s.transcript());
+    }
+}

@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub mod isolated;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
-use crate::plugin::child::{above_stdio, hand_over};
+use crate::plugin::child::{above_stdio, hand_over, this_program};
 use crate::plugin::probe::handover::{self, Request};
 
 /// The most output of a failed trial that is shown.
@@ -88,8 +88,6 @@ pub fn spawn(
     settings: &TrialSettings,
     state: Option<Vec<u8>>,
 ) -> Result<Spawned, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("trial: cannot find the probe executable: {e}"))?;
     let request = handover::sealed_request(&Request {
         ticks: settings.ticks,
         dt: settings.dt,
@@ -112,7 +110,7 @@ pub fn spawn(
         above_stdio(report_write.into())?,
         above_stdio(out_write.into())?,
     );
-    let mut command = Command::new(exe);
+    let mut command = this_program();
     command
         .arg(handover::SUBCOMMAND)
         .stdin(Stdio::null())

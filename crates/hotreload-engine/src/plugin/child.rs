@@ -70,6 +70,25 @@ pub fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
     Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
+/// A command that runs this very program again: through `/proc/self/exe`,
+/// which names the executable this process was started from even after the
+/// file at its path is replaced or removed (a `cargo build` or `cargo
+/// install` while a server runs): a child started by path would be the new
+/// binary, or none. `argv[0]` is still the program's path, for `ps`.
+pub fn this_program() -> Command {
+    let mut command = Command::new("/proc/self/exe");
+    if let Ok(path) = std::env::current_exe() {
+        let shown = path.to_string_lossy();
+        command.arg0(
+            shown
+                .strip_suffix(" (deleted)")
+                .unwrap_or(&shown)
+                .to_owned(),
+        );
+    }
+    command
+}
+
 /// Arranges for `command`'s child to find descriptor `from` at number `to`
 /// for each pair (the `from`s above the standard streams, see
 /// [`above_stdio`], and kept open until the child is spawned), and to die

@@ -26,7 +26,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -43,7 +43,7 @@ use crate::event::{Event, EventSink};
 use crate::guard::{self, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::Hook;
-use crate::plugin::child::{above_stdio, hand_over, sealed_memfd};
+use crate::plugin::child::{above_stdio, hand_over, sealed_memfd, this_program};
 use crate::state::State;
 
 pub use report::Loaded;
@@ -106,8 +106,6 @@ impl Worker {
         output: Option<OwnedFd>,
     ) -> Result<(Worker, Loaded), Rejection> {
         let refuse = |why: String| Rejection::NotLoadable(format!("isolated worker: {why}"));
-        let exe = std::env::current_exe()
-            .map_err(|e| refuse(format!("cannot find the executable: {e}")))?;
         let request = worker::request(lib_name, timeout);
         let request = sealed_memfd(c"hotreload-worker-request", &request).map_err(refuse)?;
         let lib = File::open(library)
@@ -127,7 +125,7 @@ impl Worker {
             above_stdio(page.fd().try_clone().map_err(|e| refuse(e.to_string()))?)
                 .map_err(refuse)?,
         );
-        let mut command = Command::new(exe);
+        let mut command = this_program();
         // Plugin output goes where the host's goes; its own group keeps a
         // terminal's Ctrl-C away from it (the host stops it in order).
         command
