@@ -82,8 +82,10 @@ struct Tally {
     deaths: Vec<(String, String)>,
     hangs: Vec<String>,
     /// The server lived on but could no longer build (its build command
-    /// crashed): something it ran corrupted it. The case, and the variant
-    /// that had been loaded last, the likely culprit.
+    /// crashed), or refused the uncorrupted library at a health check:
+    /// something it ran corrupted it. The case, and the variant that had
+    /// been loaded last (or the cases since the last good check), the
+    /// likely culprits.
     damaged: Vec<(String, String)>,
     /// Rejections by their first words, for the report.
     reasons: BTreeMap<String, usize>,
@@ -235,11 +237,18 @@ fn run(mode: Mode, bases: &[Base], variants: &[Variant]) -> Tally {
     let mut tally = Tally::default();
     let mut server = start(dir.path(), mode, good);
     let mut last_loaded = String::from("(none)");
+    // The cases since the last health check, and whether one of them
+    // faulted (plugin code ran and crashed: the likeliest to leave damage).
+    let mut since_check: Vec<String> = Vec::new();
     for (i, variant) in variants.iter().enumerate() {
+        let faults_before = count_faults(&server);
         if i > 0 && i % 250 == 0 {
             eprintln!("corpus {}: {i} of {} cases", mode.name(), variants.len());
         }
         tally.cases += 1;
+        if std::env::var_os("HOTRELOAD_TEST_ECHO").is_some() {
+            eprintln!("corpus case {i}: {}", variant.name);
+        }
         place(dir.path(), &variant.bytes(bases));
         server.signal(nix::sys::signal::Signal::SIGUSR1);
         let outcome = server.wait_line(CASE_WAIT, |l| {
@@ -299,7 +308,24 @@ fn run(mode: Mode, bases: &[Base], variants: &[Variant]) -> Tally {
                 tally.faulted_in_server += count_faults(&server);
                 server = start(dir.path(), mode, good);
                 last_loaded = "(none)".into();
+                since_check.clear();
+                continue;
             }
+        }
+        since_check.push(variant.name.clone());
+        let faulted = count_faults(&server) > faults_before;
+        if (faulted || since_check.len() >= HEALTH_EVERY) && !healthy(&mut server, dir.path(), good)
+        {
+            tally
+                .damaged
+                .push((since_check.join(" | "), last_loaded.clone()));
+            server.kill();
+            tally.faulted_in_server += count_faults(&server);
+            server = start(dir.path(), mode, good);
+            last_loaded = "(none)".into();
+        }
+        if faulted || since_check.len() >= HEALTH_EVERY {
+            since_check.clear();
         }
     }
     server.signal(nix::sys::signal::Signal::SIGTERM);
@@ -314,15 +340,50 @@ fn run(mode: Mode, bases: &[Base], variants: &[Variant]) -> Tally {
     tally
 }
 
-/// After a swap: the new version's first ticks, or its fault. `Some` when
-/// the server died or hung meanwhile.
-fn watch_it_run(server: &mut Server, swapped: &str) -> Option<Waited> {
-    let version = swapped
+/// Cases between two health checks when none faulted.
+const HEALTH_EVERY: usize = 100;
+
+/// Whether the server still loads and runs the uncorrupted library: a
+/// server that a damaged case left broken refuses it (or worse), though it
+/// lives on.
+fn healthy(server: &mut Server, dir: &Path, good: &[u8]) -> bool {
+    place(dir, good);
+    server.signal(nix::sys::signal::Signal::SIGUSR1);
+    match server.wait_line(CASE_WAIT, |l| {
+        l.starts_with("[reload] rejected: ")
+            || l.starts_with("[reload] swapped")
+            || l.starts_with("[reload] the build is byte for byte")
+            || l.starts_with("[build] failed")
+    }) {
+        Waited::Line(line) if line.starts_with("[reload] swapped") => {
+            let ticked = format!("(v{}, tick ", version_of(&line));
+            (0..2).all(|_| {
+                matches!(
+                    server.wait_line(CASE_WAIT, |l| l.starts_with("[state]")
+                        && l.contains(&ticked)),
+                    Waited::Line(_)
+                )
+            })
+        }
+        Waited::Line(line) => line.starts_with("[reload] the build is byte for byte"),
+        _ => false,
+    }
+}
+
+/// `7` in `[reload] swapped logic.so (api=1, v7, …)`.
+fn version_of(swapped: &str) -> String {
+    swapped
         .split(", v")
         .nth(1)
         .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
         .unwrap_or("?")
-        .to_owned();
+        .to_owned()
+}
+
+/// After a swap: the new version's first ticks, or its fault. `Some` when
+/// the server died or hung meanwhile.
+fn watch_it_run(server: &mut Server, swapped: &str) -> Option<Waited> {
+    let version = version_of(swapped);
     let ticked = format!("(v{version}, tick ");
     let faulted = format!("[fault] v{version} ");
     for _ in 0..2 {

@@ -67,6 +67,9 @@ typedef struct {
      * return address of the host's would kill it after the call returned.
      * The assembly reads it. */
     void* plugin_stack_top;
+    /* What the last call on the x86-64 path returned in rax (migrate's
+     * int, describe's length, an entry point's table). */
+    uint64_t result;
     /* For the portable path: __builtin_setjmp's buffer, five words (frame
      * pointer, resume address, stack pointer, and room the target may use). */
     void* env[5];
@@ -100,6 +103,8 @@ _Static_assert(offsetof(hr_thread_guard_t, inside) == 56, "the assembly sets `in
 _Static_assert(offsetof(hr_thread_guard_t, touched) == 60, "the assembly reads `touched` at offset 60");
 _Static_assert(offsetof(hr_thread_guard_t, plugin_stack_top) == 64,
                "the assembly reads `plugin_stack_top` at offset 64");
+_Static_assert(offsetof(hr_thread_guard_t, result) == 72,
+               "the assembly stores `result` at offset 72");
 
 /* Returned by a call that completed but changed process-wide state. */
 #define HR_TOUCHED (-3)
@@ -521,10 +526,18 @@ int hr_take_timer_signal(void) {
     } while (0)
 
 #if defined(__x86_64__)
-/* hr_call_state(f, state) and hr_call_tick(f, state, dt): store the caller's
- * callee-saved registers and stack pointer, mark the thread inside plugin
- * code, switch to the plugin stack (when the thread has one), call
- * f(state[, dt]) with dt passed through in xmm0, switch back, put the
+/* hr_call_args(f, a0, a1, a2, a3, a4) calls f(a0, ..., a4);
+ * hr_call_state(f, state) and hr_call_tick(f, state, dt) call f(state[, dt])
+ * with dt passed through in xmm0. Each stores the caller's callee-saved
+ * registers and stack pointer, marks the thread inside plugin code,
+ * switches to the plugin stack (when the thread has one) and calls f with
+ * its arguments and nothing else: every other general register is zeroed,
+ * the callee-saved ones included, so plugin code finds no pointer into the
+ * host's memory (its stack, its heap, this record) to write through by
+ * accident. A damaged library's garbage instructions use whatever the
+ * registers hold; the corpus met a destructor whose bytes ran on and wrote
+ * through the host's pointers, after which every later call faulted. After
+ * the call: switch back, keep what f returned in rax (`result`), put the
  * callee-saved registers back from the record (a plugin that broke the
  * calling convention, or overran its own frames, cannot hand the host
  * garbage), unmark, return 0 (or HR_TOUCHED, see hr_thread_guard_t). On a
@@ -537,9 +550,16 @@ __asm__(
     ".type hr_call_state, @function\n"
     ".globl hr_call_tick\n"
     ".type hr_call_tick, @function\n"
+    ".globl hr_call_args\n"
+    ".type hr_call_args, @function\n"
     ".p2align 4\n"
     "hr_call_state:\n"
     "hr_call_tick:\n"
+    "    xorl %edx, %edx\n"
+    "    xorl %ecx, %ecx\n"
+    "    xorl %r8d, %r8d\n"
+    "    xorl %r9d, %r9d\n"
+    "hr_call_args:\n"
     "    movq hr_guard@gottpoff(%rip), %rax\n"
     "    addq %fs:0, %rax\n"
     "    movq %rbx, 0(%rax)\n"
@@ -552,14 +572,28 @@ __asm__(
     "    movl $1, 56(%rax)\n" /* HR_INSIDE_CONTEXT */
     "    movq %rdi, %r11\n"
     "    movq %rsi, %rdi\n"
+    "    movq %rdx, %rsi\n"
+    "    movq %rcx, %rdx\n"
+    "    movq %r8, %rcx\n"
+    "    movq %r9, %r8\n"
+    "    xorl %r9d, %r9d\n"
     "    leaq -8(%rsp), %r10\n" /* the host's own stack, 16-byte aligned at the call */
-    "    movq 64(%rax), %rcx\n" /* the plugin stack's top, or 0 */
-    "    testq %rcx, %rcx\n"
-    "    cmovnzq %rcx, %r10\n"
+    "    movq 64(%rax), %rax\n" /* the plugin stack's top, or 0 */
+    "    testq %rax, %rax\n"
+    "    cmovnzq %rax, %r10\n"
     "    movq %r10, %rsp\n"
+    "    xorl %eax, %eax\n"
+    "    xorl %ebx, %ebx\n"
+    "    xorl %ebp, %ebp\n"
+    "    xorl %r10d, %r10d\n"
+    "    xorl %r12d, %r12d\n"
+    "    xorl %r13d, %r13d\n"
+    "    xorl %r14d, %r14d\n"
+    "    xorl %r15d, %r15d\n"
     "    call *%r11\n"
     "    movq hr_guard@gottpoff(%rip), %rcx\n"
     "    addq %fs:0, %rcx\n"
+    "    movq %rax, 72(%rcx)\n" /* what f returned */
     "    movq 48(%rcx), %rsp\n" /* at the return address, on the host's stack */
     "    movq 0(%rcx), %rbx\n"
     "    movq 8(%rcx), %rbp\n"
@@ -571,10 +605,61 @@ __asm__(
     "    movl 60(%rcx), %eax\n" /* 0, or HR_TOUCHED */
     "    ret\n"
     ".size hr_call_state, . - hr_call_state\n"
-    ".size hr_call_tick, . - hr_call_tick\n");
+    ".size hr_call_tick, . - hr_call_tick\n"
+    ".size hr_call_args, . - hr_call_args\n");
 
 int hr_call_state(void (*f)(void*), void* state);
 int hr_call_tick(void (*f)(void*, double), void* state, double dt);
+int hr_call_args(const void* f, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4);
+
+/* The rarely called functions: the extended ABI's, the entry points, a
+ * library's own constructors and destructors (which the host runs itself
+ * instead of the loader, see plugin/elf: the loader calls a constructor with
+ * the program's arguments and environment, a destructor with none). What
+ * they return comes back through the record; it is read only after a call
+ * that returned (0 or HR_TOUCHED, never a signal). */
+#define HR_ARG(x) ((uint64_t)(uintptr_t)(x))
+
+int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {
+    return hr_call_args((const void*)f, HR_ARG(state), HR_ARG(host), 0, 0, 0);
+}
+
+int hr_call_migrate(int (*f)(const void*, size_t, uint32_t, void*, size_t), const void* old_state,
+                    size_t old_size, uint32_t old_version, void* new_state, size_t new_size,
+                    int* result) {
+    int r = hr_call_args((const void*)f, HR_ARG(old_state), old_size, old_version,
+                         HR_ARG(new_state), new_size);
+    if (r <= 0) {
+        *result = (int)hr_guard.result;
+    }
+    return r;
+}
+
+int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state, char* buf,
+                     size_t len, size_t* written) {
+    int r = hr_call_args((const void*)f, HR_ARG(state), HR_ARG(buf), len, 0, 0);
+    if (r <= 0) {
+        *written = (size_t)hr_guard.result;
+    }
+    return r;
+}
+
+int hr_call_get_api(const void* (*f)(void), const void** out) {
+    int r = hr_call_args((const void*)f, 0, 0, 0, 0, 0);
+    if (r <= 0) {
+        *out = (const void*)(uintptr_t)hr_guard.result;
+    }
+    return r;
+}
+
+int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
+    return hr_call_args((const void*)f, (uint64_t)(uint32_t)argc, HR_ARG(argv), HR_ARG(envp), 0,
+                        0);
+}
+
+int hr_call_destructor(void (*f)(void)) {
+    return hr_call_args((const void*)f, 0, 0, 0, 0, 0);
+}
 #else
 int hr_call_state(void (*f)(void*), void* state) {
     HR_GUARDED_CALL(f(state));
@@ -583,105 +668,34 @@ int hr_call_state(void (*f)(void*), void* state) {
 int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
     HR_GUARDED_CALL(f(state, dt));
 }
-#endif
 
-/* The rarely called functions: the extended ABI's, the entry points, a
- * library's own constructors and destructors (which the host runs itself
- * instead of the loader, see plugin/elf: the loader calls a constructor with
- * the program's arguments and environment, a destructor with none). Each
- * packs its arguments for a thunk, which makes the call on x86-64 through
- * hr_call_state (on the plugin stack), elsewhere on the portable path. */
-#if defined(__x86_64__)
-#define HR_CALL(pack, thunk, portable_call) return hr_call_state((void (*)(void*))(thunk), (pack))
-#else
-#define HR_CALL(pack, thunk, portable_call) HR_GUARDED_CALL(portable_call)
-#endif
-
-typedef struct {
-    void (*f)(void*, const void*);
-    void* state;
-    const void* host;
-} hr_hook_pack_t;
-static void hr_hook_thunk(hr_hook_pack_t* p) {
-    p->f(p->state, p->host);
-}
 int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {
-    hr_hook_pack_t pack = {f, state, host};
-    HR_CALL(&pack, hr_hook_thunk, f(state, host));
+    HR_GUARDED_CALL(f(state, host));
 }
 
-typedef struct {
-    int (*f)(const void*, size_t, uint32_t, void*, size_t);
-    const void* old_state;
-    size_t old_size;
-    uint32_t old_version;
-    void* new_state;
-    size_t new_size;
-    int* result;
-} hr_migrate_pack_t;
-static void hr_migrate_thunk(hr_migrate_pack_t* p) {
-    *p->result = p->f(p->old_state, p->old_size, p->old_version, p->new_state, p->new_size);
-}
 int hr_call_migrate(int (*f)(const void*, size_t, uint32_t, void*, size_t), const void* old_state,
                     size_t old_size, uint32_t old_version, void* new_state, size_t new_size,
                     int* result) {
-    hr_migrate_pack_t pack = {f, old_state, old_size, old_version, new_state, new_size, result};
-    HR_CALL(&pack, hr_migrate_thunk,
-            *result = f(old_state, old_size, old_version, new_state, new_size));
+    HR_GUARDED_CALL(*result = f(old_state, old_size, old_version, new_state, new_size));
 }
 
-typedef struct {
-    size_t (*f)(const void*, char*, size_t);
-    const void* state;
-    char* buf;
-    size_t len;
-    size_t* written;
-} hr_describe_pack_t;
-static void hr_describe_thunk(hr_describe_pack_t* p) {
-    *p->written = p->f(p->state, p->buf, p->len);
-}
 int hr_call_describe(size_t (*f)(const void*, char*, size_t), const void* state, char* buf,
                      size_t len, size_t* written) {
-    hr_describe_pack_t pack = {f, state, buf, len, written};
-    HR_CALL(&pack, hr_describe_thunk, *written = f(state, buf, len));
+    HR_GUARDED_CALL(*written = f(state, buf, len));
 }
 
-typedef struct {
-    const void* (*f)(void);
-    const void** out;
-} hr_get_pack_t;
-static void hr_get_thunk(hr_get_pack_t* p) {
-    *p->out = p->f();
-}
 int hr_call_get_api(const void* (*f)(void), const void** out) {
-    hr_get_pack_t pack = {f, out};
-    HR_CALL(&pack, hr_get_thunk, *out = f());
+    HR_GUARDED_CALL(*out = f());
 }
 
-typedef struct {
-    void (*f)(int, char**, char**);
-    int argc;
-    char** argv;
-    char** envp;
-} hr_ctor_pack_t;
-static void hr_ctor_thunk(hr_ctor_pack_t* p) {
-    p->f(p->argc, p->argv, p->envp);
-}
 int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
-    hr_ctor_pack_t pack = {f, argc, argv, envp};
-    HR_CALL(&pack, hr_ctor_thunk, f(argc, argv, envp));
+    HR_GUARDED_CALL(f(argc, argv, envp));
 }
 
-typedef struct {
-    void (*f)(void);
-} hr_dtor_pack_t;
-static void hr_dtor_thunk(hr_dtor_pack_t* p) {
-    p->f();
-}
 int hr_call_destructor(void (*f)(void)) {
-    hr_dtor_pack_t pack = {f};
-    HR_CALL(&pack, hr_dtor_thunk, f());
+    HR_GUARDED_CALL(f());
 }
+#endif
 
 /* Copies memory that plugin code pointed the host to (a table, a field
  * name): a bad pointer faults here, inside the guard, instead of in the
