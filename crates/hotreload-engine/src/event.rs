@@ -307,7 +307,11 @@ pub struct StateReport {
     pub size: usize,
     /// Ticks run so far.
     pub tick: u64,
+    /// The running version, or while ticking is paused (`paused`), the
+    /// version whose state it is.
     pub version: u64,
+    /// No version runs: the last one faulted with none to roll back to.
+    pub paused: bool,
     /// The first bytes of the state, so that small states can be read off a log.
     pub head: Vec<u8>,
     /// The state by field (`score=10 time=1.00`) or the plugin's own

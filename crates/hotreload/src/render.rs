@@ -389,19 +389,24 @@ fn fault(r: &FaultReport) -> String {
 }
 
 fn state(r: &StateReport) -> String {
+    // While ticking is paused no version runs: the state is the one that
+    // faulted, as its snapshot had it.
+    let v = if r.paused {
+        format!("v{}'s, ticking paused", r.version)
+    } else {
+        format!("v{}", r.version)
+    };
     let when = match r.moment {
         StateMoment::Absent => return "none: no version was ever loaded".into(),
-        StateMoment::Initial => format!("(initial; v{})", r.version),
-        StateMoment::Restored => format!(
-            "({}; v{})",
-            r.note.as_deref().unwrap_or("restored"),
-            r.version
-        ),
-        StateMoment::Preserved => format!("(preserved; v{}, tick {})", r.version, r.tick),
-        StateMoment::Migrated => format!("(migrated; v{}, tick {})", r.version, r.tick),
-        StateMoment::Final => format!("(final; v{}, tick {})", r.version, r.tick),
-        StateMoment::Periodic => format!("(v{}, tick {})", r.version, r.tick),
-        StateMoment::Requested => format!("(on request; v{}, tick {})", r.version, r.tick),
+        StateMoment::Initial => format!("(initial; {v})"),
+        StateMoment::Restored => {
+            format!("({}; {v})", r.note.as_deref().unwrap_or("restored"))
+        }
+        StateMoment::Preserved => format!("(preserved; {v}, tick {})", r.tick),
+        StateMoment::Migrated => format!("(migrated; {v}, tick {})", r.tick),
+        StateMoment::Final => format!("(final; {v}, tick {})", r.tick),
+        StateMoment::Periodic => format!("({v}, tick {})", r.tick),
+        StateMoment::Requested => format!("(on request; {v}, tick {})", r.tick),
     };
     if let Some(fields) = &r.fields {
         return format!("{fields} {when}");
@@ -419,13 +424,13 @@ fn state(r: &StateReport) -> String {
     )
 }
 
-/// Milliseconds with precision that suits the magnitude.
 /// `, worker pid 4242` for a version in isolated mode.
 fn worker(pid: Option<u32>) -> String {
     pid.map(|pid| format!(", worker pid {pid}"))
         .unwrap_or_default()
 }
 
+/// Milliseconds with precision that suits the magnitude.
 fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;
     if ms >= 100.0 {
@@ -448,6 +453,7 @@ mod tests {
             size: 4,
             tick: 10,
             version: 2,
+            paused: false,
             head: vec![10, 0, 0, 0],
             fields: None,
             note: None,
@@ -461,6 +467,12 @@ mod tests {
             ..r
         };
         assert_eq!(state(&r), "score=10 (preserved; v2, tick 10)");
+        let r = StateReport {
+            moment: StateMoment::Final,
+            paused: true,
+            ..r
+        };
+        assert_eq!(state(&r), "score=10 (final; v2's, ticking paused, tick 10)");
     }
 
     #[test]

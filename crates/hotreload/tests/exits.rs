@@ -593,3 +593,54 @@ fn retired_versions_that_stay_mapped_are_counted_and_warned_about() {
         s.transcript()
     );
 }
+
+/// The only version faults, so ticking pauses and the run ends (`--ticks`):
+/// the state saved then is still that version's, with its layout, so the
+/// next run restores it and goes on from it.
+#[test]
+fn a_state_saved_while_ticking_is_paused_restores() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let faulty = Counter {
+        fault_at: Some((5, "*(volatile int*)0 = 1;")),
+        ..Counter::new("one", 1)
+    };
+    fs::write(&src, faulty.source()).expect("write");
+    let build = "cc -g -shared -fPIC -o logic.so logic.c";
+    let args = [
+        "--watch",
+        "logic.c",
+        "--build",
+        build,
+        "--tick-ms",
+        "10",
+        "--trial-ticks",
+        "0",
+        "--state-file",
+        "st.bin",
+    ];
+    let mut with_ticks = args.to_vec();
+    with_ticks.extend_from_slice(&["--ticks", "50"]);
+    let mut s = Server::start(dir.path(), &with_ticks);
+    let last = s.expect_prefix("[state] score=");
+    assert!(last.starts_with("[state] score=0 (initial; v1)"), "{last}");
+    let paused = s.expect_contains("(final; ");
+    assert_eq!(
+        paused,
+        "[state] score=4 (final; v1's, ticking paused, tick 4)",
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.exit_code(), 14, "{}", s.transcript());
+
+    fs::write(&src, counter("two", 1)).expect("write");
+    let mut s = Server::start(dir.path(), &args);
+    let restored = s.expect_prefix("[state] score=");
+    assert!(
+        restored.starts_with("[state] score=4 (restored from st.bin"),
+        "{restored}\n{}",
+        s.transcript()
+    );
+    s.expect_contains("tag=two score=5 ");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}

@@ -658,3 +658,38 @@ fn a_newer_change_stops_a_hung_build_and_builds_again() {
     s.expect_contains("tag=three score=");
     assert_eq!(s.stop(), 0);
 }
+
+/// A fault in the new version's `on_reload` rolls back to the state as it
+/// was handed over, not to the snapshot from before the last tick: the
+/// running version goes on from where it was.
+#[test]
+fn a_fault_in_on_reload_keeps_the_state_the_swap_had() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
+    s.expect_contains("tag=one score=3 ");
+    let v2 = Extended {
+        on_reload: "*(volatile int*)0 = 1;",
+        ..Extended::new("two")
+    };
+    editor::in_place(&src, &v2.source());
+    let fault = s.expect_prefix("[fault] v2 on_reload");
+    assert!(fault.contains("rolled back to v1"), "{fault}");
+    let before = s
+        .lines()
+        .iter()
+        .take_while(|l| !l.starts_with("[fault] v2 on_reload"))
+        .filter(|l| l.starts_with("[plugin] tag=one score="))
+        .filter_map(|l| field(l, "score"))
+        .last()
+        .expect("v1 ticked");
+    let next = s.expect_contains("tag=one score=");
+    assert_eq!(
+        field(&next, "score"),
+        Some(before + 1),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 14, "{}", s.transcript());
+}

@@ -40,6 +40,24 @@ use hotreload_abi::HostContext;
 /// little (see `benches/isolated.rs`).
 pub const WARM_LEAD: Duration = Duration::from_micros(100);
 
+/// The version a state's bytes belong to, and what they mean to it.
+#[derive(Clone)]
+pub(super) struct Owner {
+    version: u64,
+    state_version: u32,
+    layout: Option<std::sync::Arc<Layout>>,
+}
+
+impl Owner {
+    pub(super) fn of(plugin: &Plugin) -> Owner {
+        Owner {
+            version: plugin.version(),
+            state_version: plugin.state_version(),
+            layout: plugin.layout().cloned(),
+        }
+    }
+}
+
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
@@ -161,6 +179,11 @@ pub struct TickLoop {
     state: Option<State>,
     /// Shared with the engine handle, which saves it on a forced exit.
     snapshot: SharedSnapshot,
+    /// Whose layout the state's bytes are in: the running version's, or,
+    /// while ticking is paused after a fault, the version that faulted
+    /// (the state was restored to its snapshot, in its layout). What is
+    /// saved and shown goes by this, not by whichever version runs.
+    owner: Option<Owner>,
     /// `init` has completed once; it never runs again.
     initialized: bool,
     current: Option<Plugin>,
@@ -203,6 +226,7 @@ impl TickLoop {
             output,
             state: None,
             snapshot,
+            owner: None,
             initialized: false,
             current: None,
             earlier: VecDeque::new(),
@@ -545,7 +569,12 @@ impl TickLoop {
                 note,
                 size: state.size(),
                 tick: self.ticks,
-                version: self.current.as_ref().map_or(0, Plugin::version),
+                version: match (&self.current, &self.owner) {
+                    (Some(plugin), _) => plugin.version(),
+                    (None, Some(owner)) => owner.version,
+                    (None, None) => 0,
+                },
+                paused: self.current.is_none(),
                 head: state.bytes()[..state.size().min(STATE_HEAD)].to_vec(),
                 fields: self.describe(state),
             },
@@ -555,6 +584,7 @@ impl TickLoop {
                 size: 0,
                 tick: 0,
                 version: 0,
+                paused: false,
                 head: Vec::new(),
                 fields: None,
             },
@@ -570,11 +600,11 @@ impl TickLoop {
         if !self.settings.saving {
             return;
         }
-        let current = self.current.as_ref();
+        let owner = self.owner.as_ref();
         (self.output)(TickOutput::Save(Save {
             bytes: state.bytes().to_vec(),
-            state_version: current.map_or(0, Plugin::state_version),
-            layout: current.and_then(|p| p.layout().cloned()),
+            state_version: owner.map_or(0, |o| o.state_version),
+            layout: owner.and_then(|o| o.layout.clone()),
             tick: self.ticks,
             at_exit,
         }));
@@ -586,7 +616,9 @@ impl TickLoop {
     /// call; one that faults or hangs is said once and not called again
     /// for that version (it cannot change the state: it gets it read-only).
     fn describe(&mut self, state: &State) -> Option<String> {
-        let plugin = self.current.as_ref()?;
+        let Some(plugin) = self.current.as_ref() else {
+            return self.fields_of(state);
+        };
         let asked = !self.settings.state_fields.is_empty() && plugin.layout().is_some();
         if !asked && plugin.has_describe() && !self.describe_off.contains(&plugin.version()) {
             let watch = self.watch.as_ref();
@@ -612,10 +644,18 @@ impl TickLoop {
                 }
             }
         }
-        let plugin = self.current.as_ref()?;
-        plugin
-            .layout()
-            .map(|l| crate::layout::format_state(l, state.bytes(), &self.settings.state_fields))
+        self.fields_of(state)
+    }
+
+    /// The state by field, in the layout of the version it belongs to
+    /// (while paused, the faulted version's): no plugin code runs.
+    fn fields_of(&self, state: &State) -> Option<String> {
+        let layout = self.owner.as_ref()?.layout.as_ref()?;
+        Some(crate::layout::format_state(
+            layout,
+            state.bytes(),
+            &self.settings.state_fields,
+        ))
     }
 }
 

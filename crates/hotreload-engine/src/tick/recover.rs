@@ -5,7 +5,7 @@ use crate::event::{Event, FaultReport, Recovery};
 use crate::guard::{self, Fault};
 use crate::plugin::Plugin;
 
-use super::{TickLoop, TickOutput};
+use super::{Owner, TickLoop, TickOutput};
 
 impl TickLoop {
     /// After a fault in `call`: put the state back (if the fault came during
@@ -57,6 +57,7 @@ impl TickLoop {
                 let to = previous.version();
                 self.snapshot
                     .set_owner(previous.state_version(), previous.layout().cloned());
+                self.owner = Some(Owner::of(&previous));
                 self.current = Some(previous);
                 Recovery::RolledBack {
                     to,

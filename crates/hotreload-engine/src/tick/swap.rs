@@ -13,7 +13,7 @@ use crate::plugin::{Hook, Plugin};
 use crate::state::State;
 use crate::tick::schedule::Schedule;
 
-use super::{Fresh, Migration, Refusal, TickLoop, TickOutput};
+use super::{Fresh, Migration, Owner, Refusal, TickLoop, TickOutput};
 
 impl TickLoop {
     pub(super) fn install(
@@ -48,6 +48,7 @@ impl TickLoop {
                 plugin.state_version(),
                 plugin.layout().cloned(),
             );
+            self.owner = Some(Owner::of(&plugin));
             self.state = Some(state);
             if fresh.restored.is_some() {
                 // A restored state was initialised in an earlier run.
@@ -104,6 +105,7 @@ impl TickLoop {
         };
         self.snapshot
             .set_owner(plugin.state_version(), plugin.layout().cloned());
+        self.owner = Some(Owner::of(&plugin));
         if let Some(old) = self.current.replace(plugin) {
             self.earlier.push_front(old);
             while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
@@ -121,6 +123,17 @@ impl TickLoop {
             }
             self.report(StateMoment::Initial);
         } else {
+            // A fault in on_reload goes back to the state as it was handed
+            // over (migrated, if it was), not to the one before the last
+            // tick, which the running version had already moved on from.
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|p| p.has_hook(Hook::OnReload))
+                && let Some(state) = &self.state
+            {
+                self.snapshot.take(state, self.ticks);
+            }
             if let Err(fault) = self.call_hook(Hook::OnReload, calls) {
                 self.recover("on_reload", fault, true);
                 return;
@@ -291,6 +304,7 @@ impl TickLoop {
             .map_err(|unfit| rollback_refusal(&unfit.reason(), &unfit.field))?;
         self.snapshot
             .reset(back.size(), to.state_version(), to.layout().cloned());
+        self.owner = Some(Owner::of(to));
         self.state = Some(back);
         let account = plan.summary_after(&applied);
         Ok(Some(if account.is_empty() {
