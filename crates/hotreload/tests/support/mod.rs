@@ -6,6 +6,7 @@
 
 pub mod corrupt;
 pub mod editor;
+pub mod hostile;
 pub mod plugin;
 
 use std::io::{BufRead, BufReader};
