@@ -161,7 +161,7 @@ fn run(cells: Vec<Cell>, skipped: Vec<(Mode, String)>) -> Results {
     let verdicts: Vec<Verdict> = in_parallel(&cells, jobs, |c| {
         let v = cell::run(c, &builds, user);
         let n = count.fetch_add(1, Ordering::Relaxed) + 1;
-        if !v.clean() || n % 50 == 0 {
+        if !v.clean() || n.is_multiple_of(50) {
             eprintln!(
                 "matrix {n}/{}: {} {}: {}",
                 cells.len(),

@@ -47,6 +47,8 @@ const STOP_WAIT: Duration = Duration::from_secs(10);
 const BAD_TICKS: usize = SERVER_TICK as usize + 6;
 /// Ticks after every other step.
 const SETTLE_TICKS: usize = 3;
+/// Ticks of the last stretch, in which threads are watched for spinning.
+const QUIET_TICKS: usize = 40;
 
 /// How the server under test runs plugin code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -273,10 +275,12 @@ enum Moment {
 fn state_line(line: &str) -> Option<(i64, Moment, Option<u64>)> {
     let rest = line.strip_prefix("[state] ")?;
     let score = field(rest, "score")?;
-    let open = rest.rfind('(')?;
-    let tail = rest[open + 1..].strip_suffix(')')?;
+    // The fields are numbers: the first parenthesis opens the moment,
+    // which may hold parentheses of its own.
+    let open = rest.find(" (")?;
+    let tail = rest[open + 2..].strip_suffix(')')?;
     let version = tail
-        .rsplit(|c: char| c == ' ' || c == ';' || c == '(')
+        .rsplit([' ', ';', '('])
         .find_map(|w| w.trim_end_matches(',').strip_prefix('v')?.parse().ok());
     let moment = if tail.starts_with("initial") {
         Moment::Initial
@@ -629,6 +633,67 @@ fn group_members(pgid: i32) -> Vec<i32> {
     found
 }
 
+/// How long each thread of `pid` has been runnable (on a core or waiting
+/// for one, from /proc/PID/task/TID/schedstat), with its name.
+fn runnable(pid: i32) -> HashMap<i32, (String, Duration)> {
+    let mut found = HashMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let (Ok(sched), Ok(name)) = (
+            std::fs::read_to_string(task.path().join("schedstat")),
+            std::fs::read_to_string(task.path().join("comm")),
+        ) else {
+            continue; // gone meanwhile
+        };
+        let ns: Vec<u64> = sched
+            .split_whitespace()
+            .take(2)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        if let [on_cpu, waiting] = ns[..] {
+            found.insert(
+                tid,
+                (
+                    name.trim().to_owned(),
+                    Duration::from_nanos(on_cpu + waiting),
+                ),
+            );
+        }
+    }
+    found
+}
+
+/// Threads that were runnable nearly all the time between two samples
+/// taken `wall` apart: nothing in a healthy server spins. (Runnable rather
+/// than on a core, so that it does not depend on how busy the machine is.)
+fn spinning(
+    before: &HashMap<i32, (String, Duration)>,
+    after: &HashMap<i32, (String, Duration)>,
+    wall: Duration,
+) -> Vec<String> {
+    let mut busy = Vec::new();
+    for (tid, (name, total)) in after {
+        let used = total.saturating_sub(before.get(tid).map_or(Duration::ZERO, |b| b.1));
+        if wall >= Duration::from_millis(100) && used.as_secs_f64() > wall.as_secs_f64() * 0.7 {
+            busy.push(format!(
+                "thread {tid} ({name}) was runnable {:.0}% of a quiet {} ms",
+                100.0 * used.as_secs_f64() / wall.as_secs_f64(),
+                wall.as_millis()
+            ));
+        }
+    }
+    busy
+}
+
 /// Puts `library` in place of the build's output, in one rename.
 fn place(dir: &Path, library: &Path) {
     let tmp = dir.join("logic.so.tmp");
@@ -692,6 +757,16 @@ pub fn run(cell: &Cell, builds: &Builds, user: User) -> Verdict {
         run.must_swap(dir, builds, last);
         run.settle(SETTLE_TICKS, Duration::ZERO);
     }
+    // Last, a quiet stretch in which no thread should keep a core busy
+    // (hangs the scenario caused are over by now).
+    if !run.done() {
+        let before = (Instant::now(), runnable(run.pid));
+        run.settle(QUIET_TICKS, Duration::ZERO);
+        if !run.gone() {
+            let busy = spinning(&before.1, &runnable(run.pid), before.0.elapsed());
+            run.damage.extend(busy);
+        }
+    }
     run.stop();
     let hung_at_stop = run.stop_sent && run.status.is_none() && !run.stopped;
     if run.status.is_none() {
@@ -734,7 +809,16 @@ fn restore(dir: &Path, user: User) -> Result<i64, String> {
     let result = match found {
         Waited::Line(line) => match state_line(&line) {
             Some((score, Moment::Restored, _)) => Ok(score),
-            _ => Err(format!("the restart did not restore it: {line}")),
+            _ => Err(format!(
+                "the restart did not restore it: {}",
+                server
+                    .lines()
+                    .iter()
+                    .filter(|l| !l.starts_with("[plugin]"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            )),
         },
         _ => Err(format!("the restart showed no state: {:?}", server.lines())),
     };
@@ -767,9 +851,10 @@ fn how(status: ExitStatus) -> String {
 }
 
 /// Lines of the host's that could explain something: not the plugin's, not
-/// a trial's detail, not state lines, not the narration of a stop.
+/// state lines, not the narration of a stop. A trial's detail (`  | `, what
+/// the probe printed, shown under its rejection) is part of the rejection.
 fn explains(line: &str, says: &[&str]) -> bool {
-    line.starts_with('[')
+    (line.starts_with('[') || line.starts_with("  | "))
         && !line.starts_with("[plugin]")
         && !line.starts_with("[state] score=")
         && !line.starts_with("[server] stopping (")
@@ -832,6 +917,7 @@ fn judge(
     }
     // The state: every tick adds the step of the version that ran it.
     let mut score: Option<i64> = None;
+    let mut breaks = Vec::new();
     for line in &lines {
         let Some((n, moment, version)) = state_line(line) else {
             continue;
@@ -841,7 +927,7 @@ fn judge(
             Moment::Ticked => match version.and_then(|k| run.steps.get(&k)) {
                 Some(step) => score.map(|s| s + step),
                 None => {
-                    v.lost.push(format!("a tick of an unknown version: {line}"));
+                    breaks.push(format!("a tick of an unknown version: {line}"));
                     None
                 }
             },
@@ -851,9 +937,16 @@ fn judge(
         if let Some(e) = expected
             && e != n
         {
-            v.lost.push(format!("expected score={e}, found: {line}"));
+            breaks.push(format!("expected score={e}, found: {line}"));
         }
         score = Some(n);
+    }
+    if run.strays.is_empty() {
+        v.lost.append(&mut breaks);
+    } else if let Some(first) = breaks.first() {
+        // Lines of two tick loops, each consistent in itself, interleave.
+        v.damage
+            .push(format!("a second process printed state lines ({first})"));
     }
     match (restored, score) {
         (Ok(got), Some(want)) if got != want => v.lost.push(format!(
