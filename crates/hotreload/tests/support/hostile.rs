@@ -376,10 +376,10 @@ impl Place {
 /// 3 ticks.
 pub const SERVER_TICK: u32 = 5;
 
-/// A plugin for the matrix: a counter that adds `step` every tick, with a
-/// behaviour at a place, or with a stack overflow at its
-/// [`SERVER_TICK`]th tick (`fault_later`: the runner's check that the crash
-/// guard still works), or neither.
+/// A plugin for the matrix: a counter that adds `step` every tick and
+/// prints `[plugin] tag=<tag> score=<score>`, with a behaviour at a place,
+/// and (`fault_later`) a stack overflow at its [`SERVER_TICK`]th tick: the
+/// check that the crash guard still works after what came before.
 #[derive(Clone, Copy)]
 pub struct Plugin {
     pub tag: &'static str,
@@ -402,10 +402,10 @@ impl Plugin {
     pub fn file_name(&self) -> String {
         let what = match self.hostile {
             Some((place, b)) => format!("{}-{}", b.name, place.short()),
-            None if self.fault_later => "fault-later".to_owned(),
             None => "good".to_owned(),
         };
-        format!("{}-{}-{what}.so", self.tag, self.step)
+        let later = if self.fault_later { "-fault-later" } else { "" };
+        format!("{}-{}-{what}{later}.so", self.tag, self.step)
     }
 
     fn at(&self, place: Place) -> bool {
@@ -432,12 +432,14 @@ impl Plugin {
         } else {
             ("", "")
         };
-        let tick_hook = match self.hostile {
+        let mut tick_hook = match self.hostile {
             Some((Place::TickServer, _)) => format!("if (calls == {SERVER_TICK}) hostile(p);"),
             Some((Place::TickTrial, _)) => "if (calls == 2) hostile(p);".to_owned(),
-            _ if self.fault_later => format!("if (calls == {SERVER_TICK}) hr_recurse(0);"),
             _ => String::new(),
         };
+        if self.fault_later {
+            tick_hook.push_str(&format!(" if (calls == {SERVER_TICK}) hr_recurse(0);"));
+        }
         let ctor = if self.at(Place::Constructor) {
             "__attribute__((constructor)) static void hr_ctor(void) { hostile(0); }"
         } else {
