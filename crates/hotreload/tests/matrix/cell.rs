@@ -633,9 +633,18 @@ fn group_members(pgid: i32) -> Vec<i32> {
     found
 }
 
-/// How long each thread of `pid` has been runnable (on a core or waiting
-/// for one, from /proc/PID/task/TID/schedstat), with its name.
-fn runnable(pid: i32) -> HashMap<i32, (String, Duration)> {
+/// What one thread has done so far.
+struct ThreadTimes {
+    name: String,
+    on_cpu: Duration,
+    /// On a core, or waiting for one.
+    runnable: Duration,
+    /// Times it gave up its core (to sleep, to wait).
+    voluntary: u64,
+}
+
+/// Each thread of `pid`, from /proc/PID/task/TID (`schedstat`, `status`).
+fn threads(pid: i32) -> HashMap<i32, ThreadTimes> {
     let mut found = HashMap::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return found;
@@ -648,9 +657,9 @@ fn runnable(pid: i32) -> HashMap<i32, (String, Duration)> {
         else {
             continue;
         };
-        let (Ok(sched), Ok(name)) = (
+        let (Ok(sched), Ok(status)) = (
             std::fs::read_to_string(task.path().join("schedstat")),
-            std::fs::read_to_string(task.path().join("comm")),
+            std::fs::read_to_string(task.path().join("status")),
         ) else {
             continue; // gone meanwhile
         };
@@ -659,35 +668,64 @@ fn runnable(pid: i32) -> HashMap<i32, (String, Duration)> {
             .take(2)
             .filter_map(|t| t.parse().ok())
             .collect();
-        if let [on_cpu, waiting] = ns[..] {
+        let value = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+        };
+        if let (&[on_cpu, waiting], Some(name), Some(voluntary)) = (
+            &ns[..],
+            value("Name:"),
+            value("voluntary_ctxt_switches:").and_then(|v| v.parse().ok()),
+        ) {
             found.insert(
                 tid,
-                (
-                    name.trim().to_owned(),
-                    Duration::from_nanos(on_cpu + waiting),
-                ),
+                ThreadTimes {
+                    name,
+                    on_cpu: Duration::from_nanos(on_cpu),
+                    runnable: Duration::from_nanos(on_cpu + waiting),
+                    voluntary,
+                },
             );
         }
     }
     found
 }
 
-/// Threads that were runnable nearly all the time between two samples
-/// taken `wall` apart: nothing in a healthy server spins. (Runnable rather
-/// than on a core, so that it does not depend on how busy the machine is.)
+/// Threads that spun between two samples taken `wall` apart: runnable
+/// nearly all the time, on a core a good part of it, and hardly ever
+/// giving it up. Nothing in a healthy server does that; a thread that
+/// merely waits its turn on a busy machine gives its core up each time it
+/// sleeps (a tick thread: 40 times in 200 ms).
 fn spinning(
-    before: &HashMap<i32, (String, Duration)>,
-    after: &HashMap<i32, (String, Duration)>,
+    before: &HashMap<i32, ThreadTimes>,
+    after: &HashMap<i32, ThreadTimes>,
     wall: Duration,
 ) -> Vec<String> {
     let mut busy = Vec::new();
-    for (tid, (name, total)) in after {
-        let used = total.saturating_sub(before.get(tid).map_or(Duration::ZERO, |b| b.1));
-        if wall >= Duration::from_millis(100) && used.as_secs_f64() > wall.as_secs_f64() * 0.7 {
+    if wall < Duration::from_millis(100) {
+        return busy;
+    }
+    for (tid, now) in after {
+        let then = before.get(tid);
+        let share = |d: Duration| d.as_secs_f64() / wall.as_secs_f64();
+        let runnable = share(
+            now.runnable
+                .saturating_sub(then.map_or(Duration::ZERO, |t| t.runnable)),
+        );
+        let on_cpu = share(
+            now.on_cpu
+                .saturating_sub(then.map_or(Duration::ZERO, |t| t.on_cpu)),
+        );
+        let slept = now.voluntary - then.map_or(0, |t| t.voluntary.min(now.voluntary));
+        if runnable > 0.7 && on_cpu > 0.1 && slept < 5 {
             busy.push(format!(
-                "thread {tid} ({name}) was runnable {:.0}% of a quiet {} ms",
-                100.0 * used.as_secs_f64() / wall.as_secs_f64(),
-                wall.as_millis()
+                "thread {tid} ({}) spun: runnable {:.0}% of a quiet {} ms, on a core {:.0}%, slept {slept} times",
+                now.name,
+                100.0 * runnable,
+                wall.as_millis(),
+                100.0 * on_cpu,
             ));
         }
     }
@@ -760,10 +798,10 @@ pub fn run(cell: &Cell, builds: &Builds, user: User) -> Verdict {
     // Last, a quiet stretch in which no thread should keep a core busy
     // (hangs the scenario caused are over by now).
     if !run.done() {
-        let before = (Instant::now(), runnable(run.pid));
+        let before = (Instant::now(), threads(run.pid));
         run.settle(QUIET_TICKS, Duration::ZERO);
         if !run.gone() {
-            let busy = spinning(&before.1, &runnable(run.pid), before.0.elapsed());
+            let busy = spinning(&before.1, &threads(run.pid), before.0.elapsed());
             run.damage.extend(busy);
         }
     }
