@@ -10,7 +10,7 @@
 mod support;
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt, symlink};
+use std::os::unix::fs::{DirBuilderExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
@@ -379,29 +379,6 @@ fn a_link_to_a_folder_is_not_followed_and_said_so() {
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 
-/// Starts the server in `dir` as the unprivileged user `nobody`, for whom a
-/// folder of root's with mode 0700 can be neither read nor watched. Only
-/// root can start it so: elsewhere `None`, and the test says it skipped.
-fn start_as_nobody(dir: &Path, args: &[&str]) -> Option<Server> {
-    // SAFETY: geteuid only reads the calling process's credentials.
-    if unsafe { libc::geteuid() } != 0 {
-        use std::io::Write as _;
-        let test = std::thread::current().name().unwrap_or("test").to_owned();
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED {test}: needs root to start the server as another user"
-        );
-        return None;
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).expect("chmod");
-    let mut command = Command::new("setpriv");
-    command
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(support::binary())
-        .args(args);
-    Some(Server::start_command(dir, command))
-}
-
 /// Makes `path` a folder only its owner (root) can read, in one step: the
 /// server may watch it the moment it exists, and inotify checks permission
 /// only then.
@@ -428,7 +405,7 @@ fn a_folder_that_cannot_be_watched_is_said_and_the_rest_still_is() {
         "--tick-ms",
         "10",
     ];
-    let Some(mut s) = start_as_nobody(dir.path(), &args) else {
+    let Some(mut s) = support::start_as_nobody(dir.path(), &args) else {
         return;
     };
     let said = s.expect_prefix("[watch] cannot watch secret: ");

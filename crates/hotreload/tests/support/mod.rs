@@ -6,6 +6,7 @@
 
 pub mod corrupt;
 pub mod editor;
+pub mod hostile;
 pub mod plugin;
 
 use std::io::{BufRead, BufReader};
@@ -285,6 +286,32 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts the server in `dir` with `args` as the unprivileged user
+/// `nobody` (`dir` is made writable for it), for whom permissions count:
+/// a folder of root's with mode 0700 can be neither read nor watched, a
+/// file of mode 000 cannot be read. Only root can start it so: elsewhere
+/// `None`, and the test says it skipped.
+pub fn start_as_nobody(dir: &Path, args: &[&str]) -> Option<Server> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid only reads the calling process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::io::Write as _;
+        let test = thread::current().name().unwrap_or("test").to_owned();
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: needs root to start the server as another user"
+        );
+        return None;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let mut command = Command::new("setpriv");
+    command
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(binary())
+        .args(args);
+    Some(Server::start_command(dir, command))
 }
 
 /// A fresh work folder with the ABI header in it.
