@@ -129,6 +129,36 @@ pub enum Event {
     },
     /// The crash guard's handlers for these signals had been replaced (by
     /// plugin code going around the interposers); they are back.
+    /// A thread plugin code started crashed outside any call; the guard
+    /// stopped it for good. `version`: the running version, when the crash
+    /// was in its code (its fault follows); else the code is a retired
+    /// version's, or no plugin's.
+    /// Plugin code changed a process-wide setting the server relies on (the
+    /// umask, a resource limit, the working folder, a standard descriptor);
+    /// found by [`crate::guard::baseline::settle`] and put back where it
+    /// could be. `version`: the version whose code ran last, if known;
+    /// `during`: what it was running (`init`, `constructor`, `ticking`).
+    ProcessDrift {
+        version: Option<u64>,
+        during: &'static str,
+        drift: Vec<crate::guard::baseline::Drift>,
+    },
+    /// The server was asked to stop while `version`'s worker was stopped
+    /// mid-call: it is ended as a hung one (the call's state is undone).
+    WorkerStoppedAtExit {
+        version: u64,
+        pid: u32,
+    },
+    PluginThreadStopped {
+        tid: i32,
+        version: Option<u64>,
+        /// What it did and where: `SIGSEGV (address not mapped) at 0x0 in
+        /// worker+0x12 (logic.c:40)`.
+        cause: String,
+        /// It called `exit` (or the like), and only it ended; else it
+        /// crashed, and is stopped for good.
+        exited: bool,
+    },
     HandlersReasserted {
         signals: Vec<i32>,
     },

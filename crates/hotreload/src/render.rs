@@ -174,6 +174,17 @@ impl Renderer {
                         "[guard] v{version} changed the signal mask in {call}; the host's mask is put back after every call (a blocked signal would make a fault or Ctrl-C fatal)\n"
                     ));
                 }
+                for fd in &repair.std_closed {
+                    out.push_str(&format!(
+                        "[guard] v{version} closed descriptor {fd} ({}) in {call}; /dev/null stands in for it, so that no file of the server's takes its number (what the plugin writes there goes nowhere)\n",
+                        ["standard input", "standard output", "standard error"][*fd as usize]
+                    ));
+                }
+                if repair.altstack_restored {
+                    out.push_str(&format!(
+                        "[guard] v{version} disabled or replaced the alternate signal stack in {call}; the host's is put back (without it a stack overflow would be fatal)\n"
+                    ));
+                }
                 if !repair.refused.is_empty() {
                     let names: Vec<String> = repair.refused.iter().map(|s| signal_name(*s)).collect();
                     out.push_str(&format!(
@@ -184,6 +195,49 @@ impl Renderer {
                     ));
                 }
                 out
+            }
+            Event::ProcessDrift { version, during, drift } => {
+                let who = match version {
+                    Some(v) => format!("v{v}"),
+                    None => "plugin code".to_owned(),
+                };
+                drift
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "[guard] {who} changed {} ({during}); {}\n",
+                            d.what,
+                            if d.restored {
+                                "the server's is put back"
+                            } else {
+                                "it could not be put back"
+                            }
+                        )
+                    })
+                    .collect()
+            }
+            Event::WorkerStoppedAtExit { version, pid } => format!(
+                "[guard] the server is stopping while v{version}'s worker (pid {pid}) is stopped mid-call; it is ended, as a hung one would be\n"
+            ),
+            Event::PluginThreadStopped {
+                tid,
+                version,
+                cause,
+                exited,
+            } => {
+                let what = if *exited {
+                    format!("{cause}; only that thread ended, not the server")
+                } else {
+                    format!("crashed: {cause}; that thread is stopped for good (its code stays mapped)")
+                };
+                match version {
+                    Some(v) => format!(
+                        "[guard] a thread v{v} started (tid {tid}) {what}, and v{v} is treated as faulted\n"
+                    ),
+                    None => format!(
+                        "[guard] a thread plugin code started (tid {tid}) {what}; the running version is not blamed\n"
+                    ),
+                }
             }
             Event::HandlersReasserted { signals } => {
                 let names: Vec<String> = signals.iter().map(|s| signal_name(*s)).collect();

@@ -13,24 +13,48 @@
  * a fault of its version (rolled back like a crash); anywhere else they do
  * exactly what the C library's would, so the host's own exits are untouched.
  *
- * What cannot be caught this way: the exit_group system call made directly,
- * SIGKILL, and a call from a thread the plugin started (that thread is not
- * inside a guarded call). The isolated mode is for those.
+ * The exec family replaces the process as surely as exit ends it: called
+ * inside a guarded call of the host's own process it is a fault of its
+ * version too. In the child of a fork plugin code made, every one of these
+ * is the C library's own: that process is the plugin's (fork and exec is
+ * how it runs a program), and it never returns into the host's code (see
+ * hr_guard_in_forked_child).
+ *
+ * What cannot be caught this way: the exit_group and execve system calls
+ * made directly, SIGKILL, and a call from a thread the plugin started (that
+ * thread is not inside a guarded call). The isolated mode is for those.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Pseudo-signals in a fault record: negative, so never a real signal. */
 #define HR_LEFT_EXIT (-1)        /* exit(), _exit(), _Exit(), quick_exit() */
 #define HR_LEFT_THREAD_EXIT (-2) /* pthread_exit() */
+#define HR_LEFT_EXEC (-5)        /* the exec family */
 
 void hr_guard_leave_if_inside(int signo, int code, void* pc);
+int hr_guard_plugin_thread_leaving(int signo, int code, void* pc);
+
+/* An exit called on a thread plugin code started (not inside a guarded
+ * call) ends that thread, not the server: the tick loop reports it as that
+ * version's fault (see hr_guard_plugin_thread_leaving). */
+static void hr_end_plugin_thread_if_one(int status, void* pc) {
+    if (hr_guard_plugin_thread_leaving(HR_LEFT_EXIT, status, pc)) {
+        void (*real)(void*) = (void (*)(void*))dlsym(RTLD_NEXT, "pthread_exit");
+        if (real != NULL) {
+            real(NULL);
+        }
+    }
+}
 
 /* The C library's own definition of `name`, the next one after this
  * executable's in lookup order. */
@@ -46,6 +70,7 @@ __attribute__((noreturn)) static void hr_exit_group(int status) {
 
 __attribute__((visibility("default"), noreturn)) void exit(int status) {
     hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
     void (*real)(int) = (void (*)(int))hr_next("exit");
     if (real != NULL) {
         real(status);
@@ -55,6 +80,7 @@ __attribute__((visibility("default"), noreturn)) void exit(int status) {
 
 __attribute__((visibility("default"), noreturn)) void quick_exit(int status) {
     hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
     void (*real)(int) = (void (*)(int))hr_next("quick_exit");
     if (real != NULL) {
         real(status);
@@ -65,11 +91,13 @@ __attribute__((visibility("default"), noreturn)) void quick_exit(int status) {
 /* _exit and _Exit run nothing: they are the system call. */
 __attribute__((visibility("default"), noreturn)) void _exit(int status) {
     hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
     hr_exit_group(status);
 }
 
 __attribute__((visibility("default"), noreturn)) void _Exit(int status) {
     hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
     hr_exit_group(status);
 }
 
@@ -83,6 +111,134 @@ __attribute__((visibility("default"), noreturn)) void pthread_exit(void* value) 
     abort();
 }
 
+typedef int (*hr_execve_fn)(const char*, char* const[], char* const[]);
+typedef int (*hr_execv_fn)(const char*, char* const[]);
+typedef int (*hr_execvpe_fn)(const char*, char* const[], char* const[]);
+typedef int (*hr_fexecve_fn)(int, char* const[], char* const[]);
+typedef int (*hr_execveat_fn)(int, const char*, char* const[], char* const[], int);
+
+extern char** environ;
+
+/* An exec from plugin code inside a guarded call ends that call, as a
+ * fault of its version; outside one (the host's own, or in a forked child)
+ * it goes on to the C library's. */
+#define HR_LEAVE_ON_EXEC() \
+    hr_guard_leave_if_inside(HR_LEFT_EXEC, 0, __builtin_return_address(0))
+
+__attribute__((visibility("default"))) int execve(const char* path, char* const argv[],
+                                                  char* const envp[]) {
+    HR_LEAVE_ON_EXEC();
+    hr_execve_fn real = (hr_execve_fn)hr_next("execve");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(path, argv, envp);
+}
+
+__attribute__((visibility("default"))) int execv(const char* path, char* const argv[]) {
+    HR_LEAVE_ON_EXEC();
+    hr_execv_fn real = (hr_execv_fn)hr_next("execv");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(path, argv);
+}
+
+__attribute__((visibility("default"))) int execvp(const char* file, char* const argv[]) {
+    HR_LEAVE_ON_EXEC();
+    hr_execv_fn real = (hr_execv_fn)hr_next("execvp");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(file, argv);
+}
+
+__attribute__((visibility("default"))) int execvpe(const char* file, char* const argv[],
+                                                   char* const envp[]) {
+    HR_LEAVE_ON_EXEC();
+    hr_execvpe_fn real = (hr_execvpe_fn)hr_next("execvpe");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(file, argv, envp);
+}
+
+__attribute__((visibility("default"))) int fexecve(int fd, char* const argv[],
+                                                   char* const envp[]) {
+    HR_LEAVE_ON_EXEC();
+    hr_fexecve_fn real = (hr_fexecve_fn)hr_next("fexecve");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(fd, argv, envp);
+}
+
+__attribute__((visibility("default"))) int execveat(int dirfd, const char* path,
+                                                    char* const argv[], char* const envp[],
+                                                    int flags) {
+    HR_LEAVE_ON_EXEC();
+    hr_execveat_fn real = (hr_execveat_fn)hr_next("execveat");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(dirfd, path, argv, envp, flags);
+}
+
+/* The list forms gather their arguments (as many as fit in a page of
+ * pointers; beyond that, E2BIG as the kernel would say) and go through the
+ * vector forms above. */
+#define HR_EXEC_MAX_ARGS 512
+
+static int hr_gather(const char* first, va_list ap, char** argv) {
+    int n = 0;
+    argv[n++] = (char*)first;
+    while (argv[n - 1] != NULL) {
+        if (n == HR_EXEC_MAX_ARGS) {
+            errno = E2BIG;
+            return -1;
+        }
+        argv[n++] = va_arg(ap, char*);
+    }
+    return n;
+}
+
+__attribute__((visibility("default"))) int execl(const char* path, const char* arg, ...) {
+    HR_LEAVE_ON_EXEC();
+    char* argv[HR_EXEC_MAX_ARGS];
+    va_list ap;
+    va_start(ap, arg);
+    int n = hr_gather(arg, ap, argv);
+    va_end(ap);
+    return n < 0 ? -1 : execv(path, argv);
+}
+
+__attribute__((visibility("default"))) int execlp(const char* file, const char* arg, ...) {
+    HR_LEAVE_ON_EXEC();
+    char* argv[HR_EXEC_MAX_ARGS];
+    va_list ap;
+    va_start(ap, arg);
+    int n = hr_gather(arg, ap, argv);
+    va_end(ap);
+    return n < 0 ? -1 : execvp(file, argv);
+}
+
+__attribute__((visibility("default"))) int execle(const char* path, const char* arg, ...) {
+    HR_LEAVE_ON_EXEC();
+    char* argv[HR_EXEC_MAX_ARGS];
+    va_list ap;
+    va_start(ap, arg);
+    int n = hr_gather(arg, ap, argv);
+    char* const* envp = n < 0 ? NULL : va_arg(ap, char* const*);
+    va_end(ap);
+    return n < 0 ? -1 : execve(path, argv, envp);
+}
+
 /* Every interposer of the guard's, in the order of interposed.txt (the list
  * the hotreload executable exports), with this executable's definition. */
 int sigaction(int, const struct sigaction*, struct sigaction*);
@@ -91,6 +247,9 @@ sighandler_t sigset(int, sighandler_t);
 int sigprocmask(int, const sigset_t*, sigset_t*);
 int pthread_sigmask(int, const sigset_t*, sigset_t*);
 int pthread_create(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+int timer_create(clockid_t, struct sigevent*, timer_t*);
+int timer_delete(timer_t);
+int close(int);
 
 /* sigset is obsolete, and interposed for plugins that still call it. */
 #pragma GCC diagnostic push
@@ -110,6 +269,18 @@ static const struct {
     {"sigprocmask", (const void*)sigprocmask},
     {"pthread_sigmask", (const void*)pthread_sigmask},
     {"pthread_create", (const void*)pthread_create},
+    {"execve", (const void*)execve},
+    {"execv", (const void*)execv},
+    {"execvp", (const void*)execvp},
+    {"execvpe", (const void*)execvpe},
+    {"fexecve", (const void*)fexecve},
+    {"execveat", (const void*)execveat},
+    {"execl", (const void*)execl},
+    {"execlp", (const void*)execlp},
+    {"execle", (const void*)execle},
+    {"timer_create", (const void*)timer_create},
+    {"timer_delete", (const void*)timer_delete},
+    {"close", (const void*)close},
 };
 #pragma GCC diagnostic pop
 #define HR_INTERPOSED (sizeof hr_interposed / sizeof hr_interposed[0])

@@ -14,6 +14,7 @@
 //! `benches/dispatch.rs`); elsewhere about 1.5 ns. cr.h's `sigsetjmp(env, 1)`
 //! costs ~110 ns.
 
+pub mod baseline;
 pub mod process;
 mod symbolize;
 pub mod threads;
@@ -47,6 +48,8 @@ unsafe extern "C" {
     fn hr_guard_thread_init(size: usize) -> c_int;
     fn hr_guard_thread_fini();
     fn hr_last_fault(out: *mut RawFault);
+    fn hr_take_thread_crash(out: *mut RawFault, tid: *mut c_int) -> c_int;
+    fn hr_guard_thread_exits_end_the_process();
     fn hr_interposers_missing(out: *mut std::ffi::c_char, len: usize);
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
@@ -117,6 +120,11 @@ pub struct Fault {
 /// killed it.
 pub const WORKER_DIED: i32 = -4;
 
+/// In a [`Fault`]'s `signal`: an isolated worker did not answer within the
+/// timeout because its process was stopped (SIGSTOP, or a debugger), where
+/// nothing waits for a stopped one: a hang, killed as one.
+pub const WORKER_STOPPED: i32 = -6;
+
 /// The exit status of an isolated worker whose calling thread plugin code
 /// ended (a raw `SYS_exit`, which no interposer sees): the worker ends itself
 /// with it rather than leave the host waiting on a thread that is gone.
@@ -128,10 +136,13 @@ pub const LEFT_BY_EXIT: i32 = -1;
 /// In a [`Fault`]'s `signal`: plugin code called `pthread_exit` on the
 /// thread that called it.
 pub const LEFT_BY_THREAD_EXIT: i32 = -2;
+/// In a [`Fault`]'s `signal`: plugin code called one of the exec family,
+/// which would replace the host.
+pub const LEFT_BY_EXEC: i32 = -5;
 
 impl Fault {
     pub fn is_timeout(&self) -> bool {
-        self.signal == timeout_signal()
+        self.signal == timeout_signal() || self.signal == WORKER_STOPPED
     }
 
     /// A timer signal that plugin code's timer sent while no plugin code
@@ -161,11 +172,17 @@ impl Fault {
     /// A call that ended because plugin code tried to end the process or
     /// the thread, not by a signal.
     pub fn is_exit(&self) -> bool {
-        matches!(self.signal, LEFT_BY_EXIT | LEFT_BY_THREAD_EXIT)
+        matches!(
+            self.signal,
+            LEFT_BY_EXIT | LEFT_BY_THREAD_EXIT | LEFT_BY_EXEC
+        )
     }
 
     /// "SIGSEGV (address not mapped) at 0x0", "timeout", ...
     pub fn describe(&self) -> String {
+        if self.signal == WORKER_STOPPED {
+            return "timeout: the worker process was stopped (SIGSTOP, or a debugger) and hung; it is killed".into();
+        }
         if self.is_timeout() {
             return "timeout".into();
         }
@@ -195,6 +212,9 @@ impl Fault {
                 );
             }
             LEFT_BY_THREAD_EXIT => return "pthread_exit called on the host's thread".into(),
+            LEFT_BY_EXEC => {
+                return "exec called (it would replace the host); refused".into();
+            }
             _ => {}
         }
         let name = signal_name(self.signal);
@@ -240,7 +260,10 @@ pub fn install() -> Result<(), String> {
             // trampoline.c); it remembers the previous ones and chains to
             // them for faults outside plugin code.
             match unsafe { hr_guard_install(timeout_signal()) } {
-                0 => Ok(()),
+                0 => {
+                    baseline::capture();
+                    Ok(())
+                }
                 _ => Err(format!(
                     "cannot install the crash guard: {}",
                     std::io::Error::last_os_error()
@@ -308,16 +331,28 @@ impl Drop for ThreadGuard {
 /// What a call into plugin code ended with, from a trampoline's result: 0
 /// for a plain return, [`TOUCHED`] for a return after plugin code changed
 /// process-wide state (repaired here), else the signal that ended it.
+///
+/// Every call ends with the host's signal mask and alternate signal stack
+/// put back by the system calls themselves (two of them, ~0.3 µs each on
+/// the machine of BENCHMARKS.md), since what no interposer sees (the raw
+/// system call, a garbage longjmp, `sigaltstack`) would otherwise turn the
+/// next fault or stack overflow into the end of the host.
 #[inline]
 fn ended(code: c_int) -> Result<(), Fault> {
+    process::end_if_forked_child();
+    let changed = process::settle_mask() | process::settle_altstack();
     match code {
-        0 => Ok(()),
-        TOUCHED => {
+        0 if !changed => Ok(()),
+        0 | TOUCHED => {
             process::repair_now();
             Ok(())
         }
         signal => {
             let fault = last_fault(signal);
+            if matches!(signal, libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF) {
+                // It may be a POSIX timer's, which would fire again.
+                process::stop_signal_timers();
+            }
             // The mask is back already; this takes the record of what else
             // the call tried, for the report.
             process::repair_now();
@@ -346,6 +381,44 @@ fn last_fault(signal: c_int) -> Fault {
         pc: raw.pc as usize,
         place: None,
     }
+}
+
+/// A crash on a thread plugin code started, outside any guarded call: the
+/// fault, and the id of the thread, which the guard has stopped for good
+/// (see `hr_park_crashed_thread`). The first since the last call of this;
+/// cheap when there was none (one load).
+#[inline]
+pub fn take_thread_crash() -> Option<(Fault, i32)> {
+    let mut raw = RawFault {
+        signo: 0,
+        code: 0,
+        addr: std::ptr::null_mut(),
+        pc: std::ptr::null_mut(),
+    };
+    let mut tid: c_int = 0;
+    // SAFETY: fills `raw` and `tid` from the record the handler wrote, and
+    // clears it.
+    if unsafe { hr_take_thread_crash(&mut raw, &mut tid) } == 0 {
+        return None;
+    }
+    Some((
+        Fault {
+            signal: raw.signo,
+            code: raw.code,
+            addr: raw.addr as usize,
+            pc: raw.pc as usize,
+            place: None,
+        },
+        tid,
+    ))
+}
+
+/// Makes an exit called on a thread plugin code started end the process,
+/// as the C library's would, instead of only that thread: for an isolated
+/// worker, whose end the server reports as the version's fault.
+pub fn thread_exits_end_the_process() {
+    // SAFETY: sets one flag the exit interposers read.
+    unsafe { hr_guard_thread_exits_end_the_process() }
 }
 
 /// Calls `f(state)` under the guard.
@@ -409,10 +482,7 @@ pub unsafe fn call_constructor(
     envp: *const *const c_char,
 ) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
-    match unsafe { hr_call_constructor(f, argc, argv, envp) } {
-        0 => Ok(()),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_constructor(f, argc, argv, envp) })
 }
 
 /// Calls a library destructor under the guard.
@@ -422,10 +492,7 @@ pub unsafe fn call_constructor(
 /// have succeeded.
 pub unsafe fn call_destructor(f: DestructorFn) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
-    match unsafe { hr_call_destructor(f) } {
-        0 => Ok(()),
-        signal => Err(last_fault(signal)),
-    }
+    ended(unsafe { hr_call_destructor(f) })
 }
 
 /// Copies `len` bytes at `src`, an address plugin code handed over (a

@@ -26,14 +26,20 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <time.h>
 
 int hr_guard_plugin_is_calling(void);
 int hr_guard_protects(int sig);
 void hr_guard_note_mask_call(void);
 void hr_guard_note_refused(int sig);
+void hr_guard_note_std_closed(int fd);
 
 typedef int (*hr_sigaction_fn)(int, const struct sigaction*, struct sigaction*);
 typedef int (*hr_mask_fn)(int, const sigset_t*, sigset_t*);
@@ -135,4 +141,144 @@ __attribute__((visibility("default"))) int sigprocmask(int how, const sigset_t* 
 __attribute__((visibility("default"))) int pthread_sigmask(int how, const sigset_t* set,
                                                            sigset_t* old) {
     return hr_mask(&hr_next_pthread_sigmask, how, set, old);
+}
+
+/* POSIX timers. A timer plugin code creates outlives the call, and the
+ * version: a signal timer goes on sending SIGALRM (or whatever it was told)
+ * after its version is rolled back, and every later version is blamed for
+ * it; a thread timer (SIGEV_THREAD) calls its function in a new thread at
+ * every expiry, into a library that may be unmapped by then. So
+ * timer_create, called by plugin code, records the timer and where it was
+ * created from, and the host deletes them: every signal timer when one's
+ * signal is taken as a fault (hr_timers_stop with no range), and every
+ * timer created from a library's code before that library is unmapped. */
+typedef int (*hr_timer_create_fn)(clockid_t, struct sigevent*, timer_t*);
+typedef int (*hr_timer_delete_fn)(timer_t);
+
+#define HR_TIMER_SLOTS 64
+
+typedef struct {
+    int used;
+    int thread; /* SIGEV_THREAD: its function runs in a thread of its own */
+    timer_t id;
+    uintptr_t creator;
+    uintptr_t function;
+} hr_timer_slot_t;
+
+static hr_timer_slot_t hr_timers[HR_TIMER_SLOTS];
+static pthread_mutex_t hr_timers_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Timers plugin code created that found no free slot. */
+static int hr_timers_untracked;
+
+__attribute__((visibility("default"))) int timer_create(clockid_t clock, struct sigevent* event,
+                                                        timer_t* id) {
+    hr_timer_create_fn real = (hr_timer_create_fn)dlsym(RTLD_NEXT, "timer_create");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    int r = real(clock, event, id);
+    if (r != 0 || !hr_guard_plugin_is_calling()) {
+        return r;
+    }
+    pthread_mutex_lock(&hr_timers_lock);
+    int slot = -1;
+    for (int i = 0; i < HR_TIMER_SLOTS; i++) {
+        if (!hr_timers[i].used) {
+            slot = i;
+            break;
+        }
+    }
+    if (slot < 0) {
+        hr_timers_untracked++;
+    } else {
+        hr_timers[slot].used = 1;
+        hr_timers[slot].thread = event != NULL && event->sigev_notify == SIGEV_THREAD;
+        hr_timers[slot].id = *id;
+        hr_timers[slot].creator = (uintptr_t)__builtin_return_address(0);
+        hr_timers[slot].function =
+            hr_timers[slot].thread ? (uintptr_t)event->sigev_notify_function : 0;
+    }
+    pthread_mutex_unlock(&hr_timers_lock);
+    return r;
+}
+
+__attribute__((visibility("default"))) int timer_delete(timer_t id) {
+    hr_timer_delete_fn real = (hr_timer_delete_fn)dlsym(RTLD_NEXT, "timer_delete");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    pthread_mutex_lock(&hr_timers_lock);
+    for (int i = 0; i < HR_TIMER_SLOTS; i++) {
+        if (hr_timers[i].used && hr_timers[i].id == id) {
+            hr_timers[i].used = 0;
+        }
+    }
+    pthread_mutex_unlock(&hr_timers_lock);
+    return real(id);
+}
+
+/* Deletes the timers plugin code created: with start < end, those created
+ * from or calling into start..end (a library's mapping); with start == end,
+ * every signal timer. Returns how many. Never from a signal handler. */
+int hr_timers_stop(uintptr_t start, uintptr_t end) {
+    hr_timer_delete_fn real = (hr_timer_delete_fn)dlsym(RTLD_NEXT, "timer_delete");
+    if (real == NULL) {
+        return 0;
+    }
+    int stopped = 0;
+    pthread_mutex_lock(&hr_timers_lock);
+    for (int i = 0; i < HR_TIMER_SLOTS; i++) {
+        hr_timer_slot_t* t = &hr_timers[i];
+        if (!t->used) {
+            continue;
+        }
+        int ours = start == end ? !t->thread
+                                : (t->creator >= start && t->creator < end) ||
+                                      (t->function >= start && t->function < end);
+        if (ours) {
+            real(t->id);
+            t->used = 0;
+            stopped++;
+        }
+    }
+    pthread_mutex_unlock(&hr_timers_lock);
+    return stopped;
+}
+
+int hr_timers_untracked_count(void) {
+    pthread_mutex_lock(&hr_timers_lock);
+    int n = hr_timers_untracked;
+    pthread_mutex_unlock(&hr_timers_lock);
+    return n;
+}
+
+/* close(0), close(1), close(2) from plugin code. The number would be free
+ * for the next descriptor the server opens (a state file, a library copy),
+ * and the plugin's next printf would land in that file. Called by plugin
+ * code, closing a standard descriptor puts /dev/null in its place instead:
+ * to the plugin the descriptor is gone just as well (what it writes goes
+ * nowhere), and no file of the server's can take its number. The server's
+ * own output is on a private duplicate (console.rs) and goes on. */
+typedef int (*hr_close_fn)(int);
+
+__attribute__((visibility("default"))) int close(int fd) {
+    if (fd >= 0 && fd <= 2 && hr_guard_plugin_is_calling()) {
+        int null = open("/dev/null", O_RDWR);
+        if (null >= 0 && null != fd) {
+            dup2(null, fd);
+            syscall(SYS_close, null);
+        }
+        hr_guard_note_std_closed(fd);
+        return 0;
+    }
+    static hr_close_fn real;
+    if (real == NULL) {
+        real = (hr_close_fn)dlsym(RTLD_NEXT, "close");
+    }
+    if (real == NULL) {
+        return (int)syscall(SYS_close, fd);
+    }
+    return real(fd);
 }

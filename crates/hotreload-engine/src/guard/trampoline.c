@@ -30,6 +30,7 @@
  * with that signal and dumps core. The host's own bugs are never swallowed.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stddef.h>
@@ -83,6 +84,12 @@ typedef struct {
     /* This thread was started by plugin code (see threads.c): everything
      * it runs is plugin code. */
     int plugin_thread;
+    /* Since the last repair: the mask differed after a call (changed around
+     * the interposers, with the raw system call or a garbage longjmp), or
+     * the alternate signal stack had been replaced or disabled. */
+    int mask_put_back;
+    int altstack_put_back;
+    int std_closed; /* bit n: plugin code closed standard descriptor n */
 } hr_thread_guard_t;
 
 /* Sets the calling thread's mask with the system call itself: async-signal-
@@ -180,6 +187,83 @@ static void hr_chain(int signo, siginfo_t* info, void* uctx) {
     }
 }
 
+/* A fault on a thread plugin code started (outside any guarded call: that
+ * thread has no caller to go back to). The default action would end the
+ * process, and returning would fault again for ever. The thread is stopped
+ * for good instead: its first crash is recorded for the tick loop to report
+ * (hr_take_thread_crash), and it waits in here with every signal blocked,
+ * never to run plugin code again. Its stack and its library stay (the
+ * thread is still recorded as running, so its version is never unmapped). */
+static volatile sig_atomic_t hr_crash_signo;
+/* See hr_atfork_child. */
+static volatile sig_atomic_t hr_forked_from_plugin;
+static volatile sig_atomic_t hr_crash_code;
+static volatile sig_atomic_t hr_crash_tid;
+static void* volatile hr_crash_addr;
+static void* volatile hr_crash_pc;
+
+__attribute__((noreturn)) static void hr_park_crashed_thread(int signo, siginfo_t* info,
+                                                             void* uctx) {
+    if (hr_crash_signo == 0) {
+        hr_crash_code = info != NULL ? info->si_code : 0;
+        hr_crash_addr = info != NULL ? info->si_addr : NULL;
+        hr_crash_pc = hr_context_pc(uctx);
+        hr_crash_tid = (sig_atomic_t)syscall(SYS_gettid);
+        hr_crash_signo = signo;
+    }
+    sigset_t all;
+    sigfillset(&all);
+    hr_set_mask(&all, NULL);
+    for (;;) {
+        syscall(SYS_pause);
+    }
+}
+
+/* Whether an exit called on a thread plugin code started ends only that
+ * thread (in the server: the process is the server's) or the process (in an
+ * isolated worker, whose end the server reports as that version's fault). */
+static volatile sig_atomic_t hr_thread_exits_end_the_process;
+
+void hr_guard_thread_exits_end_the_process(void) {
+    hr_thread_exits_end_the_process = 1;
+}
+
+/* For the exit interposers: on a thread plugin code started, outside any
+ * guarded call, in the server, records the exit as that thread's end (for
+ * hr_take_thread_crash, with `signo` one of the HR_LEFT_* pseudo-signals)
+ * and returns 1: the caller ends the thread instead of the process. */
+int hr_guard_plugin_thread_leaving(int signo, int code, void* pc) {
+    hr_thread_guard_t* g = &hr_guard;
+    if (g->inside != 0 || g->plugin_thread == 0 || hr_thread_exits_end_the_process ||
+        hr_forked_from_plugin) {
+        return 0;
+    }
+    if (hr_crash_signo == 0) {
+        hr_crash_code = code;
+        hr_crash_addr = NULL;
+        hr_crash_pc = pc;
+        hr_crash_tid = (sig_atomic_t)syscall(SYS_gettid);
+        hr_crash_signo = signo;
+    }
+    return 1;
+}
+
+/* The first crash of a plugin thread since the last call of this, into
+ * `out` (and its thread id); taken. 0 when there was none. */
+int hr_take_thread_crash(hr_fault_t* out, int* tid) {
+    int signo = hr_crash_signo;
+    if (signo == 0) {
+        return 0;
+    }
+    out->signo = signo;
+    out->code = hr_crash_code;
+    out->addr = hr_crash_addr;
+    out->pc = hr_crash_pc;
+    *tid = hr_crash_tid;
+    hr_crash_signo = 0;
+    return signo;
+}
+
 static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     hr_thread_guard_t* g = &hr_guard;
     int inside = g->inside;
@@ -219,6 +303,9 @@ static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     if (signo == hr_timeout_signal) {
         /* The watchdog fired just as the call returned: nothing to stop. */
         return;
+    }
+    if (g->plugin_thread && !hr_is_timer_signal(signo)) {
+        hr_park_crashed_thread(signo, info, uctx);
     }
     if (hr_is_timer_signal(signo)) {
         struct sigaction* prev = &hr_previous[signo];
@@ -266,6 +353,54 @@ __asm__(
     ".size hr_resume_caller, . - hr_resume_caller\n");
 #endif
 
+/* Set in the child of a fork made by plugin code (pthread_atfork's child
+ * handler, on the thread that forked, which is the child's only one). That
+ * process is the plugin's: its exits and execs are the C library's own, and
+ * when plugin code returns into the host's code there (or faults), the
+ * child ends at once, silently, instead of running a second copy of the
+ * server. A fork made with the raw system call runs no handler. */
+
+static void hr_atfork_child(void) {
+    if (hr_guard.inside != 0 || hr_guard.plugin_thread != 0) {
+        hr_forked_from_plugin = 1;
+    }
+}
+
+int hr_guard_in_forked_child(void) {
+    return hr_forked_from_plugin;
+}
+
+/* Ends the forked child of plugin code that came back into the host's
+ * code: at once, running nothing of the host's (no atexit handler, no
+ * buffered output). */
+__attribute__((noreturn)) void hr_guard_end_forked_child(void) {
+    /* One line on the server's standard error, formatted by hand: another
+     * thread may have held stdio's locks at the fork. */
+    char line[256];
+    const char* head = "[guard] the child of a fork plugin code made (pid ";
+    const char* tail = ") came back into the host's code; it ends there, as a second server "
+                       "must not run (a forked child should exec or _exit)\n";
+    size_t n = 0;
+    for (const char* c = head; *c != 0 && n < sizeof line; c++) {
+        line[n++] = *c;
+    }
+    char digits[24];
+    size_t d = 0;
+    for (long pid = (long)syscall(SYS_getpid); pid > 0 && d < sizeof digits; pid /= 10) {
+        digits[d++] = (char)('0' + pid % 10);
+    }
+    while (d > 0 && n < sizeof line) {
+        line[n++] = digits[--d];
+    }
+    for (const char* c = tail; *c != 0 && n < sizeof line; c++) {
+        line[n++] = *c;
+    }
+    (void)!write(2, line, n);
+    for (;;) {
+        syscall(SYS_exit_group, 0);
+    }
+}
+
 /* Called from ordinary code (not a handler) by the interposers in exits.c:
  * if this thread is inside a guarded call, ends that call as if it had
  * faulted with `signo` (one of the HR_LEFT_* pseudo-signals, all negative so
@@ -275,7 +410,7 @@ __asm__(
 void hr_guard_leave_if_inside(int signo, int code, void* pc) {
     hr_thread_guard_t* g = &hr_guard;
     int inside = g->inside;
-    if (inside == 0) {
+    if (inside == 0 || hr_forked_from_plugin) {
         return;
     }
     g->inside = 0;
@@ -302,6 +437,18 @@ int hr_guard_inside(void) {
 int hr_guard_install(int timeout_signal) {
     hr_process_init();
     hr_threads_init();
+    if (pthread_atfork(NULL, NULL, hr_atfork_child) != 0) {
+        return -1;
+    }
+    /* A file size limit plugin code lowered makes the server's next write
+     * past it raise SIGXFSZ, which kills by default: ignored, the write
+     * fails with EFBIG instead, and the save says so (the limit itself is
+     * put back, see baseline.rs). */
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigemptyset(&ignore.sa_mask);
+    sigaction(SIGXFSZ, &ignore, NULL);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = hr_handler;
@@ -357,11 +504,12 @@ static __thread size_t hr_alt_stack_size;
 static __thread stack_t hr_alt_stack_before;
 
 /* The stack plugin code runs on: as large as a main thread's by default,
- * reserved but only backed as it is touched, with an inaccessible page below
- * it, so that an overflow faults (on the alternate stack) instead of running
- * into other memory. */
+ * reserved but only backed as it is touched, with inaccessible pages below
+ * and above it, so that an overflow or a smash faults (on the alternate
+ * stack) instead of running into other memory. */
 #define HR_PLUGIN_STACK (8u << 20)
 #define HR_GUARD_PAGE ((size_t)65536)
+#define HR_PLUGIN_STACK_MAPPING (HR_PLUGIN_STACK + 2 * HR_GUARD_PAGE)
 static __thread void* hr_plugin_stack;
 
 /* Gives the calling thread an alternate signal stack, so that a stack
@@ -387,14 +535,20 @@ int hr_guard_thread_init(size_t size) {
     hr_alt_stack = mem;
     hr_alt_stack_size = size;
 #if defined(__x86_64__)
-    void* stack = mmap(NULL, HR_PLUGIN_STACK + HR_GUARD_PAGE, PROT_READ | PROT_WRITE,
+    /* Inaccessible pages below and above: an overflow faults at the bottom,
+     * and a smash that writes past the top (an overrun of a buffer in the
+     * outermost frame) faults instead of reaching whatever is mapped next,
+     * a malloc arena of the host's. */
+    void* stack = mmap(NULL, HR_PLUGIN_STACK_MAPPING, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (stack != MAP_FAILED) {
-        if (mprotect(stack, HR_GUARD_PAGE, PROT_NONE) == 0) {
+        char* top = (char*)stack + HR_GUARD_PAGE + HR_PLUGIN_STACK;
+        if (mprotect(stack, HR_GUARD_PAGE, PROT_NONE) == 0 &&
+            mprotect(top, HR_GUARD_PAGE, PROT_NONE) == 0) {
             hr_plugin_stack = stack;
-            hr_guard.plugin_stack_top = (char*)stack + HR_GUARD_PAGE + HR_PLUGIN_STACK;
+            hr_guard.plugin_stack_top = top;
         } else {
-            munmap(stack, HR_PLUGIN_STACK + HR_GUARD_PAGE);
+            munmap(stack, HR_PLUGIN_STACK_MAPPING);
         }
     }
     /* Without one, plugin code runs on the thread's own stack, as before. */
@@ -414,9 +568,56 @@ void hr_guard_thread_fini(void) {
     hr_alt_stack = NULL;
     if (hr_plugin_stack != NULL) {
         hr_guard.plugin_stack_top = NULL;
-        munmap(hr_plugin_stack, HR_PLUGIN_STACK + HR_GUARD_PAGE);
+        munmap(hr_plugin_stack, HR_PLUGIN_STACK_MAPPING);
         hr_plugin_stack = NULL;
     }
+}
+
+/* After every call: puts the host's mask back with the system call itself
+ * (one system call, ~0.3 us here: what an interposer cannot see, the raw
+ * rt_sigprocmask or a longjmp through a garbage buffer, would otherwise
+ * leave a blocked SIGSEGV that makes the next fault fatal). Returns
+ * whether it differed. */
+int hr_guard_settle_mask(void) {
+    hr_thread_guard_t* g = &hr_guard;
+    uint64_t now = 0;
+    uint64_t host = 0;
+    hr_set_mask(&g->host_mask, (sigset_t*)&now);
+    memcpy(&host, &g->host_mask, sizeof host);
+    if (now != host) {
+        g->mask_put_back = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* Puts this thread's alternate signal stack back if plugin code disabled or
+ * replaced it (sigaltstack is not interposed: a stack of plugin code's own
+ * is legitimate inside a call, but it must not outlive the call, or the
+ * next stack overflow has no stack to be reported on and kills the
+ * process). Returns whether it did. */
+int hr_guard_settle_altstack(void) {
+    if (hr_alt_stack == NULL) {
+        return 0;
+    }
+    stack_t now;
+    if (syscall(SYS_sigaltstack, NULL, &now) != 0) {
+        return 0;
+    }
+    if (!(now.ss_flags & SS_DISABLE) && now.ss_sp == hr_alt_stack &&
+        now.ss_size == hr_alt_stack_size) {
+        return 0;
+    }
+    if (now.ss_flags & SS_ONSTACK) {
+        return 0; /* never from a handler running on it */
+    }
+    stack_t ss;
+    ss.ss_sp = hr_alt_stack;
+    ss.ss_size = hr_alt_stack_size;
+    ss.ss_flags = 0;
+    syscall(SYS_sigaltstack, &ss, NULL);
+    hr_guard.altstack_put_back = 1;
+    return 1;
 }
 
 /* The fault recorded by the calling thread's last faulting call. */
@@ -429,6 +630,8 @@ typedef struct {
     int mask_restored;        /* the thread's signal mask differed and was put back */
     int mask_calls;           /* plugin calls to sigprocmask/pthread_sigmask */
     uint64_t refused_signals; /* bit n-1: a handler change for signal n refused */
+    int altstack_restored;    /* the alternate signal stack was put back */
+    int std_closed;           /* bit n: standard descriptor n closed, /dev/null in its place */
 } hr_repair_t;
 
 /* Puts back what plugin code changed in the calling thread's process-wide
@@ -446,8 +649,14 @@ void hr_guard_repair(hr_repair_t* out) {
             break;
         }
     }
+    out->mask_restored |= g->mask_put_back;
+    out->altstack_restored = g->altstack_put_back;
+    out->std_closed = g->std_closed;
+    g->std_closed = 0;
     out->mask_calls = g->mask_calls;
     out->refused_signals = g->refused_signals;
+    g->mask_put_back = 0;
+    g->altstack_put_back = 0;
     g->mask_calls = 0;
     g->refused_signals = 0;
     g->touched = 0;
@@ -467,6 +676,15 @@ void hr_guard_mark_plugin_thread(void) {
 
 void hr_guard_note_mask_call(void) {
     hr_guard.mask_calls++;
+    if (hr_guard.inside) {
+        hr_guard.touched = HR_TOUCHED;
+    }
+}
+
+void hr_guard_note_std_closed(int fd) {
+    if (fd >= 0 && fd <= 2) {
+        hr_guard.std_closed |= 1 << fd;
+    }
     if (hr_guard.inside) {
         hr_guard.touched = HR_TOUCHED;
     }
@@ -493,7 +711,7 @@ int hr_guard_protects(int sig) {
         }
     }
     return sig == hr_timeout_signal || sig == SIGPIPE || sig == SIGCHLD || sig == SIGINT ||
-           sig == SIGTERM || sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2;
+           sig == SIGTERM || sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2 || sig == SIGXFSZ;
 }
 
 /* A timer signal that arrived outside plugin code since the last call, or 0;

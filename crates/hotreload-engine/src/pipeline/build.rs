@@ -122,6 +122,10 @@ impl RunningBuild {
                 .arg("-c")
                 .arg(command)
                 .current_dir(dir)
+                // The server's environment as it started: not what plugin
+                // code may have set since (see guard::baseline).
+                .env_clear()
+                .envs(crate::guard::baseline::environment())
                 .stdin(Stdio::null())
                 .stdout(writer)
                 .stderr(stderr)

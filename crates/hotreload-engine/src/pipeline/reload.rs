@@ -18,6 +18,8 @@ mod prepare;
 mod stale;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -131,6 +133,9 @@ pub struct Reloader {
     held_for_threads: Vec<Plugin>,
     last_outcome: Option<Outcome>,
     stopping: bool,
+    /// The same, for isolated workers waited for while stopped (a debugger,
+    /// SIGSTOP): a stop request ends the wait.
+    stop_requested: Arc<AtomicBool>,
 }
 
 struct InFlight {
@@ -205,6 +210,7 @@ impl Reloader {
             held_for_threads: Vec::new(),
             last_outcome: None,
             stopping: false,
+            stop_requested: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -386,6 +392,9 @@ impl Reloader {
 
     fn start_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
         let me = me.clone();
+        // A build needs descriptors, processes and the working folder as the
+        // server had them.
+        settle_process(&self.events, self.running, "before a build");
         // Before the command runs, so that nothing it reads is missed.
         let baseline = Baseline::at_start(&self.journal, &self.scope, &self.fingerprints);
         self.emit(Event::BuildStarted);
@@ -739,8 +748,46 @@ impl Reloader {
         self.close(plugin);
     }
 
-    fn close(&mut self, plugin: Plugin) {
+    fn close(&mut self, mut plugin: Plugin) {
         let version = plugin.version();
+        let destructor_fault = plugin.destruct();
+        // Its destructors may have changed what the server relies on.
+        settle_process(&self.events, Some(version), "in a destructor");
+        if let Some(cause) = destructor_fault {
+            self.emit(Event::Fault(FaultReport {
+                version,
+                call: "destructor",
+                tick: 0,
+                cause,
+                symbol: None,
+                recovery: Recovery::Unloaded,
+            }));
+        }
+        if let Some((start, end)) = plugin.span() {
+            let stopped = crate::guard::process::stop_timers_of(start, end);
+            if stopped > 0 {
+                self.emit(Event::ServerNotice(format!(
+                    "v{version} left {} armed; deleted with it, before its code is unmapped",
+                    if stopped == 1 {
+                        "a POSIX timer".to_owned()
+                    } else {
+                        format!("{stopped} POSIX timers")
+                    }
+                )));
+            }
+        }
+        // A destructor may have started a thread that runs the library's
+        // code: it is kept mapped, as for threads found at retirement.
+        let (tids, count) = threads_running(&plugin);
+        if count > 0 {
+            self.emit(Event::KeptForThreads {
+                version,
+                tids,
+                count,
+            });
+            self.held_for_threads.push(plugin);
+            return;
+        }
         let closed = plugin.close();
         if let Some(cause) = closed.destructor_fault {
             self.emit(Event::Fault(FaultReport {
@@ -782,10 +829,29 @@ impl Reloader {
             return;
         }
         self.stopping = true;
+        self.stop_requested.store(true, Ordering::Relaxed);
         if let Some(b) = &self.build {
             b.run.kill();
         }
         let _ = self.tick.send(TickInput::Stop);
+    }
+}
+
+/// Puts back the guard's handlers and the process-wide settings the server
+/// relies on, where plugin code of `version` (while `during`) changed them
+/// around the interposers, and says so. Before anything else runs.
+pub(super) fn settle_process(events: &EventSink, version: Option<u64>, during: &'static str) {
+    let signals = crate::guard::process::reassert_handlers();
+    if !signals.is_empty() {
+        events(Event::HandlersReasserted { signals });
+    }
+    let drift = crate::guard::baseline::settle();
+    if !drift.is_empty() {
+        events(Event::ProcessDrift {
+            version,
+            during,
+            drift,
+        });
     }
 }
 

@@ -77,6 +77,10 @@ pub fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
 /// binary, or none. `argv[0]` is still the program's path, for `ps`.
 pub fn this_program() -> Command {
     let mut command = Command::new("/proc/self/exe");
+    // The server's environment as it started (see guard::baseline).
+    command
+        .env_clear()
+        .envs(crate::guard::baseline::environment());
     if let Ok(path) = std::env::current_exe() {
         let shown = path.to_string_lossy();
         command.arg0(

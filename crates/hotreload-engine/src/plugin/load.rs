@@ -340,8 +340,12 @@ impl Library {
         }
     }
 
-    /// The destructors, then `dlclose`; once.
-    fn unload(&mut self) -> (Option<String>, Option<String>) {
+    /// Runs the library's destructors under the guard, once; a fault in one
+    /// stops the rest (they would run on whatever state it left), and is
+    /// returned. The library stays mapped: a destructor may have started a
+    /// thread that runs its code, which the caller checks for before
+    /// [`Library::close`] unmaps it.
+    pub fn destruct(&mut self) -> Option<String> {
         let mut fault = None;
         // A library the loader never unmaps keeps its statics alive: its
         // destructors would run on data still in use. The loader runs
@@ -361,13 +365,19 @@ impl Library {
                     guard::call_destructor(std::mem::transmute::<usize, DestructorFn>(at))
                 });
                 if let Err(f) = result {
-                    // The rest would run on whatever state it left.
                     fault = Some(described(&f));
                     break;
                 }
             }
         }
         self.constructed = false;
+        fault
+    }
+
+    /// The destructors (if [`Library::destruct`] has not run them), then
+    /// `dlclose`; once.
+    fn unload(&mut self) -> (Option<String>, Option<String>) {
+        let fault = self.destruct();
         let close_error = self.handle.take().and_then(|handle| {
             // SAFETY: the library's code and data are not used after this:
             // the tick loop handed this version back before it was closed,

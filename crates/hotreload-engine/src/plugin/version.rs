@@ -427,6 +427,17 @@ impl Plugin {
         std::mem::forget(self);
     }
 
+    /// Runs this version's destructors and keeps it mapped (in-process; see
+    /// [`Library::destruct`]): a thread a destructor started can be looked
+    /// for before it is unmapped. An isolated version's worker runs its
+    /// destructors at [`Plugin::close`].
+    pub fn destruct(&mut self) -> Option<String> {
+        match &mut self.code {
+            Code::Local { library, .. } => library.destruct(),
+            Code::Isolated { .. } => None,
+        }
+    }
+
     /// Unloads this version; see [`Library::close`]. An isolated version's
     /// worker runs the destructors and exits (or is killed).
     pub fn close(self) -> Closed {

@@ -124,6 +124,7 @@ impl State {
             .ok_or_else(|| format!("a {size}-byte block is too large"))?;
         let ptr = map_shared(fd.as_fd(), at, len)
             .map_err(|e| format!("cannot map the state at {at:#x}: {e}"))?;
+        forked::note_mapped(ptr.as_ptr() as usize, len);
         Ok(State {
             ptr,
             size,
@@ -208,6 +209,7 @@ impl Drop for State {
             // SAFETY: `ptr` is the mapping of `len` bytes made in `shared`;
             // the descriptor closes with `fd`.
             Backing::Shared { len, .. } => unsafe {
+                forked::note_unmapped(self.ptr.as_ptr() as usize);
                 libc::munmap(self.ptr.as_ptr().cast(), *len);
             },
         }
@@ -290,5 +292,93 @@ mod tests {
     #[test]
     fn absurd_size_is_an_error_not_an_abort() {
         assert!(State::zeroed(usize::MAX - 10).is_err());
+    }
+}
+
+/// Blocks a worker mapped from the host, made private in a child that
+/// plugin code forks: without it the child (which runs on in the plugin's
+/// code until it returns, or for ever) writes into the host's state through
+/// the same shared pages.
+pub mod forked {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const SLOTS: usize = 32;
+    /// (address, length) of each shared block mapped with
+    /// [`super::State::map_at`]; address 0 is a free slot.
+    static MAPPED: [(AtomicUsize, AtomicUsize); SLOTS] =
+        [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; SLOTS];
+
+    pub(super) fn note_mapped(at: usize, len: usize) {
+        for (addr, size) in &MAPPED {
+            if addr.load(Ordering::Relaxed) == 0 {
+                size.store(len, Ordering::Relaxed);
+                addr.store(at, Ordering::Release);
+                return;
+            }
+        }
+        // More blocks than slots: a worker maps two or three at a time.
+    }
+
+    pub(super) fn note_unmapped(at: usize) {
+        for (addr, _) in &MAPPED {
+            if addr.load(Ordering::Relaxed) == at {
+                addr.store(0, Ordering::Release);
+            }
+        }
+    }
+
+    /// Makes every child this process forks from now on replace its shared
+    /// blocks with private copies first (a `pthread_atfork` child handler).
+    /// For workers only: a host's own children exec at once, and would pay
+    /// a copy of the state for nothing.
+    pub fn privatize_in_children() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: registers a handler that runs in the child only, and
+            // does nothing but system calls and a copy (see `privatize`).
+            unsafe { libc::pthread_atfork(None, None, Some(privatize)) };
+        });
+    }
+
+    /// In the child: each block becomes an anonymous private mapping at the
+    /// same address with the same bytes (mapped aside, copied, moved over
+    /// the shared one in one step, so the address is never unmapped).
+    extern "C" fn privatize() {
+        for (addr, size) in &MAPPED {
+            let at = addr.load(Ordering::Acquire);
+            let len = size.load(Ordering::Relaxed);
+            if at == 0 || len == 0 {
+                continue;
+            }
+            // SAFETY: a fresh anonymous mapping of `len` bytes; `at` is a
+            // mapping of `len` bytes this process made (note_mapped), which
+            // the single thread of a just-forked child is not using; mremap
+            // with MREMAP_FIXED replaces it atomically.
+            unsafe {
+                let copy = libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                if copy == libc::MAP_FAILED {
+                    // No memory for a copy: the child must not write the
+                    // host's state, so it gets none.
+                    libc::mprotect(at as *mut libc::c_void, len, libc::PROT_NONE);
+                    continue;
+                }
+                std::ptr::copy_nonoverlapping(at as *const u8, copy.cast::<u8>(), len);
+                libc::mremap(
+                    copy,
+                    len,
+                    len,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    at as *mut libc::c_void,
+                );
+            }
+        }
     }
 }

@@ -371,12 +371,21 @@ impl TickLoop {
                 .copied()
                 .filter(|s| !said.refused.contains(s))
                 .collect(),
+            altstack_restored: repair.altstack_restored && !said.altstack_restored,
+            std_closed: repair
+                .std_closed
+                .iter()
+                .copied()
+                .filter(|fd| !said.std_closed.contains(fd))
+                .collect(),
         };
         if fresh.is_empty() {
             return;
         }
         let mut known = said;
         known.mask_restored |= fresh.mask_restored;
+        known.altstack_restored |= fresh.altstack_restored;
+        known.std_closed.extend(&fresh.std_closed);
         known.mask_calls = known.mask_calls.max(fresh.mask_calls);
         known.refused.extend(&fresh.refused);
         self.repairs_said.retain(|(v, _)| *v != version);
@@ -389,11 +398,20 @@ impl TickLoop {
     }
 
     /// Puts the crash guard's handlers back where plugin code replaced them
-    /// around the interposers, and says so.
-    fn reassert_handlers(&self) {
+    /// around the interposers, and the process-wide settings the server
+    /// relies on (see `guard::baseline`), and says so.
+    fn reassert_handlers(&self, during: &'static str) {
         let signals = guard::process::reassert_handlers();
         if !signals.is_empty() {
             (self.events)(Event::HandlersReasserted { signals });
+        }
+        let drift = guard::baseline::settle();
+        if !drift.is_empty() {
+            (self.events)(Event::ProcessDrift {
+                version: self.current.as_ref().map(Plugin::version),
+                during,
+                drift,
+            });
         }
     }
 
@@ -418,6 +436,7 @@ impl TickLoop {
         // thread is the only caller and ran `guard::prepare_thread`.
         let result = unsafe { plugin.init(state, &host) };
         calls.end();
+        self.reassert_handlers("in init");
         match result {
             Ok(()) => {
                 self.initialized = true;
@@ -445,6 +464,25 @@ impl TickLoop {
                 skipped: skip.ticks,
             });
         }
+        if let Some((fault, tid)) = guard::take_thread_crash() {
+            (self.events)(Event::PluginThreadStopped {
+                tid,
+                cause: fault.report(),
+                exited: fault.is_exit(),
+                version: self
+                    .current
+                    .as_ref()
+                    .filter(|p| p.contains(fault.pc))
+                    .map(Plugin::version),
+            });
+            if self.current.as_ref().is_some_and(|p| p.contains(fault.pc)) {
+                // The version running crashed on a thread of its own: its
+                // fault, as if in a call; the state is as that thread left
+                // it, which is all there is.
+                self.recover("thread", fault, false);
+                return;
+            }
+        }
         if let Some(signal) = guard::process::take_timer_signal() {
             // A timer plugin code armed fired between two calls: a fault of
             // the version running, as if it had fired inside one.
@@ -468,7 +506,7 @@ impl TickLoop {
             // What plugin code changed with the raw system calls, which no
             // interposer sees: about once a second, a few system calls.
             guard::process::check_mask();
-            self.reassert_handlers();
+            self.reassert_handlers("while ticking");
         }
         self.say_repairs("tick");
         #[cfg(debug_assertions)]

@@ -51,7 +51,7 @@ impl TickLoop {
         };
         // A fault can come of a handler replaced around the interposers; the
         // version taking over must run under the guard's own.
-        self.reassert_handlers();
+        self.reassert_handlers("by the time of a fault");
         let recovery = match previous {
             Some(previous) => {
                 let to = previous.version();
@@ -129,7 +129,12 @@ impl TickLoop {
 
     /// "SIGSEGV (address not mapped) at 0x0", "timeout after 1000 ms".
     pub(super) fn cause(&self, fault: &Fault) -> String {
-        if fault.is_timeout() {
+        if fault.signal == guard::WORKER_STOPPED {
+            format!(
+                "timeout after {} ms: the worker process was stopped (SIGSTOP, or a debugger); it is killed",
+                self.settings.call_timeout.as_millis()
+            )
+        } else if fault.is_timeout() {
             format!(
                 "timeout after {} ms",
                 self.settings.call_timeout.as_millis()
@@ -147,6 +152,8 @@ pub(super) fn signal_or_timeout(fault: &Fault) -> String {
         "timeout".into()
     } else if fault.signal == guard::LEFT_BY_EXIT {
         format!("exit({})", fault.code)
+    } else if fault.signal == guard::LEFT_BY_EXEC {
+        "exec".into()
     } else if fault.is_exit() {
         "pthread_exit".into()
     } else {

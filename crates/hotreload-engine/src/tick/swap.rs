@@ -81,7 +81,7 @@ impl TickLoop {
             (self.events)(Event::Fault(report));
         }
         self.say_repairs("on_unload");
-        self.reassert_handlers();
+        self.reassert_handlers("by the time of the swap");
         let summary = migrated.map(|(state, summary)| {
             self.snapshot.reset(
                 state.size(),

@@ -475,7 +475,7 @@ impl Run {
             return false;
         };
         self.status = Some(status);
-        self.strays = group_members(self.pid);
+        self.strays = crate::support::running_in_group(self.pid);
         if !self.strays.is_empty() {
             let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
         }
@@ -601,36 +601,6 @@ fn is_stopped(pid: i32) -> bool {
                 .map(|i| stat[i + 1..].trim_start().starts_with(['T', 't']))
         })
         .unwrap_or(false)
-}
-
-/// The processes in process group `pgid`.
-fn group_members(pgid: i32) -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // gone meanwhile
-        };
-        // "pid (comm) state ppid pgrp …": comm may hold spaces.
-        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        if after
-            .split_whitespace()
-            .nth(2)
-            .and_then(|g| g.parse::<i32>().ok())
-            == Some(pgid)
-        {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// What one thread has done so far.

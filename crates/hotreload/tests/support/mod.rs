@@ -411,3 +411,32 @@ pub fn compile(dir: &Path, source: &str, out: &str) {
         .expect("run cc");
     assert!(status.success(), "cc failed for {out}");
 }
+
+/// The processes of process group `pgid` that still run: a zombie runs
+/// nothing (it waits to be reaped once its parent is gone), and is left out.
+#[allow(dead_code)]
+pub fn running_in_group(pgid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue; // gone meanwhile
+        };
+        // "pid (comm) state ppid pgrp …": comm may hold spaces.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let running = fields.next().is_some_and(|state| state != "Z");
+        if running && fields.nth(1).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            found.push(pid);
+        }
+    }
+    found
+}

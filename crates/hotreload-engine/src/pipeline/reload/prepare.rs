@@ -162,7 +162,11 @@ impl Reloader {
         let plugin = if self.config.isolate {
             let timeout = self.config.effective_call_timeout();
             let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout, None)?;
-            let worker = worker.wait_while_stopped(std::sync::Arc::clone(&self.events), version);
+            let worker = worker.wait_while_stopped(
+                Arc::clone(&self.events),
+                version,
+                Arc::clone(&self.stop_requested),
+            );
             if loaded.api_version != hotreload_abi::API_VERSION {
                 return Err(Rejection::ApiVersion {
                     expected: hotreload_abi::API_VERSION,
@@ -178,7 +182,10 @@ impl Reloader {
                 build_hash,
             )
         } else {
-            let library = Library::open(shadow)?;
+            let opened = Library::open(shadow);
+            // Its constructors may have changed what the server relies on.
+            super::settle_process(&self.events, Some(version), "in a constructor");
+            let library = opened?;
             let table = library.table()?;
             let api = check::check(&table, None)?;
             let ext = match library.ext_table()? {

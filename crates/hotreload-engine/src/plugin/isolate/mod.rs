@@ -27,7 +27,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
@@ -77,7 +78,7 @@ pub struct Worker {
     mapped: RefCell<Vec<u64>>,
     /// Who hears that a live worker stopped mid-call, and for which version
     /// (`None` for a trial's worker, which is killed like a hung one).
-    stopped_notice: Option<(EventSink, u64)>,
+    stopped_notice: Option<(EventSink, u64, Arc<AtomicBool>)>,
     /// Whether the current stop was said.
     said_stopped: Cell<bool>,
     /// A warm-up request not yet answered (see [`Worker::warm`]).
@@ -365,9 +366,15 @@ impl Worker {
 
     /// A live version's worker: when it is found stopped (a debugger, or
     /// SIGSTOP) at a call's timeout, `events` hears it once, and the call
-    /// waits for it to go on instead of killing it.
-    pub fn wait_while_stopped(mut self, events: EventSink, version: u64) -> Worker {
-        self.stopped_notice = Some((events, version));
+    /// waits for it to go on instead of killing it, until the server is
+    /// asked to stop (`stop_requested`): then a stopped worker is a hung one.
+    pub fn wait_while_stopped(
+        mut self,
+        events: EventSink,
+        version: u64,
+        stop_requested: Arc<AtomicBool>,
+    ) -> Worker {
+        self.stopped_notice = Some((events, version, stop_requested));
         self
     }
 
@@ -387,9 +394,18 @@ impl Worker {
     /// At a call's timeout: whether to wait on instead of killing the
     /// worker (it is stopped, and this worker waits for stopped ones).
     fn stopped_so_wait(&self) -> bool {
-        let Some((events, version)) = &self.stopped_notice else {
+        let Some((events, version, stop_requested)) = &self.stopped_notice else {
             return false;
         };
+        if stop_requested.load(Ordering::Relaxed) {
+            if self.is_stopped() {
+                events(Event::WorkerStoppedAtExit {
+                    version: *version,
+                    pid: self.process_id(),
+                });
+            }
+            return false;
+        }
         if !self.is_stopped() {
             self.said_stopped.set(false);
             return false;
@@ -492,9 +508,16 @@ impl Worker {
                 continue;
             }
             if Instant::now() >= deadline {
+                // A worker found stopped (SIGSTOP, or a debugger) where none
+                // is waited for (a trial, a stop request) hangs for that.
+                let stopped = self.is_stopped();
                 self.kill();
                 return Err(self.noted_fault(number).unwrap_or(Fault {
-                    signal: guard::timeout_signal(),
+                    signal: if stopped {
+                        guard::WORKER_STOPPED
+                    } else {
+                        guard::timeout_signal()
+                    },
                     code: 0,
                     addr: 0,
                     pc: 0,
@@ -553,10 +576,17 @@ impl Worker {
     /// if it does not within the timeout. What a destructor's fault said,
     /// if one did.
     pub fn finish(self) -> Option<String> {
-        // A worker that is gone or cannot answer has nothing more to run.
+        // A worker already gone has nothing more to run (its end was the
+        // fault that retired it, and was said then).
+        if self.exit_status().is_some() {
+            self.kill();
+            return None;
+        }
+        // One that dies or hangs in its destructors is their fault.
         let said = match self.call(Op::Exit, |_| {}) {
             Ok(reply) if reply.value != 0 => Some(reply.text),
-            _ => None,
+            Ok(_) => None,
+            Err(fault) => Some(fault.report()),
         };
         self.kill();
         said

@@ -115,6 +115,22 @@ impl Op {
             _ => return None,
         })
     }
+
+    /// As a line says it: `in init`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Init => "in init",
+            Op::Tick => "in tick",
+            Op::Shutdown => "in shutdown",
+            Op::Hook => "in a hook",
+            Op::Migrate => "in migrate",
+            Op::Describe => "in describe",
+            Op::Map => "mapping a block",
+            Op::Unmap => "unmapping a block",
+            Op::Exit => "in a destructor",
+            Op::Warm => "warming up",
+        }
+    }
 }
 
 /// How a request ended.

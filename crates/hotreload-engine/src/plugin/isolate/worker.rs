@@ -106,6 +106,8 @@ pub fn serve(handed: HandedOver) -> i32 {
         page,
     } = handed;
     line_buffer_c_stdout();
+    crate::state::block::forked::privatize_in_children();
+    guard::thread_exits_end_the_process();
     if let Err(why) = super::confine::confine() {
         let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
         return 1;
@@ -141,7 +143,9 @@ pub fn serve(handed: HandedOver) -> i32 {
             return 1;
         }
     };
-    let plugin = match load(&library, &lib_name) {
+    let loaded = load(&library, &lib_name);
+    settle("in a constructor");
+    let plugin = match loaded {
         Ok((plugin, loaded)) => {
             if send_report(&socket, &Ok(loaded)).is_err() {
                 return 1;
@@ -225,7 +229,12 @@ impl Server {
     fn serve_one(&mut self, page: &CallPage) -> bool {
         let op = Op::from_u32(page.op.load(Ordering::Relaxed));
         let outcome = match op {
-            Some(Op::Map) => self.map(page).map(|()| Reply::default()),
+            Some(Op::Map) => {
+                // Mapping needs address space and descriptors as the worker
+                // had them.
+                settle("before the state was mapped");
+                self.map(page).map(|()| Reply::default())
+            }
             Some(Op::Unmap) => {
                 self.blocks.remove(&page.block.load(Ordering::Relaxed));
                 Ok(Reply::default())
@@ -243,8 +252,25 @@ impl Server {
             }
             Some(op) => {
                 self.calls.begin(std::time::Instant::now());
-                let outcome = self.call(op, page);
+                let mut outcome = self.call(op, page);
                 self.calls.end();
+                if let Some((fault, tid)) = guard::take_thread_crash() {
+                    // A thread plugin code started crashed (and is stopped
+                    // for good): this version's fault, as in the server.
+                    eprintln!(
+                        "[guard] a thread plugin code started in the worker (pid {}, tid {tid}) crashed: {}; that thread is stopped for good",
+                        std::process::id(),
+                        fault.report()
+                    );
+                    if outcome.is_ok() {
+                        outcome = Err(Ok(fault));
+                    }
+                }
+                if op == Op::Tick {
+                    report_repairs(op.name());
+                } else {
+                    settle(op.name());
+                }
                 outcome
             }
             None => Err(Err("an unknown request".to_owned())),
@@ -341,6 +367,74 @@ impl Server {
         let block = State::map_at(fd, at, size).map_err(Err)?;
         self.blocks.insert(id, block);
         Ok(())
+    }
+}
+
+/// Puts back what plugin code changed of the worker's process-wide settings
+/// (see `guard::baseline`) and says so on the worker's standard error,
+/// which is the server's: the worker needs them to map blocks and answer.
+fn settle(during: &str) {
+    report_repairs(during);
+    let me = std::process::id();
+    for drift in guard::baseline::settle() {
+        eprintln!(
+            "[guard] plugin code in the worker (pid {me}) changed {} ({during}); {}",
+            drift.what,
+            if drift.restored {
+                "the worker's is put back"
+            } else {
+                "it could not be put back"
+            }
+        );
+    }
+}
+
+/// Says what the guard undid or refused of what plugin code did to
+/// process-wide state in the worker's last calls, once per kind in the
+/// worker's life (cheap when nothing: a thread-local read).
+fn report_repairs(during: &str) {
+    use std::sync::atomic::AtomicU64;
+    /// Bits of what was said: 1 the mask, 2 the alternate stack, 4 << fd a
+    /// closed standard descriptor; signals refused in their own word.
+    static SAID: AtomicU64 = AtomicU64::new(0);
+    static SAID_REFUSED: AtomicU64 = AtomicU64::new(0);
+    let Some(repair) = guard::process::take_repairs() else {
+        return;
+    };
+    let me = std::process::id();
+    let first = |bit: u64| SAID.fetch_or(bit, Ordering::Relaxed) & bit == 0;
+    if (repair.mask_restored || repair.mask_calls > 0) && first(1) {
+        eprintln!(
+            "[guard] plugin code in the worker (pid {me}) changed the signal mask ({during}); the worker's is put back after every call"
+        );
+    }
+    let fresh: Vec<i32> = repair
+        .refused
+        .iter()
+        .copied()
+        .filter(|&sig| {
+            let bit = 1u64 << ((sig - 1) & 63);
+            SAID_REFUSED.fetch_or(bit, Ordering::Relaxed) & bit == 0
+        })
+        .collect();
+    if !fresh.is_empty() {
+        let names: Vec<String> = fresh.iter().map(|s| guard::signal_name(*s)).collect();
+        eprintln!(
+            "[guard] plugin code in the worker (pid {me}) tried to change how {} is handled ({during}); refused: the worker's crash guard relies on it",
+            names.join(", ")
+        );
+    }
+    if repair.altstack_restored && first(2) {
+        eprintln!(
+            "[guard] plugin code in the worker (pid {me}) disabled or replaced the alternate signal stack ({during}); put back"
+        );
+    }
+    for fd in repair.std_closed {
+        if first(4 << fd) {
+            eprintln!(
+                "[guard] plugin code in the worker (pid {me}) closed descriptor {fd} ({during}); /dev/null stands in for it"
+            );
+        }
     }
 }
 
