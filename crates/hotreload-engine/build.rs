@@ -3,18 +3,22 @@
 //! interposers that turn a plugin's `exit()` into a fault
 //! (`src/guard/exits.c`), keep it from changing the signal handlers and
 //! masks the host relies on (`src/guard/process.c`), and keep track of the
-//! threads it starts (`src/guard/threads.c`).
+//! threads it starts (`src/guard/threads.c`); and the handler that says
+//! what an isolated worker's confinement refused
+//! (`src/plugin/isolate/refusals.c`).
 
 fn main() {
     println!("cargo:rerun-if-changed=src/guard/trampoline.c");
     println!("cargo:rerun-if-changed=src/guard/exits.c");
     println!("cargo:rerun-if-changed=src/guard/process.c");
     println!("cargo:rerun-if-changed=src/guard/threads.c");
+    println!("cargo:rerun-if-changed=src/plugin/isolate/refusals.c");
     cc::Build::new()
         .file("src/guard/trampoline.c")
         .file("src/guard/exits.c")
         .file("src/guard/process.c")
         .file("src/guard/threads.c")
+        .file("src/plugin/isolate/refusals.c")
         .opt_level(2)
         .warnings(true)
         .extra_warnings(true)

@@ -89,13 +89,33 @@ fn a_raw_exit_group_system_call_costs_a_worker_not_the_server() {
     );
 }
 
+/// A worker killed from outside (the OOM killer, `kill -9`; plugin code
+/// cannot send its own worker SIGKILL) costs that worker: the state goes
+/// back, the version before takes over, and the build is not banned: asked
+/// again, the same source loads.
 #[test]
-fn sigkill_from_plugin_code_costs_a_worker_not_the_server() {
-    survives(
-        "raise(SIGKILL);",
-        &["the worker process was killed by SIGKILL"],
-        &[],
+fn a_worker_killed_from_outside_costs_it_and_does_not_ban_its_build() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = isolated(dir.path(), &["--trial-ticks", "0"]);
+    s.expect_contains("tag=one score=3 ");
+    editor::in_place(&src, &counter("two", 100));
+    let pid = worker_pid(&s.expect_prefix("[reload] swapped logic.so (api=1, v2"));
+    s.expect_contains("tag=two score=");
+    stop_worker(pid, Signal::SIGKILL);
+    let fault = s.expect_prefix("[fault] v2 ");
+    assert!(
+        fault.contains("the worker process was killed by SIGKILL") && fault.contains("rolled back to v1"),
+        "{fault}"
     );
+    s.expect_contains("tag=one score=");
+    s.signal(Signal::SIGUSR1);
+    let again = s.expect_prefix("[reload] ");
+    assert!(again.starts_with("[reload] swapped logic.so (api=1, v3"), "{again}\n{}", s.transcript());
+    s.expect_contains("tag=two score=");
+    // The last reload succeeded.
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 
 #[test]
@@ -185,37 +205,90 @@ fn a_worker_cannot_signal_stop_or_write_into_the_server() {
     assert_eq!(s.stop(), 0, "{}", s.transcript());
 }
 
-/// A worker stopped mid-call (here by plugin code's own SIGSTOP; a debugger
-/// at a breakpoint looks the same) is waited for, not killed as hung: the
-/// server says so once, and when the worker goes on, so does ticking, with
-/// no fault and nothing lost.
+/// A worker stopped from outside (SIGSTOP here; a debugger at a breakpoint
+/// looks the same) is waited for, not killed as hung: the server says so
+/// once, and when the worker goes on, so does ticking, with no fault and
+/// nothing lost.
 #[test]
 fn a_stopped_worker_is_waited_for_not_killed() {
     let dir = workdir();
     let src = dir.path().join("logic.c");
-    fs::write(&src, faulting("one", 1, 3, "raise(SIGSTOP);")).expect("write");
+    fs::write(&src, faulting("one", 1, 1000, "")).expect("write");
     let mut s = isolated(
         dir.path(),
         &["--tick-timeout-ms", "300", "--trial-ticks", "0"],
     );
-    let said = s.expect_prefix("[guard] v1's worker (pid ");
-    let pid: i32 = said["[guard] v1's worker (pid ".len()..]
-        .split(')')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{said}"));
+    let pid = worker_pid(&s.expect_prefix("[reload] loaded"));
+    s.expect_contains("tag=one score=2 ");
+    stop_worker(pid, Signal::SIGSTOP);
+    let said = s.expect_prefix(&format!("[guard] v1's worker (pid {pid}) "));
     assert!(
         said.contains("is stopped in the middle of a call"),
         "{said}"
     );
+    stop_worker(pid, Signal::SIGCONT);
+    s.expect_contains("tag=one score=8 ");
     assert_eq!(
-        s.count(|l| l.contains("tag=one score=3 ")),
+        s.count(|l| l.starts_with("[fault]")),
         0,
         "{}",
         s.transcript()
     );
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGCONT).expect("continue it");
-    s.expect_contains("tag=one score=3 ");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
+/// Asked to stop while a worker is stopped, the server does not wait for
+/// it: the worker is ended as hung and the state saved.
+#[test]
+fn a_stop_request_ends_a_stopped_worker() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, faulting("one", 1, 1000, "")).expect("write");
+    let mut s = isolated(
+        dir.path(),
+        &[
+            "--tick-timeout-ms",
+            "300",
+            "--trial-ticks",
+            "0",
+            "--state-file",
+            "st.bin",
+        ],
+    );
+    let pid = worker_pid(&s.expect_prefix("[reload] loaded"));
+    s.expect_contains("tag=one score=2 ");
+    stop_worker(pid, Signal::SIGSTOP);
+    s.expect_prefix(&format!("[guard] v1's worker (pid {pid}) "));
+    s.signal(Signal::SIGTERM);
+    s.expect_prefix(&format!(
+        "[guard] the server is stopping while v1's worker (pid {pid})"
+    ));
+    s.expect_prefix("[state] saved");
+    let status = s.wait();
+    assert!(status.code().is_some(), "{}", s.transcript());
+}
+
+/// Plugin code may not stop or kill its own worker (that would look like a
+/// debugger, or like the OOM killer): the call fails with EPERM, and the
+/// worker says what was refused.
+#[test]
+fn a_worker_cannot_stop_or_kill_itself_and_says_so() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    let attempt = r#"
+        int st = raise(SIGSTOP), k = kill(getpid(), SIGKILL);
+        printf("[plugin] self: stop=%d kill=%d\n", st, k);
+        fflush(stdout);
+    "#;
+    fs::write(&src, faulting("one", 1, 3, attempt)).expect("write");
+    let mut s = isolated(dir.path(), &["--trial-ticks", "0"]);
+    let said = s.expect_prefix("[plugin] self: ");
+    assert!(said.contains("stop=-1 kill=-1"), "{said}");
+    let refused = s.expect_prefix("[guard] plugin code in the worker (pid ");
+    assert!(
+        refused.contains("SIGSTOP") && refused.contains("refused"),
+        "{refused}"
+    );
     s.expect_contains("tag=one score=6 ");
     assert_eq!(
         s.count(|l| l.starts_with("[fault]")),
@@ -224,6 +297,19 @@ fn a_stopped_worker_is_waited_for_not_killed() {
         s.transcript()
     );
     assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
+/// The worker pid a `[reload]` line names.
+fn worker_pid(line: &str) -> i32 {
+    line.split("worker pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no worker pid in: {line}"))
+}
+
+fn stop_worker(pid: i32, signal: Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal the worker");
 }
 
 /// The worker processes of the server `host`: its children started with

@@ -169,6 +169,13 @@ impl Fault {
         }
     }
 
+    /// An isolated worker killed by SIGKILL: from outside (the OOM killer,
+    /// `kill -9`), since the worker's confinement refuses plugin code
+    /// sending it to itself.
+    pub fn killed_from_outside(&self) -> bool {
+        self.signal == WORKER_DIED && self.code == -libc::SIGKILL
+    }
+
     /// A call that ended because plugin code tried to end the process or
     /// the thread, not by a signal.
     pub fn is_exit(&self) -> bool {

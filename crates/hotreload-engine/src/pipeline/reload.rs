@@ -271,7 +271,8 @@ impl Reloader {
                     plugin,
                     running,
                     cause,
-                }) => self.on_fault(plugin, running, cause),
+                    blame_build,
+                }) => self.on_fault(plugin, running, cause, blame_build),
                 Inbox::Tick(TickOutput::Finished { shutdown_faulted }) => {
                     if shutdown_faulted {
                         self.last_outcome = Some(Outcome::Faulted);
@@ -705,17 +706,19 @@ impl Reloader {
         self.stop();
     }
 
-    fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String) {
+    fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String, blame_build: bool) {
         self.running = running;
         // Rolling back carries the state back to that version's layout;
         // pausing keeps it as it is.
         if let Some(side) = running.and_then(|v| self.sides.get(&v)) {
             self.state_side = Some(side.clone());
         }
-        self.known_bad = Some((
-            plugin.build_hash(),
-            format!("v{} ({cause})", plugin.version()),
-        ));
+        if blame_build {
+            self.known_bad = Some((
+                plugin.build_hash(),
+                format!("v{} ({cause})", plugin.version()),
+            ));
+        }
         self.last_outcome = Some(Outcome::Faulted);
         self.retire(plugin);
         self.stop_if_nothing_can_tick();

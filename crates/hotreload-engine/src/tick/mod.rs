@@ -144,6 +144,11 @@ pub enum TickOutput {
         running: Option<u64>,
         /// A few words on what happened ("SIGSEGV in tick").
         cause: String,
+        /// Whether the build is to blame: not for an isolated worker
+        /// killed by SIGKILL, which plugin code cannot send itself (the
+        /// worker's confinement refuses it), so it came from outside (the
+        /// OOM killer, `kill -9`); the same build may be tried again.
+        blame_build: bool,
     },
     /// The loop ended (stop request or tick limit); nothing of the plugin's
     /// runs any more. `shutdown_faulted` if `shutdown` itself faulted.

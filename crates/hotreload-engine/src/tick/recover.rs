@@ -87,6 +87,7 @@ impl TickLoop {
             plugin: bad,
             running,
             cause: summary,
+            blame_build: !fault.killed_from_outside(),
         });
     }
 
@@ -152,6 +153,10 @@ pub(super) fn signal_or_timeout(fault: &Fault) -> String {
         "timeout".into()
     } else if fault.signal == guard::LEFT_BY_EXIT {
         format!("exit({})", fault.code)
+    } else if fault.signal == guard::WORKER_DIED && fault.code < 0 {
+        format!("worker killed by {}", guard::signal_name(-fault.code))
+    } else if fault.signal == guard::WORKER_DIED {
+        format!("worker exit status {}", fault.code)
     } else if fault.signal == guard::LEFT_BY_EXEC {
         "exec".into()
     } else if fault.is_exit() {

@@ -243,6 +243,7 @@ impl TickLoop {
                     plugin,
                     running,
                     cause,
+                    blame_build: !fault.killed_from_outside(),
                 });
             }
         }

@@ -5,16 +5,21 @@
 //! A worker runs as the same user as the host, so without this a plugin
 //! could end the host with one call (`kill(getppid(), SIGKILL)`), stop it,
 //! or write into its memory (`ptrace`, `process_vm_writev`). The filter
-//! refuses with `EPERM`:
+//! refuses, with `EPERM` to the caller and a line from the worker saying
+//! what was tried (`refusals.c`):
 //!
 //! - signals to any process but the worker itself: `kill` and
 //!   `rt_sigqueueinfo` only to its own pid or its own process group (the
 //!   worker leads one); `tgkill` and `rt_tgsigqueueinfo` only within it
 //!   (`raise`, `abort`, `pthread_kill` and the guard's watchdog keep
 //!   working); `tkill` and `pidfd_send_signal` not at all;
+//! - SIGKILL and the stop signals even to itself: a stopped worker is
+//!   waited for (a debugger's breakpoint), and a SIGKILL is taken as coming
+//!   from outside (the OOM killer, `kill -9`), which is not the build's
+//!   fault; plugin code must not be able to fake either;
 //! - `ptrace` and `process_vm_writev`;
 //! - system calls of another ABI (`int 0x80`, x32), which would get past
-//!   the numbers above.
+//!   the numbers above (these with a plain `EPERM`).
 //!
 //! Processes the plugin starts from a worker inherit the filter, and with it
 //! the worker's pid: they can signal the worker, not themselves. What is
@@ -38,8 +43,15 @@ const ARCH: u32 = 4;
 /// The low 32 bits of the first argument (little-endian): a `pid_t`, all
 /// the kernel reads of it.
 const ARG0_LOW: u32 = 16;
+/// The low 32 bits of the second and third: the signal of `kill` and
+/// `rt_sigqueueinfo`, of `tgkill` and `rt_tgsigqueueinfo`.
+const ARG1_LOW: u32 = 24;
+const ARG2_LOW: u32 = 32;
 
 const DENY: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+/// Refused, and said: the call is not made, SIGSYS comes instead, and the
+/// worker's handler makes it return `EPERM` and records it (refusals.c).
+const TRAP: u32 = libc::SECCOMP_RET_TRAP;
 const ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 
 fn load(offset: u32) -> libc::sock_filter {
@@ -90,25 +102,35 @@ fn program(me: u32) -> Vec<libc::sock_filter> {
     ];
     // Each check below is: the call's number, then what decides it, with
     // the number compare jumping over the decision when it does not match.
-    let to_self = |group_too: bool| {
-        let mut d = vec![load(ARG0_LOW)];
+    // A decision ends in TRAP or ALLOW; each is built with its own two
+    // returns at its end, so that its jumps are short and counted locally.
+    let signal_rule = |signal_at: u32, group_too: bool| {
+        let mut d = vec![load(signal_at)];
+        // Never stop or kill itself: a worker found stopped is waited for
+        // as a debugger's, and one killed by SIGKILL is taken as killed
+        // from outside; plugin code must not be able to fake either.
+        for signal in SELF_REFUSED {
+            d.push(jump_eq(signal as u32, 0, 1));
+            d.push(ret(TRAP));
+        }
+        d.push(load(ARG0_LOW));
         if group_too {
             d.push(jump_eq(me.wrapping_neg(), 2, 0));
         }
         d.push(jump_eq(me, 1, 0));
-        d.push(ret(DENY));
+        d.push(ret(TRAP));
         d.push(ret(ALLOW));
         d
     };
     let rules: Vec<(c_long, Vec<libc::sock_filter>)> = vec![
-        (libc::SYS_kill, to_self(true)),
-        (libc::SYS_rt_sigqueueinfo, to_self(true)),
-        (libc::SYS_tgkill, to_self(false)),
-        (libc::SYS_rt_tgsigqueueinfo, to_self(false)),
-        (libc::SYS_tkill, vec![ret(DENY)]),
-        (libc::SYS_pidfd_send_signal, vec![ret(DENY)]),
-        (libc::SYS_ptrace, vec![ret(DENY)]),
-        (libc::SYS_process_vm_writev, vec![ret(DENY)]),
+        (libc::SYS_kill, signal_rule(ARG1_LOW, true)),
+        (libc::SYS_rt_sigqueueinfo, signal_rule(ARG1_LOW, true)),
+        (libc::SYS_tgkill, signal_rule(ARG2_LOW, false)),
+        (libc::SYS_rt_tgsigqueueinfo, signal_rule(ARG2_LOW, false)),
+        (libc::SYS_tkill, vec![ret(TRAP)]),
+        (libc::SYS_pidfd_send_signal, vec![ret(TRAP)]),
+        (libc::SYS_ptrace, vec![ret(TRAP)]),
+        (libc::SYS_process_vm_writev, vec![ret(TRAP)]),
     ];
     for (call, decision) in rules {
         // The number was loaded last by `load(NR)`; a decision loads an
@@ -120,6 +142,15 @@ fn program(me: u32) -> Vec<libc::sock_filter> {
     p.push(ret(ALLOW));
     p
 }
+
+/// Signals a worker may not send even to itself.
+const SELF_REFUSED: [libc::c_int; 5] = [
+    libc::SIGKILL,
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
 
 /// Installs the filter on this process (and everything it starts from now
 /// on). Irreversible.
@@ -155,6 +186,83 @@ pub fn confine() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+unsafe extern "C" {
+    fn hr_refusals_install() -> libc::c_int;
+    fn hr_take_refusal(nr: *mut c_long, args: *mut c_long, count: *mut libc::c_int) -> libc::c_int;
+}
+
+/// A system call the filter refused.
+pub struct Refusal {
+    nr: c_long,
+    args: [c_long; 3],
+    /// Refusals in the worker's life so far.
+    pub count: u32,
+}
+
+impl Refusal {
+    /// `kill(4242, SIGKILL)`, `ptrace`.
+    pub fn call(&self) -> String {
+        let signal = |s: c_long| crate::guard::signal_name(s as i32);
+        let [a0, a1, a2] = self.args;
+        match self.nr {
+            libc::SYS_kill => format!("kill({}, {})", a0 as i32, signal(a1)),
+            libc::SYS_rt_sigqueueinfo => format!("sigqueue({}, {})", a0 as i32, signal(a1)),
+            libc::SYS_tgkill => format!("tgkill({}, {}, {})", a0 as i32, a1 as i32, signal(a2)),
+            libc::SYS_rt_tgsigqueueinfo => {
+                format!(
+                    "rt_tgsigqueueinfo({}, {}, {})",
+                    a0 as i32,
+                    a1 as i32,
+                    signal(a2)
+                )
+            }
+            libc::SYS_tkill => format!("tkill({}, {})", a0 as i32, signal(a1)),
+            libc::SYS_pidfd_send_signal => format!("pidfd_send_signal(…, {})", signal(a1)),
+            libc::SYS_ptrace => "ptrace".into(),
+            libc::SYS_process_vm_writev => "process_vm_writev".into(),
+            n => format!("system call {n}"),
+        }
+    }
+
+    /// Which refusal it is, to say each kind once.
+    pub fn kind(&self) -> (c_long, c_long) {
+        let signal = match self.nr {
+            libc::SYS_tgkill | libc::SYS_rt_tgsigqueueinfo => self.args[2],
+            _ => self.args[1],
+        };
+        (self.nr, signal)
+    }
+}
+
+/// Installs the handler that makes a refused call return `EPERM` and
+/// records it; before [`confine`].
+pub fn install_refusal_handler() -> Result<(), String> {
+    // SAFETY: installs refusals.c's SIGSYS handler, written for this.
+    match unsafe { hr_refusals_install() } {
+        0 => Ok(()),
+        _ => Err(format!(
+            "cannot install the worker's SIGSYS handler: {}",
+            std::io::Error::last_os_error()
+        )),
+    }
+}
+
+/// The latest refusal since the last call of this, if any.
+pub fn take_refusal() -> Option<Refusal> {
+    let mut nr: c_long = 0;
+    let mut args: [c_long; 3] = [0; 3];
+    let mut count: libc::c_int = 0;
+    // SAFETY: the three out-pointers are valid; `args` has room for three.
+    if unsafe { hr_take_refusal(&mut nr, args.as_mut_ptr(), &mut count) } == 0 {
+        return None;
+    }
+    Some(Refusal {
+        nr,
+        args,
+        count: u32::try_from(count).unwrap_or(0),
+    })
 }
 
 /// Makes the host non-dumpable: no process of the same user (a worker, or

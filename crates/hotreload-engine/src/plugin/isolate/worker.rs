@@ -108,7 +108,9 @@ pub fn serve(handed: HandedOver) -> i32 {
     line_buffer_c_stdout();
     crate::state::block::forked::privatize_in_children();
     guard::thread_exits_end_the_process();
-    if let Err(why) = super::confine::confine() {
+    if let Err(why) =
+        super::confine::install_refusal_handler().and_then(|()| super::confine::confine())
+    {
         let _ = send_report(&socket, &Err(Rejection::NotLoadable(why)));
         return 1;
     }
@@ -389,11 +391,35 @@ fn settle(during: &str) {
     }
 }
 
+/// Says what the confinement refused plugin code since the last call, once
+/// per kind of call (up to a few kinds).
+fn report_refusal(during: &str) {
+    use std::sync::Mutex;
+    static SAID: Mutex<Vec<(std::ffi::c_long, std::ffi::c_long)>> = Mutex::new(Vec::new());
+    const KINDS_SAID: usize = 8;
+    while let Some(refusal) = super::confine::take_refusal() {
+        let Ok(mut said) = SAID.lock() else {
+            return;
+        };
+        if said.contains(&refusal.kind()) || said.len() >= KINDS_SAID {
+            continue;
+        }
+        said.push(refusal.kind());
+        eprintln!(
+            "[guard] plugin code in the worker (pid {}) called {} ({during}); refused (EPERM): a worker may signal only itself, never stop or kill itself, and never trace or write into another process ({} refused so far)",
+            std::process::id(),
+            refusal.call(),
+            refusal.count
+        );
+    }
+}
+
 /// Says what the guard undid or refused of what plugin code did to
 /// process-wide state in the worker's last calls, once per kind in the
 /// worker's life (cheap when nothing: a thread-local read).
 fn report_repairs(during: &str) {
     use std::sync::atomic::AtomicU64;
+    report_refusal(during);
     /// Bits of what was said: 1 the mask, 2 the alternate stack, 4 << fd a
     /// closed standard descriptor; signals refused in their own word.
     static SAID: AtomicU64 = AtomicU64::new(0);
