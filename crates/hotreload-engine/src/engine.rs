@@ -5,6 +5,7 @@
 //! thread (owns the state, calls plugin code). Events flow out on one
 //! channel; commands flow in through [`EngineHandle`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, JoinHandle};
@@ -148,6 +149,7 @@ impl Engine {
             .spawn(move || tick_loop.run(tick_rx))
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
+        let private_dir = shadow.path().to_path_buf();
         let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         reloader.hold(claim, last_good.clone());
         if let Some((saved, path)) = restored {
@@ -162,6 +164,7 @@ impl Engine {
         Ok(EngineHandle {
             inbox: inbox_tx,
             last_good,
+            private_dir,
             reload_thread,
             tick_thread,
         })
@@ -220,6 +223,7 @@ fn restore(config: &Config) -> Result<Option<(Saved, std::path::PathBuf)>, Start
 pub struct EngineHandle {
     inbox: Sender<Inbox>,
     last_good: LastGood,
+    private_dir: PathBuf,
     reload_thread: JoinHandle<i32>,
     tick_thread: JoinHandle<()>,
 }
@@ -240,6 +244,7 @@ impl EngineHandle {
         Commander {
             inbox: self.inbox.clone(),
             last_good: self.last_good.clone(),
+            private_dir: self.private_dir.clone(),
         }
     }
 
@@ -258,6 +263,8 @@ impl EngineHandle {
 pub struct Commander {
     inbox: Sender<Inbox>,
     last_good: LastGood,
+    /// The server's folder of private library copies.
+    private_dir: PathBuf,
 }
 
 impl Commander {
@@ -270,5 +277,20 @@ impl Commander {
     /// calling no plugin code. See [`crate::state::forced`].
     pub fn save_before_forced_exit(&self) -> ForcedSave {
         self.last_good.save()
+    }
+
+    /// For a host about to exit without waiting for the engine: removes
+    /// the server's private folder of library copies (mapped copies stay
+    /// mapped until the process ends), which the engine would have removed
+    /// at its end. The error, if it could not.
+    pub fn remove_private_files(&self) -> Option<String> {
+        match std::fs::remove_dir_all(&self.private_dir) {
+            Ok(()) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => Some(format!(
+                "cannot remove the private folder {}: {e}",
+                self.private_dir.display()
+            )),
+        }
     }
 }

@@ -143,6 +143,13 @@ pub enum Event {
         during: &'static str,
         drift: Vec<crate::guard::baseline::Drift>,
     },
+    /// The worker of `version`, kept for a rollback, ended (`cause`); the
+    /// version is given up.
+    KeptWorkerDied {
+        version: u64,
+        pid: u32,
+        cause: String,
+    },
     /// The server was asked to stop while `version`'s worker was stopped
     /// mid-call: it is ended as a hung one (the call's state is undone).
     WorkerStoppedAtExit {

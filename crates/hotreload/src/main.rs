@@ -61,11 +61,15 @@ fn main() -> ExitCode {
             }
             ForcedSave::NotAsked => "no --state-file, so the state is not saved".to_owned(),
         };
+        if let Some(why) = saver.remove_private_files() {
+            let _ = print(&format!("[server] {why}\n"));
+        }
+        let code = 128 + signal as i32;
         let _ = print(&format!(
-            "[exit] second {signal}: {saved}; exiting without waiting for plugin code to return\n"
+            "[exit] code={code} (second {signal}: {saved}; exiting without waiting for plugin code to return)\n"
         ));
         console::finish();
-        std::process::exit(128 + signal as i32);
+        std::process::exit(code);
     };
     if let Err(why) = signals::forward_to(engine.commander(), forced) {
         return fail(exit_code::HOST_ERROR, &why);

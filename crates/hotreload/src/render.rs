@@ -216,6 +216,9 @@ impl Renderer {
                     })
                     .collect()
             }
+            Event::KeptWorkerDied { version, pid, cause } => format!(
+                "[guard] v{version}'s worker (pid {pid}), kept for a rollback, ended: {cause}; v{version} is given up, and the processes of its worker are ended with it\n"
+            ),
             Event::WorkerStoppedAtExit { version, pid } => format!(
                 "[guard] the server is stopping while v{version}'s worker (pid {pid}) is stopped mid-call; it is ended, as a hung one would be\n"
             ),

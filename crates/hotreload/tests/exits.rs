@@ -166,17 +166,30 @@ fn a_second_ctrl_c_still_saves_the_last_completed_ticks_state() {
     let shutdown = s.expect_contains("tag=one shutdown score=");
     let last = field(&shutdown, "score").expect("score");
     s.signal(Signal::SIGINT);
-    let forced = s.expect_prefix("[exit] second SIGINT: ");
+    let forced = s.expect_prefix("[exit] code=130 (second SIGINT: ");
     assert!(
         forced.contains(&format!("saved the state as of tick {last} to st.bin")),
         "{forced}"
     );
     assert_eq!(s.wait().code(), Some(130));
+    assert_eq!(
+        s.count(|l| l.starts_with("[server] cannot remove")),
+        0,
+        "{}",
+        s.transcript()
+    );
 
     // What was saved is the state before `shutdown` began, not its -1.
     fs::write(&src, counter("two", 1)).expect("write");
     let mut next = Server::start_default(dir.path(), &["--state-file", "st.bin"]);
     let first = next.expect_contains("tag=two score=");
+    // The forced exit removed its private folder: nothing is left to reap.
+    assert_eq!(
+        next.count(|l| l.contains("private folder")),
+        0,
+        "{}",
+        next.transcript()
+    );
     assert_eq!(
         field(&first, "score"),
         Some(last + 1),

@@ -106,13 +106,18 @@ fn a_worker_killed_from_outside_costs_it_and_does_not_ban_its_build() {
     stop_worker(pid, Signal::SIGKILL);
     let fault = s.expect_prefix("[fault] v2 ");
     assert!(
-        fault.contains("the worker process was killed by SIGKILL") && fault.contains("rolled back to v1"),
+        fault.contains("the worker process was killed by SIGKILL")
+            && fault.contains("rolled back to v1"),
         "{fault}"
     );
     s.expect_contains("tag=one score=");
     s.signal(Signal::SIGUSR1);
     let again = s.expect_prefix("[reload] ");
-    assert!(again.starts_with("[reload] swapped logic.so (api=1, v3"), "{again}\n{}", s.transcript());
+    assert!(
+        again.starts_with("[reload] swapped logic.so (api=1, v3"),
+        "{again}\n{}",
+        s.transcript()
+    );
     s.expect_contains("tag=two score=");
     // The last reload succeeded.
     assert_eq!(s.stop(), 0, "{}", s.transcript());
@@ -290,6 +295,32 @@ fn a_worker_cannot_stop_or_kill_itself_and_says_so() {
         "{refused}"
     );
     s.expect_contains("tag=one score=6 ");
+    assert_eq!(
+        s.count(|l| l.starts_with("[fault]")),
+        0,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
+
+/// A kept version's worker that dies (here killed from outside) is noticed
+/// while it is kept, not at the next rollback: said, and given up.
+#[test]
+fn a_kept_worker_that_dies_is_said_and_given_up() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = isolated(dir.path(), &["--trial-ticks", "0"]);
+    let v1 = worker_pid(&s.expect_prefix("[reload] loaded"));
+    s.expect_contains("tag=one score=3 ");
+    editor::in_place(&src, &counter("two", 100));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    stop_worker(v1, Signal::SIGKILL);
+    let said = s.expect_prefix(&format!(
+        "[guard] v1's worker (pid {v1}), kept for a rollback, ended"
+    ));
+    assert!(said.contains("killed by SIGKILL"), "{said}");
     assert_eq!(
         s.count(|l| l.starts_with("[fault]")),
         0,

@@ -590,6 +590,9 @@ impl Reloader {
         let mut failure = None;
         for pause in attempts {
             std::thread::sleep(*pause);
+            // A save needs the working folder, the umask and the file size
+            // limit as the server had them.
+            settle_process(&self.events, self.running, "before a save");
             match persist::save(&path, &saved) {
                 Ok(()) => {
                     failure = None;

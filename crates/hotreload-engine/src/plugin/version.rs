@@ -159,6 +159,15 @@ impl Plugin {
     }
 
     /// Whether this version runs in a worker process.
+    /// For an isolated version: its worker's process id, and how it ended
+    /// if it has.
+    pub fn worker_ended(&self) -> Option<(u32, crate::guard::Fault)> {
+        match &self.code {
+            Code::Isolated { worker, .. } => worker.ended().map(|f| (worker.process_id(), f)),
+            Code::Local { .. } => None,
+        }
+    }
+
     pub fn is_isolated(&self) -> bool {
         matches!(self.code, Code::Isolated { .. })
     }

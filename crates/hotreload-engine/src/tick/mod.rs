@@ -420,6 +420,28 @@ impl TickLoop {
         }
     }
 
+    /// Versions kept for a rollback whose isolated worker has died since
+    /// (killed from outside, or ended by a thread plugin code left in it):
+    /// said, and given up, so that a rollback never lands on a dead worker,
+    /// and the worker's processes are ended with it.
+    fn drop_dead_kept_workers(&mut self) {
+        let mut kept = std::collections::VecDeque::with_capacity(self.earlier.len());
+        for plugin in self.earlier.drain(..) {
+            match plugin.worker_ended() {
+                Some((pid, fault)) => {
+                    (self.events)(Event::KeptWorkerDied {
+                        version: plugin.version(),
+                        pid,
+                        cause: fault.describe(),
+                    });
+                    (self.output)(TickOutput::Retired(plugin));
+                }
+                None => kept.push_back(plugin),
+            }
+        }
+        self.earlier = kept;
+    }
+
     fn host_context(&self) -> HostContext {
         crate::plugin::ext::host_context(self.settings.seed, self.ticks)
     }
@@ -512,6 +534,7 @@ impl TickLoop {
             // interposer sees: about once a second, a few system calls.
             guard::process::check_mask();
             self.reassert_handlers("while ticking");
+            self.drop_dead_kept_workers();
         }
         self.say_repairs("tick");
         #[cfg(debug_assertions)]
@@ -570,6 +593,9 @@ impl TickLoop {
             (_, None) => self.report(StateMoment::Absent),
         }
         self.say_repairs("shutdown");
+        // The save needs the working folder and limits as the server had
+        // them, whatever shutdown did.
+        self.reassert_handlers("in shutdown");
         // Only a state that some version ran on is worth saving: a run whose
         // builds all failed leaves the file as it was.
         if self.initialized {

@@ -230,6 +230,12 @@ impl Worker {
     }
 
     /// The worker's process id.
+    /// How the worker ended, if it has (a kept version's worker killed from
+    /// outside, or by a thread plugin code left running), as a fault.
+    pub fn ended(&self) -> Option<Fault> {
+        self.exit_status().map(Fault::worker_died)
+    }
+
     pub fn process_id(&self) -> u32 {
         self.child.borrow().id()
     }
