@@ -32,7 +32,7 @@ const ILL: (&str, &str) = ("__builtin_trap();", "SIGILL");
 const TRAP: (&str, &str) = ("__asm__ volatile(\"int3\");", "SIGTRAP");
 const ABORT: (&str, &str) = ("abort();", "SIGABRT (abort)");
 const ASSERT: (&str, &str) = ("assert(calls < 0);", "SIGABRT (abort)");
-const STACK_OVERFLOW: (&str, &str) = ("hr_test_recurse(0);", "SIGSEGV");
+const STACK_OVERFLOW: (&str, &str) = ("hr_test_recurse(0);", "SIGSEGV (stack overflow");
 const HANG: (&str, &str) = ("for (;;) {}", "timeout after 300 ms");
 
 /// Starts v1 (step 1), saves a version that faults at its `at`th tick, and

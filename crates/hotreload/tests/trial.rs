@@ -775,3 +775,33 @@ fn trials_and_workers_survive_the_servers_binary_being_replaced() {
         assert_eq!(s.stop(), 0, "{extra:?}: {}", s.transcript());
     }
 }
+
+/// The first version of a run that restores a state file is tried on that
+/// state, which it will tick on: a build that faults only on the restored
+/// values is refused by the trial, not met live.
+#[test]
+fn the_first_trial_runs_on_the_restored_state() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write v1");
+    let mut s = Server::start_default(dir.path(), &["--state-file", "st.bin"]);
+    s.expect_contains("tag=one score=5 ");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+
+    let bad = Counter {
+        fault_at: Some((1, "if (((state_t*)p)->score >= 5) abort();")),
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    std::fs::write(&src, bad).expect("write the bad one");
+    let mut s = Server::start_default(dir.path(), &["--state-file", "st.bin", "--ticks", "5"]);
+    let line = s.expect_prefix("[reload] rejected: ");
+    assert!(line.contains("trial tick 1: SIGABRT"), "{line}");
+    s.wait();
+    assert_eq!(
+        s.count(|l| l.starts_with("[fault]")),
+        0,
+        "{}",
+        s.transcript()
+    );
+}

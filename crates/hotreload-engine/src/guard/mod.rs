@@ -607,10 +607,17 @@ pub fn signal_name(signal: i32) -> String {
     }
 }
 
+/// `si_code` values the guard gives a SIGSEGV in the inaccessible pages
+/// below and above the plugin stack (`HR_CODE_*` in `trampoline.c`).
+const STACK_OVERFLOW: i32 = 0x5301;
+const STACK_SMASHED: i32 = 0x5302;
+
 fn cause(signal: i32, code: i32) -> Option<&'static str> {
     Some(match (signal, code) {
         (libc::SIGSEGV, 1) => "address not mapped",
         (libc::SIGSEGV, 2) => "invalid permissions",
+        (libc::SIGSEGV, STACK_OVERFLOW) => "stack overflow: the plugin stack's 8 MiB are used up",
+        (libc::SIGSEGV, STACK_SMASHED) => "a write past the top of the plugin stack",
         (libc::SIGBUS, 1) => "invalid address alignment",
         (libc::SIGBUS, 2) => "nonexistent physical address",
         (libc::SIGBUS, 3) => "object-specific hardware error",

@@ -264,6 +264,36 @@ int hr_take_thread_crash(hr_fault_t* out, int* tid) {
     return signo;
 }
 
+/* The stack plugin code runs on (hr_plugin_stack, made by
+ * hr_guard_thread_init): as large as a main thread's by default, reserved
+ * but only backed as it is touched, with inaccessible pages below and above
+ * it, so that an overflow or a smash faults (on the alternate stack)
+ * instead of running into other memory. A SIGSEGV in one of those pages
+ * gets a code of its own, so that the fault line says what happened
+ * (guard/mod.rs). */
+#define HR_CODE_STACK_OVERFLOW 0x5301
+#define HR_CODE_STACK_SMASHED 0x5302
+static __thread void* hr_plugin_stack;
+#define HR_PLUGIN_STACK (8u << 20)
+#define HR_GUARD_PAGE ((size_t)65536)
+#define HR_PLUGIN_STACK_MAPPING (HR_PLUGIN_STACK + 2 * HR_GUARD_PAGE)
+
+static int hr_stack_code(void* addr, int code) {
+    char* base = hr_plugin_stack;
+    char* at = addr;
+    if (base == NULL) {
+        return code;
+    }
+    if (at >= base && at < base + HR_GUARD_PAGE) {
+        return HR_CODE_STACK_OVERFLOW;
+    }
+    char* top = base + HR_GUARD_PAGE + HR_PLUGIN_STACK;
+    if (at >= top && at < top + HR_GUARD_PAGE) {
+        return HR_CODE_STACK_SMASHED;
+    }
+    return code;
+}
+
 static void hr_handler(int signo, siginfo_t* info, void* uctx) {
     hr_thread_guard_t* g = &hr_guard;
     int inside = g->inside;
@@ -274,6 +304,9 @@ static void hr_handler(int signo, siginfo_t* info, void* uctx) {
         g->inside = 0;
         g->fault.signo = signo;
         g->fault.code = info != NULL ? info->si_code : 0;
+        if (signo == SIGSEGV && info != NULL && info->si_code > 0) {
+            g->fault.code = hr_stack_code(info->si_addr, g->fault.code);
+        }
         g->fault.addr = info != NULL ? info->si_addr : NULL;
         g->fault.pc = hr_context_pc(uctx);
 #if defined(__x86_64__)
@@ -502,15 +535,6 @@ uint64_t hr_guard_reassert(void) {
 static __thread void* hr_alt_stack;
 static __thread size_t hr_alt_stack_size;
 static __thread stack_t hr_alt_stack_before;
-
-/* The stack plugin code runs on: as large as a main thread's by default,
- * reserved but only backed as it is touched, with inaccessible pages below
- * and above it, so that an overflow or a smash faults (on the alternate
- * stack) instead of running into other memory. */
-#define HR_PLUGIN_STACK (8u << 20)
-#define HR_GUARD_PAGE ((size_t)65536)
-#define HR_PLUGIN_STACK_MAPPING (HR_PLUGIN_STACK + 2 * HR_GUARD_PAGE)
-static __thread void* hr_plugin_stack;
 
 /* Gives the calling thread an alternate signal stack, so that a stack
  * overflow in plugin code (which leaves no stack to run a handler on) can

@@ -96,6 +96,9 @@ impl Reloader {
                     layout: side.layout.as_deref().cloned(),
                 })
             }
+            // The first version of a run that restored a state file is
+            // tried on that state, which is what it will tick on.
+            None if !load_only => self.restored.as_ref().map(|(saved, _)| saved.clone()),
             _ => None,
         };
         let settings = TrialSettings {

@@ -107,6 +107,7 @@ pub fn serve(handed: HandedOver) -> i32 {
     } = handed;
     line_buffer_c_stdout();
     crate::state::block::forked::privatize_in_children();
+    count_forks();
     guard::thread_exits_end_the_process();
     if let Err(why) =
         super::confine::install_refusal_handler().and_then(|()| super::confine::confine())
@@ -391,6 +392,36 @@ fn settle(during: &str) {
     }
 }
 
+/// Children plugin code forked in this worker (a `pthread_atfork` parent
+/// handler counts them), and how many of them were said.
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORKS_SAID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_forks() {
+    extern "C" fn forked() {
+        FORKS.fetch_add(1, Ordering::Relaxed);
+    }
+    // SAFETY: registers a parent handler that only counts.
+    unsafe { libc::pthread_atfork(None, Some(forked), None) };
+}
+
+/// Says that plugin code forked: at the first child and at every tenfold
+/// more (a plugin forking at every tick fills the machine with processes;
+/// nothing else would say so).
+fn report_forks(during: &str) {
+    let forks = FORKS.load(Ordering::Relaxed);
+    let said = FORKS_SAID.load(Ordering::Relaxed);
+    if forks == 0 || forks < said.max(1) * 10 && said != 0 {
+        return;
+    }
+    FORKS_SAID.store(forks, Ordering::Relaxed);
+    eprintln!(
+        "[guard] plugin code in the worker (pid {}) has forked {forks} child process{} (latest {during}); children still running are ended with the worker (its process group is killed with it)",
+        std::process::id(),
+        if forks == 1 { "" } else { "es" }
+    );
+}
+
 /// Says what the confinement refused plugin code since the last call, once
 /// per kind of call (up to a few kinds).
 fn report_refusal(during: &str) {
@@ -420,6 +451,7 @@ fn report_refusal(during: &str) {
 fn report_repairs(during: &str) {
     use std::sync::atomic::AtomicU64;
     report_refusal(during);
+    report_forks(during);
     /// Bits of what was said: 1 the mask, 2 the alternate stack, 4 << fd a
     /// closed standard descriptor; signals refused in their own word.
     static SAID: AtomicU64 = AtomicU64::new(0);
