@@ -191,8 +191,10 @@ pub fn serve(handed: HandedOver) -> i32 {
 /// How long the worker watches the page for the next request before it
 /// sleeps: briefly after a call (calls often come in runs: a hook, then a
 /// tick), longer after a warm-up (the host sends one just before a tick).
-const AFTER_CALL: Duration = Duration::from_micros(20);
-const WARMED: Duration = Duration::from_micros(500);
+const AFTER_CALL: Duration = Duration::from_micros(10);
+/// Four times the lead the host gives (`tick::WARM_LEAD`): room for a host
+/// that wakes late on a busy machine, and no more.
+const WARMED: Duration = Duration::from_micros(400);
 
 /// Waits for a request other than `seen`: watching the page for `watch`,
 /// then asleep on it.
