@@ -221,13 +221,15 @@ __attribute__((visibility("default"))) int timer_delete(timer_t id) {
 
 /* Deletes the timers plugin code created: with start < end, those created
  * from or calling into start..end (a library's mapping); with start == end,
- * every signal timer. Returns how many. Never from a signal handler. */
-int hr_timers_stop(uintptr_t start, uintptr_t end) {
+ * every signal timer. Returns how many, and in *threads how many of them
+ * were thread timers. Never from a signal handler. */
+int hr_timers_stop(uintptr_t start, uintptr_t end, int* threads) {
     hr_timer_delete_fn real = (hr_timer_delete_fn)dlsym(RTLD_NEXT, "timer_delete");
     if (real == NULL) {
         return 0;
     }
     int stopped = 0;
+    *threads = 0;
     pthread_mutex_lock(&hr_timers_lock);
     for (int i = 0; i < HR_TIMER_SLOTS; i++) {
         hr_timer_slot_t* t = &hr_timers[i];
@@ -241,6 +243,7 @@ int hr_timers_stop(uintptr_t start, uintptr_t end) {
             real(t->id);
             t->used = 0;
             stopped++;
+            *threads += t->thread;
         }
     }
     pthread_mutex_unlock(&hr_timers_lock);

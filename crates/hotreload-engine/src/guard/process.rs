@@ -24,7 +24,7 @@ unsafe extern "C" {
     fn hr_guard_settle_mask() -> c_int;
     fn hr_guard_in_forked_child() -> c_int;
     fn hr_guard_end_forked_child() -> !;
-    fn hr_timers_stop(start: usize, end: usize) -> c_int;
+    fn hr_timers_stop(start: usize, end: usize, threads: *mut c_int) -> c_int;
     fn hr_guard_settle_altstack() -> c_int;
 }
 
@@ -164,20 +164,28 @@ pub fn take_timer_signal() -> Option<i32> {
 /// signal: one of them just fired as a fault, and would again, blamed on
 /// whichever version runs then. How many.
 pub fn stop_signal_timers() -> usize {
+    let mut threads: c_int = 0;
     // SAFETY: deletes timers plugin code created (recorded by the
     // timer_create interposer); the host creates none of its own.
-    usize::try_from(unsafe { hr_timers_stop(0, 0) }).unwrap_or(0)
+    usize::try_from(unsafe { hr_timers_stop(0, 0, &mut threads) }).unwrap_or(0)
 }
 
 /// Deletes the POSIX timers created from, or calling into, `start..end`
 /// (a library's mapping, before it is unmapped): a thread timer would call
-/// into unmapped code. How many.
-pub fn stop_timers_of(start: usize, end: usize) -> usize {
+/// into unmapped code. How many, and how many of them were thread timers
+/// (one of whose threads may still be running the library's code: the C
+/// library starts one per expiry, and nothing tells when it is done).
+pub fn stop_timers_of(start: usize, end: usize) -> (usize, usize) {
     if start >= end {
-        return 0;
+        return (0, 0);
     }
+    let mut threads: c_int = 0;
     // SAFETY: as for `stop_signal_timers`.
-    usize::try_from(unsafe { hr_timers_stop(start, end) }).unwrap_or(0)
+    let stopped = unsafe { hr_timers_stop(start, end, &mut threads) };
+    (
+        usize::try_from(stopped).unwrap_or(0),
+        usize::try_from(threads).unwrap_or(0),
+    )
 }
 
 /// Ends the calling process at once if it is the child of a fork plugin

@@ -770,15 +770,26 @@ impl Reloader {
             }));
         }
         if let Some((start, end)) = plugin.span() {
-            let stopped = crate::guard::process::stop_timers_of(start, end);
+            let (stopped, threads) = crate::guard::process::stop_timers_of(start, end);
+            let timers = if stopped == 1 {
+                "a POSIX timer".to_owned()
+            } else {
+                format!("{stopped} POSIX timers")
+            };
+            if threads > 0 {
+                // A thread the C library started for an expiry just before
+                // the timer went may still be calling into the library.
+                self.emit(Event::ServerNotice(format!(
+                    "v{version} left {timers} armed; deleted, and v{version} stays mapped until exit: a thread timer's last call may still be running its code"
+                )));
+                self.pinned
+                    .push((version, plugin.span().map_or(0, |(a, b)| (b - a) as u64)));
+                plugin.leak();
+                return;
+            }
             if stopped > 0 {
                 self.emit(Event::ServerNotice(format!(
-                    "v{version} left {} armed; deleted with it, before its code is unmapped",
-                    if stopped == 1 {
-                        "a POSIX timer".to_owned()
-                    } else {
-                        format!("{stopped} POSIX timers")
-                    }
+                    "v{version} left {timers} armed; deleted with it, before its code is unmapped"
                 )));
             }
         }
