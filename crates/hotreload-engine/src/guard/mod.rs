@@ -449,6 +449,27 @@ pub unsafe fn call_tick(f: TickFn, state: *mut c_void, dt: f64) -> Result<(), Fa
     ended(unsafe { hr_call_tick(f, state, dt) })
 }
 
+/// [`call_tick`] without the two system calls that settle the mask and the
+/// alternate stack after it: the trampoline alone, for the dispatch
+/// benchmark, which measures the two apart. Plugin code called this way
+/// can leave the thread's mask or alternate stack changed.
+///
+/// # Safety
+/// As for [`call_tick`].
+#[doc(hidden)]
+#[inline]
+pub unsafe fn call_tick_trampoline_only(
+    f: TickFn,
+    state: *mut c_void,
+    dt: f64,
+) -> Result<(), Fault> {
+    // SAFETY: per this function's contract.
+    match unsafe { hr_call_tick(f, state, dt) } {
+        0 | TOUCHED => Ok(()),
+        signal => Err(last_fault(signal)),
+    }
+}
+
 /// Calls `logic_get_api` under the guard.
 ///
 /// # Safety
