@@ -90,6 +90,14 @@ fn fault_then_recover(fault: (&str, &str), at: u32) {
     if at > 1 {
         assert_eq!(s.count(|l| l.contains("tag=bad score=")), at as usize - 1);
     }
+    // A hang's fault line says what the lost time was; no second line
+    // about falling behind.
+    assert_eq!(
+        s.count(|l| l.starts_with("[tick] fell")),
+        0,
+        "{}",
+        s.transcript()
+    );
 
     editor::rename_over(&src, &counter("three", 100));
     s.expect_prefix("[reload] swapped logic.so (api=1, v3");

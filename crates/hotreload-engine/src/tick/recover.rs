@@ -25,6 +25,13 @@ impl TickLoop {
         if let Some(tick) = restored_to_tick {
             self.ticks = tick;
         }
+        if fault.is_timeout()
+            && let Some(schedule) = &mut self.schedule
+        {
+            // The time the hung call took is in the fault line; the ticks
+            // it cost need no line of their own.
+            schedule.pass_missed(std::time::Instant::now());
+        }
         let Some(bad) = self.current.take() else {
             return;
         };

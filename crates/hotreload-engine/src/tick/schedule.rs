@@ -58,6 +58,17 @@ impl Schedule {
         self.origin + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
     }
 
+    /// Moves past the deadlines missed by `now` without a report of its own
+    /// (counted in `skipped`): for a gap something else already explained,
+    /// a call the watchdog ended after its timeout. How many.
+    pub fn pass_missed(&mut self, now: Instant) -> u64 {
+        let behind = now.saturating_duration_since(self.next_deadline());
+        let missed = (behind.as_nanos() / self.period.as_nanos()) as u64;
+        self.next_index += missed;
+        self.skipped += missed;
+        missed
+    }
+
     /// Records that a tick starts at `now` (at or after the next deadline) and
     /// moves on to the following deadline.
     pub fn start_tick(&mut self, now: Instant) -> Option<Skip> {
@@ -85,6 +96,16 @@ mod tests {
     use super::*;
 
     const P: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn missed_deadlines_can_be_passed_quietly() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(P, t0);
+        assert_eq!(s.pass_missed(t0 + P + Duration::from_micros(3_500)), 3);
+        assert_eq!(s.next_deadline(), t0 + 4 * P);
+        assert!(s.start_tick(t0 + 4 * P).is_none());
+        assert_eq!(s.skipped, 3);
+    }
 
     #[test]
     fn late_ticks_do_not_shift_later_deadlines() {
