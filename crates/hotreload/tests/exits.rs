@@ -420,9 +420,9 @@ fn a_plugin_calling_exit_is_a_fault_not_the_end() {
 
 #[test]
 fn a_plugin_calling_underscore_exit_is_a_fault_not_the_end() {
-    a_way_out_is_a_fault_of_its_version("_exit(7);", "exit(7) called");
-    a_way_out_is_a_fault_of_its_version("_Exit(8);", "exit(8) called");
-    a_way_out_is_a_fault_of_its_version("quick_exit(9);", "exit(9) called");
+    a_way_out_is_a_fault_of_its_version("_exit(7);", "_exit(7) called");
+    a_way_out_is_a_fault_of_its_version("_Exit(8);", "_Exit(8) called");
+    a_way_out_is_a_fault_of_its_version("quick_exit(9);", "quick_exit(9) called");
 }
 
 #[test]

@@ -151,7 +151,7 @@ fn faults_the_guard_catches_in_the_worker_name_their_place() {
         &[],
     );
     survives("exit(7);", &["exit(7) called in counter_tick+"], &[]);
-    survives("_exit(7);", &["exit(7) called in counter_tick+"], &[]);
+    survives("_exit(7);", &["_exit(7) called in counter_tick+"], &[]);
     survives("abort();", &["SIGABRT (abort)"], &[]);
 }
 

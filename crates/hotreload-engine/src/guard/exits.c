@@ -41,14 +41,22 @@
 #define HR_LEFT_THREAD_EXIT (-2) /* pthread_exit() */
 #define HR_LEFT_EXEC (-5)        /* the exec family */
 
+/* The fault record's code for the ways out: the status in the low byte,
+ * which function above it (guard/mod.rs names them). */
+#define HR_EXIT_CODE(status, kind) (((status) & 0xff) | ((kind) << 8))
+#define HR_BY_EXIT 0
+#define HR_BY__EXIT 1
+#define HR_BY__EXIT_C99 2
+#define HR_BY_QUICK_EXIT 3
+
 void hr_guard_leave_if_inside(int signo, int code, void* pc);
 int hr_guard_plugin_thread_leaving(int signo, int code, void* pc);
 
 /* An exit called on a thread plugin code started (not inside a guarded
  * call) ends that thread, not the server: the tick loop reports it as that
  * version's fault (see hr_guard_plugin_thread_leaving). */
-static void hr_end_plugin_thread_if_one(int status, void* pc) {
-    if (hr_guard_plugin_thread_leaving(HR_LEFT_EXIT, status, pc)) {
+static void hr_end_plugin_thread_if_one(int code, void* pc) {
+    if (hr_guard_plugin_thread_leaving(HR_LEFT_EXIT, code, pc)) {
         void (*real)(void*) = (void (*)(void*))dlsym(RTLD_NEXT, "pthread_exit");
         if (real != NULL) {
             real(NULL);
@@ -69,8 +77,8 @@ __attribute__((noreturn)) static void hr_exit_group(int status) {
 }
 
 __attribute__((visibility("default"), noreturn)) void exit(int status) {
-    hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
-    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
+    hr_guard_leave_if_inside(HR_LEFT_EXIT, HR_EXIT_CODE(status, HR_BY_EXIT), __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(HR_EXIT_CODE(status, HR_BY_EXIT), __builtin_return_address(0));
     void (*real)(int) = (void (*)(int))hr_next("exit");
     if (real != NULL) {
         real(status);
@@ -79,8 +87,8 @@ __attribute__((visibility("default"), noreturn)) void exit(int status) {
 }
 
 __attribute__((visibility("default"), noreturn)) void quick_exit(int status) {
-    hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
-    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
+    hr_guard_leave_if_inside(HR_LEFT_EXIT, HR_EXIT_CODE(status, HR_BY_QUICK_EXIT), __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(HR_EXIT_CODE(status, HR_BY_QUICK_EXIT), __builtin_return_address(0));
     void (*real)(int) = (void (*)(int))hr_next("quick_exit");
     if (real != NULL) {
         real(status);
@@ -90,14 +98,14 @@ __attribute__((visibility("default"), noreturn)) void quick_exit(int status) {
 
 /* _exit and _Exit run nothing: they are the system call. */
 __attribute__((visibility("default"), noreturn)) void _exit(int status) {
-    hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
-    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
+    hr_guard_leave_if_inside(HR_LEFT_EXIT, HR_EXIT_CODE(status, HR_BY__EXIT), __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(HR_EXIT_CODE(status, HR_BY__EXIT), __builtin_return_address(0));
     hr_exit_group(status);
 }
 
 __attribute__((visibility("default"), noreturn)) void _Exit(int status) {
-    hr_guard_leave_if_inside(HR_LEFT_EXIT, status, __builtin_return_address(0));
-    hr_end_plugin_thread_if_one(status, __builtin_return_address(0));
+    hr_guard_leave_if_inside(HR_LEFT_EXIT, HR_EXIT_CODE(status, HR_BY__EXIT_C99), __builtin_return_address(0));
+    hr_end_plugin_thread_if_one(HR_EXIT_CODE(status, HR_BY__EXIT_C99), __builtin_return_address(0));
     hr_exit_group(status);
 }
 

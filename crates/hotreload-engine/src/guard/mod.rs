@@ -176,6 +176,18 @@ impl Fault {
         self.signal == WORKER_DIED && self.code == -libc::SIGKILL
     }
 
+    /// For a [`LEFT_BY_EXIT`] fault: which way out plugin code called, and
+    /// with what status (`exits.c` puts both in `code`).
+    pub fn exit_call(&self) -> (&'static str, i32) {
+        let name = match self.code >> 8 {
+            1 => "_exit",
+            2 => "_Exit",
+            3 => "quick_exit",
+            _ => "exit",
+        };
+        (name, self.code & 0xff)
+    }
+
     /// A call that ended because plugin code tried to end the process or
     /// the thread, not by a signal.
     pub fn is_exit(&self) -> bool {
@@ -200,7 +212,10 @@ impl Fault {
                     signal_name(self.signal)
                 );
             }
-            LEFT_BY_EXIT => return format!("exit({}) called", self.code),
+            LEFT_BY_EXIT => {
+                let (name, status) = self.exit_call();
+                return format!("{name}({status}) called");
+            }
             WORKER_DIED if self.code < 0 => {
                 return format!(
                     "the worker process was killed by {}",

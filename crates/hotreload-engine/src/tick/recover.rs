@@ -159,7 +159,8 @@ pub(super) fn signal_or_timeout(fault: &Fault) -> String {
     if fault.is_timeout() {
         "timeout".into()
     } else if fault.signal == guard::LEFT_BY_EXIT {
-        format!("exit({})", fault.code)
+        let (name, status) = fault.exit_call();
+        format!("{name}({status})")
     } else if fault.signal == guard::WORKER_DIED && fault.code < 0 {
         format!("worker killed by {}", guard::signal_name(-fault.code))
     } else if fault.signal == guard::WORKER_DIED {

@@ -247,6 +247,9 @@ impl Server {
             Some(Op::Warm) => Ok(Reply::default()),
             Some(Op::Exit) => {
                 let fault = self.plugin.take().and_then(|p| p.close().destructor_fault);
+                // What the destructors did or were refused, said before the
+                // worker goes.
+                settle(Op::Exit.name());
                 // A destructor's fault is reported as the result, not as a
                 // fault of the call: the host unloads the version anyway.
                 match fault {
