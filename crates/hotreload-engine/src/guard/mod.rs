@@ -9,10 +9,19 @@
 //! call plugin code at once; a fault anywhere else keeps its normal meaning
 //! (the previous handler, or death by that signal with a core dump).
 //!
-//! Cost: on x86-64, about 0.3 ns per call over calling the function pointer
-//! directly (six register stores and a flag; see `trampoline.c` and
-//! `benches/dispatch.rs`); elsewhere about 1.5 ns. cr.h's `sigsetjmp(env, 1)`
-//! costs ~110 ns.
+//! What plugin code changes of process-wide state is refused or put back:
+//! the interposers in `exits.c` (the ways out, `exec`), `process.c`
+//! (handlers, masks, timers, `close` of the standard descriptors) and
+//! `threads.c` (threads it starts); after every call the signal mask and the
+//! alternate signal stack; and [`baseline`], the settings the server needs
+//! (umask, limits, working folder, standard descriptors), at the points it
+//! needs them.
+//!
+//! Cost: on x86-64 the trampoline takes a few ns over calling the function
+//! pointer directly (register stores, zeroed registers, a flag, the switch
+//! to the plugin stack; see `trampoline.c` and `benches/dispatch.rs`); the
+//! two system calls after it, about 0.6 µs here, are most of a guarded
+//! call. cr.h's `sigsetjmp(env, 1)` costs ~110 ns.
 
 pub mod baseline;
 pub mod process;

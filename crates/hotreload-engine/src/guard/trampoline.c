@@ -16,7 +16,7 @@
  *   handler rewrites the interrupted context so that returning from the
  *   handler resumes in the caller exactly as if the trampoline had returned
  *   the signal number; sigreturn also restores the signal mask. This costs
- *   ~0.3 ns per call over a bare call (benches/dispatch.rs).
+ *   a few ns per call over a bare call (benches/dispatch.rs).
  * - Everything else (hr_call_get_api, other architectures): GCC's
  *   __builtin_setjmp and __builtin_longjmp from the handler (~1.5 ns), with
  *   the signal mask restored by hand after landing.
