@@ -36,7 +36,7 @@ pub use message::{
     Command, ErrorCode, Refused, Request, ServerMessage, event_line, hello_line, parse_request,
     parse_server_message, reply_error, reply_ok,
 };
-pub use path::{runtime_folder, socket_path};
+pub use path::{effective_uid, runtime_folder, socket_path};
 
 /// The protocol version a server states in its `hello`; a client refuses a
 /// server whose version it does not know.

@@ -9,7 +9,6 @@
 //! symlinks resolved: two servers in two folders never meet, and a client
 //! in the same folder (reached by any path) finds its server.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The folder control sockets of this user live in.
@@ -18,11 +17,14 @@ pub fn runtime_folder() -> PathBuf {
         Some(dir) if !dir.is_empty() && Path::new(&dir).is_absolute() => {
             PathBuf::from(dir).join("hotreload")
         }
-        _ => {
-            let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
-            PathBuf::from(format!("/tmp/hotreload-{uid}"))
-        }
+        _ => PathBuf::from(format!("/tmp/hotreload-{}", effective_uid())),
     }
+}
+
+/// This process's effective user id.
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// The socket of a server started in `folder`.

@@ -11,6 +11,14 @@ pub enum Command {
     /// Report the state now (a [`crate::Event::State`] at the next tick
     /// boundary).
     ReportState,
+    /// Hold ticking between two ticks ([`crate::Event::Paused`]).
+    Pause,
+    /// Tick again, deadlines restarted from now.
+    Resume,
+    /// While paused, run this many ticks, then hold again.
+    Step(u64),
+    /// Write the state file now.
+    Save,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

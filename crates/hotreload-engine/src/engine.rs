@@ -12,6 +12,7 @@ use std::thread::{self, JoinHandle};
 
 use crate::command::{Command, StopReason};
 use crate::config::Config;
+use crate::control::status::StatusBoard;
 use crate::event::{Event, EventSink};
 use crate::outcome::{StartError, exit_code};
 use crate::pipeline::reload::{Inbox, Reloader};
@@ -123,6 +124,8 @@ impl Engine {
         }
 
         let tick_inbox = inbox_tx.clone();
+        let board = Arc::new(StatusBoard::new(config.state_file.is_some()));
+        board.set_watch_mode(&format!("{:?}", watch.mode).to_lowercase());
         let snapshot = SharedSnapshot::default();
         let last_good = LastGood::new(snapshot.clone(), config.state_file.clone());
         let tick_loop = TickLoop::new(
@@ -143,6 +146,7 @@ impl Engine {
                 let _ = tick_inbox.send(Inbox::Tick(out));
             }),
             snapshot,
+            Arc::clone(&board),
         );
         let tick_thread = thread::Builder::new()
             .name("hotreload-tick".into())
@@ -151,6 +155,7 @@ impl Engine {
 
         let private_dir = shadow.path().to_path_buf();
         let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
+        reloader.report_to(Arc::clone(&board));
         reloader.hold(claim, last_good.clone());
         if let Some((saved, path)) = restored {
             reloader.restore_from(saved, path);
@@ -164,6 +169,7 @@ impl Engine {
         Ok(EngineHandle {
             inbox: inbox_tx,
             last_good,
+            board,
             private_dir,
             reload_thread,
             tick_thread,
@@ -223,6 +229,7 @@ fn restore(config: &Config) -> Result<Option<(Saved, std::path::PathBuf)>, Start
 pub struct EngineHandle {
     inbox: Sender<Inbox>,
     last_good: LastGood,
+    board: Arc<StatusBoard>,
     private_dir: PathBuf,
     reload_thread: JoinHandle<i32>,
     tick_thread: JoinHandle<()>,
@@ -236,6 +243,11 @@ impl EngineHandle {
 
     pub fn stop(&self, reason: StopReason) {
         self.send(Command::Stop(reason));
+    }
+
+    /// What the server is doing, readable at any moment from any thread.
+    pub fn status(&self) -> Arc<StatusBoard> {
+        Arc::clone(&self.board)
     }
 
     /// A cloneable sender for commands, for a signal thread or a control

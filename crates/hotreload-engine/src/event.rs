@@ -143,6 +143,20 @@ pub enum Event {
         during: &'static str,
         drift: Vec<crate::guard::baseline::Drift>,
     },
+    /// Ticking holds between two ticks, on a command (`pause`, or the end
+    /// of a `step`), after `tick` ticks.
+    Paused {
+        tick: u64,
+    },
+    /// Ticking goes on, the deadlines restarted from now.
+    Resumed {
+        tick: u64,
+    },
+    /// A `step` ran its `ticks` ticks; ticking holds again after `tick`.
+    Stepped {
+        ticks: u64,
+        tick: u64,
+    },
     /// The worker of `version`, kept for a rollback, ended (`cause`); the
     /// version is given up.
     KeptWorkerDied {
@@ -235,6 +249,61 @@ pub enum Event {
     Exited {
         code: i32,
     },
+}
+
+impl Event {
+    /// The event's kind, as the control channel names it (`swapped`,
+    /// `fault`, `build_failed`): one word per variant, stable across
+    /// releases of one protocol version.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ServerNotice(..) => "server_notice",
+            Event::Running { .. } => "running",
+            Event::WatchNotice(..) => "watch_notice",
+            Event::ChangeDetected { .. } => "change_detected",
+            Event::BuildSkipped { .. } => "build_skipped",
+            Event::RebuildRequested => "rebuild_requested",
+            Event::BuildStarted => "build_started",
+            Event::BuildSucceeded { .. } => "build_succeeded",
+            Event::BuildFailed(..) => "build_failed",
+            Event::BuildSuperseded { .. } => "build_superseded",
+            Event::BuildCancelled { .. } => "build_cancelled",
+            Event::WrittenByBuild { .. } => "written_by_build",
+            Event::KeptDiscarding { .. } => "kept_discarding",
+            Event::Unchanged { .. } => "unchanged",
+            Event::Swapped(..) => "swapped",
+            Event::Rejected { .. } => "rejected",
+            Event::TrialsOff(..) => "trials_off",
+            Event::State(..) => "state",
+            Event::Fault(..) => "fault",
+            Event::LayoutNotice(..) => "layout_notice",
+            Event::StateSaved { .. } => "state_saved",
+            Event::PluginLog(..) => "plugin_log",
+            Event::Dangling { .. } => "dangling",
+            Event::StaticData { .. } => "static_data",
+            Event::ProcessStateRepaired { .. } => "process_state_repaired",
+            Event::WorkerStopped { .. } => "worker_stopped",
+            Event::ProcessDrift { .. } => "process_drift",
+            Event::Paused { .. } => "paused",
+            Event::Resumed { .. } => "resumed",
+            Event::Stepped { .. } => "stepped",
+            Event::KeptWorkerDied { .. } => "kept_worker_died",
+            Event::WorkerStoppedAtExit { .. } => "worker_stopped_at_exit",
+            Event::PluginThreadStopped { .. } => "plugin_thread_stopped",
+            Event::HandlersReasserted { .. } => "handlers_reasserted",
+            Event::FirstTick { .. } => "first_tick",
+            Event::StayedMapped { .. } => "stayed_mapped",
+            Event::PinnedWarning { .. } => "pinned_warning",
+            Event::KeptForThreads { .. } => "kept_for_threads",
+            Event::PinnedAtExit { .. } => "pinned_at_exit",
+            Event::Stalled { .. } => "stalled",
+            Event::TickStats(..) => "tick_stats",
+            Event::Stopping { .. } => "stopping",
+            Event::SaveFailed { .. } => "save_failed",
+            Event::SaveRecovered { .. } => "save_recovered",
+            Event::Exited { .. } => "exited",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

@@ -49,6 +49,7 @@
 pub mod command;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod engine;
 pub mod event;
 pub mod guard;

@@ -41,6 +41,9 @@ pub mod exit_code {
     /// The server stopped before any version was ever loaded (the first
     /// build was still running), so no code ran on any state.
     pub const NOTHING_LOADED: i32 = 17;
+    /// Another live server answers on this folder's control socket (or the
+    /// one `--control` names); nothing was started.
+    pub const CONTROL_TAKEN: i32 = 18;
 }
 
 /// Why a built library was not swapped in. Each variant's message says what

@@ -136,6 +136,17 @@ pub struct Args {
     #[arg(long)]
     pub isolate: bool,
 
+    /// The control socket to listen on (`hotreload ctl` drives the server
+    /// through it). By default a socket named after this folder in
+    /// $XDG_RUNTIME_DIR/hotreload (or /tmp/hotreload-UID), so `hotreload
+    /// ctl` run in the same folder finds it.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_control")]
+    pub control: Option<std::path::PathBuf>,
+
+    /// Listen on no control socket.
+    #[arg(long)]
+    pub no_control: bool,
+
     /// The state's type in the plugin's debug info (built with -g), when it
     /// is not `state_t` or the only struct of the state's size. A type in a
     /// Rust module or C++ namespace matches by its plain name (`State`) or

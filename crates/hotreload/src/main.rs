@@ -4,18 +4,26 @@
 //! with the engine's code.
 
 mod cli;
+mod ctl;
 mod render;
 mod signals;
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use clap::Parser;
+use hotreload_engine::control::hub::Hub;
+use hotreload_engine::control::server::{self, StartError, Wiring};
 use hotreload_engine::{Engine, ForcedSave, console, exit_code};
 
 fn main() -> ExitCode {
     // A trial run of a new build is this same executable in probe mode.
     hotreload_engine::run_probe_if_requested();
+    if std::env::args_os().nth(1).is_some_and(|a| a == "ctl") {
+        return ctl::main(std::env::args_os().skip(2));
+    }
     let args = cli::Args::parse();
     let config = match args.to_config() {
         Ok(c) => c,
@@ -32,13 +40,74 @@ fn main() -> ExitCode {
     if let Err(why) = console::capture_stderr() {
         return fail(exit_code::HOST_ERROR, &why);
     }
+    // The control socket is bound before anything starts: a second server
+    // in this folder is refused before it builds or loads anything.
+    let bound = if args.no_control {
+        None
+    } else {
+        let path = args.control.clone().unwrap_or_else(|| {
+            hotreload_control::socket_path(&std::env::current_dir().unwrap_or_default())
+        });
+        match server::bind(&path) {
+            Ok(bound) => Some(bound),
+            Err(StartError::Taken { path, pid }) => {
+                let who = pid.map_or("another hotreload server".to_owned(), |p| {
+                    format!("another hotreload server (pid {p})")
+                });
+                return fail(
+                    exit_code::CONTROL_TAKEN,
+                    &format!(
+                        "{who} is running with the control socket {}; stop it, or start this one with --control PATH or --no-control",
+                        path.display()
+                    ),
+                );
+            }
+            Err(StartError::Other(why)) => return fail(exit_code::HOST_ERROR, &why),
+        }
+    };
+    let hub = Arc::new(Hub::new());
     let renderer = render::Renderer::new();
+    let published = Arc::clone(&hub);
     let engine = match Engine::start(config, move |event| {
+        let text = renderer.render(&event);
         // A closed stdout is handled by `stop_when_stdout_closes`.
-        let _ = print(&renderer.render(&event));
+        let _ = print(&text);
+        if !text.is_empty() {
+            published.publish(event.kind(), text.trim_end_matches('\n'));
+        }
     }) {
         Ok(engine) => engine,
         Err(why) => return fail(why.code, &why.message),
+    };
+    let _control = match bound {
+        Some(bound) => {
+            let said = Arc::clone(&hub);
+            let wiring = Wiring {
+                commander: engine.commander(),
+                board: engine.status(),
+                hub: Arc::clone(&hub),
+                say: Arc::new(move |text: String| {
+                    let line = format!("[control] {text}\n");
+                    let _ = print(&line);
+                    said.publish("control_notice", line.trim_end());
+                }),
+            };
+            match bound.serve(wiring) {
+                Ok(server) => Some(server),
+                Err(StartError::Other(why)) => {
+                    let _ = print(&format!("[control] no control socket: {why}\n"));
+                    None
+                }
+                Err(StartError::Taken { path, .. }) => {
+                    let _ = print(&format!(
+                        "[control] no control socket: {} is taken\n",
+                        path.display()
+                    ));
+                    None
+                }
+            }
+        }
+        None => None,
     };
     if let Err(why) = signals::stop_when_stdout_closes(engine.commander()) {
         return fail(exit_code::HOST_ERROR, &why);

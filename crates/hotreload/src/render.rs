@@ -216,6 +216,16 @@ impl Renderer {
                     })
                     .collect()
             }
+            Event::Paused { tick } => format!(
+                "[tick] paused after tick {tick}; `hotreload ctl resume` goes on, `hotreload ctl step N` runs N ticks\n"
+            ),
+            Event::Resumed { tick } => format!(
+                "[tick] resumed after tick {tick}; deadlines start again from now\n"
+            ),
+            Event::Stepped { ticks, tick } => format!(
+                "[tick] stepped {}; paused after tick {tick}\n",
+                plural(*ticks, "tick")
+            ),
             Event::KeptWorkerDied { version, pid, cause } => format!(
                 "[guard] v{version}'s worker (pid {pid}), kept for a rollback, ended: {cause}; v{version} is given up, and the processes of its worker are ended with it\n"
             ),

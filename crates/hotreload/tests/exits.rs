@@ -212,6 +212,8 @@ fn a_second_server_on_the_same_state_file_is_refused_naming_the_first() {
             CC_BUILD,
             "--state-file",
             "st.bin",
+            // The control socket of this folder is the first server's.
+            "--no-control",
         ],
     );
     assert_eq!(code, 15, "{stdout}{stderr}");
@@ -225,7 +227,14 @@ fn a_second_server_on_the_same_state_file_is_refused_naming_the_first() {
     // Told otherwise, it runs.
     let mut second = Server::start_default(
         dir.path(),
-        &["--state-file", "st.bin", "--no-state-lock", "--ticks", "3"],
+        &[
+            "--state-file",
+            "st.bin",
+            "--no-state-lock",
+            "--ticks",
+            "3",
+            "--no-control",
+        ],
     );
     second.expect_prefix("[reload] loaded logic.so");
     assert_eq!(second.exit_code(), 0);

@@ -136,6 +136,7 @@ pub struct Reloader {
     /// The same, for isolated workers waited for while stopped (a debugger,
     /// SIGSTOP): a stop request ends the wait.
     stop_requested: Arc<AtomicBool>,
+    board: Option<Arc<crate::control::status::StatusBoard>>,
 }
 
 struct InFlight {
@@ -211,6 +212,7 @@ impl Reloader {
             last_outcome: None,
             stopping: false,
             stop_requested: Arc::new(AtomicBool::new(false)),
+            board: None,
         }
     }
 
@@ -222,6 +224,23 @@ impl Reloader {
 
     /// Keeps `claim` until the reload thread ends: the state file stays this
     /// server's until its last save is done.
+    /// Where `status` reads the last reload's outcome and the stop.
+    pub fn report_to(&mut self, board: Arc<crate::control::status::StatusBoard>) {
+        self.board = Some(board);
+    }
+
+    fn set_outcome(&mut self, outcome: Outcome) {
+        if let Some(board) = &self.board {
+            board.set_last_reload(match &outcome {
+                Outcome::Swapped => "swapped".to_owned(),
+                Outcome::Faulted => "faulted".to_owned(),
+                Outcome::BuildFailed => "build failed".to_owned(),
+                Outcome::Rejected(why) => format!("rejected: {why}"),
+            });
+        }
+        self.last_outcome = Some(outcome);
+    }
+
     pub fn hold(&mut self, claim: Option<StateClaim>, last_good: LastGood) {
         self._claim = claim;
         self.last_good = Some(last_good);
@@ -275,7 +294,7 @@ impl Reloader {
                 }) => self.on_fault(plugin, running, cause, blame_build),
                 Inbox::Tick(TickOutput::Finished { shutdown_faulted }) => {
                     if shutdown_faulted {
-                        self.last_outcome = Some(Outcome::Faulted);
+                        self.set_outcome(Outcome::Faulted);
                     }
                     break;
                 }
@@ -293,6 +312,18 @@ impl Reloader {
                 }
                 Inbox::Command(Command::ReportState) => {
                     let _ = self.tick.send(TickInput::Report);
+                }
+                Inbox::Command(Command::Pause) => {
+                    let _ = self.tick.send(TickInput::Pause);
+                }
+                Inbox::Command(Command::Resume) => {
+                    let _ = self.tick.send(TickInput::Resume);
+                }
+                Inbox::Command(Command::Step(n)) => {
+                    let _ = self.tick.send(TickInput::Step(n));
+                }
+                Inbox::Command(Command::Save) => {
+                    let _ = self.tick.send(TickInput::Save);
                 }
             }
         }
@@ -644,7 +675,7 @@ impl Reloader {
 
     fn record(&mut self, outcome: Outcome, counts_as_attempt: bool) {
         let failed = outcome != Outcome::Swapped;
-        self.last_outcome = Some(outcome);
+        self.set_outcome(outcome);
         if failed {
             self.stop_if_nothing_can_tick();
         }
@@ -673,7 +704,7 @@ impl Reloader {
             keeping: self.running,
             detail: String::new(),
         });
-        self.last_outcome = Some(Outcome::Rejected(reason));
+        self.set_outcome(Outcome::Rejected(reason));
         self.stop_if_nothing_can_tick();
     }
 
@@ -722,7 +753,7 @@ impl Reloader {
                 format!("v{} ({cause})", plugin.version()),
             ));
         }
-        self.last_outcome = Some(Outcome::Faulted);
+        self.set_outcome(Outcome::Faulted);
         self.retire(plugin);
         self.stop_if_nothing_can_tick();
     }
@@ -847,6 +878,9 @@ impl Reloader {
         }
         self.stopping = true;
         self.stop_requested.store(true, Ordering::Relaxed);
+        if let Some(board) = &self.board {
+            board.set_stopping();
+        }
         if let Some(b) = &self.build {
             b.run.kill();
         }

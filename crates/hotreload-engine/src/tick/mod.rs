@@ -14,14 +14,17 @@
 //! takes over (up to `keep_versions` stay loaded for this). With none left,
 //! ticking pauses, state intact, until the next good build.
 
+mod pause;
 mod recover;
 pub mod schedule;
 mod swap;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use crate::control::status::StatusBoard;
 use crate::event::{Event, EventSink, Recovery, StateMoment, StateReport, TickStats};
 use crate::guard::process::Repair;
 use crate::guard::watchdog::{CallWatch, Watchdog};
@@ -80,6 +83,13 @@ pub enum TickInput {
     CopyState(std::sync::mpsc::Sender<Option<(Vec<u8>, u64)>>),
     /// Report the state now.
     Report,
+    /// Hold between two ticks until `Resume` or `Step`.
+    Pause,
+    Resume,
+    /// While paused: run this many ticks, then hold again.
+    Step(u64),
+    /// Save the state file now.
+    Save,
     Stop,
 }
 
@@ -211,6 +221,12 @@ pub struct TickLoop {
     /// guard's handlers (for changes made with the raw system calls): about
     /// a second's worth.
     mask_check_every: u64,
+    /// What the control socket reads: the tick, the version, paused.
+    board: Arc<StatusBoard>,
+    /// Paused by a command, and the ticks left of a `step`.
+    user_paused: bool,
+    steps_left: u64,
+    steps_asked: u64,
 }
 
 impl TickLoop {
@@ -219,6 +235,7 @@ impl TickLoop {
         events: EventSink,
         output: Box<dyn Fn(TickOutput) + Send>,
         snapshot: SharedSnapshot,
+        board: Arc<StatusBoard>,
     ) -> TickLoop {
         let mask_check_every = (Duration::from_secs(1).as_nanos()
             / settings.period.as_nanos().max(1))
@@ -242,6 +259,10 @@ impl TickLoop {
             describe_off: Vec::new(),
             repairs_said: Vec::new(),
             mask_check_every,
+            board,
+            user_paused: false,
+            steps_left: 0,
+            steps_asked: 0,
         }
     }
 
@@ -267,6 +288,9 @@ impl TickLoop {
         self.watch = Some(calls.clone());
         loop {
             let input = match &self.schedule {
+                Some(_) if self.holding() => {
+                    inbox.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                }
                 None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(s) => {
                     let wake = self.wake_for(s.next_deadline());
@@ -288,6 +312,10 @@ impl TickLoop {
                     );
                 }
                 Ok(TickInput::Report) => self.report(StateMoment::Requested),
+                Ok(TickInput::Pause) => self.pause(),
+                Ok(TickInput::Resume) => self.resume(),
+                Ok(TickInput::Step(n)) => self.step(n),
+                Ok(TickInput::Save) => self.save(false),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();
@@ -527,6 +555,15 @@ impl TickLoop {
             return;
         }
         self.ticks += 1;
+        if let Some(schedule) = &self.schedule {
+            self.board.ticked(
+                self.ticks,
+                u64::try_from(schedule.max_late.as_micros()).unwrap_or(u64::MAX),
+            );
+        }
+        self.board
+            .set_version(self.current.as_ref().map(Plugin::version));
+        self.count_step();
         if self.ticks.is_multiple_of(self.mask_check_every) {
             // What plugin code changed with the raw system calls, which no
             // interposer sees: about once a second, a few system calls.

@@ -58,6 +58,22 @@ impl Schedule {
         self.origin + Duration::from_nanos(ns.min(u64::MAX as u128) as u64)
     }
 
+    /// Starts the grid again from `now` (after a pause): the next tick is due
+    /// one period later, and the ticks the pause took are neither run nor
+    /// counted as skipped. The deadlines stay on one grid, so the tick
+    /// count and the elapsed time keep their meaning.
+    pub fn restart(&mut self, now: Instant) {
+        let grid = self.period.as_nanos() * u128::from(self.next_index);
+        let back = Duration::from_nanos(grid.min(u64::MAX as u128) as u64);
+        match (now + self.period).checked_sub(back) {
+            Some(origin) => self.origin = origin,
+            None => {
+                self.origin = now + self.period;
+                self.next_index = 0;
+            }
+        }
+    }
+
     /// Moves past the deadlines missed by `now` without a report of its own
     /// (counted in `skipped`): for a gap something else already explained,
     /// a call the watchdog ended after its timeout. How many.
@@ -96,6 +112,19 @@ mod tests {
     use super::*;
 
     const P: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_restart_puts_the_next_deadline_one_period_away() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(P, t0);
+        s.start_tick(t0 + P);
+        s.start_tick(t0 + 2 * P);
+        let later = t0 + Duration::from_secs(5);
+        s.restart(later);
+        assert_eq!(s.next_deadline(), later + P);
+        assert!(s.start_tick(later + P).is_none(), "no skip after a pause");
+        assert_eq!(s.skipped, 0);
+    }
 
     #[test]
     fn missed_deadlines_can_be_passed_quietly() {

@@ -1,0 +1,454 @@
+//! The control socket: a Unix socket in a private folder, one thread that
+//! accepts, one thread per client. Nothing here waits on the tick or reload
+//! threads: `status` is read from the [`StatusBoard`], commands are handed
+//! to the engine's inbox and answered at once, events come from the [`Hub`].
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hotreload_control::{
+    Command as Wire, ErrorCode, MAX_LINE, ServerMessage, hello_line, parse_request,
+    parse_server_message, reply_error, reply_ok,
+};
+use serde_json::json;
+
+use super::hub::{FOLLOWER_BUFFER, Hub};
+use super::status::StatusBoard;
+use crate::command::{Command, StopReason};
+use crate::engine::Commander;
+
+/// Clients served at once; one more is refused with a line.
+const MAX_CLIENTS: usize = 32;
+
+/// What a control server needs from the engine and the host.
+pub struct Wiring {
+    pub commander: Commander,
+    pub board: Arc<StatusBoard>,
+    pub hub: Arc<Hub>,
+    /// Where the server says what it refused or could not do (a line of
+    /// its output).
+    pub say: Arc<dyn Fn(String) + Send + Sync>,
+}
+
+/// A listening control socket; removed when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+    /// The socket's inode, to remove only the file this server made.
+    inode: u64,
+}
+
+impl ControlServer {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Why the socket could not be opened. `Taken`: another live server
+/// answers on it.
+#[derive(Debug)]
+pub enum StartError {
+    Taken { path: PathBuf, pid: Option<u32> },
+    Other(String),
+}
+
+/// A socket bound and listening, not served yet: bound before the engine
+/// starts, so that a second server in the same folder is refused before it
+/// builds or loads anything.
+pub struct Bound {
+    listener: UnixListener,
+    server: ControlServer,
+}
+
+/// Opens the socket at `path`, its folder made private if it is new; a
+/// stale socket (nobody answers on it) is replaced, a live one is not.
+pub fn bind(path: &Path) -> Result<Bound, StartError> {
+    let folder = path
+        .parent()
+        .ok_or_else(|| StartError::Other(format!("{} has no folder", path.display())))?;
+    private_folder(folder).map_err(StartError::Other)?;
+    if std::fs::symlink_metadata(path).is_ok() {
+        match UnixStream::connect(path) {
+            Ok(stream) => {
+                return Err(StartError::Taken {
+                    path: path.to_path_buf(),
+                    pid: hello_pid(stream),
+                });
+            }
+            // Nobody listens: a dead server's socket, replaced.
+            Err(_) => std::fs::remove_file(path).map_err(|e| {
+                StartError::Other(format!(
+                    "cannot remove the stale control socket {}: {e}",
+                    path.display()
+                ))
+            })?,
+        }
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| StartError::Other(format!("cannot listen on {}: {e}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| StartError::Other(format!("cannot make {} private: {e}", path.display())))?;
+    let inode = std::fs::symlink_metadata(path).map_or(0, |m| m.ino());
+    Ok(Bound {
+        listener,
+        server: ControlServer {
+            path: path.to_path_buf(),
+            inode,
+        },
+    })
+}
+
+impl Bound {
+    /// Serves the socket on a thread of its own from now on.
+    pub fn serve(self, wiring: Wiring) -> Result<ControlServer, StartError> {
+        let wiring = Arc::new(wiring);
+        let listener = self.listener;
+        std::thread::Builder::new()
+            .name("hotreload-control".into())
+            .spawn(move || accept(listener, wiring))
+            .map_err(|e| StartError::Other(format!("cannot start the control thread: {e}")))?;
+        Ok(self.server)
+    }
+}
+
+/// The folder, made with mode 0700 if missing; refused if it is not this
+/// user's or others can enter it.
+fn private_folder(folder: &Path) -> Result<(), String> {
+    if !folder.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(folder)
+            .map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    }
+    let meta =
+        std::fs::metadata(folder).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;
+    let me = my_uid();
+    if meta.uid() != me {
+        return Err(format!(
+            "expected the control folder {} to be yours (uid {me}), found it owned by uid {}",
+            folder.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "expected the control folder {} to be private (mode 0700), found mode {:04o}",
+            folder.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// This process's effective user. (Not the owner of `/proc/self`: an
+/// isolated server makes itself non-dumpable, and that owner becomes root.)
+fn my_uid() -> u32 {
+    hotreload_control::effective_uid()
+}
+
+/// The pid in the hello of the server answering on `stream`, if it says.
+fn hello_pid(stream: UnixStream) -> Option<u32> {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_LINE as u64))
+        .read_line(&mut line)
+        .ok()?;
+    match parse_server_message(&line) {
+        Ok(ServerMessage::Hello { pid, .. }) => Some(pid),
+        _ => None,
+    }
+}
+
+fn accept(listener: UnixListener, wiring: Arc<Wiring>) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    let me = my_uid();
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let peer = nix::sys::socket::getsockopt(
+            &stream.as_fd(),
+            nix::sys::socket::sockopt::PeerCredentials,
+        );
+        match peer {
+            Ok(cred) if cred.uid() == me => {}
+            Ok(cred) => {
+                (wiring.say)(format!(
+                    "refused a control connection from uid {} (pid {}): only uid {me} may drive this server",
+                    cred.uid(),
+                    cred.pid()
+                ));
+                continue;
+            }
+            Err(e) => {
+                (wiring.say)(format!(
+                    "refused a control connection whose peer cannot be checked: {e}"
+                ));
+                continue;
+            }
+        }
+        if clients.load(Ordering::Relaxed) >= MAX_CLIENTS {
+            let _ = stream.write_all(
+                reply_error(
+                    None,
+                    ErrorCode::Unavailable,
+                    &format!("expected at most {MAX_CLIENTS} clients at once, found that many; try again later"),
+                )
+                .as_bytes(),
+            );
+            (wiring.say)(format!(
+                "refused a control connection: {MAX_CLIENTS} clients are connected already"
+            ));
+            continue;
+        }
+        clients.fetch_add(1, Ordering::Relaxed);
+        let wiring = Arc::clone(&wiring);
+        let count = Arc::clone(&clients);
+        let spawned = std::thread::Builder::new()
+            .name("hotreload-client".into())
+            .spawn(move || {
+                serve(stream, &wiring);
+                count.fetch_sub(1, Ordering::Relaxed);
+            });
+        if spawned.is_err() {
+            clients.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One client: the hello, then a reply to every line, until it hangs up or
+/// asks for events (then the connection carries events only).
+fn serve(stream: UnixStream, wiring: &Wiring) {
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
+    let server = format!("hotreload {}", env!("CARGO_PKG_VERSION"));
+    if out
+        .write_all(hello_line(&server, std::process::id()).as_bytes())
+        .is_err()
+    {
+        return;
+    }
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match read_capped(&mut reader, &mut line) {
+            Ok(Line::End) => return,
+            Ok(Line::TooLong(n)) => {
+                let reply = reply_error(
+                    None,
+                    ErrorCode::TooLong,
+                    &format!("expected a line of at most {MAX_LINE} bytes, found {n} bytes"),
+                );
+                if out.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Ok(Line::Complete) => {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let reply = match parse_request(&line) {
+                    Err(refused) => refused.to_line(),
+                    Ok(request) => {
+                        if let Wire::Events { from } = request.command {
+                            follow(&mut out, wiring, request.id, from);
+                            return;
+                        }
+                        carry_out(request.id, &request.command, wiring)
+                    }
+                };
+                if out.write_all(reply.as_bytes()).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+enum Line {
+    Complete,
+    TooLong(usize),
+    End,
+}
+
+/// Reads up to a newline, keeping at most [`MAX_LINE`] bytes: a longer
+/// line is read to its end and reported by its length, never kept.
+fn read_capped(reader: &mut impl BufRead, line: &mut Vec<u8>) -> std::io::Result<Line> {
+    let mut total = 0usize;
+    loop {
+        let buf = reader.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(if total == 0 {
+                Line::End
+            } else if total > MAX_LINE {
+                Line::TooLong(total)
+            } else {
+                Line::Complete
+            });
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        total += n;
+        if total <= MAX_LINE {
+            line.extend_from_slice(chunk);
+        }
+        reader.consume(n);
+        if done {
+            return Ok(if total > MAX_LINE {
+                Line::TooLong(total)
+            } else {
+                Line::Complete
+            });
+        }
+    }
+}
+
+/// The reply to a command other than `events`.
+fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
+    let status = wiring.board.snapshot();
+    if status.stopping && !matches!(command, Wire::Status) {
+        return reply_error(
+            Some(id),
+            ErrorCode::Stopping,
+            &format!(
+                "expected a running server for {}, found it stopping",
+                command.name()
+            ),
+        );
+    }
+    match command {
+        Wire::Status => reply_ok(
+            id,
+            json!({
+                "version": status.version,
+                "tick": status.tick,
+                "paused": status.paused,
+                "last_reload": status.last_reload,
+                "watch_mode": status.watch_mode,
+                "uptime_ms": status.uptime_ms,
+                "max_late_us": status.latest_late_us,
+                "state_file": status.saving,
+                "next_seq": wiring.hub.next_seq(),
+            }),
+        ),
+        Wire::Pause => {
+            wiring.commander.send(Command::Pause);
+            reply_ok(
+                id,
+                json!({"was_paused": status.paused, "tick": status.tick}),
+            )
+        }
+        Wire::Resume => {
+            wiring.commander.send(Command::Resume);
+            reply_ok(
+                id,
+                json!({"was_paused": status.paused, "tick": status.tick}),
+            )
+        }
+        Wire::Step { n } => {
+            if !status.paused {
+                return reply_error(
+                    Some(id),
+                    ErrorCode::NotPaused,
+                    &format!(
+                        "expected a paused server for step (pause it first), found it ticking at tick {}",
+                        status.tick
+                    ),
+                );
+            }
+            wiring.commander.send(Command::Step(*n));
+            reply_ok(id, json!({"ticks": n, "from_tick": status.tick}))
+        }
+        Wire::Stop => {
+            wiring.commander.send(Command::Stop(StopReason::Requested));
+            reply_ok(id, json!({"stopping": true}))
+        }
+        Wire::Reload => {
+            wiring.commander.send(Command::Rebuild);
+            reply_ok(id, json!({"rebuilding": true}))
+        }
+        Wire::Save => {
+            if !status.saving {
+                return reply_error(
+                    Some(id),
+                    ErrorCode::Unavailable,
+                    "expected a server started with --state-file for save, found none",
+                );
+            }
+            if status.version.is_none() {
+                return reply_error(
+                    Some(id),
+                    ErrorCode::Unavailable,
+                    "expected a version running on a state for save, found none yet",
+                );
+            }
+            wiring.commander.send(Command::Save);
+            reply_ok(id, json!({"saving": true}))
+        }
+        Wire::Events { .. } => reply_error(
+            Some(id),
+            ErrorCode::UnknownCommand,
+            "events is answered by the stream itself",
+        ),
+    }
+}
+
+/// Sends the events from `from` on, until the client hangs up or falls
+/// [`FOLLOWER_BUFFER`] events behind (then says so and ends).
+fn follow(out: &mut UnixStream, wiring: &Wiring, id: u64, from: Option<u64>) {
+    let following = wiring.hub.follow(from);
+    let mut result = json!({"from": following.first_seq});
+    if let Some(oldest) = following.gone_before {
+        result["gone_before"] = json!(oldest);
+        result["note"] = json!(format!(
+            "events before seq {oldest} are no longer kept; sending from {oldest}"
+        ));
+    }
+    if out.write_all(reply_ok(id, result).as_bytes()).is_err() {
+        return;
+    }
+    for line in &following.backlog {
+        if out.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+    }
+    // A client that stops reading blocks this thread only: the hub's
+    // queue fills, and the hub drops it.
+    while let Ok(line) = following.live.recv() {
+        if out.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+    }
+    let next = wiring.hub.next_seq();
+    let _ = out.write_all(
+        reply_error(
+            Some(id),
+            ErrorCode::Unavailable,
+            &format!(
+                "expected the client to keep up with the events, found it {FOLLOWER_BUFFER} behind; dropped; ask again with from={next} or earlier"
+            ),
+        )
+        .as_bytes(),
+    );
+    (wiring.say)(format!(
+        "dropped a control client that fell {FOLLOWER_BUFFER} events behind"
+    ));
+}

@@ -1,0 +1,116 @@
+//! What a running server is doing, readable from any thread at any moment:
+//! the control socket answers `status` from here, never by asking the tick
+//! thread (which may be inside a hung plugin call) or the reload thread
+//! (which may be waiting for a build).
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Written by the engine's threads as things happen, read by anyone.
+pub struct StatusBoard {
+    started: Instant,
+    /// The version ticking, 0 when none is.
+    version: AtomicU64,
+    /// Ticks completed.
+    tick: AtomicU64,
+    /// Paused by a command (`pause`, or at the end of a `step`).
+    paused: AtomicBool,
+    /// The latest any tick started after its deadline, in microseconds.
+    latest_late_us: AtomicU64,
+    /// The outcome of the latest build or reload, as a line says it.
+    last_reload: Mutex<String>,
+    /// `inotify` or `poll`.
+    watch_mode: Mutex<String>,
+    /// Whether `save` has a file to write.
+    pub saving: bool,
+    /// The server was asked to stop.
+    stopping: AtomicBool,
+}
+
+/// A copy of the board at one moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub version: Option<u64>,
+    pub tick: u64,
+    pub paused: bool,
+    pub uptime_ms: u64,
+    pub latest_late_us: u64,
+    pub last_reload: String,
+    pub watch_mode: String,
+    pub saving: bool,
+    pub stopping: bool,
+}
+
+impl StatusBoard {
+    pub fn new(saving: bool) -> StatusBoard {
+        StatusBoard {
+            started: Instant::now(),
+            version: AtomicU64::new(0),
+            tick: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
+            latest_late_us: AtomicU64::new(0),
+            last_reload: Mutex::new("none yet".into()),
+            watch_mode: Mutex::new(String::new()),
+            saving,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn snapshot(&self) -> Status {
+        let text = |m: &Mutex<String>| m.lock().map(|s| s.clone()).unwrap_or_default();
+        Status {
+            version: match self.version.load(Ordering::Relaxed) {
+                0 => None,
+                v => Some(v),
+            },
+            tick: self.tick.load(Ordering::Relaxed),
+            paused: self.paused.load(Ordering::Relaxed),
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            latest_late_us: self.latest_late_us.load(Ordering::Relaxed),
+            last_reload: text(&self.last_reload),
+            watch_mode: text(&self.watch_mode),
+            saving: self.saving,
+            stopping: self.stopping.load(Ordering::Relaxed),
+        }
+    }
+
+    /// After every tick: two relaxed stores.
+    #[inline]
+    pub fn ticked(&self, tick: u64, late_us: u64) {
+        self.tick.store(tick, Ordering::Relaxed);
+        self.latest_late_us.store(late_us, Ordering::Relaxed);
+    }
+
+    pub fn set_tick(&self, tick: u64) {
+        self.tick.store(tick, Ordering::Relaxed);
+    }
+
+    pub fn set_version(&self, version: Option<u64>) {
+        self.version.store(version.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    pub fn set_last_reload(&self, text: String) {
+        if let Ok(mut s) = self.last_reload.lock() {
+            *s = text;
+        }
+    }
+
+    pub fn set_watch_mode(&self, mode: &str) {
+        if let Ok(mut s) = self.watch_mode.lock() {
+            *s = mode.to_owned();
+        }
+    }
+
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+}

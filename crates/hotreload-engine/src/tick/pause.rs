@@ -1,0 +1,69 @@
+//! Pausing the loop on command, resuming it, and stepping it a given number
+//! of ticks: what a user stopping at tick 4,000 to look at the state needs.
+//! A pause takes effect between two ticks; resuming starts the deadlines
+//! again from that moment, so a long pause is not followed by a burst of
+//! the ticks it missed.
+
+use std::time::Instant;
+
+use crate::event::Event;
+
+use super::TickLoop;
+
+impl TickLoop {
+    /// Whether the loop is waiting for a command rather than a deadline.
+    pub(super) fn holding(&self) -> bool {
+        self.user_paused && self.steps_left == 0
+    }
+
+    pub(super) fn pause(&mut self) {
+        let was = self.holding();
+        self.user_paused = true;
+        self.steps_left = 0;
+        self.board.set_paused(true);
+        if !was {
+            (self.events)(Event::Paused { tick: self.ticks });
+        }
+    }
+
+    pub(super) fn resume(&mut self) {
+        if !self.user_paused {
+            return;
+        }
+        self.user_paused = false;
+        self.steps_left = 0;
+        self.board.set_paused(false);
+        self.restart_deadlines();
+        (self.events)(Event::Resumed { tick: self.ticks });
+    }
+
+    /// Runs `n` ticks, then holds again; only while paused.
+    pub(super) fn step(&mut self, n: u64) {
+        if !self.user_paused || n == 0 {
+            return;
+        }
+        self.steps_left = n;
+        self.steps_asked = n;
+        self.restart_deadlines();
+    }
+
+    /// After a tick that completed: counts it against a step.
+    pub(super) fn count_step(&mut self) {
+        if self.steps_left == 0 {
+            return;
+        }
+        self.steps_left -= 1;
+        if self.steps_left == 0 {
+            (self.events)(Event::Stepped {
+                ticks: self.steps_asked,
+                tick: self.ticks,
+            });
+        }
+    }
+
+    fn restart_deadlines(&mut self) {
+        if let Some(schedule) = &mut self.schedule {
+            schedule.restart(Instant::now());
+        }
+    }
+}

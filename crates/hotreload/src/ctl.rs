@@ -1,0 +1,275 @@
+//! `hotreload ctl COMMAND`: drives a running server through its control
+//! socket (the one of the server started in this folder, unless `--control
+//! PATH` names another). One request, one reply, printed; `events` follows
+//! the server's events until it stops.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hotreload_control::{
+    Command, ErrorCode, PROTOCOL_VERSION, ServerMessage, parse_server_message,
+};
+use serde_json::Value;
+
+/// Exit codes of `hotreload ctl`.
+mod code {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 2;
+    /// No server answers on the socket.
+    pub const NO_SERVER: u8 = 3;
+    /// The server does not speak this protocol, or said something else.
+    pub const PROTOCOL: u8 = 4;
+    /// Refused: the server is not paused (`step`).
+    pub const NOT_PAUSED: u8 = 5;
+    /// Refused: nothing to do it to (`save` without a state file).
+    pub const UNAVAILABLE: u8 = 6;
+    /// Refused: the server is stopping.
+    pub const STOPPING: u8 = 7;
+    /// Refused for another reason (a malformed request).
+    pub const REFUSED: u8 = 8;
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hotreload ctl",
+    about = "Drive a running hotreload server through its control socket",
+    after_help = "Exit codes: 0 done; 2 bad usage; 3 no server answers on the socket; \
+                  4 the server speaks another protocol; 5 refused: not paused (step); \
+                  6 refused: unavailable (save without --state-file, or no version yet); \
+                  7 refused: the server is stopping; 8 refused for another reason."
+)]
+struct CtlArgs {
+    /// The socket of the server to drive; by default the one of the server
+    /// started in this folder.
+    #[arg(long, value_name = "PATH", global = true)]
+    control: Option<PathBuf>,
+
+    /// Print the server's replies (and events) as JSON lines.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// The running version, the tick, paused or not, the last reload, the
+    /// watch mode, the uptime, the tick lateness.
+    Status,
+    /// Hold ticking at the next tick boundary.
+    Pause,
+    /// Tick again; deadlines start from now (no burst of missed ticks).
+    Resume,
+    /// While paused, run exactly N ticks (default 1), then hold again.
+    Step {
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=hotreload_control::MAX_STEP))]
+        n: u64,
+    },
+    /// Stop the server as SIGTERM does (shutdown, then the final save).
+    Stop,
+    /// Build and reload now, even if no file changed.
+    Reload,
+    /// Write the state file now.
+    Save,
+    /// Follow the server's events until it stops.
+    Events {
+        /// Start from this event number (what the server still keeps of
+        /// them), not from the next one.
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+    },
+}
+
+pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
+    let args =
+        match CtlArgs::try_parse_from(std::iter::once(OsString::from("hotreload ctl")).chain(args))
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = e.print();
+                return ExitCode::from(if e.use_stderr() {
+                    code::USAGE
+                } else {
+                    code::OK
+                });
+            }
+        };
+    let path = args.control.clone().unwrap_or_else(|| {
+        hotreload_control::socket_path(&std::env::current_dir().unwrap_or_default())
+    });
+    let command = match args.command {
+        CtlCommand::Status => Command::Status,
+        CtlCommand::Pause => Command::Pause,
+        CtlCommand::Resume => Command::Resume,
+        CtlCommand::Step { n } => Command::Step { n },
+        CtlCommand::Stop => Command::Stop,
+        CtlCommand::Reload => Command::Reload,
+        CtlCommand::Save => Command::Save,
+        CtlCommand::Events { from } => Command::Events { from },
+    };
+    ExitCode::from(run(&path, &command, args.json))
+}
+
+fn fail(code: u8, why: &str) -> u8 {
+    eprintln!("hotreload ctl: {why}");
+    code
+}
+
+fn run(path: &PathBuf, command: &Command, json: bool) -> u8 {
+    let stream = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                code::NO_SERVER,
+                &format!(
+                    "no hotreload server answers on {} ({e}); start one in this folder, or name its socket with --control PATH",
+                    path.display()
+                ),
+            );
+        }
+    };
+    let Ok(mut out) = stream.try_clone() else {
+        return fail(code::NO_SERVER, "cannot use the socket");
+    };
+    let mut lines = BufReader::new(stream).lines();
+    match lines.next().map(|l| l.map(|l| parse_server_message(&l))) {
+        Some(Ok(Ok(ServerMessage::Hello { protocol, .. }))) if protocol == PROTOCOL_VERSION => {}
+        Some(Ok(Ok(ServerMessage::Hello {
+            protocol, server, ..
+        }))) => {
+            return fail(
+                code::PROTOCOL,
+                &format!(
+                    "expected a server of control protocol {PROTOCOL_VERSION}, found {server} speaking protocol {protocol}"
+                ),
+            );
+        }
+        Some(Ok(Ok(ServerMessage::Reply {
+            result: Err((code_name, message)),
+            ..
+        }))) => {
+            // Refused before the hello (too many clients).
+            return refused(&code_name, &message);
+        }
+        other => {
+            return fail(
+                code::PROTOCOL,
+                &format!("expected the server's hello, found {other:?}"),
+            );
+        }
+    }
+    if out.write_all(command.to_line(1).as_bytes()).is_err() {
+        return fail(code::NO_SERVER, "the server closed the socket");
+    }
+    let mut replied = false;
+    for line in lines {
+        let Ok(line) = line else { break };
+        if json {
+            println!("{line}");
+        }
+        match parse_server_message(&line) {
+            Ok(ServerMessage::Reply {
+                result: Ok(value), ..
+            }) if !replied => {
+                replied = true;
+                if !json {
+                    say(command, &value);
+                }
+                if !matches!(command, Command::Events { .. }) {
+                    return code::OK;
+                }
+            }
+            Ok(ServerMessage::Reply {
+                result: Err((code_name, message)),
+                ..
+            }) => {
+                if json {
+                    return code_for(&code_name);
+                }
+                return refused(&code_name, &message);
+            }
+            Ok(ServerMessage::Event { text, .. }) => {
+                if !json {
+                    println!("{text}");
+                }
+            }
+            Ok(_) => {}
+            Err(why) => return fail(code::PROTOCOL, &why),
+        }
+    }
+    if matches!(command, Command::Events { .. }) && replied {
+        // The server stopped: the stream ended with it.
+        return code::OK;
+    }
+    fail(
+        code::NO_SERVER,
+        "the server closed the socket before it replied",
+    )
+}
+
+fn code_for(name: &str) -> u8 {
+    match ErrorCode::from_name(name) {
+        Some(ErrorCode::NotPaused) => code::NOT_PAUSED,
+        Some(ErrorCode::Unavailable) => code::UNAVAILABLE,
+        Some(ErrorCode::Stopping) => code::STOPPING,
+        _ => code::REFUSED,
+    }
+}
+
+fn refused(name: &str, message: &str) -> u8 {
+    fail(code_for(name), &format!("refused ({name}): {message}"))
+}
+
+/// The reply, as a person reads it.
+fn say(command: &Command, value: &Value) {
+    let n = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+    match command {
+        Command::Status => {
+            let version = value
+                .get("version")
+                .and_then(Value::as_u64)
+                .map_or("no version running".to_owned(), |v| format!("v{v} running"));
+            let paused = if value.get("paused").and_then(Value::as_bool) == Some(true) {
+                "paused"
+            } else {
+                "ticking"
+            };
+            let text = |k: &str| {
+                value
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            println!("{version}, {paused}, tick {}", n("tick"));
+            println!("last reload: {}", text("last_reload"));
+            println!(
+                "watching with {}; up {:.1} s; latest tick start {:.2} ms after its deadline at most",
+                text("watch_mode"),
+                n("uptime_ms") as f64 / 1000.0,
+                n("max_late_us") as f64 / 1000.0
+            );
+        }
+        Command::Pause => println!(
+            "pausing at the next tick boundary (was at tick {})",
+            n("tick")
+        ),
+        Command::Resume => println!("resuming (was at tick {})", n("tick")),
+        Command::Step { n: ticks } => {
+            println!("stepping {ticks} tick(s) from tick {}", n("from_tick"))
+        }
+        Command::Stop => println!("stopping"),
+        Command::Reload => println!("rebuilding now"),
+        Command::Save => println!("saving the state file"),
+        Command::Events { .. } => {
+            if let Some(note) = value.get("note").and_then(Value::as_str) {
+                eprintln!("hotreload ctl: {note}");
+            }
+        }
+    }
+}
