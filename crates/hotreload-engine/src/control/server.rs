@@ -25,6 +25,9 @@ use crate::engine::Commander;
 
 /// Clients served at once; one more is refused with a line.
 const MAX_CLIENTS: usize = 32;
+/// How long a write of events to a client may wait before the client
+/// counts as stuck and is dropped.
+const STUCK_AFTER: Duration = Duration::from_secs(2);
 
 /// What a control server needs from the engine and the host.
 pub struct Wiring {
@@ -415,6 +418,9 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
 /// [`FOLLOWER_BUFFER`] events behind (then says so and ends).
 fn follow(out: &mut UnixStream, wiring: &Wiring, id: u64, from: Option<u64>) {
     let following = wiring.hub.follow(from);
+    // A client that stops reading fills the socket's buffer; then a write
+    // waits this long before the client counts as stuck.
+    let _ = out.set_write_timeout(Some(STUCK_AFTER));
     let mut result = json!({"from": following.first_seq});
     if let Some(oldest) = following.gone_before {
         result["gone_before"] = json!(oldest);
@@ -430,11 +436,26 @@ fn follow(out: &mut UnixStream, wiring: &Wiring, id: u64, from: Option<u64>) {
             return;
         }
     }
-    // A client that stops reading blocks this thread only: the hub's
-    // queue fills, and the hub drops it.
+    // A client that stops reading blocks this thread only, for at most
+    // STUCK_AFTER a write; meanwhile the hub's queue for it fills, and the
+    // hub drops it.
     while let Ok(line) = following.live.recv() {
-        if out.write_all(line.as_bytes()).is_err() {
-            return;
+        match out.write_all(line.as_bytes()) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                (wiring.say)(format!(
+                    "dropped a control client that stopped reading events ({} s without taking one)",
+                    STUCK_AFTER.as_secs()
+                ));
+                return;
+            }
+            // It hung up.
+            Err(_) => return,
         }
     }
     let next = wiring.hub.next_seq();

@@ -1,0 +1,402 @@
+//! The control socket through the real binary: a real server, `hotreload
+//! ctl` as the client (and raw sockets where the test needs lines no client
+//! would send).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::plugin::{Counter, counter};
+use support::{CC_BUILD, Server, field, workdir};
+
+/// `hotreload ctl ARGS` in `dir`: its exit code, stdout and stderr.
+fn ctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(support::binary())
+        .arg("ctl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hotreload ctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    let (code, stdout, stderr) = ctl(dir, &["status", "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    serde_json::from_str(stdout.trim()).expect("status as JSON")
+}
+
+fn serve(dir: &Path, extra: &[&str]) -> Server {
+    std::fs::write(dir.join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir, extra);
+    s.expect_contains("tag=one score=2 ");
+    s
+}
+
+#[test]
+fn ctl_in_the_same_folder_finds_the_server_and_reads_its_status() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (code, stdout, stderr) = ctl(dir.path(), &["status"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.starts_with("v1 running, ticking, tick "), "{stdout}");
+    assert!(stdout.contains("last reload: swapped"), "{stdout}");
+    let status = status_json(dir.path());
+    assert_eq!(status["result"]["version"], 1);
+    assert_eq!(status["result"]["paused"], false);
+    assert!(status["result"]["tick"].as_u64().is_some_and(|t| t >= 2));
+    assert_eq!(s.stop(), 0);
+    // The socket goes with the server.
+    let (code, _, stderr) = ctl(dir.path(), &["status"]);
+    assert_eq!(code, 3, "{stderr}");
+    assert!(stderr.contains("no hotreload server answers"), "{stderr}");
+}
+
+/// Pause holds between two ticks; `step 3` runs exactly three ticks and
+/// holds again; resume goes on with no burst of the ticks the pause took.
+#[test]
+fn pause_step_and_resume_count_exact_ticks() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (code, _, stderr) = ctl(dir.path(), &["step", "2"]);
+    assert_eq!(code, 5, "step while ticking is refused: {stderr}");
+    assert!(stderr.contains("not_paused"), "{stderr}");
+
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    let paused = s.expect_prefix("[tick] paused after tick ");
+    let at = field(&paused.replace("tick ", "tick="), "tick").expect("the tick");
+    std::thread::sleep(Duration::from_millis(300));
+    let status = status_json(dir.path());
+    assert_eq!(status["result"]["paused"], true);
+    assert_eq!(
+        status["result"]["tick"].as_u64(),
+        Some(at as u64),
+        "no tick while paused"
+    );
+    let scores_before = s.count(|l| l.contains("tag=one score="));
+
+    assert_eq!(ctl(dir.path(), &["step", "3"]).0, 0);
+    let stepped = s.expect_prefix("[tick] stepped 3 ticks; paused after tick ");
+    assert!(stepped.ends_with(&format!("tick {}", at + 3)), "{stepped}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        s.count(|l| l.contains("tag=one score=")),
+        scores_before + 3,
+        "{}",
+        s.transcript()
+    );
+
+    assert_eq!(ctl(dir.path(), &["resume"]).0, 0);
+    s.expect_prefix("[tick] resumed after tick ");
+    s.expect_contains(&format!("tag=one score={} ", at + 10));
+    assert_eq!(
+        s.count(|l| l.starts_with("[tick] fell")),
+        0,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+#[test]
+fn stop_reload_and_save_through_the_socket() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (code, _, stderr) = ctl(dir.path(), &["save"]);
+    assert_eq!(code, 6, "no --state-file: {stderr}");
+    assert!(stderr.contains("--state-file"), "{stderr}");
+    assert_eq!(ctl(dir.path(), &["reload"]).0, 0);
+    s.expect_prefix("[watch] rebuild requested");
+    assert_eq!(ctl(dir.path(), &["stop"]).0, 0);
+    s.expect_prefix("[server] stopping (requested)");
+    assert_eq!(s.exit_code(), 0);
+
+    let dir = workdir();
+    let mut s = serve(dir.path(), &["--state-file", "st.bin"]);
+    assert_eq!(ctl(dir.path(), &["save"]).0, 0);
+    support::wait_for_file(&dir.path().join("st.bin"));
+    assert_eq!(s.stop(), 0);
+}
+
+/// A second server in the same folder is refused before it builds
+/// anything, naming the first; a dead server's socket is replaced.
+#[test]
+fn a_live_socket_is_kept_and_a_stale_one_replaced() {
+    let dir = workdir();
+    let mut first = serve(dir.path(), &[]);
+    let out = Command::new(support::binary())
+        .args(["--watch", "logic.c", "--build", CC_BUILD])
+        .current_dir(dir.path())
+        .output()
+        .expect("run a second server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(18), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another hotreload server (pid {})", first.pid())),
+        "{stderr}"
+    );
+    assert!(
+        first
+            .lines()
+            .iter()
+            .all(|l| !l.starts_with("[control] refused"))
+    );
+    assert_eq!(first.stop(), 0);
+
+    // A socket nobody listens on, as a killed server leaves it.
+    let control = dir.path().join("ctl").join("s.sock");
+    std::fs::create_dir_all(control.parent().expect("folder")).expect("mkdir");
+    std::fs::set_permissions(
+        control.parent().expect("folder"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod");
+    drop(UnixListener::bind(&control).expect("bind"));
+    assert!(control.exists());
+    let arg = control.to_str().expect("utf-8 path");
+    let mut s = serve(dir.path(), &["--control", arg]);
+    let (code, stdout, stderr) = ctl(dir.path(), &["--control", arg, "status"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(s.stop(), 0);
+}
+
+/// `status` is answered from what the engine's threads wrote, never by
+/// waiting for them: here the tick thread is stuck in a hung call.
+#[test]
+fn status_answers_while_a_plugin_call_hangs() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(
+        dir.path(),
+        &["--tick-timeout-ms", "4000", "--trial-ticks", "0"],
+    );
+    s.expect_contains("tag=one score=2 ");
+    let hangs = Counter {
+        fault_at: Some((2, "for (;;) {}")),
+        ..Counter::new("two", 10)
+    }
+    .source();
+    std::fs::write(&src, hangs).expect("write the hanging one");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    std::thread::sleep(Duration::from_millis(300));
+    let asked = Instant::now();
+    let status = status_json(dir.path());
+    assert!(
+        asked.elapsed() < Duration::from_millis(1500),
+        "status took {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status["result"]["version"], 2);
+    s.expect_prefix("[fault] v2 tick ");
+    assert_eq!(s.stop(), 14);
+}
+
+fn connect(dir: &Path) -> (UnixStream, BufReader<UnixStream>) {
+    let path: PathBuf = hotreload_control::socket_path(dir);
+    let stream = UnixStream::connect(&path).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut hello = String::new();
+    reader.read_line(&mut hello).expect("hello");
+    assert!(hello.starts_with("{\"hello\":{"), "{hello}");
+    assert!(hello.contains("\"protocol\":1"), "{hello}");
+    (stream, reader)
+}
+
+/// 10,000 random, truncated and oversized lines on a live server: each gets
+/// exactly one error reply, the server keeps ticking, and a good request
+/// after them is answered.
+#[test]
+fn garbage_lines_each_get_a_reply_and_the_server_stays_up() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (mut stream, mut reader) = connect(dir.path());
+    let mut seed = 0x5eed_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = b"{\"id\":7,\"cmd\":\"step\",\"n\":3}";
+    let mut sent = 0;
+    let mut batch = Vec::new();
+    while sent < 10_000 {
+        let line: Vec<u8> = match sent % 4 {
+            0 => valid[..(next() as usize % valid.len())].to_vec(),
+            1 => (0..(next() % 80))
+                .map(|_| (next() % 94 + 32) as u8)
+                .collect(),
+            2 => {
+                let mut v = valid.to_vec();
+                let at = next() as usize % v.len();
+                v[at] = (next() % 94 + 32) as u8;
+                v
+            }
+            _ => format!("{{\"id\":{sent},\"cmd\":\"nope{}\"}}", next() % 1000).into_bytes(),
+        };
+        let line: Vec<u8> = line.into_iter().filter(|&b| b != b'\n').collect();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        batch.extend_from_slice(&line);
+        batch.push(b'\n');
+        sent += 1;
+        if sent % 500 == 0 {
+            stream.write_all(&batch).expect("send");
+            batch.clear();
+            for _ in 0..500 {
+                let mut reply = String::new();
+                reader.read_line(&mut reply).expect("a reply");
+                let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+                assert!(v.get("id").is_some() && v["ok"].is_boolean(), "{reply}");
+                if v["ok"] == false {
+                    assert!(
+                        v["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("expected")),
+                        "{reply}"
+                    );
+                }
+            }
+        }
+    }
+    // One longer than the cap.
+    let mut long = vec![b'x'; hotreload_control::MAX_LINE + 10];
+    long.push(b'\n');
+    stream.write_all(&long).expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("a reply");
+    assert!(reply.contains("too_long"), "{reply}");
+    stream
+        .write_all(b"{\"id\":99,\"cmd\":\"status\"}\n")
+        .expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("a reply");
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(99), Some(true)),
+        "{reply}"
+    );
+    let before = s.count(|l| l.contains("tag=one score="));
+    s.expect_contains(&format!("tag=one score={} ", before + 3));
+    assert_eq!(s.stop(), 0);
+}
+
+/// Events: from seq 0 the whole kept history comes first, numbered in
+/// order, then new ones as they happen.
+#[test]
+fn events_from_a_seq_resend_what_was_missed() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (mut stream, mut reader) = connect(dir.path());
+    stream
+        .write_all(b"{\"id\":1,\"cmd\":\"events\",\"from\":0}\n")
+        .expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("reply");
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(1), Some(true)),
+        "{reply}"
+    );
+    let mut seqs = Vec::new();
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an event");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        seqs.push(v["event"]["seq"].as_u64().expect("seq"));
+        kinds.push(v["event"]["kind"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert_eq!(kinds[0], "running", "{kinds:?}");
+    // A new event arrives as it happens.
+    assert_eq!(ctl(dir.path(), &["reload"]).0, 0);
+    let mut found = false;
+    for _ in 0..50 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an event");
+        if line.contains("\"kind\":\"rebuild_requested\"") {
+            found = true;
+            break;
+        }
+    }
+    assert!(found);
+    assert_eq!(s.stop(), 0);
+}
+
+/// Only the server's own user may drive it: a server run as another user
+/// refuses root's connection (root passes the folder's permissions, not the
+/// peer check) and says so.
+#[test]
+fn another_user_is_refused_with_a_line() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let control = dir.path().join("ctl").join("s.sock");
+    let arg = control.to_str().expect("utf-8");
+    let args = ["--watch", "logic.c", "--build", CC_BUILD, "--control", arg];
+    let Some(mut s) = support::start_as_nobody(dir.path(), &args) else {
+        return;
+    };
+    s.expect_contains("tag=one score=2 ");
+    let (code, _, stderr) = ctl(dir.path(), &["--control", arg, "status"]);
+    assert_ne!(code, 0, "{stderr}");
+    let refused = s.expect_prefix("[control] refused a control connection from uid 0");
+    assert!(refused.contains("only uid 65534"), "{refused}");
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// A client that asks for events and never reads them is dropped once it
+/// falls behind, with a line; the tick loop never waits for it.
+#[test]
+fn a_follower_that_stops_reading_is_dropped_and_never_slows_ticks() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            CC_BUILD,
+            "--tick-ms",
+            "1",
+            "--state-every",
+            "1",
+        ],
+    );
+    s.expect_contains("tag=one score=2 ");
+    let (mut stream, _reader) = connect(dir.path());
+    stream
+        .write_all(b"{\"id\":1,\"cmd\":\"events\"}\n")
+        .expect("send");
+    // Never read: the socket's buffer, then the follower's queue, fill.
+    let dropped = s.wait_line(Duration::from_secs(30), |l| {
+        l.starts_with("[control] dropped a control client that")
+    });
+    assert!(
+        matches!(dropped, support::Waited::Line(_)),
+        "{}",
+        s.transcript()
+    );
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let stats = s.expect_prefix("[tick] ");
+    assert!(stats.contains("; 0 skipped)"), "{stats}");
+    assert_eq!(s.exit_code(), 0);
+}
