@@ -147,6 +147,12 @@ pub struct Args {
     #[arg(long)]
     pub no_control: bool,
 
+    /// How events are printed: `text`, tagged lines; `json`, one JSON
+    /// object per event, as the control socket sends them (then plugin
+    /// output goes to standard error, so standard output stays JSON).
+    #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub events: String,
+
     /// The state's type in the plugin's debug info (built with -g), when it
     /// is not `state_t` or the only struct of the state's size. A type in a
     /// Rust module or C++ namespace matches by its plain name (`State`) or

@@ -31,6 +31,8 @@ mod code {
     pub const STOPPING: u8 = 7;
     /// Refused for another reason (a malformed request).
     pub const REFUSED: u8 = 8;
+    /// `wait`: the event did not come within `--timeout`.
+    pub const TIMED_OUT: u8 = 9;
 }
 
 #[derive(Parser, Debug)]
@@ -40,7 +42,8 @@ mod code {
     after_help = "Exit codes: 0 done; 2 bad usage; 3 no server answers on the socket; \
                   4 the server speaks another protocol; 5 refused: not paused (step); \
                   6 refused: unavailable (save without --state-file, or no version yet); \
-                  7 refused: the server is stopping; 8 refused for another reason."
+                  7 refused: the server is stopping; 8 refused for another reason; \
+                  9 wait: the event did not come in time (or the server stopped first)."
 )]
 struct CtlArgs {
     /// The socket of the server to drive; by default the one of the server
@@ -76,6 +79,14 @@ enum CtlCommand {
     Reload,
     /// Write the state file now.
     Save,
+    /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
+    /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
+    Wait {
+        kind: String,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
     /// Follow the server's events until it stops.
     Events {
         /// Start from this event number (what the server still keeps of
@@ -102,6 +113,9 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
     let path = args.control.clone().unwrap_or_else(|| {
         hotreload_control::socket_path(&std::env::current_dir().unwrap_or_default())
     });
+    if let CtlCommand::Wait { kind, timeout } = &args.command {
+        return ExitCode::from(wait(&path, kind, *timeout, args.json));
+    }
     let command = match args.command {
         CtlCommand::Status => Command::Status,
         CtlCommand::Pause => Command::Pause,
@@ -111,8 +125,86 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Reload => Command::Reload,
         CtlCommand::Save => Command::Save,
         CtlCommand::Events { from } => Command::Events { from },
+        CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
     ExitCode::from(run(&path, &command, args.json))
+}
+
+/// Follows the events from the next one until one of `kind` comes.
+fn wait(path: &PathBuf, kind: &str, timeout: Option<f64>, json: bool) -> u8 {
+    let stream = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                code::NO_SERVER,
+                &format!("no hotreload server answers on {} ({e})", path.display()),
+            );
+        }
+    };
+    let deadline = timeout
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .map(|t| std::time::Instant::now() + std::time::Duration::from_secs_f64(t));
+    let Ok(mut out) = stream.try_clone() else {
+        return fail(code::NO_SERVER, "cannot use the socket");
+    };
+    if out
+        .write_all(Command::Events { from: None }.to_line(1).as_bytes())
+        .is_err()
+    {
+        return fail(code::NO_SERVER, "the server closed the socket");
+    }
+    let mut reader = BufReader::new(stream);
+    loop {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return fail(code::TIMED_OUT, &format!("no {kind} event came in time"));
+            }
+            let _ = reader.get_ref().set_read_timeout(Some(left));
+        }
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) => {
+                return fail(
+                    code::TIMED_OUT,
+                    &format!("the server stopped before a {kind} event"),
+                );
+            }
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return fail(code::TIMED_OUT, &format!("no {kind} event came in time"));
+            }
+            Err(e) => {
+                return fail(
+                    code::NO_SERVER,
+                    &format!("cannot read from the server: {e}"),
+                );
+            }
+        }
+        match parse_server_message(&line) {
+            Ok(ServerMessage::Event { kind: k, text, .. }) if k == kind => {
+                if json {
+                    print!("{line}");
+                } else {
+                    println!("{text}");
+                }
+                return code::OK;
+            }
+            Ok(ServerMessage::Reply {
+                result: Err((code_name, message)),
+                ..
+            }) => {
+                return refused(&code_name, &message);
+            }
+            Ok(_) => {}
+            Err(why) => return fail(code::PROTOCOL, &why),
+        }
+    }
 }
 
 fn fail(code: u8, why: &str) -> u8 {

@@ -65,16 +65,24 @@ fn main() -> ExitCode {
             Err(StartError::Other(why)) => return fail(exit_code::HOST_ERROR, &why),
         }
     };
+    let json = args.events == "json";
+    if json && let Err(why) = console::plugin_stdout_to_stderr() {
+        return fail(exit_code::HOST_ERROR, &why);
+    }
     let hub = Arc::new(Hub::new());
     let renderer = render::Renderer::new();
     let published = Arc::clone(&hub);
     let engine = match Engine::start(config, move |event| {
         let text = renderer.render(&event);
-        // A closed stdout is handled by `stop_when_stdout_closes`.
-        let _ = print(&text);
-        if !text.is_empty() {
-            published.publish(event.kind(), text.trim_end_matches('\n'));
+        if text.is_empty() {
+            return;
         }
+        let line = published.publish(event.kind(), text.trim_end_matches('\n'));
+        // A closed stdout is handled by `stop_when_stdout_closes`.
+        let _ = match (json, line) {
+            (true, Some(line)) => print(&line),
+            _ => print(&text),
+        };
     }) {
         Ok(engine) => engine,
         Err(why) => return fail(why.code, &why.message),

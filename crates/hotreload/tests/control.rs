@@ -400,3 +400,60 @@ fn a_follower_that_stops_reading_is_dropped_and_never_slows_ticks() {
     assert!(stats.contains("; 0 skipped)"), "{stats}");
     assert_eq!(s.exit_code(), 0);
 }
+
+/// `ctl wait KIND` returns at the next event of that kind, for scripts:
+/// here, the swap after an edit; and gives up with its own code.
+#[test]
+fn wait_returns_at_the_next_event_of_a_kind() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (code, _, stderr) = ctl(dir.path(), &["wait", "fault", "--timeout", "0.5"]);
+    assert_eq!(code, 9, "{stderr}");
+    let folder = dir.path().to_path_buf();
+    let waiter = std::thread::spawn(move || ctl(&folder, &["wait", "swapped", "--timeout", "20"]));
+    // Give the waiter time to follow before the change.
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(dir.path().join("logic.c"), counter("two", 10)).expect("write");
+    let (code, stdout, stderr) = waiter.join().expect("the waiter");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("[reload] swapped logic.so (api=1, v2"),
+        "{stdout}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+/// `--events json`: standard output is one JSON event per line, the same
+/// objects the socket sends; plugin output goes to standard error.
+#[test]
+fn events_json_keeps_standard_output_to_json_lines() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let out = Command::new(support::binary())
+        .args(["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"])
+        .args(["--ticks", "5", "--events", "json", "--no-control"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let mut kinds = Vec::new();
+    for (i, line) in stdout.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {i} is not JSON ({e}): {line}"));
+        assert_eq!(v["event"]["seq"].as_u64(), Some(i as u64), "{line}");
+        kinds.push(v["event"]["kind"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("running"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("exited"),
+        "{kinds:?}"
+    );
+    assert!(stderr.contains("[plugin] tag=one score=5"), "{stderr}");
+}

@@ -51,13 +51,13 @@ impl Hub {
     }
 
     /// Numbers and sends one event (its kind and the text the server
-    /// printed for it, without the final newline).
-    pub fn publish(&self, kind: &str, text: &str) {
+    /// printed for it, without the final newline); the event's JSON line.
+    pub fn publish(&self, kind: &str, text: &str) -> Option<EventLine> {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let Ok(mut inner) = self.inner.lock() else {
-            return;
+            return None;
         };
         let seq = inner.next_seq;
         inner.next_seq += 1;
@@ -74,6 +74,7 @@ impl Hub {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             });
+        Some(line)
     }
 
     /// Starts following: from `from` (what is still kept of it, then new
