@@ -30,6 +30,8 @@ pub enum Command {
     Reload,
     /// Write the state file now.
     Save,
+    /// The state as the server shows it, read between two ticks.
+    State,
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
@@ -46,6 +48,7 @@ impl Command {
             Command::Stop => "stop",
             Command::Reload => "reload",
             Command::Save => "save",
+            Command::State => "state",
             Command::Events { .. } => "events",
         }
     }
@@ -70,7 +73,7 @@ impl Command {
 
 /// Every command, by name, for error messages and `--help`.
 pub const COMMANDS: &[&str] = &[
-    "status", "pause", "resume", "step", "stop", "reload", "save", "events",
+    "status", "pause", "resume", "step", "stop", "reload", "save", "state", "events",
 ];
 
 /// Why a request was refused, as the error reply says it.
@@ -271,6 +274,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
         "stop" => Command::Stop,
         "reload" => Command::Reload,
         "save" => Command::Save,
+        "state" => Command::State,
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
@@ -427,6 +431,7 @@ mod tests {
             Command::Stop,
             Command::Reload,
             Command::Save,
+            Command::State,
             Command::Events { from: Some(12) },
             Command::Events { from: None },
         ];

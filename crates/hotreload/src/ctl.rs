@@ -79,6 +79,9 @@ enum CtlCommand {
     Reload,
     /// Write the state file now.
     Save,
+    /// Show the state (its fields, as the server prints them), read
+    /// between two ticks.
+    State,
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -124,6 +127,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Stop => Command::Stop,
         CtlCommand::Reload => Command::Reload,
         CtlCommand::Save => Command::Save,
+        CtlCommand::State => Command::State,
         CtlCommand::Events { from } => Command::Events { from },
         CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
@@ -358,6 +362,10 @@ fn say(command: &Command, value: &Value) {
         Command::Stop => println!("stopping"),
         Command::Reload => println!("rebuilding now"),
         Command::Save => println!("saving the state file"),
+        Command::State => println!(
+            "{}",
+            value.get("text").and_then(Value::as_str).unwrap_or("")
+        ),
         Command::Events { .. } => {
             if let Some(note) = value.get("note").and_then(Value::as_str) {
                 eprintln!("hotreload ctl: {note}");

@@ -457,3 +457,26 @@ fn events_json_keeps_standard_output_to_json_lines() {
     );
     assert!(stderr.contains("[plugin] tag=one score=5"), "{stderr}");
 }
+
+/// `ctl state` shows the fields, read between two ticks, also while paused.
+#[test]
+fn state_shows_the_fields_between_two_ticks() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("logic.c"),
+        support::plugin::Extended::new("one").source(),
+    )
+    .expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("one says ");
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    s.expect_prefix("[tick] paused after tick ");
+    let (code, stdout, stderr) = ctl(dir.path(), &["state"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("[state] "), "{stdout}");
+    assert!(
+        stdout.contains("one says ") && stdout.contains("on request"),
+        "{stdout}"
+    );
+    assert_eq!(s.stop(), 0);
+}

@@ -406,11 +406,51 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             wiring.commander.send(Command::Save);
             reply_ok(id, json!({"saving": true}))
         }
+        Wire::State => state_now(id, wiring),
         Wire::Events { .. } => reply_error(
             Some(id),
             ErrorCode::UnknownCommand,
             "events is answered by the stream itself",
         ),
+    }
+}
+
+/// How long `state` waits for the tick thread to show the state.
+const STATE_WAIT: Duration = Duration::from_secs(2);
+
+/// Asks the tick thread for the state between two ticks and replies with
+/// what it showed; the one command that needs the tick thread, so it says
+/// so when that thread is busy (a plugin call in progress) instead of
+/// waiting for it.
+fn state_now(id: u64, wiring: &Wiring) -> String {
+    if wiring.board.snapshot().version.is_none() {
+        return reply_error(
+            Some(id),
+            ErrorCode::Unavailable,
+            "expected a version running on a state, found none yet",
+        );
+    }
+    let following = wiring.hub.follow(None);
+    wiring.commander.send(Command::ReportState);
+    let deadline = std::time::Instant::now() + STATE_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Ok(line) = following.live.recv_timeout(left) else {
+            return reply_error(
+                Some(id),
+                ErrorCode::Unavailable,
+                &format!(
+                    "expected the tick thread to show the state within {} s, found it busy (a plugin call in progress?); status still answers",
+                    STATE_WAIT.as_secs()
+                ),
+            );
+        };
+        if let Ok(ServerMessage::Event { kind, text, .. }) = parse_server_message(&line)
+            && kind == "state"
+            && text.contains("on request")
+        {
+            return reply_ok(id, json!({"text": text}));
+        }
     }
 }
 
