@@ -107,6 +107,14 @@ impl Hub {
         }
     }
 
+    /// Ends every follower (their streams see the end), for a server that
+    /// stops serving.
+    pub fn close_followers(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.followers.clear();
+        }
+    }
+
     /// The `seq` the next event will get.
     pub fn next_seq(&self) -> u64 {
         self.inner.lock().map_or(0, |i| i.next_seq)

@@ -39,11 +39,20 @@ pub struct Wiring {
     pub say: Arc<dyn Fn(String) + Send + Sync>,
 }
 
-/// A listening control socket; removed when dropped.
+/// A listening control socket; when dropped, it stops accepting, ends its
+/// clients' connections and removes the socket.
 pub struct ControlServer {
     path: PathBuf,
     /// The socket's inode, to remove only the file this server made.
     inode: u64,
+    /// Set when serving: what the drop has to end.
+    serving: Option<Serving>,
+}
+
+struct Serving {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    clients: Arc<std::sync::Mutex<Vec<(u64, UnixStream)>>>,
+    hub: Arc<Hub>,
 }
 
 impl ControlServer {
@@ -54,6 +63,17 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
+        if let Some(serving) = self.serving.take() {
+            serving.stop.store(true, Ordering::Relaxed);
+            // Wakes the accept loop, which then sees `stop`.
+            let _ = UnixStream::connect(&self.path);
+            if let Ok(clients) = serving.clients.lock() {
+                for (_, client) in clients.iter() {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                }
+            }
+            serving.hub.close_followers();
+        }
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
         }
@@ -110,6 +130,7 @@ pub fn bind(path: &Path) -> Result<Bound, StartError> {
         server: ControlServer {
             path: path.to_path_buf(),
             inode,
+            serving: None,
         },
     })
 }
@@ -117,13 +138,21 @@ pub fn bind(path: &Path) -> Result<Bound, StartError> {
 impl Bound {
     /// Serves the socket on a thread of its own from now on.
     pub fn serve(self, wiring: Wiring) -> Result<ControlServer, StartError> {
+        let serving = Serving {
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            clients: Arc::new(std::sync::Mutex::new(Vec::new())),
+            hub: Arc::clone(&wiring.hub),
+        };
+        let (stop, clients) = (Arc::clone(&serving.stop), Arc::clone(&serving.clients));
         let wiring = Arc::new(wiring);
         let listener = self.listener;
         std::thread::Builder::new()
             .name("hotreload-control".into())
-            .spawn(move || accept(listener, wiring))
+            .spawn(move || accept(listener, wiring, &stop, &clients))
             .map_err(|e| StartError::Other(format!("cannot start the control thread: {e}")))?;
-        Ok(self.server)
+        let mut server = self.server;
+        server.serving = Some(serving);
+        Ok(server)
     }
 }
 
@@ -176,10 +205,19 @@ fn hello_pid(stream: UnixStream) -> Option<u32> {
     }
 }
 
-fn accept(listener: UnixListener, wiring: Arc<Wiring>) {
+fn accept(
+    listener: UnixListener,
+    wiring: Arc<Wiring>,
+    stop: &std::sync::atomic::AtomicBool,
+    open: &Arc<std::sync::Mutex<Vec<(u64, UnixStream)>>>,
+) {
+    let mut serial = 0u64;
     let clients = Arc::new(AtomicUsize::new(0));
     let me = my_uid();
     for stream in listener.incoming() {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(mut stream) = stream else { continue };
         let peer = nix::sys::socket::getsockopt(
             &stream.as_fd(),
@@ -217,12 +255,21 @@ fn accept(listener: UnixListener, wiring: Arc<Wiring>) {
             continue;
         }
         clients.fetch_add(1, Ordering::Relaxed);
+        serial += 1;
+        let me_serial = serial;
+        if let (Ok(mut open), Ok(copy)) = (open.lock(), stream.try_clone()) {
+            open.push((me_serial, copy));
+        }
+        let open = Arc::clone(open);
         let wiring = Arc::clone(&wiring);
         let count = Arc::clone(&clients);
         let spawned = std::thread::Builder::new()
             .name("hotreload-client".into())
             .spawn(move || {
                 serve(stream, &wiring);
+                if let Ok(mut open) = open.lock() {
+                    open.retain(|(n, _)| *n != me_serial);
+                }
                 count.fetch_sub(1, Ordering::Relaxed);
             });
         if spawned.is_err() {
