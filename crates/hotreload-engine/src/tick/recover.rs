@@ -66,6 +66,8 @@ impl TickLoop {
                     .set_owner(previous.state_version(), previous.layout().cloned());
                 self.owner = Some(Owner::of(&previous));
                 self.current = Some(previous);
+                self.board
+                    .set_version(self.current.as_ref().map(Plugin::version));
                 Recovery::RolledBack {
                     to,
                     restored_to_tick,
@@ -74,6 +76,7 @@ impl TickLoop {
             }
             None => {
                 self.schedule = None;
+                self.board.set_version(None);
                 Recovery::Paused {
                     restored_to_tick,
                     cannot_roll_back,
