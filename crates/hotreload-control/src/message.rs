@@ -32,6 +32,13 @@ pub enum Command {
     Save,
     /// The state as the server shows it, read between two ticks.
     State,
+    /// One value of the state, by its path (`hp`, `pos.x`,
+    /// `enemies[2].hp`, `grid[1][2]`, or `@12:i32` by offset and type).
+    Get { path: String },
+    /// Writes one value between two ticks, checked against the layout.
+    Set { path: String, value: String },
+    /// Takes the latest `set` back.
+    Undo,
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
@@ -49,6 +56,9 @@ impl Command {
             Command::Reload => "reload",
             Command::Save => "save",
             Command::State => "state",
+            Command::Get { .. } => "get",
+            Command::Set { .. } => "set",
+            Command::Undo => "undo",
             Command::Events { .. } => "events",
         }
     }
@@ -65,6 +75,13 @@ impl Command {
             Command::Events { from: Some(from) } => {
                 object.insert("from".into(), json!(from));
             }
+            Command::Get { path } => {
+                object.insert("path".into(), json!(path));
+            }
+            Command::Set { path, value } => {
+                object.insert("path".into(), json!(path));
+                object.insert("value".into(), json!(value));
+            }
             _ => {}
         }
         format!("{}\n", Value::Object(object))
@@ -73,7 +90,8 @@ impl Command {
 
 /// Every command, by name, for error messages and `--help`.
 pub const COMMANDS: &[&str] = &[
-    "status", "pause", "resume", "step", "stop", "reload", "save", "state", "events",
+    "status", "pause", "resume", "step", "stop", "reload", "save", "state", "get", "set", "undo",
+    "events",
 ];
 
 /// Why a request was refused, as the error reply says it.
@@ -264,6 +282,26 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
             )),
         }
     };
+    let text = |key: &str| -> Result<String, Refused> {
+        match object.get(key) {
+            Some(Value::String(v)) if v.len() <= 4096 => Ok(v.clone()),
+            // A number or a boolean stands for itself.
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => Ok(v.to_string()),
+            Some(other) => Err(Refused::new(
+                id,
+                ErrorCode::BadArgument,
+                format!(
+                    "expected \"{key}\" to be a string of at most 4096 bytes, found {}",
+                    kind_of(other)
+                ),
+            )),
+            None => Err(Refused::new(
+                id,
+                ErrorCode::BadArgument,
+                format!("expected a \"{key}\" for {name}, found none"),
+            )),
+        }
+    };
     let command = match name {
         "status" => Command::Status,
         "pause" => Command::Pause,
@@ -275,6 +313,14 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
         "reload" => Command::Reload,
         "save" => Command::Save,
         "state" => Command::State,
+        "get" => Command::Get {
+            path: text("path")?,
+        },
+        "set" => Command::Set {
+            path: text("path")?,
+            value: text("value")?,
+        },
+        "undo" => Command::Undo,
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
@@ -432,6 +478,14 @@ mod tests {
             Command::Reload,
             Command::Save,
             Command::State,
+            Command::Get {
+                path: "enemies[2].hp".into(),
+            },
+            Command::Set {
+                path: "pos.x".into(),
+                value: "1.5".into(),
+            },
+            Command::Undo,
             Command::Events { from: Some(12) },
             Command::Events { from: None },
         ];

@@ -92,6 +92,7 @@ fn start(
         .unwrap_or_else(|_| panic!("bind {}", socket.display()))
         .serve(Wiring {
             commander: engine.commander(),
+            door: engine.state_door(),
             board: engine.status(),
             hub: Arc::clone(&hub),
             say: Arc::new(|_| {}),

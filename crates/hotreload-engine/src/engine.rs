@@ -154,6 +154,9 @@ impl Engine {
             .map_err(|e| format!("cannot start the tick thread: {e}"))?;
 
         let private_dir = shadow.path().to_path_buf();
+        let door = StateDoor {
+            tick: tick_tx.clone(),
+        };
         let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         reloader.report_to(Arc::clone(&board));
         reloader.hold(claim, last_good.clone());
@@ -170,6 +173,7 @@ impl Engine {
             inbox: inbox_tx,
             last_good,
             board,
+            door,
             private_dir,
             reload_thread,
             tick_thread,
@@ -230,6 +234,7 @@ pub struct EngineHandle {
     inbox: Sender<Inbox>,
     last_good: LastGood,
     board: Arc<StatusBoard>,
+    door: StateDoor,
     private_dir: PathBuf,
     reload_thread: JoinHandle<i32>,
     tick_thread: JoinHandle<()>,
@@ -248,6 +253,12 @@ impl EngineHandle {
     /// What the server is doing, readable at any moment from any thread.
     pub fn status(&self) -> Arc<StatusBoard> {
         Arc::clone(&self.board)
+    }
+
+    /// A way to read and write single values of the state between two
+    /// ticks, from any thread.
+    pub fn state_door(&self) -> StateDoor {
+        self.door.clone()
     }
 
     /// A cloneable sender for commands, for a signal thread or a control
@@ -302,6 +313,51 @@ impl Commander {
             Err(e) => Some(format!(
                 "cannot remove the private folder {}: {e}",
                 self.private_dir.display()
+            )),
+        }
+    }
+}
+
+/// Reads and writes one value of the state at a time, between two ticks
+/// (the tick thread does it, so nothing else ever touches the state), and
+/// waits a bounded time for the answer: a tick thread inside a hung plugin
+/// call answers only after the watchdog, and the caller is told so.
+#[derive(Clone)]
+pub struct StateDoor {
+    tick: Sender<crate::tick::TickInput>,
+}
+
+impl StateDoor {
+    /// How long a request waits for the tick thread.
+    pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
+    pub fn get(&self, path: &str) -> Result<crate::tick::Edited, String> {
+        self.ask(crate::tick::Edit::Get {
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn set(&self, path: &str, value: &str) -> Result<crate::tick::Edited, String> {
+        self.ask(crate::tick::Edit::Set {
+            path: path.to_owned(),
+            value: value.to_owned(),
+        })
+    }
+
+    pub fn undo(&self) -> Result<crate::tick::Edited, String> {
+        self.ask(crate::tick::Edit::Undo)
+    }
+
+    fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, String> {
+        let (tx, rx) = mpsc::channel();
+        self.tick
+            .send(crate::tick::TickInput::Edit(edit, tx))
+            .map_err(|_| "expected a running tick loop, found it stopped".to_owned())?;
+        match rx.recv_timeout(Self::PATIENCE) {
+            Ok(done) => done,
+            Err(_) => Err(format!(
+                "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
+                Self::PATIENCE.as_secs()
             )),
         }
     }

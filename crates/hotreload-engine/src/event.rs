@@ -143,6 +143,15 @@ pub enum Event {
         during: &'static str,
         drift: Vec<crate::guard::baseline::Drift>,
     },
+    /// One value of the state was written on command (`set`), or a write
+    /// taken back (`undone`), after `tick` ticks.
+    FieldSet {
+        path: String,
+        old: String,
+        new: String,
+        tick: u64,
+        undone: bool,
+    },
     /// Ticking holds between two ticks, on a command (`pause`, or the end
     /// of a `step`), after `tick` ticks.
     Paused {
@@ -284,6 +293,7 @@ impl Event {
             Event::ProcessStateRepaired { .. } => "process_state_repaired",
             Event::WorkerStopped { .. } => "worker_stopped",
             Event::ProcessDrift { .. } => "process_drift",
+            Event::FieldSet { .. } => "field_set",
             Event::Paused { .. } => "paused",
             Event::Resumed { .. } => "resumed",
             Event::Stepped { .. } => "stepped",

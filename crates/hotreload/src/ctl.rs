@@ -41,7 +41,7 @@ mod code {
     about = "Drive a running hotreload server through its control socket",
     after_help = "Exit codes: 0 done; 2 bad usage; 3 no server answers on the socket; \
                   4 the server speaks another protocol; 5 refused: not paused (step); \
-                  6 refused: unavailable (save without --state-file, or no version yet); \
+                  6 refused: unavailable (save without --state-file, no version yet, the tick thread busy); \
                   7 refused: the server is stopping; 8 refused for another reason; \
                   9 wait: the event did not come in time (or the server stopped first)."
 )]
@@ -82,6 +82,19 @@ enum CtlCommand {
     /// Show the state (its fields, as the server prints them), read
     /// between two ticks.
     State,
+    /// One value of the state: `hp`, `pos.x`, `enemies[2].hp`,
+    /// `grid[1][2]`, or `@12:i32` (by byte offset and type, for plugins
+    /// without a layout).
+    Get { path: String },
+    /// Write one value between two ticks, checked against the layout (the
+    /// name, the type, the range, array bounds); said as an event.
+    Set {
+        path: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Take the latest set back.
+    Undo,
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -128,6 +141,9 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Reload => Command::Reload,
         CtlCommand::Save => Command::Save,
         CtlCommand::State => Command::State,
+        CtlCommand::Get { path } => Command::Get { path },
+        CtlCommand::Set { path, value } => Command::Set { path, value },
+        CtlCommand::Undo => Command::Undo,
         CtlCommand::Events { from } => Command::Events { from },
         CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
@@ -362,6 +378,18 @@ fn say(command: &Command, value: &Value) {
         Command::Stop => println!("stopping"),
         Command::Reload => println!("rebuilding now"),
         Command::Save => println!("saving the state file"),
+        Command::Get { .. } => println!(
+            "{} = {}",
+            value.get("path").and_then(Value::as_str).unwrap_or(""),
+            value.get("value").and_then(Value::as_str).unwrap_or("")
+        ),
+        Command::Set { .. } | Command::Undo => println!(
+            "{}: {} -> {} (after tick {})",
+            value.get("path").and_then(Value::as_str).unwrap_or(""),
+            value.get("old").and_then(Value::as_str).unwrap_or(""),
+            value.get("value").and_then(Value::as_str).unwrap_or(""),
+            n("tick")
+        ),
         Command::State => println!(
             "{}",
             value.get("text").and_then(Value::as_str).unwrap_or("")

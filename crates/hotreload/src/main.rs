@@ -92,6 +92,7 @@ fn main() -> ExitCode {
             let said = Arc::clone(&hub);
             let wiring = Wiring {
                 commander: engine.commander(),
+                door: engine.state_door(),
                 board: engine.status(),
                 hub: Arc::clone(&hub),
                 say: Arc::new(move |text: String| {

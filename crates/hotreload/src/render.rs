@@ -216,6 +216,16 @@ impl Renderer {
                     })
                     .collect()
             }
+            Event::FieldSet {
+                path,
+                old,
+                new,
+                tick,
+                undone,
+            } => format!(
+                "[state] {} {path}: {old} -> {new} (after tick {tick})\n",
+                if *undone { "undid the set of" } else { "set" }
+            ),
             Event::Paused { tick } => format!(
                 "[tick] paused after tick {tick}; `hotreload ctl resume` goes on, `hotreload ctl step N` runs N ticks\n"
             ),

@@ -480,3 +480,78 @@ fn state_shows_the_fields_between_two_ticks() {
     );
     assert_eq!(s.stop(), 0);
 }
+
+/// `get`, `set` and `undo` on the example counter (which declares its
+/// fields): values checked against the layout, applied between two ticks,
+/// said with the old and the new value, and undone.
+#[test]
+fn set_checks_against_the_layout_applies_between_ticks_and_undoes() {
+    let dir = workdir();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/counter/logic.c");
+    std::fs::copy(&example, dir.path().join("logic.c")).expect("copy the example");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_prefix("[reload] loaded logic.so");
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    s.expect_prefix("[tick] paused after tick ");
+    let (code, stdout, stderr) = ctl(dir.path(), &["get", "score"]);
+    assert_eq!(code, 0, "{stderr}");
+    let before: i64 = stdout
+        .trim()
+        .strip_prefix("score = ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+
+    let (code, stdout, stderr) = ctl(dir.path(), &["set", "score", "1000"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("score: {before} -> 1000")),
+        "{stdout}"
+    );
+    s.expect_prefix(&format!("[state] set score: {before} -> 1000 (after tick "));
+    assert_eq!(ctl(dir.path(), &["step", "1"]).0, 0);
+    s.expect_prefix("[tick] stepped 1 tick;");
+    let (_, stdout, _) = ctl(dir.path(), &["get", "score"]);
+    assert_eq!(
+        stdout.trim(),
+        "score = 1001",
+        "the plugin ticked from the value set"
+    );
+
+    let (code, stdout, stderr) = ctl(dir.path(), &["undo"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("score: 1001 -> {before}")),
+        "{stdout}"
+    );
+    s.expect_prefix(&format!("[state] undid the set of score: 1001 -> {before}"));
+    let (code, _, stderr) = ctl(dir.path(), &["undo"]);
+    assert_eq!(code, 8, "nothing left to undo: {stderr}");
+
+    for (args, says) in [
+        (
+            &["set", "score", "abc"][..],
+            "expected an integer for score (int32), found \"abc\"",
+        ),
+        (
+            &["set", "score", "3000000000"][..],
+            "expected -2147483648 to 2147483647 for score",
+        ),
+        (
+            &["set", "lives", "3"][..],
+            "found no \"lives\"; the fields are score",
+        ),
+        (
+            &["set", "@4000:i32", "1"][..],
+            "to lie inside the 4-byte state",
+        ),
+        (&["set", "@0:int", "1"][..], "expected a type of i8"),
+    ] {
+        let (code, _, stderr) = ctl(dir.path(), args);
+        assert_eq!(code, 8, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let (code, stdout, stderr) = ctl(dir.path(), &["set", "@0:i32", "-7"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("-> -7"), "{stdout}");
+    assert_eq!(s.stop(), 0);
+}

@@ -32,6 +32,8 @@ const STUCK_AFTER: Duration = Duration::from_secs(2);
 /// What a control server needs from the engine and the host.
 pub struct Wiring {
     pub commander: Commander,
+    /// Reads and writes single values of the state between two ticks.
+    pub door: crate::engine::StateDoor,
     pub board: Arc<StatusBoard>,
     pub hub: Arc<Hub>,
     /// Where the server says what it refused or could not do (a line of
@@ -454,11 +456,34 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             reply_ok(id, json!({"saving": true}))
         }
         Wire::State => state_now(id, wiring),
+        Wire::Get { path } => edited(id, wiring.door.get(path)),
+        Wire::Set { path, value } => edited(id, wiring.door.set(path, value)),
+        Wire::Undo => edited(id, wiring.door.undo()),
         Wire::Events { .. } => reply_error(
             Some(id),
             ErrorCode::UnknownCommand,
             "events is answered by the stream itself",
         ),
+    }
+}
+
+/// The reply to `get`, `set` or `undo`.
+fn edited(id: u64, done: Result<crate::tick::Edited, String>) -> String {
+    match done {
+        Ok(e) => reply_ok(
+            id,
+            json!({"path": e.path, "old": e.old, "value": e.new, "tick": e.tick}),
+        ),
+        Err(why) => {
+            let code = if why.contains("busy")
+                || why.contains("found none") && why.starts_with("expected a version")
+            {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::BadArgument
+            };
+            reply_error(Some(id), code, &why)
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! `[2, 3]`), arrays of structs are flattened per element.
 
 pub mod dwarf;
+pub mod edit;
 pub mod show;
 
 use std::fmt;

@@ -14,9 +14,11 @@
 //! takes over (up to `keep_versions` stay loaded for this). With none left,
 //! ticking pauses, state intact, until the next good build.
 
+mod edit;
 mod pause;
 mod recover;
 pub mod schedule;
+pub use edit::{Edit, EditReply, Edited};
 mod swap;
 
 use std::collections::VecDeque;
@@ -90,6 +92,8 @@ pub enum TickInput {
     Step(u64),
     /// Save the state file now.
     Save,
+    /// Read or write one value of the state (see `edit`).
+    Edit(edit::Edit, edit::EditReply),
     Stop,
 }
 
@@ -227,6 +231,8 @@ pub struct TickLoop {
     user_paused: bool,
     steps_left: u64,
     steps_asked: u64,
+    /// Writes `undo` can take back, newest last.
+    undo: Vec<edit::Undo>,
 }
 
 impl TickLoop {
@@ -263,6 +269,7 @@ impl TickLoop {
             user_paused: false,
             steps_left: 0,
             steps_asked: 0,
+            undo: Vec::new(),
         }
     }
 
@@ -316,6 +323,7 @@ impl TickLoop {
                 Ok(TickInput::Resume) => self.resume(),
                 Ok(TickInput::Step(n)) => self.step(n),
                 Ok(TickInput::Save) => self.save(false),
+                Ok(TickInput::Edit(edit, reply)) => self.edit(edit, &reply),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();
