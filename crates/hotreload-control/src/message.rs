@@ -39,6 +39,9 @@ pub enum Command {
     Set { path: String, value: String },
     /// Takes the latest `set` back.
     Undo,
+    /// Brings back an earlier version still loaded (`to`; default: the
+    /// newest one before the running version).
+    Rollback { to: Option<u64> },
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
@@ -59,6 +62,7 @@ impl Command {
             Command::Get { .. } => "get",
             Command::Set { .. } => "set",
             Command::Undo => "undo",
+            Command::Rollback { .. } => "rollback",
             Command::Events { .. } => "events",
         }
     }
@@ -81,6 +85,9 @@ impl Command {
             Command::Set { path, value } => {
                 object.insert("path".into(), json!(path));
                 object.insert("value".into(), json!(value));
+            }
+            Command::Rollback { to: Some(to) } => {
+                object.insert("to".into(), json!(to));
             }
             _ => {}
         }
@@ -321,6 +328,9 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
             value: text("value")?,
         },
         "undo" => Command::Undo,
+        "rollback" => Command::Rollback {
+            to: count("to", 1, u64::MAX)?,
+        },
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
@@ -486,6 +496,8 @@ mod tests {
                 value: "1.5".into(),
             },
             Command::Undo,
+            Command::Rollback { to: Some(2) },
+            Command::Rollback { to: None },
             Command::Events { from: Some(12) },
             Command::Events { from: None },
         ];

@@ -348,6 +348,22 @@ impl StateDoor {
         self.ask(crate::tick::Edit::Undo)
     }
 
+    /// Brings back `to` (the newest kept version if `None`), between two
+    /// ticks, with the state carried as a fault's rollback carries it.
+    pub fn roll_back(&self, to: Option<u64>) -> Result<crate::tick::RolledBack, String> {
+        let (tx, rx) = mpsc::channel();
+        self.tick
+            .send(crate::tick::TickInput::RollBack(to, tx))
+            .map_err(|_| "expected a running tick loop, found it stopped".to_owned())?;
+        match rx.recv_timeout(Self::PATIENCE) {
+            Ok(done) => done,
+            Err(_) => Err(format!(
+                "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
+                Self::PATIENCE.as_secs()
+            )),
+        }
+    }
+
     fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, String> {
         let (tx, rx) = mpsc::channel();
         self.tick

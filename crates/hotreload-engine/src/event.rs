@@ -143,6 +143,15 @@ pub enum Event {
         during: &'static str,
         drift: Vec<crate::guard::baseline::Drift>,
     },
+    /// Brought back on command (`rollback`): `to` runs instead of `from`,
+    /// after `tick` ticks; how the state was carried when the layout
+    /// differs.
+    RolledBackOnRequest {
+        from: u64,
+        to: u64,
+        tick: u64,
+        carried: Option<String>,
+    },
     /// One value of the state was written on command (`set`), or a write
     /// taken back (`undone`), after `tick` ticks.
     FieldSet {
@@ -294,6 +303,7 @@ impl Event {
             Event::WorkerStopped { .. } => "worker_stopped",
             Event::ProcessDrift { .. } => "process_drift",
             Event::FieldSet { .. } => "field_set",
+            Event::RolledBackOnRequest { .. } => "rolled_back",
             Event::Paused { .. } => "paused",
             Event::Resumed { .. } => "resumed",
             Event::Stepped { .. } => "stepped",

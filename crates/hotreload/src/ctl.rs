@@ -95,6 +95,13 @@ enum CtlCommand {
     },
     /// Take the latest set back.
     Undo,
+    /// Go back to an earlier version still loaded for rollbacks (`v1` or
+    /// `1`; default: the one before the running version), the state
+    /// carried as a fault's rollback carries it.
+    Rollback {
+        #[arg(value_parser = parse_version)]
+        version: Option<u64>,
+    },
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -144,6 +151,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Get { path } => Command::Get { path },
         CtlCommand::Set { path, value } => Command::Set { path, value },
         CtlCommand::Undo => Command::Undo,
+        CtlCommand::Rollback { version } => Command::Rollback { to: version },
         CtlCommand::Events { from } => Command::Events { from },
         CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
@@ -390,6 +398,16 @@ fn say(command: &Command, value: &Value) {
             value.get("value").and_then(Value::as_str).unwrap_or(""),
             n("tick")
         ),
+        Command::Rollback { .. } => println!(
+            "rolled back from v{} to v{} after tick {}{}",
+            n("from"),
+            n("to"),
+            n("tick"),
+            value
+                .get("carried")
+                .and_then(Value::as_str)
+                .map_or(String::new(), |c| format!("; state carried: {c}"))
+        ),
         Command::State => println!(
             "{}",
             value.get("text").and_then(Value::as_str).unwrap_or("")
@@ -400,4 +418,14 @@ fn say(command: &Command, value: &Value) {
             }
         }
     }
+}
+
+/// `v3` or `3`.
+fn parse_version(text: &str) -> Result<u64, String> {
+    text.strip_prefix('v')
+        .unwrap_or(text)
+        .parse::<u64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| format!("expected a version like v3 or 3, found {text:?}"))
 }

@@ -216,6 +216,15 @@ impl Renderer {
                     })
                     .collect()
             }
+            Event::RolledBackOnRequest {
+                from,
+                to,
+                tick,
+                carried,
+            } => format!(
+                "[reload] rolled back from v{from} to v{to} on request, after tick {tick}{}; v{from} stays loaded (rollback v{from} goes forward again)\n",
+                carried.as_ref().map_or(String::new(), |c| format!(", state carried: {c}"))
+            ),
             Event::FieldSet {
                 path,
                 old,

@@ -555,3 +555,63 @@ fn set_checks_against_the_layout_applies_between_ticks_and_undoes() {
     assert!(stdout.contains("-> -7"), "{stdout}");
     assert_eq!(s.stop(), 0);
 }
+
+/// `rollback v1` after v3: v1 takes over between two ticks, on the state
+/// as v3 left it; `rollback` alone goes back to the newest kept version
+/// (here v3 again); a version not kept is refused, naming the kept ones.
+#[test]
+fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("tag=one score=2 ");
+    std::fs::write(&src, counter("two", 10)).expect("write");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    std::fs::write(&src, counter("three", 100)).expect("write");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v3");
+    s.expect_contains("tag=three score=");
+
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "v1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("rolled back from v3 to v1 after tick "),
+        "{stdout}"
+    );
+    let line = s.expect_prefix("[reload] rolled back from v3 to v1 on request");
+    assert!(line.contains("v3 stays loaded"), "{line}");
+    let last_three = {
+        let lines = s.lines();
+        let at = lines.iter().position(|l| l == &line).expect("the line");
+        lines[..at]
+            .iter()
+            .rev()
+            .find_map(|l| {
+                l.contains("tag=three score=")
+                    .then(|| field(l, "score"))
+                    .flatten()
+            })
+            .expect("a score of v3")
+    };
+    let next = s.expect_contains("tag=one score=");
+    assert_eq!(
+        field(&next, "score"),
+        Some(last_three + 1),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(status_json(dir.path())["result"]["version"], 1);
+
+    let (code, _, stderr) = ctl(dir.path(), &["rollback", "v7"]);
+    assert_eq!(code, 8, "{stderr}");
+    assert!(
+        stderr.contains("expected v7 to be loaded for rollbacks, found v3, v2"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("rolled back from v1 to v3"), "{stdout}");
+    s.expect_contains("tag=three score=");
+    assert_eq!(s.stop(), 0);
+}

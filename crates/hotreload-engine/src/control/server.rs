@@ -459,6 +459,21 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
         Wire::Get { path } => edited(id, wiring.door.get(path)),
         Wire::Set { path, value } => edited(id, wiring.door.set(path, value)),
         Wire::Undo => edited(id, wiring.door.undo()),
+        Wire::Rollback { to } => match wiring.door.roll_back(*to) {
+            Ok(done) => reply_ok(
+                id,
+                json!({"from": done.from, "to": done.to, "tick": done.tick, "carried": done.carried}),
+            ),
+            Err(why) => reply_error(
+                Some(id),
+                if why.contains("busy") {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::BadArgument
+                },
+                &why,
+            ),
+        },
         Wire::Events { .. } => reply_error(
             Some(id),
             ErrorCode::UnknownCommand,

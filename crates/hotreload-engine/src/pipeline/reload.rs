@@ -292,6 +292,12 @@ impl Reloader {
                     cause,
                     blame_build,
                 }) => self.on_fault(plugin, running, cause, blame_build),
+                Inbox::Tick(TickOutput::RolledBack { running }) => {
+                    self.running = Some(running);
+                    if let Some(side) = self.sides.get(&running) {
+                        self.state_side = Some(side.clone());
+                    }
+                }
                 Inbox::Tick(TickOutput::Finished { shutdown_faulted }) => {
                     if shutdown_faulted {
                         self.set_outcome(Outcome::Faulted);

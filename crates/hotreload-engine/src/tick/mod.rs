@@ -17,8 +17,10 @@
 mod edit;
 mod pause;
 mod recover;
+mod rollback;
 pub mod schedule;
 pub use edit::{Edit, EditReply, Edited};
+pub use rollback::{RollbackReply, RolledBack};
 mod swap;
 
 use std::collections::VecDeque;
@@ -94,6 +96,8 @@ pub enum TickInput {
     Save,
     /// Read or write one value of the state (see `edit`).
     Edit(edit::Edit, edit::EditReply),
+    /// Go back to an earlier loaded version (the newest one if `None`).
+    RollBack(Option<u64>, rollback::RollbackReply),
     Stop,
 }
 
@@ -164,6 +168,8 @@ pub enum TickOutput {
         /// OOM killer, `kill -9`); the same build may be tried again.
         blame_build: bool,
     },
+    /// A version was brought back on command; `running` is now it.
+    RolledBack { running: u64 },
     /// The loop ended (stop request or tick limit); nothing of the plugin's
     /// runs any more. `shutdown_faulted` if `shutdown` itself faulted.
     Finished { shutdown_faulted: bool },
@@ -324,6 +330,7 @@ impl TickLoop {
                 Ok(TickInput::Step(n)) => self.step(n),
                 Ok(TickInput::Save) => self.save(false),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, &reply),
+                Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, &reply),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();

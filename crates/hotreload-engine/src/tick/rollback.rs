@@ -1,0 +1,98 @@
+//! Going back to an earlier version on command (`rollback [vN]`): any
+//! version still loaded for rollbacks, with the state carried across the
+//! layout change exactly as a fault's rollback carries it; refused, saying
+//! why, when it cannot be.
+
+use std::sync::mpsc::Sender;
+
+use crate::event::Event;
+use crate::plugin::Plugin;
+
+use super::{Owner, TickLoop, TickOutput};
+
+/// What a rollback did: from which version to which, after how many ticks,
+/// and how the state was carried (`-lives`), when its layout changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolledBack {
+    pub from: u64,
+    pub to: u64,
+    pub tick: u64,
+    pub carried: Option<String>,
+}
+
+pub type RollbackReply = Sender<Result<RolledBack, String>>;
+
+impl TickLoop {
+    pub(super) fn roll_back(&mut self, to: Option<u64>, reply: &RollbackReply) {
+        let _ = reply.send(self.roll_back_to(to));
+    }
+
+    fn roll_back_to(&mut self, to: Option<u64>) -> Result<RolledBack, String> {
+        let Some(current) = &self.current else {
+            return Err("expected a version running, found none".into());
+        };
+        let from = current.version();
+        let kept: Vec<u64> = self.earlier.iter().map(Plugin::version).collect();
+        let index = match to {
+            None => (!self.earlier.is_empty()).then_some(0),
+            Some(v) => self.earlier.iter().position(|p| p.version() == v),
+        };
+        let Some(index) = index else {
+            let which = to.map_or("an earlier version".to_owned(), |v| format!("v{v}"));
+            return Err(if to == Some(from) {
+                format!("expected a version other than the one running, found v{from}")
+            } else {
+                format!(
+                    "expected {which} to be loaded for rollbacks, found {}; up to --keep-versions versions are kept",
+                    if kept.is_empty() {
+                        "none kept".to_owned()
+                    } else {
+                        kept.iter()
+                            .map(|v| format!("v{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )
+            });
+        };
+        let Some(target) = self.earlier.remove(index) else {
+            return Err("expected a kept version, found it gone".into());
+        };
+        let Some(current) = self.current.take() else {
+            self.earlier.insert(index, target);
+            return Err("expected a version running, found none".into());
+        };
+        let carried = match self.carry_back(&current, &target) {
+            Ok(account) => account,
+            Err(why) => {
+                let to = target.version();
+                self.earlier.insert(index, target);
+                self.current = Some(current);
+                return Err(format!(
+                    "expected the state to carry over to v{to}'s layout, found that it cannot: {why}"
+                ));
+            }
+        };
+        let to = target.version();
+        self.snapshot
+            .set_owner(target.state_version(), target.layout().cloned());
+        self.owner = Some(Owner::of(&target));
+        self.current = Some(target);
+        self.earlier.push_front(current);
+        self.board.set_version(Some(to));
+        let done = RolledBack {
+            from,
+            to,
+            tick: self.ticks,
+            carried,
+        };
+        (self.events)(Event::RolledBackOnRequest {
+            from,
+            to,
+            tick: self.ticks,
+            carried: done.carried.clone(),
+        });
+        (self.output)(TickOutput::RolledBack { running: to });
+        Ok(done)
+    }
+}
