@@ -32,6 +32,9 @@ pub enum Command {
     Save,
     /// The state as the server shows it, read between two ticks.
     State,
+    /// Every build that reached the loader: its version, content hash,
+    /// when, what became of it, and whether it is loaded.
+    Versions,
     /// One value of the state, by its path (`hp`, `pos.x`,
     /// `enemies[2].hp`, `grid[1][2]`, or `@12:i32` by offset and type).
     Get { path: String },
@@ -59,6 +62,7 @@ impl Command {
             Command::Reload => "reload",
             Command::Save => "save",
             Command::State => "state",
+            Command::Versions => "versions",
             Command::Get { .. } => "get",
             Command::Set { .. } => "set",
             Command::Undo => "undo",
@@ -320,6 +324,7 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
         "reload" => Command::Reload,
         "save" => Command::Save,
         "state" => Command::State,
+        "versions" => Command::Versions,
         "get" => Command::Get {
             path: text("path")?,
         },
@@ -488,6 +493,7 @@ mod tests {
             Command::Reload,
             Command::Save,
             Command::State,
+            Command::Versions,
             Command::Get {
                 path: "enemies[2].hp".into(),
             },

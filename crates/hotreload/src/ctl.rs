@@ -82,6 +82,9 @@ enum CtlCommand {
     /// Show the state (its fields, as the server prints them), read
     /// between two ticks.
     State,
+    /// Every build the server tried to load: version, content hash, when,
+    /// what became of it (live, good, rejected, faulted), loaded or not.
+    Versions,
     /// One value of the state: `hp`, `pos.x`, `enemies[2].hp`,
     /// `grid[1][2]`, or `@12:i32` (by byte offset and type, for plugins
     /// without a layout).
@@ -148,6 +151,7 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Reload => Command::Reload,
         CtlCommand::Save => Command::Save,
         CtlCommand::State => Command::State,
+        CtlCommand::Versions => Command::Versions,
         CtlCommand::Get { path } => Command::Get { path },
         CtlCommand::Set { path, value } => Command::Set { path, value },
         CtlCommand::Undo => Command::Undo,
@@ -408,6 +412,30 @@ fn say(command: &Command, value: &Value) {
                 .and_then(Value::as_str)
                 .map_or(String::new(), |c| format!("; state carried: {c}"))
         ),
+        Command::Versions => {
+            for r in value
+                .get("versions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let version = r
+                    .get("version")
+                    .and_then(Value::as_u64)
+                    .map_or("  -".to_owned(), |v| format!("v{v:<2}"));
+                println!(
+                    "{version}  {}  {:>8.1} s  {}  {}",
+                    r.get("content_hash").and_then(Value::as_str).unwrap_or(""),
+                    r.get("at_ms").and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0,
+                    if r.get("loaded").and_then(Value::as_bool) == Some(true) {
+                        "loaded  "
+                    } else {
+                        "unloaded"
+                    },
+                    r.get("outcome").and_then(Value::as_str).unwrap_or("")
+                );
+            }
+        }
         Command::State => println!(
             "{}",
             value.get("text").and_then(Value::as_str).unwrap_or("")

@@ -615,3 +615,61 @@ fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
     s.expect_contains("tag=three score=");
     assert_eq!(s.stop(), 0);
 }
+
+/// `versions` lists every build that reached the loader, with what became
+/// of it: the live one, the good ones it replaced, a rejected one (no
+/// version number), a faulted one; and which are loaded.
+#[test]
+fn versions_list_every_build_and_what_became_of_it() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
+    s.expect_contains("tag=one score=2 ");
+    std::fs::write(&src, counter("two", 10)).expect("write");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let wrong_api = Counter {
+        api: 99,
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    std::fs::write(&src, wrong_api).expect("write");
+    s.expect_prefix("[reload] rejected");
+    let faults = Counter {
+        fault_at: Some((2, "*(volatile int*)0 = 1;")),
+        ..Counter::new("three", 100)
+    }
+    .source();
+    std::fs::write(&src, faults).expect("write");
+    s.expect_prefix("[fault] v3 ");
+    let (code, stdout, stderr) = ctl(dir.path(), &["versions", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let rows = v["result"]["versions"]
+        .as_array()
+        .expect("versions")
+        .clone();
+    let outcome = |i: usize| rows[i]["outcome"].as_str().unwrap_or("").to_owned();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(
+        (rows[0]["version"].as_u64(), outcome(0)),
+        (Some(1), "good".to_owned())
+    );
+    assert_eq!(
+        (rows[1]["version"].as_u64(), outcome(1)),
+        (Some(2), "live".to_owned()),
+        "{stdout}"
+    );
+    assert!(
+        rows[2]["version"].is_null() && outcome(2).starts_with("rejected: "),
+        "{stdout}"
+    );
+    assert_eq!(rows[3]["version"].as_u64(), Some(3));
+    assert!(outcome(3).starts_with("faulted: SIGSEGV"), "{stdout}");
+    assert_eq!(rows[1]["loaded"], true);
+    assert_eq!(rows[3]["loaded"], false);
+    let (_, text, _) = ctl(dir.path(), &["versions"]);
+    assert!(text.lines().count() == 4 && text.contains("live"), "{text}");
+    // The last reload faulted.
+    assert_eq!(s.stop(), 14);
+}

@@ -456,6 +456,24 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             reply_ok(id, json!({"saving": true}))
         }
         Wire::State => state_now(id, wiring),
+        Wire::Versions => {
+            let loaded = wiring.board.loaded();
+            let versions: Vec<serde_json::Value> = wiring
+                .board
+                .versions()
+                .into_iter()
+                .map(|r| {
+                    json!({
+                        "version": r.version,
+                        "content_hash": r.content_hash,
+                        "at_ms": r.at_ms,
+                        "outcome": r.outcome,
+                        "loaded": r.version.is_some_and(|v| loaded.contains(&v)),
+                    })
+                })
+                .collect();
+            reply_ok(id, json!({"versions": versions, "loaded": loaded}))
+        }
         Wire::Get { path } => edited(id, wiring.door.get(path)),
         Wire::Set { path, value } => edited(id, wiring.door.set(path, value)),
         Wire::Undo => edited(id, wiring.door.undo()),

@@ -26,7 +26,29 @@ pub struct StatusBoard {
     pub saving: bool,
     /// The server was asked to stop.
     stopping: AtomicBool,
+    /// Every build that reached the loader, oldest first.
+    versions: Mutex<Vec<VersionRecord>>,
+    /// The versions loaded now: the running one first, then those kept for
+    /// rollbacks, newest first.
+    loaded: Mutex<Vec<u64>>,
 }
+
+/// One build the server tried to load, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Its version number; none for a build refused before it was loaded.
+    pub version: Option<u64>,
+    /// A hash of the library's bytes, in hex.
+    pub content_hash: String,
+    /// Milliseconds after the server started.
+    pub at_ms: u64,
+    /// `live`, `good` (ran, replaced by a newer one), `rejected: why`,
+    /// `faulted: why`.
+    pub outcome: String,
+}
+
+/// At most this many records are kept (the oldest go first).
+const VERSIONS_KEPT: usize = 1_000;
 
 /// A copy of the board at one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +76,62 @@ impl StatusBoard {
             watch_mode: Mutex::new(String::new()),
             saving,
             stopping: AtomicBool::new(false),
+            versions: Mutex::new(Vec::new()),
+            loaded: Mutex::new(Vec::new()),
         }
+    }
+
+    /// A build that reached the loader: `version` when it was loaded and
+    /// handed to the tick loop (it goes live; the version live before is
+    /// then good), none when it was refused.
+    pub fn record_build(&self, version: Option<u64>, content_hash: u64, outcome: String) {
+        let Ok(mut all) = self.versions.lock() else {
+            return;
+        };
+        if version.is_some() {
+            for r in all.iter_mut().filter(|r| r.outcome == "live") {
+                r.outcome = "good".into();
+            }
+        }
+        if all.len() == VERSIONS_KEPT {
+            all.remove(0);
+        }
+        all.push(VersionRecord {
+            version,
+            content_hash: format!("{content_hash:016x}"),
+            at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            outcome,
+        });
+    }
+
+    /// What became of `version` since: `faulted: why`, or `live` again
+    /// (a rollback to it; the one it replaced is then good).
+    pub fn set_version_outcome(&self, version: u64, outcome: String) {
+        let Ok(mut all) = self.versions.lock() else {
+            return;
+        };
+        if outcome == "live" {
+            for r in all.iter_mut().filter(|r| r.outcome == "live") {
+                r.outcome = "good".into();
+            }
+        }
+        if let Some(r) = all.iter_mut().rev().find(|r| r.version == Some(version)) {
+            r.outcome = outcome;
+        }
+    }
+
+    pub fn versions(&self) -> Vec<VersionRecord> {
+        self.versions.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn set_loaded(&self, versions: Vec<u64>) {
+        if let Ok(mut l) = self.loaded.lock() {
+            *l = versions;
+        }
+    }
+
+    pub fn loaded(&self) -> Vec<u64> {
+        self.loaded.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Status {

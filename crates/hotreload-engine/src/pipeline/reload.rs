@@ -293,6 +293,9 @@ impl Reloader {
                     blame_build,
                 }) => self.on_fault(plugin, running, cause, blame_build),
                 Inbox::Tick(TickOutput::RolledBack { running }) => {
+                    if let Some(board) = &self.board {
+                        board.set_version_outcome(running, "live".into());
+                    }
                     self.running = Some(running);
                     if let Some(side) = self.sides.get(&running) {
                         self.state_side = Some(side.clone());
@@ -555,10 +558,16 @@ impl Reloader {
                     // Only the warning needs this: after the hand-over, so
                     // it costs the swap nothing.
                     self.warn_statics(&bytes, &tables, version);
+                    if let Some(board) = &self.board {
+                        board.record_build(Some(version), build_hash, "live".into());
+                    }
                     self.record(Outcome::Swapped, counts);
                 }
             }
             Err((reason, detail)) => {
+                if let Some(board) = &self.board {
+                    board.record_build(None, build_hash, format!("rejected: {reason}"));
+                }
                 let keeping = self.running;
                 self.emit(Event::Rejected {
                     reason: reason.clone(),
@@ -747,6 +756,12 @@ impl Reloader {
     }
 
     fn on_fault(&mut self, plugin: Plugin, running: Option<u64>, cause: String, blame_build: bool) {
+        if let Some(board) = &self.board {
+            board.set_version_outcome(plugin.version(), format!("faulted: {cause}"));
+            if let Some(v) = running {
+                board.set_version_outcome(v, "live".into());
+            }
+        }
         self.running = running;
         // Rolling back carries the state back to that version's layout;
         // pausing keeps it as it is.

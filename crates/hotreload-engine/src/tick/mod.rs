@@ -481,6 +481,19 @@ impl TickLoop {
             }
         }
         self.earlier = kept;
+        self.publish_loaded();
+    }
+
+    /// Tells the board which versions are loaded: the running one first,
+    /// then those kept for rollbacks.
+    pub(super) fn publish_loaded(&self) {
+        self.board.set_loaded(
+            self.current
+                .iter()
+                .chain(self.earlier.iter())
+                .map(Plugin::version)
+                .collect(),
+        );
     }
 
     fn host_context(&self) -> HostContext {

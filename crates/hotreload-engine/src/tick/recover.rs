@@ -83,6 +83,7 @@ impl TickLoop {
                 }
             }
         };
+        self.publish_loaded();
         let summary = format!("{} in {call}", signal_or_timeout(&fault));
         (self.events)(Event::Fault(FaultReport {
             version: bad.version(),

@@ -80,6 +80,7 @@ impl TickLoop {
         self.current = Some(target);
         self.earlier.push_front(current);
         self.board.set_version(Some(to));
+        self.publish_loaded();
         let done = RolledBack {
             from,
             to,

@@ -116,6 +116,7 @@ impl TickLoop {
         }
         self.board
             .set_version(self.current.as_ref().map(Plugin::version));
+        self.publish_loaded();
         (self.events)(Event::Swapped(swap));
         if let Some(note) = restored {
             self.report_with(StateMoment::Restored, Some(note));
