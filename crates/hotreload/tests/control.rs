@@ -673,3 +673,59 @@ fn versions_list_every_build_and_what_became_of_it() {
     // The last reload faulted.
     assert_eq!(s.stop(), 14);
 }
+
+/// A rollback across a layout change carries the state back as a fault's
+/// rollback does: v2 has a bigger state (its layout from debug info); back
+/// on v1, the score goes on from v2's.
+#[test]
+fn rollback_carries_the_state_across_a_layout_change() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let debug_build = "cc -g -shared -fPIC -o logic.so logic.c";
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            debug_build,
+            "--tick-ms",
+            "10",
+        ],
+    );
+    s.expect_contains("tag=one score=3 ");
+    let v2 = Counter {
+        state_extra: 64,
+        ..Counter::new("two", 10)
+    }
+    .source();
+    std::fs::write(&src, v2).expect("write");
+    let swapped = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    assert!(swapped.contains("migrated"), "{swapped}");
+    s.expect_contains("tag=two score=");
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    s.expect_prefix("[tick] paused after tick ");
+    let last_two = s
+        .lines()
+        .iter()
+        .rev()
+        .find_map(|l| {
+            l.contains("tag=two score=")
+                .then(|| field(l, "score"))
+                .flatten()
+        })
+        .expect("a score of v2");
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("state carried"), "{stdout}");
+    assert_eq!(ctl(dir.path(), &["step", "1"]).0, 0);
+    let next = s.expect_contains("tag=one score=");
+    assert_eq!(
+        field(&next, "score"),
+        Some(last_two + 1),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
