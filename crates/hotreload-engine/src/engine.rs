@@ -331,50 +331,65 @@ impl StateDoor {
     /// How long a request waits for the tick thread.
     pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-    pub fn get(&self, path: &str) -> Result<crate::tick::Edited, String> {
+    pub fn get(&self, path: &str) -> Result<crate::tick::Edited, crate::tick::DoorError> {
         self.ask(crate::tick::Edit::Get {
             path: path.to_owned(),
         })
     }
 
-    pub fn set(&self, path: &str, value: &str) -> Result<crate::tick::Edited, String> {
+    pub fn set(
+        &self,
+        path: &str,
+        value: &str,
+    ) -> Result<crate::tick::Edited, crate::tick::DoorError> {
         self.ask(crate::tick::Edit::Set {
             path: path.to_owned(),
             value: value.to_owned(),
         })
     }
 
-    pub fn undo(&self) -> Result<crate::tick::Edited, String> {
+    pub fn undo(&self) -> Result<crate::tick::Edited, crate::tick::DoorError> {
         self.ask(crate::tick::Edit::Undo)
     }
 
     /// Brings back `to` (the newest kept version if `None`), between two
     /// ticks, with the state carried as a fault's rollback carries it.
-    pub fn roll_back(&self, to: Option<u64>) -> Result<crate::tick::RolledBack, String> {
+    pub fn roll_back(
+        &self,
+        to: Option<u64>,
+    ) -> Result<crate::tick::RolledBack, crate::tick::DoorError> {
         let (tx, rx) = mpsc::channel();
         self.tick
             .send(crate::tick::TickInput::RollBack(to, tx))
-            .map_err(|_| "expected a running tick loop, found it stopped".to_owned())?;
+            .map_err(|_| {
+                crate::tick::DoorError::Unavailable(
+                    "expected a running tick loop, found it stopped".to_owned(),
+                )
+            })?;
         match rx.recv_timeout(Self::PATIENCE) {
             Ok(done) => done,
-            Err(_) => Err(format!(
+            Err(_) => Err(crate::tick::DoorError::Unavailable(format!(
                 "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
                 Self::PATIENCE.as_secs()
-            )),
+            ))),
         }
     }
 
-    fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, String> {
+    fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, crate::tick::DoorError> {
         let (tx, rx) = mpsc::channel();
         self.tick
             .send(crate::tick::TickInput::Edit(edit, tx))
-            .map_err(|_| "expected a running tick loop, found it stopped".to_owned())?;
+            .map_err(|_| {
+                crate::tick::DoorError::Unavailable(
+                    "expected a running tick loop, found it stopped".to_owned(),
+                )
+            })?;
         match rx.recv_timeout(Self::PATIENCE) {
             Ok(done) => done,
-            Err(_) => Err(format!(
+            Err(_) => Err(crate::tick::DoorError::Unavailable(format!(
                 "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
                 Self::PATIENCE.as_secs()
-            )),
+            ))),
         }
     }
 }

@@ -22,6 +22,7 @@ use super::hub::{FOLLOWER_BUFFER, Hub};
 use super::status::StatusBoard;
 use crate::command::{Command, StopReason};
 use crate::engine::Commander;
+use crate::tick::DoorError;
 
 /// Clients served at once; one more is refused with a line.
 const MAX_CLIENTS: usize = 32;
@@ -482,15 +483,7 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
                 id,
                 json!({"from": done.from, "to": done.to, "tick": done.tick, "carried": done.carried}),
             ),
-            Err(why) => reply_error(
-                Some(id),
-                if why.contains("busy") {
-                    ErrorCode::Unavailable
-                } else {
-                    ErrorCode::BadArgument
-                },
-                &why,
-            ),
+            Err(why) => door_refusal(id, &why),
         },
         Wire::Events { .. } => reply_error(
             Some(id),
@@ -501,23 +494,23 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
 }
 
 /// The reply to `get`, `set` or `undo`.
-fn edited(id: u64, done: Result<crate::tick::Edited, String>) -> String {
+fn edited(id: u64, done: Result<crate::tick::Edited, DoorError>) -> String {
     match done {
         Ok(e) => reply_ok(
             id,
             json!({"path": e.path, "old": e.old, "value": e.new, "tick": e.tick}),
         ),
-        Err(why) => {
-            let code = if why.contains("busy")
-                || why.contains("found none") && why.starts_with("expected a version")
-            {
-                ErrorCode::Unavailable
-            } else {
-                ErrorCode::BadArgument
-            };
-            reply_error(Some(id), code, &why)
-        }
+        Err(why) => door_refusal(id, &why),
     }
+}
+
+/// A request the tick thread did not carry out, as an error reply.
+fn door_refusal(id: u64, why: &DoorError) -> String {
+    let code = match why {
+        DoorError::Unavailable(_) => ErrorCode::Unavailable,
+        DoorError::Refused(_) => ErrorCode::BadArgument,
+    };
+    reply_error(Some(id), code, &why.to_string())
 }
 
 /// How long `state` waits for the tick thread to show the state.

@@ -9,7 +9,7 @@ use crate::event::Event;
 use crate::layout::Scalar;
 use crate::layout::edit::{Target, encode, resolve};
 
-use super::TickLoop;
+use super::{DoorError, TickLoop};
 
 /// What `get`, `set` or `undo` did: the value's path, what it held before
 /// and holds now (the same for `get`), after how many ticks.
@@ -28,7 +28,7 @@ pub enum Edit {
     Undo,
 }
 
-pub type EditReply = Sender<Result<Edited, String>>;
+pub type EditReply = Sender<Result<Edited, DoorError>>;
 
 /// A write that can be taken back.
 pub(super) struct Undo {
@@ -50,30 +50,32 @@ impl TickLoop {
         let _ = reply.send(done);
     }
 
-    fn target(&self, path: &str) -> Result<Target, String> {
+    fn target(&self, path: &str) -> Result<Target, DoorError> {
         let (Some(plugin), Some(state)) = (&self.current, &self.state) else {
-            return Err("expected a version running on a state, found none".into());
+            return Err(DoorError::Unavailable(
+                "expected a version running on a state, found none".into(),
+            ));
         };
         let target = match path.strip_prefix('@') {
-            Some(raw) => by_offset(raw)?,
+            Some(raw) => by_offset(raw).map_err(DoorError::Refused)?,
             None => {
                 let Some(layout) = plugin.layout() else {
-                    return Err(format!(
+                    return Err(DoorError::Refused(format!(
                         "expected a known layout for v{} (a schema, or debug info from a -g build), found none: name the bytes instead, e.g. @0:i32",
                         plugin.version()
-                    ));
+                    )));
                 };
-                resolve(layout, path)?
+                resolve(layout, path).map_err(DoorError::Refused)?
             }
         };
         if target.offset + target.size() > state.size() {
-            return Err(format!(
+            return Err(DoorError::Refused(format!(
                 "expected {} to lie inside the {}-byte state, found it at bytes {}..{}",
                 target.path,
                 state.size(),
                 target.offset,
                 target.offset + target.size()
-            ));
+            )));
         }
         Ok(target)
     }
@@ -84,7 +86,7 @@ impl TickLoop {
         })
     }
 
-    fn get_value(&self, path: &str) -> Result<Edited, String> {
+    fn get_value(&self, path: &str) -> Result<Edited, DoorError> {
         let target = self.target(path)?;
         let now = target.format(&self.read(&target));
         Ok(Edited {
@@ -95,9 +97,9 @@ impl TickLoop {
         })
     }
 
-    fn set_value(&mut self, path: &str, value: &str) -> Result<Edited, String> {
+    fn set_value(&mut self, path: &str, value: &str) -> Result<Edited, DoorError> {
         let target = self.target(path)?;
-        let bytes = encode(&target, value)?;
+        let bytes = encode(&target, value).map_err(DoorError::Refused)?;
         let before = self.read(&target);
         let version = self.current.as_ref().map_or(0, |p| p.version());
         self.write(&target, &bytes);
@@ -125,19 +127,23 @@ impl TickLoop {
         Ok(done)
     }
 
-    fn undo_value(&mut self) -> Result<Edited, String> {
+    fn undo_value(&mut self) -> Result<Edited, DoorError> {
         let version = self.current.as_ref().map_or(0, |p| p.version());
         let Some(last) = self.undo.last() else {
-            return Err("expected a set to undo, found none".into());
+            return Err(DoorError::Refused(
+                "expected a set to undo, found none".into(),
+            ));
         };
         if last.version != version {
-            return Err(format!(
+            return Err(DoorError::Refused(format!(
                 "expected v{} to run, under which {} was set, found v{version}: the state's layout may differ, so it is not undone",
                 last.version, last.target.path
-            ));
+            )));
         }
         let Some(last) = self.undo.pop() else {
-            return Err("expected a set to undo, found none".into());
+            return Err(DoorError::Refused(
+                "expected a set to undo, found none".into(),
+            ));
         };
         let now = self.read(&last.target);
         self.write(&last.target, &last.before);

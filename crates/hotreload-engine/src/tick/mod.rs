@@ -21,6 +21,26 @@ mod rollback;
 pub mod schedule;
 pub use edit::{Edit, EditReply, Edited};
 pub use rollback::{RollbackReply, RolledBack};
+
+/// Why a request for the tick thread (`get`, `set`, `undo`, `rollback`)
+/// was not carried out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DoorError {
+    /// Nothing to do it to now: no version running, or the tick thread did
+    /// not answer in time (a plugin call in progress).
+    Unavailable(String),
+    /// The request itself is wrong: no such field, a value out of range,
+    /// a version not kept.
+    Refused(String),
+}
+
+impl std::fmt::Display for DoorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DoorError::Unavailable(why) | DoorError::Refused(why) => f.write_str(why),
+        }
+    }
+}
 mod swap;
 
 use std::collections::VecDeque;

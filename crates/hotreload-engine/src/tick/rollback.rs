@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use crate::event::Event;
 use crate::plugin::Plugin;
 
-use super::{Owner, TickLoop, TickOutput};
+use super::{DoorError, Owner, TickLoop, TickOutput};
 
 /// What a rollback did: from which version to which, after how many ticks,
 /// and how the state was carried (`-lives`), when its layout changed.
@@ -20,16 +20,18 @@ pub struct RolledBack {
     pub carried: Option<String>,
 }
 
-pub type RollbackReply = Sender<Result<RolledBack, String>>;
+pub type RollbackReply = Sender<Result<RolledBack, DoorError>>;
 
 impl TickLoop {
     pub(super) fn roll_back(&mut self, to: Option<u64>, reply: &RollbackReply) {
         let _ = reply.send(self.roll_back_to(to));
     }
 
-    fn roll_back_to(&mut self, to: Option<u64>) -> Result<RolledBack, String> {
+    fn roll_back_to(&mut self, to: Option<u64>) -> Result<RolledBack, DoorError> {
         let Some(current) = &self.current else {
-            return Err("expected a version running, found none".into());
+            return Err(DoorError::Unavailable(
+                "expected a version running, found none".into(),
+            ));
         };
         let from = current.version();
         let kept: Vec<u64> = self.earlier.iter().map(Plugin::version).collect();
@@ -39,7 +41,7 @@ impl TickLoop {
         };
         let Some(index) = index else {
             let which = to.map_or("an earlier version".to_owned(), |v| format!("v{v}"));
-            return Err(if to == Some(from) {
+            return Err(DoorError::Refused(if to == Some(from) {
                 format!("expected a version other than the one running, found v{from}")
             } else {
                 format!(
@@ -53,14 +55,18 @@ impl TickLoop {
                             .join(", ")
                     }
                 )
-            });
+            }));
         };
         let Some(target) = self.earlier.remove(index) else {
-            return Err("expected a kept version, found it gone".into());
+            return Err(DoorError::Refused(
+                "expected a kept version, found it gone".into(),
+            ));
         };
         let Some(current) = self.current.take() else {
             self.earlier.insert(index, target);
-            return Err("expected a version running, found none".into());
+            return Err(DoorError::Unavailable(
+                "expected a version running, found none".into(),
+            ));
         };
         let carried = match self.carry_back(&current, &target) {
             Ok(account) => account,
@@ -68,9 +74,9 @@ impl TickLoop {
                 let to = target.version();
                 self.earlier.insert(index, target);
                 self.current = Some(current);
-                return Err(format!(
+                return Err(DoorError::Refused(format!(
                     "expected the state to carry over to v{to}'s layout, found that it cannot: {why}"
-                ));
+                )));
             }
         };
         let to = target.version();
