@@ -9,6 +9,9 @@ use clap::{Parser, ValueEnum};
 use hotreload_engine::{Config, WatchMode};
 
 const EXIT_CODES: &str = "\
+A running server is driven with `hotreload ctl COMMAND` (status, pause, step,
+set, rollback, events, ...; see `hotreload ctl --help`).
+
 Exit codes (the outcome of the last reload attempt):
   0   success
   1   the host could not start (a watch or the private copy folder failed)
@@ -26,6 +29,7 @@ Exit codes (the outcome of the last reload attempt):
       cannot be written, or another server holds it
   16  the state could not be saved at exit (the line before says where it went)
   17  stopped before any version was loaded
+  18  another live server answers on this folder's control socket (see --control)
   130 a second Ctrl-C while stopping: exited without waiting for plugin code
 
 Signals:
