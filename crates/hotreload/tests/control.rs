@@ -411,8 +411,9 @@ fn wait_returns_at_the_next_event_of_a_kind() {
     assert_eq!(code, 9, "{stderr}");
     let folder = dir.path().to_path_buf();
     let waiter = std::thread::spawn(move || ctl(&folder, &["wait", "swapped", "--timeout", "20"]));
-    // Give the waiter time to follow before the change.
-    std::thread::sleep(Duration::from_millis(300));
+    // Give the waiter time to start and follow before the change (it waits
+    // for the next swap, so one before it follows would be missed).
+    std::thread::sleep(Duration::from_secs(1));
     std::fs::write(dir.path().join("logic.c"), counter("two", 10)).expect("write");
     let (code, stdout, stderr) = waiter.join().expect("the waiter");
     assert_eq!(code, 0, "{stderr}");
