@@ -43,6 +43,10 @@ struct Baseline {
 
 static BASELINE: OnceLock<Baseline> = OnceLock::new();
 
+/// Drifts that could not be put back, said once: they would be found again
+/// at every check (a lowered hard limit; a working folder that is gone).
+static SAID_UNRESTORED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// One setting plugin code changed, and what was done about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Drift {
@@ -167,6 +171,9 @@ pub fn settle() -> Vec<Drift> {
         });
     }
     if let Some((text, path)) = &base.cwd {
+        // A folder removed and made again (a fresh checkout) counts as
+        // changed too: going back to its path is what the server's relative
+        // paths need.
         let now = std::env::current_dir().ok();
         if now
             .as_ref()
@@ -183,6 +190,21 @@ pub fn settle() -> Vec<Drift> {
             });
         }
     }
+    found.retain(|d| {
+        if d.restored {
+            return true;
+        }
+        let Ok(mut said) = SAID_UNRESTORED.lock() else {
+            return true;
+        };
+        // The kind of drift (up to its first parenthesis), not its values.
+        let kind = d.what.split(" (").next().unwrap_or(&d.what).to_owned();
+        if said.contains(&kind) {
+            return false;
+        }
+        said.push(kind);
+        true
+    });
     for fd in 0..3 {
         if !base.std_open[fd as usize] || is_open(fd) {
             continue;
