@@ -358,32 +358,25 @@ impl StateDoor {
         &self,
         to: Option<u64>,
     ) -> Result<crate::tick::RolledBack, crate::tick::DoorError> {
-        let (tx, rx) = mpsc::channel();
-        self.tick
-            .send(crate::tick::TickInput::RollBack(to, tx))
-            .map_err(|_| {
-                crate::tick::DoorError::Unavailable(
-                    "expected a running tick loop, found it stopped".to_owned(),
-                )
-            })?;
-        match rx.recv_timeout(Self::PATIENCE) {
-            Ok(done) => done,
-            Err(_) => Err(crate::tick::DoorError::Unavailable(format!(
-                "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
-                Self::PATIENCE.as_secs()
-            ))),
-        }
+        self.request(|tx| crate::tick::TickInput::RollBack(to, tx))
     }
 
     fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, crate::tick::DoorError> {
+        self.request(|tx| crate::tick::TickInput::Edit(edit, tx))
+    }
+
+    /// Sends the tick thread the request `input` makes around its reply
+    /// channel, and waits at most [`StateDoor::PATIENCE`] for the answer.
+    fn request<T>(
+        &self,
+        input: impl FnOnce(Sender<Result<T, crate::tick::DoorError>>) -> crate::tick::TickInput,
+    ) -> Result<T, crate::tick::DoorError> {
         let (tx, rx) = mpsc::channel();
-        self.tick
-            .send(crate::tick::TickInput::Edit(edit, tx))
-            .map_err(|_| {
-                crate::tick::DoorError::Unavailable(
-                    "expected a running tick loop, found it stopped".to_owned(),
-                )
-            })?;
+        self.tick.send(input(tx)).map_err(|_| {
+            crate::tick::DoorError::Unavailable(
+                "expected a running tick loop, found it stopped".to_owned(),
+            )
+        })?;
         match rx.recv_timeout(Self::PATIENCE) {
             Ok(done) => done,
             Err(_) => Err(crate::tick::DoorError::Unavailable(format!(

@@ -213,3 +213,73 @@ pub fn read_sealed_request(fd: i32) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot read the request: {e}"))?;
     Ok(bytes)
 }
+
+/// Reads a message handed between the host and a child it started (a
+/// worker's report and replies, a probe's request), little-endian; every
+/// read is checked against the bytes left, so a short or garbled message is
+/// an error naming `what` was short, never a panic.
+pub struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader of a worker's message.
+    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader::labelled(bytes, "the worker's message")
+    }
+
+    /// A reader whose errors call the message `what` (`the request`).
+    pub fn labelled(bytes: &'a [u8], what: &'static str) -> Reader<'a> {
+        Reader { bytes, at: 0, what }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or_else(|| {
+                format!(
+                    "{} ends at byte {}: expected {n} more bytes after byte {}",
+                    self.what,
+                    self.bytes.len(),
+                    self.at
+                )
+            })?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    pub fn u32(&mut self) -> Result<u32, String> {
+        let mut raw = [0u8; 4];
+        raw.copy_from_slice(self.take(4)?);
+        Ok(u32::from_le_bytes(raw))
+    }
+    pub fn i32(&mut self) -> Result<i32, String> {
+        Ok(self.u32()? as i32)
+    }
+    pub fn u64(&mut self) -> Result<u64, String> {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(raw))
+    }
+    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn string(&mut self) -> Result<String, String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}

@@ -320,59 +320,7 @@ impl Writer {
     }
 }
 
-/// Reads what a [`Writer`] wrote; every read is checked against the bytes
-/// left, so a short or garbled message is an error, never a panic.
-pub struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub fn new(bytes: &'a [u8]) -> Reader<'a> {
-        Reader { bytes, at: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| {
-                format!(
-                    "the worker's message ends at byte {}: expected {n} more after byte {}",
-                    self.bytes.len(),
-                    self.at
-                )
-            })?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    pub fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-    pub fn u32(&mut self) -> Result<u32, String> {
-        let mut raw = [0u8; 4];
-        raw.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(raw))
-    }
-    pub fn i32(&mut self) -> Result<i32, String> {
-        Ok(self.u32()? as i32)
-    }
-    pub fn u64(&mut self) -> Result<u64, String> {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(raw))
-    }
-    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-    pub fn string(&mut self) -> Result<String, String> {
-        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
-    }
-}
+pub use crate::plugin::child::Reader;
 
 #[cfg(test)]
 mod tests {

@@ -96,7 +96,7 @@ impl Request {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Request, String> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = child::Reader::labelled(bytes, "the request");
         if r.take(8)? != MAGIC {
             return Err("expected a probe request, found other bytes".into());
         }
@@ -126,10 +126,10 @@ impl Request {
         }
         let len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
         let state = r.take(len)?.to_vec();
-        if r.at != bytes.len() {
+        if r.position() != bytes.len() {
             return Err(format!(
                 "expected the request to end at byte {}, found {} bytes",
-                r.at,
+                r.position(),
                 bytes.len()
             ));
         }
@@ -143,42 +143,6 @@ impl Request {
             reset_fields,
             state: (flags & HAS_STATE != 0).then_some(state),
         })
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self
-            .at
-            .checked_add(n)
-            .filter(|&end| end <= self.bytes.len())
-            .ok_or_else(|| {
-                format!(
-                    "the request ends at byte {}: expected {n} more bytes after byte {}",
-                    self.bytes.len(),
-                    self.at
-                )
-            })?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        let mut raw = [0u8; 4];
-        raw.copy_from_slice(self.take(4)?);
-        Ok(u32::from_le_bytes(raw))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(self.take(8)?);
-        Ok(u64::from_le_bytes(raw))
     }
 }
 
