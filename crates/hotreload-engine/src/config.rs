@@ -51,6 +51,10 @@ pub struct Config {
     /// Good versions kept loaded (the running one included) to roll back to
     /// when a newer one faults.
     pub keep_versions: usize,
+    /// Good versions whose library stays on disk (in the private folder)
+    /// for `rollback`, loaded or not: the newest this many. 0 keeps none,
+    /// and `rollback` reaches only the versions still loaded.
+    pub keep_on_disk: usize,
     /// Ticks a new build runs in a throwaway process, on a copy of the state,
     /// before it is loaded into the host; 0 loads without a trial (for
     /// plugins with side effects). Trials need the host program to call
@@ -111,6 +115,7 @@ impl Config {
             ignore: Vec::new(),
             call_timeout: None,
             keep_versions: 5,
+            keep_on_disk: 20,
             trial_ticks: 3,
             probe: true,
             isolate: false,

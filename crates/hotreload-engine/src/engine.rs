@@ -156,6 +156,8 @@ impl Engine {
         let private_dir = shadow.path().to_path_buf();
         let door = StateDoor {
             tick: tick_tx.clone(),
+            reload: inbox_tx.clone(),
+            board: Arc::clone(&board),
         };
         let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         reloader.report_to(Arc::clone(&board));
@@ -325,6 +327,10 @@ impl Commander {
 #[derive(Clone)]
 pub struct StateDoor {
     tick: Sender<crate::tick::TickInput>,
+    /// For rollbacks to a version no longer loaded, which the reload
+    /// thread loads again from its kept copy first.
+    reload: Sender<Inbox>,
+    board: Arc<StatusBoard>,
 }
 
 impl StateDoor {
@@ -352,13 +358,42 @@ impl StateDoor {
         self.ask(crate::tick::Edit::Undo)
     }
 
-    /// Brings back `to` (the newest kept version if `None`), between two
-    /// ticks, with the state carried as a fault's rollback carries it.
+    /// How long a rollback to a version no longer loaded waits for it to be
+    /// loaded again and taken: a load in an isolated worker, or behind a
+    /// trial in progress, takes longer than a request to the tick thread.
+    pub const RELOAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Brings back `to` (by default the previous good version), between two
+    /// ticks, with the state carried as a fault's rollback carries it. A
+    /// version still loaded is asked of the tick thread directly; any other
+    /// goes through the reload thread, which loads it again from its kept
+    /// copy (or says why it cannot).
     pub fn roll_back(
         &self,
         to: Option<u64>,
     ) -> Result<crate::tick::RolledBack, crate::tick::DoorError> {
-        self.request(|tx| crate::tick::TickInput::RollBack(to, tx))
+        let loaded = self.board.loaded();
+        let still_loaded = match to {
+            Some(v) => loaded.contains(&v),
+            None => loaded.len() > 1,
+        };
+        if still_loaded {
+            return self.request(|tx| crate::tick::TickInput::RollBack(to, tx));
+        }
+        let (tx, rx) = mpsc::channel();
+        self.reload
+            .send(Inbox::RollBack { to, reply: tx })
+            .map_err(|_| {
+                crate::tick::DoorError::Unavailable(
+                    "expected a running server, found its reload thread stopped".to_owned(),
+                )
+            })?;
+        rx.recv_timeout(Self::RELOAD_PATIENCE).unwrap_or_else(|_| {
+            Err(crate::tick::DoorError::Unavailable(format!(
+                "expected the kept version to be loaded again and taken within {} s, found the reload thread busy (a trial or a load in progress?); the rollback may still happen: `hotreload ctl wait rolled_back` shows it",
+                Self::RELOAD_PATIENCE.as_secs()
+            )))
+        })
     }
 
     fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, crate::tick::DoorError> {

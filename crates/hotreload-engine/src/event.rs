@@ -145,12 +145,16 @@ pub enum Event {
     },
     /// Brought back on command (`rollback`): `to` runs instead of `from`,
     /// after `tick` ticks; how the state was carried when the layout
-    /// differs.
+    /// differs. `reloaded` when `to` was loaded again from its kept copy;
+    /// `from_kept` when `from` stays loaded (else it was unloaded, beyond
+    /// `--keep-versions`).
     RolledBackOnRequest {
         from: u64,
         to: u64,
         tick: u64,
         carried: Option<String>,
+        reloaded: bool,
+        from_kept: bool,
     },
     /// One value of the state was written on command (`set`), or a write
     /// taken back (`undone`), after `tick` ticks.

@@ -117,6 +117,12 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = keep_versions_range)]
     pub keep_versions: u64,
 
+    /// Good versions whose library stays on disk, in the private folder,
+    /// for `hotreload ctl rollback`: the newest N, loaded or not. One no
+    /// longer loaded is loaded again from its copy. 0 keeps none.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = keep_on_disk_range)]
+    pub keep_on_disk: u64,
+
     /// Ticks a new build runs in a throwaway process, on a copy of the
     /// state, before it is loaded (its constructors, logic_get_api, init or
     /// on_reload, describe, on_unload and shutdown run there first too); 0
@@ -246,6 +252,7 @@ impl Args {
         config.ignore = self.ignore.clone();
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;
+        config.keep_on_disk = self.keep_on_disk as usize;
         config.trial_ticks = self.trial_ticks;
         config.probe = !self.no_probe;
         config.isolate = self.isolate;
@@ -271,6 +278,10 @@ fn at_least_one(text: &str) -> Result<u64, String> {
 
 fn keep_versions_range(text: &str) -> Result<u64, String> {
     whole_number_in(text, 1, 999)
+}
+
+fn keep_on_disk_range(text: &str) -> Result<u64, String> {
+    whole_number_in(text, 0, 10_000)
 }
 
 /// Says what was expected in words (clap's own range error prints

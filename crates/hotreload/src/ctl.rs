@@ -82,8 +82,11 @@ enum CtlCommand {
     /// Show the state (its fields, as the server prints them), read
     /// between two ticks.
     State,
-    /// Every build the server tried to load: version, content hash, when,
-    /// what became of it (live, good, rejected, faulted), loaded or not.
+    /// Every build the server tried to load: version, content hash, when
+    /// (seconds after the server started; `--json` has the wall-clock time
+    /// too), how long the build ran, whether it is still loaded, only on
+    /// disk or gone, a digest of the sources it was built from, and what
+    /// became of it (live, good, rejected and why, faulted and why).
     Versions,
     /// One value of the state: `hp`, `pos.x`, `enemies[2].hp`,
     /// `grid[1][2]`, or `@12:i32` (by byte offset and type, for plugins
@@ -98,9 +101,10 @@ enum CtlCommand {
     },
     /// Take the latest set back.
     Undo,
-    /// Go back to an earlier version still loaded for rollbacks (`v1` or
-    /// `1`; default: the one before the running version), the state
-    /// carried as a fault's rollback carries it.
+    /// Go back to an earlier good version (`v1` or `1`; default: the one
+    /// before the running version): one still loaded at once, one kept on
+    /// disk loaded again first; the state carried as a fault's rollback
+    /// carries it, or the rollback refused, saying why.
     Rollback {
         #[arg(value_parser = parse_version)]
         version: Option<u64>,
@@ -413,26 +417,30 @@ fn say(command: &Command, value: &Value) {
                 .map_or(String::new(), |c| format!("; state carried: {c}"))
         ),
         Command::Versions => {
+            println!(
+                "{:<5} {:<16}  {:>9}  {:>8}  {:<8}  {:<28}  outcome",
+                "", "content", "built at", "build", "kept", "sources"
+            );
             for r in value
                 .get("versions")
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
             {
+                let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("");
+                let number = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
                 let version = r
                     .get("version")
                     .and_then(Value::as_u64)
-                    .map_or("  -".to_owned(), |v| format!("v{v:<2}"));
+                    .map_or("-".to_owned(), |v| format!("v{v}"));
                 println!(
-                    "{version}  {}  {:>8.1} s  {}  {}",
-                    r.get("content_hash").and_then(Value::as_str).unwrap_or(""),
-                    r.get("at_ms").and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0,
-                    if r.get("loaded").and_then(Value::as_bool) == Some(true) {
-                        "loaded  "
-                    } else {
-                        "unloaded"
-                    },
-                    r.get("outcome").and_then(Value::as_str).unwrap_or("")
+                    "{version:<5} {:<16}  {:>9}  {:>6} ms  {:<8}  {:<28}  {}",
+                    text("content_hash"),
+                    format!("+{:.1} s", number("at_ms") as f64 / 1000.0),
+                    number("build_ms"),
+                    text("kept"),
+                    text("sources"),
+                    text("outcome")
                 );
             }
         }

@@ -221,9 +221,21 @@ impl Renderer {
                 to,
                 tick,
                 carried,
+                reloaded,
+                from_kept,
             } => format!(
-                "[reload] rolled back from v{from} to v{to} on request, after tick {tick}{}; v{from} stays loaded (rollback v{from} goes forward again)\n",
-                carried.as_ref().map_or(String::new(), |c| format!(", state carried: {c}"))
+                "[reload] rolled back from v{from} to v{to} on request{}, after tick {tick}{}; {}\n",
+                if *reloaded {
+                    " (loaded again from its kept copy)"
+                } else {
+                    ""
+                },
+                carried.as_ref().map_or(String::new(), |c| format!(", state carried: {c}")),
+                if *from_kept {
+                    format!("v{from} stays loaded (rollback v{from} goes forward again)")
+                } else {
+                    format!("v{from} unloaded (beyond --keep-versions); `hotreload ctl versions` shows what is kept on disk")
+                }
             ),
             Event::FieldSet {
                 path,

@@ -10,29 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::ctl::{ctl, status_json, versions_json};
 use support::plugin::{Counter, counter};
 use support::{CC_BUILD, Server, field, workdir};
-
-/// `hotreload ctl ARGS` in `dir`: its exit code, stdout and stderr.
-fn ctl(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(support::binary())
-        .arg("ctl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run hotreload ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn status_json(dir: &Path) -> serde_json::Value {
-    let (code, stdout, stderr) = ctl(dir, &["status", "--json"]);
-    assert_eq!(code, 0, "{stdout}{stderr}");
-    serde_json::from_str(stdout.trim()).expect("status as JSON")
-}
 
 fn serve(dir: &Path, extra: &[&str]) -> Server {
     std::fs::write(dir.join("logic.c"), counter("one", 1)).expect("write");
@@ -557,66 +537,6 @@ fn set_checks_against_the_layout_applies_between_ticks_and_undoes() {
     assert_eq!(s.stop(), 0);
 }
 
-/// `rollback v1` after v3: v1 takes over between two ticks, on the state
-/// as v3 left it; `rollback` alone goes back to the newest kept version
-/// (here v3 again); a version not kept is refused, naming the kept ones.
-#[test]
-fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
-    let dir = workdir();
-    let src = dir.path().join("logic.c");
-    std::fs::write(&src, counter("one", 1)).expect("write");
-    let mut s = Server::start_default(dir.path(), &[]);
-    s.expect_contains("tag=one score=2 ");
-    std::fs::write(&src, counter("two", 10)).expect("write");
-    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
-    s.expect_contains("tag=two score=");
-    std::fs::write(&src, counter("three", 100)).expect("write");
-    s.expect_prefix("[reload] swapped logic.so (api=1, v3");
-    s.expect_contains("tag=three score=");
-
-    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "v1"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stdout.starts_with("rolled back from v3 to v1 after tick "),
-        "{stdout}"
-    );
-    let line = s.expect_prefix("[reload] rolled back from v3 to v1 on request");
-    assert!(line.contains("v3 stays loaded"), "{line}");
-    let last_three = {
-        let lines = s.lines();
-        let at = lines.iter().position(|l| l == &line).expect("the line");
-        lines[..at]
-            .iter()
-            .rev()
-            .find_map(|l| {
-                l.contains("tag=three score=")
-                    .then(|| field(l, "score"))
-                    .flatten()
-            })
-            .expect("a score of v3")
-    };
-    let next = s.expect_contains("tag=one score=");
-    assert_eq!(
-        field(&next, "score"),
-        Some(last_three + 1),
-        "{}",
-        s.transcript()
-    );
-    assert_eq!(status_json(dir.path())["result"]["version"], 1);
-
-    let (code, _, stderr) = ctl(dir.path(), &["rollback", "v7"]);
-    assert_eq!(code, 8, "{stderr}");
-    assert!(
-        stderr.contains("expected v7 to be loaded for rollbacks, found v3, v2"),
-        "{stderr}"
-    );
-    let (code, stdout, stderr) = ctl(dir.path(), &["rollback"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("rolled back from v1 to v3"), "{stdout}");
-    s.expect_contains("tag=three score=");
-    assert_eq!(s.stop(), 0);
-}
-
 /// `versions` lists every build that reached the loader, with what became
 /// of it: the live one, the good ones it replaced, a rejected one (no
 /// version number), a faulted one; and which are loaded.
@@ -643,9 +563,7 @@ fn versions_list_every_build_and_what_became_of_it() {
     .source();
     std::fs::write(&src, faults).expect("write");
     s.expect_prefix("[fault] v3 ");
-    let (code, stdout, stderr) = ctl(dir.path(), &["versions", "--json"]);
-    assert_eq!(code, 0, "{stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let (v, stdout) = versions_json(dir.path());
     let rows = v["result"]["versions"]
         .as_array()
         .expect("versions")
@@ -670,63 +588,7 @@ fn versions_list_every_build_and_what_became_of_it() {
     assert_eq!(rows[1]["loaded"], true);
     assert_eq!(rows[3]["loaded"], false);
     let (_, text, _) = ctl(dir.path(), &["versions"]);
-    assert!(text.lines().count() == 4 && text.contains("live"), "{text}");
+    assert!(text.lines().count() == 5 && text.contains("live"), "{text}");
     // The last reload faulted.
     assert_eq!(s.stop(), 14);
-}
-
-/// A rollback across a layout change carries the state back as a fault's
-/// rollback does: v2 has a bigger state (its layout from debug info); back
-/// on v1, the score goes on from v2's.
-#[test]
-fn rollback_carries_the_state_across_a_layout_change() {
-    let dir = workdir();
-    let src = dir.path().join("logic.c");
-    std::fs::write(&src, counter("one", 1)).expect("write");
-    let debug_build = "cc -g -shared -fPIC -o logic.so logic.c";
-    let mut s = Server::start(
-        dir.path(),
-        &[
-            "--watch",
-            "logic.c",
-            "--build",
-            debug_build,
-            "--tick-ms",
-            "10",
-        ],
-    );
-    s.expect_contains("tag=one score=3 ");
-    let v2 = Counter {
-        state_extra: 64,
-        ..Counter::new("two", 10)
-    }
-    .source();
-    std::fs::write(&src, v2).expect("write");
-    let swapped = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
-    assert!(swapped.contains("migrated"), "{swapped}");
-    s.expect_contains("tag=two score=");
-    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
-    s.expect_prefix("[tick] paused after tick ");
-    let last_two = s
-        .lines()
-        .iter()
-        .rev()
-        .find_map(|l| {
-            l.contains("tag=two score=")
-                .then(|| field(l, "score"))
-                .flatten()
-        })
-        .expect("a score of v2");
-    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "1"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("state carried"), "{stdout}");
-    assert_eq!(ctl(dir.path(), &["step", "1"]).0, 0);
-    let next = s.expect_contains("tag=one score=");
-    assert_eq!(
-        field(&next, "score"),
-        Some(last_two + 1),
-        "{}",
-        s.transcript()
-    );
-    assert_eq!(s.stop(), 0);
 }

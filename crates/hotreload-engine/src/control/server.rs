@@ -459,21 +459,38 @@ fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
         Wire::State => state_now(id, wiring),
         Wire::Versions => {
             let loaded = wiring.board.loaded();
+            let on_disk = wiring.board.on_disk();
             let versions: Vec<serde_json::Value> = wiring
                 .board
                 .versions()
                 .into_iter()
                 .map(|r| {
+                    let is_loaded = r.version.is_some_and(|v| loaded.contains(&v));
+                    let is_on_disk = r.version.is_some_and(|v| on_disk.contains(&v));
                     json!({
                         "version": r.version,
                         "content_hash": r.content_hash,
                         "at_ms": r.at_ms,
+                        "built_unix_ms": r.built_unix_ms,
+                        "build_ms": r.build_ms,
+                        "sources": r.sources,
                         "outcome": r.outcome,
-                        "loaded": r.version.is_some_and(|v| loaded.contains(&v)),
+                        "loaded": is_loaded,
+                        "on_disk": is_on_disk,
+                        "kept": if is_loaded {
+                            "loaded"
+                        } else if is_on_disk {
+                            "on disk"
+                        } else {
+                            "gone"
+                        },
                     })
                 })
                 .collect();
-            reply_ok(id, json!({"versions": versions, "loaded": loaded}))
+            reply_ok(
+                id,
+                json!({"versions": versions, "loaded": loaded, "on_disk": on_disk}),
+            )
         }
         Wire::Get { path } => edited(id, wiring.door.get(path)),
         Wire::Set { path, value } => edited(id, wiring.door.set(path, value)),

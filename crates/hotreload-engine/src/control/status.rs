@@ -31,6 +31,9 @@ pub struct StatusBoard {
     /// The versions loaded now: the running one first, then those kept for
     /// rollbacks, newest first.
     loaded: Mutex<Vec<u64>>,
+    /// The versions whose library is kept on disk for rollbacks, oldest
+    /// first.
+    on_disk: Mutex<Vec<u64>>,
 }
 
 /// One build the server tried to load, and what became of it.
@@ -45,6 +48,21 @@ pub struct VersionRecord {
     /// `live`, `good` (ran, replaced by a newer one), `rejected: why`,
     /// `faulted: why`.
     pub outcome: String,
+    /// When the build finished, in milliseconds since the Unix epoch.
+    pub built_unix_ms: u64,
+    /// How long the build command ran.
+    pub build_ms: u64,
+    /// What the sources were when it was built.
+    pub sources: String,
+}
+
+/// What is known of one build besides its outcome.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildFacts {
+    /// How long the build command ran, in milliseconds.
+    pub build_ms: u64,
+    /// A digest of the watched sources' contents, with how many files.
+    pub sources: String,
 }
 
 /// At most this many records are kept (the oldest go first).
@@ -78,13 +96,20 @@ impl StatusBoard {
             stopping: AtomicBool::new(false),
             versions: Mutex::new(Vec::new()),
             loaded: Mutex::new(Vec::new()),
+            on_disk: Mutex::new(Vec::new()),
         }
     }
 
     /// A build that reached the loader: `version` when it was loaded and
     /// handed to the tick loop (it goes live; the version live before is
     /// then good), none when it was refused.
-    pub fn record_build(&self, version: Option<u64>, content_hash: u64, outcome: String) {
+    pub fn record_build(
+        &self,
+        version: Option<u64>,
+        content_hash: u64,
+        outcome: String,
+        facts: BuildFacts,
+    ) {
         let Ok(mut all) = self.versions.lock() else {
             return;
         };
@@ -101,6 +126,11 @@ impl StatusBoard {
             content_hash: format!("{content_hash:016x}"),
             at_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             outcome,
+            built_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            build_ms: facts.build_ms,
+            sources: facts.sources,
         });
     }
 
@@ -132,6 +162,16 @@ impl StatusBoard {
 
     pub fn loaded(&self) -> Vec<u64> {
         self.loaded.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    pub fn set_on_disk(&self, versions: Vec<u64>) {
+        if let Ok(mut l) = self.on_disk.lock() {
+            *l = versions;
+        }
+    }
+
+    pub fn on_disk(&self) -> Vec<u64> {
+        self.on_disk.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
     pub fn snapshot(&self) -> Status {

@@ -14,7 +14,9 @@
 //!   discards in a row they are named and ignored;
 //! - the exit code is the outcome of the last attempt.
 
+mod kept;
 mod prepare;
+mod rollback;
 mod stale;
 
 use std::path::PathBuf;
@@ -63,6 +65,12 @@ pub enum Inbox {
     BuildExited(BuildResult),
     Tick(TickOutput),
     Command(Command),
+    /// Roll back to `to` (by default the previous good version), loading
+    /// it again from its kept copy when it is no longer loaded.
+    RollBack {
+        to: Option<u64>,
+        reply: crate::tick::RollbackReply,
+    },
 }
 
 pub struct Reloader {
@@ -137,6 +145,8 @@ pub struct Reloader {
     /// SIGSTOP): a stop request ends the wait.
     stop_requested: Arc<AtomicBool>,
     board: Option<Arc<crate::control::status::StatusBoard>>,
+    /// The good versions' libraries kept on disk for `rollback`.
+    kept: kept::KeptCopies,
 }
 
 struct InFlight {
@@ -176,6 +186,7 @@ impl Reloader {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "plugin".into());
         let fingerprints = Fingerprints::of_files(scope.files());
+        let config_keep_on_disk = config.keep_on_disk;
         Reloader {
             config,
             lib_name,
@@ -213,6 +224,7 @@ impl Reloader {
             stopping: false,
             stop_requested: Arc::new(AtomicBool::new(false)),
             board: None,
+            kept: kept::KeptCopies::new(config_keep_on_disk),
         }
     }
 
@@ -334,6 +346,7 @@ impl Reloader {
                 Inbox::Command(Command::Save) => {
                     let _ = self.tick.send(TickInput::Save);
                 }
+                Inbox::RollBack { to, reply } => self.on_rollback(to, reply),
             }
         }
         if let Some(b) = self.build.take() {
@@ -558,15 +571,18 @@ impl Reloader {
                     // Only the warning needs this: after the hand-over, so
                     // it costs the swap nothing.
                     self.warn_statics(&bytes, &tables, version);
+                    let facts = self.build_facts(&result);
                     if let Some(board) = &self.board {
-                        board.record_build(Some(version), build_hash, "live".into());
+                        board.record_build(Some(version), build_hash, "live".into(), facts);
                     }
+                    self.keep_copy(version, &bytes);
                     self.record(Outcome::Swapped, counts);
                 }
             }
             Err((reason, detail)) => {
+                let facts = self.build_facts(&result);
                 if let Some(board) = &self.board {
-                    board.record_build(None, build_hash, format!("rejected: {reason}"));
+                    board.record_build(None, build_hash, format!("rejected: {reason}"), facts);
                 }
                 let keeping = self.running;
                 self.emit(Event::Rejected {
@@ -576,6 +592,16 @@ impl Reloader {
                 });
                 self.record(Outcome::Rejected(reason), counts);
             }
+        }
+    }
+
+    /// What `versions` says of a build besides its outcome. The sources are
+    /// read after the swap is handed over, so it costs the swap nothing;
+    /// they are what the build read, as no change came during it.
+    fn build_facts(&self, result: &BuildResult) -> crate::control::status::BuildFacts {
+        crate::control::status::BuildFacts {
+            build_ms: u64::try_from(result.duration().as_millis()).unwrap_or(u64::MAX),
+            sources: crate::watch::fingerprint::content_digest(&self.scope.files()),
         }
     }
 
@@ -775,6 +801,8 @@ impl Reloader {
             ));
         }
         self.set_outcome(Outcome::Faulted);
+        self.kept.forget(plugin.version());
+        self.publish_on_disk();
         self.retire(plugin);
         self.stop_if_nothing_can_tick();
     }

@@ -90,17 +90,35 @@ impl ShadowDir {
     /// Writes `bytes` as a new file, failing rather than overwriting, and
     /// returns a guard that removes it when dropped.
     pub fn store(&self, serial: u64, lib_name: &str, bytes: &[u8]) -> Result<ShadowFile, String> {
-        let path = self.copy_path(serial, lib_name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o700)
-            .open(&path)
-            .map_err(|e| format!("cannot create the library copy {}: {e}", path.display()))?;
-        file.write_all(bytes)
-            .map_err(|e| format!("cannot write the library copy {}: {e}", path.display()))?;
-        Ok(ShadowFile { path, owned: true })
+        write_new(&self.copy_path(serial, lib_name), bytes, "library copy")
     }
+
+    /// Writes the library of a good version as it was built (not the
+    /// loader's copy made from it), kept on disk so that `rollback` can
+    /// load it again once it is no longer loaded.
+    pub fn keep(&self, version: u64, lib_name: &str, bytes: &[u8]) -> Result<ShadowFile, String> {
+        let path = self.dir.path().join(format!("kept-v{version}-{lib_name}"));
+        write_new(&path, bytes, "kept library")
+    }
+}
+
+/// Creates `path` (never an existing file) with `bytes` in it.
+fn write_new(path: &Path, bytes: &[u8], what: &str) -> Result<ShadowFile, String> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)
+        .map_err(|e| format!("cannot create the {what} {}: {e}", path.display()))?;
+    let written = file
+        .write_all(bytes)
+        .map_err(|e| format!("cannot write the {what} {}: {e}", path.display()));
+    let guard = ShadowFile {
+        path: path.to_owned(),
+        owned: true,
+    };
+    // A half-written file goes with the guard.
+    written.map(|()| guard)
 }
 
 /// One copy of a library; removed from disk when dropped, unless borrowed.

@@ -118,6 +118,8 @@ pub enum TickInput {
     Edit(edit::Edit, edit::EditReply),
     /// Go back to an earlier loaded version (the newest one if `None`).
     RollBack(Option<u64>, rollback::RollbackReply),
+    /// Go back to a version loaded again from its kept copy.
+    BringBack(Plugin, rollback::RollbackReply),
     Stop,
 }
 
@@ -351,6 +353,7 @@ impl TickLoop {
                 Ok(TickInput::Save) => self.save(false),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, &reply),
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, &reply),
+                Ok(TickInput::BringBack(plugin, reply)) => self.bring_back(plugin, &reply),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();

@@ -18,16 +18,34 @@ pub struct RolledBack {
     pub to: u64,
     pub tick: u64,
     pub carried: Option<String>,
+    /// `to` was loaded again from its kept copy for this.
+    pub reloaded: bool,
 }
 
 pub type RollbackReply = Sender<Result<RolledBack, DoorError>>;
 
 impl TickLoop {
     pub(super) fn roll_back(&mut self, to: Option<u64>, reply: &RollbackReply) {
-        let _ = reply.send(self.roll_back_to(to));
+        let _ = reply.send(self.roll_back_to(to, false));
     }
 
-    fn roll_back_to(&mut self, to: Option<u64>) -> Result<RolledBack, DoorError> {
+    /// A version loaded again from its kept copy, to roll back to: taken
+    /// as one kept loaded, or handed back to be closed when the state
+    /// cannot be carried to it.
+    pub(super) fn bring_back(&mut self, plugin: Plugin, reply: &RollbackReply) {
+        let version = plugin.version();
+        self.earlier.push_back(plugin);
+        let done = self.roll_back_to(Some(version), true);
+        if done.is_err()
+            && let Some(at) = self.earlier.iter().position(|p| p.version() == version)
+            && let Some(plugin) = self.earlier.remove(at)
+        {
+            (self.output)(TickOutput::Retired(plugin));
+        }
+        let _ = reply.send(done);
+    }
+
+    fn roll_back_to(&mut self, to: Option<u64>, reloaded: bool) -> Result<RolledBack, DoorError> {
         let Some(current) = &self.current else {
             return Err(DoorError::Unavailable(
                 "expected a version running, found none".into(),
@@ -45,7 +63,7 @@ impl TickLoop {
                 format!("expected a version other than the one running, found v{from}")
             } else {
                 format!(
-                    "expected {which} to be loaded for rollbacks, found {}; up to --keep-versions versions are kept",
+                    "expected {which} to be loaded or kept on disk for rollbacks, found {} loaded and none on disk; --keep-versions and --keep-on-disk bound them",
                     if kept.is_empty() {
                         "none kept".to_owned()
                     } else {
@@ -85,6 +103,8 @@ impl TickLoop {
         self.owner = Some(Owner::of(&target));
         self.current = Some(target);
         self.earlier.push_front(current);
+        self.trim_earlier();
+        let from_kept = self.earlier.iter().any(|p| p.version() == from);
         self.board.set_version(Some(to));
         self.publish_loaded();
         let done = RolledBack {
@@ -92,12 +112,15 @@ impl TickLoop {
             to,
             tick: self.ticks,
             carried,
+            reloaded,
         };
         (self.events)(Event::RolledBackOnRequest {
             from,
             to,
             tick: self.ticks,
             carried: done.carried.clone(),
+            reloaded,
+            from_kept,
         });
         (self.output)(TickOutput::RolledBack { running: to });
         Ok(done)

@@ -108,11 +108,7 @@ impl TickLoop {
         self.owner = Some(Owner::of(&plugin));
         if let Some(old) = self.current.replace(plugin) {
             self.earlier.push_front(old);
-            while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
-                if let Some(oldest) = self.earlier.pop_back() {
-                    (self.output)(TickOutput::Retired(oldest));
-                }
-            }
+            self.trim_earlier();
         }
         self.board
             .set_version(self.current.as_ref().map(Plugin::version));
@@ -273,6 +269,16 @@ impl TickLoop {
     /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
     /// differ, returning what that changed (`-lives`). `Err` says why it
     /// cannot be done; the state is then as it was.
+    /// Hands back the oldest kept versions beyond `--keep-versions` (the
+    /// running one counts) to be unloaded.
+    pub(super) fn trim_earlier(&mut self) {
+        while self.earlier.len() + 1 > self.settings.keep_versions.max(1) {
+            if let Some(oldest) = self.earlier.pop_back() {
+                (self.output)(TickOutput::Retired(oldest));
+            }
+        }
+    }
+
     pub(super) fn carry_back(
         &mut self,
         bad: &Plugin,

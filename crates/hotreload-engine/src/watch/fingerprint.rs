@@ -142,3 +142,46 @@ mod tests {
         assert_eq!(fps.replace_all(vec![b.clone()]), vec![a, b]);
     }
 }
+
+/// The most source bytes read for one [`content_digest`]; past it, files
+/// count by their size and mtime instead of their contents.
+const DIGEST_BUDGET: u64 = 64 << 20;
+
+/// A digest of what `files` hold (their paths and contents), to tell one
+/// build's sources from another's: `3f9a0c…` with how many files, and how
+/// many of them counted by size and mtime (unreadable, or past the
+/// budget) instead of contents.
+pub fn content_digest(files: &[PathBuf]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut sorted: Vec<&PathBuf> = files.iter().collect();
+    sorted.sort();
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let (mut read, mut by_metadata) = (0u64, 0usize);
+    for path in sorted {
+        path.hash(&mut hasher);
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let contents = (read + size <= DIGEST_BUDGET)
+            .then(|| std::fs::read(path).ok())
+            .flatten();
+        match contents {
+            Some(bytes) => {
+                read += bytes.len() as u64;
+                bytes.hash(&mut hasher);
+            }
+            None => {
+                by_metadata += 1;
+                format!("{:?}", Fingerprint::of(path)).hash(&mut hasher);
+            }
+        }
+    }
+    let files = match files.len() {
+        1 => "1 file".to_owned(),
+        n => format!("{n} files"),
+    };
+    let metadata = if by_metadata > 0 {
+        format!(", {by_metadata} by size and mtime")
+    } else {
+        String::new()
+    };
+    format!("{:016x} ({files}{metadata})", hasher.finish())
+}

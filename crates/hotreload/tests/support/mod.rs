@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod corrupt;
+pub mod ctl;
 pub mod editor;
 pub mod hostile;
 pub mod plugin;

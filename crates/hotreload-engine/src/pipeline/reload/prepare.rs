@@ -161,68 +161,7 @@ impl Reloader {
         bytes: &[u8],
     ) -> Result<Prepared, Rejection> {
         let version = self.version + 1;
-        let spans = std::mem::take(&mut self.spans);
-        let plugin = if self.config.isolate {
-            let timeout = self.config.effective_call_timeout();
-            let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout, None)?;
-            let worker = worker.wait_while_stopped(
-                Arc::clone(&self.events),
-                version,
-                Arc::clone(&self.stop_requested),
-            );
-            if loaded.api_version != hotreload_abi::API_VERSION {
-                return Err(Rejection::ApiVersion {
-                    expected: hotreload_abi::API_VERSION,
-                    found: loaded.api_version,
-                });
-            }
-            Plugin::isolated(
-                worker,
-                loaded,
-                Some(shadow),
-                version,
-                self.lib_name.clone(),
-                build_hash,
-            )
-        } else {
-            let opened = Library::open(shadow);
-            // Its constructors may have changed what the server relies on.
-            super::settle_process(&self.events, Some(version), "in a constructor");
-            let library = opened?;
-            let table = library.table()?;
-            let api = check::check(&table, None)?;
-            let ext = match library.ext_table()? {
-                // SAFETY: the table came from the loaded library, whose
-                // schema names are readable while it stays loaded (it does,
-                // in the version made below).
-                Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
-                None => None,
-            };
-            let knowledge = Knowledge {
-                ext,
-                layout: None,
-                spans,
-            };
-            Plugin::with(
-                api,
-                library,
-                version,
-                self.lib_name.clone(),
-                build_hash,
-                knowledge,
-            )
-        };
-        let layout = match plugin.schema() {
-            Some(schema) => Some(schema),
-            None => self.debug_layout(bytes, plugin.state_size()),
-        };
-        self.warn_unselected(layout.as_deref());
-        let side = StateSide {
-            size: plugin.state_size(),
-            version: plugin.state_version(),
-            layout: layout.clone(),
-        };
-        let plugin = plugin.with_layout(layout);
+        let (plugin, side) = self.load_version(shadow, build_hash, bytes, version)?;
         let has_hook = plugin.has_migrate();
         let shared = self.config.isolate;
         let alloc = |size: usize| {
@@ -288,6 +227,80 @@ impl Reloader {
             fresh_state,
             migration,
         })
+    }
+
+    /// Loads the shadow copy as `version` (into the host, or into a worker
+    /// of its own in isolated mode), checks its table, and finds what it
+    /// knows of its state.
+    pub(super) fn load_version(
+        &mut self,
+        shadow: ShadowFile,
+        build_hash: u64,
+        bytes: &[u8],
+        version: u64,
+    ) -> Result<(Plugin, StateSide), Rejection> {
+        let spans = std::mem::take(&mut self.spans);
+        let plugin = if self.config.isolate {
+            let timeout = self.config.effective_call_timeout();
+            let (worker, loaded) = Worker::spawn(shadow.path(), &self.lib_name, timeout, None)?;
+            let worker = worker.wait_while_stopped(
+                Arc::clone(&self.events),
+                version,
+                Arc::clone(&self.stop_requested),
+            );
+            if loaded.api_version != hotreload_abi::API_VERSION {
+                return Err(Rejection::ApiVersion {
+                    expected: hotreload_abi::API_VERSION,
+                    found: loaded.api_version,
+                });
+            }
+            Plugin::isolated(
+                worker,
+                loaded,
+                Some(shadow),
+                version,
+                self.lib_name.clone(),
+                build_hash,
+            )
+        } else {
+            let opened = Library::open(shadow);
+            // Its constructors may have changed what the server relies on.
+            super::settle_process(&self.events, Some(version), "in a constructor");
+            let library = opened?;
+            let table = library.table()?;
+            let api = check::check(&table, None)?;
+            let ext = match library.ext_table()? {
+                // SAFETY: the table came from the loaded library, whose
+                // schema names are readable while it stays loaded (it does,
+                // in the version made below).
+                Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
+                None => None,
+            };
+            let knowledge = Knowledge {
+                ext,
+                layout: None,
+                spans,
+            };
+            Plugin::with(
+                api,
+                library,
+                version,
+                self.lib_name.clone(),
+                build_hash,
+                knowledge,
+            )
+        };
+        let layout = match plugin.schema() {
+            Some(schema) => Some(schema),
+            None => self.debug_layout(bytes, plugin.state_size()),
+        };
+        self.warn_unselected(layout.as_deref());
+        let side = StateSide {
+            size: plugin.state_size(),
+            version: plugin.state_version(),
+            layout: layout.clone(),
+        };
+        Ok((plugin.with_layout(layout), side))
     }
 
     /// Names the `--state-fields` patterns that select no field of `layout`
