@@ -385,11 +385,12 @@ pub fn reply_error(id: Option<u64>, code: ErrorCode, message: &str) -> String {
 /// One event: its sequence number, when (milliseconds since the Unix
 /// epoch), its kind (`swapped`, `fault`, …) and the line the server printed
 /// for it.
-pub fn event_line(seq: u64, time_ms: u64, kind: &str, text: &str) -> String {
-    format!(
-        "{}\n",
-        json!({"event": {"seq": seq, "time_ms": time_ms, "kind": kind, "text": text}})
-    )
+pub fn event_line(seq: u64, time_ms: u64, kind: &str, text: &str, fields: &Value) -> String {
+    let mut event = json!({"seq": seq, "time_ms": time_ms, "kind": kind, "text": text});
+    if fields.as_object().is_some_and(|f| !f.is_empty()) {
+        event["fields"] = fields.clone();
+    }
+    format!("{}\n", json!({ "event": event }))
 }
 
 /// A line from the server, as a client reads it.
@@ -409,6 +410,9 @@ pub enum ServerMessage {
         time_ms: u64,
         kind: String,
         text: String,
+        /// The event's facts (`version`, `tick`, …); an empty object for
+        /// events that have none beyond their text.
+        fields: Value,
     },
 }
 
@@ -449,6 +453,7 @@ pub fn parse_server_message(line: &str) -> Result<ServerMessage, String> {
             time_ms: number("time_ms"),
             kind: text("kind"),
             text: text("text"),
+            fields: event.get("fields").cloned().unwrap_or_else(|| json!({})),
         });
     }
     let id = value.get("id").and_then(Value::as_u64);
@@ -634,12 +639,19 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_server_message(&event_line(3, 1000, "swapped", "[reload] swapped")),
+            parse_server_message(&event_line(
+                3,
+                1000,
+                "swapped",
+                "[reload] swapped",
+                &json!({"version": 2})
+            )),
             Ok(ServerMessage::Event {
                 seq: 3,
                 time_ms: 1000,
                 kind: "swapped".into(),
-                text: "[reload] swapped".into()
+                text: "[reload] swapped".into(),
+                fields: json!({"version": 2}),
             })
         );
         match parse_server_message(&reply_ok(5, json!({"tick": 9}))) {

@@ -75,7 +75,7 @@ fn start(
         }
         // As the command-line server does: every event, with its text
         // (here its debug form, of a similar length).
-        published.publish(event.kind(), &format!("{event:?}"));
+        published.publish(event.kind(), &format!("{event:?}"), &event.fields());
     })
     .expect("start the engine");
     ready_rx

@@ -80,7 +80,8 @@ enum CtlCommand {
     /// Write the state file now.
     Save,
     /// Show the state (its fields, as the server prints them), read
-    /// between two ticks.
+    /// between two ticks; with `--json`, every field's value too, by path
+    /// (`values`; null without a known layout).
     State,
     /// Every build the server tried to load: version, content hash, when
     /// (seconds after the server started; `--json` has the wall-clock time

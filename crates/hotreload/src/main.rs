@@ -77,7 +77,7 @@ fn main() -> ExitCode {
         if text.is_empty() {
             return;
         }
-        let line = published.publish(event.kind(), text.trim_end_matches('\n'));
+        let line = published.publish(event.kind(), text.trim_end_matches('\n'), &event.fields());
         // A closed stdout is handled by `stop_when_stdout_closes`.
         let _ = match (json, line) {
             (true, Some(line)) => print(&line),
@@ -98,7 +98,7 @@ fn main() -> ExitCode {
                 say: Arc::new(move |text: String| {
                     let line = format!("[control] {text}\n");
                     let _ = print(&line);
-                    said.publish("control_notice", line.trim_end());
+                    said.publish("control_notice", line.trim_end(), &serde_json::json!({}));
                 }),
             };
             match bound.serve(wiring) {

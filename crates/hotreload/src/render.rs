@@ -554,6 +554,7 @@ mod tests {
             paused: false,
             head: vec![10, 0, 0, 0],
             fields: None,
+            values: None,
             note: None,
         };
         assert_eq!(

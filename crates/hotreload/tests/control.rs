@@ -420,12 +420,28 @@ fn events_json_keeps_standard_output_to_json_lines() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     let mut kinds = Vec::new();
+    let mut events = Vec::new();
     for (i, line) in stdout.lines().enumerate() {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("line {i} is not JSON ({e}): {line}"));
         assert_eq!(v["event"]["seq"].as_u64(), Some(i as u64), "{line}");
         kinds.push(v["event"]["kind"].as_str().unwrap_or("").to_owned());
+        events.push(v["event"].clone());
     }
+    // The facts of an event come as fields, not only in its text.
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event: {stdout}"))
+            .clone()
+    };
+    let swapped = of("swapped");
+    assert_eq!(swapped["fields"]["version"], 1, "{swapped}");
+    assert_eq!(swapped["fields"]["lib"], "logic.so", "{swapped}");
+    assert!(of("build_succeeded")["fields"]["duration_ms"].is_number());
+    assert_eq!(of("exited")["fields"]["code"], 0);
+    assert_eq!(of("tick_stats")["fields"]["ticks"], 5);
     assert_eq!(
         kinds.first().map(String::as_str),
         Some("running"),

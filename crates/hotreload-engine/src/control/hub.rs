@@ -50,9 +50,10 @@ impl Hub {
         Hub::default()
     }
 
-    /// Numbers and sends one event (its kind and the text the server
-    /// printed for it, without the final newline); the event's JSON line.
-    pub fn publish(&self, kind: &str, text: &str) -> Option<EventLine> {
+    /// Numbers and sends one event (its kind, the text the server printed
+    /// for it without the final newline, and its facts); the event's JSON
+    /// line.
+    pub fn publish(&self, kind: &str, text: &str, fields: &serde_json::Value) -> Option<EventLine> {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -61,7 +62,8 @@ impl Hub {
         };
         let seq = inner.next_seq;
         inner.next_seq += 1;
-        let line: EventLine = hotreload_control::event_line(seq, time_ms, kind, text).into();
+        let line: EventLine =
+            hotreload_control::event_line(seq, time_ms, kind, text, fields).into();
         if inner.history.len() == HISTORY {
             inner.history.pop_front();
         }
@@ -129,13 +131,13 @@ mod tests {
     fn followers_get_the_kept_past_then_the_new_and_a_slow_one_is_dropped() {
         let hub = Hub::new();
         for i in 0..5 {
-            hub.publish("notice", &format!("line {i}"));
+            hub.publish("notice", &format!("line {i}"), &serde_json::json!({}));
         }
         let from_two = hub.follow(Some(2));
         assert_eq!(from_two.backlog.len(), 3);
         assert_eq!(from_two.first_seq, 2);
         assert!(from_two.backlog[0].contains("\"seq\":2"));
-        hub.publish("notice", "line 5");
+        hub.publish("notice", "line 5", &serde_json::json!({}));
         assert!(
             from_two
                 .live
@@ -147,7 +149,7 @@ mod tests {
         // publisher never waits for it.
         let stuck = hub.follow(None);
         for i in 0..(FOLLOWER_BUFFER + 10) {
-            hub.publish("notice", &format!("more {i}"));
+            hub.publish("notice", &format!("more {i}"), &serde_json::json!({}));
         }
         let mut got = 0;
         while stuck.live.try_recv().is_ok() {
@@ -164,7 +166,7 @@ mod tests {
     fn asking_for_what_is_gone_says_so() {
         let hub = Hub::new();
         for i in 0..(HISTORY + 3) {
-            hub.publish("notice", &format!("{i}"));
+            hub.publish("notice", &format!("{i}"), &serde_json::json!({}));
         }
         let f = hub.follow(Some(0));
         assert_eq!(f.gone_before, Some(3));

@@ -560,11 +560,22 @@ fn state_now(id: u64, wiring: &Wiring) -> String {
                 ),
             );
         };
-        if let Ok(ServerMessage::Event { kind, text, .. }) = parse_server_message(&line)
+        if let Ok(ServerMessage::Event {
+            kind, text, fields, ..
+        }) = parse_server_message(&line)
             && kind == "state"
-            && text.contains("on request")
+            && fields["moment"] == "on_request"
         {
-            return reply_ok(id, json!({"text": text}));
+            return reply_ok(
+                id,
+                json!({
+                    "text": text,
+                    "version": fields["version"],
+                    "tick": fields["tick"],
+                    "size": fields["size"],
+                    "values": fields["values"],
+                }),
+            );
         }
     }
 }

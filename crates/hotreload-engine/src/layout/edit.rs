@@ -110,6 +110,9 @@ pub fn resolve(layout: &Layout, path: &str) -> Result<Target, String> {
             });
         }
     }
+    if let Some(why) = struct_path_refusal(layout, path) {
+        return Err(why);
+    }
     let names: Vec<&str> = layout
         .fields
         .iter()
@@ -125,6 +128,43 @@ pub fn resolve(layout: &Layout, path: &str) -> Result<Target, String> {
             ""
         }
     ))
+}
+
+/// Why a path that names no leaf field is wrong, when it goes through an
+/// array of structs or stops at a struct: an index past the array's end
+/// (`enemies[3].hp` of three), or a struct where a value is wanted
+/// (`enemies[1]`, `pos`).
+fn struct_path_refusal(layout: &Layout, path: &str) -> Option<String> {
+    let inside = format!("{path}.");
+    if let Some(first) = layout.fields.iter().find(|f| f.name.starts_with(&inside)) {
+        return Some(format!(
+            "expected one value, found {path} to be a struct: name one of its fields, e.g. {}",
+            first.name
+        ));
+    }
+    let mut from = 0;
+    while let Some(open) = path[from..].find('[').map(|i| from + i) {
+        let close = path[open..].find(']').map(|i| open + i)?;
+        let index: usize = path[open + 1..close].trim().parse().ok()?;
+        let prefix = &path[..open];
+        let extent = (0..)
+            .take_while(|n| {
+                let element = format!("{prefix}[{n}]");
+                layout.fields.iter().any(|f| {
+                    f.name
+                        .strip_prefix(&element)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+                })
+            })
+            .count();
+        if extent > 0 && index >= extent {
+            return Some(format!(
+                "expected an index of {prefix} below {extent} (it has {extent} elements), found {index}"
+            ));
+        }
+        from = close + 1;
+    }
+    None
 }
 
 /// The bytes `value` (as typed) stands for at `target`.
@@ -336,5 +376,38 @@ mod tests {
                 .contains("at most 7")
         );
         assert_eq!(t("name").format(b"ada\0\0\0\0\0"), "\"ada\"");
+    }
+
+    #[test]
+    fn paths_into_arrays_of_structs_say_the_bound_or_the_fields() {
+        let int = Scalar::Int {
+            signed: true,
+            bytes: 4,
+        };
+        let l = Layout {
+            size: 24,
+            fields: (0..3)
+                .flat_map(|i| {
+                    [
+                        Field::new(format!("enemies[{i}].hp"), i * 8, int, 1),
+                        Field::new(format!("enemies[{i}].pos.x"), i * 8 + 4, int, 1),
+                    ]
+                })
+                .collect(),
+            source: Source::Schema,
+        };
+        let refused = |p: &str| resolve(&l, p).expect_err(p);
+        assert!(
+            refused("enemies[3].hp")
+                .contains("an index of enemies below 3 (it has 3 elements), found 3"),
+            "{}",
+            refused("enemies[3].hp")
+        );
+        assert!(
+            refused("enemies[1]")
+                .contains("to be a struct: name one of its fields, e.g. enemies[1].hp")
+        );
+        assert!(refused("enemies[2].pos").contains("e.g. enemies[2].pos.x"));
+        assert_eq!(resolve(&l, "enemies[2].pos.x").map(|t| t.offset), Ok(20));
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod dwarf;
 pub mod edit;
+pub mod json;
 pub mod show;
 
 use std::fmt;

@@ -732,6 +732,11 @@ impl TickLoop {
                 paused: self.current.is_none(),
                 head: state.bytes()[..state.size().min(STATE_HEAD)].to_vec(),
                 fields: self.describe(state),
+                // Whole, so only when asked for.
+                values: (moment == StateMoment::Requested)
+                    .then(|| self.owner.as_ref().and_then(|o| o.layout.clone()))
+                    .flatten()
+                    .map(|layout| crate::layout::json::state_values(&layout, state.bytes())),
             },
             None => StateReport {
                 moment,
@@ -742,6 +747,7 @@ impl TickLoop {
                 paused: false,
                 head: Vec::new(),
                 fields: None,
+                values: None,
             },
         };
         self.state = state;

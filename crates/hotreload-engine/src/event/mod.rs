@@ -2,6 +2,8 @@
 //! one channel, in the order things happened; the command-line front end turns
 //! each into a line, an embedding host can do anything else with them.
 
+mod fields;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -447,6 +449,9 @@ pub struct StateReport {
     /// The state by field (`score=10 time=1.00`) or the plugin's own
     /// description, when known.
     pub fields: Option<String>,
+    /// Every field's value as JSON, by path, for a report on request
+    /// (`state`) when the layout is known; none otherwise.
+    pub values: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Copy, Debug)]
