@@ -6,6 +6,10 @@
 //! - `pause` → the tick loop holds: from the request written to the
 //!   `paused` event's stamp, against the tick period; target: within one
 //!   tick;
+//! - `set` → the first tick that sees the value: from the request written
+//!   to the state line of the first tick that ran on it (the plugin counts
+//!   its ticks in the field set, so the line shows that it started from the
+//!   value), against the tick period; target: within one tick;
 //! - tick lateness at a 1 ms period with 4 followers reading every event
 //!   (a state line each tick), against none, interleaved rounds: no
 //!   measurable difference.
@@ -27,6 +31,10 @@ use common::{Summary, Workdir, header, ms, verdict};
 const REQUESTS: usize = 2_000;
 const ROUNDS: usize = 5;
 const PAUSES: usize = 40;
+const SETS: usize = 40;
+/// What `set` writes into the plugin's tick counter: far above any count
+/// the bench reaches by ticking.
+const SET_BASE: u64 = 1_000_000_000;
 const LATENESS_ROUNDS: usize = 3;
 const LATENESS_RUN: Duration = Duration::from_secs(2);
 
@@ -37,6 +45,9 @@ struct Running {
     hub: Arc<Hub>,
     /// When each `paused` event was emitted.
     paused_at: Arc<std::sync::Mutex<Vec<Instant>>>,
+    /// When each state line was emitted, with the tick counter the plugin
+    /// keeps in its state's first 8 bytes.
+    states: Arc<std::sync::Mutex<Vec<(Instant, u64)>>>,
 }
 
 fn start(
@@ -62,13 +73,24 @@ fn start(
     config.state_every = state_every;
     let hub = Arc::new(Hub::new());
     let paused_at = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (published, paused) = (Arc::clone(&hub), Arc::clone(&paused_at));
+    let states = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (published, paused, seen) = (
+        Arc::clone(&hub),
+        Arc::clone(&paused_at),
+        Arc::clone(&states),
+    );
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let engine = Engine::start(config, move |event: Event| {
         if matches!(event, Event::Paused { .. })
             && let Ok(mut p) = paused.lock()
         {
             p.push(Instant::now());
+        }
+        if let Event::State(report) = &event
+            && let Some(head) = report.head.get(..8).and_then(|h| h.try_into().ok())
+            && let Ok(mut seen) = seen.lock()
+        {
+            seen.push((Instant::now(), u64::from_ne_bytes(head)));
         }
         if matches!(event, Event::FirstTick { .. }) {
             let _ = ready_tx.send(());
@@ -104,6 +126,7 @@ fn start(
         socket,
         hub,
         paused_at,
+        states,
     }
 }
 
@@ -163,7 +186,7 @@ fn main() {
     hotreload_engine::run_probe_if_requested();
     header(
         "control",
-        "the control socket: status round trip, pause to effect, tick lateness with followers",
+        "the control socket: status round trip, pause and set to effect, tick lateness with followers",
     );
     let work = Workdir::new();
     let lib = work.compile_plugin("logic", 0);
@@ -268,6 +291,54 @@ fn main() {
     println!(
         "target: within one tick -> {}",
         verdict(p.pct(99.0) <= period)
+    );
+    stop(r);
+
+    // 2b. set -> the first tick that runs on the value, at a 10 ms tick
+    //     with a state line after every tick.
+    let r = start(&work, &lib, "set", period, Some(1));
+    let (mut ctl, mut ctl_reader) = connect(&r.socket);
+    let mut to_seen = Vec::with_capacity(SETS);
+    for i in 0..SETS {
+        let value = SET_BASE * (i as u64 + 1);
+        let t = Instant::now();
+        ctl.write_all(
+            format!("{{\"id\":{i},\"cmd\":\"set\",\"path\":\"@0:u64\",\"value\":\"{value}\"}}\n")
+                .as_bytes(),
+        )
+        .expect("send");
+        reply.clear();
+        ctl_reader.read_line(&mut reply).expect("reply");
+        assert!(reply.contains("\"ok\":true"), "set refused: {reply}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let at = loop {
+            let found = r.states.lock().ok().and_then(|s| {
+                s.iter()
+                    .find(|(at, ticks)| *at >= t && *ticks > value && *ticks < value + SET_BASE)
+                    .map(|(at, _)| *at)
+            });
+            if let Some(at) = found {
+                break at;
+            }
+            assert!(Instant::now() < deadline, "no tick ran on the value set");
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        to_seen.push(at.saturating_duration_since(t));
+        // Land the next request at another point of the period.
+        std::thread::sleep(period + period * (i as u32 % 7) / 7);
+    }
+    let v = Summary::new(to_seen);
+    println!(
+        "set -> first tick on the value   p50 {}  p99 {}  (max {}, n={}); tick period {}",
+        ms(v.p50()),
+        ms(v.pct(99.0)),
+        ms(v.max()),
+        v.len(),
+        ms(period)
+    );
+    println!(
+        "target: within one tick -> {}",
+        verdict(v.pct(99.0) <= period)
     );
     stop(r);
 
