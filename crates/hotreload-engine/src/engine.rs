@@ -378,46 +378,54 @@ impl StateDoor {
             None => loaded.len() > 1,
         };
         if still_loaded {
-            return self.request(|tx| crate::tick::TickInput::RollBack(to, tx));
+            return self.request(|asked| crate::tick::TickInput::RollBack(to, asked));
         }
-        let (tx, rx) = mpsc::channel();
-        self.reload
-            .send(Inbox::RollBack { to, reply: tx })
-            .map_err(|_| {
-                crate::tick::DoorError::Unavailable(
-                    "expected a running server, found its reload thread stopped".to_owned(),
-                )
-            })?;
-        rx.recv_timeout(Self::RELOAD_PATIENCE).unwrap_or_else(|_| {
-            Err(crate::tick::DoorError::Unavailable(format!(
-                "expected the kept version to be loaded again and taken within {} s, found the reload thread busy (a trial or a load in progress?); the rollback may still happen: `hotreload ctl wait rolled_back` shows it",
-                Self::RELOAD_PATIENCE.as_secs()
-            )))
-        })
+        if let Some(refused) = self.refuse_if_busy() {
+            return Err(refused);
+        }
+        let (asked, waiting) = crate::tick::door::ask();
+        if self
+            .reload
+            .send(Inbox::RollBack { to, reply: asked })
+            .is_err()
+        {
+            return Err(crate::tick::DoorError::Unavailable(
+                "expected a running server, found its reload thread stopped".to_owned(),
+            ));
+        }
+        waiting.wait(Self::RELOAD_PATIENCE, || self.board.busy_for())
     }
 
     fn ask(&self, edit: crate::tick::Edit) -> Result<crate::tick::Edited, crate::tick::DoorError> {
-        self.request(|tx| crate::tick::TickInput::Edit(edit, tx))
+        self.request(|asked| crate::tick::TickInput::Edit(edit, asked))
     }
 
-    /// Sends the tick thread the request `input` makes around its reply
-    /// channel, and waits at most [`StateDoor::PATIENCE`] for the answer.
+    /// A request refused at once, unsent, because the tick thread has been
+    /// inside plugin code for long: it would wait behind that call.
+    fn refuse_if_busy(&self) -> Option<crate::tick::DoorError> {
+        self.board
+            .busy_for()
+            .filter(|(for_, _)| *for_ > crate::tick::door::BUSY_LIMIT)
+            .map(|(for_, version)| crate::tick::door::busy_error(for_, version))
+    }
+
+    /// Sends the tick thread the request `input` makes around its reply,
+    /// and waits for the answer: at most [`StateDoor::PATIENCE`], and no
+    /// longer than it takes to see that the tick thread is stuck in plugin
+    /// code (then the request is given up, never to be carried out).
     fn request<T>(
         &self,
-        input: impl FnOnce(Sender<Result<T, crate::tick::DoorError>>) -> crate::tick::TickInput,
+        input: impl FnOnce(crate::tick::door::Asked<T>) -> crate::tick::TickInput,
     ) -> Result<T, crate::tick::DoorError> {
-        let (tx, rx) = mpsc::channel();
-        self.tick.send(input(tx)).map_err(|_| {
+        if let Some(refused) = self.refuse_if_busy() {
+            return Err(refused);
+        }
+        let (asked, waiting) = crate::tick::door::ask();
+        self.tick.send(input(asked)).map_err(|_| {
             crate::tick::DoorError::Unavailable(
                 "expected a running tick loop, found it stopped".to_owned(),
             )
         })?;
-        match rx.recv_timeout(Self::PATIENCE) {
-            Ok(done) => done,
-            Err(_) => Err(crate::tick::DoorError::Unavailable(format!(
-                "expected the tick thread to answer within {} s, found it busy (a plugin call in progress?)",
-                Self::PATIENCE.as_secs()
-            ))),
-        }
+        waiting.wait(Self::PATIENCE, || self.board.busy_for())
     }
 }

@@ -189,6 +189,8 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
             "10",
             "--keep-versions",
             "2",
+            "--keep-on-disk",
+            "3",
         ],
         &[("TMPDIR", tmp.path())],
     );
@@ -211,17 +213,29 @@ fn shadow_copies_are_private_bounded_and_removed_on_exit() {
         let tag = format!("v{i}");
         editor::in_place(&src, &counter(&tag, 1));
         s.expect_contains(&format!("tag={tag} score="));
-        // Library copies, not the folder's bookkeeping.
-        let copies = std::fs::read_dir(&dirs[0])
+        // Library copies, not the folder's bookkeeping; the loader's copies
+        // apart from those kept on disk for rollbacks.
+        let names: Vec<String> = std::fs::read_dir(&dirs[0])
             .expect("read shadow")
             .flatten()
             .filter(|e| !support::is_bookkeeping(&e.file_name()))
-            .count();
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        let kept = names.iter().filter(|n| n.starts_with("kept-")).count();
+        let copies = names.len() - kept;
         assert!(
             copies <= 3,
-            "at most the two kept versions and one retiring: {copies}"
+            "at most the two kept versions and one retiring: {names:?}"
         );
+        assert!(kept <= 3, "at most --keep-on-disk 3 kept: {names:?}");
     }
+    // Going past the bound is said, once.
+    assert_eq!(
+        s.count(|l| l.contains("kept library: --keep-on-disk 3 keeps the newest 3")),
+        1,
+        "{}",
+        s.transcript()
+    );
     // The loaded library is a copy, not the build output.
     let maps = std::fs::read_to_string(format!("/proc/{}/maps", s.pid())).expect("maps");
     assert!(

@@ -651,7 +651,12 @@ fn a_rejected_trial_leaves_no_files_behind() {
             .collect()
     };
     let live: HashSet<String> = files().into_iter().collect();
-    assert_eq!(live.len(), 1, "the live copy only: {live:?}");
+    assert_eq!(
+        live.len(),
+        2,
+        "the live copy and the one kept on disk for rollbacks only: {live:?}"
+    );
+    assert!(live.contains("kept-v1-logic.so"), "{live:?}");
 
     // A fault in a trial tick (the probe reports it and exits), then a hang
     // (the probe is killed mid-report).

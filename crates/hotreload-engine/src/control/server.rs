@@ -545,6 +545,13 @@ fn state_now(id: u64, wiring: &Wiring) -> String {
             "expected a version running on a state, found none yet",
         );
     }
+    if let Some((for_, version)) = wiring
+        .board
+        .busy_for()
+        .filter(|(for_, _)| *for_ > crate::tick::door::BUSY_LIMIT)
+    {
+        return door_refusal(id, &crate::tick::door::busy_error(for_, version));
+    }
     let following = wiring.hub.follow(None);
     wiring.commander.send(Command::ReportState);
     let deadline = std::time::Instant::now() + STATE_WAIT;

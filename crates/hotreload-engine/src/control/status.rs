@@ -18,6 +18,10 @@ pub struct StatusBoard {
     paused: AtomicBool,
     /// The latest any tick started after its deadline, in microseconds.
     latest_late_us: AtomicU64,
+    /// Since when the tick thread has been at work (a tick, a swap, a
+    /// request), in microseconds after `started`, plus one; 0 while it
+    /// waits. What tells a request that it would wait behind plugin code.
+    busy_since_us: AtomicU64,
     /// The outcome of the latest build or reload, as a line says it.
     last_reload: Mutex<String>,
     /// `inotify` or `poll`.
@@ -90,6 +94,7 @@ impl StatusBoard {
             tick: AtomicU64::new(0),
             paused: AtomicBool::new(false),
             latest_late_us: AtomicU64::new(0),
+            busy_since_us: AtomicU64::new(0),
             last_reload: Mutex::new("none yet".into()),
             watch_mode: Mutex::new(String::new()),
             saving,
@@ -197,6 +202,36 @@ impl StatusBoard {
     pub fn ticked(&self, tick: u64, late_us: u64) {
         self.tick.store(tick, Ordering::Relaxed);
         self.latest_late_us.store(late_us, Ordering::Relaxed);
+    }
+
+    /// The tick thread starts work (`true`) or waits again (`false`): one
+    /// clock read and a relaxed store.
+    #[inline]
+    pub fn set_busy(&self, busy: bool) {
+        let since = if busy {
+            u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX - 1) + 1
+        } else {
+            0
+        };
+        self.busy_since_us.store(since, Ordering::Relaxed);
+    }
+
+    /// How long the tick thread has been at work, and on which version,
+    /// when it is.
+    pub fn busy_for(&self) -> Option<(std::time::Duration, Option<u64>)> {
+        let since = self.busy_since_us.load(Ordering::Relaxed);
+        if since == 0 {
+            return None;
+        }
+        let now = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let version = match self.version.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v),
+        };
+        Some((
+            std::time::Duration::from_micros(now.saturating_sub(since - 1)),
+            version,
+        ))
     }
 
     pub fn set_tick(&self, tick: u64) {

@@ -3,8 +3,6 @@
 //! against the running version's layout, said as an event with the old and
 //! the new value, and can be undone.
 
-use std::sync::mpsc::Sender;
-
 use crate::event::Event;
 use crate::layout::Scalar;
 use crate::layout::edit::{Target, encode, resolve};
@@ -28,7 +26,7 @@ pub enum Edit {
     Undo,
 }
 
-pub type EditReply = Sender<Result<Edited, DoorError>>;
+pub type EditReply = super::door::Asked<Edited>;
 
 /// A write that can be taken back.
 pub(super) struct Undo {
@@ -41,13 +39,14 @@ pub(super) struct Undo {
 const UNDO_DEPTH: usize = 64;
 
 impl TickLoop {
-    pub(super) fn edit(&mut self, edit: Edit, reply: &EditReply) {
-        let done = match edit {
+    pub(super) fn edit(&mut self, edit: Edit, reply: EditReply) {
+        // Given up by its asker (it was told nothing was done): not done.
+        let Some(reply) = reply.claim() else { return };
+        reply.send(match edit {
             Edit::Get { path } => self.get_value(&path),
             Edit::Set { path, value } => self.set_value(&path, &value),
             Edit::Undo => self.undo_value(),
-        };
-        let _ = reply.send(done);
+        });
     }
 
     fn target(&self, path: &str) -> Result<Target, DoorError> {

@@ -14,33 +14,16 @@
 //! takes over (up to `keep_versions` stay loaded for this). With none left,
 //! ticking pauses, state intact, until the next good build.
 
+pub mod door;
 mod edit;
 mod pause;
 mod recover;
 mod rollback;
 pub mod schedule;
+pub use door::DoorError;
 pub use edit::{Edit, EditReply, Edited};
 pub use rollback::{RollbackReply, RolledBack};
 
-/// Why a request for the tick thread (`get`, `set`, `undo`, `rollback`)
-/// was not carried out.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DoorError {
-    /// Nothing to do it to now: no version running, or the tick thread did
-    /// not answer in time (a plugin call in progress).
-    Unavailable(String),
-    /// The request itself is wrong: no such field, a value out of range,
-    /// a version not kept.
-    Refused(String),
-}
-
-impl std::fmt::Display for DoorError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DoorError::Unavailable(why) | DoorError::Refused(why) => f.write_str(why),
-        }
-    }
-}
 mod swap;
 
 use std::collections::VecDeque;
@@ -332,6 +315,7 @@ impl TickLoop {
                     inbox.recv_timeout(wake.saturating_duration_since(Instant::now()))
                 }
             };
+            self.board.set_busy(true);
             match input {
                 Ok(TickInput::Swap {
                     plugin,
@@ -351,9 +335,9 @@ impl TickLoop {
                 Ok(TickInput::Resume) => self.resume(),
                 Ok(TickInput::Step(n)) => self.step(n),
                 Ok(TickInput::Save) => self.save(false),
-                Ok(TickInput::Edit(edit, reply)) => self.edit(edit, &reply),
-                Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, &reply),
-                Ok(TickInput::BringBack(plugin, reply)) => self.bring_back(plugin, &reply),
+                Ok(TickInput::Edit(edit, reply)) => self.edit(edit, reply),
+                Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
+                Ok(TickInput::BringBack(plugin, reply)) => self.bring_back(plugin, reply),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();
@@ -363,6 +347,7 @@ impl TickLoop {
                     }
                 }
             }
+            self.board.set_busy(false);
         }
         self.finish(&calls);
         // The watchdog must stop before this thread can exit; the alternate

@@ -3,8 +3,6 @@
 //! layout change exactly as a fault's rollback carries it; refused, saying
 //! why, when it cannot be.
 
-use std::sync::mpsc::Sender;
-
 use crate::event::Event;
 use crate::plugin::Plugin;
 
@@ -22,17 +20,25 @@ pub struct RolledBack {
     pub reloaded: bool,
 }
 
-pub type RollbackReply = Sender<Result<RolledBack, DoorError>>;
+pub type RollbackReply = super::door::Asked<RolledBack>;
 
 impl TickLoop {
-    pub(super) fn roll_back(&mut self, to: Option<u64>, reply: &RollbackReply) {
-        let _ = reply.send(self.roll_back_to(to, false));
+    pub(super) fn roll_back(&mut self, to: Option<u64>, reply: RollbackReply) {
+        if let Some(reply) = reply.claim() {
+            reply.send(self.roll_back_to(to, false));
+        }
     }
 
     /// A version loaded again from its kept copy, to roll back to: taken
     /// as one kept loaded, or handed back to be closed when the state
     /// cannot be carried to it.
-    pub(super) fn bring_back(&mut self, plugin: Plugin, reply: &RollbackReply) {
+    pub(super) fn bring_back(&mut self, plugin: Plugin, reply: RollbackReply) {
+        let Some(reply) = reply.claim() else {
+            // Given up while it was being loaded: closed again, off this
+            // thread.
+            (self.output)(TickOutput::Retired(plugin));
+            return;
+        };
         let version = plugin.version();
         self.earlier.push_back(plugin);
         let done = self.roll_back_to(Some(version), true);
@@ -42,7 +48,7 @@ impl TickLoop {
         {
             (self.output)(TickOutput::Retired(plugin));
         }
-        let _ = reply.send(done);
+        reply.send(done);
     }
 
     fn roll_back_to(&mut self, to: Option<u64>, reloaded: bool) -> Result<RolledBack, DoorError> {

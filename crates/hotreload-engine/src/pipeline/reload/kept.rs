@@ -63,13 +63,14 @@ impl KeptCopies {
         if self.bound == 0 || self.copies.iter().any(|k| k.version == version) {
             return Ok(outcome);
         }
-        let file = dir.keep(version, lib_name, bytes)?;
-        self.copies.push_back(Kept { version, file });
-        while self.copies.len() > self.bound {
+        // Room first, so that the folder never holds more than the bound.
+        while self.copies.len() >= self.bound {
             if let Some(gone) = self.copies.pop_front() {
                 outcome.removed.push(gone.version);
             }
         }
+        let file = dir.keep(version, lib_name, bytes)?;
+        self.copies.push_back(Kept { version, file });
         if !outcome.removed.is_empty() && !self.said_bound {
             self.said_bound = true;
             outcome.first_removal = true;

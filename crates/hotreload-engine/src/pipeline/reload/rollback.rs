@@ -44,14 +44,10 @@ impl Reloader {
     /// A rollback the tick thread cannot do alone: to a version no longer
     /// loaded (or, by default, when none but the running one is).
     pub(super) fn on_rollback(&mut self, to: Option<u64>, reply: RollbackReply) {
-        let refuse = |why: String| {
-            let _ = reply.send(Err(DoorError::Refused(why)));
-        };
         if self.stopping {
-            let _ = reply.send(Err(DoorError::Unavailable(
+            return reply.refuse(DoorError::Unavailable(
                 "expected a running server for rollback, found it stopping".into(),
-            )));
-            return;
+            ));
         }
         let loaded_other = self.sides.keys().any(|v| Some(*v) != self.running);
         let target = match to {
@@ -68,8 +64,8 @@ impl Reloader {
         }
         let bytes = match self.kept.bytes_of(target) {
             Some(Ok(bytes)) => bytes,
-            Some(Err(why)) => return refuse(why),
-            None => return refuse(self.not_kept(target)),
+            Some(Err(why)) => return reply.refuse(DoorError::Refused(why)),
+            None => return reply.refuse(DoorError::Refused(self.not_kept(target))),
         };
         let hash = hash_bytes(&bytes);
         let loaded = self
@@ -79,14 +75,20 @@ impl Reloader {
             Ok((plugin, side)) => {
                 self.sides.insert(target, side);
                 self.hashes.insert(target, hash);
-                if self.tick.send(TickInput::BringBack(plugin, reply)).is_err() {
+                if let Err(unsent) = self.tick.send(TickInput::BringBack(plugin, reply)) {
                     self.sides.remove(&target);
                     self.hashes.remove(&target);
+                    if let TickInput::BringBack(plugin, reply) = unsent.0 {
+                        self.retire(plugin);
+                        reply.refuse(DoorError::Unavailable(
+                            "expected a running tick loop, found it stopped".into(),
+                        ));
+                    }
                 }
             }
-            Err(rejection) => refuse(format!(
+            Err(rejection) => reply.refuse(DoorError::Refused(format!(
                 "expected v{target}'s kept library to load again, found it refused: {rejection}"
-            )),
+            ))),
         }
     }
 
@@ -94,9 +96,9 @@ impl Reloader {
         if let Err(unsent) = self.tick.send(TickInput::RollBack(to, reply))
             && let TickInput::RollBack(_, reply) = unsent.0
         {
-            let _ = reply.send(Err(DoorError::Unavailable(
+            reply.refuse(DoorError::Unavailable(
                 "expected a running tick loop, found it stopped".into(),
-            )));
+            ));
         }
     }
 
