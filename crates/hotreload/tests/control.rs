@@ -248,3 +248,431 @@ fn rollback_answers_while_a_build_runs() {
     s.expect_prefix("[reload] swapped logic.so (api=1, v3");
     assert_eq!(s.stop(), 0);
 }
+
+fn connect(dir: &Path) -> (UnixStream, BufReader<UnixStream>) {
+    let path: PathBuf = hotreload_control::socket_path(dir);
+    let stream = UnixStream::connect(&path).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut hello = String::new();
+    reader.read_line(&mut hello).expect("hello");
+    assert!(hello.starts_with("{\"hello\":{"), "{hello}");
+    assert!(hello.contains("\"protocol\":1"), "{hello}");
+    (stream, reader)
+}
+
+/// 10,000 random, truncated and oversized lines on a live server: each gets
+/// exactly one error reply, the server keeps ticking, and a good request
+/// after them is answered.
+#[test]
+fn garbage_lines_each_get_a_reply_and_the_server_stays_up() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (mut stream, mut reader) = connect(dir.path());
+    let mut seed = 0x5eed_u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let valid = b"{\"id\":7,\"cmd\":\"step\",\"n\":3}";
+    let mut sent = 0;
+    let mut batch = Vec::new();
+    while sent < 10_000 {
+        let line: Vec<u8> = match sent % 4 {
+            0 => valid[..(next() as usize % valid.len())].to_vec(),
+            1 => (0..(next() % 80))
+                .map(|_| (next() % 94 + 32) as u8)
+                .collect(),
+            2 => {
+                let mut v = valid.to_vec();
+                let at = next() as usize % v.len();
+                v[at] = (next() % 94 + 32) as u8;
+                v
+            }
+            _ => format!("{{\"id\":{sent},\"cmd\":\"nope{}\"}}", next() % 1000).into_bytes(),
+        };
+        let line: Vec<u8> = line.into_iter().filter(|&b| b != b'\n').collect();
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        batch.extend_from_slice(&line);
+        batch.push(b'\n');
+        sent += 1;
+        if sent % 500 == 0 {
+            stream.write_all(&batch).expect("send");
+            batch.clear();
+            for _ in 0..500 {
+                let mut reply = String::new();
+                reader.read_line(&mut reply).expect("a reply");
+                let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+                assert!(v.get("id").is_some() && v["ok"].is_boolean(), "{reply}");
+                if v["ok"] == false {
+                    assert!(
+                        v["error"]["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("expected")),
+                        "{reply}"
+                    );
+                }
+            }
+        }
+    }
+    // One longer than the cap.
+    let mut long = vec![b'x'; hotreload_control::MAX_LINE + 10];
+    long.push(b'\n');
+    stream.write_all(&long).expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("a reply");
+    assert!(reply.contains("too_long"), "{reply}");
+    stream
+        .write_all(b"{\"id\":99,\"cmd\":\"status\"}\n")
+        .expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("a reply");
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(99), Some(true)),
+        "{reply}"
+    );
+    let before = s.count(|l| l.contains("tag=one score="));
+    s.expect_contains(&format!("tag=one score={} ", before + 3));
+    assert_eq!(s.stop(), 0);
+}
+
+/// Events: from seq 0 the whole kept history comes first, numbered in
+/// order, then new ones as they happen.
+#[test]
+fn events_from_a_seq_resend_what_was_missed() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (mut stream, mut reader) = connect(dir.path());
+    stream
+        .write_all(b"{\"id\":1,\"cmd\":\"events\",\"from\":0}\n")
+        .expect("send");
+    let mut reply = String::new();
+    reader.read_line(&mut reply).expect("reply");
+    let v: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    assert_eq!(
+        (v["id"].as_u64(), v["ok"].as_bool()),
+        (Some(1), Some(true)),
+        "{reply}"
+    );
+    let mut seqs = Vec::new();
+    let mut kinds = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an event");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        seqs.push(v["event"]["seq"].as_u64().expect("seq"));
+        kinds.push(v["event"]["kind"].as_str().unwrap_or("").to_owned());
+    }
+    assert_eq!(seqs, vec![0, 1, 2, 3]);
+    assert_eq!(kinds[0], "running", "{kinds:?}");
+    // A new event arrives as it happens.
+    assert_eq!(ctl(dir.path(), &["reload"]).0, 0);
+    let mut found = false;
+    for _ in 0..50 {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("an event");
+        if line.contains("\"kind\":\"rebuild_requested\"") {
+            found = true;
+            break;
+        }
+    }
+    assert!(found);
+    assert_eq!(s.stop(), 0);
+}
+
+/// Only the server's own user may drive it: a server run as another user
+/// refuses root's connection (root passes the folder's permissions, not the
+/// peer check) and says so.
+#[test]
+fn another_user_is_refused_with_a_line() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let control = dir.path().join("ctl").join("s.sock");
+    let arg = control.to_str().expect("utf-8");
+    let args = ["--watch", "logic.c", "--build", CC_BUILD, "--control", arg];
+    let Some(mut s) = support::start_as_nobody(dir.path(), &args) else {
+        return;
+    };
+    s.expect_contains("tag=one score=2 ");
+    let (code, _, stderr) = ctl(dir.path(), &["--control", arg, "status"]);
+    assert_ne!(code, 0, "{stderr}");
+    let refused = s.expect_prefix("[control] refused a control connection from uid 0");
+    assert!(refused.contains("only uid 65534"), "{refused}");
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// A client that asks for events and never reads them is dropped once it
+/// falls behind, with a line; the tick loop never waits for it.
+#[test]
+fn a_follower_that_stops_reading_is_dropped_and_never_slows_ticks() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let mut s = Server::start(
+        dir.path(),
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            CC_BUILD,
+            "--tick-ms",
+            "1",
+            "--state-every",
+            "1",
+        ],
+    );
+    s.expect_contains("tag=one score=2 ");
+    let (mut stream, _reader) = connect(dir.path());
+    stream
+        .write_all(b"{\"id\":1,\"cmd\":\"events\"}\n")
+        .expect("send");
+    // Never read: the socket's buffer, then the follower's queue, fill.
+    let dropped = s.wait_line(Duration::from_secs(30), |l| {
+        l.starts_with("[control] dropped a control client that")
+    });
+    assert!(
+        matches!(dropped, support::Waited::Line(_)),
+        "{}",
+        s.transcript()
+    );
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    let stats = s.expect_prefix("[tick] ");
+    assert!(stats.contains("; 0 skipped)"), "{stats}");
+    assert_eq!(s.exit_code(), 0);
+}
+
+/// `ctl wait KIND` returns at the next event of that kind, for scripts:
+/// here, the swap after an edit; and gives up with its own code.
+#[test]
+fn wait_returns_at_the_next_event_of_a_kind() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let (code, _, stderr) = ctl(dir.path(), &["wait", "fault", "--timeout", "0.5"]);
+    assert_eq!(code, 9, "{stderr}");
+    let folder = dir.path().to_path_buf();
+    let waiter = std::thread::spawn(move || ctl(&folder, &["wait", "swapped", "--timeout", "20"]));
+    // Give the waiter time to start and follow before the change (it waits
+    // for the next swap, so one before it follows would be missed).
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(dir.path().join("logic.c"), counter("two", 10)).expect("write");
+    let (code, stdout, stderr) = waiter.join().expect("the waiter");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("[reload] swapped logic.so (api=1, v2"),
+        "{stdout}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+/// `--events json`: standard output is one JSON event per line, the same
+/// objects the socket sends; plugin output goes to standard error.
+#[test]
+fn events_json_keeps_standard_output_to_json_lines() {
+    let dir = workdir();
+    std::fs::write(dir.path().join("logic.c"), counter("one", 1)).expect("write");
+    let out = Command::new(support::binary())
+        .args(["--watch", "logic.c", "--build", CC_BUILD, "--tick-ms", "10"])
+        .args(["--ticks", "5", "--events", "json", "--no-control"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let mut kinds = Vec::new();
+    let mut events = Vec::new();
+    for (i, line) in stdout.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {i} is not JSON ({e}): {line}"));
+        assert_eq!(v["event"]["seq"].as_u64(), Some(i as u64), "{line}");
+        kinds.push(v["event"]["kind"].as_str().unwrap_or("").to_owned());
+        events.push(v["event"].clone());
+    }
+    // The facts of an event come as fields, not only in its text.
+    let of = |kind: &str| {
+        events
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event: {stdout}"))
+            .clone()
+    };
+    let swapped = of("swapped");
+    assert_eq!(swapped["fields"]["version"], 1, "{swapped}");
+    assert_eq!(swapped["fields"]["lib"], "logic.so", "{swapped}");
+    assert!(of("build_succeeded")["fields"]["duration_ms"].is_number());
+    assert_eq!(of("exited")["fields"]["code"], 0);
+    assert_eq!(of("tick_stats")["fields"]["ticks"], 5);
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("running"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("exited"),
+        "{kinds:?}"
+    );
+    assert!(stderr.contains("[plugin] tag=one score=5"), "{stderr}");
+}
+
+/// `ctl state` shows the fields, read between two ticks, also while paused.
+#[test]
+fn state_shows_the_fields_between_two_ticks() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("logic.c"),
+        support::plugin::Extended::new("one").source(),
+    )
+    .expect("write");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_contains("one says ");
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    s.expect_prefix("[tick] paused after tick ");
+    let (code, stdout, stderr) = ctl(dir.path(), &["state"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("[state] "), "{stdout}");
+    assert!(
+        stdout.contains("one says ") && stdout.contains("on request"),
+        "{stdout}"
+    );
+    assert_eq!(s.stop(), 0);
+}
+
+/// `get`, `set` and `undo` on the example counter (which declares its
+/// fields): values checked against the layout, applied between two ticks,
+/// said with the old and the new value, and undone.
+#[test]
+fn set_checks_against_the_layout_applies_between_ticks_and_undoes() {
+    let dir = workdir();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/counter/logic.c");
+    std::fs::copy(&example, dir.path().join("logic.c")).expect("copy the example");
+    let mut s = Server::start_default(dir.path(), &[]);
+    s.expect_prefix("[reload] loaded logic.so");
+    assert_eq!(ctl(dir.path(), &["pause"]).0, 0);
+    s.expect_prefix("[tick] paused after tick ");
+    let (code, stdout, stderr) = ctl(dir.path(), &["get", "score"]);
+    assert_eq!(code, 0, "{stderr}");
+    let before: i64 = stdout
+        .trim()
+        .strip_prefix("score = ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+
+    let (code, stdout, stderr) = ctl(dir.path(), &["set", "score", "1000"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("score: {before} -> 1000")),
+        "{stdout}"
+    );
+    s.expect_prefix(&format!("[state] set score: {before} -> 1000 (after tick "));
+    assert_eq!(ctl(dir.path(), &["step", "1"]).0, 0);
+    s.expect_prefix("[tick] stepped 1 tick;");
+    let (_, stdout, _) = ctl(dir.path(), &["get", "score"]);
+    assert_eq!(
+        stdout.trim(),
+        "score = 1001",
+        "the plugin ticked from the value set"
+    );
+
+    let (code, stdout, stderr) = ctl(dir.path(), &["undo"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with(&format!("score: 1001 -> {before}")),
+        "{stdout}"
+    );
+    s.expect_prefix(&format!("[state] undid the set of score: 1001 -> {before}"));
+    let (code, _, stderr) = ctl(dir.path(), &["undo"]);
+    assert_eq!(code, 8, "nothing left to undo: {stderr}");
+
+    for (args, says) in [
+        (
+            &["set", "score", "abc"][..],
+            "expected an integer for score (int32), found \"abc\"",
+        ),
+        (
+            &["set", "score", "3000000000"][..],
+            "expected -2147483648 to 2147483647 for score",
+        ),
+        (
+            &["set", "lives", "3"][..],
+            "found no \"lives\"; the fields are score",
+        ),
+        (
+            &["set", "@4000:i32", "1"][..],
+            "to lie inside the 4-byte state",
+        ),
+        (&["set", "@0:int", "1"][..], "expected a type of i8"),
+    ] {
+        let (code, _, stderr) = ctl(dir.path(), args);
+        assert_eq!(code, 8, "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+    let (code, stdout, stderr) = ctl(dir.path(), &["set", "@0:i32", "-7"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("-> -7"), "{stdout}");
+    assert_eq!(s.stop(), 0);
+}
+
+/// `versions` lists every build that reached the loader, with what became
+/// of it: the live one, the good ones it replaced, a rejected one (no
+/// version number), a faulted one; and which are loaded.
+#[test]
+fn versions_list_every_build_and_what_became_of_it() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = Server::start_default(dir.path(), &["--trial-ticks", "0"]);
+    s.expect_contains("tag=one score=2 ");
+    std::fs::write(&src, counter("two", 10)).expect("write");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let wrong_api = Counter {
+        api: 99,
+        ..Counter::new("bad", 1)
+    }
+    .source();
+    std::fs::write(&src, wrong_api).expect("write");
+    s.expect_prefix("[reload] rejected");
+    let faults = Counter {
+        fault_at: Some((2, "*(volatile int*)0 = 1;")),
+        ..Counter::new("three", 100)
+    }
+    .source();
+    std::fs::write(&src, faults).expect("write");
+    s.expect_prefix("[fault] v3 ");
+    let (v, stdout) = versions_json(dir.path());
+    let rows = v["result"]["versions"]
+        .as_array()
+        .expect("versions")
+        .clone();
+    let outcome = |i: usize| rows[i]["outcome"].as_str().unwrap_or("").to_owned();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    assert_eq!(
+        (rows[0]["version"].as_u64(), outcome(0)),
+        (Some(1), "good".to_owned())
+    );
+    assert_eq!(
+        (rows[1]["version"].as_u64(), outcome(1)),
+        (Some(2), "live".to_owned()),
+        "{stdout}"
+    );
+    assert!(
+        rows[2]["version"].is_null() && outcome(2).starts_with("rejected: "),
+        "{stdout}"
+    );
+    assert_eq!(rows[3]["version"].as_u64(), Some(3));
+    assert!(outcome(3).starts_with("faulted: SIGSEGV"), "{stdout}");
+    assert_eq!(rows[1]["loaded"], true);
+    assert_eq!(rows[3]["loaded"], false);
+    let (_, text, _) = ctl(dir.path(), &["versions"]);
+    assert!(text.lines().count() == 5 && text.contains("live"), "{text}");
+    // The last reload faulted.
+    assert_eq!(s.stop(), 14);
+}
