@@ -285,6 +285,23 @@ pub fn find_panic(text: &str) -> Option<Panic> {
     None
 }
 
+/// Sends what plugin code writes to standard output to standard error
+/// instead, leaving the host's own copy of standard output ([`host_stdout`],
+/// taken before) for the host alone: for a server whose standard output is
+/// a stream of JSON lines that plugin lines must not break.
+pub fn plugin_stdout_to_stderr() -> Result<(), String> {
+    host_stdout();
+    // SAFETY: dup2 onto descriptor 1 from descriptor 2, both open (the
+    // host's own copies were taken above, so nothing of the host's uses 1).
+    if unsafe { libc::dup2(2, 1) } != 1 {
+        return Err(format!(
+            "cannot send plugin output to standard error: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,21 +337,4 @@ mod tests {
         );
         assert_eq!(find_panic("no panic here\n"), None);
     }
-}
-
-/// Sends what plugin code writes to standard output to standard error
-/// instead, leaving the host's own copy of standard output ([`host_stdout`],
-/// taken before) for the host alone: for a server whose standard output is
-/// a stream of JSON lines that plugin lines must not break.
-pub fn plugin_stdout_to_stderr() -> Result<(), String> {
-    host_stdout();
-    // SAFETY: dup2 onto descriptor 1 from descriptor 2, both open (the
-    // host's own copies were taken above, so nothing of the host's uses 1).
-    if unsafe { libc::dup2(2, 1) } != 1 {
-        return Err(format!(
-            "cannot send plugin output to standard error: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
 }

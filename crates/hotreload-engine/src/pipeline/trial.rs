@@ -158,12 +158,15 @@ pub fn spawn(
     })
 }
 
+/// What a child printed so far, shared with the thread that reads it.
+type SharedOutput = Arc<Mutex<Vec<u8>>>;
+
 /// Reads a child's output on a thread of its own, keeping the first 16 KiB;
 /// what it has read so far stays available if the pipe is not closed in
 /// time (see [`OUTPUT_GRACE`]), and the receiver hears when it closes.
 fn collect_output(
     mut read: std::io::PipeReader,
-) -> Result<(Arc<Mutex<Vec<u8>>>, mpsc::Receiver<()>), String> {
+) -> Result<(SharedOutput, mpsc::Receiver<()>), String> {
     let output = Arc::new(Mutex::new(Vec::new()));
     let (closed_tx, closed) = mpsc::channel::<()>();
     let kept = Arc::clone(&output);

@@ -83,12 +83,7 @@ pub fn this_program() -> Command {
         .envs(crate::guard::baseline::environment());
     if let Ok(path) = std::env::current_exe() {
         let shown = path.to_string_lossy();
-        command.arg0(
-            shown
-                .strip_suffix(" (deleted)")
-                .unwrap_or(&shown)
-                .to_owned(),
-        );
+        command.arg0(shown.strip_suffix(" (deleted)").unwrap_or(&shown));
     }
     command
 }

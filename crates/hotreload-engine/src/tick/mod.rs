@@ -71,10 +71,6 @@ impl Owner {
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one message per reload; boxing would buy nothing"
-)]
 pub enum TickInput {
     /// A version that passed every check. The first one comes with the
     /// state, allocated and zeroed off this thread.

@@ -109,40 +109,6 @@ impl Fingerprints {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs;
-
-    #[test]
-    fn sees_a_same_second_rewrite_of_the_same_size() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let f = dir.path().join("a.c");
-        fs::write(&f, "one").expect("write");
-        let mut fps = Fingerprints::of_files([f.clone()]);
-        // Same size, written again at once: only the nanoseconds differ (or
-        // nothing, on a file system with coarse timestamps: then the inode
-        // from the rename below still tells).
-        let tmp = dir.path().join("a.c.tmp");
-        fs::write(&tmp, "two").expect("write");
-        fs::rename(&tmp, &f).expect("rename");
-        assert_eq!(fps.refresh([&f]), vec![f.clone()]);
-        assert!(fps.refresh([&f]).is_empty(), "no change the second time");
-    }
-
-    #[test]
-    fn replace_all_reports_created_and_deleted() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let a = dir.path().join("a.c");
-        let b = dir.path().join("b.c");
-        fs::write(&a, "a").expect("write");
-        let mut fps = Fingerprints::of_files([a.clone()]);
-        fs::remove_file(&a).expect("rm");
-        fs::write(&b, "b").expect("write");
-        assert_eq!(fps.replace_all(vec![b.clone()]), vec![a, b]);
-    }
-}
-
 /// The most source bytes read for one [`content_digest`]; past it, files
 /// count by their size and mtime instead of their contents.
 const DIGEST_BUDGET: u64 = 64 << 20;
@@ -184,4 +150,38 @@ pub fn content_digest(files: &[PathBuf]) -> String {
         String::new()
     };
     format!("{:016x} ({files}{metadata})", hasher.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn sees_a_same_second_rewrite_of_the_same_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("a.c");
+        fs::write(&f, "one").expect("write");
+        let mut fps = Fingerprints::of_files([f.clone()]);
+        // Same size, written again at once: only the nanoseconds differ (or
+        // nothing, on a file system with coarse timestamps: then the inode
+        // from the rename below still tells).
+        let tmp = dir.path().join("a.c.tmp");
+        fs::write(&tmp, "two").expect("write");
+        fs::rename(&tmp, &f).expect("rename");
+        assert_eq!(fps.refresh([&f]), vec![f.clone()]);
+        assert!(fps.refresh([&f]).is_empty(), "no change the second time");
+    }
+
+    #[test]
+    fn replace_all_reports_created_and_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.c");
+        let b = dir.path().join("b.c");
+        fs::write(&a, "a").expect("write");
+        let mut fps = Fingerprints::of_files([a.clone()]);
+        fs::remove_file(&a).expect("rm");
+        fs::write(&b, "b").expect("write");
+        assert_eq!(fps.replace_all(vec![b.clone()]), vec![a, b]);
+    }
 }

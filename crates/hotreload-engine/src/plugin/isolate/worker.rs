@@ -163,7 +163,7 @@ pub fn serve(handed: HandedOver) -> i32 {
     let mut server = Server {
         plugin: Some(plugin),
         blocks: HashMap::new(),
-        socket: socket,
+        socket,
         calls,
     };
     let mut seen = page.response.load(Ordering::Acquire);
