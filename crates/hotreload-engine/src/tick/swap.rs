@@ -265,10 +265,6 @@ impl TickLoop {
         }
     }
 
-    /// Before rolling back from `bad` to `to`: migrates the state (as it was
-    /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
-    /// differ, returning what that changed (`-lives`). `Err` says why it
-    /// cannot be done; the state is then as it was.
     /// Hands back the oldest kept versions beyond `--keep-versions` (the
     /// running one counts) to be unloaded.
     pub(super) fn trim_earlier(&mut self) {
@@ -279,6 +275,10 @@ impl TickLoop {
         }
     }
 
+    /// Before rolling back from `bad` to `to`: migrates the state (as it was
+    /// before the bad call, in `bad`'s layout) back to `to`'s layout if they
+    /// differ, returning what that changed (`-lives`). `Err` says why it
+    /// cannot be done; the state is then as it was.
     pub(super) fn carry_back(
         &mut self,
         bad: &Plugin,
