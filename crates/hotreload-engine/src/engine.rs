@@ -363,21 +363,57 @@ impl StateDoor {
     /// trial in progress, takes longer than a request to the tick thread.
     pub const RELOAD_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-    /// Brings back `to` (by default the previous good version), between two
-    /// ticks, with the state carried as a fault's rollback carries it. A
-    /// version still loaded is asked of the tick thread directly; any other
-    /// goes through the reload thread, which loads it again from its kept
-    /// copy (or says why it cannot).
+    /// Brings back `to` (by default the previous good version: the newest
+    /// one kept, loaded or on disk, numbered below the running one), between
+    /// two ticks, with the state carried as a fault's rollback carries it.
+    /// A version still loaded is asked of the tick thread directly; any
+    /// other goes through the reload thread, which loads it again from its
+    /// kept copy (or says why it cannot).
     pub fn roll_back(
         &self,
         to: Option<u64>,
     ) -> Result<crate::tick::RolledBack, crate::tick::DoorError> {
         let loaded = self.board.loaded();
-        let still_loaded = match to {
-            Some(v) => loaded.contains(&v),
-            None => loaded.len() > 1,
+        let running = self.board.snapshot().version;
+        let to = match to {
+            Some(v) => v,
+            None => {
+                let mut kept: Vec<u64> = loaded
+                    .iter()
+                    .chain(self.board.on_disk().iter())
+                    .copied()
+                    .filter(|v| Some(*v) != running)
+                    .collect();
+                kept.sort_unstable();
+                kept.dedup();
+                let before = kept
+                    .iter()
+                    .rev()
+                    .find(|v| running.is_none_or(|r| **v < r))
+                    .copied();
+                match before {
+                    Some(v) => v,
+                    None => {
+                        return Err(crate::tick::DoorError::Refused(format!(
+                            "expected a good version {} to roll back to, found none ({}); name one: rollback vN",
+                            running.map_or("kept".to_owned(), |r| format!("before v{r}")),
+                            if kept.is_empty() {
+                                "nothing else is kept loaded or on disk".to_owned()
+                            } else {
+                                format!(
+                                    "kept: {}",
+                                    kept.iter()
+                                        .map(|v| format!("v{v}"))
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                )
+                            }
+                        )));
+                    }
+                }
+            }
         };
-        if still_loaded {
+        if loaded.contains(&to) {
             return self.request(|asked| crate::tick::TickInput::RollBack(to, asked));
         }
         if let Some(refused) = self.refuse_if_busy() {

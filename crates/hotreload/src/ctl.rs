@@ -68,7 +68,8 @@ enum CtlCommand {
     Pause,
     /// Tick again; deadlines start from now (no burst of missed ticks).
     Resume,
-    /// While paused, run exactly N ticks (default 1), then hold again.
+    /// While paused, run exactly N ticks (default 1), then hold again;
+    /// returns once they have run.
     Step {
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=hotreload_control::MAX_STEP))]
         n: u64,
@@ -357,16 +358,25 @@ fn refused(name: &str, message: &str) -> u8 {
 /// The reply, as a person reads it.
 fn say(command: &Command, value: &Value) {
     let n = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let was_paused = value.get("was_paused").and_then(Value::as_bool) == Some(true);
     match command {
         Command::Status => {
             let version = value
                 .get("version")
                 .and_then(Value::as_u64)
                 .map_or("no version running".to_owned(), |v| format!("v{v} running"));
-            let paused = if value.get("paused").and_then(Value::as_bool) == Some(true) {
-                "paused"
+            let flag = |k: &str| value.get(k).and_then(Value::as_bool) == Some(true);
+            let steps_left = n("steps_left");
+            let paused = if flag("stopping") {
+                "stopping".to_owned()
+            } else if value.get("version").is_none_or(Value::is_null) {
+                "ticking paused until a good build or a rollback".to_owned()
+            } else if steps_left > 0 {
+                format!("stepping ({steps_left} ticks left)")
+            } else if flag("paused") {
+                "paused".to_owned()
             } else {
-                "ticking"
+                "ticking".to_owned()
             };
             let text = |k: &str| {
                 value
@@ -384,14 +394,20 @@ fn say(command: &Command, value: &Value) {
                 n("max_late_us") as f64 / 1000.0
             );
         }
+        Command::Pause if was_paused => println!("already paused (at tick {})", n("tick")),
         Command::Pause => println!(
             "pausing at the next tick boundary (was at tick {})",
             n("tick")
         ),
-        Command::Resume => println!("resuming (was at tick {})", n("tick")),
-        Command::Step { n: ticks } => {
-            println!("stepping {ticks} tick(s) from tick {}", n("from_tick"))
+        Command::Resume if !was_paused => {
+            println!("already ticking (at tick {}); nothing to resume", n("tick"))
         }
+        Command::Resume => println!("resuming (was at tick {})", n("tick")),
+        Command::Step { n: ticks } => println!(
+            "stepped {ticks} tick(s): from tick {} to tick {}; paused",
+            n("from_tick"),
+            n("tick")
+        ),
         Command::Stop => println!("stopping"),
         Command::Reload => println!("rebuilding now"),
         Command::Save => println!("saving the state file"),
@@ -401,16 +417,26 @@ fn say(command: &Command, value: &Value) {
             value.get("value").and_then(Value::as_str).unwrap_or("")
         ),
         Command::Set { .. } | Command::Undo => println!(
-            "{}: {} -> {} (after tick {})",
+            "{}{}: {} -> {} (after tick {})",
+            if matches!(command, Command::Undo) {
+                "undid the set of "
+            } else {
+                ""
+            },
             value.get("path").and_then(Value::as_str).unwrap_or(""),
             value.get("old").and_then(Value::as_str).unwrap_or(""),
             value.get("value").and_then(Value::as_str).unwrap_or(""),
             n("tick")
         ),
         Command::Rollback { .. } => println!(
-            "rolled back from v{} to v{} after tick {}{}",
+            "rolled back from v{} to v{}{} after tick {}{}",
             n("from"),
             n("to"),
+            if value.get("reloaded").and_then(Value::as_bool) == Some(true) {
+                " (loaded again from its kept copy)"
+            } else {
+                ""
+            },
             n("tick"),
             value
                 .get("carried")
@@ -445,10 +471,18 @@ fn say(command: &Command, value: &Value) {
                 );
             }
         }
-        Command::State => println!(
-            "{}",
-            value.get("text").and_then(Value::as_str).unwrap_or("")
-        ),
+        Command::State => {
+            println!(
+                "{}",
+                value.get("text").and_then(Value::as_str).unwrap_or("")
+            );
+            // Every field, whole: the line above is the compact one.
+            if let Some(values) = value.get("values").and_then(Value::as_object) {
+                for (path, v) in values {
+                    println!("  {path} = {v}");
+                }
+            }
+        }
         Command::Events { .. } => {
             if let Some(note) = value.get("note").and_then(Value::as_str) {
                 eprintln!("hotreload ctl: {note}");

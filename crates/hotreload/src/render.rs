@@ -223,16 +223,25 @@ impl Renderer {
                 carried,
                 reloaded,
                 from_kept,
+                from_faulted,
+                on_request,
             } => format!(
-                "[reload] rolled back from v{from} to v{to} on request{}, after tick {tick}{}; {}\n",
+                "[reload] rolled back from v{from} to v{to} {}{}, after tick {tick}{}; {}\n",
+                if *on_request {
+                    "on request".to_owned()
+                } else {
+                    format!("to take over after v{from}'s fault")
+                },
                 if *reloaded {
                     " (loaded again from its kept copy)"
                 } else {
                     ""
                 },
                 carried.as_ref().map_or(String::new(), |c| format!(", state carried: {c}")),
-                if *from_kept {
-                    format!("v{from} stays loaded (rollback v{from} goes forward again)")
+                if *from_faulted {
+                    format!("the state is the one v{from} left when it faulted")
+                } else if *from_kept {
+                    format!("v{from} stays loaded (`rollback v{from}` brings it back)")
                 } else {
                     format!("v{from} unloaded (beyond --keep-versions); `hotreload ctl versions` shows what is kept on disk")
                 }
@@ -446,15 +455,29 @@ fn fault(r: &FaultReport) -> String {
         Recovery::Paused {
             restored_to_tick,
             cannot_roll_back: None,
+            from_disk: None,
         } => format!(
             "no earlier version to roll back to: ticking paused until the next good build, {}",
             restored(restored_to_tick)
         ),
         Recovery::Paused {
             restored_to_tick,
-            cannot_roll_back: Some((version, why)),
+            cannot_roll_back: None,
+            from_disk: Some(kept),
         } => format!(
-            "v{version} cannot take the state back ({why}): ticking paused until the next good build, {}",
+            "no earlier version loaded: v{kept} is loaded again from its kept copy to take over, {}",
+            restored(restored_to_tick)
+        ),
+        Recovery::Paused {
+            restored_to_tick,
+            cannot_roll_back: Some((version, why)),
+            from_disk,
+        } => format!(
+            "v{version} cannot take the state back ({why}): {}, {}",
+            from_disk.map_or(
+                "ticking paused until the next good build".to_owned(),
+                |kept| { format!("v{kept} is loaded again from its kept copy to try instead") }
+            ),
             restored(restored_to_tick)
         ),
         Recovery::Exiting {

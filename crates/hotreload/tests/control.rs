@@ -63,7 +63,20 @@ fn pause_step_and_resume_count_exact_ticks() {
     );
     let scores_before = s.count(|l| l.contains("tag=one score="));
 
-    assert_eq!(ctl(dir.path(), &["step", "3"]).0, 0);
+    // `step` returns once its ticks have run: the next request sees them.
+    let (code, stdout, stderr) = ctl(dir.path(), &["step", "3"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!(
+            "stepped 3 tick(s): from tick {at} to tick {}; paused",
+            at + 3
+        )
+    );
+    assert_eq!(
+        status_json(dir.path())["result"]["tick"].as_u64(),
+        Some(at as u64 + 3)
+    );
     let stepped = s.expect_prefix("[tick] stepped 3 ticks; paused after tick ");
     assert!(stepped.ends_with(&format!("tick {}", at + 3)), "{stepped}");
     std::thread::sleep(Duration::from_millis(200));
@@ -74,9 +87,38 @@ fn pause_step_and_resume_count_exact_ticks() {
         s.transcript()
     );
 
+    // A step while another runs is refused, not merged or lost.
+    let long = std::thread::spawn({
+        let dir = dir.path().to_path_buf();
+        move || ctl(&dir, &["step", "50"])
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_json(dir.path())["result"]["steps_left"]
+        .as_u64()
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the step of 50 never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (code, _, stderr) = ctl(dir.path(), &["step", "5"]);
+    assert_eq!(code, 5, "{stderr}");
+    assert!(
+        stderr.contains("found a step in progress with "),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = long.join().expect("the long step");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("to tick {}", at + 53)), "{stdout}");
+
+    let (code, stdout, _) = ctl(dir.path(), &["pause"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("already paused"), "{stdout}");
     assert_eq!(ctl(dir.path(), &["resume"]).0, 0);
     s.expect_prefix("[tick] resumed after tick ");
-    s.expect_contains(&format!("tag=one score={} ", at + 10));
+    let (_, stdout, _) = ctl(dir.path(), &["resume"]);
+    assert!(stdout.starts_with("already ticking"), "{stdout}");
+    s.expect_contains(&format!("tag=one score={} ", at + 60));
     assert_eq!(
         s.count(|l| l.starts_with("[tick] fell")),
         0,
@@ -585,7 +627,7 @@ fn set_checks_against_the_layout_applies_between_ticks_and_undoes() {
     let (code, stdout, stderr) = ctl(dir.path(), &["undo"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.starts_with(&format!("score: 1001 -> {before}")),
+        stdout.starts_with(&format!("undid the set of score: 1001 -> {before}")),
         "{stdout}"
     );
     s.expect_prefix(&format!("[state] undid the set of score: 1001 -> {before}"));

@@ -149,9 +149,15 @@ fn set_writes_nested_fields_and_array_elements_refuses_what_does_not_fit_and_und
 
     // Undo takes the writes back, newest first.
     let out = ok(dir.path(), &["undo"]);
-    assert!(out.starts_with("alive: true -> false"), "{out}");
+    assert!(
+        out.starts_with("undid the set of alive: true -> false"),
+        "{out}"
+    );
     let out = ok(dir.path(), &["undo"]);
-    assert!(out.starts_with("mode: RUNNING -> IDLE"), "{out}");
+    assert!(
+        out.starts_with("undid the set of mode: RUNNING -> IDLE"),
+        "{out}"
+    );
     s.expect_prefix("[state] undid the set of mode: RUNNING -> IDLE");
     assert_eq!(s.stop(), 0);
 }

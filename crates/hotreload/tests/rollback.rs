@@ -59,8 +59,9 @@ fn last_score(s: &Server, tag: &str, before: Option<&str>) -> i64 {
 }
 
 /// `rollback v1` after v3: v1 takes over between two ticks, on the state
-/// as v3 left it; `rollback` alone goes back to the newest kept version
-/// (here v3 again); a version not kept is refused, naming the kept ones.
+/// as v3 left it; `rollback` alone goes to the newest kept version before
+/// the running one (none before v1; v2 before v3); a version not kept is
+/// refused, naming the kept ones.
 #[test]
 fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
     let dir = workdir();
@@ -113,10 +114,24 @@ fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
         ),
         "{stderr}"
     );
-    let (code, stdout, stderr) = ctl(dir.path(), &["rollback"]);
+    // `rollback` alone goes to the version before the running one: none
+    // before v1.
+    let (code, _, stderr) = ctl(dir.path(), &["rollback"]);
+    assert_eq!(code, 8, "{stderr}");
+    assert!(
+        stderr.contains(
+            "expected a good version before v1 to roll back to, found none (kept: v2, v3)"
+        ),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "v3"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.starts_with("rolled back from v1 to v3"), "{stdout}");
     s.expect_contains("tag=three score=");
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("rolled back from v3 to v2"), "{stdout}");
+    s.expect_contains("tag=two score=");
     assert_eq!(s.stop(), 0);
 }
 
@@ -161,7 +176,7 @@ fn rollback_carries_the_state_across_a_layout_change() {
 /// With `--keep-versions 1` only the running version stays loaded; the
 /// others are kept on disk. `rollback v1` loads v1 again from its copy and
 /// carries v2's bigger state back to it; `versions` says what is loaded,
-/// what is only on disk; `rollback` alone then goes forward to v2, loaded
+/// what is only on disk; `rollback v2` then goes forward to v2, loaded
 /// again too.
 #[test]
 fn rollback_loads_a_version_only_on_disk_again_and_carries_the_state() {
@@ -219,9 +234,12 @@ fn rollback_loads_a_version_only_on_disk_again_and_carries_the_state() {
     let status = status_json(dir.path());
     assert_eq!(status["result"]["version"], 1);
 
-    let (code, stdout, stderr) = ctl(dir.path(), &["rollback"]);
+    let (code, stdout, stderr) = ctl(dir.path(), &["rollback", "v2"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.starts_with("rolled back from v1 to v2"), "{stdout}");
+    assert!(
+        stdout.starts_with("rolled back from v1 to v2 (loaded again from its kept copy)"),
+        "{stdout}"
+    );
     s.expect_prefix(
         "[reload] rolled back from v1 to v2 on request (loaded again from its kept copy)",
     );
@@ -275,7 +293,10 @@ fn a_rollback_that_cannot_carry_the_state_or_has_nothing_kept_is_refused() {
     );
     let (code, _, stderr) = ctl(dir.path(), &["rollback"]);
     assert_eq!(code, 8, "{stderr}");
-    assert!(stderr.contains("none kept"), "{stderr}");
+    assert!(
+        stderr.contains("found none (nothing else is kept loaded or on disk)"),
+        "{stderr}"
+    );
     assert_eq!(s.stop(), 0);
 }
 
@@ -296,6 +317,93 @@ fn a_faulted_version_is_not_kept_for_rollbacks() {
     assert_eq!(v["result"]["on_disk"], serde_json::json!([1]), "{stdout}");
     let (code, _, stderr) = ctl(dir.path(), &["rollback", "v2"]);
     assert_eq!(code, 8, "{stderr}");
-    assert!(stderr.contains("it faulted"), "{stderr}");
+    assert!(
+        stderr.contains("found v2 faulted: SIGSEGV in tick: a version that faulted is not kept"),
+        "{stderr}"
+    );
+    assert_eq!(s.stop(), 14);
+}
+
+/// With `--keep-versions 1` nothing else is loaded when the running
+/// version faults; the newest good version kept on disk is loaded again
+/// and takes over the state as it was before the faulting tick, as a
+/// loaded one would have. Then `resume` and `step` refuse nothing, and
+/// ticking goes on without being asked.
+#[test]
+fn a_fault_with_nothing_loaded_brings_back_the_newest_version_kept_on_disk() {
+    let dir = workdir();
+    let (mut s, src) = start_on_one(dir.path(), &["--keep-versions", "1", "--trial-ticks", "0"]);
+    let faults = Counter {
+        fault_at: Some((4, "*(volatile int*)0 = 1;")),
+        ..Counter::new("bad", 100)
+    }
+    .source();
+    std::fs::write(&src, faults).expect("write");
+    let fault = s.expect_prefix("[fault] v2 ");
+    assert!(
+        fault.contains(
+            "no earlier version loaded: v1 is loaded again from its kept copy to take over"
+        ),
+        "{fault}"
+    );
+    let line = s.expect_prefix("[reload] rolled back from v2 to v1 to take over after v2's fault (loaded again from its kept copy)");
+    assert!(
+        line.contains("the state is the one v2 left when it faulted"),
+        "{line}"
+    );
+    let last_bad = last_score(&s, "bad", Some(&fault));
+    let next = s.expect_contains("tag=one score=");
+    assert_eq!(
+        field(&next, "score"),
+        Some(last_bad + 1),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(status_json(dir.path())["result"]["version"], 1);
+    // The last reload faulted.
+    assert_eq!(s.stop(), 14);
+}
+
+/// With nothing kept anywhere, a fault leaves no version running: `resume`
+/// and `step` say so instead of pretending, and `status` does not say
+/// "ticking".
+#[test]
+fn with_no_version_running_resume_and_step_say_why() {
+    let dir = workdir();
+    let (mut s, src) = start_on_one(
+        dir.path(),
+        &[
+            "--keep-versions",
+            "1",
+            "--keep-on-disk",
+            "0",
+            "--trial-ticks",
+            "0",
+        ],
+    );
+    let faults = Counter {
+        fault_at: Some((2, "*(volatile int*)0 = 1;")),
+        ..Counter::new("bad", 100)
+    }
+    .source();
+    std::fs::write(&src, faults).expect("write");
+    let fault = s.expect_prefix("[fault] v2 ");
+    assert!(
+        fault.contains("no earlier version to roll back to"),
+        "{fault}"
+    );
+    for args in [&["resume"][..], &["step", "1"][..]] {
+        let (code, _, stderr) = ctl(dir.path(), args);
+        assert_eq!(code, 6, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("expected a version running for"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let (_, stdout, _) = ctl(dir.path(), &["status"]);
+    assert!(
+        stdout.starts_with("no version running, ticking paused until a good build or a rollback"),
+        "{stdout}"
+    );
     assert_eq!(s.stop(), 14);
 }

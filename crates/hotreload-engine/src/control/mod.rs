@@ -7,6 +7,7 @@
 //! The protocol itself (messages, limits, the socket's place) is the
 //! `hotreload-control` crate, which clients use without the engine.
 
+mod commands;
 pub mod hub;
 pub mod server;
 pub mod status;

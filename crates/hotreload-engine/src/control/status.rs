@@ -16,6 +16,10 @@ pub struct StatusBoard {
     tick: AtomicU64,
     /// Paused by a command (`pause`, or at the end of a `step`).
     paused: AtomicBool,
+    /// Ticks left of a `step` in progress.
+    steps_left: AtomicU64,
+    /// Steps that ran all their ticks, so far.
+    steps_done: AtomicU64,
     /// The latest any tick started after its deadline, in microseconds.
     latest_late_us: AtomicU64,
     /// Since when the tick thread has been at work (a tick, a swap, a
@@ -93,6 +97,8 @@ impl StatusBoard {
             version: AtomicU64::new(0),
             tick: AtomicU64::new(0),
             paused: AtomicBool::new(false),
+            steps_left: AtomicU64::new(0),
+            steps_done: AtomicU64::new(0),
             latest_late_us: AtomicU64::new(0),
             busy_since_us: AtomicU64::new(0),
             last_reload: Mutex::new("none yet".into()),
@@ -244,6 +250,23 @@ impl StatusBoard {
 
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn set_steps_left(&self, n: u64) {
+        self.steps_left.store(n, Ordering::Relaxed);
+    }
+
+    pub fn steps_left(&self) -> u64 {
+        self.steps_left.load(Ordering::Relaxed)
+    }
+
+    /// A step ran all its ticks.
+    pub fn step_done(&self) {
+        self.steps_done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn steps_done(&self) -> u64 {
+        self.steps_done.load(Ordering::Relaxed)
     }
 
     pub fn is_paused(&self) -> bool {

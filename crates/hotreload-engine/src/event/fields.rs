@@ -112,6 +112,8 @@ impl Event {
                 carried,
                 reloaded,
                 from_kept,
+                from_faulted,
+                on_request,
             } => json!({
                 "from": from,
                 "to": to,
@@ -119,6 +121,8 @@ impl Event {
                 "carried": carried,
                 "reloaded": reloaded,
                 "from_kept": from_kept,
+                "from_faulted": from_faulted,
+                "on_request": on_request,
             }),
             Event::Paused { tick } | Event::Resumed { tick } => json!({"tick": tick}),
             Event::Stepped { ticks, tick } => json!({"ticks": ticks, "tick": tick}),
@@ -193,9 +197,11 @@ fn recovery(r: &Recovery) -> Value {
         Recovery::Paused {
             restored_to_tick,
             cannot_roll_back,
+            from_disk,
         } => json!({
             "kind": "paused",
             "restored_to_tick": restored_to_tick,
+            "from_disk": from_disk,
             "cannot_roll_back": cannot_roll_back.as_ref().map(|(v, why)| json!({"version": v, "why": why})),
         }),
         Recovery::SwapWentAhead => json!({"kind": "swap_went_ahead"}),

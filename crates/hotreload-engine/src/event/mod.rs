@@ -149,7 +149,9 @@ pub enum Event {
     /// after `tick` ticks; how the state was carried when the layout
     /// differs. `reloaded` when `to` was loaded again from its kept copy;
     /// `from_kept` when `from` stays loaded (else it was unloaded, beyond
-    /// `--keep-versions`).
+    /// `--keep-versions`); `from_faulted` when `from` was no longer running
+    /// (it had faulted with nothing to take over) and `to` takes over the
+    /// state it left.
     RolledBackOnRequest {
         from: u64,
         to: u64,
@@ -157,6 +159,10 @@ pub enum Event {
         carried: Option<String>,
         reloaded: bool,
         from_kept: bool,
+        from_faulted: bool,
+        /// Asked for (`rollback`), or done by the server itself after a
+        /// fault.
+        on_request: bool,
     },
     /// One value of the state was written on command (`set`), or a write
     /// taken back (`undone`), after `tick` ticks.
@@ -362,6 +368,9 @@ pub enum Recovery {
         restored_to_tick: Option<u64>,
         /// The earlier version that could not take the state, and why.
         cannot_roll_back: Option<(u64, String)>,
+        /// A version kept on disk (not loaded) that is loaded again to take
+        /// over, when there is one.
+        from_disk: Option<u64>,
     },
     /// A hook of the version being replaced faulted; the swap went ahead.
     SwapWentAhead,

@@ -65,10 +65,10 @@ pub enum Inbox {
     BuildExited(BuildResult),
     Tick(TickOutput),
     Command(Command),
-    /// Roll back to `to` (by default the previous good version), loading
-    /// it again from its kept copy when it is no longer loaded.
+    /// Roll back to `to`, loading it again from its kept copy when it is
+    /// no longer loaded.
     RollBack {
-        to: Option<u64>,
+        to: u64,
         reply: crate::tick::RollbackReply,
     },
 }
@@ -804,6 +804,9 @@ impl Reloader {
         self.kept.forget(plugin.version());
         self.publish_on_disk();
         self.retire(plugin);
+        if running.is_none() && self.take_over_from_disk() {
+            return;
+        }
         self.stop_if_nothing_can_tick();
     }
 

@@ -95,10 +95,16 @@ pub enum TickInput {
     Save,
     /// Read or write one value of the state (see `edit`).
     Edit(edit::Edit, edit::EditReply),
-    /// Go back to an earlier loaded version (the newest one if `None`).
-    RollBack(Option<u64>, rollback::RollbackReply),
-    /// Go back to a version loaded again from its kept copy.
-    BringBack(Plugin, rollback::RollbackReply),
+    /// Go back to an earlier version kept loaded.
+    RollBack(u64, rollback::RollbackReply),
+    /// Go back to a version loaded again from its kept copy; `after_fault`
+    /// when the server does it itself, nothing else being loaded after a
+    /// fault.
+    BringBack {
+        plugin: Plugin,
+        reply: rollback::RollbackReply,
+        after_fault: bool,
+    },
     Stop,
 }
 
@@ -333,7 +339,11 @@ impl TickLoop {
                 Ok(TickInput::Save) => self.save(false),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, reply),
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
-                Ok(TickInput::BringBack(plugin, reply)) => self.bring_back(plugin, reply),
+                Ok(TickInput::BringBack {
+                    plugin,
+                    reply,
+                    after_fault,
+                }) => self.bring_back(plugin, reply, after_fault),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();

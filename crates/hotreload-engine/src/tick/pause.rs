@@ -20,6 +20,7 @@ impl TickLoop {
         let was = self.holding();
         self.user_paused = true;
         self.steps_left = 0;
+        self.board.set_steps_left(0);
         self.board.set_paused(true);
         if !was {
             (self.events)(Event::Paused { tick: self.ticks });
@@ -32,18 +33,29 @@ impl TickLoop {
         }
         self.user_paused = false;
         self.steps_left = 0;
+        self.board.set_steps_left(0);
         self.board.set_paused(false);
         self.restart_deadlines();
         (self.events)(Event::Resumed { tick: self.ticks });
     }
 
-    /// Runs `n` ticks, then holds again; only while paused.
+    /// Runs `n` ticks, then holds again; only while paused, and not while
+    /// another step runs (the control socket refuses that; one that gets
+    /// through a race is said, not merged or dropped silently).
     pub(super) fn step(&mut self, n: u64) {
         if !self.user_paused || n == 0 {
             return;
         }
+        if self.steps_left > 0 {
+            (self.events)(Event::ServerNotice(format!(
+                "ignored a step of {n}: a step of {} is running, {} ticks left",
+                self.steps_asked, self.steps_left
+            )));
+            return;
+        }
         self.steps_left = n;
         self.steps_asked = n;
+        self.board.set_steps_left(n);
         self.restart_deadlines();
     }
 
@@ -53,7 +65,9 @@ impl TickLoop {
             return;
         }
         self.steps_left -= 1;
+        self.board.set_steps_left(self.steps_left);
         if self.steps_left == 0 {
+            self.board.step_done();
             (self.events)(Event::Stepped {
                 ticks: self.steps_asked,
                 tick: self.ticks,

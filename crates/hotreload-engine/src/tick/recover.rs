@@ -40,7 +40,7 @@ impl TickLoop {
         let mut cannot_roll_back = None;
         let mut carried_back = None;
         let previous = match previous {
-            Some(p) => match self.carry_back(&bad, &p) {
+            Some(p) => match self.carry_back(&Owner::of(&bad), &p) {
                 Ok(account) => {
                     carried_back = account;
                     Some(p)
@@ -77,9 +77,19 @@ impl TickLoop {
             None => {
                 self.schedule = None;
                 self.board.set_version(None);
+                // The reload thread brings this one back (see
+                // `take_over_from_disk`): the newest kept only on disk.
+                let loaded: Vec<u64> = self.earlier.iter().map(Plugin::version).collect();
+                let from_disk = self
+                    .board
+                    .on_disk()
+                    .into_iter()
+                    .rev()
+                    .find(|v| *v != bad.version() && !loaded.contains(v));
                 Recovery::Paused {
                     restored_to_tick,
                     cannot_roll_back,
+                    from_disk,
                 }
             }
         };

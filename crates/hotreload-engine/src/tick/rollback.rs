@@ -3,8 +3,11 @@
 //! layout change exactly as a fault's rollback carries it; refused, saying
 //! why, when it cannot be.
 
+use std::time::Instant;
+
 use crate::event::Event;
 use crate::plugin::Plugin;
+use crate::tick::schedule::Schedule;
 
 use super::{DoorError, Owner, TickLoop, TickOutput};
 
@@ -23,16 +26,18 @@ pub struct RolledBack {
 pub type RollbackReply = super::door::Asked<RolledBack>;
 
 impl TickLoop {
-    pub(super) fn roll_back(&mut self, to: Option<u64>, reply: RollbackReply) {
+    pub(super) fn roll_back(&mut self, to: u64, reply: RollbackReply) {
         if let Some(reply) = reply.claim() {
-            reply.send(self.roll_back_to(to, false));
+            reply.send(self.roll_back_to(to, false, true));
         }
     }
 
     /// A version loaded again from its kept copy, to roll back to: taken
     /// as one kept loaded, or handed back to be closed when the state
-    /// cannot be carried to it.
-    pub(super) fn bring_back(&mut self, plugin: Plugin, reply: RollbackReply) {
+    /// cannot be carried to it. `after_fault`: brought back on the server's
+    /// own account, as nothing else was loaded when the running version
+    /// faulted; nobody waits for the reply, so a refusal is said here.
+    pub(super) fn bring_back(&mut self, plugin: Plugin, reply: RollbackReply, after_fault: bool) {
         let Some(reply) = reply.claim() else {
             // Given up while it was being loaded: closed again, off this
             // thread.
@@ -41,75 +46,74 @@ impl TickLoop {
         };
         let version = plugin.version();
         self.earlier.push_back(plugin);
-        let done = self.roll_back_to(Some(version), true);
-        if done.is_err()
-            && let Some(at) = self.earlier.iter().position(|p| p.version() == version)
-            && let Some(plugin) = self.earlier.remove(at)
-        {
-            (self.output)(TickOutput::Retired(plugin));
+        let done = self.roll_back_to(version, true, !after_fault);
+        if let Err(why) = &done {
+            if let Some(at) = self.earlier.iter().position(|p| p.version() == version)
+                && let Some(plugin) = self.earlier.remove(at)
+            {
+                (self.output)(TickOutput::Retired(plugin));
+            }
+            if after_fault {
+                (self.events)(Event::ServerNotice(format!(
+                    "v{version}, loaded again from its kept copy to take over after the fault, cannot: {why}; ticking stays paused until the next good build"
+                )));
+            }
         }
         reply.send(done);
     }
 
-    fn roll_back_to(&mut self, to: Option<u64>, reloaded: bool) -> Result<RolledBack, DoorError> {
-        let Some(current) = &self.current else {
+    /// Makes `to` (a version kept loaded) the running one, on the state as
+    /// it is: the running version's, or, when none runs (the last one
+    /// faulted with nothing to take over), the state it left.
+    fn roll_back_to(
+        &mut self,
+        to: u64,
+        reloaded: bool,
+        on_request: bool,
+    ) -> Result<RolledBack, DoorError> {
+        let (Some(owner), Some(_)) = (self.owner.clone(), &self.state) else {
             return Err(DoorError::Unavailable(
-                "expected a version running, found none".into(),
+                "expected a state to roll back with, found none yet".into(),
             ));
         };
-        let from = current.version();
-        let kept: Vec<u64> = self.earlier.iter().map(Plugin::version).collect();
-        let index = match to {
-            None => (!self.earlier.is_empty()).then_some(0),
-            Some(v) => self.earlier.iter().position(|p| p.version() == v),
-        };
-        let Some(index) = index else {
-            let which = to.map_or("an earlier version".to_owned(), |v| format!("v{v}"));
-            return Err(DoorError::Refused(if to == Some(from) {
-                format!("expected a version other than the one running, found v{from}")
-            } else {
-                format!(
-                    "expected {which} to be loaded or kept on disk for rollbacks, found {} loaded and none on disk; --keep-versions and --keep-on-disk bound them",
-                    if kept.is_empty() {
-                        "none kept".to_owned()
-                    } else {
-                        kept.iter()
-                            .map(|v| format!("v{v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    }
-                )
-            }));
+        let from = owner.version;
+        if self.current.as_ref().is_some_and(|p| p.version() == to) {
+            return Err(DoorError::Refused(format!(
+                "expected a version other than the one running, found v{to}"
+            )));
+        }
+        let Some(index) = self.earlier.iter().position(|p| p.version() == to) else {
+            return Err(DoorError::Refused(format!(
+                "expected v{to} loaded for the rollback, found it gone (unloaded meanwhile)"
+            )));
         };
         let Some(target) = self.earlier.remove(index) else {
             return Err(DoorError::Refused(
                 "expected a kept version, found it gone".into(),
             ));
         };
-        let Some(current) = self.current.take() else {
-            self.earlier.insert(index, target);
-            return Err(DoorError::Unavailable(
-                "expected a version running, found none".into(),
-            ));
-        };
-        let carried = match self.carry_back(&current, &target) {
+        let carried = match self.carry_back(&owner, &target) {
             Ok(account) => account,
             Err(why) => {
-                let to = target.version();
                 self.earlier.insert(index, target);
-                self.current = Some(current);
                 return Err(DoorError::Refused(format!(
                     "expected the state to carry over to v{to}'s layout, found that it cannot: {why}"
                 )));
             }
         };
-        let to = target.version();
         self.snapshot
             .set_owner(target.state_version(), target.layout().cloned());
         self.owner = Some(Owner::of(&target));
-        self.current = Some(target);
-        self.earlier.push_front(current);
-        self.trim_earlier();
+        let replaced = self.current.replace(target);
+        let from_faulted = replaced.is_none();
+        if let Some(current) = replaced {
+            self.earlier.push_front(current);
+            self.trim_earlier();
+        }
+        if self.schedule.is_none() {
+            // Ticking had stopped with the fault: it starts again from now.
+            self.schedule = Some(Schedule::new(self.settings.period, Instant::now()));
+        }
         let from_kept = self.earlier.iter().any(|p| p.version() == from);
         self.board.set_version(Some(to));
         self.publish_loaded();
@@ -127,6 +131,8 @@ impl TickLoop {
             carried: done.carried.clone(),
             reloaded,
             from_kept,
+            from_faulted,
+            on_request,
         });
         (self.output)(TickOutput::RolledBack { running: to });
         Ok(done)

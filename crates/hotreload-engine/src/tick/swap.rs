@@ -281,18 +281,18 @@ impl TickLoop {
     /// cannot be done; the state is then as it was.
     pub(super) fn carry_back(
         &mut self,
-        bad: &Plugin,
+        bad: &Owner,
         to: &Plugin,
     ) -> Result<Option<String>, String> {
         let Some(state) = &self.state else {
             return Err("there is no state".into());
         };
         let to_size = to.state_size();
-        let (from_layout, to_layout) = (bad.layout(), to.layout());
+        let (from_layout, to_layout) = (bad.layout.as_deref(), to.layout());
         let same = state.size() == to_size
             && match (from_layout, to_layout) {
                 (Some(a), Some(b)) => a.same_shape(b),
-                _ => bad.state_version() == to.state_version(),
+                _ => bad.state_version == to.state_version(),
             };
         if same {
             return Ok(None);
@@ -301,7 +301,7 @@ impl TickLoop {
             return Err(format!(
                 "its state ({to_size} bytes) differs from v{}'s ({} bytes) and one of the layouts \
                  is not known",
-                bad.version(),
+                bad.version,
                 state.size()
             ));
         };

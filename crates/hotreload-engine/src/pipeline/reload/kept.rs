@@ -99,15 +99,6 @@ impl KeptCopies {
     pub(super) fn versions(&self) -> Vec<u64> {
         self.copies.iter().map(|k| k.version).collect()
     }
-
-    /// The newest version with a copy other than `running`.
-    pub(super) fn newest_other_than(&self, running: Option<u64>) -> Option<u64> {
-        self.copies
-            .iter()
-            .rev()
-            .map(|k| k.version)
-            .find(|v| Some(*v) != running)
-    }
 }
 
 #[cfg(test)]
@@ -132,9 +123,8 @@ mod tests {
             kept.bytes_of(3).and_then(Result::ok),
             Some(b"three".to_vec())
         );
-        assert_eq!(kept.newest_other_than(Some(4)), Some(3));
         kept.forget(3);
-        assert_eq!(kept.newest_other_than(Some(4)), None);
+        assert_eq!(kept.versions(), vec![4]);
         // The copies that went are gone from disk too.
         let files = std::fs::read_dir(dir.path())
             .expect("listable")

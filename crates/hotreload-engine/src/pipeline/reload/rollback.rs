@@ -42,57 +42,99 @@ impl Reloader {
     }
 
     /// A rollback the tick thread cannot do alone: to a version no longer
-    /// loaded (or, by default, when none but the running one is).
-    pub(super) fn on_rollback(&mut self, to: Option<u64>, reply: RollbackReply) {
+    /// loaded, which is loaded again from its kept copy first.
+    pub(super) fn on_rollback(&mut self, target: u64, reply: RollbackReply) {
         if self.stopping {
             return reply.refuse(DoorError::Unavailable(
                 "expected a running server for rollback, found it stopping".into(),
             ));
         }
-        let loaded_other = self.sides.keys().any(|v| Some(*v) != self.running);
-        let target = match to {
-            Some(v) => v,
-            None if loaded_other => return self.forward(None, reply),
-            None => match self.kept.newest_other_than(self.running) {
-                Some(v) => v,
-                // The tick thread says that nothing else is kept.
-                None => return self.forward(None, reply),
-            },
-        };
-        if self.sides.contains_key(&target) || self.running == Some(target) {
-            return self.forward(Some(target), reply);
+        if self.sides.contains_key(&target) {
+            // Loaded after all (brought back meanwhile).
+            return self.forward(target, reply);
         }
-        let bytes = match self.kept.bytes_of(target) {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(why)) => return reply.refuse(DoorError::Refused(why)),
-            None => return reply.refuse(DoorError::Refused(self.not_kept(target))),
-        };
-        let hash = hash_bytes(&bytes);
-        let loaded = self
-            .copy_checked(&bytes, hash)
-            .and_then(|shadow| self.load_version(shadow, hash, &bytes, target));
-        match loaded {
-            Ok((plugin, side)) => {
-                self.sides.insert(target, side);
-                self.hashes.insert(target, hash);
-                if let Err(unsent) = self.tick.send(TickInput::BringBack(plugin, reply)) {
-                    self.sides.remove(&target);
-                    self.hashes.remove(&target);
-                    if let TickInput::BringBack(plugin, reply) = unsent.0 {
-                        self.retire(plugin);
-                        reply.refuse(DoorError::Unavailable(
-                            "expected a running tick loop, found it stopped".into(),
-                        ));
-                    }
-                }
-            }
-            Err(rejection) => reply.refuse(DoorError::Refused(format!(
-                "expected v{target}'s kept library to load again, found it refused: {rejection}"
-            ))),
+        match self.load_kept(target) {
+            Ok(plugin) => self.bring_back(plugin, reply, false),
+            Err(why) => reply.refuse(DoorError::Refused(why)),
         }
     }
 
-    fn forward(&self, to: Option<u64>, reply: RollbackReply) {
+    /// After a fault that left nothing loaded to take over: the newest
+    /// version kept on disk is loaded again and takes over, as a loaded
+    /// one would have; said either way.
+    /// Whether a version was sent to take over.
+    pub(super) fn take_over_from_disk(&mut self) -> bool {
+        // The newest kept only on disk: what is loaded has had its turn.
+        let Some(target) = self
+            .kept
+            .versions()
+            .into_iter()
+            .rev()
+            .find(|v| !self.sides.contains_key(v))
+        else {
+            return false;
+        };
+        match self.load_kept(target) {
+            Ok(plugin) => {
+                let (reply, _nobody) = crate::tick::door::ask();
+                self.bring_back(plugin, reply, true);
+                true
+            }
+            Err(why) => {
+                self.emit(Event::ServerNotice(format!(
+                    "after the fault, v{target} (kept on disk) cannot take over: {why}; ticking stays paused until the next good build"
+                )));
+                false
+            }
+        }
+    }
+
+    /// Loads `target` again from its kept copy, checked as any build is.
+    fn load_kept(&mut self, target: u64) -> Result<crate::plugin::Plugin, String> {
+        let bytes = match self.kept.bytes_of(target) {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(why)) => return Err(why),
+            None => return Err(self.not_kept(target)),
+        };
+        let hash = hash_bytes(&bytes);
+        let (plugin, side) = self
+            .copy_checked(&bytes, hash)
+            .and_then(|shadow| self.load_version(shadow, hash, &bytes, target))
+            .map_err(|rejection| {
+                format!(
+                    "expected v{target}'s kept library to load again, found it refused: {rejection}"
+                )
+            })?;
+        self.sides.insert(target, side);
+        self.hashes.insert(target, hash);
+        Ok(plugin)
+    }
+
+    fn bring_back(
+        &mut self,
+        plugin: crate::plugin::Plugin,
+        reply: RollbackReply,
+        after_fault: bool,
+    ) {
+        let target = plugin.version();
+        let sent = self.tick.send(TickInput::BringBack {
+            plugin,
+            reply,
+            after_fault,
+        });
+        if let Err(unsent) = sent {
+            self.sides.remove(&target);
+            self.hashes.remove(&target);
+            if let TickInput::BringBack { plugin, reply, .. } = unsent.0 {
+                self.retire(plugin);
+                reply.refuse(DoorError::Unavailable(
+                    "expected a running tick loop, found it stopped".into(),
+                ));
+            }
+        }
+    }
+
+    fn forward(&self, to: u64, reply: RollbackReply) {
         if let Err(unsent) = self.tick.send(TickInput::RollBack(to, reply))
             && let TickInput::RollBack(_, reply) = unsent.0
         {
@@ -117,11 +159,25 @@ impl Reloader {
         let mut loaded: Vec<u64> = self.sides.keys().copied().collect();
         loaded.sort_unstable();
         let kept = self.kept.versions();
-        let found = if version > self.version {
+        let faulted = self.board.as_ref().and_then(|b| {
+            b.versions()
+                .into_iter()
+                .rev()
+                .find(|r| r.version == Some(version))
+                .map(|r| r.outcome)
+                .filter(|o| o.starts_with("faulted"))
+        });
+        let found = if self.version == 0 {
+            "no version loaded yet".to_owned()
+        } else if version > self.version {
             format!("no v{version} yet (the newest is v{})", self.version)
+        } else if let Some(outcome) = faulted {
+            format!(
+                "v{version} {outcome}: a version that faulted is not kept, as it would fault again"
+            )
         } else {
             format!(
-                "v{version} neither loaded nor kept on disk (it faulted, was refused, or went beyond --keep-versions {} and --keep-on-disk {})",
+                "v{version} neither loaded nor kept on disk (beyond --keep-versions {} and --keep-on-disk {}, or its migrate hook refused the state)",
                 self.config.keep_versions,
                 self.kept.bound()
             )
