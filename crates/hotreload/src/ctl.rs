@@ -146,6 +146,13 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         hotreload_control::socket_path(&std::env::current_dir().unwrap_or_default())
     });
     if let CtlCommand::Wait { kind, timeout } = &args.command {
+        if !hotreload_engine::event::KINDS.contains(&kind.as_str()) {
+            eprintln!(
+                "hotreload ctl: expected an event kind ({}), found {kind:?}",
+                hotreload_engine::event::KINDS.join(", ")
+            );
+            return ExitCode::from(code::USAGE);
+        }
         return ExitCode::from(wait(&path, kind, *timeout, args.json));
     }
     let command = match args.command {

@@ -74,13 +74,13 @@ fn main() -> ExitCode {
     let published = Arc::clone(&hub);
     let engine = match Engine::start(config, move |event| {
         let text = renderer.render(&event);
-        if text.is_empty() {
-            return;
-        }
+        // Every event goes on the channel, those without a line of their
+        // own (build_started, first_tick) too.
         let line = published.publish(event.kind(), text.trim_end_matches('\n'), &event.fields());
         // A closed stdout is handled by `stop_when_stdout_closes`.
         let _ = match (json, line) {
             (true, Some(line)) => print(&line),
+            _ if text.is_empty() => Ok(()),
             _ => print(&text),
         };
     }) {

@@ -12,18 +12,35 @@ use hotreload_engine::{Event, StopReason};
 pub struct Renderer {
     /// Paths are shown relative to the folder the server runs in.
     cwd: PathBuf,
+    /// Some version ran: "none loaded yet" would be wrong after that.
+    ever_loaded: std::sync::atomic::AtomicBool,
 }
 
 impl Renderer {
     pub fn new() -> Renderer {
         Renderer {
             cwd: std::env::current_dir().unwrap_or_default(),
+            ever_loaded: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// What runs when no version does: nothing yet (`yet`), or nothing any
+    /// more.
+    fn none_running(&self, yet: &'static str) -> &'static str {
+        if self.ever_loaded.load(std::sync::atomic::Ordering::Relaxed) {
+            "no version running (the last one faulted)"
+        } else {
+            yet
         }
     }
 
     /// The text for one event, possibly several lines, each ending in `\n`;
     /// empty for events that are not shown.
     pub fn render(&self, event: &Event) -> String {
+        if matches!(event, Event::Swapped(..)) {
+            self.ever_loaded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         match event {
             Event::Running { .. } => "[server] running\n".into(),
             Event::ServerNotice(text) => format!("[server] {text}\n"),
@@ -64,7 +81,7 @@ impl Renderer {
                 ));
                 out.push_str(&match failure.keeping {
                     Some(v) => format!("[reload] rejected, keeping old plugin (v{v}); waiting for the next change\n"),
-                    None => "[reload] rejected, no plugin loaded yet; waiting for the next change\n".to_owned(),
+                    None => format!("[reload] rejected, {}; waiting for the next change\n", self.none_running("no plugin loaded yet")),
                 });
                 out
             }
@@ -113,7 +130,10 @@ impl Renderer {
             Event::Rejected { reason, keeping, detail } => {
                 let mut out = match keeping {
                     Some(v) => format!("[reload] rejected: {reason} (keeping v{v})\n"),
-                    None => format!("[reload] rejected: {reason} (no version running yet)\n"),
+                    None => format!(
+                        "[reload] rejected: {reason} ({})\n",
+                        self.none_running("no version running yet")
+                    ),
                 };
                 indent(&mut out, detail);
                 out

@@ -28,7 +28,7 @@ fn ctl_in_the_same_folder_finds_the_server_and_reads_its_status() {
     let (code, stdout, stderr) = ctl(dir.path(), &["status"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.starts_with("v1 running, ticking, tick "), "{stdout}");
-    assert!(stdout.contains("last reload: swapped"), "{stdout}");
+    assert!(stdout.contains("last reload: loaded"), "{stdout}");
     let status = status_json(dir.path());
     assert_eq!(status["result"]["version"], 1);
     assert_eq!(status["result"]["paused"], false);
@@ -499,8 +499,23 @@ fn wait_returns_at_the_next_event_of_a_kind() {
     let mut s = serve(dir.path(), &[]);
     let (code, _, stderr) = ctl(dir.path(), &["wait", "fault", "--timeout", "0.5"]);
     assert_eq!(code, 9, "{stderr}");
+    // A kind no event has is a mistake, said at once.
+    let (code, _, stderr) = ctl(dir.path(), &["wait", "swaped"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("expected an event kind (server_notice, running"),
+        "{stderr}"
+    );
     let folder = dir.path().to_path_buf();
     let waiter = std::thread::spawn(move || ctl(&folder, &["wait", "swapped", "--timeout", "20"]));
+    // Events without a line of their own come on the channel too.
+    let folder = dir.path().to_path_buf();
+    let started = std::thread::spawn(move || {
+        ctl(
+            &folder,
+            &["wait", "build_started", "--json", "--timeout", "20"],
+        )
+    });
     // Give the waiter time to start and follow before the change (it waits
     // for the next swap, so one before it follows would be missed).
     std::thread::sleep(Duration::from_secs(1));
@@ -511,6 +526,9 @@ fn wait_returns_at_the_next_event_of_a_kind() {
         stdout.starts_with("[reload] swapped logic.so (api=1, v2"),
         "{stdout}"
     );
+    let (code, stdout, stderr) = started.join().expect("the other waiter");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("\"kind\":\"build_started\""), "{stdout}");
     assert_eq!(s.stop(), 0);
 }
 

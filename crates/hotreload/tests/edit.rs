@@ -134,7 +134,7 @@ fn set_writes_nested_fields_and_array_elements_refuses_what_does_not_fit_and_und
         ),
         (
             &["set", "alive", "maybe"][..],
-            "expected true or false for alive (bool)",
+            "expected true, false, 1 or 0 for alive (bool)",
         ),
         (&["set", "pos.z", "1"][..], "found no \"pos.z\""),
         (

@@ -360,8 +360,21 @@ fn a_fault_with_nothing_loaded_brings_back_the_newest_version_kept_on_disk() {
         s.transcript()
     );
     assert_eq!(status_json(dir.path())["result"]["version"], 1);
+    s.expect_contains("tag=one score=");
     // The last reload faulted.
     assert_eq!(s.stop(), 14);
+    // The figures at exit cover the ticking before the fault too.
+    let stats = s
+        .lines()
+        .into_iter()
+        .find(|l| l.starts_with("[tick] ") && l.contains(" ticks in "))
+        .unwrap_or_else(|| panic!("no tick figures:\n{}", s.transcript()));
+    let numbers: Vec<f64> = stats
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (ticks, ms) = (numbers[0], numbers[1]);
+    assert!(ms >= ticks * 10.0 * 0.5, "{stats}");
 }
 
 /// With nothing kept anywhere, a fault leaves no version running: `resume`

@@ -43,6 +43,8 @@ pub struct Following {
     pub first_seq: u64,
     /// When it asked for events no longer kept: the oldest one kept.
     pub gone_before: Option<u64>,
+    /// When it asked from a `seq` that has not come yet: the next one.
+    pub not_yet: Option<u64>,
 }
 
 impl Hub {
@@ -89,9 +91,11 @@ impl Hub {
                 live: rx,
                 first_seq: 0,
                 gone_before: None,
+                not_yet: None,
             };
         };
         let oldest = inner.history.front().map_or(inner.next_seq, |(s, _)| *s);
+        let not_yet = from.filter(|f| *f > inner.next_seq).map(|_| inner.next_seq);
         let start = from.unwrap_or(inner.next_seq).min(inner.next_seq);
         let gone_before = (start < oldest).then_some(oldest);
         let backlog = inner
@@ -106,6 +110,7 @@ impl Hub {
             live: rx,
             first_seq: start.max(oldest),
             gone_before,
+            not_yet,
         }
     }
 

@@ -380,6 +380,11 @@ fn follow(out: &mut UnixStream, wiring: &Wiring, id: u64, from: Option<u64>) {
     // waits this long before the client counts as stuck.
     let _ = out.set_write_timeout(Some(STUCK_AFTER));
     let mut result = json!({"from": following.first_seq});
+    if let (Some(next), Some(asked)) = (following.not_yet, from) {
+        result["note"] = json!(format!(
+            "event {asked} has not happened yet; sending from the next one, {next}"
+        ));
+    }
     if let Some(oldest) = following.gone_before {
         result["gone_before"] = json!(oldest);
         result["note"] = json!(format!(

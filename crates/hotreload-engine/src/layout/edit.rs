@@ -142,6 +142,13 @@ fn struct_path_refusal(layout: &Layout, path: &str) -> Option<String> {
             first.name
         ));
     }
+    let element = format!("{path}[");
+    if let Some(first) = layout.fields.iter().find(|f| f.name.starts_with(&element)) {
+        return Some(format!(
+            "expected one value, found {path} to be an array of structs: name a field of one element, e.g. {}",
+            first.name
+        ));
+    }
     let mut from = 0;
     while let Some(open) = path[from..].find('[').map(|i| from + i) {
         let close = path[open..].find(']').map(|i| open + i)?;
@@ -234,7 +241,7 @@ pub fn encode(target: &Target, value: &str) -> Result<Vec<u8>, String> {
             if bytes == 4 {
                 if v.is_finite() && v.abs() > f64::from(f32::MAX) {
                     return Err(format!(
-                        "expected at most {} in magnitude for {path} (float), found {value}",
+                        "expected at most {:e} in magnitude for {path} (float), found {value}",
                         f32::MAX
                     ));
                 }
@@ -247,7 +254,7 @@ pub fn encode(target: &Target, value: &str) -> Result<Vec<u8>, String> {
             "true" | "1" => Ok(vec![1]),
             "false" | "0" => Ok(vec![0]),
             _ => Err(format!(
-                "expected true or false for {path} (bool), found {value:?}"
+                "expected true, false, 1 or 0 for {path} (bool), found {value:?}"
             )),
         },
         Scalar::Pointer => Err(format!(
@@ -408,6 +415,9 @@ mod tests {
                 .contains("to be a struct: name one of its fields, e.g. enemies[1].hp")
         );
         assert!(refused("enemies[2].pos").contains("e.g. enemies[2].pos.x"));
+        assert!(refused("enemies").contains(
+            "to be an array of structs: name a field of one element, e.g. enemies[0].hp"
+        ));
         assert_eq!(resolve(&l, "enemies[2].pos.x").map(|t| t.offset), Ok(20));
     }
 }

@@ -147,6 +147,9 @@ pub struct Reloader {
     board: Option<Arc<crate::control::status::StatusBoard>>,
     /// The good versions' libraries kept on disk for `rollback`.
     kept: kept::KeptCopies,
+    /// A kept version is being loaded again: what is said of a new build's
+    /// layout is not said of it.
+    bringing_back: bool,
 }
 
 struct InFlight {
@@ -225,6 +228,7 @@ impl Reloader {
             stop_requested: Arc::new(AtomicBool::new(false)),
             board: None,
             kept: kept::KeptCopies::new(config_keep_on_disk),
+            bringing_back: false,
         }
     }
 
@@ -244,6 +248,8 @@ impl Reloader {
     fn set_outcome(&mut self, outcome: Outcome) {
         if let Some(board) = &self.board {
             board.set_last_reload(match &outcome {
+                // The first version is loaded, not swapped in.
+                Outcome::Swapped if self.version == 1 => "loaded".to_owned(),
                 Outcome::Swapped => "swapped".to_owned(),
                 Outcome::Faulted => "faulted".to_owned(),
                 Outcome::BuildFailed => "build failed".to_owned(),
@@ -548,6 +554,9 @@ impl Reloader {
             // info: the running code is already what the sources build.
             self.emit(Event::Unchanged { version });
             self.record(Outcome::Swapped, counts);
+            if let Some(board) = &self.board {
+                board.set_last_reload(format!("unchanged: the build is byte for byte v{version}"));
+            }
             return;
         }
         match self.prepare(&bytes, build_hash) {

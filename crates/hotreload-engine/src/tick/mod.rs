@@ -68,6 +68,27 @@ impl Owner {
     }
 }
 
+/// What the schedules that ended measured, added up.
+#[derive(Default)]
+struct PastRuns {
+    runs: u32,
+    elapsed: Duration,
+    max_late: Duration,
+    skipped: u64,
+}
+
+impl PastRuns {
+    fn add(&mut self, s: &Schedule) {
+        self.runs += 1;
+        self.elapsed += s
+            .last_start
+            .map(|t| t.saturating_duration_since(s.origin()))
+            .unwrap_or_default();
+        self.max_late = self.max_late.max(s.max_late);
+        self.skipped += s.skipped;
+    }
+}
+
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
@@ -223,6 +244,10 @@ pub struct TickLoop {
     earlier: VecDeque<Plugin>,
     /// `None` while nothing ticks (no version yet, or paused after a fault).
     schedule: Option<Schedule>,
+    /// Ticking time, lateness and skips of schedules that ended (ticking
+    /// stopped by a fault with nothing to take over), for the final
+    /// figures.
+    past_runs: PastRuns,
     /// Ticks completed.
     ticks: u64,
     /// Set by a swap until the new version's first tick has run.
@@ -272,6 +297,7 @@ impl TickLoop {
             current: None,
             earlier: VecDeque::new(),
             schedule: None,
+            past_runs: PastRuns::default(),
             ticks: 0,
             first_tick_due: None,
             watch: None,
@@ -678,17 +704,16 @@ impl TickLoop {
         if self.initialized {
             self.save(true);
         }
-        if let Some(s) = &self.schedule {
-            let elapsed = s
-                .last_start
-                .map(|t| t.saturating_duration_since(s.origin()))
-                .unwrap_or_default();
+        if let Some(s) = self.schedule.take() {
+            self.past_runs.add(&s);
+        }
+        if self.past_runs.runs > 0 {
             (self.events)(Event::TickStats(TickStats {
                 ticks: self.ticks,
                 period: self.settings.period,
-                elapsed,
-                max_late: s.max_late,
-                skipped: s.skipped,
+                elapsed: self.past_runs.elapsed,
+                max_late: self.past_runs.max_late,
+                skipped: self.past_runs.skipped,
             }));
         }
         for plugin in self

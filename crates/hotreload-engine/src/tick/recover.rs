@@ -75,7 +75,9 @@ impl TickLoop {
                 }
             }
             None => {
-                self.schedule = None;
+                if let Some(schedule) = self.schedule.take() {
+                    self.past_runs.add(&schedule);
+                }
                 self.board.set_version(None);
                 // The reload thread brings this one back (see
                 // `take_over_from_disk`): the newest kept only on disk.

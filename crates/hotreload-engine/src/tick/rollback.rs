@@ -96,8 +96,13 @@ impl TickLoop {
             Ok(account) => account,
             Err(why) => {
                 self.earlier.insert(index, target);
+                let hint = if why.contains("--reset-field") {
+                    " (a server flag); or set the field to a value that fits (hotreload ctl set) and roll back again"
+                } else {
+                    ""
+                };
                 return Err(DoorError::Refused(format!(
-                    "expected the state to carry over to v{to}'s layout, found that it cannot: {why}"
+                    "expected the state to carry over to v{to}'s layout, found that it cannot: {why}{hint}"
                 )));
             }
         };

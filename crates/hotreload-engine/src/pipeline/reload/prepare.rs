@@ -307,6 +307,9 @@ impl Reloader {
     /// (a typo shows nothing, silently, otherwise), when that changes.
     fn warn_unselected(&mut self, layout: Option<&Layout>) {
         let Some(layout) = layout else { return };
+        if self.bringing_back {
+            return;
+        }
         let unselected: Vec<String> = self
             .config
             .state_fields
@@ -364,6 +367,9 @@ impl Reloader {
             Ok(None) => (None, String::new()),
             Err(why) => (None, format!("the new build's layout is unknown: {why}")),
         };
+        if self.bringing_back {
+            return layout;
+        }
         if !said.is_empty() && said != self.layout_said {
             self.emit(Event::LayoutNotice(said.clone()));
         }

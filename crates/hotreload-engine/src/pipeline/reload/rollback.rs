@@ -97,14 +97,16 @@ impl Reloader {
             None => return Err(self.not_kept(target)),
         };
         let hash = hash_bytes(&bytes);
-        let (plugin, side) = self
+        self.bringing_back = true;
+        let loaded = self
             .copy_checked(&bytes, hash)
-            .and_then(|shadow| self.load_version(shadow, hash, &bytes, target))
-            .map_err(|rejection| {
-                format!(
-                    "expected v{target}'s kept library to load again, found it refused: {rejection}"
-                )
-            })?;
+            .and_then(|shadow| self.load_version(shadow, hash, &bytes, target));
+        self.bringing_back = false;
+        let (plugin, side) = loaded.map_err(|rejection| {
+            format!(
+                "expected v{target}'s kept library to load again, found it refused: {rejection}"
+            )
+        })?;
         self.sides.insert(target, side);
         self.hashes.insert(target, hash);
         Ok(plugin)
