@@ -71,6 +71,9 @@ impl Renderer {
             Event::Unchanged { version } => {
                 format!("[reload] the build is byte for byte the running v{version}; nothing to swap\n")
             }
+            Event::SwapSkipped { version, by } => format!(
+                "[reload] v{version} skipped: v{by} was ready before v{version}'s swap could be installed; v{by} goes live instead\n"
+            ),
             Event::BuildFailed(failure) => {
                 let mut out = format!("[build] failed: {}\n", failure.first_error);
                 indent(&mut out, &failure.output);

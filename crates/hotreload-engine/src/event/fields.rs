@@ -43,6 +43,7 @@ impl Event {
             }),
             Event::BuildCancelled { ran } => json!({"ran_ms": ms(ran)}),
             Event::Unchanged { version } => json!({"version": version}),
+            Event::SwapSkipped { version, by } => json!({"version": version, "by": by}),
             Event::Swapped(s) => json!({
                 "version": s.version,
                 "lib": s.lib_name,

@@ -79,6 +79,12 @@ pub enum Event {
     },
     /// A new version runs from the next tick on.
     Swapped(Swap),
+    /// `version` was ready but its swap still queued when `by` was ready
+    /// too: it is skipped, never installed, and `by` goes live.
+    SwapSkipped {
+        version: u64,
+        by: u64,
+    },
     /// A built library was refused; the running version (if any) keeps
     /// ticking. `detail` is what a failed trial printed (empty otherwise).
     Rejected {
@@ -299,6 +305,7 @@ pub const KINDS: &[&str] = &[
     "written_by_build",
     "kept_discarding",
     "unchanged",
+    "swap_skipped",
     "swapped",
     "rejected",
     "trials_off",
@@ -356,6 +363,7 @@ impl Event {
             Event::KeptDiscarding { .. } => "kept_discarding",
             Event::Unchanged { .. } => "unchanged",
             Event::Swapped(..) => "swapped",
+            Event::SwapSkipped { .. } => "swap_skipped",
             Event::Rejected { .. } => "rejected",
             Event::TrialsOff(..) => "trials_off",
             Event::State(..) => "state",

@@ -304,6 +304,19 @@ impl Reloader {
                     reason,
                 }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
+                Inbox::Tick(TickOutput::Skipped { plugin, by }) => {
+                    if let Some(board) = &self.board {
+                        board.set_version_outcome(
+                            plugin.version(),
+                            format!("skipped: v{by} was ready before it was installed"),
+                        );
+                        board.set_version_outcome(by, "live".into());
+                    }
+                    // It never ran: not a version to roll back to.
+                    self.kept.forget(plugin.version());
+                    self.publish_on_disk();
+                    self.retire(plugin);
+                }
                 Inbox::Tick(TickOutput::Faulted {
                     plugin,
                     running,

@@ -196,6 +196,9 @@ pub enum TickOutput {
         /// OOM killer, `kill -9`); the same build may be tried again.
         blame_build: bool,
     },
+    /// A version's swap was still queued when a newer one came, and was
+    /// skipped for it (`by`): it never ran.
+    Skipped { plugin: Plugin, by: u64 },
     /// A version was brought back on command; `running` is now it.
     RolledBack { running: u64 },
     /// The loop ended (stop request or tick limit); nothing of the plugin's
@@ -332,16 +335,38 @@ impl TickLoop {
             }
         };
         self.watch = Some(calls.clone());
+        // Messages taken off the inbox early, while looking for a newer
+        // swap behind a queued one (see `collapse`); handled first.
+        let mut taken: VecDeque<TickInput> = VecDeque::new();
         loop {
-            let input = match &self.schedule {
-                Some(_) if self.holding() => {
-                    inbox.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            let input = match (&self.schedule, taken.pop_front()) {
+                (_, Some(input)) => Ok(input),
+                (schedule, None) => match schedule {
+                    Some(_) if self.holding() => {
+                        inbox.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                    }
+                    None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                    Some(s) => {
+                        let wake = self.wake_for(s.next_deadline());
+                        inbox.recv_timeout(wake.saturating_duration_since(Instant::now()))
+                    }
+                },
+            };
+            // A swap queued behind newer ones is skipped for the newest
+            // (when it changes nothing the newer ones were prepared for);
+            // and an overdue tick runs before any swap is installed.
+            let input = match input {
+                Ok(swap @ TickInput::Swap { .. }) => {
+                    let swap = self.collapse(swap, &inbox, &mut taken);
+                    if self.tick_if_overdue(&calls) {
+                        if let TickInput::Swap { plugin, .. } = swap {
+                            (self.output)(TickOutput::Retired(plugin));
+                        }
+                        break;
+                    }
+                    Ok(swap)
                 }
-                None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                Some(s) => {
-                    let wake = self.wake_for(s.next_deadline());
-                    inbox.recv_timeout(wake.saturating_duration_since(Instant::now()))
-                }
+                other => other,
             };
             self.board.set_busy(true);
             match input {
@@ -386,6 +411,70 @@ impl TickLoop {
         // stack is given back after the last plugin call.
         drop(watchdog);
         drop(thread_guard);
+    }
+
+    /// Runs the tick that is due, if one is overdue (ticking, not held):
+    /// a swap never goes before it. Whether the tick limit is reached.
+    fn tick_if_overdue(&mut self, calls: &CallWatch) -> bool {
+        let overdue = !self.holding()
+            && self.current.is_some()
+            && self
+                .schedule
+                .as_ref()
+                .is_some_and(|s| Instant::now() >= s.next_deadline());
+        if !overdue {
+            return false;
+        }
+        self.tick(calls);
+        self.settings.max_ticks.is_some_and(|max| self.ticks >= max)
+    }
+
+    /// `swap`, or the newest swap queued behind it when `swap` may be
+    /// skipped: it changes nothing of the state (no fresh state, no
+    /// migration), so the newer one, prepared on the state as `swap` would
+    /// have left it, fits the state as it is. Skipped versions go back to
+    /// be unloaded, and are said. What else was taken off the inbox while
+    /// looking is left in `taken`, in order.
+    fn collapse(
+        &mut self,
+        swap: TickInput,
+        inbox: &Receiver<TickInput>,
+        taken: &mut VecDeque<TickInput>,
+    ) -> TickInput {
+        let mut swap = swap;
+        while let Ok(next) = inbox.try_recv() {
+            let skippable = matches!(
+                &swap,
+                TickInput::Swap {
+                    fresh_state: None,
+                    migration: None,
+                    ..
+                }
+            ) && taken.is_empty();
+            match next {
+                newer @ TickInput::Swap { .. } if skippable => {
+                    let newer_version = match &newer {
+                        TickInput::Swap { plugin, .. } => plugin.version(),
+                        _ => 0,
+                    };
+                    if let TickInput::Swap { plugin, .. } = std::mem::replace(&mut swap, newer) {
+                        (self.events)(Event::SwapSkipped {
+                            version: plugin.version(),
+                            by: newer_version,
+                        });
+                        (self.output)(TickOutput::Skipped {
+                            plugin,
+                            by: newer_version,
+                        });
+                    }
+                }
+                other => {
+                    taken.push_back(other);
+                    break;
+                }
+            }
+        }
+        swap
     }
 
     /// When to wake for the tick due at `deadline`: `WARM_LEAD` early for a
