@@ -298,6 +298,13 @@ fn a_timer_plugin_code_arms_is_a_fault_of_its_version_not_the_end() {
         // plugin code.
         "struct itimerval t = {{0, 0}, {0, 1000}}; setitimer(ITIMER_PROF, &t, 0); \
          for (volatile long i = 0; i < 4000000000L; i++) {}",
+        // The same with SIGPROF blocked on the calling thread (the raw
+        // system call, around the interposers): the kernel gives the signal
+        // to another thread, the call runs on until the watchdog, and the
+        // fault is still the timer's.
+        "unsigned long m = 1UL << (SIGPROF - 1); syscall(SYS_rt_sigprocmask, SIG_BLOCK, &m, 0, 8); \
+         struct itimerval t = {{0, 0}, {0, 1000}}; setitimer(ITIMER_PROF, &t, 0); \
+         for (volatile long i = 0; i < 4000000000L; i++) {}",
     ] {
         let (_dir, mut s) = changes_process_state(arm, "", &[]);
         let fault = s.expect_prefix("[fault] v1 ");

@@ -379,8 +379,17 @@ fn ended(code: c_int) -> Result<(), Fault> {
             Ok(())
         }
         signal => {
-            let fault = last_fault(signal);
-            if matches!(signal, libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF) {
+            let mut fault = last_fault(signal);
+            if signal == timeout_signal()
+                && let Some(timer) = process::take_timer_signal()
+            {
+                // A timer plugin code armed fired during the call, but the
+                // kernel gave its signal to another thread (one with no
+                // signal pending), so the call ran on until the watchdog
+                // cut it off: the timer's fault, where the call was.
+                fault.signal = timer;
+            }
+            if matches!(fault.signal, libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF) {
                 // It may be a POSIX timer's, which would fire again.
                 process::stop_signal_timers();
             }
