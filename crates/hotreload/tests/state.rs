@@ -1203,6 +1203,43 @@ fn a_pointer_into_the_old_library_is_warned_about_by_field() {
     assert_eq!(s.stop(), 0);
 }
 
+/// In a large state the scan goes a slice per tick, so no tick waits for
+/// it, and still finds a pointer at the far end; with `--keep-versions 1`
+/// the version swapped out is unloaded at once, and is still the one named.
+#[test]
+fn a_pointer_at_the_end_of_a_large_state_is_found_by_the_scan_in_slices() {
+    let v1 = Plugin {
+        fields: "int score; char pad[8 << 20]; const char* name;",
+        init: "s->score = 0; s->name = \"player one\";",
+        tick: "s->score += 1; printf(\"[plugin] tag=one score=%d\\n\", s->score);",
+        ..Plugin::default()
+    };
+    let v2 = Plugin {
+        tick: "s->score += 1; printf(\"[plugin] tag=two score=%d\\n\", s->score);",
+        ..v1
+    };
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, v1.source()).expect("write v1");
+    let mut s = start(dir.path(), CC_DEBUG, &["--keep-versions", "1"]);
+    expect_score(&mut s, "one", 2);
+    editor::rename_over(&src, &v2.source());
+    let swapped = s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    let warning =
+        s.expect_prefix("[state] warning: field name (offset 8388616) points into v1's library");
+    // Found after some of v2's ticks, not before the first one.
+    let lines = s.lines();
+    let at = |l: &String| lines.iter().position(|x| x == l).expect("a line");
+    assert!(
+        lines[at(&swapped)..at(&warning)]
+            .iter()
+            .any(|l| l.contains("tag=two score=")),
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(s.stop(), 0);
+}
+
 #[test]
 fn writable_static_data_is_warned_about_once() {
     let plugin = |tag: &str| {

@@ -389,7 +389,10 @@ fn ended(code: c_int) -> Result<(), Fault> {
                 // cut it off: the timer's fault, where the call was.
                 fault.signal = timer;
             }
-            if matches!(fault.signal, libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF) {
+            if matches!(
+                fault.signal,
+                libc::SIGALRM | libc::SIGVTALRM | libc::SIGPROF
+            ) {
                 // It may be a POSIX timer's, which would fire again.
                 process::stop_signal_timers();
             }

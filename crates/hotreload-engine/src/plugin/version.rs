@@ -210,6 +210,11 @@ impl Plugin {
     }
 
     /// Whether `address` lies in this version's library.
+    /// Where its library is mapped (in the host, or in its worker).
+    pub fn ranges(&self) -> &[(usize, usize)] {
+        &self.ranges
+    }
+
     pub fn contains(&self, address: usize) -> bool {
         self.ranges
             .iter()

@@ -251,6 +251,8 @@ pub struct TickLoop {
     /// stopped by a fault with nothing to take over), for the final
     /// figures.
     past_runs: PastRuns,
+    /// A scan for pointers into the version last swapped out, under way.
+    dangling: Option<swap::DanglingScan>,
     /// Ticks completed.
     ticks: u64,
     /// Set by a swap until the new version's first tick has run.
@@ -301,6 +303,7 @@ impl TickLoop {
             earlier: VecDeque::new(),
             schedule: None,
             past_runs: PastRuns::default(),
+            dangling: None,
             ticks: 0,
             first_tick_due: None,
             watch: None,
@@ -721,6 +724,9 @@ impl TickLoop {
         self.board
             .set_version(self.current.as_ref().map(Plugin::version));
         self.count_step();
+        if self.dangling.is_some() {
+            self.scan_for_dangling();
+        }
         if self.ticks.is_multiple_of(self.mask_check_every) {
             // What plugin code changed with the raw system calls, which no
             // interposer sees: about once a second, a few system calls.

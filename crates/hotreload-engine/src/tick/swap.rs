@@ -15,6 +15,18 @@ use crate::tick::schedule::Schedule;
 
 use super::{Fresh, Migration, Owner, Refusal, TickLoop, TickOutput};
 
+/// Bytes of the state scanned for dangling pointers per tick: a few tens
+/// of microseconds, whatever the state's size.
+pub(super) const SCAN_PER_TICK: usize = 256 << 10;
+
+/// The scan, in slices, of the state for pointers into a version swapped
+/// out (its mappings), from `next` on.
+pub(super) struct DanglingScan {
+    pub(super) version: u64,
+    pub(super) ranges: Vec<(usize, usize)>,
+    pub(super) next: usize,
+}
+
 impl TickLoop {
     pub(super) fn install(
         &mut self,
@@ -106,6 +118,12 @@ impl TickLoop {
         self.snapshot
             .set_owner(plugin.state_version(), plugin.layout().cloned());
         self.owner = Some(Owner::of(&plugin));
+        // Taken now: with --keep-versions 1 the version going out is
+        // unloaded at once, and pointers into it dangle all the more.
+        let going_out = self
+            .current
+            .as_ref()
+            .map(|p| (p.version(), p.ranges().to_vec()));
         if let Some(old) = self.current.replace(plugin) {
             self.earlier.push_front(old);
             self.trim_earlier();
@@ -145,8 +163,13 @@ impl TickLoop {
                 StateMoment::Preserved
             });
             // After on_reload, which may have re-pointed what it had to.
-            if let Some(previous) = self.earlier.front() {
-                self.warn_dangling(previous);
+            if let Some((version, ranges)) = going_out {
+                self.dangling = Some(DanglingScan {
+                    version,
+                    ranges,
+                    next: 0,
+                });
+                self.scan_for_dangling();
             }
         }
         if self.schedule.is_none() {
@@ -249,16 +272,32 @@ impl TickLoop {
     }
 
     /// Warns about values in the state that point into `old`'s library.
-    pub(super) fn warn_dangling(&self, old: &Plugin) {
-        let Some(state) = &self.state else { return };
+    /// Goes on with the scan for pointers into the version last swapped
+    /// out: [`SCAN_PER_TICK`] bytes of the state at a time (after the swap,
+    /// then after each tick), so that no tick waits for a large state's
+    /// scan; each pointer found is said.
+    pub(super) fn scan_for_dangling(&mut self) {
+        let (Some(scan), Some(state)) = (&mut self.dangling, &self.state) else {
+            return;
+        };
+        let bytes = state.bytes();
+        let start = scan.next.min(bytes.len());
+        let end = (start + SCAN_PER_TICK).min(bytes.len());
+        let found = crate::plugin::diagnostics::pointers_into(&bytes[start..end], |a| {
+            scan.ranges.iter().any(|&(s, e)| s <= a && a < e)
+        });
+        let version = scan.version;
+        scan.next = end;
+        if end == bytes.len() {
+            self.dangling = None;
+        }
         let layout = self.current.as_ref().and_then(|p| p.layout());
-        for offset in crate::plugin::diagnostics::pointers_into(state.bytes(), |a| old.contains(a))
-        {
+        for offset in found.into_iter().map(|o| o + start) {
             let field = layout
                 .and_then(|l| l.field_at(offset))
                 .map(|f| f.name.clone());
             (self.events)(Event::Dangling {
-                version: old.version(),
+                version,
                 offset,
                 field,
             });
