@@ -120,6 +120,20 @@ impl Drop for Mapping {
     }
 }
 
+/// Whether the kernel sets soft-dirty bits: one page written after they
+/// were cleared must show one.
+fn soft_dirty_works(clear_refs: &mut File, pagemap: &File) -> bool {
+    let probe = Mapping::new(PAGE);
+    if clear_refs.write_all(b"4").is_err() {
+        return false;
+    }
+    // SAFETY: inside the one-page mapping.
+    unsafe { ptr::write_volatile(probe.ptr, 2) };
+    let mut entry = [0u8; 8];
+    let at = (probe.ptr as usize / PAGE) as u64 * 8;
+    pagemap.read_exact_at(&mut entry, at).is_ok() && u64::from_ne_bytes(entry) >> 55 & 1 == 1
+}
+
 /// One tick: a byte written in each of `pages` pages spread over the state.
 fn tick(state: &Mapping, pages: usize, round: usize) {
     let total = state.len / PAGE;
@@ -145,6 +159,12 @@ fn main() {
         .open("/proc/self/clear_refs")
         .expect("open /proc/self/clear_refs");
     let pagemap = File::open("/proc/self/pagemap").expect("open /proc/self/pagemap");
+    let soft_dirty = soft_dirty_works(&mut clear_refs, &pagemap);
+    if !soft_dirty {
+        println!(
+            "soft-dirty bits: unavailable on this kernel (no bit set after a write: built without CONFIG_MEM_SOFT_DIRTY); not timed"
+        );
+    }
     // SAFETY: installs this bench's handler for SIGSEGV; nothing else here
     // faults.
     unsafe {
@@ -196,6 +216,10 @@ fn main() {
                 state.protect(libc::PROT_READ | libc::PROT_WRITE);
                 wp.push(t.elapsed().as_secs_f64() * 1e6 / ticks as f64 - plain_us);
                 assert!(LOGGED.load(Ordering::Relaxed) >= 1, "no write trapped");
+                if !soft_dirty {
+                    sd.push(f64::NAN);
+                    continue;
+                }
                 // Soft-dirty bits, the dirty pages copied forward.
                 let first = (state.ptr as usize / PAGE) as u64;
                 let t = Instant::now();
@@ -227,8 +251,9 @@ fn main() {
                     "soft-dirty saw {dirty} of {pages} pages"
                 );
             }
+            let soft = median_f64(&mut sd);
             println!(
-                "{:>8} {:>12} {:>9.1} µs {:>11.1} µs {:>11.1} µs {:>9.1} µs",
+                "{:>8} {:>12} {:>9.1} µs {:>11.1} µs {:>14} {:>9.1} µs",
                 if size >= 1 << 20 {
                     format!("{} MiB", size >> 20)
                 } else {
@@ -237,7 +262,11 @@ fn main() {
                 format!("{label} ({pages})"),
                 median_f64(&mut full),
                 median_f64(&mut wp),
-                median_f64(&mut sd),
+                if soft.is_nan() {
+                    "n/a".to_owned()
+                } else {
+                    format!("{soft:.1} µs")
+                },
                 median_f64(&mut plain),
             );
         }
