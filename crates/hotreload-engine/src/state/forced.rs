@@ -53,6 +53,13 @@ impl LastGood {
         }
     }
 
+    /// The last snapshot of a live state, copied off the tick thread (for a
+    /// trial); none when no version has run on it, nothing was copied since
+    /// the layout changed, or the tick thread holds it past `patience`.
+    pub fn snapshot_copy(&self, patience: std::time::Duration) -> Option<super::snapshot::Copied> {
+        self.snapshot.read(patience)
+    }
+
     /// Marks the regular save at exit as done: a forced exit after it must
     /// not overwrite it with the older snapshot.
     pub fn mark_final_saved(&self) {

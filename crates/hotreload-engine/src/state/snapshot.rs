@@ -137,7 +137,19 @@ impl SharedSnapshot {
     /// is no snapshot to copy into.
     #[inline]
     pub fn take_if_due(&self, state: &State, tick: u64) -> bool {
-        match self.lock().as_mut() {
+        let mut guard = match self.inner.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            // A reader (a trial's copy, a forced save) holds it. Copying a
+            // large state takes milliseconds: this tick goes without a new
+            // copy rather than wait (the next one takes it; a fault meanwhile
+            // says the older tick it restores). A small one is moments away.
+            Err(std::sync::TryLockError::WouldBlock) if state.size() > BYTES_PER_TICK => {
+                return true;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => self.lock(),
+        };
+        match guard.as_mut() {
             Some(kept) => {
                 if kept.snapshot.due(tick) {
                     kept.snapshot.take(state, tick);

@@ -44,6 +44,14 @@ impl Reloader {
         Ok(prepared)
     }
 
+    /// The fault snapshot's last copy of the state, if one can be had at
+    /// once (see [`LastGood::snapshot_copy`](crate::state::forced::LastGood::snapshot_copy)).
+    fn snapshot_copy(&self) -> Option<crate::state::snapshot::Copied> {
+        self.last_good
+            .as_ref()?
+            .snapshot_copy(std::time::Duration::from_millis(20))
+    }
+
     /// Names the plugin's own writable statics when they first appear or
     /// change, not on every reload.
     pub(super) fn warn_statics(&mut self, bytes: &[u8], tables: &[u64], version: u64) {
@@ -85,6 +93,18 @@ impl Reloader {
         // it over to the new build's layout exactly as the host would.
         let mut trial_tick = 0;
         let state = match &self.state_side {
+            Some(_) if !load_only && let Some(copy) = self.snapshot_copy() => {
+                // Copied from the fault snapshot on this thread: a large
+                // state is never copied on the tick thread for a trial. The
+                // copy says which layout its bytes are in (the swap before
+                // may still be on its way to the tick thread).
+                trial_tick = copy.tick;
+                Some(Saved {
+                    state: copy.bytes,
+                    state_version: copy.state_version,
+                    layout: copy.layout.as_deref().cloned(),
+                })
+            }
             Some(side) if !load_only => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));
