@@ -395,13 +395,13 @@ impl StateDoor {
                     Some(v) => v,
                     None => {
                         return Err(crate::tick::DoorError::Refused(format!(
-                            "expected a good version {} to roll back to, found none ({}); name one: rollback vN",
+                            "expected a good version {} to roll back to, found none ({})",
                             running.map_or("kept".to_owned(), |r| format!("before v{r}")),
                             if kept.is_empty() {
                                 "nothing else is kept loaded or on disk".to_owned()
                             } else {
                                 format!(
-                                    "kept: {}",
+                                    "kept: {}; name one: rollback vN",
                                     kept.iter()
                                         .map(|v| format!("v{v}"))
                                         .collect::<Vec<_>>()

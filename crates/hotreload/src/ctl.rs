@@ -232,12 +232,17 @@ fn wait(path: &PathBuf, kind: &str, timeout: Option<f64>, json: bool) -> u8 {
             }
         }
         match parse_server_message(&line) {
-            Ok(ServerMessage::Event { kind: k, text, .. }) if k == kind => {
-                if json {
-                    print!("{line}");
+            Ok(ServerMessage::Event {
+                kind: k, text, seq, ..
+            }) if k == kind => {
+                // An event the server prints no line for is named instead.
+                let _ = if json {
+                    write!(std::io::stdout(), "{line}")
+                } else if text.is_empty() {
+                    writeln!(std::io::stdout(), "{kind} (event {seq})")
                 } else {
-                    println!("{text}");
-                }
+                    writeln!(std::io::stdout(), "{text}")
+                };
                 return code::OK;
             }
             Ok(ServerMessage::Reply {
@@ -304,10 +309,12 @@ fn run(path: &PathBuf, command: &Command, json: bool) -> u8 {
         return fail(code::NO_SERVER, "the server closed the socket");
     }
     let mut replied = false;
+    let mut stdout = std::io::stdout();
     for line in lines {
         let Ok(line) = line else { break };
-        if json {
-            println!("{line}");
+        // A reader that went away (`| head`) ends the following quietly.
+        if json && writeln!(stdout, "{line}").is_err() {
+            return code::OK;
         }
         match parse_server_message(&line) {
             Ok(ServerMessage::Reply {
@@ -331,8 +338,8 @@ fn run(path: &PathBuf, command: &Command, json: bool) -> u8 {
                 return refused(&code_name, &message);
             }
             Ok(ServerMessage::Event { text, .. }) => {
-                if !json {
-                    println!("{text}");
+                if !json && !text.is_empty() && writeln!(stdout, "{text}").is_err() {
+                    return code::OK;
                 }
             }
             Ok(_) => {}

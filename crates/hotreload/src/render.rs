@@ -262,7 +262,7 @@ impl Renderer {
                 },
                 carried.as_ref().map_or(String::new(), |c| format!(", state carried: {c}")),
                 if *from_faulted {
-                    format!("the state is the one v{from} left when it faulted")
+                    format!("the state is the one restored when v{from} faulted")
                 } else if *from_kept {
                     format!("v{from} stays loaded (`rollback v{from}` brings it back)")
                 } else {
@@ -279,8 +279,17 @@ impl Renderer {
                 "[state] {} {path}: {old} -> {new} (after tick {tick})\n",
                 if *undone { "undid the set of" } else { "set" }
             ),
-            Event::Paused { tick } => format!(
+            Event::Paused {
+                tick,
+                running: true,
+            } => format!(
                 "[tick] paused after tick {tick}; `hotreload ctl resume` goes on, `hotreload ctl step N` runs N ticks\n"
+            ),
+            Event::Paused {
+                tick,
+                running: false,
+            } => format!(
+                "[tick] paused after tick {tick}; no version runs now: the next one to go live starts paused\n"
             ),
             Event::Resumed { tick } => format!(
                 "[tick] resumed after tick {tick}; deadlines start again from now\n"

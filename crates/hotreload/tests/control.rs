@@ -144,6 +144,8 @@ fn stop_reload_and_save_through_the_socket() {
     let dir = workdir();
     let mut s = serve(dir.path(), &["--state-file", "st.bin"]);
     assert_eq!(ctl(dir.path(), &["save"]).0, 0);
+    // Said when done, as the save at exit is.
+    s.expect_prefix("[state] saved to st.bin at tick ");
     support::wait_for_file(&dir.path().join("st.bin"));
     assert_eq!(s.stop(), 0);
 }
@@ -735,4 +737,34 @@ fn versions_list_every_build_and_what_became_of_it() {
     assert!(text.lines().count() == 5 && text.contains("live"), "{text}");
     // The last reload faulted.
     assert_eq!(s.stop(), 14);
+}
+
+/// `hotreload ctl events | head -1`: the reader goes away, and ctl ends
+/// quietly with 0, not with a panic about a broken pipe.
+#[test]
+fn events_end_quietly_when_the_reader_goes_away() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    let mut child = Command::new(support::binary())
+        .args(["ctl", "events", "--from", "0"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ctl events");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("a line");
+    assert!(first.starts_with('['), "{first}");
+    drop(out);
+    // Events keep coming (a state line per tick would be enough; a reload
+    // makes sure).
+    assert_eq!(ctl(dir.path(), &["reload"]).0, 0);
+    let status = child.wait().expect("ctl ends");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(s.stop(), 0);
 }

@@ -120,7 +120,7 @@ fn rollback_brings_back_a_kept_version_on_the_state_as_it_is() {
     assert_eq!(code, 8, "{stderr}");
     assert!(
         stderr.contains(
-            "expected a good version before v1 to roll back to, found none (kept: v2, v3)"
+            "expected a good version before v1 to roll back to, found none (kept: v2, v3; name one: rollback vN)"
         ),
         "{stderr}"
     );
@@ -348,7 +348,7 @@ fn a_fault_with_nothing_loaded_brings_back_the_newest_version_kept_on_disk() {
     );
     let line = s.expect_prefix("[reload] rolled back from v2 to v1 to take over after v2's fault (loaded again from its kept copy)");
     assert!(
-        line.contains("the state is the one v2 left when it faulted"),
+        line.contains("the state is the one restored when v2 faulted"),
         "{line}"
     );
     let last_bad = last_score(&s, "bad", Some(&fault));

@@ -177,7 +177,10 @@ const STATE_WAIT: Duration = Duration::from_secs(2);
 /// so when that thread is busy (a plugin call in progress) instead of
 /// waiting for it.
 fn state_now(id: u64, wiring: &Wiring) -> String {
-    if wiring.board.snapshot().version.is_none() {
+    // After a fault with nothing to take over no version runs, but the
+    // state it left is there to show.
+    let ever_ran = wiring.board.versions().iter().any(|r| r.version.is_some());
+    if wiring.board.snapshot().version.is_none() && !ever_ran {
         return reply_error(
             Some(id),
             ErrorCode::Unavailable,

@@ -125,7 +125,8 @@ impl Event {
                 "from_faulted": from_faulted,
                 "on_request": on_request,
             }),
-            Event::Paused { tick } | Event::Resumed { tick } => json!({"tick": tick}),
+            Event::Paused { tick, running } => json!({"tick": tick, "running": running}),
+            Event::Resumed { tick } => json!({"tick": tick}),
             Event::Stepped { ticks, tick } => json!({"ticks": ticks, "tick": tick}),
             Event::FirstTick {
                 version,

@@ -183,6 +183,8 @@ pub enum Event {
     /// of a `step`), after `tick` ticks.
     Paused {
         tick: u64,
+        /// A version runs (else the next one to go live starts paused).
+        running: bool,
     },
     /// Ticking goes on, the deadlines restarted from now.
     Resumed {

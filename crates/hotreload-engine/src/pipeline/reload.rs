@@ -706,6 +706,8 @@ impl Reloader {
                 if let Some(last_good) = &self.last_good {
                     last_good.mark_final_saved();
                 }
+            }
+            if save.at_exit || save.requested {
                 self.emit(Event::StateSaved {
                     path,
                     tick: save.tick,
@@ -716,8 +718,9 @@ impl Reloader {
         let streak = std::mem::replace(&mut self.unsaved, true);
         if !save.at_exit {
             // A failing disk is said once, when saves start failing, not at
-            // every save; and again when they work again.
-            if !streak {
+            // every save; and again when they work again. A save asked for
+            // is always answered.
+            if !streak || save.requested {
                 self.emit(Event::SaveFailed {
                     path,
                     why,

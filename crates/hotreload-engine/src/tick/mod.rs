@@ -156,6 +156,8 @@ pub struct Save {
     /// Ticks completed when it was taken.
     pub tick: u64,
     pub at_exit: bool,
+    /// Asked for by a command (`save`): said when it is done.
+    pub requested: bool,
 }
 
 /// A new state block for a swap that changes the state's layout, prepared
@@ -390,7 +392,7 @@ impl TickLoop {
                 Ok(TickInput::Pause) => self.pause(),
                 Ok(TickInput::Resume) => self.resume(),
                 Ok(TickInput::Step(n)) => self.step(n),
-                Ok(TickInput::Save) => self.save(false),
+                Ok(TickInput::Save) => self.save_for(false, true),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, reply),
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
                 Ok(TickInput::BringBack {
@@ -868,6 +870,11 @@ impl TickLoop {
     /// Hands a copy of the state to be written to the state file (off this
     /// thread).
     fn save(&self, at_exit: bool) {
+        self.save_for(at_exit, false);
+    }
+
+    /// A save, `requested` by a command (`save`): said when it is done.
+    fn save_for(&self, at_exit: bool, requested: bool) {
         let Some(state) = &self.state else { return };
         if !self.settings.saving {
             return;
@@ -879,6 +886,7 @@ impl TickLoop {
             layout: owner.and_then(|o| o.layout.clone()),
             tick: self.ticks,
             at_exit,
+            requested,
         }));
     }
 

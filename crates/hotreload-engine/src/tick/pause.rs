@@ -23,7 +23,10 @@ impl TickLoop {
         self.board.set_steps_left(0);
         self.board.set_paused(true);
         if !was {
-            (self.events)(Event::Paused { tick: self.ticks });
+            (self.events)(Event::Paused {
+                tick: self.ticks,
+                running: self.current.is_some(),
+            });
         }
     }
 
