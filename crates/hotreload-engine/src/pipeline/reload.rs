@@ -702,10 +702,10 @@ impl Reloader {
                     tick: save.tick,
                 });
             }
-            if save.at_exit {
-                if let Some(last_good) = &self.last_good {
-                    last_good.mark_final_saved();
-                }
+            if save.at_exit
+                && let Some(last_good) = &self.last_good
+            {
+                last_good.mark_final_saved();
             }
             if save.at_exit || save.requested {
                 self.emit(Event::StateSaved {
