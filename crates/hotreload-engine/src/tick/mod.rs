@@ -17,6 +17,7 @@
 pub mod door;
 mod edit;
 mod pause;
+mod queue;
 mod recover;
 mod rollback;
 pub mod schedule;
@@ -65,27 +66,6 @@ impl Owner {
             state_version: plugin.state_version(),
             layout: plugin.layout().cloned(),
         }
-    }
-}
-
-/// What the schedules that ended measured, added up.
-#[derive(Default)]
-struct PastRuns {
-    runs: u32,
-    elapsed: Duration,
-    max_late: Duration,
-    skipped: u64,
-}
-
-impl PastRuns {
-    fn add(&mut self, s: &Schedule) {
-        self.runs += 1;
-        self.elapsed += s
-            .last_start
-            .map(|t| t.saturating_duration_since(s.origin()))
-            .unwrap_or_default();
-        self.max_late = self.max_late.max(s.max_late);
-        self.skipped += s.skipped;
     }
 }
 
@@ -252,7 +232,7 @@ pub struct TickLoop {
     /// Ticking time, lateness and skips of schedules that ended (ticking
     /// stopped by a fault with nothing to take over), for the final
     /// figures.
-    past_runs: PastRuns,
+    past_runs: queue::PastRuns,
     /// A scan for pointers into the version last swapped out, under way.
     dangling: Option<swap::DanglingScan>,
     /// Ticks completed.
@@ -304,7 +284,7 @@ impl TickLoop {
             current: None,
             earlier: VecDeque::new(),
             schedule: None,
-            past_runs: PastRuns::default(),
+            past_runs: queue::PastRuns::default(),
             dangling: None,
             ticks: 0,
             first_tick_due: None,
@@ -416,70 +396,6 @@ impl TickLoop {
         // stack is given back after the last plugin call.
         drop(watchdog);
         drop(thread_guard);
-    }
-
-    /// Runs the tick that is due, if one is overdue (ticking, not held):
-    /// a swap never goes before it. Whether the tick limit is reached.
-    fn tick_if_overdue(&mut self, calls: &CallWatch) -> bool {
-        let overdue = !self.holding()
-            && self.current.is_some()
-            && self
-                .schedule
-                .as_ref()
-                .is_some_and(|s| Instant::now() >= s.next_deadline());
-        if !overdue {
-            return false;
-        }
-        self.tick(calls);
-        self.settings.max_ticks.is_some_and(|max| self.ticks >= max)
-    }
-
-    /// `swap`, or the newest swap queued behind it when `swap` may be
-    /// skipped: it changes nothing of the state (no fresh state, no
-    /// migration), so the newer one, prepared on the state as `swap` would
-    /// have left it, fits the state as it is. Skipped versions go back to
-    /// be unloaded, and are said. What else was taken off the inbox while
-    /// looking is left in `taken`, in order.
-    fn collapse(
-        &mut self,
-        swap: TickInput,
-        inbox: &Receiver<TickInput>,
-        taken: &mut VecDeque<TickInput>,
-    ) -> TickInput {
-        let mut swap = swap;
-        while let Ok(next) = inbox.try_recv() {
-            let skippable = matches!(
-                &swap,
-                TickInput::Swap {
-                    fresh_state: None,
-                    migration: None,
-                    ..
-                }
-            ) && taken.is_empty();
-            match next {
-                newer @ TickInput::Swap { .. } if skippable => {
-                    let newer_version = match &newer {
-                        TickInput::Swap { plugin, .. } => plugin.version(),
-                        _ => 0,
-                    };
-                    if let TickInput::Swap { plugin, .. } = std::mem::replace(&mut swap, newer) {
-                        (self.events)(Event::SwapSkipped {
-                            version: plugin.version(),
-                            by: newer_version,
-                        });
-                        (self.output)(TickOutput::Skipped {
-                            plugin,
-                            by: newer_version,
-                        });
-                    }
-                }
-                other => {
-                    taken.push_back(other);
-                    break;
-                }
-            }
-        }
-        swap
     }
 
     /// When to wake for the tick due at `deadline`: `WARM_LEAD` early for a
