@@ -13,6 +13,12 @@
 //!   shadow): cost = clearing the bits of the whole process + reading 8
 //!   bytes per page of the state + copying the dirty pages.
 //!
+//! - **a working set** over write protection: the pages the last tick
+//!   wrote are copied before the next one and left writable; the others
+//!   stay protected and trap once when first written; a page of the set
+//!   that a tick left unchanged (compared after it) is protected again.
+//!   In steady state: a copy and a compare of the pages written, no trap.
+//!
 //! `userfaultfd` write protection is the third candidate; it needs
 //! `vm.unprivileged_userfaultfd` or `UFFD_USER_MODE_ONLY`, and a thread
 //! to serve the faults, and is not timed here.
@@ -174,9 +180,10 @@ fn main() {
         libc::sigaction(libc::SIGSEGV, &action, ptr::null_mut());
     }
     println!(
-        "{:>8} {:>12} {:>12} {:>14} {:>14} {:>12}",
-        "state", "pages/tick", "full copy", "write-protect", "soft-dirty", "plain tick"
+        "{:>8} {:>12} {:>12} {:>14} {:>12} {:>14} {:>12}",
+        "state", "pages/tick", "full copy", "write-protect", "working set", "soft-dirty", "plain tick"
     );
+    let mut target_figure = None;
     for size in [4usize << 10, 1 << 20, 64 << 20] {
         let total = size / PAGE;
         for (label, pages) in [("1 page", 1), ("1%", (total / 100).max(1)), ("100%", total)] {
@@ -189,33 +196,76 @@ fn main() {
             UNDO.store(undo.ptr, Ordering::Relaxed);
             LOG.store(log.as_mut_ptr(), Ordering::Relaxed);
             let ticks = (2_000_000 / (pages + total / 64 + 1)).clamp(5, 2_000);
-            let (mut full, mut wp, mut sd, mut plain) = (vec![], vec![], vec![], vec![]);
+            let (mut full, mut wp, mut ws, mut sd, mut plain) =
+                (vec![], vec![], vec![], vec![], vec![]);
             for round in 0..ROUNDS {
                 // Plain ticks.
                 let t = Instant::now();
-                for k in 0..ticks {
-                    tick(&state, pages, round + k);
+                for _ in 0..ticks {
+                    tick(&state, pages, round);
                 }
                 let plain_us = t.elapsed().as_secs_f64() * 1e6 / ticks as f64;
                 plain.push(plain_us);
                 // The full copy the snapshot makes today, then the tick.
                 let t = Instant::now();
-                for k in 0..ticks {
+                for _ in 0..ticks {
                     // SAFETY: two mappings of `size` bytes.
                     unsafe { ptr::copy_nonoverlapping(state.ptr, undo.ptr, size) };
-                    tick(&state, pages, round + k);
+                    tick(&state, pages, round);
                 }
                 full.push(t.elapsed().as_secs_f64() * 1e6 / ticks as f64 - plain_us);
                 // Write protection with an undo log.
                 let t = Instant::now();
-                for k in 0..ticks {
+                for _ in 0..ticks {
                     LOGGED.store(0, Ordering::Relaxed);
                     state.protect(libc::PROT_READ);
-                    tick(&state, pages, round + k);
+                    tick(&state, pages, round);
                 }
                 state.protect(libc::PROT_READ | libc::PROT_WRITE);
                 wp.push(t.elapsed().as_secs_f64() * 1e6 / ticks as f64 - plain_us);
                 assert!(LOGGED.load(Ordering::Relaxed) >= 1, "no write trapped");
+                // The working set: pages the last tick wrote are copied before
+                // the next one and left writable; the others stay protected and
+                // trap once; a page of the set that a tick left unchanged is
+                // protected again.
+                let mut hot: Vec<usize> = Vec::new();
+                state.protect(libc::PROT_READ);
+                let t = Instant::now();
+                for _ in 0..ticks {
+                    LOGGED.store(0, Ordering::Relaxed);
+                    for &page in &hot {
+                        // SAFETY: a page of both mappings.
+                        unsafe {
+                            ptr::copy_nonoverlapping(
+                                state.ptr.add(page * PAGE),
+                                undo.ptr.add(page * PAGE),
+                                PAGE,
+                            )
+                        };
+                    }
+                    tick(&state, pages, round);
+                    hot.retain(|&page| {
+                        // SAFETY: a page of both mappings.
+                        let (now, before) = unsafe {
+                            (
+                                std::slice::from_raw_parts(state.ptr.add(page * PAGE), PAGE),
+                                std::slice::from_raw_parts(undo.ptr.add(page * PAGE), PAGE),
+                            )
+                        };
+                        let written = now != before;
+                        if !written {
+                            // SAFETY: one page of the state.
+                            unsafe {
+                                libc::mprotect(state.ptr.add(page * PAGE).cast(), PAGE, libc::PROT_READ)
+                            };
+                        }
+                        written
+                    });
+                    let trapped = LOGGED.load(Ordering::Relaxed);
+                    hot.extend_from_slice(&log[..trapped]);
+                }
+                ws.push(t.elapsed().as_secs_f64() * 1e6 / ticks as f64 - plain_us);
+                state.protect(libc::PROT_READ | libc::PROT_WRITE);
                 if !soft_dirty {
                     sd.push(f64::NAN);
                     continue;
@@ -223,9 +273,9 @@ fn main() {
                 // Soft-dirty bits, the dirty pages copied forward.
                 let first = (state.ptr as usize / PAGE) as u64;
                 let t = Instant::now();
-                for k in 0..ticks {
+                for _ in 0..ticks {
                     clear_refs.write_all(b"4").expect("clear soft-dirty bits");
-                    tick(&state, pages, round + k);
+                    tick(&state, pages, round);
                     // SAFETY: the entries as bytes, for the read.
                     let raw = unsafe {
                         std::slice::from_raw_parts_mut(entries.as_mut_ptr().cast::<u8>(), total * 8)
@@ -252,8 +302,12 @@ fn main() {
                 );
             }
             let soft = median_f64(&mut sd);
+            let working = median_f64(&mut ws);
+            if size == 64 << 20 && label == "1%" {
+                target_figure = Some(working);
+            }
             println!(
-                "{:>8} {:>12} {:>9.1} µs {:>11.1} µs {:>14} {:>9.1} µs",
+                "{:>8} {:>12} {:>9.1} µs {:>11.1} µs {:>9.1} µs {:>14} {:>9.1} µs",
                 if size >= 1 << 20 {
                     format!("{} MiB", size >> 20)
                 } else {
@@ -262,6 +316,7 @@ fn main() {
                 format!("{label} ({pages})"),
                 median_f64(&mut full),
                 median_f64(&mut wp),
+                working,
                 if soft.is_nan() {
                     "n/a".to_owned()
                 } else {
@@ -271,5 +326,8 @@ fn main() {
             );
         }
     }
-    println!("target (issue): 64 MiB writing 1% under 50 µs a tick (5% of a 1 ms tick)");
+    println!(
+        "target: 64 MiB writing 1% under 50 µs a tick (5% of a 1 ms tick), with the working set: {}",
+        common::verdict(target_figure.is_some_and(|us| us < 50.0))
+    );
 }
