@@ -181,7 +181,13 @@ fn main() {
     }
     println!(
         "{:>8} {:>12} {:>12} {:>14} {:>12} {:>14} {:>12}",
-        "state", "pages/tick", "full copy", "write-protect", "working set", "soft-dirty", "plain tick"
+        "state",
+        "pages/tick",
+        "full copy",
+        "write-protect",
+        "working set",
+        "soft-dirty",
+        "plain tick"
     );
     let mut target_figure = None;
     for size in [4usize << 10, 1 << 20, 64 << 20] {
@@ -256,7 +262,11 @@ fn main() {
                         if !written {
                             // SAFETY: one page of the state.
                             unsafe {
-                                libc::mprotect(state.ptr.add(page * PAGE).cast(), PAGE, libc::PROT_READ)
+                                libc::mprotect(
+                                    state.ptr.add(page * PAGE).cast(),
+                                    PAGE,
+                                    libc::PROT_READ,
+                                )
                             };
                         }
                         written

@@ -485,18 +485,26 @@ fn say(command: &Command, value: &Value) {
                 );
             }
         }
-        Command::State => {
-            println!(
-                "{}",
-                value.get("text").and_then(Value::as_str).unwrap_or("")
-            );
-            // Every field, whole: the line above is the compact one.
-            if let Some(values) = value.get("values").and_then(Value::as_object) {
+        Command::State => match value.get("values").and_then(Value::as_object) {
+            // Every field, whole, in layout order (the server's line is the
+            // compact one).
+            Some(values) => {
+                println!(
+                    "state of v{} after tick {} ({} bytes), {} fields:",
+                    n("version"),
+                    n("tick"),
+                    n("size"),
+                    values.len()
+                );
                 for (path, v) in values {
                     println!("  {path} = {v}");
                 }
             }
-        }
+            None => println!(
+                "{}",
+                value.get("text").and_then(Value::as_str).unwrap_or("")
+            ),
+        },
         Command::Events { .. } => {
             if let Some(note) = value.get("note").and_then(Value::as_str) {
                 eprintln!("hotreload ctl: {note}");

@@ -81,6 +81,17 @@ fn set_writes_nested_fields_and_array_elements_refuses_what_does_not_fit_and_und
     );
     assert_eq!(ok(dir.path(), &["get", "mode"]).trim(), "mode = RUNNING");
 
+    // Every field, whole, by the paths `get` and `set` take.
+    let text = ok(dir.path(), &["state"]);
+    assert!(text.starts_with("state of v1 after tick "), "{text}");
+    for line in [
+        "  enemies[2].hp = 1",
+        "  pos.x = 2.5",
+        "  name = \"bob\"",
+        "  flags = [0,7,0,0]",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+    }
     // The values as JSON, by the same paths.
     let state = ok(dir.path(), &["state", "--json"]);
     let v: serde_json::Value = serde_json::from_str(state.trim()).expect("JSON");
