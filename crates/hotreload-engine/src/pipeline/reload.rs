@@ -299,6 +299,7 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Save(save)) => self.save(save),
+                Inbox::Tick(TickOutput::SaveDue { tick }) => self.save_due(tick),
                 Inbox::Tick(TickOutput::Declined {
                     plugin,
                     running,

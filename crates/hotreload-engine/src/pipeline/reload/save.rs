@@ -13,6 +13,30 @@ use crate::tick::Save;
 use super::{Reloader, settle_process};
 
 impl Reloader {
+    /// A periodic save: from the fault snapshot (the state before the last
+    /// tick, or a few ticks more for a large state; the file says which
+    /// tick), copied here; when there is none to hand (nothing copied yet
+    /// since the layout changed), the tick thread is asked for a copy.
+    pub(super) fn save_due(&mut self, tick: u64) {
+        let copy = self
+            .last_good
+            .as_ref()
+            .and_then(|g| g.snapshot_copy(Duration::from_millis(20)));
+        match copy {
+            Some(copy) => self.save(Save {
+                bytes: copy.bytes,
+                state_version: copy.state_version,
+                layout: copy.layout,
+                tick: copy.tick,
+                at_exit: false,
+                requested: false,
+            }),
+            None => {
+                let _ = self.tick.send(crate::tick::TickInput::SavePeriodic(tick));
+            }
+        }
+    }
+
     pub(super) fn save(&mut self, save: Save) {
         let Some(path) = self.config.state_file.clone() else {
             return;
