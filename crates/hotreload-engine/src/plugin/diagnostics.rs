@@ -11,16 +11,28 @@ use object::{Object, ObjectSection, ObjectSymbol, SectionKind, SymbolKind};
 /// The offsets of 8-byte-aligned words in `state` whose value satisfies
 /// `points_in` (an address inside some library).
 pub fn pointers_into(state: &[u8], points_in: impl Fn(usize) -> bool) -> Vec<usize> {
-    state
-        .chunks_exact(8)
-        .enumerate()
-        .filter_map(|(i, word)| {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(word);
-            let value = u64::from_ne_bytes(raw) as usize;
-            (value != 0 && points_in(value)).then_some(i * 8)
-        })
-        .collect()
+    pointers_within(state, 0, usize::MAX, points_in)
+}
+
+/// [`pointers_into`] for addresses in `low..high` only (the span of the
+/// libraries asked about): nearly every word fails that test alone, which
+/// keeps the scan of a large state to two comparisons a word.
+pub fn pointers_within(
+    state: &[u8],
+    low: usize,
+    high: usize,
+    points_in: impl Fn(usize) -> bool,
+) -> Vec<usize> {
+    let mut found = Vec::new();
+    for (i, word) in state.chunks_exact(8).enumerate() {
+        let value = u64::from_ne_bytes([
+            word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7],
+        ]) as usize;
+        if value >= low && value < high && value != 0 && points_in(value) {
+            found.push(i * 8);
+        }
+    }
+    found
 }
 
 /// The library's own writable data symbols (`.data`, `.bss`) with their

@@ -15,9 +15,11 @@ use crate::tick::schedule::Schedule;
 
 use super::{Fresh, Migration, Owner, Refusal, TickLoop, TickOutput};
 
-/// Bytes of the state scanned for dangling pointers per tick: a few tens
-/// of microseconds, whatever the state's size.
-pub(super) const SCAN_PER_TICK: usize = 256 << 10;
+/// Bytes of the state scanned for dangling pointers at a time.
+pub(super) const SCAN_PER_TICK: usize = 64 << 10;
+/// Time the scan may take after one tick: a few percent of a 1 ms tick,
+/// whatever the state's size (and whatever the build's optimisation).
+pub(super) const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// The scan, in slices, of the state for pointers into a version swapped
 /// out (its mappings), from `next` on.
@@ -281,11 +283,23 @@ impl TickLoop {
             return;
         };
         let bytes = state.bytes();
+        let low = scan.ranges.iter().map(|r| r.0).min().unwrap_or(0);
+        let high = scan.ranges.iter().map(|r| r.1).max().unwrap_or(0);
+        let began = Instant::now();
         let start = scan.next.min(bytes.len());
-        let end = (start + SCAN_PER_TICK).min(bytes.len());
-        let found = crate::plugin::diagnostics::pointers_into(&bytes[start..end], |a| {
-            scan.ranges.iter().any(|&(s, e)| s <= a && a < e)
-        });
+        let mut found = Vec::new();
+        let mut end = start;
+        while end < bytes.len() && (end == start || began.elapsed() < SCAN_BUDGET) {
+            let from = end;
+            end = (from + SCAN_PER_TICK).min(bytes.len());
+            found.extend(
+                crate::plugin::diagnostics::pointers_within(&bytes[from..end], low, high, |a| {
+                    scan.ranges.iter().any(|&(s, e)| s <= a && a < e)
+                })
+                .into_iter()
+                .map(|o| o + from - start),
+            );
+        }
         let version = scan.version;
         scan.next = end;
         if end == bytes.len() {
