@@ -299,7 +299,7 @@ impl Reloader {
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Save(save)) => self.save(save),
-                Inbox::Tick(TickOutput::SaveDue { tick }) => self.save_due(tick),
+                Inbox::Tick(TickOutput::SaveDue) => self.save_due(),
                 Inbox::Tick(TickOutput::Declined {
                     plugin,
                     running,
@@ -625,7 +625,19 @@ impl Reloader {
     fn build_facts(&self, result: &BuildResult) -> crate::control::status::BuildFacts {
         crate::control::status::BuildFacts {
             build_ms: u64::try_from(result.duration().as_millis()).unwrap_or(u64::MAX),
-            sources: crate::watch::fingerprint::content_digest(&self.scope.files()),
+            // The files the watcher already knows, not a new walk of the
+            // watched folders.
+            sources: crate::watch::fingerprint::content_digest(
+                &self
+                    .fingerprints
+                    .iter()
+                    .filter(|(path, fp)| {
+                        **fp != crate::watch::fingerprint::Fingerprint::Missing
+                            && self.scope.contains(path)
+                    })
+                    .map(|(path, _)| path.clone())
+                    .collect::<Vec<_>>(),
+            ),
         }
     }
 

@@ -94,9 +94,9 @@ pub enum TickInput {
     Step(u64),
     /// Save the state file now.
     Save,
-    /// A periodic save (due after the given tick) for which the reload
-    /// thread had no snapshot to hand: copied here.
-    SavePeriodic(u64),
+    /// A periodic save for which the reload thread had no snapshot to
+    /// hand: copied here.
+    SavePeriodic,
     /// Read or write one value of the state (see `edit`).
     Edit(edit::Edit, edit::EditReply),
     /// Go back to an earlier version kept loaded.
@@ -159,10 +159,9 @@ pub struct Migration {
 pub enum TickOutput {
     /// A copy of the state for the state file.
     Save(Save),
-    /// A periodic save is due (after `tick` ticks): the reload thread
-    /// writes the fault snapshot's copy, or asks for a copy when it has
-    /// none to hand.
-    SaveDue { tick: u64 },
+    /// A periodic save is due: the reload thread writes the fault
+    /// snapshot's copy, or asks for a copy when it has none to hand.
+    SaveDue,
     /// A version no longer needed (swapped out and beyond `keep_versions`),
     /// to be unloaded off this thread.
     Retired(Plugin),
@@ -380,7 +379,7 @@ impl TickLoop {
                 Ok(TickInput::Resume) => self.resume(),
                 Ok(TickInput::Step(n)) => self.step(n),
                 Ok(TickInput::Save) => self.save_for(false, true),
-                Ok(TickInput::SavePeriodic(_)) => self.save(false),
+                Ok(TickInput::SavePeriodic) => self.save(false),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, reply),
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
                 Ok(TickInput::BringBack {
@@ -678,7 +677,7 @@ impl TickLoop {
         {
             // Written from the fault snapshot, copied on the reload
             // thread: no copy of a large state here.
-            (self.output)(TickOutput::SaveDue { tick: self.ticks });
+            (self.output)(TickOutput::SaveDue);
         }
         if let Some((version, Some(exited))) = self.first_tick_due.take() {
             (self.events)(Event::FirstTick {

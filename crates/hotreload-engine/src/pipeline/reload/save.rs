@@ -17,7 +17,7 @@ impl Reloader {
     /// tick, or a few ticks more for a large state; the file says which
     /// tick), copied here; when there is none to hand (nothing copied yet
     /// since the layout changed), the tick thread is asked for a copy.
-    pub(super) fn save_due(&mut self, tick: u64) {
+    pub(super) fn save_due(&mut self) {
         let copy = self
             .last_good
             .as_ref()
@@ -32,7 +32,7 @@ impl Reloader {
                 requested: false,
             }),
             None => {
-                let _ = self.tick.send(crate::tick::TickInput::SavePeriodic(tick));
+                let _ = self.tick.send(crate::tick::TickInput::SavePeriodic);
             }
         }
     }
