@@ -2,8 +2,11 @@
 //! calls (see `src/guard/trampoline.c` for why it must be C) and the
 //! interposers that turn a plugin's `exit()` into a fault
 //! (`src/guard/exits.c`), keep it from changing the signal handlers and
-//! masks the host relies on (`src/guard/process.c`), and keep track of the
-//! threads it starts (`src/guard/threads.c`); and the handler that says
+//! masks the host relies on (`src/guard/process.c`), keep track of the
+//! threads it starts (`src/guard/threads.c`) and open a large state's
+//! read-only pages before the kernel writes them (`src/guard/buffers.c`);
+//! the page tracking behind the exact snapshot (`src/guard/pages.c`); and
+//! the handler that says
 //! what an isolated worker's confinement refused
 //! (`src/plugin/isolate/refusals.c`).
 
@@ -12,12 +15,16 @@ fn main() {
     println!("cargo:rerun-if-changed=src/guard/exits.c");
     println!("cargo:rerun-if-changed=src/guard/process.c");
     println!("cargo:rerun-if-changed=src/guard/threads.c");
+    println!("cargo:rerun-if-changed=src/guard/pages.c");
+    println!("cargo:rerun-if-changed=src/guard/buffers.c");
     println!("cargo:rerun-if-changed=src/plugin/isolate/refusals.c");
     cc::Build::new()
         .file("src/guard/trampoline.c")
         .file("src/guard/exits.c")
         .file("src/guard/process.c")
         .file("src/guard/threads.c")
+        .file("src/guard/pages.c")
+        .file("src/guard/buffers.c")
         .file("src/plugin/isolate/refusals.c")
         .opt_level(2)
         .warnings(true)

@@ -6,7 +6,9 @@
 //! handler and mask functions, whose changes to what the host relies on are
 //! refused or undone (`hotreload-engine/src/guard/process.c`), and
 //! `pthread_create`, so that a version is never unmapped under a thread it
-//! started (`hotreload-engine/src/guard/threads.c`).
+//! started (`hotreload-engine/src/guard/threads.c`), and the calls that have
+//! the kernel write into a buffer, which must open a large state's
+//! read-only pages first (`hotreload-engine/src/guard/buffers.c`).
 
 /// Every function the guard interposes, one per line (the engine's list,
 /// which it also checks at start).

@@ -258,6 +258,42 @@ int pthread_create(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
 int timer_create(clockid_t, struct sigevent*, timer_t*);
 int timer_delete(timer_t);
 int close(int);
+/* buffers.c: their prototypes are the C library's; only their addresses
+ * are needed here. */
+extern char read_address_only __asm__("read");
+extern char pread_address_only __asm__("pread");
+extern char pread64_address_only __asm__("pread64");
+extern char readv_address_only __asm__("readv");
+extern char preadv_address_only __asm__("preadv");
+extern char recv_address_only __asm__("recv");
+extern char recvfrom_address_only __asm__("recvfrom");
+extern char recvmsg_address_only __asm__("recvmsg");
+extern char fread_address_only __asm__("fread");
+extern char stat_address_only __asm__("stat");
+extern char lstat_address_only __asm__("lstat");
+extern char fstat_address_only __asm__("fstat");
+extern char fstatat_address_only __asm__("fstatat");
+extern char stat64_address_only __asm__("stat64");
+extern char lstat64_address_only __asm__("lstat64");
+extern char fstat64_address_only __asm__("fstat64");
+extern char fstatat64_address_only __asm__("fstatat64");
+extern char statx_address_only __asm__("statx");
+extern char getrandom_address_only __asm__("getrandom");
+extern char poll_address_only __asm__("poll");
+extern char ppoll_address_only __asm__("ppoll");
+extern char epoll_wait_address_only __asm__("epoll_wait");
+extern char select_address_only __asm__("select");
+extern char pipe_address_only __asm__("pipe");
+extern char pipe2_address_only __asm__("pipe2");
+extern char socketpair_address_only __asm__("socketpair");
+extern char readlink_address_only __asm__("readlink");
+extern char clock_gettime_address_only __asm__("clock_gettime");
+extern char getcwd_address_only __asm__("getcwd");
+extern char __read_chk_address_only __asm__("__read_chk");
+extern char __pread_chk_address_only __asm__("__pread_chk");
+extern char __pread64_chk_address_only __asm__("__pread64_chk");
+extern char __recv_chk_address_only __asm__("__recv_chk");
+extern char __fread_chk_address_only __asm__("__fread_chk");
 
 /* sigset is obsolete, and interposed for plugins that still call it. */
 #pragma GCC diagnostic push
@@ -289,6 +325,40 @@ static const struct {
     {"timer_create", (const void*)timer_create},
     {"timer_delete", (const void*)timer_delete},
     {"close", (const void*)close},
+    {"read", (const void*)&read_address_only},
+    {"pread", (const void*)&pread_address_only},
+    {"pread64", (const void*)&pread64_address_only},
+    {"readv", (const void*)&readv_address_only},
+    {"preadv", (const void*)&preadv_address_only},
+    {"recv", (const void*)&recv_address_only},
+    {"recvfrom", (const void*)&recvfrom_address_only},
+    {"recvmsg", (const void*)&recvmsg_address_only},
+    {"fread", (const void*)&fread_address_only},
+    {"stat", (const void*)&stat_address_only},
+    {"lstat", (const void*)&lstat_address_only},
+    {"fstat", (const void*)&fstat_address_only},
+    {"fstatat", (const void*)&fstatat_address_only},
+    {"stat64", (const void*)&stat64_address_only},
+    {"lstat64", (const void*)&lstat64_address_only},
+    {"fstat64", (const void*)&fstat64_address_only},
+    {"fstatat64", (const void*)&fstatat64_address_only},
+    {"statx", (const void*)&statx_address_only},
+    {"getrandom", (const void*)&getrandom_address_only},
+    {"poll", (const void*)&poll_address_only},
+    {"ppoll", (const void*)&ppoll_address_only},
+    {"epoll_wait", (const void*)&epoll_wait_address_only},
+    {"select", (const void*)&select_address_only},
+    {"pipe", (const void*)&pipe_address_only},
+    {"pipe2", (const void*)&pipe2_address_only},
+    {"socketpair", (const void*)&socketpair_address_only},
+    {"readlink", (const void*)&readlink_address_only},
+    {"clock_gettime", (const void*)&clock_gettime_address_only},
+    {"getcwd", (const void*)&getcwd_address_only},
+    {"__read_chk", (const void*)&__read_chk_address_only},
+    {"__pread_chk", (const void*)&__pread_chk_address_only},
+    {"__pread64_chk", (const void*)&__pread64_chk_address_only},
+    {"__recv_chk", (const void*)&__recv_chk_address_only},
+    {"__fread_chk", (const void*)&__fread_chk_address_only},
 };
 #pragma GCC diagnostic pop
 #define HR_INTERPOSED (sizeof hr_interposed / sizeof hr_interposed[0])

@@ -17,6 +17,12 @@
 //! (umask, limits, working folder, standard descriptors), at the points it
 //! needs them.
 //!
+//! The handler also serves the exact snapshot of a large state
+//! (`state/pages.rs`): a write to one of its read-only pages is not a
+//! fault; `pages.c` marks the page and makes it writable, and the write is
+//! made again. `buffers.c` does the same before the C library's calls that
+//! have the kernel write into a buffer.
+//!
 //! Cost: on x86-64 the trampoline takes a few ns over calling the function
 //! pointer directly (register stores, zeroed registers, a flag, the switch
 //! to the plugin stack; see `trampoline.c` and `benches/dispatch.rs`); the
@@ -283,8 +289,9 @@ impl Fault {
 }
 
 /// Installs the process-wide handlers. Idempotent; the first result sticks.
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+
 pub fn install() -> Result<(), String> {
-    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
             // SAFETY: installs signal handlers written for this purpose (see
@@ -304,8 +311,13 @@ pub fn install() -> Result<(), String> {
         .clone()
 }
 
+/// Whether [`install`] succeeded: the guard's handler is in place.
+pub fn installed() -> bool {
+    matches!(INSTALLED.get(), Some(Ok(())))
+}
+
 /// The C library functions the guard interposes (`exits.c`, `process.c`,
-/// `threads.c`), one per line; the host executable must export them for
+/// `threads.c`, `buffers.c`), one per line; the host executable must export them for
 /// plugin code's calls to reach the guard (the `hotreload` binary's build
 /// script reads this list).
 pub const INTERPOSED: &str = include_str!("interposed.txt");

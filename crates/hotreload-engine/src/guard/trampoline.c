@@ -100,6 +100,8 @@ static void hr_set_mask(const sigset_t* mask, sigset_t* old) {
 
 void hr_process_init(void);
 void hr_threads_init(void);
+void hr_buffers_init(void);
+int hr_pages_on_fault(void* addr);
 
 /* How the handler leaves plugin code. */
 #define HR_INSIDE_CONTEXT 1 /* rewrite the interrupted context (x86-64) */
@@ -295,6 +297,12 @@ static int hr_stack_code(void* addr, int code) {
 }
 
 static void hr_handler(int signo, siginfo_t* info, void* uctx) {
+    if (signo == SIGSEGV && info != NULL && info->si_code == SEGV_ACCERR &&
+        hr_pages_on_fault(info->si_addr)) {
+        /* The first write to a page of a tracked state (pages.c): it is
+         * writable now, and the write is made again on return. */
+        return;
+    }
     hr_thread_guard_t* g = &hr_guard;
     int inside = g->inside;
     if (hr_is_timer_signal(signo)) {
@@ -470,6 +478,7 @@ int hr_guard_inside(void) {
 int hr_guard_install(int timeout_signal) {
     hr_process_init();
     hr_threads_init();
+    hr_buffers_init();
     if (pthread_atfork(NULL, NULL, hr_atfork_child) != 0) {
         return -1;
     }

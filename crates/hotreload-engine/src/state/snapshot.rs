@@ -1,28 +1,51 @@
 //! The copy of the state taken before plugin code runs, so that a fault can
-//! put the state back exactly as it was.
+//! put the state back exactly as it was before the faulting call, at any
+//! size.
 //!
-//! Small states are copied before every tick: a few hundred bytes cost
-//! nanoseconds. Copying a large state every tick would cost more than the tick
-//! itself (64 MB is several milliseconds), so the copy budget is bounded:
-//! at most [`BYTES_PER_TICK`] bytes per tick on average. A state of `S` bytes
-//! is copied every `ceil(S / BYTES_PER_TICK)` ticks, and a fault restores the
-//! most recent copy, so up to that many ticks of progress can be lost. The
-//! fault line names the tick the state was restored to.
+//! A state of up to [`TRACK_ABOVE`] bytes is copied whole before every
+//! call: 1 MiB costs about 30 µs. A larger one has pages of its own, tracked
+//! for writes ([`super::pages`]): before each call the copy takes only the
+//! pages written since the last one, and every other page is read-only, so
+//! the copy and the state agree on them. A fault puts back the written
+//! pages. The cost of a tick grows with the pages it writes, not with the
+//! state's size. An untracked large state (an isolated worker's shared
+//! memory, or no crash guard) is still copied whole before every call.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::layout::Layout;
 use crate::state::State;
-
-/// Average copy budget per tick.
-pub const BYTES_PER_TICK: usize = 1 << 20;
+use crate::state::block::TRACK_ABOVE;
+use crate::state::pages::{PAGE, RUN_BUDGET, copy_page};
 
 pub struct Snapshot {
     bytes: Vec<u8>,
     /// The tick index the copy was taken at (before that tick ran).
     tick: Option<u64>,
-    every: u64,
+    /// The block whose pages the copy follows (its id), once it was copied
+    /// whole and its unchanged pages closed.
+    primed_for: Option<u64>,
+    /// Scratch lists, kept to spare an allocation per tick.
+    written: Vec<usize>,
+    unchanged: Vec<usize>,
+    /// A reader copying this snapshot a chunk at a time.
+    reader: Option<Window>,
+    /// Pages copied since the copy was made whole, for the figures.
+    pages_copied: u64,
+    /// Something the tick loop should say once (pages that could not be
+    /// made read-only).
+    notice: Option<String>,
+    said_close_failed: bool,
+}
+
+/// What a reader has not copied yet, and the pages a take overwrote there
+/// before it got to them (their bytes as of the reader's tick).
+struct Window {
+    /// Bytes below this are copied.
+    cursor: usize,
+    preserved: HashMap<usize, Box<[u8]>>,
 }
 
 impl Snapshot {
@@ -30,46 +53,157 @@ impl Snapshot {
         Snapshot {
             bytes: vec![0; size],
             tick: None,
-            every: size.div_ceil(BYTES_PER_TICK).max(1) as u64,
+            primed_for: None,
+            written: Vec::new(),
+            unchanged: Vec::new(),
+            reader: None,
+            pages_copied: 0,
+            notice: None,
+            said_close_failed: false,
         }
     }
 
-    /// Ticks between two copies.
-    pub fn interval(&self) -> u64 {
-        self.every
-    }
-
-    /// Whether a copy is due before tick `tick` runs.
+    /// Whether a copy is due before tick `tick`: always, but for a large
+    /// state whose writes are not tracked, which is copied once every
+    /// `ceil(size / TRACK_ABOVE)` ticks (a fault there can undo that many;
+    /// the fault line names the tick it restores).
     #[inline]
-    pub fn due(&self, tick: u64) -> bool {
-        self.tick.is_none_or(|last| tick >= last + self.every)
+    pub fn due(&self, state: &State, tick: u64) -> bool {
+        if state.written_pages().is_some() || self.bytes.len() <= TRACK_ABOVE {
+            return true;
+        }
+        let every = self.bytes.len().div_ceil(TRACK_ABOVE) as u64;
+        self.tick.is_none_or(|last| tick >= last + every)
     }
 
     /// Copies the state as it is before tick `tick`.
-    #[inline]
     pub fn take(&mut self, state: &State, tick: u64) {
-        self.bytes.copy_from_slice(state.bytes());
         self.tick = Some(tick);
+        let tracked = state
+            .written_pages()
+            .filter(|_| state.size() == self.bytes.len());
+        let Some(pages) = tracked else {
+            self.preserve_all();
+            self.bytes.copy_from_slice(state.bytes());
+            return;
+        };
+        pages.written(&mut self.written);
+        let src = state.bytes();
+        let size = self.bytes.len();
+        let primed = self.primed_for == Some(state.id());
+        self.unchanged.clear();
+        for i in 0..self.written.len() {
+            let p = self.written[i];
+            let range = p * PAGE..((p + 1) * PAGE).min(size);
+            if primed && self.bytes[range.clone()] == src[range.clone()] {
+                self.unchanged.push(p);
+                continue;
+            }
+            self.preserve(p);
+            copy_page(&mut self.bytes[range.clone()], &src[range]);
+            self.pages_copied += 1;
+        }
+        if !primed {
+            // Every page was marked when the block was made: all are copied
+            // now, and the next take closes those left unchanged.
+            self.primed_for = Some(state.id());
+            return;
+        }
+        // Pages the last tick did not write become read-only again, so a
+        // page costs a copy per tick only while it is being written.
+        let closed = pages.close(&self.unchanged).and_then(|()| {
+            if pages.runs() <= RUN_BUDGET {
+                return Ok(false);
+            }
+            // Scattered writes left too many pieces: all of it read-only
+            // again, and what is written next joins one by one.
+            pages.close_all().map(|()| true)
+        });
+        let recheck = match closed {
+            Ok(false) => std::mem::take(&mut self.unchanged),
+            Ok(true) => std::mem::take(&mut self.written),
+            Err(why) => {
+                // Still writable and marked: copied at every take, exact,
+                // only slower. Said once.
+                if !self.said_close_failed {
+                    self.said_close_failed = true;
+                    self.notice = Some(format!(
+                        "{why}; the pages stay writable and are copied before every tick"
+                    ));
+                }
+                return;
+            }
+        };
+        for &p in &recheck {
+            // Written between the compare and the close (by a thread of the
+            // plugin's): now read-only, so this copy holds.
+            let range = p * PAGE..((p + 1) * PAGE).min(size);
+            if self.bytes[range.clone()] != src[range.clone()] {
+                self.preserve(p);
+                copy_page(&mut self.bytes[range.clone()], &src[range]);
+            }
+        }
+        self.unchanged = recheck;
+    }
+
+    /// Keeps page `p`'s bytes for a reader that has not copied it yet.
+    fn preserve(&mut self, p: usize) {
+        if let Some(window) = &mut self.reader
+            && p * PAGE >= window.cursor
+            && !window.preserved.contains_key(&p)
+        {
+            let range = p * PAGE..((p + 1) * PAGE).min(self.bytes.len());
+            window.preserved.insert(p, self.bytes[range].into());
+        }
+    }
+
+    fn preserve_all(&mut self) {
+        if let Some(cursor) = self.reader.as_ref().map(|w| w.cursor) {
+            for p in cursor / PAGE..self.bytes.len().div_ceil(PAGE) {
+                self.preserve(p);
+            }
+        }
     }
 
     /// Puts the last copy back; returns the tick it was taken at, or `None`
     /// if no copy was ever taken (the state is left as it is).
-    pub fn restore(&self, state: &mut State) -> Option<u64> {
+    pub fn restore(&mut self, state: &mut State) -> Option<u64> {
         let tick = self.tick?;
-        state.bytes_mut().copy_from_slice(&self.bytes);
+        let tracked = self.primed_for == Some(state.id());
+        match state.written_pages().filter(|_| tracked) {
+            Some(pages) => {
+                pages.written(&mut self.written);
+                let size = self.bytes.len();
+                let dst = state.bytes_mut();
+                for &p in &self.written {
+                    let range = p * PAGE..((p + 1) * PAGE).min(size);
+                    copy_page(&mut dst[range.clone()], &self.bytes[range]);
+                }
+            }
+            None => state.bytes_mut().copy_from_slice(&self.bytes),
+        }
         Some(tick)
     }
 }
 
 /// The snapshot, shared between the tick thread (which takes and restores
-/// it) and a thread that must save the state while the tick thread is stuck
-/// in plugin code: a second Ctrl-C during a `shutdown` that never returns.
-/// The tick thread holds the lock only while copying, never during a plugin
-/// call, so the copy is always reachable; and it is the state as of the last
-/// call that completed, which is the newest state known to be good.
+/// it) and the threads that copy it: a trial's state, a periodic save, a
+/// save while the tick thread is stuck in plugin code (a second Ctrl-C
+/// during a `shutdown` that never returns). The tick thread holds the lock
+/// only while it takes or restores, never during a plugin call, so the copy
+/// is always reachable; and it is the state as of the last call that
+/// completed, which is the newest state known to be good.
+///
+/// A reader copies a large snapshot a chunk at a time, taking the lock for
+/// each, so the tick thread never waits for more than one chunk's copy. A
+/// take in between keeps the pages it overwrites that the reader has not
+/// copied yet, and the reader uses those: its copy is the state as of the
+/// tick it started at.
 #[derive(Clone, Default)]
 pub struct SharedSnapshot {
     inner: Arc<Mutex<Option<Kept>>>,
+    /// One reader at a time.
+    readers: Arc<Mutex<()>>,
 }
 
 struct Kept {
@@ -81,6 +215,8 @@ struct Kept {
     /// Some version has run on this state (its `init` completed, or it was
     /// restored from a file): only then is it worth saving.
     live: bool,
+    /// Tells this snapshot from the one a later `reset` makes, for a reader.
+    generation: u64,
 }
 
 /// A copy of the state handed out of [`SharedSnapshot::read`].
@@ -92,6 +228,10 @@ pub struct Copied {
     pub layout: Option<Arc<Layout>>,
 }
 
+/// How much a reader copies per lock: about 5 µs of the tick thread's
+/// waiting at most.
+const READ_CHUNK: usize = 64 << 10;
+
 impl SharedSnapshot {
     fn lock(&self) -> MutexGuard<'_, Option<Kept>> {
         // Nothing panics while holding the lock but a copy; the bytes a
@@ -99,9 +239,25 @@ impl SharedSnapshot {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The lock, waiting at most `patience` for a take in progress.
+    fn lock_within(&self, patience: Duration) -> Option<MutexGuard<'_, Option<Kept>>> {
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.inner.try_lock() {
+                Ok(guard) => return Some(guard),
+                Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            }
+        }
+    }
+
     /// A fresh snapshot for a state of `size` bytes (the first version, or
     /// a migration to a new layout); nothing is copied yet.
     pub fn reset(&self, size: usize, state_version: u32, layout: Option<Arc<Layout>>) {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut kept = self.lock();
         // A migration to a new layout keeps a live state live.
         let live = kept.as_ref().is_some_and(|k| k.live);
@@ -110,6 +266,7 @@ impl SharedSnapshot {
             state_version,
             layout,
             live,
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
     }
 
@@ -133,25 +290,14 @@ impl SharedSnapshot {
         *self.lock() = None;
     }
 
-    /// Copies the state before tick `tick` if a copy is due; false if there
-    /// is no snapshot to copy into.
+    /// Copies the state before tick `tick` if a copy is due (always, but
+    /// for a large state that is not tracked); false if there is no
+    /// snapshot to copy into.
     #[inline]
     pub fn take_if_due(&self, state: &State, tick: u64) -> bool {
-        let mut guard = match self.inner.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            // A reader (a trial's copy, a forced save) holds it. Copying a
-            // large state takes milliseconds: this tick goes without a new
-            // copy rather than wait (the next one takes it; a fault meanwhile
-            // says the older tick it restores). A small one is moments away.
-            Err(std::sync::TryLockError::WouldBlock) if state.size() > BYTES_PER_TICK => {
-                return true;
-            }
-            Err(std::sync::TryLockError::WouldBlock) => self.lock(),
-        };
-        match guard.as_mut() {
+        match self.lock().as_mut() {
             Some(kept) => {
-                if kept.snapshot.due(tick) {
+                if kept.snapshot.due(state, tick) {
                     kept.snapshot.take(state, tick);
                 }
                 true
@@ -174,56 +320,86 @@ impl SharedSnapshot {
 
     /// See [`Snapshot::restore`].
     pub fn restore(&self, state: &mut State) -> Option<u64> {
-        self.lock().as_ref()?.snapshot.restore(state)
+        self.lock().as_mut()?.snapshot.restore(state)
     }
 
-    /// The last copy of a state some version has run on, for saving it from
-    /// another thread. Waits at most
-    /// `patience` for the tick thread to finish a copy in progress.
+    /// What the snapshot has to say, once (see [`Snapshot::take`]).
+    pub fn take_notice(&self) -> Option<String> {
+        self.lock().as_mut()?.snapshot.notice.take()
+    }
+
+    /// Pages copied into the snapshot since it was made whole (a large,
+    /// tracked state; 0 otherwise).
+    pub fn pages_copied(&self) -> u64 {
+        self.lock().as_ref().map_or(0, |k| k.snapshot.pages_copied)
+    }
+
+    /// The last copy of a state some version has run on, for saving it or
+    /// handing it to a trial from another thread. Waits at most `patience`
+    /// for each lock (a take in progress).
     pub fn read(&self, patience: Duration) -> Option<Copied> {
-        let deadline = Instant::now() + patience;
-        let guard = loop {
-            match self.inner.try_lock() {
-                Ok(guard) => break guard,
-                Err(std::sync::TryLockError::Poisoned(e)) => break e.into_inner(),
-                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(std::sync::TryLockError::WouldBlock) => return None,
+        let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let (size, tick, state_version, layout, generation) = {
+            let mut guard = self.lock_within(patience)?;
+            let kept = guard.as_mut().filter(|k| k.live)?;
+            let tick = kept.snapshot.tick?;
+            if kept.snapshot.bytes.len() <= 4 * READ_CHUNK {
+                return Some(Copied {
+                    bytes: kept.snapshot.bytes.clone(),
+                    tick,
+                    state_version: kept.state_version,
+                    layout: kept.layout.clone(),
+                });
             }
+            kept.snapshot.reader = Some(Window {
+                cursor: 0,
+                preserved: HashMap::new(),
+            });
+            (
+                kept.snapshot.bytes.len(),
+                tick,
+                kept.state_version,
+                kept.layout.clone(),
+                kept.generation,
+            )
         };
-        let kept = guard.as_ref().filter(|k| k.live)?;
+        let _close = CloseWindow(self);
+        let mut bytes = Vec::with_capacity(size);
+        while bytes.len() < size {
+            let mut guard = self.lock_within(patience)?;
+            // A reset since (a migration): that copy is gone.
+            let kept = guard.as_mut().filter(|k| k.generation == generation)?;
+            let from = bytes.len();
+            let to = (from + READ_CHUNK).min(size);
+            bytes.extend_from_slice(&kept.snapshot.bytes[from..to]);
+            let window = kept.snapshot.reader.as_mut()?;
+            for p in from / PAGE..to.div_ceil(PAGE) {
+                if let Some(older) = window.preserved.remove(&p) {
+                    bytes[p * PAGE..p * PAGE + older.len()].copy_from_slice(&older);
+                }
+            }
+            window.cursor = to;
+        }
         Some(Copied {
-            bytes: kept.snapshot.bytes.clone(),
-            tick: kept.snapshot.tick?,
-            state_version: kept.state_version,
-            layout: kept.layout.clone(),
+            bytes,
+            tick,
+            state_version,
+            layout,
         })
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Ends a reader's window, however the read ends.
+struct CloseWindow<'a>(&'a SharedSnapshot);
 
-    #[test]
-    fn small_states_every_tick_large_ones_within_the_budget() {
-        assert_eq!(Snapshot::new(16).interval(), 1);
-        assert_eq!(Snapshot::new(BYTES_PER_TICK).interval(), 1);
-        assert_eq!(Snapshot::new(64 << 20).interval(), 64);
-    }
-
-    #[test]
-    fn restore_puts_back_the_bytes_and_names_the_tick() {
-        let mut state = State::zeroed(8).expect("alloc");
-        let mut snap = Snapshot::new(8);
-        assert_eq!(snap.restore(&mut state), None);
-        state.bytes_mut()[0] = 7;
-        assert!(snap.due(3));
-        snap.take(&state, 3);
-        assert!(!snap.due(3));
-        state.bytes_mut()[0] = 99;
-        assert_eq!(snap.restore(&mut state), Some(3));
-        assert_eq!(state.bytes()[0], 7);
+impl Drop for CloseWindow<'_> {
+    fn drop(&mut self) {
+        if let Some(kept) = self.0.lock().as_mut() {
+            kept.snapshot.reader = None;
+        }
     }
 }
+
+#[cfg(test)]
+mod tests;
+

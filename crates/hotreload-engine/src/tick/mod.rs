@@ -657,6 +657,9 @@ impl TickLoop {
             // interposer sees: about once a second, a few system calls.
             guard::process::check_mask();
             self.reassert_handlers("while ticking");
+            if let Some(notice) = self.snapshot.take_notice() {
+                (self.events)(Event::ServerNotice(format!("state snapshot: {notice}")));
+            }
             self.drop_dead_kept_workers();
         }
         self.say_repairs("tick");

@@ -1,0 +1,144 @@
+use super::*;
+
+fn tracked(size: usize) -> State {
+    crate::guard::install().expect("guard");
+    let state = State::zeroed(size).expect("alloc");
+    assert!(state.written_pages().is_some(), "a large state is tracked");
+    state
+}
+
+/// A small deterministic generator, so a failure can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn small_states_are_copied_every_tick_and_restored_exactly() {
+    let mut state = State::zeroed(8).expect("alloc");
+    let mut snap = Snapshot::new(8);
+    assert_eq!(snap.restore(&mut state), None);
+    state.bytes_mut()[0] = 7;
+    assert!(snap.due(&state, 3));
+    snap.take(&state, 3);
+    assert!(snap.due(&state, 4));
+    state.bytes_mut()[0] = 99;
+    assert_eq!(snap.restore(&mut state), Some(3));
+    assert_eq!(state.bytes()[0], 7);
+}
+
+#[test]
+fn a_tracked_state_is_restored_to_exactly_the_last_take_over_many_ticks() {
+    // Not a multiple of the page size: the last page is partial.
+    let size = (8 << 20) + 100;
+    let mut state = tracked(size);
+    let mut snap = Snapshot::new(size);
+    let mut rng = Lcg(42);
+    let pages = size.div_ceil(PAGE);
+    let mut restores = 0;
+    for tick in 0..300u64 {
+        let before = state.bytes().to_vec();
+        assert!(snap.due(&state, tick));
+        snap.take(&state, tick);
+        // A tick: some pages it wrote last time, some new, some bytes
+        // written with the value they had.
+        let writes = (rng.next() % 40) as usize;
+        for _ in 0..writes {
+            let p = if rng.next().is_multiple_of(2) {
+                (rng.next() % 8) as usize
+            } else {
+                (rng.next() as usize) % pages
+            };
+            let at = (p * PAGE + (rng.next() as usize % PAGE)).min(size - 1);
+            let bytes = state.bytes_mut();
+            bytes[at] = if rng.next().is_multiple_of(5) { bytes[at] } else { rng.next() as u8 };
+        }
+        if rng.next().is_multiple_of(7) {
+            assert_eq!(snap.restore(&mut state), Some(tick));
+            assert!(state.bytes() == before.as_slice(), "restore at tick {tick} is exact");
+            restores += 1;
+        }
+    }
+    assert!(restores > 10);
+    // Steady state: only written pages are copied, not the whole state.
+    assert!(snap.pages_copied < 300 * 40 + pages as u64 * 2, "{}", snap.pages_copied);
+}
+
+#[test]
+fn writes_by_the_kernel_into_a_read_only_page_go_through() {
+    use std::io::Write;
+    let size = 4 << 20;
+    let mut state = tracked(size);
+    let mut snap = Snapshot::new(size);
+    snap.take(&state, 0);
+    snap.take(&state, 1); // every page unchanged: all read-only now
+    let dir = std::env::temp_dir().join(format!("hr-snap-{}", std::process::id()));
+    let mut file = std::fs::File::create(&dir).expect("create");
+    file.write_all(&[0xab; 10_000]).expect("write");
+    drop(file);
+    let fd = std::fs::File::open(&dir).expect("open");
+    let at = 3 * PAGE + 17;
+    // SAFETY: reads at most 10,000 bytes into the state, which has room.
+    let n = unsafe {
+        libc::read(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            state.as_mut_ptr().cast::<u8>().add(at).cast(),
+            10_000,
+        )
+    };
+    let _ = std::fs::remove_file(&dir);
+    assert_eq!(n, 10_000, "{}", std::io::Error::last_os_error());
+    assert!(state.bytes()[at..at + 10_000].iter().all(|&b| b == 0xab));
+    // And the snapshot knows: a restore undoes the read.
+    assert_eq!(snap.restore(&mut state), Some(1));
+    assert!(state.bytes().iter().all(|&b| b == 0));
+}
+
+#[test]
+fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
+    let size = 6 << 20;
+    let shared = SharedSnapshot::default();
+    shared.reset(size, 1, None);
+    shared.mark_live();
+    let mut state = tracked(size);
+    let pages = size / PAGE;
+    let mut history = std::collections::HashMap::new();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let shared = shared.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut copies = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(c) = shared.read(Duration::from_secs(1)) {
+                    copies.push(c);
+                }
+            }
+            copies
+        })
+    };
+    for tick in 0..400u64 {
+        shared.take_if_due(&state, tick);
+        history.insert(tick, state.bytes().to_vec());
+        for k in 0..20 {
+            let p = ((tick as usize) * 37 + k * 101) % pages;
+            state.bytes_mut()[p * PAGE + (tick as usize % PAGE)] = (tick + k as u64) as u8 | 1;
+        }
+        if tick % 50 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let copies = reader.join().expect("reader");
+    assert!(!copies.is_empty());
+    for c in &copies {
+        assert!(
+            c.bytes == history[&c.tick],
+            "the copy of tick {} is that tick's state",
+            c.tick
+        );
+    }
+}
