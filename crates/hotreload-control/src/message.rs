@@ -45,6 +45,22 @@ pub enum Command {
     /// Brings back an earlier version still loaded (`to`; default: the
     /// newest one before the running version).
     Rollback { to: Option<u64> },
+    /// While paused: put the state and the tick counter back `n` ticks
+    /// from the history.
+    Rewind { n: u64 },
+    /// While paused: put the state back to tick `tick` from the history.
+    RewindTo { tick: u64 },
+    /// Run the recorded ticks `from..to` (default: all the history holds)
+    /// again with version `with` (default: the running one) in a throwaway
+    /// process, and say where the result first differs.
+    Replay {
+        from: Option<u64>,
+        to: Option<u64>,
+        with: Option<u64>,
+    },
+    /// Tick the window `from..to` over and over, rewinding at its end
+    /// (`None`: stop looping).
+    Loop { window: Option<(u64, u64)> },
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
@@ -67,6 +83,10 @@ impl Command {
             Command::Set { .. } => "set",
             Command::Undo => "undo",
             Command::Rollback { .. } => "rollback",
+            Command::Rewind { .. } => "rewind",
+            Command::RewindTo { .. } => "rewind-to",
+            Command::Replay { .. } => "replay",
+            Command::Loop { .. } => "loop",
             Command::Events { .. } => "events",
         }
     }
@@ -93,6 +113,28 @@ impl Command {
             Command::Rollback { to: Some(to) } => {
                 object.insert("to".into(), json!(to));
             }
+            Command::Rewind { n } => {
+                object.insert("n".into(), json!(n));
+            }
+            Command::RewindTo { tick } => {
+                object.insert("tick".into(), json!(tick));
+            }
+            Command::Replay { from, to, with } => {
+                for (key, value) in [("from", from), ("to", to), ("with", with)] {
+                    if let Some(v) = value {
+                        object.insert(key.into(), json!(v));
+                    }
+                }
+            }
+            Command::Loop { window } => match window {
+                Some((from, to)) => {
+                    object.insert("from".into(), json!(from));
+                    object.insert("to".into(), json!(to));
+                }
+                None => {
+                    object.insert("off".into(), json!(true));
+                }
+            },
             _ => {}
         }
         format!("{}\n", Value::Object(object))
@@ -101,7 +143,23 @@ impl Command {
 
 /// Every command, by name, for error messages and `--help`.
 pub const COMMANDS: &[&str] = &[
-    "status", "pause", "resume", "step", "stop", "reload", "save", "state", "get", "set", "undo",
+    "status",
+    "pause",
+    "resume",
+    "step",
+    "stop",
+    "reload",
+    "save",
+    "state",
+    "versions",
+    "get",
+    "set",
+    "undo",
+    "rollback",
+    "rewind",
+    "rewind-to",
+    "replay",
+    "loop",
     "events",
 ];
 
@@ -336,6 +394,41 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
         "rollback" => Command::Rollback {
             to: count("to", 1, u64::MAX)?,
         },
+        "rewind" => Command::Rewind {
+            n: count("n", 1, u64::MAX)?.unwrap_or(1),
+        },
+        "rewind-to" => Command::RewindTo {
+            tick: count("tick", 0, u64::MAX)?.ok_or_else(|| {
+                Refused::new(
+                    id,
+                    ErrorCode::BadArgument,
+                    "expected a \"tick\" for rewind-to, found none",
+                )
+            })?,
+        },
+        "replay" => Command::Replay {
+            from: count("from", 0, u64::MAX)?,
+            to: count("to", 0, u64::MAX)?,
+            with: count("with", 1, u64::MAX)?,
+        },
+        "loop" => {
+            let off = matches!(object.get("off"), Some(Value::Bool(true)));
+            let from = count("from", 0, u64::MAX)?;
+            let to = count("to", 0, u64::MAX)?;
+            match (off, from, to) {
+                (true, None, None) => Command::Loop { window: None },
+                (false, Some(from), Some(to)) => Command::Loop {
+                    window: Some((from, to)),
+                },
+                _ => {
+                    return Err(Refused::new(
+                        id,
+                        ErrorCode::BadArgument,
+                        "expected \"from\" and \"to\" for loop, or \"off\": true, found neither",
+                    ));
+                }
+            }
+        }
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
@@ -509,6 +602,22 @@ mod tests {
             Command::Undo,
             Command::Rollback { to: Some(2) },
             Command::Rollback { to: None },
+            Command::Rewind { n: 200 },
+            Command::RewindTo { tick: 3800 },
+            Command::Replay {
+                from: Some(3800),
+                to: Some(4000),
+                with: Some(3),
+            },
+            Command::Replay {
+                from: None,
+                to: None,
+                with: None,
+            },
+            Command::Loop {
+                window: Some((3800, 4000)),
+            },
+            Command::Loop { window: None },
             Command::Events { from: Some(12) },
             Command::Events { from: None },
         ];

@@ -143,11 +143,25 @@ fn measure(size: usize, writes: Writes, ticks: usize) -> Figures {
     let mut restore = Vec::new();
     for round in 0..ROUNDS {
         let (w, wo) = if round % 2 == 0 {
-            let w = time_with(&mut snapshot, &mut state, writes, ticks, &mut list, &mut tick);
+            let w = time_with(
+                &mut snapshot,
+                &mut state,
+                writes,
+                ticks,
+                &mut list,
+                &mut tick,
+            );
             (w, time_writes(&mut state, writes, pages, ticks, &mut list))
         } else {
             let wo = time_writes(&mut state, writes, pages, ticks, &mut list);
-            let w = time_with(&mut snapshot, &mut state, writes, ticks, &mut list, &mut tick);
+            let w = time_with(
+                &mut snapshot,
+                &mut state,
+                writes,
+                ticks,
+                &mut list,
+                &mut tick,
+            );
             (w, wo)
         };
         with.push(w);

@@ -91,6 +91,10 @@ pub struct Config {
     /// Hold an exclusive lock on `state_file` while running, so that a
     /// second server on the same file is refused instead of overwriting it.
     pub state_lock: bool,
+    /// How much of the state's past is kept for `rewind`, `replay` and
+    /// `loop`: this many ticks, in at most this many bytes (the oldest go
+    /// first). 0 ticks keeps none.
+    pub history: crate::state::history::Bound,
     /// Stop after this many ticks.
     pub max_ticks: Option<u64>,
     /// Stop after this many reload attempts (the start-up build is not one).
@@ -127,6 +131,10 @@ impl Config {
             save_every: None,
             fresh_state: false,
             state_lock: true,
+            history: crate::state::history::Bound {
+                ticks: 1000,
+                bytes: 64 << 20,
+            },
             max_ticks: None,
             max_reloads: None,
         }

@@ -127,7 +127,9 @@ impl Engine {
         let board = Arc::new(StatusBoard::new(config.state_file.is_some()));
         board.set_watch_mode(&format!("{:?}", watch.mode).to_lowercase());
         let snapshot = SharedSnapshot::default();
+        snapshot.set_history(Some(config.history));
         let last_good = LastGood::new(snapshot.clone(), config.state_file.clone());
+        let snapshot_for_door = snapshot.clone();
         let tick_loop = TickLoop::new(
             TickSettings {
                 period: config.tick_period,
@@ -158,6 +160,12 @@ impl Engine {
             tick: tick_tx.clone(),
             reload: inbox_tx.clone(),
             board: Arc::clone(&board),
+            snapshot: snapshot_for_door,
+            events: Arc::clone(&events),
+            replay: ReplaySetup {
+                dt: config.tick_period.as_secs_f64(),
+                call_timeout: config.effective_call_timeout(),
+            },
         };
         let mut reloader = Reloader::new(config, events, tick_tx, scope, journal, shadow, watch);
         reloader.report_to(Arc::clone(&board));
@@ -331,6 +339,17 @@ pub struct StateDoor {
     /// thread loads again from its kept copy first.
     reload: Sender<Inbox>,
     board: Arc<StatusBoard>,
+    /// For `replay`, which reads the history off the tick thread.
+    snapshot: SharedSnapshot,
+    events: EventSink,
+    replay: ReplaySetup,
+}
+
+/// What a replay runs ticks with.
+#[derive(Clone, Copy, Debug)]
+struct ReplaySetup {
+    dt: f64,
+    call_timeout: std::time::Duration,
 }
 
 impl StateDoor {
@@ -449,6 +468,75 @@ impl StateDoor {
     /// and waits for the answer: at most [`StateDoor::PATIENCE`], and no
     /// longer than it takes to see that the tick thread is stuck in plugin
     /// code (then the request is given up, never to be carried out).
+    /// Puts the state back to an earlier tick from the history, while
+    /// paused.
+    pub fn rewind(
+        &self,
+        to: crate::tick::RewindTo,
+    ) -> Result<crate::tick::Rewound, crate::tick::DoorError> {
+        self.request(|asked| crate::tick::TickInput::Rewind(to, asked))
+    }
+
+    /// Loops the window `from..to` of recorded ticks (`None`: stops).
+    pub fn set_loop(
+        &self,
+        window: Option<(u64, u64)>,
+    ) -> Result<crate::tick::LoopSet, crate::tick::DoorError> {
+        self.request(|asked| crate::tick::TickInput::Loop(window, asked))
+    }
+
+    /// What the rewind history holds.
+    pub fn history(&self) -> Option<crate::state::snapshot::HistorySpan> {
+        self.snapshot.history_span()
+    }
+
+    /// Runs the recorded ticks `from..to` (default: all the history holds)
+    /// again with version `with` (default: the running one) in a throwaway
+    /// worker, on this thread, and says where the result first differs
+    /// from the recorded run. Published as an event too.
+    pub fn replay(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+        with: Option<u64>,
+    ) -> Result<crate::pipeline::replay::Replayed, crate::tick::DoorError> {
+        use crate::tick::DoorError;
+        let version = with.or(self.board.snapshot().version).ok_or_else(|| {
+            DoorError::Unavailable("expected a version to replay with, found none running".into())
+        })?;
+        let library = self.board.kept_library(version).ok_or_else(|| {
+            let on_disk = self.board.on_disk();
+            DoorError::Refused(format!(
+                "expected v{version}'s library kept on disk for replay, found {}",
+                if on_disk.is_empty() {
+                    "none kept (--keep-on-disk 0?)".to_owned()
+                } else {
+                    format!(
+                        "only {}",
+                        on_disk
+                            .iter()
+                            .map(|v| format!("v{v}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ))
+        })?;
+        let request = crate::pipeline::replay::Request {
+            from,
+            to,
+            version,
+            lib_name: crate::pipeline::replay::lib_name_of(&library),
+            library,
+            dt: self.replay.dt,
+            call_timeout: self.replay.call_timeout,
+        };
+        let done =
+            crate::pipeline::replay::run(&self.snapshot, &request).map_err(DoorError::Refused)?;
+        (self.events)(Event::Replayed(done.clone()));
+        Ok(done)
+    }
+
     fn request<T>(
         &self,
         input: impl FnOnce(crate::tick::door::Asked<T>) -> crate::tick::TickInput,

@@ -123,6 +123,16 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = keep_on_disk_range)]
     pub keep_on_disk: u64,
 
+    /// Ticks of the state's past kept for `hotreload ctl rewind`, `replay`
+    /// and `loop`: what each tick changed, page by page. 0 keeps none.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = history_range)]
+    pub history_ticks: u64,
+
+    /// The most memory the history may take, in MiB; past it the oldest
+    /// ticks go first (said once, and `ctl status` shows what is kept).
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = history_mb_range)]
+    pub history_mb: u64,
+
     /// Ticks a new build runs in a throwaway process, on a copy of the
     /// state, before it is loaded (its constructors, logic_get_api, init or
     /// on_reload, describe, on_unload and shutdown run there first too); 0
@@ -253,6 +263,10 @@ impl Args {
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;
         config.keep_on_disk = self.keep_on_disk as usize;
+        config.history = hotreload_engine::state::history::Bound {
+            ticks: self.history_ticks as usize,
+            bytes: (self.history_mb as usize) << 20,
+        };
         config.trial_ticks = self.trial_ticks;
         config.probe = !self.no_probe;
         config.isolate = self.isolate;
@@ -278,6 +292,14 @@ fn at_least_one(text: &str) -> Result<u64, String> {
 
 fn keep_versions_range(text: &str) -> Result<u64, String> {
     whole_number_in(text, 1, 999)
+}
+
+fn history_range(text: &str) -> Result<u64, String> {
+    whole_number_in(text, 0, 10_000_000)
+}
+
+fn history_mb_range(text: &str) -> Result<u64, String> {
+    whole_number_in(text, 1, 1 << 20)
 }
 
 fn keep_on_disk_range(text: &str) -> Result<u64, String> {

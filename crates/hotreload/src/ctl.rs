@@ -18,6 +18,8 @@ use serde_json::Value;
 /// Exit codes of `hotreload ctl`.
 mod code {
     pub const OK: u8 = 0;
+    /// `replay`: the result differs from the recorded run (or faulted).
+    pub const DIFFERS: u8 = 1;
     pub const USAGE: u8 = 2;
     /// No server answers on the socket.
     pub const NO_SERVER: u8 = 3;
@@ -39,7 +41,7 @@ mod code {
 #[command(
     name = "hotreload ctl",
     about = "Drive a running hotreload server through its control socket",
-    after_help = "Exit codes: 0 done; 2 bad usage; 3 no server answers on the socket; \
+    after_help = "Exit codes: 0 done; 1 replay: the result differs from the recorded run; 2 bad usage; 3 no server answers on the socket; \
                   4 the server speaks another protocol; 5 refused: not paused (step); \
                   6 refused: unavailable (save without --state-file, no version yet, the tick thread busy); \
                   7 refused: the server is stopping; 8 refused for another reason; \
@@ -111,6 +113,34 @@ enum CtlCommand {
         #[arg(value_parser = parse_version)]
         version: Option<u64>,
     },
+    /// While paused, put the state and the tick counter back N ticks
+    /// (default 1) from the rewind history.
+    Rewind {
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        n: u64,
+    },
+    /// While paused, put the state back to tick TICK from the history.
+    #[command(name = "rewind-to")]
+    RewindTo { tick: u64 },
+    /// Run the recorded ticks FROM..TO (default: all the history holds)
+    /// again with a version (default: the running one) in a throwaway
+    /// process, and say at which tick and in which field the result first
+    /// differs from the recorded run. Exits 1 when it differs, as diff does.
+    Replay {
+        from: Option<u64>,
+        to: Option<u64>,
+        /// The version to run them with (`v3` or `3`).
+        #[arg(long, value_parser = parse_version, value_name = "VERSION")]
+        with: Option<u64>,
+    },
+    /// Tick the window FROM..TO over and over: at TO the state goes back to
+    /// FROM, and each pass runs whatever version is live by then. `loop
+    /// off` stops.
+    Loop {
+        /// FROM TO, or `off`.
+        #[arg(num_args = 1..=2, required = true)]
+        window: Vec<String>,
+    },
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -169,6 +199,36 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
         CtlCommand::Set { path, value } => Command::Set { path, value },
         CtlCommand::Undo => Command::Undo,
         CtlCommand::Rollback { version } => Command::Rollback { to: version },
+        CtlCommand::Rewind { n } => Command::Rewind { n },
+        CtlCommand::RewindTo { tick } => Command::RewindTo { tick },
+        CtlCommand::Replay { from, to, with } => {
+            if from.is_some() != to.is_some() {
+                eprintln!("hotreload ctl: expected replay FROM TO (both) or neither, found one");
+                return ExitCode::from(code::USAGE);
+            }
+            Command::Replay { from, to, with }
+        }
+        CtlCommand::Loop { window } => match window.as_slice() {
+            [off] if off == "off" => Command::Loop { window: None },
+            [from, to] => match (from.parse::<u64>(), to.parse::<u64>()) {
+                (Ok(from), Ok(to)) => Command::Loop {
+                    window: Some((from, to)),
+                },
+                _ => {
+                    eprintln!(
+                        "hotreload ctl: expected loop FROM TO (tick numbers), found {from} {to}"
+                    );
+                    return ExitCode::from(code::USAGE);
+                }
+            },
+            other => {
+                eprintln!(
+                    "hotreload ctl: expected loop FROM TO or loop off, found {}",
+                    other.join(" ")
+                );
+                return ExitCode::from(code::USAGE);
+            }
+        },
         CtlCommand::Events { from } => Command::Events { from },
         CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
@@ -324,6 +384,11 @@ fn run(path: &PathBuf, command: &Command, json: bool) -> u8 {
                 if !json {
                     say(command, &value);
                 }
+                if matches!(command, Command::Replay { .. })
+                    && value.pointer("/outcome/kind").and_then(Value::as_str) != Some("same")
+                {
+                    return code::DIFFERS;
+                }
                 if !matches!(command, Command::Events { .. }) {
                     return code::OK;
                 }
@@ -457,6 +522,24 @@ fn say(command: &Command, value: &Value) {
                 .and_then(Value::as_str)
                 .map_or(String::new(), |c| format!("; state carried: {c}"))
         ),
+        Command::Rewind { .. } | Command::RewindTo { .. } => println!(
+            "rewound from tick {} to tick {}; paused",
+            n("from"),
+            n("to")
+        ),
+        Command::Replay { .. } => println!(
+            "{}",
+            value.get("text").and_then(Value::as_str).unwrap_or("")
+        ),
+        Command::Loop { .. } => match value.get("window").filter(|w| !w.is_null()) {
+            Some(w) => println!(
+                "looping ticks {}..{} (now at tick {}); `hotreload ctl loop off` stops",
+                w.get("from").and_then(Value::as_u64).unwrap_or(0),
+                w.get("to").and_then(Value::as_u64).unwrap_or(0),
+                n("tick")
+            ),
+            None => println!("not looping (at tick {})", n("tick")),
+        },
         Command::Versions => {
             println!(
                 "{:<5} {:<16}  {:>9}  {:>8}  {:<8}  {:<28}  outcome",

@@ -239,6 +239,38 @@ impl Renderer {
                     })
                     .collect()
             }
+            Event::Rewound {
+                from,
+                to,
+                version,
+                looping: None,
+            } => format!(
+                "[history] rewound from tick {from} to tick {to}{}; paused\n",
+                version.map_or(String::new(), |v| format!(" (v{v} runs)"))
+            ),
+            Event::Rewound {
+                from,
+                to,
+                version,
+                looping: Some(pass),
+            } => format!(
+                "[loop] tick {from} reached the end of ticks {}..{}: back to tick {to}, pass {}{}\n",
+                pass.from,
+                pass.to,
+                pass.pass,
+                version.map_or(String::new(), |v| format!(" with v{v}"))
+            ),
+            Event::LoopSet {
+                window: Some((from, to)),
+                ..
+            } => format!(
+                "[loop] looping ticks {from}..{to}: at tick {to} the state goes back to tick {from} (ctl loop off stops)\n"
+            ),
+            Event::LoopSet { window: None, .. } => "[loop] stopped\n".to_owned(),
+            Event::Replayed(r) => format!(
+                "[replay] {}\n",
+                hotreload_engine::pipeline::replay::describe(r)
+            ),
             Event::RolledBackOnRequest {
                 from,
                 to,

@@ -155,10 +155,19 @@ fn exact_restore(size: usize, fault_after: u32) {
         "restored to the tick of the fault: {fault}"
     );
     // The old version ticks on from the restored state.
-    let ticks_then = support::ctl::status_json(dir)["result"]["tick"].as_u64().unwrap_or(0);
+    let ticks_then = support::ctl::status_json(dir)["result"]["tick"]
+        .as_u64()
+        .unwrap_or(0);
     let deadline = std::time::Instant::now() + support::WAIT;
-    while support::ctl::status_json(dir)["result"]["tick"].as_u64().unwrap_or(0) < ticks_then + 20 {
-        assert!(std::time::Instant::now() < deadline, "no ticks after the rollback");
+    while support::ctl::status_json(dir)["result"]["tick"]
+        .as_u64()
+        .unwrap_or(0)
+        < ticks_then + 20
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ticks after the rollback"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // 14: plugin code faulted last (the exit code says so, by design).

@@ -43,6 +43,15 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
                 "stopping": status.stopping,
                 "steps_left": wiring.board.steps_left(),
                 "next_seq": wiring.hub.next_seq(),
+                "history": wiring.door.history().map(|h| json!({
+                    "oldest": h.oldest,
+                    "newest": h.newest,
+                    "ticks": h.ticks,
+                    "bytes": h.bytes,
+                    "bound_ticks": h.bound.ticks,
+                    "bound_bytes": h.bound.bytes,
+                    "cut_by_bytes": h.cut_by_bytes,
+                })),
             }),
         ),
         Wire::Pause => {
@@ -141,11 +150,41 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             ),
             Err(why) => door_refusal(id, &why),
         },
+        Wire::Rewind { n } => rewound(id, wiring.door.rewind(crate::tick::RewindTo::Back(*n))),
+        Wire::RewindTo { tick } => {
+            rewound(id, wiring.door.rewind(crate::tick::RewindTo::Tick(*tick)))
+        }
+        Wire::Replay { from, to, with } => match wiring.door.replay(*from, *to, *with) {
+            Ok(done) => {
+                let mut result = done.fields();
+                result["text"] = json!(crate::pipeline::replay::describe(&done));
+                reply_ok(id, result)
+            }
+            Err(why) => door_refusal(id, &why),
+        },
+        Wire::Loop { window } => match wiring.door.set_loop(*window) {
+            Ok(set) => reply_ok(
+                id,
+                json!({
+                    "window": set.window.map(|(from, to)| json!({"from": from, "to": to})),
+                    "tick": set.tick,
+                }),
+            ),
+            Err(why) => door_refusal(id, &why),
+        },
         Wire::Events { .. } => reply_error(
             Some(id),
             ErrorCode::UnknownCommand,
             "events is answered by the stream itself",
         ),
+    }
+}
+
+/// The reply to `rewind` or `rewind-to`.
+fn rewound(id: u64, done: Result<crate::tick::Rewound, DoorError>) -> String {
+    match done {
+        Ok(r) => reply_ok(id, json!({"from": r.from, "to": r.to})),
+        Err(why) => door_refusal(id, &why),
     }
 }
 
@@ -164,6 +203,7 @@ fn edited(id: u64, done: Result<crate::tick::Edited, DoorError>) -> String {
 fn door_refusal(id: u64, why: &DoorError) -> String {
     let code = match why {
         DoorError::Unavailable(_) => ErrorCode::Unavailable,
+        DoorError::NotPaused(_) => ErrorCode::NotPaused,
         DoorError::Refused(_) => ErrorCode::BadArgument,
     };
     reply_error(Some(id), code, &why.to_string())

@@ -41,7 +41,7 @@ pub struct StatusBoard {
     loaded: Mutex<Vec<u64>>,
     /// The versions whose library is kept on disk for rollbacks, oldest
     /// first.
-    on_disk: Mutex<Vec<u64>>,
+    on_disk: Mutex<Vec<(u64, std::path::PathBuf)>>,
 }
 
 /// One build the server tried to load, and what became of it.
@@ -175,14 +175,28 @@ impl StatusBoard {
         self.loaded.lock().map(|v| v.clone()).unwrap_or_default()
     }
 
-    pub fn set_on_disk(&self, versions: Vec<u64>) {
+    /// The versions whose library is kept on disk, and where.
+    pub fn set_on_disk(&self, files: Vec<(u64, std::path::PathBuf)>) {
         if let Ok(mut l) = self.on_disk.lock() {
-            *l = versions;
+            *l = files;
         }
     }
 
     pub fn on_disk(&self) -> Vec<u64> {
-        self.on_disk.lock().map(|v| v.clone()).unwrap_or_default()
+        self.on_disk
+            .lock()
+            .map(|v| v.iter().map(|(version, _)| *version).collect())
+            .unwrap_or_default()
+    }
+
+    /// Where `version`'s library is kept on disk, if it is.
+    pub fn kept_library(&self, version: u64) -> Option<std::path::PathBuf> {
+        self.on_disk
+            .lock()
+            .ok()?
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, path)| path.clone())
     }
 
     pub fn snapshot(&self) -> Status {

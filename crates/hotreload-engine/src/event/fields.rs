@@ -106,6 +106,22 @@ impl Event {
                 tick,
                 undone,
             } => json!({"path": path, "old": old, "new": new, "tick": tick, "undone": undone}),
+            Event::Rewound {
+                from,
+                to,
+                version,
+                looping,
+            } => json!({
+                "from": from,
+                "to": to,
+                "version": version,
+                "loop": looping.map(|l| json!({"from": l.from, "to": l.to, "pass": l.pass})),
+            }),
+            Event::LoopSet { window, version } => json!({
+                "window": window.map(|(from, to)| json!({"from": from, "to": to})),
+                "version": version,
+            }),
+            Event::Replayed(r) => r.fields(),
             Event::RolledBackOnRequest {
                 from,
                 to,

@@ -170,6 +170,23 @@ pub enum Event {
         /// fault.
         on_request: bool,
     },
+    /// The state and the tick counter were put back from `from` to tick
+    /// `to` from the history: on command (`rewind`), or by a `loop` that
+    /// reached the end of its window (`pass`: the passes begun so far).
+    Rewound {
+        from: u64,
+        to: u64,
+        version: Option<u64>,
+        looping: Option<LoopPass>,
+    },
+    /// `loop` started (`window`) or ended (`None`).
+    LoopSet {
+        window: Option<(u64, u64)>,
+        version: Option<u64>,
+    },
+    /// A `replay` finished: recorded ticks run again with another version,
+    /// and what differed.
+    Replayed(crate::pipeline::replay::Replayed),
     /// One value of the state was written on command (`set`), or a write
     /// taken back (`undone`), after `tick` ticks.
     FieldSet {
@@ -342,6 +359,9 @@ pub const KINDS: &[&str] = &[
     "save_recovered",
     "exited",
     "control_notice",
+    "rewound",
+    "loop_set",
+    "replayed",
 ];
 
 impl Event {
@@ -380,6 +400,9 @@ impl Event {
             Event::ProcessDrift { .. } => "process_drift",
             Event::FieldSet { .. } => "field_set",
             Event::RolledBackOnRequest { .. } => "rolled_back",
+            Event::Rewound { .. } => "rewound",
+            Event::LoopSet { .. } => "loop_set",
+            Event::Replayed(..) => "replayed",
             Event::Paused { .. } => "paused",
             Event::Resumed { .. } => "resumed",
             Event::Stepped { .. } => "stepped",
@@ -400,6 +423,14 @@ impl Event {
             Event::Exited { .. } => "exited",
         }
     }
+}
+
+/// Where a `loop` is: its window and the pass that begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopPass {
+    pub from: u64,
+    pub to: u64,
+    pub pass: u64,
 }
 
 #[derive(Clone, Debug)]

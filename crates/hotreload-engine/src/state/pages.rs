@@ -51,8 +51,7 @@ pub fn copy_page(dst: &mut [u8], src: &[u8]) {
 }
 
 unsafe extern "C" {
-    fn hr_pages_track(base: *mut u8, len: usize, bits: *mut u64, traps: *mut u64)
-    -> libc::c_int;
+    fn hr_pages_track(base: *mut u8, len: usize, bits: *mut u64, traps: *mut u64) -> libc::c_int;
     fn hr_pages_untrack(base: *mut u8);
 }
 
@@ -104,9 +103,7 @@ impl WrittenPages {
         // SAFETY: the bitmap holds a bit for every page of the region; it
         // and the counter are kept (boxed, never moved) until `drop`
         // untracks the region.
-        let r = unsafe {
-            hr_pages_track(base, len, bits.as_mut_ptr().cast(), traps.as_ptr())
-        };
+        let r = unsafe { hr_pages_track(base, len, bits.as_mut_ptr().cast(), traps.as_ptr()) };
         if r != 0 {
             return Err("every slot for tracked states is taken".into());
         }
@@ -225,7 +222,11 @@ impl Drop for WrittenPages {
         // it writable again, as the mapping was made.
         unsafe {
             hr_pages_untrack(self.base);
-            libc::mprotect(self.base.cast(), self.len, libc::PROT_READ | libc::PROT_WRITE);
+            libc::mprotect(
+                self.base.cast(),
+                self.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+            );
         }
     }
 }

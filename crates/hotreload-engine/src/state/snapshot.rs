@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use crate::layout::Layout;
 use crate::state::State;
 use crate::state::block::TRACK_ABOVE;
+use crate::state::history::{Bound, Entry, History, Page};
 use crate::state::pages::{PAGE, RUN_BUDGET, copy_page};
 
 pub struct Snapshot {
@@ -37,6 +38,11 @@ pub struct Snapshot {
     /// Something the tick loop should say once (pages that could not be
     /// made read-only).
     notice: Option<String>,
+    /// The block the last take copied (its id).
+    last_block: Option<u64>,
+    /// What changed at each take, for rewinding (`None`: none is kept).
+    history: Option<History>,
+    said_history_cut: bool,
     said_close_failed: bool,
 }
 
@@ -60,7 +66,19 @@ impl Snapshot {
             pages_copied: 0,
             notice: None,
             said_close_failed: false,
+            last_block: None,
+            history: None,
+            said_history_cut: false,
         }
+    }
+
+    /// A snapshot that also keeps a history within `bound`.
+    pub fn with_history(size: usize, bound: Bound) -> Snapshot {
+        let mut snapshot = Snapshot::new(size);
+        if bound.ticks > 0 {
+            snapshot.history = Some(History::new(bound));
+        }
+        snapshot
     }
 
     /// Whether a copy is due before tick `tick`: always, but for a large
@@ -76,20 +94,77 @@ impl Snapshot {
         self.tick.is_none_or(|last| tick >= last + every)
     }
 
-    /// Copies the state as it is before tick `tick`.
+    /// Copies the state as it is before tick `tick`, and with a history
+    /// keeps what the pages that changed since the last take held then.
     pub fn take(&mut self, state: &State, tick: u64) {
-        self.tick = Some(tick);
-        let tracked = state
-            .written_pages()
-            .filter(|_| state.size() == self.bytes.len());
+        let previous = self.tick.replace(tick);
+        let same_block = self.last_block.replace(state.id()) == Some(state.id());
+        let recordable = state.written_pages().is_some() || self.bytes.len() <= TRACK_ABOVE;
+        if !recordable && self.history.take().is_some() {
+            self.notice = Some(format!(
+                "no history for rewind and replay: the state of {} bytes is copied only every \
+                 {} ticks here (isolated mode, or no crash guard), not at every tick",
+                self.bytes.len(),
+                self.bytes.len().div_ceil(TRACK_ABOVE)
+            ));
+        }
+        let record = match (&self.history, previous) {
+            (Some(_), Some(previous)) if same_block => Some(previous),
+            _ => None,
+        };
+        let mut changed = Vec::new();
+        self.sync(state, record.is_some(), &mut changed);
+        if let (Some(history), Some(previous)) = (&mut self.history, record) {
+            history.push(Entry {
+                tick: previous,
+                pages: changed,
+            });
+            if history.cut_by_bytes() && !self.said_history_cut {
+                self.said_history_cut = true;
+                let bound = history.bound();
+                self.notice = Some(format!(
+                    "the rewind history holds only the last {} ticks (asked for {}): its \
+                     memory bound of {} MiB is reached (--history-mb); the oldest go first",
+                    history.len(),
+                    bound.ticks,
+                    bound.bytes >> 20
+                ));
+            }
+        }
+    }
+
+    /// Copies page `p` of `src` in, keeping its old bytes for a reader and,
+    /// if `record`, in `changed`.
+    fn copy_in(&mut self, p: usize, src: &[u8], record: bool, changed: &mut Vec<(usize, Page)>) {
+        let range = p * PAGE..((p + 1) * PAGE).min(self.bytes.len());
+        self.preserve(p);
+        if record {
+            changed.push((p, Arc::from(&self.bytes[range.clone()])));
+        }
+        copy_page(&mut self.bytes[range.clone()], &src[range]);
+        self.pages_copied += 1;
+    }
+
+    fn sync(&mut self, state: &State, record: bool, changed: &mut Vec<(usize, Page)>) {
+        let size = self.bytes.len();
+        let src = state.bytes();
+        let tracked = state.written_pages().filter(|_| state.size() == size);
         let Some(pages) = tracked else {
+            if record {
+                // A small state, page by page, to know what changed.
+                for p in 0..size.div_ceil(PAGE) {
+                    let range = p * PAGE..((p + 1) * PAGE).min(size);
+                    if self.bytes[range.clone()] != src[range] {
+                        self.copy_in(p, src, true, changed);
+                    }
+                }
+                return;
+            }
             self.preserve_all();
-            self.bytes.copy_from_slice(state.bytes());
+            self.bytes.copy_from_slice(src);
             return;
         };
         pages.written(&mut self.written);
-        let src = state.bytes();
-        let size = self.bytes.len();
         let primed = self.primed_for == Some(state.id());
         self.unchanged.clear();
         for i in 0..self.written.len() {
@@ -99,9 +174,7 @@ impl Snapshot {
                 self.unchanged.push(p);
                 continue;
             }
-            self.preserve(p);
-            copy_page(&mut self.bytes[range.clone()], &src[range]);
-            self.pages_copied += 1;
+            self.copy_in(p, src, record && primed, changed);
         }
         if !primed {
             // Every page was marked when the block was made: all are copied
@@ -138,12 +211,63 @@ impl Snapshot {
             // Written between the compare and the close (by a thread of the
             // plugin's): now read-only, so this copy holds.
             let range = p * PAGE..((p + 1) * PAGE).min(size);
-            if self.bytes[range.clone()] != src[range.clone()] {
-                self.preserve(p);
-                copy_page(&mut self.bytes[range.clone()], &src[range]);
+            if self.bytes[range.clone()] != src[range] && !changed.iter().any(|(c, _)| *c == p) {
+                self.copy_in(p, src, record, changed);
             }
         }
         self.unchanged = recheck;
+    }
+
+    /// Puts the state (and this copy) back to tick `target` from the
+    /// history; returns the tick reached. Refused, changing nothing, when
+    /// the history does not reach that far back.
+    pub fn rewind_to(&mut self, state: &mut State, target: u64) -> Result<u64, String> {
+        let now = self.tick.ok_or("no snapshot was taken yet")?;
+        let Some(history) = &mut self.history else {
+            return Err(
+                "no history is kept (--history-ticks 0, or a large state that is not \
+                        tracked)"
+                    .into(),
+            );
+        };
+        match history.oldest_tick() {
+            Some(oldest) if oldest <= target && target <= now => {}
+            Some(oldest) => {
+                return Err(format!(
+                    "expected a tick from {oldest} to {now}, the history kept, found {target}"
+                ));
+            }
+            None if target == now => return Ok(now),
+            None => {
+                return Err(format!(
+                    "expected tick {now}, the history is empty, found {target}"
+                ));
+            }
+        }
+        let mut popped = Vec::new();
+        while let Some(entry) = history.pop() {
+            let reached = entry.tick;
+            popped.push(entry);
+            if reached <= target {
+                break;
+            }
+        }
+        let reached = popped.last().map_or(now, |e| e.tick);
+        // Oldest first: each page takes the bytes the oldest entry kept.
+        let mut done = std::collections::HashSet::new();
+        let dst = state.bytes_mut();
+        for entry in popped.iter().rev() {
+            for (p, old) in &entry.pages {
+                if done.insert(*p) {
+                    let from = p * PAGE;
+                    copy_page(&mut dst[from..from + old.len()], old);
+                    self.preserve(*p);
+                    copy_page(&mut self.bytes[from..from + old.len()], old);
+                }
+            }
+        }
+        self.tick = Some(reached);
+        Ok(reached)
     }
 
     /// Keeps page `p`'s bytes for a reader that has not copied it yet.
@@ -204,6 +328,21 @@ pub struct SharedSnapshot {
     inner: Arc<Mutex<Option<Kept>>>,
     /// One reader at a time.
     readers: Arc<Mutex<()>>,
+    /// How much history each snapshot keeps (`None`: none).
+    history: Arc<Mutex<Option<Bound>>>,
+}
+
+/// What the history holds now.
+#[derive(Clone, Copy, Debug)]
+pub struct HistorySpan {
+    pub bound: Bound,
+    /// The earliest tick the state can be put back to, and the latest (the
+    /// last take's).
+    pub oldest: Option<u64>,
+    pub newest: Option<u64>,
+    pub ticks: usize,
+    pub bytes: usize,
+    pub cut_by_bytes: bool,
 }
 
 struct Kept {
@@ -261,13 +400,45 @@ impl SharedSnapshot {
         let mut kept = self.lock();
         // A migration to a new layout keeps a live state live.
         let live = kept.as_ref().is_some_and(|k| k.live);
+        let bound = *self.history.lock().unwrap_or_else(|e| e.into_inner());
         *kept = Some(Kept {
-            snapshot: Snapshot::new(size),
+            snapshot: match bound {
+                Some(bound) => Snapshot::with_history(size, bound),
+                None => Snapshot::new(size),
+            },
             state_version,
             layout,
             live,
             generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         });
+    }
+
+    /// Keeps a history within `bound` from the next reset on.
+    pub fn set_history(&self, bound: Option<Bound>) {
+        *self.history.lock().unwrap_or_else(|e| e.into_inner()) = bound.filter(|b| b.ticks > 0);
+    }
+
+    /// What the history holds, if one is kept.
+    pub fn history_span(&self) -> Option<HistorySpan> {
+        let guard = self.lock();
+        let snapshot = &guard.as_ref()?.snapshot;
+        let history = snapshot.history.as_ref()?;
+        Some(HistorySpan {
+            bound: history.bound(),
+            oldest: history.oldest_tick().or(snapshot.tick),
+            newest: snapshot.tick,
+            ticks: history.len(),
+            bytes: history.bytes(),
+            cut_by_bytes: history.cut_by_bytes(),
+        })
+    }
+
+    /// See [`Snapshot::rewind_to`].
+    pub fn rewind_to(&self, state: &mut State, target: u64) -> Result<u64, String> {
+        match self.lock().as_mut() {
+            Some(kept) => kept.snapshot.rewind_to(state, target),
+            None => Err("no snapshot of the state exists yet".into()),
+        }
     }
 
     /// Records which version's layout the copies are in, after a swap or a
@@ -338,18 +509,36 @@ impl SharedSnapshot {
     /// handing it to a trial from another thread. Waits at most `patience`
     /// for each lock (a take in progress).
     pub fn read(&self, patience: Duration) -> Option<Copied> {
+        self.read_with_history(patience, None).map(|(copy, _)| copy)
+    }
+
+    /// [`SharedSnapshot::read`], with the history's entries from tick
+    /// `since` on, as they were when the copy was taken (so that they lead
+    /// back from exactly that copy).
+    pub fn read_with_history(
+        &self,
+        patience: Duration,
+        since: Option<u64>,
+    ) -> Option<(Copied, Vec<Entry>)> {
         let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let (size, tick, state_version, layout, generation) = {
+        let (size, tick, state_version, layout, generation, entries) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
             let tick = kept.snapshot.tick?;
+            let entries = match (since, &kept.snapshot.history) {
+                (Some(since), Some(history)) => history.since(since),
+                _ => Vec::new(),
+            };
             if kept.snapshot.bytes.len() <= 4 * READ_CHUNK {
-                return Some(Copied {
-                    bytes: kept.snapshot.bytes.clone(),
-                    tick,
-                    state_version: kept.state_version,
-                    layout: kept.layout.clone(),
-                });
+                return Some((
+                    Copied {
+                        bytes: kept.snapshot.bytes.clone(),
+                        tick,
+                        state_version: kept.state_version,
+                        layout: kept.layout.clone(),
+                    },
+                    entries,
+                ));
             }
             kept.snapshot.reader = Some(Window {
                 cursor: 0,
@@ -361,6 +550,7 @@ impl SharedSnapshot {
                 kept.state_version,
                 kept.layout.clone(),
                 kept.generation,
+                entries,
             )
         };
         let _close = CloseWindow(self);
@@ -380,12 +570,15 @@ impl SharedSnapshot {
             }
             window.cursor = to;
         }
-        Some(Copied {
-            bytes,
-            tick,
-            state_version,
-            layout,
-        })
+        Some((
+            Copied {
+                bytes,
+                tick,
+                state_version,
+                layout,
+            },
+            entries,
+        ))
     }
 }
 
@@ -402,4 +595,3 @@ impl Drop for CloseWindow<'_> {
 
 #[cfg(test)]
 mod tests;
-

@@ -23,12 +23,16 @@ pub enum DoorError {
     /// The request itself is wrong: no such field, a value out of range,
     /// a version not kept.
     Refused(String),
+    /// The request needs the server paused (`rewind`).
+    NotPaused(String),
 }
 
 impl std::fmt::Display for DoorError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DoorError::Unavailable(why) | DoorError::Refused(why) => f.write_str(why),
+            DoorError::Unavailable(why) | DoorError::Refused(why) | DoorError::NotPaused(why) => {
+                f.write_str(why)
+            }
         }
     }
 }

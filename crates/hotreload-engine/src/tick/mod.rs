@@ -19,10 +19,12 @@ mod edit;
 mod pause;
 mod queue;
 mod recover;
+mod rewind;
 mod rollback;
 pub mod schedule;
 pub use door::DoorError;
 pub use edit::{Edit, EditReply, Edited};
+pub use rewind::{LoopSet, RewindTo, Rewound};
 pub use rollback::{RollbackReply, RolledBack};
 
 mod swap;
@@ -101,6 +103,10 @@ pub enum TickInput {
     Edit(edit::Edit, edit::EditReply),
     /// Go back to an earlier version kept loaded.
     RollBack(u64, rollback::RollbackReply),
+    /// Put the state back to an earlier tick from the history (paused).
+    Rewind(rewind::RewindTo, rewind::RewindReply),
+    /// Loop a window of recorded ticks, or stop looping (`None`).
+    Loop(Option<(u64, u64)>, rewind::LoopReply),
     /// Go back to a version loaded again from its kept copy; `after_fault`
     /// when the server does it itself, nothing else being loaded after a
     /// fault.
@@ -264,6 +270,10 @@ pub struct TickLoop {
     steps_asked: u64,
     /// Writes `undo` can take back, newest last.
     undo: Vec<edit::Undo>,
+    /// A `loop` in progress.
+    looping: Option<rewind::Looping>,
+    /// Ticks run since the start, which a rewind does not set back.
+    ticks_run: u64,
 }
 
 impl TickLoop {
@@ -303,6 +313,8 @@ impl TickLoop {
             steps_left: 0,
             steps_asked: 0,
             undo: Vec::new(),
+            looping: None,
+            ticks_run: 0,
         }
     }
 
@@ -382,6 +394,8 @@ impl TickLoop {
                 Ok(TickInput::SavePeriodic) => self.save(false),
                 Ok(TickInput::Edit(edit, reply)) => self.edit(edit, reply),
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
+                Ok(TickInput::Rewind(to, reply)) => self.rewind(to, reply),
+                Ok(TickInput::Loop(window, reply)) => self.set_loop(window, reply),
                 Ok(TickInput::BringBack {
                     plugin,
                     reply,
@@ -391,7 +405,11 @@ impl TickLoop {
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();
                     self.tick(&calls);
-                    if self.settings.max_ticks.is_some_and(|max| self.ticks >= max) {
+                    if self
+                        .settings
+                        .max_ticks
+                        .is_some_and(|max| self.ticks_run >= max)
+                    {
                         break;
                     }
                 }
@@ -640,6 +658,7 @@ impl TickLoop {
             return;
         }
         self.ticks += 1;
+        self.ticks_run += 1;
         if let Some(schedule) = &self.schedule {
             self.board.ticked(
                 self.ticks,
@@ -649,6 +668,7 @@ impl TickLoop {
         self.board
             .set_version(self.current.as_ref().map(Plugin::version));
         self.count_step();
+        self.loop_if_due();
         if self.dangling.is_some() {
             self.scan_for_dangling();
         }
@@ -735,7 +755,8 @@ impl TickLoop {
         }
         if self.past_runs.runs > 0 {
             (self.events)(Event::TickStats(TickStats {
-                ticks: self.ticks,
+                // Ticks run, not the counter: a rewind sets that back.
+                ticks: self.ticks_run,
                 period: self.settings.period,
                 elapsed: self.past_runs.elapsed,
                 max_late: self.past_runs.max_late,

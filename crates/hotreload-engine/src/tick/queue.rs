@@ -49,7 +49,9 @@ impl TickLoop {
             return false;
         }
         self.tick(calls);
-        self.settings.max_ticks.is_some_and(|max| self.ticks >= max)
+        self.settings
+            .max_ticks
+            .is_some_and(|max| self.ticks_run >= max)
     }
 
     /// `swap`, or the newest swap queued behind it when `swap` may be

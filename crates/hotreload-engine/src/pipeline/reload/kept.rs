@@ -99,6 +99,14 @@ impl KeptCopies {
     pub(super) fn versions(&self) -> Vec<u64> {
         self.copies.iter().map(|k| k.version).collect()
     }
+
+    /// The versions with a copy and where it is, oldest first.
+    pub(super) fn files(&self) -> Vec<(u64, std::path::PathBuf)> {
+        self.copies
+            .iter()
+            .map(|k| (k.version, k.file.path().to_path_buf()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ impl Reloader {
 
     pub(super) fn publish_on_disk(&self) {
         if let Some(board) = &self.board {
-            board.set_on_disk(self.kept.versions());
+            board.set_on_disk(self.kept.files());
         }
     }
 

@@ -11,7 +11,10 @@ fn tracked(size: usize) -> State {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -54,17 +57,28 @@ fn a_tracked_state_is_restored_to_exactly_the_last_take_over_many_ticks() {
             };
             let at = (p * PAGE + (rng.next() as usize % PAGE)).min(size - 1);
             let bytes = state.bytes_mut();
-            bytes[at] = if rng.next().is_multiple_of(5) { bytes[at] } else { rng.next() as u8 };
+            bytes[at] = if rng.next().is_multiple_of(5) {
+                bytes[at]
+            } else {
+                rng.next() as u8
+            };
         }
         if rng.next().is_multiple_of(7) {
             assert_eq!(snap.restore(&mut state), Some(tick));
-            assert!(state.bytes() == before.as_slice(), "restore at tick {tick} is exact");
+            assert!(
+                state.bytes() == before.as_slice(),
+                "restore at tick {tick} is exact"
+            );
             restores += 1;
         }
     }
     assert!(restores > 10);
     // Steady state: only written pages are copied, not the whole state.
-    assert!(snap.pages_copied < 300 * 40 + pages as u64 * 2, "{}", snap.pages_copied);
+    assert!(
+        snap.pages_copied < 300 * 40 + pages as u64 * 2,
+        "{}",
+        snap.pages_copied
+    );
 }
 
 #[test]
@@ -141,4 +155,59 @@ fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
             c.tick
         );
     }
+}
+
+/// Runs ticks of random writes with a history, then rewinds step by step
+/// and checks each state reached against the one recorded at that tick.
+fn rewinds_exactly(mut state: State) {
+    let size = state.size();
+    let bound = Bound {
+        ticks: 50,
+        bytes: 64 << 20,
+    };
+    let mut snap = Snapshot::with_history(size, bound);
+    let mut rng = Lcg(7);
+    let mut recorded = std::collections::HashMap::new();
+    let pages = size.div_ceil(PAGE);
+    for tick in 0..80u64 {
+        snap.take(&state, tick);
+        recorded.insert(tick, state.bytes().to_vec());
+        for _ in 0..(rng.next() % 6) {
+            let at = (rng.next() as usize % pages) * PAGE + rng.next() as usize % PAGE;
+            state.bytes_mut()[at.min(size - 1)] = rng.next() as u8;
+        }
+    }
+    snap.take(&state, 80);
+    recorded.insert(80, state.bytes().to_vec());
+    // Beyond the history: refused, nothing changed.
+    let before = state.bytes().to_vec();
+    assert!(snap.rewind_to(&mut state, 10).is_err());
+    assert!(state.bytes() == before.as_slice());
+    for target in [75u64, 74, 60, 31] {
+        assert_eq!(snap.rewind_to(&mut state, target), Ok(target));
+        assert!(
+            state.bytes() == recorded[&target].as_slice(),
+            "rewound to {target}"
+        );
+        // The copy agrees with the state: a fault now restores this tick.
+        state.bytes_mut()[0] ^= 0xff;
+        assert_eq!(snap.restore(&mut state), Some(target));
+        assert!(state.bytes() == recorded[&target].as_slice());
+    }
+    // Ticking on after a rewind records from there.
+    snap.take(&state, 31);
+    state.bytes_mut()[5] ^= 1;
+    snap.take(&state, 32);
+    assert_eq!(snap.rewind_to(&mut state, 31), Ok(31));
+    assert!(state.bytes() == recorded[&31].as_slice());
+}
+
+#[test]
+fn a_small_state_rewinds_exactly_through_its_history() {
+    rewinds_exactly(State::zeroed(3 * PAGE + 10).expect("alloc"));
+}
+
+#[test]
+fn a_tracked_state_rewinds_exactly_through_its_history() {
+    rewinds_exactly(tracked(4 << 20));
 }

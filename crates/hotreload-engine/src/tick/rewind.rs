@@ -1,0 +1,202 @@
+//! Putting the state back to an earlier tick from the history
+//! (`rewind N`, `rewind-to TICK`, while paused), and `loop FROM TO`: when
+//! the loop reaches `TO` it rewinds to `FROM` and ticks the window again,
+//! with whatever version runs by then (a build that lands mid-loop takes
+//! the next pass), the way looped live editing works.
+
+use crate::event::{Event, LoopPass};
+use crate::plugin::Plugin;
+
+use super::{DoorError, TickLoop};
+
+/// Where a rewind goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RewindTo {
+    /// This many ticks back.
+    Back(u64),
+    /// This tick.
+    Tick(u64),
+}
+
+/// What a rewind did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rewound {
+    pub from: u64,
+    pub to: u64,
+}
+
+pub type RewindReply = super::door::Asked<Rewound>;
+
+/// A loop in progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Looping {
+    pub from: u64,
+    pub to: u64,
+    pub pass: u64,
+}
+
+/// What `loop` did: the window set (or `None`, turned off) and the tick
+/// the loop starts from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoopSet {
+    pub window: Option<(u64, u64)>,
+    pub tick: u64,
+}
+
+pub type LoopReply = super::door::Asked<LoopSet>;
+
+impl TickLoop {
+    pub(super) fn rewind(&mut self, to: RewindTo, reply: RewindReply) {
+        if let Some(reply) = reply.claim() {
+            reply.send(self.rewind_on_request(to));
+        }
+    }
+
+    fn rewind_on_request(&mut self, to: RewindTo) -> Result<Rewound, DoorError> {
+        if !self.user_paused || self.steps_left > 0 {
+            return Err(DoorError::NotPaused(format!(
+                "expected a paused server for rewind (hotreload ctl pause first), found it {}",
+                if self.steps_left > 0 {
+                    "stepping"
+                } else {
+                    "ticking"
+                }
+            )));
+        }
+        let target = match to {
+            RewindTo::Tick(tick) => tick,
+            RewindTo::Back(n) => self.ticks.checked_sub(n).ok_or_else(|| {
+                DoorError::Refused(format!(
+                    "expected at most {} ticks to rewind, the ticks run so far, found {n}",
+                    self.ticks
+                ))
+            })?,
+        };
+        let from = self.ticks;
+        let to = self.rewind_state(target).map_err(DoorError::Refused)?;
+        (self.events)(Event::Rewound {
+            from,
+            to,
+            version: self.current.as_ref().map(Plugin::version),
+            looping: None,
+        });
+        Ok(Rewound { from, to })
+    }
+
+    /// Puts the state and the tick counter back to `target`.
+    fn rewind_state(&mut self, target: u64) -> Result<u64, String> {
+        let Some(state) = &mut self.state else {
+            return Err("expected a state to rewind, found none yet".into());
+        };
+        if target > self.ticks {
+            return Err(format!(
+                "expected a tick at most {} (the current one), found {target}",
+                self.ticks
+            ));
+        }
+        let reached = self.snapshot.rewind_to(state, target)?;
+        self.ticks = reached;
+        self.board.set_tick(reached);
+        // The values `undo` would put back belong to the future now.
+        self.undo.clear();
+        Ok(reached)
+    }
+
+    pub(super) fn set_loop(&mut self, window: Option<(u64, u64)>, reply: LoopReply) {
+        if let Some(reply) = reply.claim() {
+            reply.send(self.set_loop_now(window));
+        }
+    }
+
+    fn set_loop_now(&mut self, window: Option<(u64, u64)>) -> Result<LoopSet, DoorError> {
+        let version = self.current.as_ref().map(Plugin::version);
+        let Some((from, to)) = window else {
+            let was = self.looping.take();
+            if was.is_some() {
+                (self.events)(Event::LoopSet {
+                    window: None,
+                    version,
+                });
+            }
+            return Ok(LoopSet {
+                window: None,
+                tick: self.ticks,
+            });
+        };
+        if from >= to {
+            return Err(DoorError::Refused(format!(
+                "expected a window FROM < TO, found {from}..{to}"
+            )));
+        }
+        let span = self.snapshot.history_span().ok_or_else(|| {
+            DoorError::Refused(
+                "expected a history to loop over, found none (--history-ticks 0)".into(),
+            )
+        })?;
+        let window_ticks = usize::try_from(to - from).unwrap_or(usize::MAX);
+        if window_ticks > span.bound.ticks {
+            return Err(DoorError::Refused(format!(
+                "expected a window of at most {} ticks (--history-ticks), found {window_ticks}",
+                span.bound.ticks
+            )));
+        }
+        let oldest = span.oldest.unwrap_or(self.ticks);
+        if from < oldest || from > self.ticks {
+            return Err(DoorError::Refused(format!(
+                "expected FROM within the recorded ticks {oldest}..{}, found {from}",
+                self.ticks
+            )));
+        }
+        if self.ticks != from && self.ticks >= to {
+            // Past the window's end: the first pass starts now.
+            self.rewind_state(from).map_err(DoorError::Refused)?;
+        }
+        self.looping = Some(Looping { from, to, pass: 1 });
+        (self.events)(Event::LoopSet {
+            window: Some((from, to)),
+            version,
+        });
+        Ok(LoopSet {
+            window: Some((from, to)),
+            tick: self.ticks,
+        })
+    }
+
+    /// After a tick: at the loop's end, back to its start.
+    pub(super) fn loop_if_due(&mut self) {
+        let Some(mut looping) = self.looping else {
+            return;
+        };
+        if self.ticks < looping.to {
+            return;
+        }
+        let from = self.ticks;
+        match self.rewind_state(looping.from) {
+            Ok(to) => {
+                looping.pass += 1;
+                self.looping = Some(looping);
+                (self.events)(Event::Rewound {
+                    from,
+                    to,
+                    version: self.current.as_ref().map(Plugin::version),
+                    looping: Some(LoopPass {
+                        from: looping.from,
+                        to: looping.to,
+                        pass: looping.pass,
+                    }),
+                });
+            }
+            Err(why) => {
+                self.looping = None;
+                (self.events)(Event::ServerNotice(format!(
+                    "loop {}..{} ended: {why}",
+                    looping.from, looping.to
+                )));
+                (self.events)(Event::LoopSet {
+                    window: None,
+                    version: self.current.as_ref().map(Plugin::version),
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Rewind, replay and loop through the real binary, on a deterministic
+//! plugin built with debug info: `rewind` puts the state and the tick
+//! counter back exactly; `replay` with the same version finds no
+//! difference, and with a version that changes one field's update names
+//! the first tick and that field; `loop` goes round its window and picks up
+//! a build that lands while it runs.
+
+mod support;
+
+use std::path::Path;
+
+use support::ctl::{ctl, status_json};
+use support::{Server, editor, workdir};
+
+const BUILD: &str = "cc -g -shared -fPIC -o logic.so logic.c";
+
+/// A deterministic plugin: a score and four enemies whose speed depends on
+/// `SPEED3` for the last one.
+fn source(speed3: &str) -> String {
+    format!(
+        r#"
+#include <stdio.h>
+#include "{include}/hotreload.h"
+typedef struct {{ float x, vx; }} body_t;
+typedef struct {{ int score; body_t enemies[4]; }} state_t;
+static void init(void* s) {{ (void)s; }}
+static void tick(void* p, double dt) {{
+    state_t* s = p;
+    s->score += 1;
+    for (int i = 0; i < 4; i++) {{
+        s->enemies[i].vx = i == 3 ? {speed3} : 1.0f + i;
+        s->enemies[i].x += s->enemies[i].vx * (float)dt;
+    }}
+}}
+static void shutdown(void* s) {{ (void)s; }}
+static logic_api_t api = {{HOTRELOAD_API_VERSION, sizeof(state_t), init, tick, shutdown}};
+logic_api_t* logic_get_api(void) {{ return &api; }}
+"#,
+        include = concat!(env!("CARGO_MANIFEST_DIR"), "/../../include"),
+    )
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Server {
+    std::fs::write(dir.join("logic.c"), source("4.0f")).expect("write");
+    let mut args = vec!["--watch", "logic.c", "--build", BUILD, "--tick-ms", "5"];
+    args.extend_from_slice(extra);
+    let mut server = Server::start(dir, &args);
+    server.expect_contains("[reload] loaded logic.so");
+    server
+}
+
+fn tick_now(dir: &Path) -> u64 {
+    status_json(dir)["result"]["tick"].as_u64().unwrap_or(0)
+}
+
+/// Waits until the server has ticked at least `n` times.
+fn wait_for_tick(dir: &Path, n: u64) {
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while tick_now(dir) < n {
+        assert!(std::time::Instant::now() < deadline, "no tick {n}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Every value of the state, by path, as `state --json` gives them.
+fn values(dir: &Path) -> serde_json::Value {
+    let (code, out, err) = ctl(dir, &["state", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    reply["result"]["values"].clone()
+}
+
+fn pause(dir: &Path) {
+    assert_eq!(ctl(dir, &["pause"]).0, 0);
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while status_json(dir)["result"]["paused"] != true {
+        assert!(std::time::Instant::now() < deadline, "not paused");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn rewind_puts_the_state_and_the_tick_back_exactly() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut server = start(dir, &[]);
+    wait_for_tick(dir, 60);
+    pause(dir);
+    let at = tick_now(dir);
+    let then = values(dir);
+    assert_eq!(ctl(dir, &["resume"]).0, 0);
+    wait_for_tick(dir, at + 120);
+    // Not while ticking: refused, exit 5, nothing changed.
+    let (code, _, err) = ctl(dir, &["rewind", "10"]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("paused"), "{err}");
+    pause(dir);
+    let now = tick_now(dir);
+    let (code, out, err) = ctl(dir, &["rewind-to", &at.to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("from tick {now} to tick {at}")),
+        "{out}"
+    );
+    assert_eq!(tick_now(dir), at);
+    assert_eq!(values(dir), then, "the state at tick {at}, value for value");
+    server.expect_contains(&format!("[history] rewound from tick {now} to tick {at}"));
+    // Back 10 more, and ticking on from there counts from there.
+    let (code, out, _) = ctl(dir, &["rewind", "10"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(tick_now(dir), at - 10);
+    assert_eq!(values(dir)["score"], serde_json::json!(at - 10));
+    assert_eq!(ctl(dir, &["step", "3"]).0, 0);
+    assert_eq!(values(dir)["score"], serde_json::json!(at - 7));
+    // Further back than the history: refused, saying what it holds.
+    let (code, _, err) = ctl(dir, &["rewind-to", "0"]);
+    assert_eq!(code, 0, "tick 0 is still held: {err}");
+    let status = status_json(dir);
+    assert!(status["result"]["history"]["bound_ticks"].as_u64() == Some(1000));
+}
+
+#[test]
+fn the_history_bound_refuses_what_it_no_longer_holds() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let _server = start(dir, &["--history-ticks", "50"]);
+    wait_for_tick(dir, 120);
+    pause(dir);
+    let (code, _, err) = ctl(dir, &["rewind", "100"]);
+    assert_eq!(code, 8, "{err}");
+    assert!(err.contains("expected a tick from"), "{err}");
+    let (code, out, err) = ctl(dir, &["rewind", "40"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn replay_finds_no_difference_with_the_same_code_and_names_the_field_with_new_code() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut server = start(dir, &[]);
+    wait_for_tick(dir, 150);
+    pause(dir);
+    let now = tick_now(dir);
+    let (code, out, err) = ctl(dir, &["replay"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no difference"), "{out}");
+    let (from, to) = (now - 100, now - 50);
+    let window = [from.to_string(), to.to_string()];
+    let (code, out, _) = ctl(dir, &["replay", &window[0], &window[1]]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("v1 over ticks {from}..{to} (50 ran")),
+        "{out}"
+    );
+    // v2 moves the last enemy faster: the first tick of the window differs,
+    // in enemies[3].
+    editor::in_place(&dir.join("logic.c"), &source("4.5f"));
+    server.expect_contains("[reload] swapped logic.so");
+    let (code, out, err) = ctl(dir, &["replay", &window[0], &window[1], "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let outcome = &reply["result"]["outcome"];
+    assert_eq!(outcome["kind"], "differs", "{reply}");
+    assert_eq!(outcome["tick"].as_u64(), Some(from), "{reply}");
+    assert!(
+        outcome["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("enemies[3].")),
+        "{reply}"
+    );
+    assert_eq!(reply["result"]["version"], 2);
+    // The old code again, by name: the same as recorded.
+    let (code, out, _) = ctl(dir, &["replay", &window[0], &window[1], "--with", "v1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no difference"), "{out}");
+    server.expect_contains("[replay] v2 over ticks");
+    // A window outside what is recorded: refused.
+    let (code, _, err) = ctl(dir, &["replay", "0", &(now + 10).to_string()]);
+    assert_eq!(code, 8, "{err}");
+}
+
+#[test]
+fn loop_goes_round_its_window_and_picks_up_a_new_build() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut server = start(dir, &[]);
+    wait_for_tick(dir, 80);
+    let (code, out, err) = ctl(dir, &["loop", "20", "60"]);
+    assert_eq!(code, 0, "{out}{err}");
+    server.expect_contains("[loop] looping ticks 20..60");
+    server.expect_contains("back to tick 20, pass 2 with v1");
+    editor::in_place(&dir.join("logic.c"), &source("4.5f"));
+    server.expect_contains("[reload] swapped logic.so");
+    server.expect("a pass with the new build", |l| {
+        l.starts_with("[loop]") && l.contains("with v2")
+    });
+    // The counter never leaves the window while looping.
+    for _ in 0..5 {
+        let tick = tick_now(dir);
+        assert!((20..=60).contains(&tick), "tick {tick} outside 20..60");
+    }
+    let (code, out, _) = ctl(dir, &["loop", "off"]);
+    assert_eq!(code, 0, "{out}");
+    server.expect_contains("[loop] stopped");
+    wait_for_tick(dir, 70);
+}
