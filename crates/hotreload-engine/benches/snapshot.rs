@@ -118,6 +118,80 @@ fn main() {
             verdict(ns < 50_000.0)
         );
     }
+    rewind();
+}
+
+/// Rewinding 10,000 ticks from the history: the state and the copy put
+/// back, each page once (the oldest bytes the window kept for it).
+fn rewind() {
+    const TICKS: u64 = 10_000;
+    println!(
+        "rewind of {TICKS} ticks (median of {ROUNDS}; the history also timed as the cost it adds \
+         to each take), beside one whole copy of the state:"
+    );
+    println!(
+        "{:<8} {:<22} {:>12} {:>16} {:>12}",
+        "state", "tick writes", "rewind", "take + history", "whole copy"
+    );
+    let mut worst: f64 = 0.0;
+    for (label, size, per_tick) in [
+        ("1 MiB", 1usize << 20, 1usize),
+        ("64 MiB", 64 << 20, 1),
+        ("64 MiB", 64 << 20, 4),
+    ] {
+        let pages = size / PAGE;
+        let mut times = Vec::new();
+        let mut takes = Vec::new();
+        let mut full = Vec::new();
+        for _ in 0..ROUNDS {
+            let mut state = State::zeroed(size).expect("allocate the state");
+            state.bytes_mut().fill(1);
+            let bound = hotreload_engine::state::history::Bound {
+                ticks: TICKS as usize,
+                bytes: 1 << 30,
+            };
+            let mut snapshot = Snapshot::with_history(size, bound);
+            snapshot.take(&state, 0);
+            let start = Instant::now();
+            for t in 0..TICKS {
+                snapshot.take(&state, t);
+                for k in 0..per_tick {
+                    // Pages spread over the state, a new set every tick.
+                    let p = ((t as usize) * 7919 + k * 104_729) % pages;
+                    let at = p * PAGE + (t as usize % PAGE);
+                    state.bytes_mut()[at] = state.bytes()[at].wrapping_add(1);
+                }
+            }
+            snapshot.take(&state, TICKS);
+            takes.push(start.elapsed().as_nanos() as f64 / TICKS as f64);
+            let start = Instant::now();
+            let reached = snapshot.rewind_to(&mut state, 0);
+            // The take after a rewind compares what it opened: part of it.
+            snapshot.take(&state, 0);
+            times.push(start.elapsed().as_nanos() as f64);
+            assert_eq!(reached, Ok(0));
+            let mut copy = vec![2u8; size];
+            let start = Instant::now();
+            copy.copy_from_slice(state.bytes());
+            full.push(start.elapsed().as_nanos() as f64);
+            black_box(copy);
+        }
+        let t = median_f64(&mut times);
+        worst = worst.max(t);
+        println!(
+            "{:<8} {:<22} {:>12} {:>16} {:>12}",
+            label,
+            format!("{per_tick} new page(s) a tick"),
+            us(t),
+            us(median_f64(&mut takes)),
+            us(median_f64(&mut full)),
+        );
+    }
+    println!(
+        "target: rewind of {TICKS} ticks under 50 ms: worst {} -> {}",
+        us(worst),
+        verdict(worst < 50_000_000.0)
+    );
 }
 
 struct Figures {

@@ -165,7 +165,7 @@ pub fn window(now: &[u8], now_tick: u64, entries: &[Entry], page: usize) -> Wind
                 let content = newer.get(p).cloned().unwrap_or_else(|| {
                     let from = p * page;
                     let to = (from + page).min(now.len());
-                    Arc::from(&now[from..to])
+                    crate::state::pages::shared_copy(&now[from..to])
                 });
                 (*p, content)
             })

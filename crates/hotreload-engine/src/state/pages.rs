@@ -50,6 +50,23 @@ pub fn copy_page(dst: &mut [u8], src: &[u8]) {
     dst.copy_from_slice(src);
 }
 
+/// A shared copy of a page, made with [`copy_page`] (not `memcpy`; see
+/// there).
+pub fn shared_copy(src: &[u8]) -> std::sync::Arc<[u8]> {
+    let mut copy = std::sync::Arc::<[u8]>::new_uninit_slice(src.len());
+    let Some(dst) = std::sync::Arc::get_mut(&mut copy) else {
+        // A fresh Arc has no other owner; this is never reached.
+        return std::sync::Arc::from(src);
+    };
+    // SAFETY: `MaybeUninit<u8>` has the layout of `u8`, and `dst` is the
+    // fresh allocation of `src.len()` bytes; every byte is written below
+    // before `assume_init`.
+    let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<u8>(), dst.len()) };
+    copy_page(bytes, src);
+    // SAFETY: every byte was just written.
+    unsafe { copy.assume_init() }
+}
+
 unsafe extern "C" {
     fn hr_pages_track(base: *mut u8, len: usize, bits: *mut u64, traps: *mut u64) -> libc::c_int;
     fn hr_pages_untrack(base: *mut u8);
@@ -192,6 +209,28 @@ impl WrittenPages {
             previous_top = bits >> 63;
         }
         runs
+    }
+
+    /// Marks every page and makes the whole region writable, in one call:
+    /// for the host about to write many scattered pages (a rewind), which
+    /// would otherwise take a trap for each. The next take compares every
+    /// page and closes those left unchanged.
+    pub fn open_all(&self) -> Result<(), String> {
+        for word in self.bits.iter() {
+            word.store(u64::MAX, Ordering::SeqCst);
+        }
+        // SAFETY: as in `close`, for the whole tracked mapping; making it
+        // writable changes no byte.
+        let r = unsafe {
+            libc::mprotect(self.base.cast(), self.len, libc::PROT_READ | libc::PROT_WRITE)
+        };
+        if r != 0 {
+            return Err(format!(
+                "cannot make the state writable: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(())
     }
 
     /// Makes the whole region read-only and unmarks every page: one mapping
