@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use hotreload_engine::event::Swap;
 use hotreload_engine::pipeline::trial::{self, TrialSettings};
+use hotreload_engine::plugin::probe::forker;
 use hotreload_engine::{Command, Config, Event};
 
 use common::{
@@ -47,6 +48,11 @@ const NO_PROBE: Mode = Mode {
 };
 const TRIAL: Mode = Mode {
     name: "default trial",
+    trial: true,
+    isolate: false,
+};
+const TRIAL_EXEC: Mode = Mode {
+    name: "default trial, each probe started with exec (no helper)",
     trial: true,
     isolate: false,
 };
@@ -95,10 +101,13 @@ fn main() {
 
     let off = run_pass(&work, &libs, scratch.path(), NO_PROBE, 1);
     let on = run_pass(&work, &libs, scratch.path(), TRIAL, 2);
+    forker::use_helper(false);
+    let on_exec = run_pass(&work, &libs, scratch.path(), TRIAL_EXEC, 5);
+    forker::use_helper(true);
     let iso_off = run_pass(&work, &libs, scratch.path(), ISOLATED, 3);
     let iso_on = run_pass(&work, &libs, scratch.path(), ISOLATED_TRIAL, 4);
 
-    let (trial_alone, probe_alone) = trial_baselines(&libs, on.trial_ticks);
+    let (trial_alone, probe_alone, trial_exec) = trial_baselines(&libs, on.trial_ticks);
 
     println!(
         "method: {RELOADS} reloads per pass via Command::Rebuild; build = `sh -c` round robin \
@@ -108,7 +117,13 @@ fn main() {
         TICK_PERIOD.as_micros(),
         on.trial_ticks,
     );
-    for (n, pass) in [&off, &on, &iso_off, &iso_on].into_iter().enumerate() {
+    if !forker::available() {
+        println!("NOTE: no trial helper runs here; every trial below started the executable");
+    }
+    for (n, pass) in [&off, &on, &iso_off, &iso_on, &on_exec]
+        .into_iter()
+        .enumerate()
+    {
         pass.print(&format!("pass {}: {}", n + 1, pass.mode.name));
     }
     let (iso_ft, iso_on_ft) = (
@@ -142,6 +157,27 @@ fn main() {
         &probe_alone,
         99.0,
     );
+    row(
+        "baseline: trial::run alone, each probe started with exec (as before the helper)",
+        &trial_exec,
+        99.0,
+    );
+    let on_exec_in = Summary::new(on_exec.installed.clone());
+    println!(
+        "target, default trial (build exited -> swap installed): p50 <= 1 ms, p99 <= 3 ms -> \
+         p50 {} ({}), p99 {} ({}); with exec'd probes (pass 5): p50 {}, p99 {}",
+        ms(on_in.p50()),
+        verdict(on_in.p50() <= Duration::from_millis(1)),
+        ms(on_in.pct(99.0)),
+        verdict(on_in.pct(99.0) <= Duration::from_millis(3)),
+        ms(on_exec_in.p50()),
+        ms(on_exec_in.pct(99.0)),
+    );
+    println!(
+        "target, no probe (build exited -> swap installed): p50 <= 0.3 ms -> p50 {} ({})",
+        ms(off_in.p50()),
+        verdict(off_in.p50() <= Duration::from_micros(300)),
+    );
     println!(
         "target, no probe (build exited -> first tick): p50 <= {}, p99 <= {} -> p50 {}, p99 {}",
         ms(TARGET_P50),
@@ -170,7 +206,7 @@ fn main() {
 /// and waited for with a blocking `waitpid`, which is the process's own
 /// cost. Interleaved, `TRIAL_ROUNDS` each; both
 /// start from no state (the probe runs `init`, then the ticks).
-fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary) {
+fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary, Summary) {
     let settings = TrialSettings {
         ticks,
         dt: TICK_PERIOD.as_secs_f64(),
@@ -183,6 +219,7 @@ fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary) {
     };
     let mut via_trial = Vec::with_capacity(TRIAL_ROUNDS);
     let mut via_spawn = Vec::with_capacity(TRIAL_ROUNDS);
+    let mut via_exec = Vec::with_capacity(TRIAL_ROUNDS);
     for i in 0..TRIAL_ROUNDS {
         let lib = &libs[i % libs.len()];
         let run_trial = || {
@@ -209,15 +246,27 @@ fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary) {
             );
             took
         };
+        let run_exec = || {
+            forker::use_helper(false);
+            let took = run_trial();
+            forker::use_helper(true);
+            took
+        };
         if i % 2 == 0 {
             via_trial.push(run_trial());
             via_spawn.push(run_probe());
+            via_exec.push(run_exec());
         } else {
+            via_exec.push(run_exec());
             via_spawn.push(run_probe());
             via_trial.push(run_trial());
         }
     }
-    (Summary::new(via_trial), Summary::new(via_spawn))
+    (
+        Summary::new(via_trial),
+        Summary::new(via_spawn),
+        Summary::new(via_exec),
+    )
 }
 
 /// `Config`'s default `trial_ticks`.

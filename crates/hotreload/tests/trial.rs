@@ -136,11 +136,25 @@ fn processes_mentioning(text: &str) -> Vec<i32> {
     found
 }
 
-/// The children of `pid` that run the hotreload binary: its trial probes.
-fn probes_of(pid: i32) -> Vec<i32> {
-    let binary = support::binary();
+/// The server's trial helper: the child it forked at start, which forks
+/// each probe (the same command line as the server's, where an exec'd
+/// probe has its own).
+fn trial_helper_of(pid: i32) -> Option<i32> {
+    let cmdline = |p: i32| std::fs::read(format!("/proc/{p}/cmdline")).ok();
     children_of(pid)
         .into_iter()
+        .find(|c| cmdline(*c).is_some() && cmdline(*c) == cmdline(pid))
+}
+
+/// The processes that run the server's trials: the children of its trial
+/// helper (or its own children that run the hotreload binary, without one).
+fn probes_of(pid: i32) -> Vec<i32> {
+    let binary = support::binary();
+    let helper = trial_helper_of(pid);
+    children_of(pid)
+        .into_iter()
+        .filter(|c| Some(*c) != helper)
+        .chain(helper.into_iter().flat_map(children_of))
         .filter(|c| {
             std::fs::read(format!("/proc/{c}/cmdline")).is_ok_and(|cmd| {
                 cmd.split(|b| *b == 0).next() == Some(binary.as_os_str().as_encoded_bytes())
@@ -293,9 +307,16 @@ fn a_hanging_constructor_is_killed_and_the_server_stays_responsive() {
     );
     s.expect_contains("  | [plugin] tag=bad constructor starts");
 
-    // Gone, and reaped: no child of the server (not even a zombie), and no
-    // process anywhere still running on this server's shadow folder.
-    let left = children_of(s.pid());
+    // Gone, and reaped: no child of the server but its trial helper, none of
+    // the helper's (not even a zombie), and no process anywhere still
+    // running on this server's shadow folder.
+    let helper = trial_helper_of(s.pid());
+    assert!(helper.is_some(), "the server runs a trial helper");
+    let left: Vec<i32> = children_of(s.pid())
+        .into_iter()
+        .filter(|c| Some(*c) != helper)
+        .chain(helper.into_iter().flat_map(children_of))
+        .collect();
     assert!(
         left.is_empty(),
         "probe {probe} gone, but children left: {left:?}"

@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ pub mod isolated;
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
 use crate::plugin::child::{above_stdio, hand_over, this_program};
+use crate::plugin::probe::forker;
 use crate::plugin::probe::handover::{self, Request};
 
 /// The most output of a failed trial that is shown.
@@ -68,9 +69,71 @@ pub struct TrialFailure {
     pub output: String,
 }
 
+/// A probe process: forked by the trial helper, or the executable started
+/// again when there is no helper.
+pub enum ProbeProcess {
+    Exec(Child),
+    Forked(forker::ForkedProbe),
+}
+
+impl ProbeProcess {
+    /// Its exit status once it has exited, with whatever it started in its
+    /// process group killed first (while the group id is still its own).
+    fn poll(&mut self) -> Result<Option<ExitStatus>, String> {
+        match self {
+            ProbeProcess::Forked(probe) => Ok(probe.status()?.map(ExitStatus::from_raw)),
+            ProbeProcess::Exec(child) => {
+                let pid = Pid::from_raw(child.id() as i32);
+                // Looked at without reaping: while it is not reaped its
+                // process group cannot be another's.
+                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+                match waitid(Id::Pid(pid), flags) {
+                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => Ok(None),
+                    Ok(_) => {
+                        let _ = killpg(pid, Signal::SIGKILL);
+                        child
+                            .wait()
+                            .map(Some)
+                            .map_err(|e| format!("cannot wait for the probe: {e}"))
+                    }
+                    // Only if it was reaped elsewhere: its group may be
+                    // another's by now, so nothing is killed.
+                    Err(e) => Err(format!("cannot wait for the probe: {e}")),
+                }
+            }
+        }
+    }
+
+    /// Kills it and its group (a hang) and reaps it.
+    fn kill(&mut self) {
+        match self {
+            ProbeProcess::Exec(child) => {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+            }
+            ProbeProcess::Forked(probe) => {
+                probe.kill();
+                let _ = self.wait();
+            }
+        }
+    }
+
+    /// Waits for it to exit.
+    pub fn wait(&mut self) -> Result<ExitStatus, String> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            if let Some(status) = self.poll()? {
+                return Ok(status);
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(2));
+        }
+    }
+}
+
 /// A probe process and its channels, started but not waited for.
 pub struct Spawned {
-    pub child: Child,
+    pub child: ProbeProcess,
     /// The probe's progress, a line at a time.
     pub report: mpsc::Receiver<String>,
     /// What the probe printed so far (capped at 16 KiB).
@@ -110,6 +173,48 @@ pub fn spawn(
         above_stdio(report_write.into())?,
         above_stdio(out_write.into())?,
     );
+    let child = if forker::available() {
+        let forked = forker::spawn([
+            request.as_raw_fd(),
+            lib.as_raw_fd(),
+            report_write.as_raw_fd(),
+            out_write.as_raw_fd(),
+        ])?;
+        drop((request, lib, report_write, out_write));
+        ProbeProcess::Forked(forked)
+    } else {
+        ProbeProcess::Exec(exec_probe(request, lib, report_write, out_write)?)
+    };
+
+    let (line_tx, report) = mpsc::channel();
+    thread::Builder::new()
+        .name("hotreload-trial-report".into())
+        .spawn(move || {
+            for line in BufReader::new(report_read).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
+    let (output, output_closed) = collect_output(out_read)?;
+    Ok(Spawned {
+        child,
+        report,
+        output,
+        output_closed,
+    })
+}
+
+/// Starts the executable again as a probe, its channels on the
+/// descriptors it looks for them at.
+fn exec_probe(
+    request: std::os::fd::OwnedFd,
+    lib: std::os::fd::OwnedFd,
+    report_write: std::os::fd::OwnedFd,
+    out_write: std::os::fd::OwnedFd,
+) -> Result<Child, String> {
     let mut command = this_program();
     command
         .arg(handover::SUBCOMMAND)
@@ -136,26 +241,7 @@ pub fn spawn(
     // the pipes end when the probe does.
     drop(command);
     drop((request, lib, report_write));
-
-    let (line_tx, report) = mpsc::channel();
-    thread::Builder::new()
-        .name("hotreload-trial-report".into())
-        .spawn(move || {
-            for line in BufReader::new(report_read).lines() {
-                let Ok(line) = line else { break };
-                if line_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
-    let (output, output_closed) = collect_output(out_read)?;
-    Ok(Spawned {
-        child,
-        report,
-        output,
-        output_closed,
-    })
+    Ok(child)
 }
 
 /// What a child printed so far, shared with the thread that reads it.
@@ -213,43 +299,23 @@ pub fn run(
         output,
         output_closed,
     } = spawn(library, settings, state).map_err(failure)?;
-    let pid = Pid::from_raw(child.id() as i32);
-
     // Wait, restarting the clock whenever the probe reports a new stage.
     let mut lines: Vec<String> = Vec::new();
     let mut progress_at = Instant::now();
     let mut pause = Duration::from_micros(50);
     let mut output_done = false;
     let status = loop {
-        // Whether the probe has exited, without reaping it yet: while it is
-        // not reaped its process group cannot be reused, so the group can be
-        // killed safely below.
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
-            Ok(_) => {
-                // Anything the probe started (a helper a constructor forked)
-                // belongs to the trial: it goes too, and with it its end of
-                // the output pipe.
-                let _ = killpg(pid, Signal::SIGKILL);
-                match child.wait() {
-                    Ok(status) => break Some(status),
-                    Err(e) => {
-                        return Err(failure(format!("trial: cannot wait for the probe: {e}")));
-                    }
-                }
-            }
-            // Only if the probe was reaped elsewhere: its group may be
-            // another's by now, so nothing is killed.
-            Err(e) => return Err(failure(format!("trial: cannot wait for the probe: {e}"))),
+        match child.poll() {
+            Ok(None) => {}
+            Ok(Some(status)) => break Some(status),
+            Err(e) => return Err(failure(format!("trial: {e}"))),
         }
         let before = lines.len();
         lines.extend(report.try_iter());
         if lines.len() != before {
             progress_at = Instant::now();
         } else if progress_at.elapsed() > settings.stall {
-            let _ = killpg(pid, Signal::SIGKILL);
-            let _ = child.wait();
+            child.kill();
             break None;
         }
         // The output pipe closes the moment the probe exits: waiting on that

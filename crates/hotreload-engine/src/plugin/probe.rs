@@ -10,6 +10,7 @@
 //! `fault ...`), so that when it dies inside a library constructor, or hangs
 //! and is killed, the host still knows where.
 
+pub mod forker;
 pub mod handover;
 
 use std::fs::File;
@@ -59,7 +60,14 @@ pub fn run_if_requested() {
         }
     }
     let handed = match handover::take_over() {
-        Ok(None) => return,
+        Ok(None) => {
+            // The host: start the trial helper while this is still the only
+            // thread. Without it trials start the executable again.
+            if let Err(why) = forker::start() {
+                forker::missing(why);
+            }
+            return;
+        }
         Ok(Some(handed)) => handed,
         Err(why) => {
             eprintln!(
@@ -69,8 +77,13 @@ pub fn run_if_requested() {
             std::process::exit(2);
         }
     };
+    std::process::exit(run_probe(handed));
+}
+
+/// Runs the probe on what it was handed; its exit code.
+fn run_probe(handed: HandedOver) -> i32 {
     unbuffer_c_stdout();
-    std::process::exit(Probe::new(handed).run());
+    Probe::new(handed).run()
 }
 
 struct Probe {

@@ -222,7 +222,11 @@ impl WrittenPages {
         // SAFETY: as in `close`, for the whole tracked mapping; making it
         // writable changes no byte.
         let r = unsafe {
-            libc::mprotect(self.base.cast(), self.len, libc::PROT_READ | libc::PROT_WRITE)
+            libc::mprotect(
+                self.base.cast(),
+                self.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
         };
         if r != 0 {
             return Err(format!(

@@ -143,7 +143,11 @@ impl Reloader {
                 })
                 .ok()
             });
-            trial::run(library, &settings, state)
+            let tried = trial::run(library, &settings, state);
+            if let Some(note) = crate::plugin::probe::forker::notice() {
+                self.emit(Event::ServerNotice(note));
+            }
+            tried
         };
         tried.map_err(|f| (f.reason, f.output))
     }

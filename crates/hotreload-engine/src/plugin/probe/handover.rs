@@ -166,14 +166,20 @@ pub fn take_over() -> Result<Option<HandedOver>, String> {
     if !child::started_as(SUBCOMMAND)? {
         return Ok(None);
     }
+    take_over_forked().map(Some)
+}
+
+/// The channels of a probe the trial helper forked ([`super::forker`]):
+/// the same checks but the subcommand's, which a forked probe has not.
+pub fn take_over_forked() -> Result<HandedOver, String> {
     let bytes = child::read_sealed_request(REQUEST_FD)?;
     let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;
     let report = child::claim(REPORT_FD, "report pipe", |t| t.is_fifo())?;
-    Ok(Some(HandedOver {
+    Ok(HandedOver {
         request: Request::decode(&bytes)?,
         library,
         report,
-    }))
+    })
 }
 
 #[cfg(test)]
