@@ -35,14 +35,15 @@ pub struct Snapshot {
     reader: Option<Window>,
     /// Pages copied since the copy was made whole, for the figures.
     pages_copied: u64,
-    /// Something the tick loop should say once (pages that could not be
-    /// made read-only).
-    notice: Option<String>,
+    /// What the tick loop should say, once each (pages that could not be
+    /// made read-only, the history cut short or started again).
+    notices: Vec<String>,
     /// The block the last take copied (its id).
     last_block: Option<u64>,
     /// What changed at each take, for rewinding (`None`: none is kept).
     history: Option<History>,
     said_history_cut: bool,
+    said_history_restart: bool,
     said_close_failed: bool,
 }
 
@@ -64,11 +65,12 @@ impl Snapshot {
             unchanged: Vec::new(),
             reader: None,
             pages_copied: 0,
-            notice: None,
+            notices: Vec::new(),
             said_close_failed: false,
             last_block: None,
             history: None,
             said_history_cut: false,
+            said_history_restart: false,
         }
     }
 
@@ -101,17 +103,40 @@ impl Snapshot {
         let same_block = self.last_block.replace(state.id()) == Some(state.id());
         let recordable = state.written_pages().is_some() || self.bytes.len() <= TRACK_ABOVE;
         if !recordable && self.history.take().is_some() {
-            self.notice = Some(format!(
+            self.notices.push(format!(
                 "no history for rewind and replay: the state of {} bytes is copied only every \
                  {} ticks here (isolated mode, or no crash guard), not at every tick",
                 self.bytes.len(),
                 self.bytes.len().div_ceil(TRACK_ABOVE)
             ));
         }
-        let record = match (&self.history, previous) {
+        let mut record = match (&self.history, previous) {
             (Some(_), Some(previous)) if same_block => Some(previous),
             _ => None,
         };
+        // A step that may have changed more than half of what the history
+        // may hold (an `init` filling a large state) is not kept: copying it
+        // would hold this tick up by a whole copy of the state, and it
+        // would push out everything else anyway. The history starts again
+        // after it.
+        let could_change = state
+            .written_pages()
+            .map_or(self.bytes.len(), |p| p.marked_pages() * PAGE);
+        if let (Some(history), Some(_)) = (&mut self.history, record)
+            && could_change > history.bound().bytes / 2
+        {
+            history.clear();
+            record = None;
+            if !self.said_history_restart {
+                self.said_history_restart = true;
+                self.notices.push(format!(
+                    "the rewind history starts again at tick {tick}: up to {} MiB changed \
+                     before it, more than half of --history-mb ({} MiB), and is not kept",
+                    could_change >> 20,
+                    history.bound().bytes >> 20
+                ));
+            }
+        }
         let mut changed = Vec::new();
         self.sync(state, record.is_some(), &mut changed);
         if let (Some(history), Some(previous)) = (&mut self.history, record) {
@@ -122,7 +147,7 @@ impl Snapshot {
             if history.cut_by_bytes() && !self.said_history_cut {
                 self.said_history_cut = true;
                 let bound = history.bound();
-                self.notice = Some(format!(
+                self.notices.push(format!(
                     "the rewind history holds only the last {} ticks (asked for {}): its \
                      memory bound of {} MiB is reached (--history-mb); the oldest go first",
                     history.len(),
@@ -200,7 +225,7 @@ impl Snapshot {
                 // only slower. Said once.
                 if !self.said_close_failed {
                     self.said_close_failed = true;
-                    self.notice = Some(format!(
+                    self.notices.push(format!(
                         "{why}; the pages stay writable and are copied before every tick"
                     ));
                 }
@@ -507,9 +532,12 @@ impl SharedSnapshot {
         self.lock().as_mut()?.snapshot.restore(state)
     }
 
-    /// What the snapshot has to say, once (see [`Snapshot::take`]).
-    pub fn take_notice(&self) -> Option<String> {
-        self.lock().as_mut()?.snapshot.notice.take()
+    /// What the snapshot has to say, once each (see [`Snapshot::take`]).
+    pub fn take_notices(&self) -> Vec<String> {
+        self.lock()
+            .as_mut()
+            .map(|k| std::mem::take(&mut k.snapshot.notices))
+            .unwrap_or_default()
     }
 
     /// Pages copied into the snapshot since it was made whole (a large,

@@ -677,7 +677,7 @@ impl TickLoop {
             // interposer sees: about once a second, a few system calls.
             guard::process::check_mask();
             self.reassert_handlers("while ticking");
-            if let Some(notice) = self.snapshot.take_notice() {
+            for notice in self.snapshot.take_notices() {
                 (self.events)(Event::ServerNotice(format!("state snapshot: {notice}")));
             }
             self.drop_dead_kept_workers();

@@ -15,8 +15,11 @@ use crate::tick::schedule::Schedule;
 
 use super::{Fresh, Migration, Owner, Refusal, TickLoop, TickOutput};
 
-/// Bytes of the state scanned for dangling pointers at a time.
+/// Bytes of the state scanned for dangling pointers at a time, at most;
+/// fewer on a build or a machine where that many take longer than
+/// [`SCAN_BUDGET`] (a debug build scans 64 KiB in over a millisecond).
 pub(super) const SCAN_PER_TICK: usize = 64 << 10;
+const SCAN_AT_LEAST: usize = 512;
 /// Time the scan may take after one tick: a few percent of a 1 ms tick,
 /// whatever the state's size (and whatever the build's optimisation).
 pub(super) const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
@@ -27,6 +30,8 @@ pub(super) struct DanglingScan {
     pub(super) version: u64,
     pub(super) ranges: Vec<(usize, usize)>,
     pub(super) next: usize,
+    /// Bytes scanned at a time, adapted to fit the budget.
+    pub(super) chunk: usize,
 }
 
 impl TickLoop {
@@ -170,6 +175,7 @@ impl TickLoop {
                     version,
                     ranges,
                     next: 0,
+                    chunk: SCAN_PER_TICK,
                 });
                 self.scan_for_dangling();
             }
@@ -291,7 +297,8 @@ impl TickLoop {
         let mut end = start;
         while end < bytes.len() && (end == start || began.elapsed() < SCAN_BUDGET) {
             let from = end;
-            end = (from + SCAN_PER_TICK).min(bytes.len());
+            end = (from + scan.chunk).min(bytes.len());
+            let chunk_began = Instant::now();
             found.extend(
                 crate::plugin::diagnostics::pointers_within(&bytes[from..end], low, high, |a| {
                     scan.ranges.iter().any(|&(s, e)| s <= a && a < e)
@@ -299,6 +306,12 @@ impl TickLoop {
                 .into_iter()
                 .map(|o| o + from - start),
             );
+            let took = chunk_began.elapsed();
+            if took > SCAN_BUDGET {
+                scan.chunk = (scan.chunk / 2).max(SCAN_AT_LEAST);
+            } else if took < SCAN_BUDGET / 8 {
+                scan.chunk = (scan.chunk * 2).min(SCAN_PER_TICK);
+            }
         }
         let version = scan.version;
         scan.next = end;
