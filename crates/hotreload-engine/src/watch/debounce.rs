@@ -317,7 +317,8 @@ impl Debouncer {
             return Step::Wait;
         };
         if now >= opened + self.max_wait {
-            return self.release(now, false);
+            let unconfirmed = self.look_out.is_some();
+            return self.release(now, false, unconfirmed);
         }
         if self.held_until(now).is_some() {
             return Step::Wait;
@@ -329,7 +330,7 @@ impl Debouncer {
         }
         if self.looked_at.is_some_and(|at| at >= due && at >= last) {
             let early = self.period() < self.quiet;
-            return self.release(now, early);
+            return self.release(now, early, false);
         }
         if self.look_out.is_some() || self.waits_for_scans() {
             return Step::Wait;
@@ -339,7 +340,9 @@ impl Debouncer {
         Step::Look
     }
 
-    fn release(&mut self, now: Instant, early: bool) -> Step {
+    /// `early`: released by the settle; `unconfirmed`: at the maximum wait,
+    /// with a look still out.
+    fn release(&mut self, now: Instant, early: bool, unconfirmed: bool) -> Step {
         let mut notes = Vec::new();
         let max_wait = self.max_wait;
         let never_closed: Vec<(PathBuf, Instant)> = self
@@ -355,7 +358,7 @@ impl Debouncer {
         if !self.writing.is_empty() {
             notes.push(Note::StillWriting(self.writing.keys().cloned().collect()));
         }
-        if self.look_out.is_some() {
+        if unconfirmed {
             notes.push(Note::Unconfirmed);
         }
         self.opened_at = None;
@@ -472,7 +475,11 @@ mod tests {
         let asked = us(t, 100) + S;
         assert_eq!(d.step(asked), Step::Look);
         // The next save's first write was already on its way.
-        d.note(p("logic.c"), Kind::Writing, asked + Duration::from_micros(10));
+        d.note(
+            p("logic.c"),
+            Kind::Writing,
+            asked + Duration::from_micros(10),
+        );
         d.looked(asked);
         assert_eq!(d.step(asked + Duration::from_micros(20)), Step::Wait);
     }
@@ -640,6 +647,28 @@ mod tests {
         assert_eq!(d.deadline(ms(t, 45)), Some(t + MAX));
         d.looked(ms(t, 120));
         assert!(matches!(d.step(ms(t, 121)), Step::Release(..)));
+    }
+
+    #[test]
+    fn a_periodic_scan_that_started_after_the_period_confirms_it() {
+        let t = Instant::now();
+        let mut d = Debouncer::new(Q, S, MAX, Looks::Scans);
+        d.note(p("logic.c"), Kind::Changed, t);
+        assert_eq!(d.step(ms(t, 21)), Step::Look);
+        // The poller's own scan, started after the period but before the
+        // look was asked, comes back first: it confirms, nothing to say.
+        d.looked(us(t, 20_500));
+        assert_eq!(
+            d.step(ms(t, 22)),
+            Step::Release(
+                Batch {
+                    paths: [p("logic.c")].into(),
+                    rescan: false
+                },
+                Vec::new()
+            )
+        );
+        assert!(d.deadline(ms(t, 22)).is_none());
     }
 
     #[test]

@@ -320,8 +320,12 @@ impl WatchThread {
                 ago.as_millis()
             ),
             Note::Unconfirmed => format!(
-                "the check that nothing else changed (a sync marker through the inotify queue) \
-                 did not come back within {} ms; building without it",
+                "the check that nothing else changed ({}) did not come back within {} ms; \
+                 building without it",
+                match self.backend {
+                    Backend::Inotify(_) => "a sync marker through the inotify queue",
+                    Backend::Poll { .. } => "a scan of the watched files",
+                },
                 self.max_wait.as_millis()
             ),
         };
@@ -452,7 +456,11 @@ impl WatchThread {
 
 /// `a.c`, `a.c and b.c`, `a.c, b.c and 3 more`.
 fn names(paths: &[PathBuf]) -> String {
-    let shown: Vec<String> = paths.iter().take(2).map(|p| crate::paths::shown(p)).collect();
+    let shown: Vec<String> = paths
+        .iter()
+        .take(2)
+        .map(|p| crate::paths::shown(p))
+        .collect();
     match paths.len() {
         0 | 1 => shown.concat(),
         2 => format!("{} and {}", shown[0], shown[1]),
