@@ -28,16 +28,19 @@
 //! Telling a finished save from a burst in progress. At the close of the
 //! first save of a burst nothing tells it from a lone save: only waiting
 //! does. So the settle is the longest pause between two saves that still
-//! counts as one burst (8 ms by default: tools that save file after file, one
-//! process each, such as a `sed -i` loop, pause 3-6 ms before their second
-//! save on this kind of machine), and it grows as saves keep coming: a batch
-//! waits at least twice the longest pause it has seen between two of its
-//! events, so a steady stream of saves holds its batch open even when its
-//! pauses exceed the settle (up to the full quiet period). A save that comes
-//! within the full quiet period of a batch released by the settle means that
-//! release was early, a burst is under way: its batch waits the full period.
-//! So a burst whose first pause is shorter than the settle builds once, and
-//! any other burst at most twice (its first save, then the rest).
+//! counts as one burst (8 ms by default: a tool that saves file after file,
+//! one process each, such as a `sed -i` loop, paused 5.5 ms before its
+//! second save on this kind of machine), and it grows as saves keep coming:
+//! a batch waits at least twice the longest pause it has seen between two of
+//! its events, so a steady stream of saves holds its batch open even when
+//! its pauses exceed the settle (up to the full quiet period). A save that
+//! comes within the full quiet period of a batch released by the settle
+//! means that release was early, a burst is under way: its batch waits the
+//! full period. So a burst whose first pause is shorter than the settle
+//! builds once, and any other burst whose pauses stay under the full quiet
+//! period at most twice (its first saves, then the rest). Shortening the
+//! settle towards the 2-3 ms a lone save needs would trade exactly this:
+//! a 5 ms burst would build twice.
 //!
 //! A quiet period is confirmed, not assumed: when it has passed, the watch
 //! thread is asked for a look ([`Step::Look`]: a sync marker through the
@@ -584,7 +587,7 @@ mod tests {
     fn a_write_never_closed_is_not_waited_for_once_it_went_quiet() {
         let t = Instant::now();
         let mut d = adaptive();
-        // `truncate x.c`: a modify without a close.
+        // truncate(2) by name: a modify without a close.
         d.note(p("x.c"), Kind::Writing, t);
         save(&mut d, "logic.c", ms(t, 2000));
         let mut steps = Vec::new();
