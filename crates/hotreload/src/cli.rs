@@ -96,7 +96,8 @@ pub struct Args {
 
     /// Quiet period in milliseconds: a build starts once the sources have
     /// been still this long. Every editor's save sequence fits well inside
-    /// the default.
+    /// the default. The full period: after a complete save the adaptive
+    /// settle (--settle-ms) waits less, never longer than this.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub debounce_ms: u64,
 

@@ -151,8 +151,11 @@ pub struct Debouncer {
     longest_gap: Duration,
     /// The open batch continues a burst (see the module's notes).
     burst: bool,
-    /// The first event of any kind since the last release.
+    /// The first event of any kind since the last release, or since the
+    /// last pause of a full quiet period without a batch open.
     first_since_release: Option<Instant>,
+    /// The latest event of any kind.
+    last_event: Option<Instant>,
     /// When the last batch was released by the settle, before the full
     /// quiet period.
     early_release: Option<Instant>,
@@ -182,6 +185,7 @@ impl Debouncer {
             longest_gap: Duration::ZERO,
             burst: false,
             first_since_release: None,
+            last_event: None,
             early_release: None,
             look_out: None,
             looks_asked: 0,
@@ -198,7 +202,7 @@ impl Debouncer {
     }
 
     pub fn note(&mut self, path: PathBuf, kind: Kind, at: Instant) {
-        self.first_since_release.get_or_insert(at);
+        self.heard(at);
         match kind {
             Kind::Writing => {
                 self.writing.insert(path.clone(), at);
@@ -232,7 +236,7 @@ impl Debouncer {
     }
 
     pub fn note_rescan(&mut self, at: Instant) {
-        self.first_since_release.get_or_insert(at);
+        self.heard(at);
         self.pending.rescan = true;
         self.unsure = true;
         self.open(at);
@@ -246,6 +250,19 @@ impl Debouncer {
         if self.look_out.is_some_and(|out| out <= asked) {
             self.look_out = None;
         }
+    }
+
+    /// Any event: the chain of events that may continue a burst goes on,
+    /// unless a full quiet period passed without one (then it starts anew).
+    fn heard(&mut self, at: Instant) {
+        let paused = self
+            .last_event
+            .is_some_and(|last| at.saturating_duration_since(last) >= self.quiet);
+        if self.opened_at.is_none() && paused {
+            self.first_since_release = None;
+        }
+        self.first_since_release.get_or_insert(at);
+        self.last_event = Some(at);
     }
 
     fn open(&mut self, at: Instant) {
@@ -532,6 +549,21 @@ mod tests {
         // The first by the settle; the rest continue a burst: the full period.
         assert_eq!(released[0].0, us(t, 100) + S);
         assert_eq!(released[1].0, us(t, 108_100) + Q);
+    }
+
+    #[test]
+    fn a_stray_write_after_an_early_release_makes_no_burst_of_a_later_save() {
+        let t = Instant::now();
+        let mut d = adaptive();
+        save(&mut d, "logic.c", t);
+        assert_eq!(run(&mut d, t, ms(t, 10)).len(), 1);
+        // Within the full period of that release: a write, never closed
+        // (the file is not waited for once it has gone quiet).
+        d.note(p("x.c"), Kind::Writing, ms(t, 15));
+        save(&mut d, "logic.c", ms(t, 3000));
+        let released = run(&mut d, ms(t, 3000), ms(t, 3100));
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].0, us(t, 3_000_100) + S, "the settle, no burst");
     }
 
     #[test]

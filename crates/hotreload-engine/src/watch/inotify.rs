@@ -265,3 +265,24 @@ fn created(path: &Path) -> Kind {
         _ => Kind::Changed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_entry_is_open_for_writing_only_as_a_new_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("new.c");
+        std::fs::write(&file, "int x;\n").expect("write");
+        assert_eq!(created(&file), Kind::Created);
+        let link = dir.path().join("link.c");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert_eq!(created(&link), Kind::Changed);
+        let hard = dir.path().join("hard.c");
+        std::fs::hard_link(&file, &hard).expect("hard link");
+        assert_eq!(created(&hard), Kind::Complete);
+        assert_eq!(created(&dir.path().join("gone.c")), Kind::Changed);
+        assert_eq!(created(dir.path()), Kind::Changed);
+    }
+}
