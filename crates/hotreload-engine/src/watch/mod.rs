@@ -302,14 +302,14 @@ impl WatchThread {
     fn say_note(&mut self, note: Note) {
         let notice = match note {
             Note::StillWriting(paths) => {
-                let (they, are) = if paths.len() == 1 {
-                    ("it", "is")
+                let (are, they_are, them) = if paths.len() == 1 {
+                    ("is", "it is no source", "it")
                 } else {
-                    ("them", "are")
+                    ("are", "they are no sources", "them")
                 };
                 format!(
                     "building while {} {are} still open for writing (written to and not closed): \
-                     a change waits at most {} ms; if {they} {are} no source, --ignore {they}",
+                     a change waits at most {} ms; if {they_are}, --ignore {them}",
                     names(&paths),
                     self.max_wait.as_millis(),
                 )
