@@ -38,7 +38,14 @@ pub struct Config {
     pub watch_mode: WatchMode,
     pub poll_interval: Duration,
     /// Quiet period: a build starts once no relevant event came for this long.
+    /// The full period, and the upper bound of the adaptive one.
     pub debounce: Duration,
+    /// Adaptive settle: after a save that completed (a close after writing,
+    /// a rename into place) while no watched file is open for writing or
+    /// gone, a build starts once the sources were still this long (longer
+    /// while saves keep coming; at most `debounce`). Zero: always wait the
+    /// full `debounce`. Inotify only: polling cannot see a save complete.
+    pub settle: Duration,
     /// Longest a stream of events can hold a build back.
     pub debounce_max: Duration,
     /// Gitignore-style patterns to ignore inside watched folders, matched
@@ -115,6 +122,7 @@ impl Config {
             watch_mode: WatchMode::Inotify,
             poll_interval: Duration::from_millis(250),
             debounce: Duration::from_millis(20),
+            settle: Duration::from_millis(8),
             debounce_max: Duration::from_secs(1),
             ignore: Vec::new(),
             call_timeout: None,

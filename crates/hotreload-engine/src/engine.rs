@@ -86,6 +86,7 @@ impl Engine {
                 mode: config.watch_mode,
                 poll_interval: config.poll_interval,
                 quiet: config.debounce,
+                settle: config.settle,
                 max_wait: config.debounce_max,
                 private_dir: shadow.path().to_path_buf(),
             },

@@ -96,9 +96,19 @@ pub struct Args {
 
     /// Quiet period in milliseconds: a build starts once the sources have
     /// been still this long. Every editor's save sequence fits well inside
-    /// the default.
+    /// the default. The full period: after a complete save the adaptive
+    /// settle (--settle-ms) waits less, never longer than this.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub debounce_ms: u64,
+
+    /// Adaptive quiet period, in milliseconds: after a save that completed
+    /// (closed after writing, or renamed into place) with no watched file
+    /// still open for writing or gone, a build starts once the sources have
+    /// been still this long instead of --debounce-ms (longer while saves
+    /// keep coming, never longer than --debounce-ms). 0 turns it off: always
+    /// --debounce-ms. Inotify only.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub settle_ms: u64,
 
     /// Pattern to ignore inside watched folders (repeatable): a gitignore
     /// glob on the path below the watched folder, such as `build/`,
@@ -259,6 +269,7 @@ impl Args {
         };
         config.poll_interval = Duration::from_millis(self.poll_ms);
         config.debounce = Duration::from_millis(self.debounce_ms);
+        config.settle = Duration::from_millis(self.settle_ms);
         config.ignore = self.ignore.clone();
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;

@@ -3,8 +3,9 @@
 //!
 //! Folders are watched one by one rather than with notify's recursive mode so
 //! that ignored trees (`target/` alone can hold thousands of folders) cost no
-//! watches. Events are translated into the two strengths the debouncer knows;
-//! opens and read-only closes (the compiler reading the sources) are dropped.
+//! watches. Events are translated into the kinds the debouncer knows (what
+//! each says about a file's save: being written, complete, gone); opens and
+//! read-only closes (the compiler reading the sources) are dropped.
 //!
 //! A watch belongs to a folder's inode, not to its path: once the folder is
 //! deleted or moved away the kernel drops it (IN_DELETE_SELF, IN_IGNORED)
@@ -17,11 +18,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
 use notify::{ErrorKind, INotifyWatcher, RecursiveMode, Watcher as _};
 
 use super::Raw;
-use super::debounce::Strength;
+use super::debounce::Kind;
 
 pub struct InotifyBackend {
     watcher: INotifyWatcher,
@@ -213,26 +214,75 @@ fn translate(res: notify::Result<notify::Event>) -> Vec<Raw> {
     if ev.need_rescan() {
         return vec![Raw::Rescan];
     }
-    let strength = match ev.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write))
-        | EventKind::Create(_)
-        | EventKind::Remove(_)
-        | EventKind::Modify(ModifyKind::Name(_))
-        | EventKind::Modify(ModifyKind::Metadata(_)) => Strength::Settled,
-        EventKind::Modify(_) => Strength::Activity,
-        EventKind::Access(_) | EventKind::Any | EventKind::Other => return Vec::new(),
-    };
     // What can make notify drop the watches at a path (see `recheck`).
     let removal = matches!(
         ev.kind,
         EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_))
     );
+    let kinds: &[Kind] = match ev.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => &[Kind::Complete],
+        EventKind::Create(_) => &[Kind::Created],
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::From)) => {
+            &[Kind::Gone]
+        }
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => &[Kind::Complete],
+        // Moved within the watched folders: away from the first path, into
+        // place at the second.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => &[Kind::Gone, Kind::Complete],
+        EventKind::Modify(ModifyKind::Name(_)) => &[Kind::Changed],
+        EventKind::Modify(ModifyKind::Metadata(_)) => &[Kind::Touched],
+        EventKind::Modify(_) => &[Kind::Writing],
+        // Opens and read-only closes: the compiler reading the sources.
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => return Vec::new(),
+    };
     ev.paths
         .into_iter()
-        .map(|path| Raw::Change {
-            path,
-            strength,
-            removal,
+        .enumerate()
+        .map(|(i, path)| {
+            let kind = kinds[i.min(kinds.len() - 1)];
+            let kind = if kind == Kind::Created {
+                created(&path)
+            } else {
+                kind
+            };
+            Raw::Change {
+                path,
+                kind,
+                removal,
+            }
         })
         .collect()
+}
+
+/// A created entry is open for writing when it was created by opening it:
+/// a regular file with one name. A symlink, a hard link (`ln`, `cp -l`), a
+/// folder, or an entry already gone again is complete as it is, or says
+/// nothing about writing.
+fn created(path: &Path) -> Kind {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() && meta.nlink() == 1 => Kind::Created,
+        Ok(meta) if meta.file_type().is_file() => Kind::Complete,
+        _ => Kind::Changed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_entry_is_open_for_writing_only_as_a_new_regular_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("new.c");
+        std::fs::write(&file, "int x;\n").expect("write");
+        assert_eq!(created(&file), Kind::Created);
+        let link = dir.path().join("link.c");
+        std::os::unix::fs::symlink(&file, &link).expect("symlink");
+        assert_eq!(created(&link), Kind::Changed);
+        let hard = dir.path().join("hard.c");
+        std::fs::hard_link(&file, &hard).expect("hard link");
+        assert_eq!(created(&hard), Kind::Complete);
+        assert_eq!(created(&dir.path().join("gone.c")), Kind::Changed);
+        assert_eq!(created(dir.path()), Kind::Changed);
+    }
 }

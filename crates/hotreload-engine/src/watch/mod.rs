@@ -3,7 +3,8 @@
 //! A backend ([`inotify`], kept in line with the tree by [`tree`], or
 //! [`poll`]) turns file-system activity into raw changes; the watch thread
 //! keeps those inside the [`scope`], lets the [`debounce`] quiet period turn
-//! a burst into one [`Batch`], and hands each batch on. Folders, not files,
+//! a burst into one [`Batch`] (and confirms the quiet with a look: a sync
+//! marker through the inotify queue, or a scan), and hands each batch on. Folders, not files,
 //! are watched: a rename-style save replaces the file's inode and a watch on
 //! the old inode would go silent forever; a folder deleted and made again is
 //! seen from the folder above it.
@@ -29,7 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use debounce::Batch;
-use debounce::{Debouncer, Strength};
+use debounce::{Debouncer, Kind, Looks, Note, Step};
 use inotify::WatchError;
 pub use journal::ChangeJournal;
 use poll::Poller;
@@ -43,7 +44,7 @@ use crate::config::WatchMode;
 pub enum Raw {
     Change {
         path: PathBuf,
-        strength: Strength,
+        kind: Kind,
         /// The entry was deleted or moved (away or in).
         removal: bool,
     },
@@ -55,6 +56,8 @@ pub enum Raw {
     Sync(Sender<()>),
     /// The poller's scan asked for by a `Sync` is through: answer.
     Synced(Sender<()>),
+    /// A scan that started at this instant is through, its changes sent.
+    Looked(Instant),
     Stop,
 }
 
@@ -62,7 +65,11 @@ pub enum Raw {
 pub struct WatchSettings {
     pub mode: WatchMode,
     pub poll_interval: Duration,
+    /// The full quiet period.
     pub quiet: Duration,
+    /// The short settle after a complete save (see `debounce`); zero for
+    /// the full quiet period always.
+    pub settle: Duration,
     pub max_wait: Duration,
     /// A private folder of the server's, for the catch-up markers.
     pub private_dir: PathBuf,
@@ -136,13 +143,18 @@ impl Watch {
                 Err(WatchError::Other(why)) => return Err(why),
             },
         };
+        let looks = match mode {
+            WatchMode::Inotify => Looks::Markers,
+            WatchMode::Poll => Looks::Scans,
+        };
         let worker = WatchThread {
             scope,
-            debouncer: Debouncer::new(settings.quiet, settings.max_wait),
+            debouncer: Debouncer::new(settings.quiet, settings.settle, settings.max_wait, looks),
             journal,
             backend,
             markers,
             poll_interval: settings.poll_interval,
+            max_wait: settings.max_wait,
             tx: tx.clone(),
             deliver,
             said_lost: false,
@@ -198,6 +210,7 @@ struct WatchThread {
     /// could not be set up (then a catch-up answers at once).
     markers: Option<Markers>,
     poll_interval: Duration,
+    max_wait: Duration,
     tx: Sender<Raw>,
     deliver: Box<dyn Fn(WatchOutput) + Send>,
     said_lost: bool,
@@ -209,7 +222,7 @@ struct WatchThread {
 impl WatchThread {
     fn run(mut self, rx: Receiver<Raw>) {
         loop {
-            let received = match self.debouncer.deadline() {
+            let received = match self.debouncer.deadline(Instant::now()) {
                 Some(deadline) => {
                     rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 }
@@ -218,9 +231,9 @@ impl WatchThread {
             match received {
                 Ok(Raw::Change {
                     path,
-                    strength,
+                    kind,
                     removal,
-                }) => self.on_change(path, strength, removal),
+                }) => self.on_change(path, kind, removal),
                 Ok(Raw::Rescan) => self.on_rescan(),
                 Ok(Raw::Lost(why)) => {
                     if !self.said_lost {
@@ -236,12 +249,89 @@ impl WatchThread {
                 Ok(Raw::Synced(reply)) => {
                     let _ = reply.send(());
                 }
+                Ok(Raw::Looked(started)) => self.debouncer.looked(started),
                 Ok(Raw::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            if let Some(batch) = self.debouncer.take_due(Instant::now()) {
-                (self.deliver)(WatchOutput::Batch(batch));
+            self.advance();
+        }
+    }
+
+    /// Does what the debouncer asks until it waits: looks, and batches.
+    fn advance(&mut self) {
+        loop {
+            let now = Instant::now();
+            match self.debouncer.step(now) {
+                Step::Wait => return,
+                Step::Look => self.look(now),
+                Step::Release(batch, notes) => {
+                    for note in notes {
+                        self.say_note(note);
+                    }
+                    (self.deliver)(WatchOutput::Batch(batch));
+                }
             }
+        }
+    }
+
+    /// Asks whether anything changed that has not been noted yet; the
+    /// answer comes as an event (the marker's, or the scan's `Looked`).
+    fn look(&mut self, now: Instant) {
+        let failed = match (&self.backend, &mut self.markers) {
+            (Backend::Poll { poller }, _) => {
+                poller.look_now();
+                return;
+            }
+            (Backend::Inotify(_), Some(markers)) => match markers.place_look(now) {
+                Ok(()) => return,
+                Err(why) => Some(why),
+            },
+            (Backend::Inotify(_), None) => None,
+        };
+        if let Some(why) = failed {
+            let notice = format!("{why}; a quiet period is taken as it is, unconfirmed");
+            if self.said.insert(notice.clone()) {
+                (self.deliver)(WatchOutput::Notice(notice));
+            }
+        }
+        // Nothing to look with (said at start, or just now): as if the
+        // look found nothing new.
+        self.debouncer.looked(now);
+    }
+
+    fn say_note(&mut self, note: Note) {
+        let notice = match note {
+            Note::StillWriting(paths) => {
+                let (are, they_are, them) = if paths.len() == 1 {
+                    ("is", "it is no source", "it")
+                } else {
+                    ("are", "they are no sources", "them")
+                };
+                format!(
+                    "building while {} {are} still open for writing (written to and not closed): \
+                     a change waits at most {} ms; if {they_are}, --ignore {them}",
+                    names(&paths),
+                    self.max_wait.as_millis(),
+                )
+            }
+            Note::NeverClosed(path, ago) => format!(
+                "{} was written to {} ms ago and not closed since; not waiting for it any longer",
+                crate::paths::shown(&path),
+                ago.as_millis()
+            ),
+            Note::Unconfirmed => format!(
+                "the check that nothing else changed ({}) did not come back within {} ms; \
+                 building without it",
+                match self.backend {
+                    Backend::Inotify(_) => "a sync marker through the inotify queue",
+                    Backend::Poll { .. } => "a scan of the watched files",
+                },
+                self.max_wait.as_millis()
+            ),
+        };
+        // A file kept open for writing would be named at every batch.
+        if self.said.insert(notice.clone()) {
+            (self.deliver)(WatchOutput::Notice(notice));
         }
     }
 
@@ -266,9 +356,16 @@ impl WatchThread {
         let _ = reply.send(());
     }
 
-    fn on_change(&mut self, path: PathBuf, strength: Strength, removal: bool) {
-        if self.markers.as_mut().is_some_and(|m| m.on_event(&path)) {
-            return;
+    fn on_change(&mut self, path: PathBuf, kind: Kind, removal: bool) {
+        if let Some(markers) = &mut self.markers {
+            match markers.on_event(&path) {
+                sync::Seen::NotMine => {}
+                sync::Seen::Mine => return,
+                sync::Seen::LookBack(asked) => {
+                    self.debouncer.looked(asked);
+                    return;
+                }
+            }
         }
         if let Backend::Inotify(tree) = &self.backend
             && !tree.concerns(&path)
@@ -276,7 +373,7 @@ impl WatchThread {
             return;
         }
         let now = Instant::now();
-        let rules_change = if strength == Strength::Settled {
+        let rules_change = if kind.settled() {
             self.scope.observe(&path)
         } else {
             RulesChange::None
@@ -289,13 +386,13 @@ impl WatchThread {
                     RulesChange::IgnoreFiles(dir) => tree.rules_changed(dir, &mut fx),
                     RulesChange::None => {}
                 }
-                tree.on_event(&path, strength, removal, &mut fx);
+                tree.on_event(&path, kind, removal, &mut fx);
             }
             // The poller lists every file in the scope each time, by the
             // rules in force then, and reports only files.
             Backend::Poll { .. } => {
                 if self.scope.contains(&path) {
-                    fx.changed.push((path, strength));
+                    fx.changed.push((path, kind));
                 }
             }
         }
@@ -327,9 +424,9 @@ impl WatchThread {
                 (self.deliver)(WatchOutput::Notice(notice));
             }
         }
-        for (path, strength) in fx.changed {
+        for (path, kind) in fx.changed {
             self.journal.note(&path);
-            self.debouncer.note(path, strength, now);
+            self.debouncer.note(path, kind, now);
         }
         if let Some(why) = fx.out_of_watches {
             // Polling from now on; its rescan covers whatever was missed.
@@ -345,6 +442,7 @@ impl WatchThread {
                     self.poll_interval,
                 )));
                 self.backend = Backend::Poll { poller };
+                self.debouncer.now_polling();
                 // Changes may have been missed while the limit was hit.
                 self.journal.note_rescan();
                 self.debouncer.note_rescan(Instant::now());
@@ -353,5 +451,19 @@ impl WatchThread {
                 "{why}; and polling failed too: {e}"
             ))),
         }
+    }
+}
+
+/// `a.c`, `a.c and b.c`, `a.c, b.c and 3 more`.
+fn names(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .take(2)
+        .map(|p| crate::paths::shown(p))
+        .collect();
+    match paths.len() {
+        0 | 1 => shown.concat(),
+        2 => format!("{} and {}", shown[0], shown[1]),
+        n => format!("{}, {} and {} more", shown[0], shown[1], n - 2),
     }
 }

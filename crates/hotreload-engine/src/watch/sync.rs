@@ -8,11 +8,16 @@
 //! before it: once its event is back, the watch thread has noted all of them.
 //! Each marker has its own name, because inotify merges identical events
 //! that are still unread.
+//!
+//! The same markers confirm a quiet period: the debouncer asks for a look,
+//! and once the marker is back, every event queued before it has been noted
+//! (see `debounce`).
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
+use std::time::Instant;
 
 pub struct Markers {
     /// Held to remove the folder, with any marker left, when the watch
@@ -22,6 +27,19 @@ pub struct Markers {
     path: PathBuf,
     next: u64,
     waiting: HashMap<PathBuf, Sender<()>>,
+    /// The debouncer's look now out: its marker and when it was asked.
+    look: Option<(PathBuf, Instant)>,
+}
+
+/// What an event in the markers' folder was.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// Not in the markers' folder: a source, perhaps.
+    NotMine,
+    /// A marker's event that needs nothing more.
+    Mine,
+    /// The marker of the look asked at this instant is back.
+    LookBack(Instant),
 }
 
 impl Markers {
@@ -43,6 +61,7 @@ impl Markers {
             path,
             next: 0,
             waiting: HashMap::new(),
+            look: None,
         })
     }
 
@@ -54,31 +73,52 @@ impl Markers {
     /// Creates a new marker; `reply` is answered when its event is back.
     /// On failure `reply` is handed back with the reason, to answer at once.
     pub fn place(&mut self, reply: Sender<()>) -> Result<(), (Sender<()>, String)> {
-        self.next += 1;
-        let marker = self.path.join(self.next.to_string());
-        match std::fs::File::create(&marker) {
-            Ok(_) => {
+        match self.create() {
+            Ok(marker) => {
                 self.waiting.insert(marker, reply);
                 Ok(())
             }
-            Err(e) => Err((
-                reply,
-                format!("cannot create the sync marker {}: {e}", marker.display()),
+            Err(why) => Err((reply, why)),
+        }
+    }
+
+    /// Creates the marker of a look asked at `asked` (a look already out
+    /// is given up: only the newest counts).
+    pub fn place_look(&mut self, asked: Instant) -> Result<(), String> {
+        let marker = self.create()?;
+        if let Some((old, _)) = self.look.replace((marker, asked)) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok(())
+    }
+
+    fn create(&mut self) -> Result<PathBuf, String> {
+        self.next += 1;
+        let marker = self.path.join(self.next.to_string());
+        match std::fs::File::create(&marker) {
+            Ok(_) => Ok(marker),
+            Err(e) => Err(format!(
+                "cannot create the sync marker {}: {e}",
+                marker.display()
             )),
         }
     }
 
-    /// Whether `path` is in the markers' folder (then it is no source); a
-    /// marker that was waited for is answered and removed.
-    pub fn on_event(&mut self, path: &Path) -> bool {
+    /// What an event on `path` was; a marker that was waited for is
+    /// answered and removed.
+    pub fn on_event(&mut self, path: &Path) -> Seen {
         if !path.starts_with(&self.path) {
-            return false;
+            return Seen::NotMine;
         }
         if let Some(reply) = self.waiting.remove(path) {
             // The waiter may have given up already.
             let _ = reply.send(());
             let _ = std::fs::remove_file(path);
         }
-        true
+        if let Some((_, asked)) = self.look.take_if(|(marker, _)| marker == path) {
+            let _ = std::fs::remove_file(path);
+            return Seen::LookBack(asked);
+        }
+        Seen::Mine
     }
 }

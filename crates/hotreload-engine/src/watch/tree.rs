@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
 use super::Raw;
-use super::debounce::Strength;
+use super::debounce::Kind;
 use super::inotify::{FolderId, InotifyBackend, WatchError};
 use super::scope::{Entry, Scope};
 use crate::paths;
@@ -31,7 +31,7 @@ use crate::paths;
 #[derive(Default)]
 pub struct Effects {
     /// Files to report as changed, with what the event said of them.
-    pub changed: Vec<(PathBuf, Strength)>,
+    pub changed: Vec<(PathBuf, Kind)>,
     pub notices: Vec<String>,
     /// An inotify limit was reached: polling has to take over.
     pub out_of_watches: Option<String>,
@@ -102,7 +102,7 @@ impl Tree {
         };
         let mut fx = Effects::default();
         for i in 0..tree.targets.len() {
-            tree.reconcile(i, false, false, &mut fx);
+            tree.reconcile(i, None, false, &mut fx);
         }
         if let Some(why) = fx.out_of_watches {
             return Err(WatchError::OutOfWatches(why));
@@ -124,8 +124,8 @@ impl Tree {
     }
 
     /// An event on `path`; `removal`: the entry was deleted or moved.
-    pub fn on_event(&mut self, path: &Path, strength: Strength, removal: bool, fx: &mut Effects) {
-        let settled = strength == Strength::Settled;
+    pub fn on_event(&mut self, path: &Path, kind: Kind, removal: bool, fx: &mut Effects) {
+        let settled = kind.settled();
         if removal {
             self.backend.recheck(path);
         }
@@ -134,12 +134,12 @@ impl Tree {
             let target = &self.targets[i].0;
             if target == path {
                 is_target = true;
-                self.target_event(i, strength, fx);
+                self.target_event(i, kind, fx);
             } else if settled && target.starts_with(path) {
-                self.reconcile(i, true, false, fx);
+                self.reconcile(i, Some(Kind::Changed), false, fx);
             }
         }
-        self.link_target_event(path, strength, fx);
+        self.link_target_event(path, kind, fx);
         if is_target {
             return;
         }
@@ -157,7 +157,7 @@ impl Tree {
             return;
         }
         if self.scope.contains(path) {
-            fx.changed.push((path.to_path_buf(), strength));
+            fx.changed.push((path.to_path_buf(), kind));
             if settled {
                 self.refresh_link(path, fx);
             }
@@ -168,7 +168,7 @@ impl Tree {
     /// and whatever has no watch gets one.
     pub fn resync(&mut self, fx: &mut Effects) {
         for i in 0..self.targets.len() {
-            self.reconcile(i, false, true, fx);
+            self.reconcile(i, None, true, fx);
         }
         let links: Vec<PathBuf> = self.links.keys().cloned().collect();
         for link in links {
@@ -194,16 +194,16 @@ impl Tree {
         }
     }
 
-    fn target_event(&mut self, i: usize, strength: Strength, fx: &mut Effects) {
+    fn target_event(&mut self, i: usize, kind: Kind, fx: &mut Effects) {
         let (target, seen) = self.targets[i].clone();
         match Seen::of(&target) {
             Seen::Folder(_) => {
-                self.reconcile(i, true, false, fx);
+                self.reconcile(i, Some(Kind::Changed), false, fx);
             }
-            now if now != seen => self.reconcile(i, true, false, fx),
+            now if now != seen => self.reconcile(i, Some(kind), false, fx),
             _ => {
-                fx.changed.push((target.clone(), strength));
-                if strength == Strength::Settled {
+                fx.changed.push((target.clone(), kind));
+                if kind.settled() {
                     self.refresh_link(&target, fx);
                 }
             }
@@ -211,8 +211,9 @@ impl Tree {
     }
 
     /// Brings the watches for target `i` in line with what is there now;
-    /// with `report`, what appeared or went is reported as changed.
-    fn reconcile(&mut self, i: usize, report: bool, force: bool, fx: &mut Effects) {
+    /// with `report`, what appeared or went is reported as changed (a file
+    /// that appeared as the event said; one that went as gone).
+    fn reconcile(&mut self, i: usize, report: Option<Kind>, force: bool, fx: &mut Effects) {
         let (target, before) = self.targets[i].clone();
         let now = Seen::of(&target);
         self.targets[i].1 = now;
@@ -220,20 +221,23 @@ impl Tree {
             Seen::Folder(_) => {
                 self.watch_chain(&target, 1, false, fx);
                 if force || before != now || !self.backend.is_watched(&target) {
-                    self.adopt(&target, report, fx);
+                    self.adopt(&target, report.is_some(), fx);
                 }
             }
             Seen::File => {
                 self.watch_chain(&target, 2, true, fx);
-                if report {
-                    fx.changed.push((target.clone(), Strength::Settled));
+                if let Some(kind) = report {
+                    // A removal seen after the file came back says gone all
+                    // the same: the event that brought it back is still on
+                    // its way, and will say how.
+                    fx.changed.push((target.clone(), kind));
                 }
                 self.refresh_link(&target, fx);
             }
             Seen::Missing => {
                 self.watch_chain(&target, 2, true, fx);
-                if report && before == Seen::File {
-                    fx.changed.push((target.clone(), Strength::Settled));
+                if report.is_some() && before == Seen::File {
+                    fx.changed.push((target.clone(), Kind::Gone));
                 }
             }
         }
@@ -291,7 +295,7 @@ impl Tree {
         }
         if report {
             fx.changed
-                .extend(files.into_iter().map(|f| (f, Strength::Settled)));
+                .extend(files.into_iter().map(|f| (f, Kind::Changed)));
         }
     }
 
@@ -322,7 +326,7 @@ impl Tree {
 
     /// Events on the file a link resolves to are changes of the link; an
     /// event on a folder on the way to it means the folder may be new.
-    fn link_target_event(&mut self, path: &Path, strength: Strength, fx: &mut Effects) {
+    fn link_target_event(&mut self, path: &Path, kind: Kind, fx: &mut Effects) {
         let hits: Vec<(PathBuf, bool)> = self
             .links
             .iter()
@@ -331,10 +335,10 @@ impl Tree {
             .collect();
         for (link, exact) in hits {
             if exact {
-                fx.changed.push((link, strength));
-            } else if strength == Strength::Settled {
+                fx.changed.push((link, kind));
+            } else if kind.settled() {
                 self.refresh_link(&link, fx);
-                fx.changed.push((link, Strength::Settled));
+                fx.changed.push((link, Kind::Changed));
             }
         }
     }
