@@ -61,6 +61,13 @@ pub enum Command {
     /// Tick the window `from..to` over and over, rewinding at its end
     /// (`None`: stop looping).
     Loop { window: Option<(u64, u64)> },
+    /// Write the recorded ticks `from..to` (default: all the history
+    /// holds) to the file `path`, for `hotreload --replay`.
+    Record {
+        from: Option<u64>,
+        to: Option<u64>,
+        path: String,
+    },
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
@@ -87,6 +94,7 @@ impl Command {
             Command::RewindTo { .. } => "rewind-to",
             Command::Replay { .. } => "replay",
             Command::Loop { .. } => "loop",
+            Command::Record { .. } => "record",
             Command::Events { .. } => "events",
         }
     }
@@ -126,6 +134,14 @@ impl Command {
                     }
                 }
             }
+            Command::Record { from, to, path } => {
+                for (key, value) in [("from", from), ("to", to)] {
+                    if let Some(v) = value {
+                        object.insert(key.into(), json!(v));
+                    }
+                }
+                object.insert("path".into(), json!(path));
+            }
             Command::Loop { window } => match window {
                 Some((from, to)) => {
                     object.insert("from".into(), json!(from));
@@ -160,6 +176,7 @@ pub const COMMANDS: &[&str] = &[
     "rewind-to",
     "replay",
     "loop",
+    "record",
     "events",
 ];
 
@@ -429,6 +446,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
                 }
             }
         }
+        "record" => Command::Record {
+            from: count("from", 0, u64::MAX)?,
+            to: count("to", 0, u64::MAX)?,
+            path: text("path")?,
+        },
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
@@ -618,6 +640,11 @@ mod tests {
                 window: Some((3800, 4000)),
             },
             Command::Loop { window: None },
+            Command::Record {
+                from: Some(3800),
+                to: Some(4000),
+                path: "window.hrr".into(),
+            },
             Command::Events { from: Some(12) },
             Command::Events { from: None },
         ];

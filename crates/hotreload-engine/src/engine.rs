@@ -538,6 +538,19 @@ impl StateDoor {
         Ok(done)
     }
 
+    /// Writes the recorded ticks `from..to` (default: all the history
+    /// holds) to `path`, for `hotreload --replay`; the window, and the
+    /// file's size.
+    pub fn record(
+        &self,
+        from: Option<u64>,
+        to: Option<u64>,
+        path: &std::path::Path,
+    ) -> Result<(u64, u64, usize), crate::tick::DoorError> {
+        crate::pipeline::replay::record(&self.snapshot, from, to, self.replay.dt, path)
+            .map_err(crate::tick::DoorError::Refused)
+    }
+
     fn request<T>(
         &self,
         input: impl FnOnce(crate::tick::door::Asked<T>) -> crate::tick::TickInput,

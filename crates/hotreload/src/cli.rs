@@ -54,13 +54,26 @@ pub struct Args {
     /// trees (a folder holding CMakeCache.txt) and what its .gitignore and
     /// .ignore files list. It may not exist yet; it is watched as a file or
     /// a folder when it appears, and again when it is deleted and made anew.
-    #[arg(long, value_name = "PATH", required = true)]
+    #[arg(long, value_name = "PATH", required_unless_present = "replay")]
     pub watch: Vec<PathBuf>,
 
     /// Shell command that builds the library, run with `sh -c` in the current
     /// folder at start and after every change.
-    #[arg(long, value_name = "CMD")]
+    #[arg(
+        long,
+        value_name = "CMD",
+        required_unless_present = "replay",
+        default_value = ""
+    )]
     pub build: String,
+
+    /// Run the ticks a recording holds (`hotreload ctl record`) again with
+    /// the library `--lib`, in a throwaway process, say at which tick and in
+    /// which field the result first differs from the recorded run (exit
+    /// code 1) or that nothing does (0), and exit. Nothing is watched or
+    /// built.
+    #[arg(long, value_name = "FILE", requires = "lib")]
+    pub replay: Option<PathBuf>,
 
     /// The library the build writes. If omitted, taken from `-o FILE` in the
     /// build command.

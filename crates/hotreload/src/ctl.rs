@@ -141,6 +141,14 @@ enum CtlCommand {
         #[arg(num_args = 1..=2, required = true)]
         window: Vec<String>,
     },
+    /// Write the recorded ticks FROM..TO (default: all the history holds)
+    /// to FILE, which `hotreload --replay FILE --lib LIB` runs again with
+    /// any build, here or on another machine.
+    Record {
+        /// FROM TO FILE, or FILE alone.
+        #[arg(num_args = 1..=3, required = true)]
+        args: Vec<String>,
+    },
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -229,6 +237,44 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
                 return ExitCode::from(code::USAGE);
             }
         },
+        CtlCommand::Record { args } => {
+            let file = |f: &str| {
+                // The server writes it: a path relative to this folder is
+                // made absolute here, as the server's may differ.
+                std::env::current_dir()
+                    .map(|d| d.join(f))
+                    .unwrap_or_else(|_| PathBuf::from(f))
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            match args.as_slice() {
+                [path] => Command::Record {
+                    from: None,
+                    to: None,
+                    path: file(path),
+                },
+                [from, to, path] => match (from.parse::<u64>(), to.parse::<u64>()) {
+                    (Ok(from), Ok(to)) => Command::Record {
+                        from: Some(from),
+                        to: Some(to),
+                        path: file(path),
+                    },
+                    _ => {
+                        eprintln!(
+                            "hotreload ctl: expected record FROM TO FILE (tick numbers), found {from} {to}"
+                        );
+                        return ExitCode::from(code::USAGE);
+                    }
+                },
+                other => {
+                    eprintln!(
+                        "hotreload ctl: expected record FROM TO FILE or record FILE, found {}",
+                        other.join(" ")
+                    );
+                    return ExitCode::from(code::USAGE);
+                }
+            }
+        }
         CtlCommand::Events { from } => Command::Events { from },
         CtlCommand::Wait { .. } => unreachable!("handled above"),
     };
@@ -530,6 +576,13 @@ fn say(command: &Command, value: &Value) {
         Command::Replay { .. } => println!(
             "{}",
             value.get("text").and_then(Value::as_str).unwrap_or("")
+        ),
+        Command::Record { .. } => println!(
+            "recorded ticks {}..{} to {} ({} bytes); run it again with: hotreload --replay FILE --lib LIB",
+            n("from"),
+            n("to"),
+            value.get("path").and_then(Value::as_str).unwrap_or(""),
+            n("bytes")
         ),
         Command::Loop { .. } => match value.get("window").filter(|w| !w.is_null()) {
             Some(w) => println!(

@@ -6,6 +6,7 @@
 mod cli;
 mod ctl;
 mod render;
+mod replay;
 mod signals;
 
 use std::io::Write;
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
         return ctl::main(std::env::args_os().skip(2));
     }
     let args = cli::Args::parse();
+    if let (Some(file), Some(lib)) = (&args.replay, &args.lib) {
+        return replay::main(file, lib, args.tick_timeout_ms);
+    }
     let config = match args.to_config() {
         Ok(c) => c,
         Err(why) => return fail(exit_code::USAGE, &why),

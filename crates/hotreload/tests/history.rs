@@ -204,3 +204,63 @@ fn loop_goes_round_its_window_and_picks_up_a_new_build() {
     server.expect_contains("[loop] stopped");
     wait_for_tick(dir, 70);
 }
+
+#[test]
+fn a_recording_replays_without_a_server_and_names_what_a_new_build_changes() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut server = start(dir, &[]);
+    wait_for_tick(dir, 120);
+    let (code, out, err) = ctl(dir, &["record", "20", "80", "window.hrr"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("recorded ticks 20..80"), "{out}");
+    std::fs::copy(dir.join("logic.so"), dir.join("v1.so")).expect("keep v1");
+    assert_eq!(ctl(dir, &["stop"]).0, 0);
+    server.wait();
+    // Another folder, no server: only the file and a library.
+    let elsewhere = workdir();
+    let file = elsewhere.path().join("window.hrr");
+    std::fs::copy(dir.join("window.hrr"), &file).expect("copy");
+    let replay = |lib: &Path| {
+        let out = std::process::Command::new(support::binary())
+            .arg("--replay")
+            .arg(&file)
+            .arg("--lib")
+            .arg(lib)
+            .current_dir(elsewhere.path())
+            .output()
+            .expect("run --replay");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = replay(&dir.join("v1.so"));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("over ticks 20..80 (60 ran") && out.contains("no difference"),
+        "{out}"
+    );
+    std::fs::write(elsewhere.path().join("logic.c"), source("5.0f")).expect("write");
+    let status = std::process::Command::new("cc")
+        .args(["-g", "-shared", "-fPIC", "-o", "v2.so", "logic.c"])
+        .current_dir(elsewhere.path())
+        .status()
+        .expect("cc");
+    assert!(status.success());
+    let (code, out) = replay(&elsewhere.path().join("v2.so"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("first differs at tick 20: enemies[3]."),
+        "{out}"
+    );
+    // A damaged recording: refused with a reason, exit 2.
+    let mut bytes = std::fs::read(&file).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&file, bytes).expect("write");
+    let (code, out) = replay(&dir.join("v1.so"));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("checksum"), "{out}");
+}

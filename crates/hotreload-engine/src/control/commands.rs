@@ -162,6 +162,15 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             }
             Err(why) => door_refusal(id, &why),
         },
+        Wire::Record { from, to, path } => {
+            match wiring.door.record(*from, *to, std::path::Path::new(path)) {
+                Ok((from, to, bytes)) => reply_ok(
+                    id,
+                    json!({"path": path, "from": from, "to": to, "bytes": bytes}),
+                ),
+                Err(why) => door_refusal(id, &why),
+            }
+        }
         Wire::Loop { window } => match wiring.door.set_loop(*window) {
             Ok(set) => reply_ok(
                 id,

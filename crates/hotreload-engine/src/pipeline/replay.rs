@@ -12,6 +12,7 @@
 //! touched: this runs on the thread that asked.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,7 +22,7 @@ use crate::layout::{Field, Layout, Shown};
 use crate::plugin::Plugin;
 use crate::plugin::isolate::Worker;
 use crate::state::State;
-use crate::state::history::window;
+use crate::state::history::{Window, window};
 use crate::state::pages::PAGE;
 use crate::state::snapshot::SharedSnapshot;
 
@@ -106,18 +107,31 @@ impl Replayed {
 /// How long a replay waits for the snapshot's lock (a take in progress).
 const PATIENCE: Duration = Duration::from_secs(2);
 
-/// Runs the replay `request` asks for against what `snapshot` recorded.
-pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, String> {
-    let started = Instant::now();
+/// A window read from the history: its states, and what they mean.
+pub struct Recorded {
+    pub window: Window,
+    pub from: u64,
+    pub to: u64,
+    pub state_version: u32,
+    pub layout: Option<Arc<Layout>>,
+}
+
+/// The window `from..to` (default: all the history holds) of what
+/// `snapshot` recorded.
+pub fn read_window(
+    snapshot: &SharedSnapshot,
+    from: Option<u64>,
+    to: Option<u64>,
+) -> Result<Recorded, String> {
     let span = snapshot
         .history_span()
-        .ok_or("expected a history to replay, found none (--history-ticks 0)")?;
+        .ok_or("expected a history, found none (--history-ticks 0)")?;
     let (oldest, newest) = match (span.oldest, span.newest) {
         (Some(o), Some(n)) if o < n => (o, n),
-        _ => return Err("expected recorded ticks to replay, found none yet".into()),
+        _ => return Err("expected recorded ticks, found none yet".into()),
     };
-    let from = request.from.unwrap_or(oldest);
-    let to = request.to.unwrap_or(newest);
+    let from = from.unwrap_or(oldest);
+    let to = to.unwrap_or(newest);
     if from < oldest || to > newest || from >= to {
         return Err(format!(
             "expected a window within the recorded ticks {oldest}..{newest}, found {from}..{to}"
@@ -134,9 +148,29 @@ pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, Str
                 .map_or_else(|| copy.tick.to_string(), |e| e.tick.to_string())
         ));
     }
-    let window = window(&copy.bytes, copy.tick, &entries, PAGE);
-    let size = copy.bytes.len();
+    let mut window = window(&copy.bytes, copy.tick, &entries, PAGE);
+    window.steps.retain(|s| s.tick < to);
+    Ok(Recorded {
+        window,
+        from,
+        to,
+        state_version: copy.state_version,
+        layout: copy.layout,
+    })
+}
 
+/// Runs the replay `request` asks for against what `snapshot` recorded.
+pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, String> {
+    let recorded = read_window(snapshot, request.from, request.to)?;
+    run_window(&recorded, request)
+}
+
+/// Runs the steps of `recorded` with the request's version and compares.
+pub fn run_window(recorded: &Recorded, request: &Request) -> Result<Replayed, String> {
+    let started = Instant::now();
+    let window = &recorded.window;
+    let (from, to) = (recorded.from, recorded.to);
+    let size = window.start.len();
     let (worker, loaded) = Worker::spawn(
         &request.library,
         &request.lib_name,
@@ -161,7 +195,7 @@ pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, Str
     }
     let mut block = State::shared(size)?;
     block.bytes_mut().copy_from_slice(&window.start);
-    let mut recorded = window.start;
+    let mut recorded_state = window.start.clone();
     let mut outcome = Outcome::Same;
     let mut ran = 0;
     for step in window.steps.iter().filter(|s| s.tick < to) {
@@ -172,8 +206,8 @@ pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, Str
                 let at = p * PAGE;
                 let replayed = block.bytes_mut();
                 for (i, &b) in content.iter().enumerate() {
-                    if recorded[at + i] != b {
-                        recorded[at + i] = b;
+                    if recorded_state[at + i] != b {
+                        recorded_state[at + i] = b;
                         replayed[at + i] = b;
                     }
                 }
@@ -193,11 +227,14 @@ pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, Str
         ran += 1;
         for (p, content) in &step.after {
             let at = p * PAGE;
-            recorded[at..at + content.len()].copy_from_slice(content);
+            recorded_state[at..at + content.len()].copy_from_slice(content);
         }
-        if let Some(d) =
-            first_difference(&recorded, block.bytes(), step.tick, copy.layout.as_deref())
-        {
+        if let Some(d) = first_difference(
+            &recorded_state,
+            block.bytes(),
+            step.tick,
+            recorded.layout.as_deref(),
+        ) {
             outcome = Outcome::Differs(d);
             break;
         }
@@ -211,6 +248,33 @@ pub fn run(snapshot: &SharedSnapshot, request: &Request) -> Result<Replayed, Str
         outcome,
         took: started.elapsed(),
     })
+}
+
+/// Writes the window `from..to` of what `snapshot` recorded to `path`, as
+/// a recording (replaced whole: written aside, then renamed over).
+pub fn record(
+    snapshot: &SharedSnapshot,
+    from: Option<u64>,
+    to: Option<u64>,
+    dt: f64,
+    path: &Path,
+) -> Result<(u64, u64, usize), String> {
+    let recorded = read_window(snapshot, from, to)?;
+    let bytes = crate::state::recording::encode(
+        &recorded.window,
+        recorded.to,
+        dt,
+        recorded.state_version,
+        recorded.layout.as_deref(),
+    )?;
+    let aside = path.with_extension("recording-tmp");
+    std::fs::write(&aside, &bytes)
+        .and_then(|()| std::fs::rename(&aside, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&aside);
+            format!("cannot write the recording {}: {e}", path.display())
+        })?;
+    Ok((recorded.from, recorded.to, bytes.len()))
 }
 
 /// Where plugin output from a replay goes: nowhere (the replay's own line

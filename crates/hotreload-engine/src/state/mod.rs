@@ -12,6 +12,7 @@ pub mod history;
 pub mod migrate;
 pub mod pages;
 pub mod persist;
+pub mod recording;
 pub mod snapshot;
 
 pub use block::State;

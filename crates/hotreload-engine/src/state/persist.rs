@@ -105,6 +105,11 @@ pub(crate) use atomic::{create_temp, split_path};
 use crc::CRC_TABLES;
 use crc::{Crc32, crc32};
 
+/// The CRC-32 the state file uses, for formats built on it (a recording).
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32(bytes)
+}
+
 /// Files larger than this have their checksum checked, reading in chunks,
 /// before they are read into memory.
 const STREAM_CHECK_FROM: usize = 64 << 20;

@@ -1,0 +1,219 @@
+//! A recorded window of ticks as a file (`hotreload ctl record FROM TO
+//! FILE`), for `hotreload --replay FILE --lib LIB` to run again with any
+//! build, on any machine, and say where it first differs.
+//!
+//! # Format (version 1)
+//!
+//! Little-endian, fixed-width integers:
+//!
+//! | Size | Content |
+//! | --- | --- |
+//! | 8 | magic bytes `\x89HRRECRD` |
+//! | 4 | format version, `u32` (1) |
+//! | 8 | length `L` of the state file that follows, `u64` |
+//! | `L` | the window's first state as a state file ([`super::persist`]: its state version and layout, CRC included) |
+//! | 8 | the tick it was taken before, `u64` |
+//! | 8 | the tick the window ends at, `u64` |
+//! | 8 | `dt` in seconds, as `f64` bits, `u64` |
+//! | 8 | steps, `u64`; then per step: its tick (`u64`), whether a tick ran in it (`u8`: 0 or 1; 0 for what the host did between two ticks), the pages it changed (`u32`), and per page its index (`u64`), its length (`u32`, at most 4096) and its bytes as they were after the step |
+//! | 4 | CRC-32 (IEEE 802.3) of every byte before it |
+//!
+//! Every length is checked against the bytes left before anything is
+//! allocated, so a damaged file is refused with a reason, never a panic or
+//! an allocation it does not hold.
+
+use std::sync::Arc;
+
+use crate::layout::Layout;
+use crate::state::history::{Step, Window};
+use crate::state::pages::PAGE;
+use crate::state::persist::{self, SavedRef};
+
+pub const MAGIC: [u8; 8] = *b"\x89HRRECRD";
+const FORMAT_VERSION: u32 = 1;
+
+/// A recording read back.
+pub struct Recording {
+    pub window: Window,
+    pub to: u64,
+    pub dt: f64,
+    pub state_version: u32,
+    pub layout: Option<Layout>,
+}
+
+/// The file's bytes for `window` (steps before `to` only).
+pub fn encode(
+    window: &Window,
+    to: u64,
+    dt: f64,
+    state_version: u32,
+    layout: Option<&Layout>,
+) -> Result<Vec<u8>, String> {
+    let state = persist::encode(&SavedRef {
+        state: &window.start,
+        state_version,
+        layout,
+    })
+    .map_err(|e| format!("cannot encode the window's first state: {e}"))?;
+    let mut out = Vec::with_capacity(state.len() + 64);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    out.extend_from_slice(&state);
+    for n in [window.start_tick, to, dt.to_bits()] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    let steps: Vec<&Step> = window.steps.iter().filter(|s| s.tick < to).collect();
+    out.extend_from_slice(&(steps.len() as u64).to_le_bytes());
+    for step in steps {
+        out.extend_from_slice(&step.tick.to_le_bytes());
+        out.push(u8::from(step.ticked));
+        out.extend_from_slice(&(step.after.len() as u32).to_le_bytes());
+        for (p, content) in &step.after {
+            out.extend_from_slice(&(*p as u64).to_le_bytes());
+            out.extend_from_slice(&(content.len() as u32).to_le_bytes());
+            out.extend_from_slice(content);
+        }
+    }
+    let crc = persist::checksum(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+/// Reads a recording, refusing anything that is not one, saying why.
+pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
+    if bytes.len() < MAGIC.len() || bytes[..MAGIC.len()] != MAGIC {
+        return Err(
+            "expected a hotreload recording (made by `hotreload ctl record`), found other bytes"
+                .into(),
+        );
+    }
+    if bytes.len() < 16 {
+        return Err(format!(
+            "expected a recording of at least 16 bytes, found {}",
+            bytes.len()
+        ));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    let computed = persist::checksum(body);
+    if stored != computed {
+        return Err(format!(
+            "expected checksum {computed:#010x} over the recording, found {stored:#010x}: the file is damaged or cut short"
+        ));
+    }
+    let mut r = crate::plugin::child::Reader::labelled(body, "the recording");
+    r.take(MAGIC.len())?;
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "expected recording format {FORMAT_VERSION}, found {version} (made by another version of hotreload)"
+        ));
+    }
+    let state_len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
+    let saved = persist::decode(r.take(state_len)?)
+        .map_err(|e| format!("the window's first state: {e}"))?;
+    let start_tick = r.u64()?;
+    let to = r.u64()?;
+    let dt = f64::from_bits(r.u64()?);
+    if !(dt.is_finite() && dt > 0.0) {
+        return Err(format!("expected a positive dt, found {dt}"));
+    }
+    let count = r.u64()?;
+    let size = saved.state.len();
+    let mut steps = Vec::new();
+    for _ in 0..count {
+        let tick = r.u64()?;
+        let ticked = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(format!("expected 0 or 1 for a step's kind, found {other}")),
+        };
+        let pages = r.u32()?;
+        let mut after = Vec::new();
+        for _ in 0..pages {
+            let p = usize::try_from(r.u64()?).map_err(|_| "page index too large".to_owned())?;
+            let len = r.u32()? as usize;
+            let fits = p
+                .checked_mul(PAGE)
+                .and_then(|at| at.checked_add(len))
+                .is_some_and(|end| end <= size);
+            if len > PAGE || !fits {
+                return Err(format!(
+                    "expected pages within the state of {size} bytes, found page {p} of {len} bytes"
+                ));
+            }
+            after.push((p, Arc::from(r.take(len)?)));
+        }
+        steps.push(Step {
+            tick,
+            ticked,
+            after,
+        });
+    }
+    if r.position() != body.len() {
+        return Err(format!(
+            "expected the recording to end at byte {}, found {} bytes",
+            r.position(),
+            body.len()
+        ));
+    }
+    Ok(Recording {
+        window: Window {
+            start_tick,
+            start: saved.state,
+            steps,
+        },
+        to,
+        dt,
+        state_version: saved.state_version,
+        layout: saved.layout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Window {
+        Window {
+            start_tick: 7,
+            start: vec![1; 5000],
+            steps: vec![
+                Step {
+                    tick: 7,
+                    ticked: true,
+                    after: vec![(1, Arc::from(&[9u8; 904][..]))],
+                },
+                Step {
+                    tick: 8,
+                    ticked: false,
+                    after: vec![(0, Arc::from(&[3u8; 4096][..]))],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn a_recording_round_trips_and_every_cut_or_flip_is_refused() {
+        let bytes = encode(&sample(), 9, 0.01, 3, None).expect("encode");
+        let back = decode(&bytes).expect("decode");
+        assert_eq!(back.window.start, vec![1; 5000]);
+        assert_eq!(
+            (back.window.start_tick, back.to, back.dt, back.state_version),
+            (7, 9, 0.01, 3)
+        );
+        assert_eq!(back.window.steps.len(), 2);
+        assert!(!back.window.steps[1].ticked);
+        assert_eq!(&*back.window.steps[0].after[0].1, &[9u8; 904][..]);
+        for cut in (0..bytes.len()).step_by(97) {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        for at in (0..bytes.len()).step_by(131) {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x40;
+            assert!(decode(&flipped).is_err(), "flip at {at}");
+        }
+        assert!(decode(b"not a recording at all").is_err());
+    }
+}
