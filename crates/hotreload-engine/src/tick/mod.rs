@@ -717,6 +717,9 @@ impl TickLoop {
             // forced exit then saves this copy, the last completed tick's.
             self.snapshot.take(state, self.ticks);
         }
+        for notice in self.snapshot.take_notices() {
+            (self.events)(Event::ServerNotice(format!("state snapshot: {notice}")));
+        }
         match (&self.current, &mut self.state) {
             (Some(plugin), Some(state)) if self.initialized => {
                 calls.begin(Instant::now());

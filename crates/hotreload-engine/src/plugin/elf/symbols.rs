@@ -11,7 +11,7 @@
 
 use hotreload_abi::GET_API_NAME;
 
-use super::dynamic::{DT_GNU_HASH, DT_HASH, DT_SYMTAB, Dynamic};
+use super::dynamic::{DT_GNU_HASH, DT_HASH, DT_STRTAB, DT_SYMTAB, Dynamic};
 use super::segments::{Layout, Special};
 use super::versions::Versions;
 use super::{gnu_hash, show, u16_at, u32_at, u64_at};
@@ -311,6 +311,18 @@ impl<'a> Symbols<'a> {
                     "expected DT_GNU_HASH and DT_HASH to count the same symbols, found {} and {}",
                     g.count, s.nchain
                 ));
+            }
+            (Some(g), None) if g.reached.is_empty() => {
+                // No symbol is hashed (a library that exports nothing): the
+                // GNU table then says nothing of the unhashed ones below
+                // `symoffset` (ld writes 1 there), which relocations still
+                // name. The table runs to the string table, which the
+                // linker puts right after it.
+                let to_strings = dynamic
+                    .get(DT_STRTAB)
+                    .filter(|&strtab| strtab > symtab)
+                    .map_or(0, |strtab| ((strtab - symtab) / 24).min(MAX_SYMBOLS));
+                g.count.max(to_strings)
             }
             (Some(g), _) => g.count,
             (None, Some((_, s))) => s.nchain,

@@ -82,6 +82,20 @@ fn real_plugins_pass_in_every_flavour() {
     }
 }
 
+/// A library that exports nothing (an empty source file) hashes no symbol:
+/// its GNU hash table then says nothing of the undefined ones its
+/// relocations name. It is read whole, and it has no entry point, which is
+/// what the host then says (not a relocation naming a symbol past the
+/// table, as before).
+#[test]
+fn a_library_that_exports_nothing_is_read_and_has_no_entry_point() {
+    for flags in [&[][..], &["-Wl,--hash-style=gnu"][..]] {
+        let bytes = build("", flags).expect("cc builds an empty library");
+        let image = validate(&bytes).unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        assert!(image.get_api.is_none(), "{flags:?}");
+    }
+}
+
 #[test]
 fn the_neutralized_copy_validates_to_the_same_image() {
     let bytes = plugin();
