@@ -293,6 +293,7 @@ pub fn run(
         reason: Rejection::Faulted(reason),
         output: String::new(),
     };
+    let state_len = state.as_ref().map_or(0, Vec::len);
     let Spawned {
         mut child,
         report,
@@ -314,7 +315,7 @@ pub fn run(
         lines.extend(report.try_iter());
         if lines.len() != before {
             progress_at = Instant::now();
-        } else if progress_at.elapsed() > settings.stall {
+        } else if progress_at.elapsed() > stall_for(lines.last(), settings.stall, state_len) {
             child.kill();
             break None;
         }
@@ -378,6 +379,20 @@ pub fn run(
     })
 }
 
+/// How long the probe may go without a new stage: the call timeout, and
+/// for the stages that carry the state over (reading it, the migration) as
+/// much more as copying `state_len` bytes a few times may take on a slow
+/// or busy machine (32 MiB/s), so that a large state is not taken for a
+/// hang.
+fn stall_for(stage: Option<&String>, stall: Duration, state_len: usize) -> Duration {
+    match stage.map(String::as_str) {
+        Some("stage state" | "stage migrate") => {
+            stall + Duration::from_secs_f64(state_len as f64 / f64::from(32u32 << 20))
+        }
+        _ => stall,
+    }
+}
+
 /// A trial that ended in an abort printed by a Rust panic says the panic's
 /// message and place instead: `trial tick 2: panicked at src/lib.rs:9:5:
 /// "boom" (SIGABRT)`.
@@ -399,6 +414,7 @@ fn place(stage: &str) -> String {
     match stage {
         "dlopen" => "dlopen (a library constructor)".into(),
         "dlclose" => "dlclose (a library destructor)".into(),
+        "state" => "reading the state handed over".into(),
         other => other.into(),
     }
 }

@@ -160,6 +160,10 @@ impl Probe {
                     .map(Arc::new)
             }),
         };
+        // Reading the state handed over (its checksum, a copy) is the
+        // probe's own work, and takes a while for a large state: said, so
+        // that the host does not take it for a hang in the last call.
+        self.say("stage state");
         let mut state = match State::zeroed(api.state_size) {
             Ok(s) => s,
             Err(why) => {
