@@ -597,6 +597,13 @@ impl TickLoop {
             Ok(()) => {
                 self.initialized = true;
                 self.snapshot.mark_live();
+                // What `init` wrote is copied now, before the first tick's
+                // deadline is set, not at the first tick: for a large
+                // state that `init` filled, that is a copy of all of it,
+                // which would make the first tick start late.
+                if let Some(state) = &self.state {
+                    self.snapshot.take(state, self.ticks);
+                }
                 self.say_repairs("init");
                 true
             }
