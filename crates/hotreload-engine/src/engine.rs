@@ -527,7 +527,7 @@ impl StateDoor {
             from,
             to,
             version,
-            lib_name: crate::pipeline::replay::lib_name_of(&library),
+            lib_name: crate::plugin::shadow::ShadowDir::kept_lib_name(&library),
             library,
             dt: self.replay.dt,
             call_timeout: self.replay.call_timeout,

@@ -358,21 +358,6 @@ fn target_at(layout: &Layout, offset: usize) -> Option<Target> {
     })
 }
 
-/// The kept copy's file name without the `kept-vN-` prefix.
-pub fn lib_name_of(kept: &Path) -> String {
-    let name = kept
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    match name
-        .strip_prefix("kept-v")
-        .and_then(|rest| rest.split_once('-'))
-    {
-        Some((_, lib)) => lib.to_owned(),
-        None => name,
-    }
-}
-
 /// The replay's one line.
 pub fn describe(r: &Replayed) -> String {
     let head = format!(
@@ -444,7 +429,14 @@ mod tests {
 
     #[test]
     fn the_library_name_comes_out_of_the_kept_copy() {
-        assert_eq!(lib_name_of(Path::new("/x/kept-v12-logic.so")), "logic.so");
-        assert_eq!(lib_name_of(Path::new("/x/other.so")), "other.so");
+        use crate::plugin::shadow::ShadowDir;
+        assert_eq!(
+            ShadowDir::kept_lib_name(Path::new("/x/kept-v12-logic.so")),
+            "logic.so"
+        );
+        assert_eq!(
+            ShadowDir::kept_lib_name(Path::new("/x/other.so")),
+            "other.so"
+        );
     }
 }

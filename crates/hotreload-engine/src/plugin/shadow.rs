@@ -97,10 +97,31 @@ impl ShadowDir {
     /// loader's copy made from it), kept on disk so that `rollback` can
     /// load it again once it is no longer loaded.
     pub fn keep(&self, version: u64, lib_name: &str, bytes: &[u8]) -> Result<ShadowFile, String> {
-        let path = self.dir.path().join(format!("kept-v{version}-{lib_name}"));
+        let path = self
+            .dir
+            .path()
+            .join(format!("{KEPT_PREFIX}{version}-{lib_name}"));
         write_new(&path, bytes, "kept library")
     }
+
+    /// The library's own name in a kept copy's path ([`ShadowDir::keep`]).
+    pub fn kept_lib_name(kept: &Path) -> String {
+        let name = kept
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match name
+            .strip_prefix(KEPT_PREFIX)
+            .and_then(|rest| rest.split_once('-'))
+        {
+            Some((_, lib)) => lib.to_owned(),
+            None => name,
+        }
+    }
 }
+
+/// How a kept copy's name starts: `kept-v12-logic.so`.
+const KEPT_PREFIX: &str = "kept-v";
 
 /// Creates `path` (never an existing file) with `bytes` in it.
 fn write_new(path: &Path, bytes: &[u8], what: &str) -> Result<ShadowFile, String> {

@@ -136,26 +136,6 @@ impl WrittenPages {
         self.len / PAGE
     }
 
-    /// How many pages are marked now (an upper bound on what changed).
-    pub fn marked_pages(&self) -> usize {
-        let pages = self.pages();
-        self.bits
-            .iter()
-            .enumerate()
-            .map(|(w, word)| {
-                let bits = word.load(Ordering::Relaxed);
-                // The last word's bits past the end do not count.
-                let valid = pages.saturating_sub(w * 64).min(64);
-                let mask = if valid == 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << valid) - 1
-                };
-                (bits & mask).count_ones() as usize
-            })
-            .sum()
-    }
-
     /// The pages marked as written, in order.
     pub fn written(&self, out: &mut Vec<usize>) {
         self.traps.store(0, Ordering::Relaxed);

@@ -119,9 +119,18 @@ impl Snapshot {
         // would hold this tick up by a whole copy of the state, and it
         // would push out everything else anyway. The history starts again
         // after it.
-        let could_change = state
+        // The pages marked since the last take: found once here, for this
+        // decision and for `sync`.
+        let tracked = state
             .written_pages()
-            .map_or(self.bytes.len(), |p| p.marked_pages() * PAGE);
+            .filter(|_| state.size() == self.bytes.len());
+        let could_change = match tracked {
+            Some(pages) => {
+                pages.written(&mut self.written);
+                self.written.len() * PAGE
+            }
+            None => self.bytes.len(),
+        };
         if let (Some(history), Some(_)) = (&mut self.history, record)
             && could_change > history.bound().bytes / 2
         {
@@ -189,7 +198,7 @@ impl Snapshot {
             self.bytes.copy_from_slice(src);
             return;
         };
-        pages.written(&mut self.written);
+        // `self.written` was filled by `take`.
         let primed = self.primed_for == Some(state.id());
         self.unchanged.clear();
         for i in 0..self.written.len() {
