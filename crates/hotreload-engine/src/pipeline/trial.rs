@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -32,7 +32,9 @@ use crate::guard::signal_name;
 use crate::outcome::Rejection;
 use crate::plugin::child::{above_stdio, hand_over, this_program};
 use crate::plugin::probe::forker;
-use crate::plugin::probe::handover::{self, Request};
+use crate::plugin::probe::handover::{self, HandedState, Request};
+use crate::plugin::sealed::SealedBuffer;
+use crate::state::persist::SavedRef;
 pub use process::ProbeProcess;
 use process::{ExitWatch, OUTPUT_LIMIT, Pipes, reap_later};
 
@@ -72,15 +74,65 @@ pub struct Spawned {
     pub pipes: Pipes,
 }
 
+/// The state a trial starts from, for a probe: what it is, and its bytes
+/// in a sealed memfd ([`crate::plugin::sealed`]) that the probe maps.
+pub struct TrialState {
+    pub what: HandedState,
+    pub bytes: File,
+}
+
+impl TrialState {
+    /// `saved`'s bytes copied into a sealed memfd.
+    pub fn from_saved(saved: &SavedRef<'_>) -> Result<TrialState, String> {
+        let mut buffer = SealedBuffer::create(c"hotreload-trial-state")?;
+        buffer.fill(saved.state.len())?.copy_from_slice(saved.state);
+        Ok(TrialState {
+            what: HandedState {
+                state_version: saved.state_version,
+                layout: saved.layout.cloned(),
+                len: saved.state.len() as u64,
+            },
+            bytes: buffer.seal()?,
+        })
+    }
+}
+
+/// The descriptors a probe gets, above the standard streams' numbers.
+struct ProbeFds {
+    request: OwnedFd,
+    library: OwnedFd,
+    report: OwnedFd,
+    output: OwnedFd,
+    state: Option<OwnedFd>,
+}
+
+impl ProbeFds {
+    /// In the order the helper hands them on (see `forker`).
+    fn raw(&self) -> Vec<RawFd> {
+        let mut fds = vec![
+            self.request.as_raw_fd(),
+            self.library.as_raw_fd(),
+            self.report.as_raw_fd(),
+            self.output.as_raw_fd(),
+        ];
+        fds.extend(self.state.as_ref().map(|s| s.as_raw_fd()));
+        fds
+    }
+}
+
 /// Starts the probe on the library at `library` (a private copy, handed
 /// over as a descriptor: the probe maps that very file), with the current
-/// state `state` (a state file's bytes) or `None` for a first version. See
+/// state `state`, or `None` for a first version. See
 /// [`crate::plugin::probe::handover`] for why nothing else can start one.
 pub fn spawn(
     library: &Path,
     settings: &TrialSettings,
-    state: Option<Vec<u8>>,
+    state: Option<TrialState>,
 ) -> Result<Spawned, String> {
+    let (what, bytes) = match state {
+        Some(s) => (Some(s.what), Some(s.bytes)),
+        None => (None, None),
+    };
     let request = handover::sealed_request(&Request {
         ticks: settings.ticks,
         dt: settings.dt,
@@ -89,7 +141,7 @@ pub fn spawn(
         load_only: settings.load_only,
         state_type: settings.state_type.clone(),
         reset_fields: settings.reset_fields.clone(),
-        state,
+        state: what,
     })?;
     let lib = File::open(library)
         .map_err(|e| format!("trial: cannot open {}: {e}", library.display()))?;
@@ -97,25 +149,20 @@ pub fn spawn(
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
     let (out_read, out_write) =
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
-    let (request, lib, report_write, out_write) = (
-        above_stdio(request.into())?,
-        above_stdio(lib.into())?,
-        above_stdio(report_write.into())?,
-        above_stdio(out_write.into())?,
-    );
-    let child = if forker::available() {
-        let forked = forker::spawn([
-            request.as_raw_fd(),
-            lib.as_raw_fd(),
-            report_write.as_raw_fd(),
-            out_write.as_raw_fd(),
-        ])?;
-        drop((request, lib, report_write, out_write));
-        ProbeProcess::Forked(forked)
-    } else {
-        ProbeProcess::Exec(exec_probe(request, lib, report_write, out_write)?)
+    let fds = ProbeFds {
+        request: above_stdio(request.into())?,
+        library: above_stdio(lib.into())?,
+        report: above_stdio(report_write.into())?,
+        output: above_stdio(out_write.into())?,
+        state: bytes.map(|b| above_stdio(b.into())).transpose()?,
     };
-
+    let child = if forker::available() {
+        // The probe holds its own copies once forked; the host's are closed
+        // with `fds`, so that the pipes end when the probe does.
+        ProbeProcess::Forked(forker::spawn(&fds.raw())?)
+    } else {
+        ProbeProcess::Exec(exec_probe(fds)?)
+    };
     Ok(Spawned {
         child,
         pipes: Pipes::new(report_read, out_read)?,
@@ -124,38 +171,40 @@ pub fn spawn(
 
 /// Starts the executable again as a probe, its channels on the
 /// descriptors it looks for them at.
-fn exec_probe(
-    request: std::os::fd::OwnedFd,
-    lib: std::os::fd::OwnedFd,
-    report_write: std::os::fd::OwnedFd,
-    out_write: std::os::fd::OwnedFd,
-) -> Result<Child, String> {
+fn exec_probe(fds: ProbeFds) -> Result<Child, String> {
     let mut command = this_program();
     command
         .arg(handover::SUBCOMMAND)
         .stdin(Stdio::null())
         .stdout(
-            out_write
+            fds.output
                 .try_clone()
                 .map_err(|e| format!("trial: cannot duplicate a pipe: {e}"))?,
         )
-        .stderr(out_write)
+        .stderr(
+            fds.output
+                .try_clone()
+                .map_err(|e| format!("trial: cannot duplicate a pipe: {e}"))?,
+        )
         .process_group(0);
-    hand_over(
-        &mut command,
-        &[
-            (request.as_raw_fd(), handover::REQUEST_FD),
-            (lib.as_raw_fd(), handover::LIBRARY_FD),
-            (report_write.as_raw_fd(), handover::REPORT_FD),
-        ],
+    let mut places = vec![
+        (fds.request.as_raw_fd(), handover::REQUEST_FD),
+        (fds.library.as_raw_fd(), handover::LIBRARY_FD),
+        (fds.report.as_raw_fd(), handover::REPORT_FD),
+    ];
+    places.extend(
+        fds.state
+            .as_ref()
+            .map(|s| (s.as_raw_fd(), handover::STATE_FD)),
     );
+    hand_over(&mut command, &places);
     let child = command
         .spawn()
         .map_err(|e| format!("trial: cannot start the probe: {e}"))?;
     // The probe holds its own copies now; the host's ends are closed so that
     // the pipes end when the probe does.
     drop(command);
-    drop((request, lib, report_write));
+    drop(fds);
     Ok(child)
 }
 
@@ -202,13 +251,13 @@ fn printed(output: &Mutex<Vec<u8>>, closed: &mpsc::Receiver<()>) -> String {
 pub fn run(
     library: &Path,
     settings: &TrialSettings,
-    state: Option<Vec<u8>>,
+    state: Option<TrialState>,
 ) -> Result<(), TrialFailure> {
     let failure = |reason: String| TrialFailure {
         reason: Rejection::Faulted(reason),
         output: String::new(),
     };
-    let state_len = state.as_ref().map_or(0, Vec::len);
+    let state_len = state.as_ref().map_or(0, |s| s.what.len as usize);
     let Spawned {
         mut child,
         mut pipes,

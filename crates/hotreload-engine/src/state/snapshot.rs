@@ -570,48 +570,62 @@ impl SharedSnapshot {
         patience: Duration,
         since: Option<u64>,
     ) -> Option<(Copied, Vec<Entry>)> {
+        let mut bytes = Vec::new();
+        let (meta, entries) = self.read_into(patience, since, &mut bytes)?;
+        Some((
+            Copied {
+                bytes,
+                tick: meta.tick,
+                state_version: meta.state_version,
+                layout: meta.layout,
+            },
+            entries,
+        ))
+    }
+
+    /// The last copy of a state some version has run on, written into
+    /// `target` (a buffer another process maps, say), with what its bytes
+    /// mean and, from tick `since` on, the history that leads back from it.
+    /// Waits at most `patience` for each lock.
+    pub fn read_into(
+        &self,
+        patience: Duration,
+        since: Option<u64>,
+        target: &mut dyn CopyTarget,
+    ) -> Option<(CopyMeta, Vec<Entry>)> {
         let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let (size, tick, state_version, layout, generation, entries) = {
+        let (size, meta, generation, entries) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
-            let tick = kept.snapshot.tick?;
+            let meta = CopyMeta {
+                tick: kept.snapshot.tick?,
+                state_version: kept.state_version,
+                layout: kept.layout.clone(),
+            };
             let entries = match (since, &kept.snapshot.history) {
                 (Some(since), Some(history)) => history.since(since),
                 _ => Vec::new(),
             };
-            if kept.snapshot.bytes.len() <= 4 * READ_CHUNK {
-                return Some((
-                    Copied {
-                        bytes: kept.snapshot.bytes.clone(),
-                        tick,
-                        state_version: kept.state_version,
-                        layout: kept.layout.clone(),
-                    },
-                    entries,
-                ));
+            let size = kept.snapshot.bytes.len();
+            if size <= 4 * READ_CHUNK {
+                target.room(size)?.copy_from_slice(&kept.snapshot.bytes);
+                return Some((meta, entries));
             }
             kept.snapshot.reader = Some(Window {
                 cursor: 0,
                 preserved: HashMap::new(),
             });
-            (
-                kept.snapshot.bytes.len(),
-                tick,
-                kept.state_version,
-                kept.layout.clone(),
-                kept.generation,
-                entries,
-            )
+            (size, meta, kept.generation, entries)
         };
         let _close = CloseWindow(self);
-        let mut bytes = Vec::with_capacity(size);
-        while bytes.len() < size {
+        let bytes = target.room(size)?;
+        let mut from = 0;
+        while from < size {
             let mut guard = self.lock_within(patience)?;
             // A reset since (a migration): that copy is gone.
             let kept = guard.as_mut().filter(|k| k.generation == generation)?;
-            let from = bytes.len();
             let to = (from + READ_CHUNK).min(size);
-            bytes.extend_from_slice(&kept.snapshot.bytes[from..to]);
+            bytes[from..to].copy_from_slice(&kept.snapshot.bytes[from..to]);
             let window = kept.snapshot.reader.as_mut()?;
             for p in from / PAGE..to.div_ceil(PAGE) {
                 if let Some(older) = window.preserved.remove(&p) {
@@ -619,16 +633,32 @@ impl SharedSnapshot {
                 }
             }
             window.cursor = to;
+            from = to;
         }
-        Some((
-            Copied {
-                bytes,
-                tick,
-                state_version,
-                layout,
-            },
-            entries,
-        ))
+        Some((meta, entries))
+    }
+}
+
+/// What a copy's bytes are: when it was taken and what they mean.
+pub struct CopyMeta {
+    /// Ticks completed when the copy was taken.
+    pub tick: u64,
+    pub state_version: u32,
+    pub layout: Option<Arc<Layout>>,
+}
+
+/// Where [`SharedSnapshot::read_into`] writes a copy.
+pub trait CopyTarget {
+    /// Room for exactly `size` bytes, or `None` if there is none.
+    fn room(&mut self, size: usize) -> Option<&mut [u8]>;
+}
+
+impl CopyTarget for Vec<u8> {
+    fn room(&mut self, size: usize) -> Option<&mut [u8]> {
+        // Zeroed memory from the allocator (fresh pages for a large state),
+        // not a pass that writes zeros before the copy does.
+        *self = vec![0u8; size];
+        Some(self.as_mut_slice())
     }
 }
 

@@ -150,15 +150,15 @@ static HELD: Mutex<Option<HeldReady>> = Mutex::new(None);
 
 /// Asks the helper for a probe on these descriptors: the ready one the host
 /// holds, or one the helper hands out or forks now.
-pub fn spawn(fds: [RawFd; 4]) -> Result<ForkedProbe, String> {
+pub fn spawn(fds: &[RawFd]) -> Result<ForkedProbe, String> {
     let held = HELD.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(ready) = held
-        && send_fds(&ready.socket, b"run", &fds).is_ok()
+        && send_fds(&ready.socket, b"run", fds).is_ok()
     {
         return Ok(ForkedProbe { pid: ready.pid });
     }
     // None held, or it is gone (its group is the helper's to clean up).
-    let (reply, _) = ask(b"spawn", &fds)?;
+    let (reply, _) = ask(b"spawn", fds)?;
     let text = String::from_utf8_lossy(&reply);
     match text
         .strip_prefix("pid ")
@@ -271,7 +271,7 @@ fn serve(socket: OwnedFd) -> ! {
     let mut last_handed: Option<i32> = None;
     loop {
         if ready.is_none() && !wait_readable(&socket, IDLE_BEFORE_FORK) {
-            if last_handed.is_none_or(|pid| exited(pid)) {
+            if last_handed.is_none_or(exited) {
                 ready = Ready::fork(&socket, &mut children);
             }
             continue;
@@ -381,7 +381,7 @@ fn receive(
     buf: &mut [u8],
     flags: MsgFlags,
 ) -> Result<(usize, Vec<RawFd>), nix::errno::Errno> {
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; 5]);
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
     if msg.bytes == 0 {
@@ -465,18 +465,18 @@ fn end(children: &[i32]) -> ! {
 }
 
 fn fork_probe(fds: &[RawFd], children: &mut Vec<i32>) -> Result<i32, String> {
-    let [request, library, report, output] = fds else {
+    if !(4..=5).contains(&fds.len()) {
         return Err(format!(
-            "expected 4 descriptors with spawn, found {}",
+            "expected 4 or 5 descriptors with spawn, found {}",
             fds.len()
         ));
-    };
+    }
     // SAFETY: this process has a single thread; the child only rearranges
     // descriptors with system calls and then runs the probe, as an exec'd
     // one would.
     match unsafe { libc::fork() } {
         -1 => Err(format!("fork failed: {}", std::io::Error::last_os_error())),
-        0 => become_probe([*request, *library, *report, *output]),
+        0 => become_probe(fds),
         pid => {
             // Both sides set the group, so it exists before either goes on.
             // SAFETY: `pid` is this process's child.
@@ -546,43 +546,54 @@ fn wait_for_orders(socket: OwnedFd) -> ! {
             Err(_) => unsafe { libc::_exit(0) },
         }
     };
-    let [request, library, report, output] = fds[..] else {
-        eprintln!(
-            "hotreload: a ready probe expected 4 descriptors, found {}",
-            fds.len()
-        );
-        std::process::exit(2)
-    };
-    run_on([request, library, report, output])
+    run_on(&fds)
 }
 
 /// In the forked child: the probe, set up as an exec'd one starts. Never
 /// returns.
-fn become_probe(fds: [RawFd; 4]) -> ! {
+fn become_probe(fds: &[RawFd]) -> ! {
     start_as_probe();
     run_on(fds)
 }
 
-/// The descriptors go where an exec'd probe finds them, everything else is
-/// closed, and the probe runs. Never returns.
-fn run_on(fds: [RawFd; 4]) -> ! {
-    use super::handover::{LIBRARY_FD, REPORT_FD, REQUEST_FD};
+/// The descriptors (request, library, report, output and, for a trial
+/// with a state, the state) go where an exec'd probe finds them, everything
+/// else is closed, and the probe runs. Never returns.
+fn run_on(fds: &[RawFd]) -> ! {
+    use super::handover::{LIBRARY_FD, REPORT_FD, REQUEST_FD, STATE_FD};
+    let &[request, library, report, output, ref state @ ..] = fds else {
+        eprintln!(
+            "hotreload: a forked probe expected 4 or 5 descriptors, found {}",
+            fds.len()
+        );
+        std::process::exit(2)
+    };
+    let places = [
+        (request, REQUEST_FD),
+        (library, LIBRARY_FD),
+        (report, REPORT_FD),
+        (output, 1),
+        (output, 2),
+    ];
     // SAFETY: rearranges this (single-threaded, freshly forked) process's
     // descriptors with system calls: first above every target, so that no
     // dup2 closes a descriptor still needed; then into place.
     unsafe {
-        let mut high = [0; 4];
-        for (i, fd) in fds.iter().enumerate() {
-            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
-        }
+        let high = |fd: RawFd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        let moved: Vec<(RawFd, RawFd)> = places
+            .iter()
+            .chain(state.first().map(|s| (*s, STATE_FD)).iter())
+            .map(|&(fd, at)| (high(fd), at))
+            .collect();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         libc::dup2(null, 0);
-        libc::dup2(high[3], 1);
-        libc::dup2(high[3], 2);
-        libc::dup2(high[0], REQUEST_FD);
-        libc::dup2(high[1], LIBRARY_FD);
-        libc::dup2(high[2], REPORT_FD);
-        libc::syscall(libc::SYS_close_range, REPORT_FD as u32 + 1, u32::MAX, 0u32);
+        for (fd, at) in moved {
+            libc::dup2(fd, at);
+        }
+        libc::syscall(libc::SYS_close_range, STATE_FD as u32 + 1, u32::MAX, 0u32);
+        if state.is_empty() {
+            libc::close(STATE_FD);
+        }
     }
     let code = match super::handover::take_over_forked() {
         Ok(handed) => super::run_probe(handed),
@@ -599,7 +610,7 @@ mod tests {
     #[test]
     fn a_request_without_a_helper_is_an_error_not_a_panic() {
         if !super::available() {
-            assert!(super::spawn([0, 0, 0, 0]).is_err());
+            assert!(super::spawn(&[0, 0, 0, 0]).is_err());
         }
     }
 }
