@@ -8,8 +8,9 @@
 //! pages written since the last one, and every other page is read-only, so
 //! the copy and the state agree on them. A fault puts back the written
 //! pages. The cost of a tick grows with the pages it writes, not with the
-//! state's size. An untracked large state (an isolated worker's shared
-//! memory, or no crash guard) is still copied whole before every call.
+//! state's size. In isolated mode the worker's writes are tracked too,
+//! with the bitmap in shared memory ([`super::shared_pages`]). An untracked
+//! large state (no crash guard) is copied whole every ⌈size / 1 MiB⌉ ticks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,7 +106,7 @@ impl Snapshot {
         if !recordable && self.history.take().is_some() {
             self.notices.push(format!(
                 "no history for rewind and replay: the state of {} bytes is copied only every \
-                 {} ticks here (isolated mode, or no crash guard), not at every tick",
+                 {} ticks here (no crash guard), not at every tick",
                 self.bytes.len(),
                 self.bytes.len().div_ceil(TRACK_ABOVE)
             ));

@@ -283,9 +283,11 @@ impl Worker {
         let Some(fd) = state.shared_fd() else {
             return Err(self.error("the state is not in shared memory"));
         };
-        // The descriptor first: the worker reads it when it sees the request.
+        // The descriptors first: the worker reads them when it sees the
+        // request. A large block's written-pages bitmap comes with it.
         let payload = [0u8; 1];
-        let fds = [fd.as_raw_fd()];
+        let mut fds = vec![fd.as_raw_fd()];
+        fds.extend(state.written_pages_fd().map(|bits| bits.as_raw_fd()));
         let cmsg = [ControlMessage::ScmRights(&fds)];
         sendmsg::<()>(
             self.socket.as_raw_fd(),
