@@ -251,9 +251,21 @@ pub fn reap_later(child: ProbeProcess) {
         let _ = thread::Builder::new()
             .name("hotreload-probe-reaper".into())
             .spawn(move || {
-                for mut child in rx {
+                let mut next = rx.recv().ok();
+                while let Some(mut child) = next.take() {
                     let _ = child.wait();
-                    forker::hold_next();
+                    // The next probe is fetched once trials pause for a
+                    // moment: after what the host does right after one (its
+                    // own load, the swap), so that the helper's fork of it
+                    // does not compete with that.
+                    next = match rx.recv_timeout(Duration::from_millis(20)) {
+                        Ok(child) => Some(child),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            forker::hold_next();
+                            rx.recv().ok()
+                        }
+                        Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                    };
                 }
             });
         Mutex::new(tx)
