@@ -21,6 +21,7 @@ pub mod isolate;
 pub mod load;
 pub mod precheck;
 pub mod probe;
+pub mod record;
 pub mod shadow;
 mod version;
 
