@@ -9,7 +9,9 @@ mod support;
 
 use std::path::Path;
 
-use support::rust::{Variant, cargo, plugin, server_args, target_dir, warm_up, write_crate};
+use support::rust::{
+    Variant, cargo, plugin, server_args, target_dir, warm_up, write_crate, write_crate_with,
+};
 use support::{Server, compile, workdir};
 
 fn start(dir: &Path, library: &Path, extra: &[&str]) -> Server {
@@ -23,9 +25,19 @@ fn start(dir: &Path, library: &Path, extra: &[&str]) -> Server {
 /// A server on a fresh crate `name` of `source`, with `extra` flags; the
 /// crate's folder lives as long as the `TempDir`.
 fn serve(name: &str, source: &str, extra: &[&str]) -> (tempfile::TempDir, Server) {
+    serve_with(name, source, "", extra)
+}
+
+/// [`serve`] with more of the crate's `Cargo.toml`.
+fn serve_with(
+    name: &str,
+    source: &str,
+    manifest: &str,
+    extra: &[&str],
+) -> (tempfile::TempDir, Server) {
     warm_up();
     let tmp = workdir();
-    let lib = write_crate(tmp.path(), name, source);
+    let lib = write_crate_with(tmp.path(), name, source, manifest);
     let s = start(tmp.path(), &lib, extra);
     (tmp, s)
 }
@@ -45,8 +57,8 @@ fn panics_on_sixth_tick() -> Variant {
     }
 }
 
-fn a_panic_in_tick_rolls_back(name: &str, mode: &[&str]) {
-    let (tmp, mut s) = serve(name, &plugin(&Variant::default()), mode);
+fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
+    let (tmp, mut s) = serve_with(name, &plugin(&Variant::default()), manifest, mode);
     let dir = tmp.path();
     s.expect_prefix("[reload] loaded");
     s.expect_contains("[rsplug] score=10");
@@ -75,12 +87,19 @@ fn a_panic_in_tick_rolls_back(name: &str, mode: &[&str]) {
 
 #[test]
 fn a_panic_in_tick_rolls_back_in_the_server() {
-    a_panic_in_tick_rolls_back("hr_tick_panic", &[]);
+    a_panic_in_tick_rolls_back("hr_tick_panic", "", &[]);
+}
+
+/// Built with `panic = "abort"`, nothing unwinds to be caught: the panic
+/// hook records the panic before the abort, and the line is the same.
+#[test]
+fn a_panic_in_a_panic_abort_build_rolls_back_the_same_way() {
+    a_panic_in_tick_rolls_back("hr_tick_panic_abort", "[profile.dev]\npanic = \"abort\"", &[]);
 }
 
 #[test]
 fn a_panic_in_tick_rolls_back_in_an_isolated_worker() {
-    a_panic_in_tick_rolls_back("hr_tick_panic_isolated", &["--isolate"]);
+    a_panic_in_tick_rolls_back("hr_tick_panic_isolated", "", &["--isolate"]);
 }
 
 /// The plugin's own static is named once at load as starting over; the

@@ -26,6 +26,11 @@ pub const CARGO_BUILD: &str = "cargo build --offline --quiet";
 /// A crate `name` in `dir` with `lib_rs` as its `src/lib.rs`; returns the
 /// library `cargo build` writes.
 pub fn write_crate(dir: &Path, name: &str, lib_rs: &str) -> PathBuf {
+    write_crate_with(dir, name, lib_rs, "")
+}
+
+/// [`write_crate`] with more of `Cargo.toml` (a `[profile.dev]` table).
+pub fn write_crate_with(dir: &Path, name: &str, lib_rs: &str, manifest: &str) -> PathBuf {
     let plugin_crate = workspace().join("crates/hotreload-plugin");
     std::fs::create_dir_all(dir.join("src")).expect("src folder");
     std::fs::write(
@@ -33,7 +38,7 @@ pub fn write_crate(dir: &Path, name: &str, lib_rs: &str) -> PathBuf {
         format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n\
-             [dependencies]\nhotreload-plugin = {{ path = {:?} }}\n\n[workspace]\n",
+             [dependencies]\nhotreload-plugin = {{ path = {:?} }}\n\n[workspace]\n{manifest}\n",
             plugin_crate.display().to_string()
         ),
     )
