@@ -265,7 +265,7 @@ fn a_migration_between_two_rust_versions_of_the_state() {
 
 /// A C library posing as one built with the plugin crate, with the record
 /// given: the server refuses it at load with one line naming both sides.
-fn posing_as_the_plugin_crate(abi: u32, hash: &str) -> String {
+fn posing_as_the_plugin_crate(abi: u32, hash: &str, qualifier: &str) -> String {
     format!(
         r#"#include "hotreload.h"
 typedef struct {{ int score; }} state_t;
@@ -276,7 +276,7 @@ HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
 static const hotreload_field_t fields[] = {{ HOTRELOAD_FIELD(state_t, score, HOTRELOAD_I32) }};
 static logic_api_ext_t ext = {{ HOTRELOAD_EXT_VERSION, sizeof(logic_api_ext_t), 1, 1, fields }};
 HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
-HOTRELOAD_EXPORT hotreload_plugin_t hotreload_plugin = {{
+HOTRELOAD_EXPORT {qualifier}hotreload_plugin_t hotreload_plugin = {{
     sizeof(hotreload_plugin_t), {abi}, {hash}, sizeof(state_t), 4 }};
 "#
     )
@@ -284,20 +284,26 @@ HOTRELOAD_EXPORT hotreload_plugin_t hotreload_plugin = {{
 
 #[test]
 fn another_plugin_abi_or_a_wrong_layout_hash_is_refused_at_load() {
-    for (abi, hash, expected) in [
-        (99, "0", "built with the hotreload-plugin crate's ABI 99 (hotreload_plugin.plugin_abi), but this host speaks ABI 1: expected 1, found 99"),
-        (1, "0x1234", "state layout hash mismatch: hotreload_plugin.layout_hash says 0x0000000000001234, but the schema logic_get_api_ext hands over (1 fields, 4 bytes, aligned to 4) hashes to 0x"),
+    for (abi, hash, qualifier, expected) in [
+        (99, "0", "", "built with the hotreload-plugin crate's ABI 99 (hotreload_plugin.plugin_abi), but this host speaks ABI 1: expected 1, found 99"),
+        (1, "0x1234", "", "state layout hash mismatch: hotreload_plugin.layout_hash says 0x0000000000001234, but the schema logic_get_api_ext hands over (1 fields, 4 bytes, aligned to 4) hashes to 0x"),
+        // Where no panic could be written: refused before anything runs.
+        (1, "0", "const ", "hotreload_plugin (symbol "),
     ] {
         for mode in [&[][..], &["--isolate"][..]] {
             let tmp = workdir();
             let dir = tmp.path();
-            compile(dir, &posing_as_the_plugin_crate(abi, hash), "logic.so");
-            std::fs::write(dir.join("logic.c"), posing_as_the_plugin_crate(abi, hash)).expect("source");
+            let source = posing_as_the_plugin_crate(abi, hash, qualifier);
+            compile(dir, &source, "logic.so");
+            std::fs::write(dir.join("logic.c"), &source).expect("source");
             let mut args = vec!["--watch", "logic.c", "--build", support::CC_BUILD, "--tick-ms", "10", "--no-control"];
             args.extend_from_slice(mode);
             let mut s = Server::start(dir, &args);
             let refused = s.expect_prefix("[reload] rejected");
             assert!(refused.contains(expected), "{mode:?}: {refused}");
+            if qualifier == "const " {
+                assert!(refused.contains("expected an address in this library's writable data"), "{refused}");
+            }
             assert_eq!(s.count(|l| l.starts_with("[reload] rejected")), 1, "one line: {}", s.transcript());
             s.kill();
         }
