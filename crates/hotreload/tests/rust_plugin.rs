@@ -102,6 +102,42 @@ fn a_panic_in_tick_rolls_back_in_an_isolated_worker() {
     a_panic_in_tick_rolls_back("hr_tick_panic_isolated", "", &["--isolate"]);
 }
 
+/// A panic on a thread the plugin started is not the call's (the call goes
+/// on, and the fault line later names the panic that did end a call); a
+/// plugin that replaced the panic hook still has its panic caught, named
+/// without its place.
+#[test]
+fn a_thread_panic_is_not_the_calls_and_a_replaced_hook_still_reports() {
+    let (tmp, mut s) = serve("hr_odd_panics", &plugin(&Variant::default()), &[]);
+    let dir = tmp.path();
+    s.expect_prefix("[reload] loaded");
+    s.expect_contains("[rsplug] score=10");
+    let on_a_thread = Variant {
+        tick: "if calls == 5 { let _ = std::thread::spawn(|| panic!(\"on a thread of its own\")).join(); } \
+               if calls == 8 { panic!(\"the one that ends the call\"); }"
+            .into(),
+        ..Variant::default()
+    };
+    save(dir, &plugin(&on_a_thread));
+    let fault = s.expect_prefix("[fault] v2 tick ");
+    assert!(
+        fault.contains(": panic at src/lib.rs:") && fault.contains(": the one that ends the call; rolled back to v1"),
+        "{fault}"
+    );
+    let hook_replaced = Variant {
+        tick: "if calls == 6 { std::panic::set_hook(Box::new(|_| {})); panic!(\"quietly\"); }".into(),
+        ..Variant::default()
+    };
+    save(dir, &plugin(&hook_replaced));
+    let fault = s.expect_prefix("[fault] v3 tick ");
+    assert!(
+        fault.contains(": panic at an unknown place (the panic hook was replaced): quietly; rolled back to v1"),
+        "{fault}"
+    );
+    s.expect_prefix("[rsplug] score=");
+    assert_eq!(s.stop(), 14);
+}
+
 /// The plugin's own static is named once at load as starting over; the
 /// plugin crate's glue is not the author's and is not named.
 #[test]
