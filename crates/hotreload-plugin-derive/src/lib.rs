@@ -68,21 +68,26 @@ fn expand(input: &DeriveInput) -> Result<proc_macro2::TokenStream, Error> {
         });
     }
     Ok(quote! {
-        // SAFETY: the shape lists every named field of this #[repr(C)]
-        // struct at its offset, each of a type that is itself a
-        // `StateField`: numbers, bools, arrays and derived structs, valid
-        // for every byte pattern the host writes.
-        unsafe impl ::hotreload_plugin::__private::StateField for #name {
-            const SHAPE: ::hotreload_plugin::__private::Shape =
-                ::hotreload_plugin::__private::Shape::Struct {
-                    size: ::core::mem::size_of::<#name>(),
-                    members: &[#(#members),*],
-                };
-        }
-        // SAFETY: the hash is the crate's own, of the shape above.
-        unsafe impl ::hotreload_plugin::__private::State for #name {
-            const LAYOUT_HASH: u64 = ::hotreload_plugin::__private::layout_hash::<#name>();
-        }
+        // In a block of its own, so that a crate that denies `unsafe_code`
+        // for its own code can still derive (the glue is this crate's).
+        #[allow(unsafe_code)]
+        const _: () = {
+            // SAFETY: the shape lists every named field of this #[repr(C)]
+            // struct at its offset, each of a type that is itself a
+            // `StateField`: numbers, bools, arrays and derived structs,
+            // valid for every byte pattern the host writes.
+            unsafe impl ::hotreload_plugin::__private::StateField for #name {
+                const SHAPE: ::hotreload_plugin::__private::Shape =
+                    ::hotreload_plugin::__private::Shape::Struct {
+                        size: ::core::mem::size_of::<#name>(),
+                        members: &[#(#members),*],
+                    };
+            }
+            // SAFETY: the hash is the crate's own, of the shape above.
+            unsafe impl ::hotreload_plugin::__private::State for #name {
+                const LAYOUT_HASH: u64 = ::hotreload_plugin::__private::layout_hash::<#name>();
+            }
+        };
         // Evaluated here, so that a shape no schema can hold is an error
         // at this type, not at the export.
         const _: u64 = <#name as ::hotreload_plugin::__private::State>::LAYOUT_HASH;

@@ -4,7 +4,7 @@
 //! reload. With this crate its author writes no `unsafe`, no `no_mangle`
 //! and no `c_void`:
 //!
-//! ```ignore
+//! ```
 //! use hotreload_plugin::{Host, State};
 //!
 //! #[derive(State)]
@@ -27,6 +27,7 @@
 //! fn tick(s: &mut Counter, _dt: f64) { s.score += 1; }
 //!
 //! hotreload_plugin::export! { state: Counter, init: init, tick: tick }
+//! # fn main() {}
 //! ```
 //!
 //! - [`State`] (the derive, in [`schema`]) describes the type to the host:

@@ -13,6 +13,9 @@
 //! below) and the server rolls back to the previous build, the state as it
 //! was before the panicking tick.
 
+// Nothing here needs `unsafe`: the crate's glue is the crate's.
+#![deny(unsafe_code)]
+
 use hotreload_plugin::{Host, State};
 
 /// Everything that must outlive a reload lives here, in the host's memory.
