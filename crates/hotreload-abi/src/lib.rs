@@ -240,7 +240,13 @@ impl LayoutHash {
     }
 
     /// Ends a field's name and feeds the rest of its entry.
-    pub const fn field(self, field_type: u32, flags: u32, offset: usize, count: usize) -> LayoutHash {
+    pub const fn field(
+        self,
+        field_type: u32,
+        flags: u32,
+        offset: usize,
+        count: usize,
+    ) -> LayoutHash {
         self.bytes(&[0])
             .bytes(&field_type.to_le_bytes())
             .bytes(&flags.to_le_bytes())

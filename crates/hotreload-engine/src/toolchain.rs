@@ -56,7 +56,9 @@ mod tests {
         assert!(!rust_runtime_path("state_t"));
         assert!(!rust_runtime_path("stdlib::x"));
         assert!(rust_runtime_path("hotreload_plugin::boundary::HOOK"));
-        assert!(rust_runtime_path("rust_counter::__hotreload_plugin_glue::__HR_EXT"));
+        assert!(rust_runtime_path(
+            "rust_counter::__hotreload_plugin_glue::__HR_EXT"
+        ));
         assert!(!rust_runtime_path("rust_counter::CALLS"));
     }
 }

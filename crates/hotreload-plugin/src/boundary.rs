@@ -43,7 +43,9 @@ pub struct Record {
 }
 
 const _: () = assert!(core::mem::size_of::<Record>() == core::mem::size_of::<PluginRecord>());
-const _: () = assert!(core::mem::offset_of!(Record, location) == core::mem::offset_of!(PluginRecord, location));
+const _: () = assert!(
+    core::mem::offset_of!(Record, location) == core::mem::offset_of!(PluginRecord, location)
+);
 
 impl Record {
     pub const fn new<S: State>() -> Record {
@@ -143,7 +145,10 @@ pub fn guarded<R>(record: &'static Record, call: impl FnOnce() -> R) -> R {
         Ok(value) => value,
         Err(payload) => {
             // The hook has recorded it, unless the plugin replaced the hook.
-            record.note("an unknown place (the panic hook was replaced)", message_of(&*payload));
+            record.note(
+                "an unknown place (the panic hook was replaced)",
+                message_of(&*payload),
+            );
             std::process::abort()
         }
     }
@@ -166,7 +171,12 @@ pub unsafe fn hook<S: State>(
 
 /// # Safety
 /// As for [`hook`].
-pub unsafe fn tick<S: State>(record: &'static Record, state: *mut c_void, dt: f64, f: fn(&mut S, f64)) {
+pub unsafe fn tick<S: State>(
+    record: &'static Record,
+    state: *mut c_void,
+    dt: f64,
+    f: fn(&mut S, f64),
+) {
     // SAFETY: per this function's contract.
     let state = unsafe { &mut *state.cast::<S>() };
     guarded(record, || f(state, dt));
@@ -208,11 +218,13 @@ pub unsafe fn migrate<S: State>(
         };
         (bytes, &mut *new.cast::<S>())
     };
-    guarded(record, || match f(Previous::new(bytes, old_version), state) {
-        Ok(()) => 0,
-        Err(why) => {
-            println!("[plugin] migrate from state version {old_version} refused: {why}");
-            1
+    guarded(record, || {
+        match f(Previous::new(bytes, old_version), state) {
+            Ok(()) => 0,
+            Err(why) => {
+                println!("[plugin] migrate from state version {old_version} refused: {why}");
+                1
+            }
         }
     })
 }
@@ -271,7 +283,11 @@ impl ExtCell {
     }
 
     /// The table: `hooks` with the schema of `S` filled in.
-    pub fn get<S: State>(&'static self, record: &'static Record, hooks: LogicApiExt) -> *const LogicApiExt {
+    pub fn get<S: State>(
+        &'static self,
+        record: &'static Record,
+        hooks: LogicApiExt,
+    ) -> *const LogicApiExt {
         let built = guarded(record, || {
             self.0.get_or_init(|| {
                 let schema = Table::of::<S>();

@@ -67,8 +67,7 @@ pub mod __private {
     pub use crate::schema::{Member, Shape, State, StateField, layout_hash};
     pub use core::ffi::{c_char, c_int, c_void};
     pub use hotreload_abi::{
-        API_VERSION, DescribeFn, EXT_VERSION, HookFn, HostContext, LogicApi, LogicApiExt,
-        MigrateFn,
+        API_VERSION, DescribeFn, EXT_VERSION, HookFn, HostContext, LogicApi, LogicApiExt, MigrateFn,
     };
 }
 
@@ -196,7 +195,10 @@ macro_rules! __hook {
     ($f:path) => {
         Some({
             // SAFETY: as for the glue's other functions.
-            unsafe extern "C" fn __hr_hook(state: *mut __hr::c_void, host: *const __hr::HostContext) {
+            unsafe extern "C" fn __hr_hook(
+                state: *mut __hr::c_void,
+                host: *const __hr::HostContext,
+            ) {
                 unsafe { __hr::hook::<__HrState>(&__HR_RECORD, state, host, $f) }
             }
             __hr_hook as __hr::HookFn
@@ -223,7 +225,15 @@ macro_rules! __migrate {
                 new_size: usize,
             ) -> __hr::c_int {
                 unsafe {
-                    __hr::migrate::<__HrState>(&__HR_RECORD, old, old_size, old_version, new, new_size, $f)
+                    __hr::migrate::<__HrState>(
+                        &__HR_RECORD,
+                        old,
+                        old_size,
+                        old_version,
+                        new,
+                        new_size,
+                        $f,
+                    )
                 }
             }
             __hr_migrate as __hr::MigrateFn

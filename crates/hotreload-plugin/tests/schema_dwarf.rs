@@ -66,29 +66,64 @@ fn schema_as_the_host_reads_it<S: StateField>() -> Layout {
 fn the_derived_schema_is_the_debug_info_layout() {
     let schema = schema_as_the_host_reads_it::<ArenaForSchemaTest>();
     let exe = std::fs::read(std::env::current_exe().expect("the test's path")).expect("read it");
-    let debug = dwarf::read_layout(&exe, size_of::<ArenaForSchemaTest>(), Some("ArenaForSchemaTest"))
-        .expect("the debug info is readable")
-        .expect("the test is built with debug info");
+    let debug = dwarf::read_layout(
+        &exe,
+        size_of::<ArenaForSchemaTest>(),
+        Some("ArenaForSchemaTest"),
+    )
+    .expect("the debug info is readable")
+    .expect("the test is built with debug info");
     let names = |l: &Layout| l.fields.iter().map(|f| f.name.clone()).collect::<Vec<_>>();
-    assert_eq!(names(&schema), names(&debug), "the same fields, in the same order");
+    assert_eq!(
+        names(&schema),
+        names(&debug),
+        "the same fields, in the same order"
+    );
     for (s, d) in schema.fields.iter().zip(&debug.fields) {
         assert_eq!(s.offset, d.offset, "{}: offset", s.name);
         assert_eq!(s.dims, d.dims, "{}: dimensions", s.name);
         assert_eq!(s.count, d.count, "{}: count", s.name);
         if s.name == "name" {
             // #[state(text)] makes a C char (8 bits, signed) of any byte.
-            assert_eq!(s.scalar, Scalar::Int { signed: true, bytes: 1 }, "text");
-            assert_eq!(d.scalar, Scalar::Int { signed: false, bytes: 1 }, "u8");
+            assert_eq!(
+                s.scalar,
+                Scalar::Int {
+                    signed: true,
+                    bytes: 1
+                },
+                "text"
+            );
+            assert_eq!(
+                d.scalar,
+                Scalar::Int {
+                    signed: false,
+                    bytes: 1
+                },
+                "u8"
+            );
         } else {
             assert_eq!(s.scalar, d.scalar, "{}: type", s.name);
         }
     }
     // Nested structs, arrays of structs two deep, a 2-D array by row.
     for name in ["pos.x", "enemies[2].path[1].y", "big[1][0].x", "grid"] {
-        assert!(schema.field(name).is_some(), "{name} in {:?}", names(&schema));
+        assert!(
+            schema.field(name).is_some(),
+            "{name} in {:?}",
+            names(&schema)
+        );
     }
-    assert_eq!(schema.field("grid").map(|f| f.dims.clone()), Some(vec![3, 5]));
-    assert_eq!(schema.field("signed").map(|f| f.scalar), Some(Scalar::Int { signed: true, bytes: 8 }));
+    assert_eq!(
+        schema.field("grid").map(|f| f.dims.clone()),
+        Some(vec![3, 5])
+    );
+    assert_eq!(
+        schema.field("signed").map(|f| f.scalar),
+        Some(Scalar::Int {
+            signed: true,
+            bytes: 8
+        })
+    );
     assert!(schema.field("cache").is_some_and(|f| f.transient));
     assert!(!debug.field("cache").is_some_and(|f| f.transient));
 }
@@ -99,9 +134,14 @@ fn the_derived_schema_is_the_debug_info_layout() {
 fn the_compile_time_hash_is_the_tables() {
     let mut h = LayoutHash::new();
     for f in flatten::<ArenaForSchemaTest>() {
-        h = h.bytes(f.name.as_bytes()).field(f.field_type, f.flags, f.offset, f.count);
+        h = h
+            .bytes(f.name.as_bytes())
+            .field(f.field_type, f.flags, f.offset, f.count);
     }
-    let recomputed = h.finish(size_of::<ArenaForSchemaTest>(), align_of::<ArenaForSchemaTest>());
+    let recomputed = h.finish(
+        size_of::<ArenaForSchemaTest>(),
+        align_of::<ArenaForSchemaTest>(),
+    );
     assert_eq!(<ArenaForSchemaTest as State>::LAYOUT_HASH, recomputed);
     assert_ne!(<Enemy as State>::LAYOUT_HASH, <Vec2 as State>::LAYOUT_HASH);
 }

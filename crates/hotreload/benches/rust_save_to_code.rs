@@ -6,7 +6,7 @@
 //! is the `[build] success (N ms)` figure. Medians and the spread.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod support;
 
 use std::path::Path;
@@ -28,7 +28,10 @@ struct Setup {
 }
 
 fn save_rust(dir: &Path, step: i64) {
-    let source = plugin(&Variant { step, ..Variant::default() });
+    let source = plugin(&Variant {
+        step,
+        ..Variant::default()
+    });
     std::fs::write(dir.join("src/lib.rs"), source).expect("save lib.rs");
 }
 
@@ -45,14 +48,28 @@ fn rust_setup() -> Setup {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let target = target_dir();
     let server = Server::start_with_env(dir.path(), &args, &[("CARGO_TARGET_DIR", &target)]);
-    Setup { name: "Rust, cargo build (debug, incremental)", dir, server, save: save_rust, swapped: vec![], built: vec![] }
+    Setup {
+        name: "Rust, cargo build (debug, incremental)",
+        dir,
+        server,
+        save: save_rust,
+        swapped: vec![],
+        built: vec![],
+    }
 }
 
 fn c_setup() -> Setup {
     let dir = support::workdir();
     save_c(dir.path(), 1);
     let server = Server::start_default(dir.path(), &["--no-control"]);
-    Setup { name: "baseline: C, cc -shared -fPIC", dir, server, save: save_c, swapped: vec![], built: vec![] }
+    Setup {
+        name: "baseline: C, cc -shared -fPIC",
+        dir,
+        server,
+        save: save_c,
+        swapped: vec![],
+        built: vec![],
+    }
 }
 
 fn round(setup: &mut Setup, step: i64) {

@@ -70,7 +70,10 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
             && fault.contains(": index out of bounds: the len is 3 but the index is 7; rolled back to v1, state restored to tick "),
         "{fault}"
     );
-    assert!(!fault.contains("SIGABRT"), "the panic, not the abort: {fault}");
+    assert!(
+        !fault.contains("SIGABRT"),
+        "the panic, not the abort: {fault}"
+    );
     // v1 again, from the state as it was: the score goes on by ones.
     let before: i64 = s
         .lines()
@@ -81,7 +84,11 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
         .unwrap_or(0);
     let next = s.expect_prefix("[rsplug] score=");
     let after: i64 = next["[rsplug] score=".len()..].parse().expect("a score");
-    assert!(after > before, "the state carried on: {before} then {after}\n{}", s.transcript());
+    assert!(
+        after > before,
+        "the state carried on: {before} then {after}\n{}",
+        s.transcript()
+    );
     assert_eq!(s.stop(), 14, "plugin code faulted last: {}", s.transcript());
 }
 
@@ -94,7 +101,11 @@ fn a_panic_in_tick_rolls_back_in_the_server() {
 /// hook records the panic before the abort, and the line is the same.
 #[test]
 fn a_panic_in_a_panic_abort_build_rolls_back_the_same_way() {
-    a_panic_in_tick_rolls_back("hr_tick_panic_abort", "[profile.dev]\npanic = \"abort\"", &[]);
+    a_panic_in_tick_rolls_back(
+        "hr_tick_panic_abort",
+        "[profile.dev]\npanic = \"abort\"",
+        &[],
+    );
 }
 
 #[test]
@@ -121,17 +132,21 @@ fn a_thread_panic_is_not_the_calls_and_a_replaced_hook_still_reports() {
     save(dir, &plugin(&on_a_thread));
     let fault = s.expect_prefix("[fault] v2 tick ");
     assert!(
-        fault.contains(": panic at src/lib.rs:") && fault.contains(": the one that ends the call; rolled back to v1"),
+        fault.contains(": panic at src/lib.rs:")
+            && fault.contains(": the one that ends the call; rolled back to v1"),
         "{fault}"
     );
     let hook_replaced = Variant {
-        tick: "if calls == 6 { std::panic::set_hook(Box::new(|_| {})); panic!(\"quietly\"); }".into(),
+        tick: "if calls == 6 { std::panic::set_hook(Box::new(|_| {})); panic!(\"quietly\"); }"
+            .into(),
         ..Variant::default()
     };
     save(dir, &plugin(&hook_replaced));
     let fault = s.expect_prefix("[fault] v3 tick ");
     assert!(
-        fault.contains(": panic at an unknown place (the panic hook was replaced): quietly; rolled back to v1"),
+        fault.contains(
+            ": panic at an unknown place (the panic hook was replaced): quietly; rolled back to v1"
+        ),
         "{fault}"
     );
     s.expect_prefix("[rsplug] score=");
@@ -169,7 +184,8 @@ fn a_panic_in_init_is_contained() {
     let mut s = start(dir, &lib, &[]);
     let refused = s.expect_prefix("[reload] rejected");
     assert!(
-        refused.contains("init: panic at src/lib.rs:") && refused.contains(": the level file is missing"),
+        refused.contains("init: panic at src/lib.rs:")
+            && refused.contains(": the level file is missing"),
         "{refused}"
     );
     save(dir, &plugin(&Variant::default()));
@@ -180,7 +196,10 @@ fn a_panic_in_init_is_contained() {
     save(dir, &plugin(&broken));
     let mut s = start(dir, &lib, &["--no-probe"]);
     let fault = s.expect_prefix("[fault] v1 init");
-    assert!(fault.contains("panic at src/lib.rs:") && fault.contains("the level file is missing"), "{fault}");
+    assert!(
+        fault.contains("panic at src/lib.rs:") && fault.contains("the level file is missing"),
+        "{fault}"
+    );
     save(dir, &plugin(&Variant::default()));
     s.expect_contains("[plugin] init ran");
     s.expect_contains("[rsplug] score=10");
@@ -212,7 +231,8 @@ fn a_panic_in_on_reload_or_migrate_refuses_the_build() {
         save(dir, &plugin(&variant));
         let refused = s.expect_prefix("[reload] rejected: trial ");
         assert!(
-            refused.contains(&format!("{place}: panic at src/lib.rs:")) && refused.contains(message),
+            refused.contains(&format!("{place}: panic at src/lib.rs:"))
+                && refused.contains(message),
             "{refused}"
         );
     }
@@ -220,7 +240,12 @@ fn a_panic_in_on_reload_or_migrate_refuses_the_build() {
     let score = s.expect_prefix("[rsplug] score=");
     let n: i64 = score["[rsplug] score=".len()..].parse().expect("a score");
     assert!(n >= 20, "{}", s.transcript());
-    assert_eq!(s.stop(), 14, "a trial's fault is the last: {}", s.transcript());
+    assert_eq!(
+        s.stop(),
+        14,
+        "a trial's fault is the last: {}",
+        s.transcript()
+    );
 }
 
 const MIGRATE_V1: &str = r#"
@@ -284,7 +309,9 @@ fn a_migration_between_two_rust_versions_of_the_state() {
     save(dir, MIGRATE_V2);
     let swapped = s.expect_prefix("[reload] swapped");
     assert!(
-        swapped.contains("+points") && swapped.contains("+bonus") && swapped.contains("-score")
+        swapped.contains("+points")
+            && swapped.contains("+bonus")
+            && swapped.contains("-score")
             && swapped.contains("~lives (int16 → int32)"),
         "{swapped}"
     );
@@ -294,7 +321,10 @@ fn a_migration_between_two_rust_versions_of_the_state() {
         .next()
         .and_then(|n| n.parse().ok())
         .expect("points");
-    assert!(points > 0 && points % 1000 == 0, "score × 1000 by migrate: {state}");
+    assert!(
+        points > 0 && points % 1000 == 0,
+        "score × 1000 by migrate: {state}"
+    );
     assert!(state.contains(" lives=3 bonus=7 "), "{state}");
     assert_eq!(s.stop(), 0);
 }
@@ -321,8 +351,18 @@ HOTRELOAD_EXPORT {qualifier}hotreload_plugin_t hotreload_plugin = {{
 #[test]
 fn another_plugin_abi_or_a_wrong_layout_hash_is_refused_at_load() {
     for (abi, hash, qualifier, expected) in [
-        (99, "0", "", "built with the hotreload-plugin crate's ABI 99 (hotreload_plugin.plugin_abi), but this host speaks ABI 1: expected 1, found 99"),
-        (1, "0x1234", "", "state layout hash mismatch: hotreload_plugin.layout_hash says 0x0000000000001234, but the schema logic_get_api_ext hands over (1 fields, 4 bytes, aligned to 4) hashes to 0x"),
+        (
+            99,
+            "0",
+            "",
+            "built with the hotreload-plugin crate's ABI 99 (hotreload_plugin.plugin_abi), but this host speaks ABI 1: expected 1, found 99",
+        ),
+        (
+            1,
+            "0x1234",
+            "",
+            "state layout hash mismatch: hotreload_plugin.layout_hash says 0x0000000000001234, but the schema logic_get_api_ext hands over (1 fields, 4 bytes, aligned to 4) hashes to 0x",
+        ),
         // Where no panic could be written: refused before anything runs.
         (1, "0", "const ", "hotreload_plugin (symbol "),
     ] {
@@ -332,15 +372,31 @@ fn another_plugin_abi_or_a_wrong_layout_hash_is_refused_at_load() {
             let source = posing_as_the_plugin_crate(abi, hash, qualifier);
             compile(dir, &source, "logic.so");
             std::fs::write(dir.join("logic.c"), &source).expect("source");
-            let mut args = vec!["--watch", "logic.c", "--build", support::CC_BUILD, "--tick-ms", "10", "--no-control"];
+            let mut args = vec![
+                "--watch",
+                "logic.c",
+                "--build",
+                support::CC_BUILD,
+                "--tick-ms",
+                "10",
+                "--no-control",
+            ];
             args.extend_from_slice(mode);
             let mut s = Server::start(dir, &args);
             let refused = s.expect_prefix("[reload] rejected");
             assert!(refused.contains(expected), "{mode:?}: {refused}");
             if qualifier == "const " {
-                assert!(refused.contains("expected an address in this library's writable data"), "{refused}");
+                assert!(
+                    refused.contains("expected an address in this library's writable data"),
+                    "{refused}"
+                );
             }
-            assert_eq!(s.count(|l| l.starts_with("[reload] rejected")), 1, "one line: {}", s.transcript());
+            assert_eq!(
+                s.count(|l| l.starts_with("[reload] rejected")),
+                1,
+                "one line: {}",
+                s.transcript()
+            );
             s.kill();
         }
     }

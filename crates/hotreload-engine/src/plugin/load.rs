@@ -31,8 +31,8 @@ use crate::outcome::Rejection;
 use crate::plugin::dl::Handle;
 use crate::plugin::elf::{Code, Image};
 use crate::plugin::ext::Ext;
-use crate::plugin::record;
 use crate::plugin::precheck::precheck;
+use crate::plugin::record;
 use crate::plugin::shadow::ShadowFile;
 
 /// A loaded library and the shadow copy it was loaded from. The copy is
@@ -337,7 +337,11 @@ impl Library {
     /// with the `hotreload-plugin` crate and recorded one (`panic at
     /// src/lib.rs:12:9: …`). Asked after a fault, while still loaded.
     pub fn recorded_panic(&self) -> Option<String> {
-        self.plugin_record().ok().flatten().as_ref().and_then(record::panic_of)
+        self.plugin_record()
+            .ok()
+            .flatten()
+            .as_ref()
+            .and_then(record::panic_of)
     }
 
     /// Remembers a table the plugin handed over, when it lies in the

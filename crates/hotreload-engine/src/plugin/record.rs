@@ -65,7 +65,9 @@ pub unsafe fn read(address: usize) -> Result<PluginRecord, Rejection> {
     }
     // SAFETY: every bit pattern is a valid `PluginRecord` (integers and
     // byte arrays); what the plugin's record lacks reads as zeroes.
-    Ok(unsafe { std::mem::transmute::<[u8; std::mem::size_of::<PluginRecord>()], PluginRecord>(bytes) })
+    Ok(unsafe {
+        std::mem::transmute::<[u8; std::mem::size_of::<PluginRecord>()], PluginRecord>(bytes)
+    })
 }
 
 /// Refuses a record whose state size or layout hash is not what the
@@ -161,7 +163,11 @@ mod tests {
         // A length past its buffer is cut to it (the rest are NULs here).
         r.message_len = u32::MAX;
         let long = panic_of(&r).expect("a panic");
-        assert_eq!(long.matches("\\u{0}").count(), PANIC_MESSAGE_MAX - 6, "{long}");
+        assert_eq!(
+            long.matches("\\u{0}").count(),
+            PANIC_MESSAGE_MAX - 6,
+            "{long}"
+        );
     }
 
     #[test]
@@ -180,9 +186,16 @@ mod tests {
         r.layout_hash = ext.schema_hash.finish(8, 8);
         assert!(check_layout(&r, Some(&ext), 8).is_ok());
         r.layout_hash = 0x1234;
-        let why = check_layout(&r, Some(&ext), 8).expect_err("mismatch").to_string();
-        assert!(why.contains("0x0000000000001234") && why.contains("hashes to 0x"), "{why}");
-        let why = check_layout(&r, Some(&ext), 16).expect_err("size").to_string();
+        let why = check_layout(&r, Some(&ext), 8)
+            .expect_err("mismatch")
+            .to_string();
+        assert!(
+            why.contains("0x0000000000001234") && why.contains("hashes to 0x"),
+            "{why}"
+        );
+        let why = check_layout(&r, Some(&ext), 16)
+            .expect_err("size")
+            .to_string();
         assert!(why.contains("expected 16 bytes"), "{why}");
     }
 }

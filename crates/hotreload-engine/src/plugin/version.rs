@@ -279,10 +279,10 @@ impl Plugin {
     pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe {
-                guard::call_tick(api.tick, state.as_mut_ptr(), dt)
+            Code::Local { api, .. } => {
+                unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) }
+                    .map_err(|f| self.explained(f))
             }
-            .map_err(|f| self.explained(f)),
             Code::Isolated { worker, .. } => worker.tick(state, dt),
         }
     }
@@ -294,10 +294,10 @@ impl Plugin {
     pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe {
-                guard::call_state(api.shutdown, state.as_mut_ptr())
+            Code::Local { api, .. } => {
+                unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) }
+                    .map_err(|f| self.explained(f))
             }
-            .map_err(|f| self.explained(f)),
             Code::Isolated { worker, .. } => worker.shutdown(state),
         }
     }

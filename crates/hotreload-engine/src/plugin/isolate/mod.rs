@@ -568,7 +568,11 @@ impl Worker {
                 pc: page.fault_pc.load(Ordering::Relaxed) as usize,
                 // The worker sends a recorded panic in place of the place.
                 panic: text.strip_prefix(PANIC_TAG).map(str::to_owned),
-                place: Some(if text.starts_with(PANIC_TAG) { String::new() } else { text }),
+                place: Some(if text.starts_with(PANIC_TAG) {
+                    String::new()
+                } else {
+                    text
+                }),
             }),
             _ => Err(self.error(&text)),
         }
