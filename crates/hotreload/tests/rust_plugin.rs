@@ -64,6 +64,13 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
     s.expect_contains("[rsplug] score=10");
     save(dir, &plugin(&panics_on_sixth_tick()));
     s.expect_prefix("[reload] swapped");
+    // The score as v2 took it over.
+    let taken = s.expect_prefix("[state] score=");
+    let before: i64 = taken["[state] score=".len()..]
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a score");
     let fault = s.expect_prefix("[fault] v2 tick ");
     assert!(
         fault.contains(": panic at src/lib.rs:")
@@ -74,14 +81,7 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
         !fault.contains("SIGABRT"),
         "the panic, not the abort: {fault}"
     );
-    // v1 again, from the state as it was: the score goes on by ones.
-    let before: i64 = s
-        .lines()
-        .iter()
-        .filter_map(|l| l.strip_prefix("[rsplug] score="))
-        .filter_map(|n| n.parse().ok())
-        .max()
-        .unwrap_or(0);
+    // v1 again, from the state as it was, not from zero.
     let next = s.expect_prefix("[rsplug] score=");
     let after: i64 = next["[rsplug] score=".len()..].parse().expect("a score");
     assert!(
@@ -95,6 +95,40 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
 #[test]
 fn a_panic_in_tick_rolls_back_in_the_server() {
     a_panic_in_tick_rolls_back("hr_tick_panic", "", &[]);
+}
+
+/// The README's walkthrough on `examples/rust-counter` itself: built by
+/// cargo, edited while it runs, and the panic its comment describes rolls
+/// back to the previous build.
+#[test]
+fn the_rust_counter_example_reloads_and_rolls_back_its_panic() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/rust-counter/src/lib.rs");
+    let source = std::fs::read_to_string(example).expect("the example's source");
+    let (tmp, mut s) = serve("rust-counter", &source, &[]);
+    let dir = tmp.path();
+    s.expect_prefix("[reload] loaded");
+    s.expect_contains("[counter] score=10");
+    let commented = "    // let _ = c.milestones[(c.score / 50) as usize]; // panics at 200";
+    assert!(source.contains(commented), "the example's panic line");
+    save(
+        dir,
+        &source.replace(
+            commented,
+            "    let _ = c.milestones[(c.score / 50) as usize];",
+        ),
+    );
+    s.expect_prefix("[reload] swapped");
+    let fault = s.expect_prefix("[fault] v2 tick ");
+    assert!(
+        fault.contains(": panic at src/lib.rs:")
+            && fault.contains(
+                ": index out of bounds: the len is 4 but the index is 4; rolled back to v1"
+            ),
+        "{fault}"
+    );
+    s.expect_contains("[counter] score=210");
+    assert_eq!(s.stop(), 14);
 }
 
 /// Built with `panic = "abort"`, nothing unwinds to be caught: the panic

@@ -9,9 +9,14 @@
 //!
 //! Edit the step in `tick` and save: the score carries on from where it was
 //! with the new code. Add a field to `Counter` and it starts at zero while
-//! the others keep their values. Make `tick` panic (uncomment the line
-//! below) and the server rolls back to the previous build, the state as it
-//! was before the panicking tick.
+//! the others keep their values. Uncomment the line in `tick` that reads
+//! past `milestones` and save: once the score reaches 200 that build
+//! panics, and the server rolls back to the previous one, the state as it
+//! was before the panicking tick (`[fault] v2 tick 200: panic at
+//! src/lib.rs:…: index out of bounds: the len is 4 but the index is 4;
+//! rolled back to v1, …`). Saved when the score is already past 196, the
+//! panic comes in the trial's ticks instead, and the build is refused
+//! before it runs in the server.
 
 // Nothing here needs `unsafe`: the crate's glue is the crate's.
 #![deny(unsafe_code)]
@@ -39,7 +44,7 @@ fn init(c: &mut Counter, host: &Host) {
 fn tick(c: &mut Counter, _dt: f64) {
     let before = c.score;
     c.score += 1;
-    // c.milestones[c.score as usize] += 1; // a panic: index out of bounds
+    // let _ = c.milestones[(c.score / 50) as usize]; // panics at 200
     if c.score / 10 != before / 10 {
         c.milestones.rotate_left(1);
         c.milestones[3] = c.score as u32;
