@@ -12,7 +12,7 @@ use std::path::Path;
 use support::rust::{
     Variant, cargo, plugin, server_args, target_dir, warm_up, write_crate, write_crate_with,
 };
-use support::{Server, compile, workdir};
+use support::{Server, compile, field, workdir};
 
 fn start(dir: &Path, library: &Path, extra: &[&str]) -> Server {
     let mut args = server_args(library);
@@ -66,11 +66,7 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
     s.expect_prefix("[reload] swapped");
     // The score as v2 took it over.
     let taken = s.expect_prefix("[state] score=");
-    let before: i64 = taken["[state] score=".len()..]
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a score");
+    let before = field(&taken, "score").expect("a score");
     let fault = s.expect_prefix("[fault] v2 tick ");
     assert!(
         fault.contains(": panic at src/lib.rs:")
@@ -83,7 +79,7 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
     );
     // v1 again, from the state as it was, not from zero.
     let next = s.expect_prefix("[rsplug] score=");
-    let after: i64 = next["[rsplug] score=".len()..].parse().expect("a score");
+    let after = field(&next, "score").expect("a score");
     assert!(
         after > before,
         "the state carried on: {before} then {after}\n{}",
@@ -272,7 +268,7 @@ fn a_panic_in_on_reload_or_migrate_refuses_the_build() {
     }
     // v1 runs on: a later score, not a restart.
     let score = s.expect_prefix("[rsplug] score=");
-    let n: i64 = score["[rsplug] score=".len()..].parse().expect("a score");
+    let n = field(&score, "score").expect("a score");
     assert!(n >= 20, "{}", s.transcript());
     assert_eq!(
         s.stop(),
@@ -350,11 +346,7 @@ fn a_migration_between_two_rust_versions_of_the_state() {
         "{swapped}"
     );
     let state = s.expect_prefix("[state] points=");
-    let points: i64 = state["[state] points=".len()..]
-        .split(' ')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("points");
+    let points = field(&state, "points").expect("points");
     assert!(
         points > 0 && points % 1000 == 0,
         "score × 1000 by migrate: {state}"
