@@ -12,7 +12,7 @@
 //! the others keep their values. Uncomment the line in `tick` that reads
 //! past `milestones` and save: once the score reaches 200 that build
 //! panics, and the server rolls back to the previous one, the state as it
-//! was before the panicking tick (`[fault] v2 tick 200: panic at
+//! was before the panicking tick (`[fault] v2 tick 199: panic at
 //! src/lib.rs:…: index out of bounds: the len is 4 but the index is 4;
 //! rolled back to v1, …`). Saved when the score is already past 196, the
 //! panic comes in the trial's ticks instead, and the build is refused
