@@ -7,8 +7,11 @@
 //!
 //! The panic hook installed here records the message and place before any
 //! unwinding starts, so a plugin built with `panic = "abort"` reports the
-//! same way; it then hands over to the hook that was there (the standard
-//! one prints the panic on stderr, as usual).
+//! same way. It hands a call's panic to the standard hook (which prints it
+//! on stderr) only when `RUST_BACKTRACE` asks for a backtrace: the fault
+//! line says the rest, and the standard hook leaves a thread-local
+//! destructor that keeps the library mapped. A panic on a thread the
+//! plugin started is not a call's, and goes to the standard hook as usual.
 
 use core::ffi::{c_char, c_int, c_void};
 use std::cell::Cell;
@@ -122,14 +125,25 @@ fn install_hook(record: &'static Record) {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info: &PanicHookInfo<'_>| {
-            if IN_CALL.with(Cell::get) {
-                let location = info
-                    .location()
-                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
-                    .unwrap_or_else(|| "an unknown place".to_owned());
-                record.note(&location, message_of(info.payload()));
+            if !IN_CALL.with(Cell::get) {
+                // A thread of the plugin's own: not a call's fault, said
+                // the usual way.
+                previous(info);
+                return;
             }
-            previous(info);
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+                .unwrap_or_else(|| "an unknown place".to_owned());
+            record.note(&location, message_of(info.payload()));
+            // The host's fault line says the message and the place. The
+            // standard hook would say them again, and (naming the thread)
+            // register a thread-local destructor that keeps this library
+            // mapped until the host exits; it runs only when a backtrace
+            // is asked for.
+            if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+                previous(info);
+            }
         }));
     });
 }

@@ -15,11 +15,14 @@ use support::rust::{
 use support::{Server, compile, field, workdir};
 
 fn start(dir: &Path, library: &Path, extra: &[&str]) -> Server {
-    let mut args = server_args(library);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let target = target_dir();
-    Server::start_with_env(dir, &args, &[("CARGO_TARGET_DIR", &target)])
+    let mut command = std::process::Command::new(support::binary());
+    command
+        .args(server_args(library))
+        .args(extra)
+        .env("CARGO_TARGET_DIR", target_dir())
+        // Asked for, a backtrace would print every panic on stderr too.
+        .env_remove("RUST_BACKTRACE");
+    Server::start_command(dir, command)
 }
 
 /// A server on a fresh crate `name` of `source`, with `extra` flags; the
@@ -86,6 +89,13 @@ fn a_panic_in_tick_rolls_back(name: &str, manifest: &str, mode: &[&str]) {
         s.transcript()
     );
     assert_eq!(s.stop(), 14, "plugin code faulted last: {}", s.transcript());
+    // Nothing the boundary did keeps the panicking library mapped (the
+    // standard panic hook would, with a thread-local destructor).
+    assert!(
+        !s.lines().iter().any(|l| l.contains("still mapped")),
+        "{}",
+        s.transcript()
+    );
 }
 
 #[test]
