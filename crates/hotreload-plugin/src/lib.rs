@@ -172,6 +172,13 @@ macro_rules! export {
             }
         }
     };
+    ($($other:tt)*) => {
+        ::core::compile_error!(
+            "hotreload_plugin::export!: expected `state: Type,` then optionally `version: N,`, then \
+             `init: f, tick: f`, then any of `shutdown`, `on_reload`, `on_unload`, `migrate`, \
+             `describe` in that order, each `key: function`"
+        );
+    };
 }
 
 /// The given value, else the default.

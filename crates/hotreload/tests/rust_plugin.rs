@@ -468,6 +468,9 @@ pub struct Cube { cells: [[[u8; 2]; 2]; 2] }
 #[derive(State)]
 #[repr(C)]
 pub struct Opaque { t: std::time::Instant }
+
+fn tick(_: &mut Heap, _: f64) {}
+hotreload_plugin::export! { tick: tick, state: Heap }
 "#,
     );
     let out = cargo(dir).output().expect("run cargo");
@@ -479,6 +482,7 @@ pub struct Opaque { t: std::time::Instant }
         "this field cannot be in a hot-reloaded state: a pointer",
         "an array of numbers with more than two dimensions cannot be described in a schema",
         "`Instant` cannot be part of a hot-reloaded state",
+        "hotreload_plugin::export!: expected `state: Type,` then",
     ] {
         assert!(err.contains(expected), "{expected:?} in:\n{err}");
     }
