@@ -247,7 +247,8 @@ fn a_panic_in_init_is_contained() {
 }
 
 /// A panic in `on_reload` and one in `migrate` each refuse their build with
-/// the panic's message and place; the running version keeps its state.
+/// the panic's message and place, and a `migrate` that returns `Err`
+/// refuses it saying why; the running version keeps its state.
 #[test]
 fn a_panic_in_on_reload_or_migrate_refuses_the_build() {
     let (tmp, mut s) = serve("hr_hook_panic", &plugin(&Variant::default()), &[]);
@@ -276,16 +277,27 @@ fn a_panic_in_on_reload_or_migrate_refuses_the_build() {
             "{refused}"
         );
     }
+    // A migrate that says no refuses the build, saying why.
+    save(
+        dir,
+        &plugin(&Variant {
+            version: 3,
+            migrate: "return Err(format!(\"version {} kept no lives\", from.version()));".into(),
+            ..Variant::default()
+        }),
+    );
+    s.expect_contains("[plugin] migrate from state version 1 refused: version 1 kept no lives");
+    let refused = s.expect_prefix("[reload] rejected: ");
+    assert!(
+        refused.contains("migrate hook of v2 refused the state (returned 1)"),
+        "{refused}"
+    );
     // v1 runs on: a later score, not a restart.
     let score = s.expect_prefix("[rsplug] score=");
     let n = field(&score, "score").expect("a score");
     assert!(n >= 20, "{}", s.transcript());
-    assert_eq!(
-        s.stop(),
-        14,
-        "a trial's fault is the last: {}",
-        s.transcript()
-    );
+    // Exit code 10: the last reload was refused for the state's change.
+    assert_eq!(s.stop(), 10, "{}", s.transcript());
 }
 
 const MIGRATE_V1: &str = r#"
