@@ -4,9 +4,8 @@
 //! (a private copy, never the build output itself), [`precheck`] (the ELF
 //! bytes, before any code runs, validated by [`elf`] as the loader will
 //! read them), [`load`] (the loader, through the thin [`dl`] layer),
-//! [`check`] (the seed ABI's table), [`ext`] (the optional extended
-//! table) and [`record`] (what a library built with the `hotreload-plugin`
-//! crate says about itself, and the panic it recorded). A version
+//! [`check`] (the seed ABI's table) and [`ext`] (the optional extended
+//! table). A version
 //! that passed them all is a [`Plugin`]. [`probe`] is the child side of a
 //! trial, which runs the same stages in a throwaway process;
 //! [`diagnostics`] names the habits that break hot reloading.
@@ -20,9 +19,9 @@ pub mod exercise;
 pub mod ext;
 pub mod isolate;
 pub mod load;
+pub mod record;
 pub mod precheck;
 pub mod probe;
-pub mod record;
 pub mod shadow;
 mod version;
 
