@@ -24,6 +24,7 @@ use crate::layout::{Layout, dwarf};
 use crate::outcome::Rejection;
 use crate::plugin::check;
 use crate::plugin::exercise::{Exercise, Stopped, exercise};
+use crate::plugin::ext;
 use crate::plugin::load::{Closed, Library};
 use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Knowledge, Plugin};
@@ -138,7 +139,7 @@ impl Probe {
             Err(why) => return self.refuse(why),
         };
         self.say("stage logic_get_api_ext");
-        let ext = match library.checked_ext(api.state_size) {
+        let ext: Option<ext::Ext> = match library.checked_ext(api.state_size) {
             Ok(ext) => ext,
             Err(why) => return self.refuse(why),
         };
