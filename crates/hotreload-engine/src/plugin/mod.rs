@@ -20,6 +20,7 @@ pub mod exercise;
 pub mod ext;
 pub mod isolate;
 pub mod load;
+pub mod record;
 pub mod precheck;
 pub mod probe;
 pub mod sealed;

@@ -142,12 +142,7 @@ impl Probe {
             Err(why) => return self.refuse(why),
         };
         self.say("stage logic_get_api_ext");
-        // SAFETY: the table came from the loaded library, whose schema names
-        // stay readable while it is loaded (until the end of this function).
-        let ext = match library.ext_table().and_then(|t| {
-            t.map(|t| unsafe { ext::check(&t, api.state_size) })
-                .transpose()
-        }) {
+        let ext: Option<ext::Ext> = match library.checked_ext(api.state_size) {
             Ok(ext) => ext,
             Err(why) => return self.refuse(why),
         };

@@ -342,13 +342,7 @@ impl Reloader {
             let library = opened?;
             let table = library.table()?;
             let api = check::check(&table, None)?;
-            let ext = match library.ext_table()? {
-                // SAFETY: the table came from the loaded library, whose
-                // schema names are readable while it stays loaded (it does,
-                // in the version made below).
-                Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
-                None => None,
-            };
+            let ext = library.checked_ext(api.state_size)?;
             let knowledge = Knowledge {
                 ext,
                 layout: None,

@@ -61,6 +61,9 @@ pub struct Image {
     pub get_api: Option<u64>,
     /// `logic_get_api_ext`, as linked, when the library exports it.
     pub get_api_ext: Option<u64>,
+    /// `hotreload_plugin` (the record of a library built with the
+    /// `hotreload-plugin` crate), as linked, when the library exports it.
+    pub plugin_record: Option<u64>,
     /// Why `logic_get_api` does not count as exported, when a symbol of
     /// that name is there but is not an exported function.
     pub get_api_refused: Option<String>,
@@ -144,6 +147,7 @@ pub fn validate(bytes: &[u8]) -> Result<Image, String> {
         dynamic: special.dynamic.0,
         get_api: entry.get_api,
         get_api_ext: entry.get_api_ext,
+        plugin_record: entry.plugin_record,
         get_api_refused: entry.refused,
         init,
         fini,

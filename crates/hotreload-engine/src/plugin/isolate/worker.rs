@@ -293,7 +293,10 @@ impl Server {
             ),
             Err(Ok(fault)) => {
                 note_fault(page, &fault);
-                let place = fault.symbol().unwrap_or_default();
+                let place = match &fault.panic {
+                    Some(panic) => format!("{}{panic}", super::PANIC_TAG),
+                    None => fault.symbol().unwrap_or_default(),
+                };
                 finish(page, Status::Fault, 0, &place, Some(&fault));
             }
             Err(Err(why)) => finish(page, Status::Error, 0, &why, None),
@@ -563,12 +566,7 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
     let library = Library::open(ShadowFile::borrowed(path))?;
     let table = library.table()?;
     let api = check::check(&table, None)?;
-    let ext = match library.ext_table()? {
-        // SAFETY: the table came from the loaded library, whose schema names
-        // are readable while it stays loaded (for the life of this process).
-        Some(t) => Some(unsafe { ext::check(&t, api.state_size) }?),
-        None => None,
-    };
+    let ext = library.checked_ext(api.state_size)?;
     let ranges = library.mapped_ranges(&spans);
     let table_offsets = library.table_offsets();
     let hooks = ext.as_ref().map_or(0, |e| {
