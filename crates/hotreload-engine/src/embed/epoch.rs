@@ -18,7 +18,10 @@
 //! side sees the other's write, so either the reader saw the new pointer or
 //! the writer sees the reader's slot. A reader that re-enters later stores
 //! a newer value (or an old epoch read late, which only makes the writer
-//! wait longer, never free early).
+//! wait longer, never free early); that store is a release, so that a
+//! writer that reads it has also seen the leave before it (the model test
+//! found the writer reading a relaxed re-entry, which by the C++20 rules
+//! orders nothing before it).
 //!
 //! The reader's fence is the expensive half, and calls are many while
 //! reloads are rare. With `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`
@@ -91,7 +94,11 @@ impl<V> Current<V> {
     #[inline]
     pub fn enter(&self, slot: &Slot, light: bool) -> *mut V {
         let epoch = self.epoch.load(Ordering::Acquire);
-        slot.entered.store(epoch, Ordering::Relaxed);
+        // Release, not relaxed: a writer that reads this value (rather than
+        // the 0 of the leave before it) must also see that leave and what
+        // came before it, the reads of an older version included. A plain
+        // store on x86-64 either way.
+        slot.entered.store(epoch, Ordering::Release);
         reader_fence(light);
         self.version.load(Ordering::Acquire)
     }
@@ -167,6 +174,11 @@ mod model {
     /// twice) while the writer publishes a second version, waits for the
     /// grace period and frees the first (after writing it, which loom
     /// reports as a race if any reader could still be reading it).
+    /// How many times each reader enters: the second reader enters again
+    /// after leaving, so that the writer can find it back inside at a
+    /// newer epoch.
+    const ITER: [usize; 2] = [1, 2];
+
     #[test]
     fn a_retired_version_is_freed_only_after_every_reader_left_it() {
         loom::model(|| {
@@ -177,7 +189,7 @@ mod model {
                     let current = Arc::clone(&current);
                     let slots = Arc::clone(&slots);
                     thread::spawn(move || {
-                        for _ in 0..(i + 1) {
+                        for _ in 0..ITER[i] {
                             let v = current.enter(&slots[i], false);
                             // SAFETY (model): the protocol keeps `v` alive
                             // until `leave`; loom checks it.

@@ -574,6 +574,23 @@ pub unsafe fn call_words(f: *const c_void, args: [u64; 5]) -> Result<u64, Fault>
         .map(|()| out)
 }
 
+/// [`call_words`] without the two system calls after it, for the
+/// benchmark that measures the parts apart (see
+/// [`call_tick_trampoline_only`]).
+///
+/// # Safety
+/// As for [`call_words`].
+#[doc(hidden)]
+#[inline]
+pub unsafe fn call_words_trampoline_only(f: *const c_void, args: [u64; 5]) -> Result<u64, Fault> {
+    let mut out = 0u64;
+    // SAFETY: per this function's contract; `out` outlives the call.
+    match unsafe { hr_call_words(f, args[0], args[1], args[2], args[3], args[4], &mut out) } {
+        0 | TOUCHED => Ok(out),
+        signal => Err(last_fault(signal)),
+    }
+}
+
 /// # Safety
 /// `f` must be a live plugin function of that C type.
 unsafe fn call_get_ptr(f: GetPtrFn) -> Result<*const c_void, Fault> {
