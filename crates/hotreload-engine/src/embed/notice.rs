@@ -23,10 +23,12 @@ pub enum Notice {
         report: String,
     },
     /// A replaced version was closed: `since_replaced` after it stopped
-    /// being current.
+    /// being current, and at most `since_last_left` after the last thread
+    /// in it left (`None`: none was in it at the first look).
     Closed {
         version: u64,
         since_replaced: Duration,
+        since_last_left: Option<Duration>,
     },
     /// A replaced version is still entered by a thread, past the patience
     /// set: it stays mapped for it. Said once per version.
@@ -85,11 +87,22 @@ impl fmt::Display for Notice {
             Notice::Closed {
                 version,
                 since_replaced,
-            } => write!(
-                f,
-                "[reload] v{version} closed ({:.2} ms after it was replaced)",
-                since_replaced.as_secs_f64() * 1e3
-            ),
+                since_last_left,
+            } => {
+                write!(
+                    f,
+                    "[reload] v{version} closed ({:.2} ms after it was replaced",
+                    since_replaced.as_secs_f64() * 1e3
+                )?;
+                match since_last_left {
+                    Some(d) => write!(
+                        f,
+                        ", at most {:.2} ms after the last thread in it left)",
+                        d.as_secs_f64() * 1e3
+                    ),
+                    None => f.write_str(")"),
+                }
+            }
             Notice::Stuck {
                 version,
                 tid,

@@ -13,7 +13,7 @@ use super::call::GuardedFn;
 use super::epoch::Current;
 use super::notice::{Notice, Notices};
 use super::reclaim::{self, Retired};
-use super::slots::{self, LOCAL, ThreadSlot};
+use super::slots::{self, ThreadSlot};
 use super::table::{self, FunctionTable, Refusal};
 use crate::guard::Fault;
 use crate::plugin::load::Library;
@@ -81,6 +81,9 @@ pub(super) struct Shared<T> {
     versions: AtomicU64,
     /// Faults in calls, over every version.
     pub faults: AtomicU64,
+    /// `options.call_timeout` in milliseconds as the slots hold it (0:
+    /// none).
+    pub timeout_ms: u32,
 }
 
 struct Owner<T: FunctionTable> {
@@ -110,7 +113,7 @@ impl<T: FunctionTable> Plugin<T> {
     /// Loads the library at `path` as version 1.
     pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Plugin<T>, Refusal> {
         let path = path.as_ref().to_path_buf();
-        LOCAL.with(|l| l.prepare()).map_err(Refusal::Io)?;
+        slots::prepare().map_err(Refusal::Io)?;
         if let Some(why) = slots::membarrier_refused() {
             reclaim::say_once_per_process(&options.notices, Notice::NoMembarrier(why));
         }
@@ -151,6 +154,9 @@ impl<T: FunctionTable> Plugin<T> {
             options: options.clone(),
             versions: AtomicU64::new(1),
             faults: AtomicU64::new(0),
+            timeout_ms: options.call_timeout.map_or(0, |t| {
+                u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
+            }),
         });
         if let Some(timeout) = options.call_timeout {
             super::watchdog::watch(timeout).map_err(Refusal::Io)?;
@@ -173,7 +179,7 @@ impl<T: FunctionTable> Plugin<T> {
     pub fn reload_from(&self, path: impl AsRef<Path>) -> Result<u64, Refusal> {
         let path = path.as_ref().to_path_buf();
         let shared = &self.owner.shared;
-        LOCAL.with(|l| l.prepare()).map_err(Refusal::Io)?;
+        slots::prepare().map_err(Refusal::Io)?;
         let mut writer = locked(&shared.writer);
         writer.serial += 1;
         let serial = writer.serial;
@@ -226,25 +232,19 @@ impl<T: FunctionTable> Plugin<T> {
     #[inline]
     pub fn enter(&self) -> Entered<'_, T> {
         let shared = &*self.owner.shared;
-        let (slot, version) = LOCAL.with(|local| {
-            let slot = match local.slot() {
-                Ok(slot) => slot,
-                Err(why) => panic_unprepared(&why),
-            };
-            let version = if local.deeper() {
-                slot.calls
-                    .store(slot.calls.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-                let timeout = shared.options.call_timeout.map_or(0, |t| {
-                    u32::try_from(t.as_millis()).unwrap_or(u32::MAX).max(1)
-                });
-                slot.timeout_ms.store(timeout, Ordering::Relaxed);
-                shared.current.enter(&slot.epoch, slots::light())
-            } else {
-                // Inside already: the slot's older epoch covers this one.
-                shared.current.peek()
-            };
-            (slot, version)
-        });
+        let (slot, outermost) = match slots::enter() {
+            Ok(entered) => entered,
+            Err(why) => panic_unprepared(&why),
+        };
+        let version = if outermost {
+            if slot.timeout_ms.load(Ordering::Relaxed) != shared.timeout_ms {
+                slot.timeout_ms.store(shared.timeout_ms, Ordering::Relaxed);
+            }
+            shared.current.enter(&slot.epoch, slots::light())
+        } else {
+            // Inside already: the slot's older epoch covers this one.
+            shared.current.peek()
+        };
         Entered {
             // SAFETY: entering marked this thread's slot before reading the
             // pointer, so the version is not freed until `Entered` is
@@ -445,11 +445,9 @@ impl<T: FunctionTable> Entered<'_, T> {
 impl<T: FunctionTable> Drop for Entered<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        LOCAL.with(|local| {
-            if local.shallower() {
-                Current::<Version<T>>::leave(&self.slot.epoch);
-            }
-        });
+        if slots::leave() {
+            Current::<Version<T>>::leave(&self.slot.epoch);
+        }
     }
 }
 

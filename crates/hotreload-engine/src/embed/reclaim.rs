@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::notice::{Notice, Notices};
 use super::plugin::{Shared, VersionPtr, ago};
-use super::slots::{self, LOCAL};
+use super::slots;
 use super::table::FunctionTable;
 use crate::plugin::load::Library;
 
@@ -45,6 +45,9 @@ pub(super) struct Retired<T> {
     /// A writer's barrier has run since it was retired: the slots can be
     /// read for it from now on without another.
     fenced: bool,
+    /// The last look that found a thread still in it: its last thread left
+    /// after this.
+    last_held: Option<Instant>,
 }
 
 /// Hands a replaced version to the reclaimer.
@@ -67,6 +70,7 @@ pub(super) fn retire<T: FunctionTable>(
         named: false,
         quiescent: false,
         fenced: false,
+        last_held: None,
     });
     drop(retired);
     shared.wake.notify_all();
@@ -112,7 +116,7 @@ pub(super) fn start<T: FunctionTable>(shared: Arc<Shared<T>>) -> Result<JoinHand
 
 fn run<T: FunctionTable>(shared: &Shared<T>) {
     // Destructors run here, under the guard and a load watchdog.
-    let _prepared = LOCAL.with(|l| l.prepare());
+    let _prepared = slots::prepare();
     let _watch = shared
         .options
         .call_timeout
@@ -186,6 +190,7 @@ fn pass<T: FunctionTable>(shared: &Shared<T>, pending: Vec<Retired<T>>) -> Vec<R
                 }
             });
             if let Some(tid) = holder {
+                r.last_held = Some(Instant::now());
                 let inside = ago(r.since);
                 if !r.named && inside >= shared.options.stuck_after {
                     r.named = true;
@@ -271,6 +276,7 @@ fn close<T>(notices: &Notices, r: &mut Retired<T>) -> bool {
     notices.say(&Notice::Closed {
         version: r.number,
         since_replaced: ago(r.since),
+        since_last_left: r.last_held.map(ago),
     });
     false
 }
@@ -312,6 +318,7 @@ pub(super) fn close_at_exit<T: FunctionTable>(
         named: false,
         quiescent: true,
         fenced: true,
+        last_held: None,
     };
     // SAFETY: no handle is left, so no thread can enter it; a thread
     // inside it would hold a handle (`Entered` borrows one).

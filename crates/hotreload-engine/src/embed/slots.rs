@@ -76,16 +76,27 @@ pub fn each_slot(mut f: impl FnMut(&'static ThreadSlot)) {
     }
 }
 
-/// This thread's side: its slot, how deep it is in plugin calls, and its
-/// readiness for guarded calls.
-pub struct Local {
-    slot: Cell<Option<&'static ThreadSlot>>,
+/// This thread's side on the hot path: its slot, how deep it is in plugin
+/// calls, how many outermost calls it made. Nothing to drop, so reaching
+/// it is a plain thread-local access.
+struct Hot {
+    slot: Cell<*const ThreadSlot>,
     depth: Cell<u32>,
+    calls: Cell<u64>,
+}
+
+/// This thread's side off the hot path: its readiness for guarded calls,
+/// and the slot to hand back to the registry when the thread ends.
+struct Owner {
+    slot: Cell<Option<&'static ThreadSlot>>,
     prepared: Cell<Option<crate::guard::ThreadGuard>>,
 }
 
-impl Drop for Local {
+impl Drop for Owner {
     fn drop(&mut self) {
+        // A later entry on this thread (from another thread-local's
+        // destructor) gets a slot of its own that is never handed back.
+        let _ = HOT.try_with(|hot| hot.slot.set(std::ptr::null()));
         let Some(slot) = self.slot.take() else {
             return;
         };
@@ -101,78 +112,101 @@ impl Drop for Local {
 }
 
 thread_local! {
-    pub static LOCAL: Local = const {
-        Local {
-            slot: Cell::new(None),
+    static HOT: Hot = const {
+        Hot {
+            slot: Cell::new(std::ptr::null()),
             depth: Cell::new(0),
+            calls: Cell::new(0),
+        }
+    };
+    static OWNER: Owner = const {
+        Owner {
+            slot: Cell::new(None),
             prepared: Cell::new(None),
         }
     };
 }
 
-impl Local {
-    /// This thread's slot, taken from the registry at the first call.
-    #[inline]
-    pub fn slot(&self) -> Result<&'static ThreadSlot, String> {
-        match self.slot.get() {
-            Some(slot) => Ok(slot),
-            None => self.register(),
-        }
-    }
-
-    #[cold]
-    fn register(&self) -> Result<&'static ThreadSlot, String> {
-        self.prepare()?;
-        let slot = {
-            let mut registry = match registry().lock() {
-                Ok(r) => r,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            match registry.free.pop() {
-                Some(slot) => slot,
-                None => {
-                    let slot: &'static ThreadSlot = Box::leak(Box::new(ThreadSlot::new()));
-                    registry.all.push(slot);
-                    slot
-                }
-            }
+/// Enters plugin code one level deeper on this thread: its slot, and
+/// whether this is the outermost entry (which the caller marks in the
+/// slot). Counts the outermost calls in the slot, for the watchdog.
+#[inline]
+pub fn enter() -> Result<(&'static ThreadSlot, bool), String> {
+    HOT.with(|hot| {
+        let slot = hot.slot.get();
+        // SAFETY: a non-null pointer in `HOT` is a leaked, never-freed
+        // slot this thread owns.
+        let slot: &'static ThreadSlot = match unsafe { slot.as_ref() } {
+            Some(slot) => slot,
+            None => register(hot)?,
         };
-        // SAFETY: neither call has preconditions.
-        let (tid, me) = unsafe { (libc::gettid(), libc::pthread_self()) };
-        slot.tid.store(tid, Ordering::Relaxed);
-        slot.thread.store(me as usize, Ordering::Relaxed);
-        self.slot.set(Some(slot));
-        // Registers this process for the expedited barrier before the first
-        // reader can rely on it.
-        let _ = membarrier_available();
-        Ok(slot)
-    }
+        let depth = hot.depth.get();
+        hot.depth.set(depth + 1);
+        if depth == 0 {
+            let calls = hot.calls.get().wrapping_add(1);
+            hot.calls.set(calls);
+            slot.calls.store(calls, Ordering::Relaxed);
+        }
+        Ok((slot, depth == 0))
+    })
+}
 
-    /// Prepares this thread for guarded calls, once.
-    pub fn prepare(&self) -> Result<(), String> {
-        let guard = self.prepared.take();
-        let guard = match guard {
+/// Leaves one level; true when that was the outermost entry (the caller
+/// then clears the slot).
+#[inline]
+pub fn leave() -> bool {
+    HOT.with(|hot| {
+        let depth = hot.depth.get().saturating_sub(1);
+        hot.depth.set(depth);
+        depth == 0
+    })
+}
+
+#[cold]
+fn register(hot: &Hot) -> Result<&'static ThreadSlot, String> {
+    prepare()?;
+    let mut registry = match registry().lock() {
+        Ok(r) => r,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let owned = OWNER.try_with(|_| ()).is_ok();
+    let slot = match registry.free.pop().filter(|_| owned) {
+        Some(slot) => slot,
+        None => {
+            let slot: &'static ThreadSlot = Box::leak(Box::new(ThreadSlot::new()));
+            registry.all.push(slot);
+            slot
+        }
+    };
+    drop(registry);
+    // SAFETY: neither call has preconditions.
+    let (tid, me) = unsafe { (libc::gettid(), libc::pthread_self()) };
+    slot.tid.store(tid, Ordering::Relaxed);
+    slot.thread.store(me as usize, Ordering::Relaxed);
+    if owned {
+        let _ = OWNER.try_with(|owner| owner.slot.set(Some(slot)));
+    }
+    hot.slot.set(slot);
+    // Registers this process for the expedited barrier before the first
+    // reader can rely on it.
+    let _ = membarrier_available();
+    Ok(slot)
+}
+
+/// Prepares this thread for guarded calls, once (its alternate signal
+/// stack and plugin stack, see [`crate::guard::prepare_thread`]).
+pub fn prepare() -> Result<(), String> {
+    let prepared = OWNER.try_with(|owner| -> Result<(), String> {
+        let guard = match owner.prepared.take() {
             Some(g) => g,
             None => crate::guard::prepare_thread()?,
         };
-        self.prepared.set(Some(guard));
+        owner.prepared.set(Some(guard));
         Ok(())
-    }
-
-    /// Enters one level deeper; true for the outermost call.
-    #[inline]
-    pub fn deeper(&self) -> bool {
-        let depth = self.depth.get();
-        self.depth.set(depth + 1);
-        depth == 0
-    }
-
-    /// Leaves one level; true when that was the outermost call.
-    #[inline]
-    pub fn shallower(&self) -> bool {
-        let depth = self.depth.get().saturating_sub(1);
-        self.depth.set(depth);
-        depth == 0
+    });
+    match prepared {
+        Ok(result) => result,
+        Err(_) => Err("the thread is ending".into()),
     }
 }
 
