@@ -60,6 +60,10 @@ unsafe impl FunctionTable for TestApi {
 
 type First = unsafe extern "C" fn(u64) -> u64;
 
+/// A `Closed` line's figures: since the version was replaced, and at most
+/// since the last thread in it left.
+type ClosedAfter = (Duration, Option<Duration>);
+
 const CALLS: u64 = 2_000_000;
 /// Calls per thread and round of the variants that make system calls.
 const SLOW_CALLS: u64 = 20_000;
@@ -197,7 +201,7 @@ fn main() {
     let source = include_str!("../tests/embed/worker.c");
     let a = work.compile_source("bench_a", &format!("#define LIB 1\n{source}"));
     let b = work.compile_source("bench_b", &format!("#define LIB 2\n{source}"));
-    let closed: Arc<Mutex<Vec<(Duration, Option<Duration>)>>> = Arc::default();
+    let closed: Arc<Mutex<Vec<ClosedAfter>>> = Arc::default();
     let record = Arc::clone(&closed);
     let options = Options {
         notices: Notices::to(move |n: &Notice| match n {
@@ -267,7 +271,7 @@ fn reload_under_load(
     plugin: &Plugin<TestApi>,
     callers: usize,
     libs: [&std::path::Path; 2],
-    closed: &Mutex<Vec<(Duration, Option<Duration>)>>,
+    closed: &Mutex<Vec<ClosedAfter>>,
 ) {
     const SWAPS: usize = 50;
     closed.lock().expect("closed").clear();
@@ -289,7 +293,10 @@ fn reload_under_load(
         .collect();
     for i in 0..SWAPS {
         plugin.reload_from(libs[(i + 1) % 2]).expect("reload");
-        assert!(plugin.wait_retired(Duration::from_secs(5)), "a version stayed open");
+        assert!(
+            plugin.wait_retired(Duration::from_secs(5)),
+            "a version stayed open"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let calls: u64 = threads.into_iter().map(|c| c.join().expect("caller")).sum();

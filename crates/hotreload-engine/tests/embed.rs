@@ -209,7 +209,12 @@ fn eight_threads_call_through_three_seconds_of_reloads_every_two_ms() {
                     let one = api.first(x).expect("first");
                     let two = api.second(x).expect("second");
                     assert_eq!(one, lib * 1_000_000 + x, "v{}: a torn call", api.version());
-                    assert_eq!(two, lib * 1_000_000 + x + 1, "v{}: a torn call", api.version());
+                    assert_eq!(
+                        two,
+                        lib * 1_000_000 + x + 1,
+                        "v{}: a torn call",
+                        api.version()
+                    );
                     versions.insert(api.version());
                     drop(api);
                     calls += 2;
@@ -222,7 +227,7 @@ fn eight_threads_call_through_three_seconds_of_reloads_every_two_ms() {
     let started = Instant::now();
     let mut reloads = 0u64;
     while started.elapsed() < Duration::from_secs(3) {
-        let from = if reloads % 2 == 0 { &b } else { &a };
+        let from = if reloads.is_multiple_of(2) { &b } else { &a };
         plugin.reload_from(from).expect("reload");
         reloads += 1;
         std::thread::sleep(Duration::from_millis(2));
@@ -240,9 +245,17 @@ fn eight_threads_call_through_three_seconds_of_reloads_every_two_ms() {
         plugin.retained()
     );
     assert_eq!(plugin.faults(), 0);
-    assert_eq!(closed.load(Ordering::Relaxed), reloads, "every replaced version closed");
+    assert_eq!(
+        closed.load(Ordering::Relaxed),
+        reloads,
+        "every replaced version closed"
+    );
     let mapped = [mapped_paths("stress_a.so"), mapped_paths("stress_b.so")].concat();
-    assert_eq!(mapped.len(), 1, "only the current version is mapped: {mapped:?}");
+    assert_eq!(
+        mapped.len(),
+        1,
+        "only the current version is mapped: {mapped:?}"
+    );
     eprintln!("{reloads} reloads, {total} calls, 0 failed");
     assert!(rx.try_recv().is_err(), "nothing else was said");
 }
@@ -341,15 +354,25 @@ fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
         match h.join().expect("thread") {
             Err(CallError::Fault { report, fault, .. }) => {
                 assert!(fault.is_timeout(), "{report}");
-                assert!(report.starts_with("timeout after 200 ms in spin"), "{report}");
+                assert!(
+                    report.starts_with("timeout after 200 ms in spin"),
+                    "{report}"
+                );
             }
             other => panic!("expected a timeout, found {other:?}"),
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     match plugin.enter().crash() {
         Err(CallError::Fault { report, .. }) => {
-            assert!(report.starts_with("SIGSEGV (address not mapped) at 0x8 in crash"), "{report}")
+            assert!(
+                report.starts_with("SIGSEGV (address not mapped) at 0x8 in crash"),
+                "{report}"
+            )
         }
         other => panic!("expected a crash, found {other:?}"),
     }
@@ -364,7 +387,12 @@ fn a_library_with_the_wrong_table_is_refused_and_the_running_version_stays() {
     let dir = tempfile::tempdir().expect("tempdir");
     let a = build(dir.path(), "table_a.so", 1, &[]);
     let wrong = build(dir.path(), "table_9.so", 2, &["-DTABLE_VERSION=9"]);
-    let unnamed = build(dir.path(), "table_x.so", 2, &["-Dtest_get_api=other_get_api"]);
+    let unnamed = build(
+        dir.path(),
+        "table_x.so",
+        2,
+        &["-Dtest_get_api=other_get_api"],
+    );
     let (sink, _rx) = notices();
     let options = Options {
         notices: sink,
@@ -377,7 +405,10 @@ fn a_library_with_the_wrong_table_is_refused_and_the_running_version_stays() {
         }
         other => panic!("expected a table refusal, found {other:?}"),
     }
-    let why = plugin.reload_from(&unnamed).expect_err("no entry point").to_string();
+    let why = plugin
+        .reload_from(&unnamed)
+        .expect_err("no entry point")
+        .to_string();
     assert!(
         why.contains("expected an exported function test_get_api, found no such symbol"),
         "{why}"

@@ -86,7 +86,10 @@ fn parse() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag}: expected a value, found none"));
+        let mut value = || {
+            it.next()
+                .ok_or(format!("{flag}: expected a value, found none"))
+        };
         match flag.as_str() {
             "--lib" => args.lib = value()?.into(),
             "--threads" => {

@@ -72,7 +72,12 @@ fn four_clients_keep_being_answered_through_three_reloads() {
     let start = Arc::new(Barrier::new(CLIENTS + 1));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (addr, stop, tx, start) = (addr.clone(), stop.clone(), progress_tx.clone(), start.clone());
+            let (addr, stop, tx, start) = (
+                addr.clone(),
+                stop.clone(),
+                progress_tx.clone(),
+                start.clone(),
+            );
             std::thread::spawn(move || {
                 let stream = TcpStream::connect(&addr).expect("connect");
                 stream.set_nodelay(true).expect("nodelay");
@@ -84,7 +89,8 @@ fn four_clients_keep_being_answered_through_three_reloads() {
                 let mut reply = String::new();
                 while !stop.load(Ordering::Relaxed) {
                     let request = format!("c{c}-{}", seen.sent);
-                    out.write_all(format!("{request}\n").as_bytes()).expect("send");
+                    out.write_all(format!("{request}\n").as_bytes())
+                        .expect("send");
                     seen.sent += 1;
                     reply.clear();
                     answers.read_line(&mut reply).expect("receive");
@@ -104,9 +110,9 @@ fn four_clients_keep_being_answered_through_three_reloads() {
                             }
                             newest = v;
                         }
-                        _ => seen.failed.push(format!(
-                            "{request} answered {reply:?} (after v{newest})"
-                        )),
+                        _ => seen
+                            .failed
+                            .push(format!("{request} answered {reply:?} (after v{newest})")),
                     }
                 }
                 seen

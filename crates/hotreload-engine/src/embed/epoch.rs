@@ -234,7 +234,10 @@ mod model {
             assert!(quiescent([&slot], retired_at));
             let again = current.enter(&slot, false);
             assert_ne!(again, old, "a new entry sees the new version");
-            assert!(quiescent([&slot], retired_at), "and does not hold the old one");
+            assert!(
+                quiescent([&slot], retired_at),
+                "and does not hold the old one"
+            );
             Current::<Version>::leave(&slot);
             // SAFETY (model): nobody holds either.
             unsafe {

@@ -266,7 +266,6 @@ impl<T: FunctionTable> Plugin<T> {
 
     /// The version calls start on now.
     pub fn version(&self) -> u64 {
-        // SAFETY: only the number is read, under an entry.
         self.enter().version()
     }
 
@@ -307,7 +306,9 @@ impl<T: FunctionTable> Drop for Owner<T> {
         let live = writer.live.take();
         drop(writer);
         // The last handle is gone, so no thread is inside the current
-        // version through it: closed like a retired one, on this thread.
+        // version through it: closed like a retired one, on this thread
+        // (its destructors run under the guard).
+        let _ = slots::prepare();
         if let Some((_, library)) = live {
             let current = self.shared.current.peek();
             reclaim::close_at_exit(&self.shared, VersionPtr(current), library);

@@ -335,4 +335,3 @@ pub(super) fn say_once_per_process(notices: &Notices, notice: Notice) {
         notices.say(&notice);
     }
 }
-

@@ -126,13 +126,6 @@ fn check(
     if tid != 0 {
         // SAFETY: tgkill takes integers; the signal's handler is the crash
         // guard's, which ends the call (or ignores it outside one).
-        unsafe {
-            libc::syscall(
-                libc::SYS_tgkill,
-                pid,
-                tid,
-                crate::guard::timeout_signal(),
-            )
-        };
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, crate::guard::timeout_signal()) };
     }
 }

@@ -54,8 +54,10 @@ fn missing_entry(bytes: &[u8], name: &str, refused: &Option<String>) -> Rejectio
         Some(why) => why.clone(),
         // The full symbol table, when not stripped, knows the functions
         // that are not exported.
-        None if object::File::parse(bytes)
-            .is_ok_and(|file| file.symbols().any(|s| s.name() == Ok(name) && s.is_definition())) =>
+        None if object::File::parse(bytes).is_ok_and(|file| {
+            file.symbols()
+                .any(|s| s.name() == Ok(name) && s.is_definition())
+        }) =>
         {
             "it defined but not exported (static, or hidden visibility?)".to_owned()
         }
