@@ -330,8 +330,9 @@ fn a_thread_the_plugin_started_keeps_its_version_mapped_until_it_ends() {
 }
 
 /// Hung calls on three threads at once are each interrupted by the one
-/// watchdog, as a timeout on that thread; a crash is a fault with its
-/// place; the version keeps answering.
+/// watchdog, as a timeout on that thread, and so is a hung call made after
+/// a long stay in the host's own code; a crash is a fault with its place;
+/// the version keeps answering.
 #[test]
 fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -367,6 +368,16 @@ fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
         "{:?}",
         started.elapsed()
     );
+    // Entered, then a while in the host's own code past the timeout (the
+    // watchdog's signal finds no call to end), then a call that hangs: it
+    // is still cut off.
+    let api = plugin.enter();
+    std::thread::sleep(Duration::from_millis(400));
+    match api.spin() {
+        Err(CallError::Fault { fault, .. }) => assert!(fault.is_timeout()),
+        other => panic!("expected a timeout, found {other:?}"),
+    }
+    drop(api);
     match plugin.enter().crash() {
         Err(CallError::Fault { report, .. }) => {
             assert!(
@@ -377,7 +388,7 @@ fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
         other => panic!("expected a crash, found {other:?}"),
     }
     assert_eq!(plugin.enter().first(1).expect("still answers"), 1_000_001);
-    assert_eq!(plugin.faults(), 4);
+    assert_eq!(plugin.faults(), 5);
 }
 
 /// A library with another table version, or without the entry point, is

@@ -403,6 +403,7 @@ impl<T: FunctionTable> Entered<'_, T> {
                 version: self.version.number,
             });
         }
+        slots::count_call(self.slot);
         // SAFETY: `f` is in the entered version's library, mapped until
         // this `Entered` is dropped; its type and `args` are the caller's
         // promise; the thread was prepared for guarded calls when it got

@@ -26,8 +26,8 @@ use super::epoch::Slot;
 #[repr(C, align(128))]
 pub struct ThreadSlot {
     pub epoch: Slot,
-    /// Counts this thread's outermost calls: the watchdog tells one long
-    /// call from many short ones by it.
+    /// Counts this thread's guarded calls: the watchdog tells one long call
+    /// from many short ones by it. Only this thread writes it.
     pub calls: AtomicU64,
     /// The running call's timeout in milliseconds, 0 for none.
     pub timeout_ms: AtomicU32,
@@ -76,13 +76,11 @@ pub fn each_slot(mut f: impl FnMut(&'static ThreadSlot)) {
     }
 }
 
-/// This thread's side on the hot path: its slot, how deep it is in plugin
-/// calls, how many outermost calls it made. Nothing to drop, so reaching
-/// it is a plain thread-local access.
+/// This thread's side on the hot path: its slot and how deep it is in
+/// entries. Nothing to drop, so reaching it is a plain thread-local access.
 struct Hot {
     slot: Cell<*const ThreadSlot>,
     depth: Cell<u32>,
-    calls: Cell<u64>,
 }
 
 /// This thread's side off the hot path: its readiness for guarded calls,
@@ -116,7 +114,6 @@ thread_local! {
         Hot {
             slot: Cell::new(std::ptr::null()),
             depth: Cell::new(0),
-            calls: Cell::new(0),
         }
     };
     static OWNER: Owner = const {
@@ -129,7 +126,7 @@ thread_local! {
 
 /// Enters plugin code one level deeper on this thread: its slot, and
 /// whether this is the outermost entry (which the caller marks in the
-/// slot). Counts the outermost calls in the slot, for the watchdog.
+/// slot).
 #[inline]
 pub fn enter() -> Result<(&'static ThreadSlot, bool), String> {
     HOT.with(|hot| {
@@ -142,13 +139,15 @@ pub fn enter() -> Result<(&'static ThreadSlot, bool), String> {
         };
         let depth = hot.depth.get();
         hot.depth.set(depth + 1);
-        if depth == 0 {
-            let calls = hot.calls.get().wrapping_add(1);
-            hot.calls.set(calls);
-            slot.calls.store(calls, Ordering::Relaxed);
-        }
         Ok((slot, depth == 0))
     })
+}
+
+/// Counts a guarded call on `slot` (this thread's), for the watchdog.
+#[inline]
+pub fn count_call(slot: &ThreadSlot) {
+    let calls = slot.calls.load(Ordering::Relaxed).wrapping_add(1);
+    slot.calls.store(calls, Ordering::Relaxed);
 }
 
 /// Leaves one level; true when that was the outermost entry (the caller

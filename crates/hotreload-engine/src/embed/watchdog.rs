@@ -5,10 +5,12 @@
 //! each call. With many calling threads and calls of a few nanoseconds,
 //! reading the clock per call would cost more than the call; so this one,
 //! process-wide, samples instead: every few milliseconds it looks at every
-//! thread's slot ([`super::slots`]), and a thread seen inside plugin code
-//! in the same call (its call counter unchanged) for longer than that
-//! call's timeout is sent the guard's timeout signal, which ends the call
-//! as a fault on that thread only. A call is interrupted within its
+//! thread's slot ([`super::slots`]), and a thread seen entered, with the
+//! same guarded call (its call counter unchanged), for longer than that
+//! plugin's timeout is sent the guard's timeout signal, which ends the call
+//! as a fault on that thread only. (A thread entered but back in its own
+//! code between two calls ignores the signal: the guard's handler does
+//! nothing with it outside a call; its next call counts afresh.) A call is interrupted within its
 //! timeout plus one sampling interval. Time the process was stopped (a
 //! debugger, Ctrl-Z) does not count, as for the tick loop.
 //!
