@@ -150,6 +150,38 @@ typedef struct {
 /* Optional. Returns a table that stays valid while the library is loaded. */
 logic_api_ext_t* logic_get_api_ext(void);
 
+/* ------------------------------------------------------------------------
+ * Libraries built with the Rust `hotreload-plugin` crate also export one data
+ * symbol, `hotreload_plugin`, of this type (C plugins need not). The host
+ * refuses a library whose plugin_abi is not the one it speaks, and one whose
+ * layout_hash differs from the hash of the schema logic_api_ext_t hands over
+ * (FNV-1a 64 over each field's name bytes, a 0 byte, type and flags as
+ * little-endian uint32, offset and count as little-endian uint64, in table
+ * order; then state_size and state_align as little-endian uint64).
+ * A panic in plugin code is recorded here (panicked = 1, the lengths, the
+ * texts: UTF-8, not NUL-terminated) just before the plugin aborts; the host
+ * puts it into the [fault] line of the SIGABRT that follows.
+ * size and plugin_abi stay first in every later version.
+ * ------------------------------------------------------------------------ */
+
+#define HOTRELOAD_PLUGIN_ABI 1
+#define HOTRELOAD_PANIC_LOCATION_MAX 256
+#define HOTRELOAD_PANIC_MESSAGE_MAX 1024
+
+typedef struct {
+    uint32_t size;         /* sizeof(hotreload_plugin_t) */
+    uint32_t plugin_abi;   /* HOTRELOAD_PLUGIN_ABI of the crate that built it */
+    uint64_t layout_hash;  /* of the state type, as above */
+    uint64_t state_size;
+    uint64_t state_align;
+    uint32_t panicked;     /* 1 once a panic is recorded */
+    uint32_t location_len;
+    uint32_t message_len;
+    uint32_t reserved;
+    char location[HOTRELOAD_PANIC_LOCATION_MAX]; /* "src/lib.rs:12:9" */
+    char message[HOTRELOAD_PANIC_MESSAGE_MAX];
+} hotreload_plugin_t;
+
 #ifdef __cplusplus
 }
 #endif

@@ -138,6 +138,130 @@ pub struct LogicApiExt {
     pub describe: Option<DescribeFn>,
 }
 
+/// The data symbol a library built with the `hotreload-plugin` crate exports
+/// (`hotreload_plugin_t hotreload_plugin`), NUL-terminated for lookups.
+pub const PLUGIN_RECORD_NAME: &str = "hotreload_plugin";
+
+/// `HOTRELOAD_PLUGIN_ABI`: the version of [`PluginRecord`] and of the
+/// plugin crate's glue this host understands. A library whose record says
+/// another is refused at load, naming both.
+pub const PLUGIN_ABI: u32 = 1;
+
+/// `HOTRELOAD_PANIC_LOCATION_MAX`: bytes kept of a panic's location.
+pub const PANIC_LOCATION_MAX: usize = 256;
+/// `HOTRELOAD_PANIC_MESSAGE_MAX`: bytes kept of a panic's message.
+pub const PANIC_MESSAGE_MAX: usize = 1024;
+
+/// `hotreload_plugin_t`: what a library built with the `hotreload-plugin`
+/// crate says about itself, and where it leaves the panic that ends a call.
+///
+/// `size` and `plugin_abi` come first in every version, so a host can always
+/// read which version it is looking at. The plugin writes `panicked`
+/// (0 or 1), the lengths and the texts once, just before it aborts out of a
+/// panicking call: a host that sees that library fault with `SIGABRT` reads
+/// them while the library is still mapped. Texts are UTF-8, not
+/// NUL-terminated; a length past its buffer is cut to the buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PluginRecord {
+    /// `sizeof(hotreload_plugin_t)` as the plugin knows it.
+    pub size: u32,
+    /// [`PLUGIN_ABI`] of the plugin crate the library was built with.
+    pub plugin_abi: u32,
+    /// [`LayoutHash`] of the state type as the derive saw it.
+    pub layout_hash: u64,
+    /// `size_of` and `align_of` the state type.
+    pub state_size: u64,
+    pub state_align: u64,
+    /// 1 once a panic is recorded.
+    pub panicked: u32,
+    pub location_len: u32,
+    pub message_len: u32,
+    pub reserved: u32,
+    /// `src/lib.rs:12:9`.
+    pub location: [u8; PANIC_LOCATION_MAX],
+    /// The panic's message.
+    pub message: [u8; PANIC_MESSAGE_MAX],
+}
+
+/// The layout hash of a state type: FNV-1a (64-bit) over its schema as the
+/// host reads it from `logic_api_ext_t.fields` (each field's name bytes, a
+/// 0 byte, then type and flags as little-endian `u32`s, offset and count as
+/// little-endian `u64`s, in table order), then the state's size and
+/// alignment as little-endian `u64`s. The plugin crate computes it at
+/// compile time from the type, the host again from the table; both use
+/// this one definition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayoutHash(u64);
+
+impl Default for LayoutHash {
+    fn default() -> Self {
+        LayoutHash::new()
+    }
+}
+
+impl LayoutHash {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    pub const fn new() -> LayoutHash {
+        LayoutHash(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Feeds bytes of a field's name (a name may be fed in pieces).
+    pub const fn bytes(self, bytes: &[u8]) -> LayoutHash {
+        let mut h = self.0;
+        let mut i = 0;
+        while i < bytes.len() {
+            h = (h ^ bytes[i] as u64).wrapping_mul(Self::PRIME);
+            i += 1;
+        }
+        LayoutHash(h)
+    }
+
+    /// Feeds a number's decimal digits (an array index inside a name).
+    pub const fn decimal(self, mut n: usize) -> LayoutHash {
+        let mut digits = [0u8; 20];
+        let mut len = 0;
+        loop {
+            digits[19 - len] = b'0' + (n % 10) as u8;
+            len += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let mut h = self;
+        let mut i = 20 - len;
+        while i < 20 {
+            h = h.bytes(&[digits[i]]);
+            i += 1;
+        }
+        h
+    }
+
+    /// Ends a field's name and feeds the rest of its entry.
+    pub const fn field(
+        self,
+        field_type: u32,
+        flags: u32,
+        offset: usize,
+        count: usize,
+    ) -> LayoutHash {
+        self.bytes(&[0])
+            .bytes(&field_type.to_le_bytes())
+            .bytes(&flags.to_le_bytes())
+            .bytes(&(offset as u64).to_le_bytes())
+            .bytes(&(count as u64).to_le_bytes())
+    }
+
+    /// The hash, after every field.
+    pub const fn finish(self, state_size: usize, state_align: usize) -> u64 {
+        self.bytes(&(state_size as u64).to_le_bytes())
+            .bytes(&(state_align as u64).to_le_bytes())
+            .0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +293,22 @@ mod tests {
         assert_eq!(offset_of!(LogicApiExt, init), 24);
         assert_eq!(offset_of!(LogicApiExt, migrate), 48);
         assert_eq!(size_of::<LogicApiExt>(), 64);
+        assert_eq!(offset_of!(PluginRecord, layout_hash), 8);
+        assert_eq!(offset_of!(PluginRecord, panicked), 32);
+        assert_eq!(offset_of!(PluginRecord, location), 48);
+        assert_eq!(size_of::<PluginRecord>(), 48 + 256 + 1024);
+    }
+
+    #[test]
+    fn a_layout_hash_fed_in_pieces_is_the_same() {
+        let whole = LayoutHash::new().bytes(b"grid[12].x").field(0x104, 0, 8, 1);
+        let pieces = LayoutHash::new()
+            .bytes(b"grid[")
+            .decimal(12)
+            .bytes(b"].x")
+            .field(0x104, 0, 8, 1);
+        assert_eq!(whole.finish(16, 8), pieces.finish(16, 8));
+        assert_ne!(whole.finish(16, 8), whole.finish(16, 4));
+        assert_eq!(LayoutHash::new().decimal(0), LayoutHash::new().bytes(b"0"));
     }
 }

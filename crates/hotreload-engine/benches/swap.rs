@@ -238,7 +238,8 @@ fn trial_baselines(libs: &[PathBuf], ticks: u64) -> (Summary, Summary, Summary) 
             let status = spawned.child.wait().expect("wait for the probe");
             let took = start.elapsed();
             assert!(status.success(), "the probe failed: {status}");
-            let report: Vec<String> = spawned.report.iter().collect();
+            spawned.pipes.drain();
+            let report = spawned.pipes.lines().to_vec();
             assert_eq!(
                 report.last().map(String::as_str),
                 Some("ok"),

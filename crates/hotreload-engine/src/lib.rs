@@ -18,7 +18,8 @@
 //! - [`pipeline`]: the reload state machine, the build, the trial.
 //! - [`plugin`]: one library from bytes to a checked version (shadow copy,
 //!   precheck and the ELF validator behind it, the loader, ABI check,
-//!   extended table, the probe).
+//!   extended table, the record of a library built with the
+//!   `hotreload-plugin` crate, the probe).
 //! - [`tick`]: the loop that owns the state and calls plugin code: swaps,
 //!   recovery after faults, the schedule.
 //! - [`state`] and [`layout`]: the host-owned block, snapshots, migration,

@@ -67,6 +67,10 @@ pub enum Rejection {
     NullTable,
     /// A required function pointer is NULL; the names of the missing ones.
     NullFunctions(Vec<&'static str>),
+    /// A library built with the `hotreload-plugin` crate that this host
+    /// cannot use: another version of that crate's ABI, or a layout hash
+    /// that does not match the schema it hands over.
+    PluginCrate(String),
     /// Plugin code faulted before the version went live (`logic_get_api`, a
     /// trial tick), or the build is the one that faulted last time.
     Faulted(String),
@@ -80,7 +84,8 @@ impl Rejection {
             Rejection::ApiVersion { .. }
             | Rejection::StateSize { .. }
             | Rejection::StateChange(_)
-            | Rejection::StateUnallocatable { .. } => exit_code::ABI_MISMATCH,
+            | Rejection::StateUnallocatable { .. }
+            | Rejection::PluginCrate(_) => exit_code::ABI_MISMATCH,
             Rejection::NullTable | Rejection::NullFunctions(_) => exit_code::INCOMPLETE_API,
             Rejection::Faulted(_) => exit_code::FAULT,
         }
@@ -108,7 +113,7 @@ impl fmt::Display for Rejection {
                 f,
                 "state_size: expected a size this host can allocate, found {size} bytes ({why})"
             ),
-            Rejection::Faulted(what) => f.write_str(what),
+            Rejection::Faulted(what) | Rejection::PluginCrate(what) => f.write_str(what),
             Rejection::NullTable => {
                 f.write_str("logic_get_api returned NULL: expected a pointer to a logic_api_t")
             }

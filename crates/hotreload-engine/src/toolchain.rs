@@ -1,7 +1,8 @@
 //! What a toolchain puts into every library it builds, which the plugin's
 //! author never wrote: the Rust standard library and the crates it is built
-//! from. Such types are never the state, and such statics are not the
-//! plugin's to warn about.
+//! from, and the `hotreload-plugin` crate's glue (its own statics, and what
+//! its `export!` writes into the plugin's crate). Such types are never the
+//! state, and such statics are not the plugin's to warn about.
 
 /// The crates of a Rust toolchain's `lib/rustlib/<target>/lib`: the
 /// standard library and what it is built from.
@@ -28,14 +29,19 @@ const RUST_RUNTIME_CRATES: &[&str] = &[
     "unwind",
 ];
 
+/// The crate plugins are written with, and the module its `export!` macro
+/// writes into a plugin's crate.
+const PLUGIN_CRATE: &str = "hotreload_plugin";
+const PLUGIN_GLUE_MODULE: &str = "::__hotreload_plugin_glue::";
+
 /// Whether a Rust path (`std::io::stdio::STDOUT`, `<core::fmt::Arguments as
-/// …>::X`) belongs to the toolchain's own crates.
+/// …>::X`) belongs to the toolchain's own crates or the plugin crate's glue.
 pub fn rust_runtime_path(path: &str) -> bool {
     let path = path.trim_start_matches(['<', '&', '*']);
     let Some((root, _)) = path.split_once("::") else {
         return false;
     };
-    RUST_RUNTIME_CRATES.contains(&root)
+    RUST_RUNTIME_CRATES.contains(&root) || root == PLUGIN_CRATE || path.contains(PLUGIN_GLUE_MODULE)
 }
 
 #[cfg(test)]
@@ -49,5 +55,10 @@ mod tests {
         assert!(!rust_runtime_path("rsplug::game::State"));
         assert!(!rust_runtime_path("state_t"));
         assert!(!rust_runtime_path("stdlib::x"));
+        assert!(rust_runtime_path("hotreload_plugin::boundary::HOOK"));
+        assert!(rust_runtime_path(
+            "rust_counter::__hotreload_plugin_glue::__HR_EXT"
+        ));
+        assert!(!rust_runtime_path("rust_counter::CALLS"));
     }
 }

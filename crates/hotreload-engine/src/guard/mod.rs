@@ -138,6 +138,11 @@ pub struct Fault {
     /// fault in an isolated worker, whose process alone could name it
     /// (empty when it could not).
     pub place: Option<String>,
+    /// The panic that a library built with the `hotreload-plugin` crate
+    /// recorded just before it aborted (`panic at src/lib.rs:12:9: …`, see
+    /// [`crate::plugin::record`]): said instead of the SIGABRT and the
+    /// place of the abort, which is the C library's.
+    pub panic: Option<String>,
 }
 
 /// In a [`Fault`]'s `signal`: an isolated worker's process died during or
@@ -180,6 +185,7 @@ impl Fault {
             addr: 0,
             pc: 0,
             place: None,
+            panic: None,
         }
     }
 
@@ -191,6 +197,7 @@ impl Fault {
             addr: 0,
             pc: 0,
             place: None,
+            panic: None,
         }
     }
 
@@ -222,8 +229,20 @@ impl Fault {
         )
     }
 
+    /// An abort that a recorded panic explains: that panic (see
+    /// [`Fault::panic`]); any other fault as it is.
+    pub fn with_panic(mut self, panic: impl FnOnce() -> Option<String>) -> Fault {
+        if self.signal == libc::SIGABRT && self.panic.is_none() {
+            self.panic = panic();
+        }
+        self
+    }
+
     /// "SIGSEGV (address not mapped) at 0x0", "timeout", ...
     pub fn describe(&self) -> String {
+        if let Some(panic) = &self.panic {
+            return panic.clone();
+        }
         if self.signal == WORKER_STOPPED {
             return "timeout: the worker process was stopped (SIGSTOP, or a debugger) and hung; it is killed".into();
         }
@@ -286,6 +305,10 @@ impl Fault {
     /// The function holding the faulting instruction, as `name+0xoff`. Must
     /// be asked while the faulting library is still loaded.
     pub fn symbol(&self) -> Option<String> {
+        if self.panic.is_some() {
+            // The panic names its place; the abort's is the C library's.
+            return None;
+        }
         if let Some(place) = &self.place {
             // Empty: a fault in another process whose place is unknown
             // (this process's symbols would name the wrong code).
@@ -445,6 +468,7 @@ fn last_fault(signal: c_int) -> Fault {
         addr: raw.addr as usize,
         pc: raw.pc as usize,
         place: None,
+        panic: None,
     }
 }
 
@@ -473,6 +497,7 @@ pub fn take_thread_crash() -> Option<(Fault, i32)> {
             addr: raw.addr as usize,
             pc: raw.pc as usize,
             place: None,
+            panic: None,
         },
         tid,
     ))

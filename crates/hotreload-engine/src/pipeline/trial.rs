@@ -16,29 +16,27 @@
 //! makes the trial's calls itself, as it will on the live worker.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
-use std::os::fd::AsRawFd;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
-use nix::unistd::Pid;
-
 pub mod isolated;
+pub mod process;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
 use crate::plugin::child::{above_stdio, hand_over, this_program};
 use crate::plugin::probe::forker;
-use crate::plugin::probe::handover::{self, Request};
-
-/// The most output of a failed trial that is shown.
-const OUTPUT_LIMIT: usize = 16 * 1024;
+use crate::plugin::probe::handover::{self, HandedState, Request};
+use crate::plugin::sealed::SealedBuffer;
+use crate::state::persist::SavedRef;
+pub use process::ProbeProcess;
+use process::{ExitWatch, OUTPUT_LIMIT, Pipes, reap_later};
 
 /// How long the rest of the probe's output may take once the probe and its
 /// process group are gone. Only a process that left the group (`setsid`) can
@@ -69,88 +67,72 @@ pub struct TrialFailure {
     pub output: String,
 }
 
-/// A probe process: forked by the trial helper, or the executable started
-/// again when there is no helper.
-pub enum ProbeProcess {
-    Exec(Child),
-    Forked(forker::ForkedProbe),
-}
-
-impl ProbeProcess {
-    /// Its exit status once it has exited, with whatever it started in its
-    /// process group killed first (while the group id is still its own).
-    fn poll(&mut self) -> Result<Option<ExitStatus>, String> {
-        match self {
-            ProbeProcess::Forked(probe) => Ok(probe.status()?.map(ExitStatus::from_raw)),
-            ProbeProcess::Exec(child) => {
-                let pid = Pid::from_raw(child.id() as i32);
-                // Looked at without reaping: while it is not reaped its
-                // process group cannot be another's.
-                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-                match waitid(Id::Pid(pid), flags) {
-                    Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => Ok(None),
-                    Ok(_) => {
-                        let _ = killpg(pid, Signal::SIGKILL);
-                        child
-                            .wait()
-                            .map(Some)
-                            .map_err(|e| format!("cannot wait for the probe: {e}"))
-                    }
-                    // Only if it was reaped elsewhere: its group may be
-                    // another's by now, so nothing is killed.
-                    Err(e) => Err(format!("cannot wait for the probe: {e}")),
-                }
-            }
-        }
-    }
-
-    /// Kills it and its group (a hang) and reaps it.
-    fn kill(&mut self) {
-        match self {
-            ProbeProcess::Exec(child) => {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.wait();
-            }
-            ProbeProcess::Forked(probe) => {
-                probe.kill();
-                let _ = self.wait();
-            }
-        }
-    }
-
-    /// Waits for it to exit.
-    pub fn wait(&mut self) -> Result<ExitStatus, String> {
-        let mut pause = Duration::from_micros(20);
-        loop {
-            if let Some(status) = self.poll()? {
-                return Ok(status);
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(2));
-        }
-    }
-}
-
 /// A probe process and its channels, started but not waited for.
 pub struct Spawned {
     pub child: ProbeProcess,
-    /// The probe's progress, a line at a time.
-    pub report: mpsc::Receiver<String>,
-    /// What the probe printed so far (capped at 16 KiB).
-    pub output: Arc<Mutex<Vec<u8>>>,
-    /// Told once the output pipe has closed.
-    pub output_closed: mpsc::Receiver<()>,
+    /// Its stage lines and output.
+    pub pipes: Pipes,
+}
+
+/// The state a trial starts from, for a probe: what it is, and its bytes
+/// in a sealed memfd ([`crate::plugin::sealed`]) that the probe maps.
+pub struct TrialState {
+    pub what: HandedState,
+    pub bytes: File,
+}
+
+impl TrialState {
+    /// `saved`'s bytes copied into a sealed memfd.
+    pub fn from_saved(saved: &SavedRef<'_>) -> Result<TrialState, String> {
+        let mut buffer = SealedBuffer::create(c"hotreload-trial-state")?;
+        buffer.fill(saved.state.len())?.copy_from_slice(saved.state);
+        Ok(TrialState {
+            what: HandedState {
+                state_version: saved.state_version,
+                layout: saved.layout.cloned(),
+                len: saved.state.len() as u64,
+            },
+            bytes: buffer.seal()?,
+        })
+    }
+}
+
+/// The descriptors a probe gets, above the standard streams' numbers.
+struct ProbeFds {
+    request: OwnedFd,
+    library: OwnedFd,
+    report: OwnedFd,
+    output: OwnedFd,
+    state: Option<OwnedFd>,
+}
+
+impl ProbeFds {
+    /// In the order the helper hands them on (see `forker`).
+    fn raw(&self) -> Vec<RawFd> {
+        let mut fds = vec![
+            self.request.as_raw_fd(),
+            self.library.as_raw_fd(),
+            self.report.as_raw_fd(),
+            self.output.as_raw_fd(),
+        ];
+        fds.extend(self.state.as_ref().map(|s| s.as_raw_fd()));
+        fds
+    }
 }
 
 /// Starts the probe on the library at `library` (a private copy, handed
 /// over as a descriptor: the probe maps that very file), with the current
-/// state `state` (a state file's bytes) or `None` for a first version. See
+/// state `state`, or `None` for a first version. See
 /// [`crate::plugin::probe::handover`] for why nothing else can start one.
 pub fn spawn(
     library: &Path,
     settings: &TrialSettings,
-    state: Option<Vec<u8>>,
+    state: Option<TrialState>,
 ) -> Result<Spawned, String> {
+    let (what, bytes) = match state {
+        Some(s) => (Some(s.what), Some(s.bytes)),
+        None => (None, None),
+    };
     let request = handover::sealed_request(&Request {
         ticks: settings.ticks,
         dt: settings.dt,
@@ -159,7 +141,7 @@ pub fn spawn(
         load_only: settings.load_only,
         state_type: settings.state_type.clone(),
         reset_fields: settings.reset_fields.clone(),
-        state,
+        state: what,
     })?;
     let lib = File::open(library)
         .map_err(|e| format!("trial: cannot open {}: {e}", library.display()))?;
@@ -167,80 +149,62 @@ pub fn spawn(
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
     let (out_read, out_write) =
         std::io::pipe().map_err(|e| format!("trial: cannot create a pipe: {e}"))?;
-    let (request, lib, report_write, out_write) = (
-        above_stdio(request.into())?,
-        above_stdio(lib.into())?,
-        above_stdio(report_write.into())?,
-        above_stdio(out_write.into())?,
-    );
-    let child = if forker::available() {
-        let forked = forker::spawn([
-            request.as_raw_fd(),
-            lib.as_raw_fd(),
-            report_write.as_raw_fd(),
-            out_write.as_raw_fd(),
-        ])?;
-        drop((request, lib, report_write, out_write));
-        ProbeProcess::Forked(forked)
-    } else {
-        ProbeProcess::Exec(exec_probe(request, lib, report_write, out_write)?)
+    let fds = ProbeFds {
+        request: above_stdio(request.into())?,
+        library: above_stdio(lib.into())?,
+        report: above_stdio(report_write.into())?,
+        output: above_stdio(out_write.into())?,
+        state: bytes.map(|b| above_stdio(b.into())).transpose()?,
     };
-
-    let (line_tx, report) = mpsc::channel();
-    thread::Builder::new()
-        .name("hotreload-trial-report".into())
-        .spawn(move || {
-            for line in BufReader::new(report_read).lines() {
-                let Ok(line) = line else { break };
-                if line_tx.send(line).is_err() {
-                    break;
-                }
-            }
-        })
-        .map_err(|e| format!("trial: cannot start a reader: {e}"))?;
-    let (output, output_closed) = collect_output(out_read)?;
+    let child = if forker::available() {
+        // The probe holds its own copies once forked; the host's are closed
+        // with `fds`, so that the pipes end when the probe does.
+        ProbeProcess::Forked(forker::spawn(&fds.raw())?)
+    } else {
+        ProbeProcess::Exec(exec_probe(fds)?)
+    };
     Ok(Spawned {
         child,
-        report,
-        output,
-        output_closed,
+        pipes: Pipes::new(report_read, out_read)?,
     })
 }
 
 /// Starts the executable again as a probe, its channels on the
 /// descriptors it looks for them at.
-fn exec_probe(
-    request: std::os::fd::OwnedFd,
-    lib: std::os::fd::OwnedFd,
-    report_write: std::os::fd::OwnedFd,
-    out_write: std::os::fd::OwnedFd,
-) -> Result<Child, String> {
+fn exec_probe(fds: ProbeFds) -> Result<Child, String> {
     let mut command = this_program();
     command
         .arg(handover::SUBCOMMAND)
         .stdin(Stdio::null())
         .stdout(
-            out_write
+            fds.output
                 .try_clone()
                 .map_err(|e| format!("trial: cannot duplicate a pipe: {e}"))?,
         )
-        .stderr(out_write)
+        .stderr(
+            fds.output
+                .try_clone()
+                .map_err(|e| format!("trial: cannot duplicate a pipe: {e}"))?,
+        )
         .process_group(0);
-    hand_over(
-        &mut command,
-        &[
-            (request.as_raw_fd(), handover::REQUEST_FD),
-            (lib.as_raw_fd(), handover::LIBRARY_FD),
-            (report_write.as_raw_fd(), handover::REPORT_FD),
-        ],
+    let mut places = vec![
+        (fds.request.as_raw_fd(), handover::REQUEST_FD),
+        (fds.library.as_raw_fd(), handover::LIBRARY_FD),
+        (fds.report.as_raw_fd(), handover::REPORT_FD),
+    ];
+    places.extend(
+        fds.state
+            .as_ref()
+            .map(|s| (s.as_raw_fd(), handover::STATE_FD)),
     );
+    hand_over(&mut command, &places);
     let child = command
         .spawn()
         .map_err(|e| format!("trial: cannot start the probe: {e}"))?;
     // The probe holds its own copies now; the host's ends are closed so that
     // the pipes end when the probe does.
     drop(command);
-    drop((request, lib, report_write));
+    drop(fds);
     Ok(child)
 }
 
@@ -287,84 +251,81 @@ fn printed(output: &Mutex<Vec<u8>>, closed: &mpsc::Receiver<()>) -> String {
 pub fn run(
     library: &Path,
     settings: &TrialSettings,
-    state: Option<Vec<u8>>,
+    state: Option<TrialState>,
 ) -> Result<(), TrialFailure> {
     let failure = |reason: String| TrialFailure {
         reason: Rejection::Faulted(reason),
         output: String::new(),
     };
-    let state_len = state.as_ref().map_or(0, Vec::len);
+    let state_len = state.as_ref().map_or(0, |s| s.what.len as usize);
     let Spawned {
         mut child,
-        report,
-        output,
-        output_closed,
+        mut pipes,
     } = spawn(library, settings, state).map_err(failure)?;
-    // Wait, restarting the clock whenever the probe reports a new stage.
-    let mut lines: Vec<String> = Vec::new();
+    let exit = ExitWatch::open(child.pid());
+    // The stage lines are read whenever the host wakes: at the latest every
+    // `look`, which bounds how late a hang is noticed.
+    let look = (settings.stall / 10).clamp(Duration::from_millis(2), Duration::from_millis(50));
     let mut progress_at = Instant::now();
-    let mut pause = Duration::from_micros(50);
-    let mut output_done = false;
+    let mut seen = 0;
+    let mut ended = false;
     let status = loop {
-        match child.poll() {
-            Ok(None) => {}
-            Ok(Some(status)) => break Some(status),
-            Err(e) => return Err(failure(format!("trial: {e}"))),
-        }
-        let before = lines.len();
-        lines.extend(report.try_iter());
-        if lines.len() != before {
+        let exited = pipes.wait(
+            &exit,
+            if exit.blind() {
+                Duration::from_millis(1)
+            } else {
+                look
+            },
+        );
+        ended |= exited;
+        if pipes.lines().len() != seen {
+            seen = pipes.lines().len();
             progress_at = Instant::now();
-        } else if progress_at.elapsed() > stall_for(lines.last(), settings.stall, state_len) {
-            child.kill();
+        }
+        // The last line says how the trial went, unless the probe died
+        // without one: then its wait status does.
+        if ended && finished(pipes.lines().last()) {
             break None;
         }
-        // The output pipe closes the moment the probe exits: waiting on that
-        // instead of sleeping notices a finished trial at once.
-        if output_done {
-            thread::sleep(pause);
-        } else if !matches!(
-            output_closed.recv_timeout(pause),
-            Err(mpsc::RecvTimeoutError::Timeout)
-        ) {
-            output_done = true;
-            pause = Duration::from_micros(10);
-            continue;
+        if ended || exit.blind() {
+            match child.poll() {
+                Ok(None) => {}
+                Ok(Some(status)) => break Some(status),
+                Err(e) => return Err(failure(format!("trial: {e}"))),
+            }
         }
-        pause = (pause * 2).min(Duration::from_millis(2));
+        if progress_at.elapsed() > stall_for(pipes.lines().last(), settings.stall, state_len) {
+            child.kill();
+            pipes.drain();
+            let stage = stage_of(pipes.lines());
+            return Err(TrialFailure {
+                reason: Rejection::Faulted(format!(
+                    "trial: hung in {} for {} ms",
+                    place(&stage),
+                    settings.stall.as_millis()
+                )),
+                output: pipes.output(),
+            });
+        }
     };
-    // The probe and its group are gone, so the report pipe is closing: take
-    // the rest of its lines (the reader may still be on them), unless a
-    // process that left the group holds the pipe open.
-    let grace_end = Instant::now() + OUTPUT_GRACE;
-    while let Ok(line) = report.recv_timeout(grace_end.saturating_duration_since(Instant::now())) {
-        lines.push(line);
+    // Everything the probe wrote before it exited is in the pipes now; a
+    // process that left its group and still holds them is not waited for.
+    pipes.drain();
+    let output = pipes.output();
+    let lines = pipes.lines();
+    if status.is_none() {
+        reap_later(child);
     }
-    // A process that left the probe's group may still hold the pipe: take
-    // what was read so far rather than wait for it.
-    if !output_done {
-        let _ = output_closed.recv_timeout(OUTPUT_GRACE);
-    }
-    let output =
-        String::from_utf8_lossy(&output.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    let stage = lines
-        .iter()
-        .rev()
-        .find_map(|l| l.strip_prefix("stage "))
-        .unwrap_or("start-up")
-        .to_owned();
+    let stage = stage_of(lines);
     let last = lines.last().map(String::as_str).unwrap_or("");
     let reason = match status {
-        None => format!(
-            "trial: hung in {} for {} ms",
-            place(&stage),
-            settings.stall.as_millis()
-        ),
-        Some(_) if last == "ok" => return Ok(()),
+        _ if last == "ok" => return Ok(()),
         // The probe's own checks refused the table; the host's checks, which
         // run next, say why with the right exit code.
-        Some(_) if last.starts_with("reject ") => return Ok(()),
-        Some(_) if last.starts_with("fault ") => with_panic(&last["fault ".len()..], &output),
+        _ if last.starts_with("reject ") => return Ok(()),
+        _ if last.starts_with("fault ") => with_panic(&last["fault ".len()..], &output),
+        None => format!("trial: the probe ended without a word in {}", place(&stage)),
         Some(status) => match status.signal() {
             Some(sig) => with_panic(
                 &format!("trial: {} in {}", signal_name(sig), place(&stage)),
@@ -377,6 +338,21 @@ pub fn run(
         reason: Rejection::Faulted(reason),
         output,
     })
+}
+
+/// Whether `last` is a line a probe ends its report with.
+fn finished(last: Option<&String>) -> bool {
+    last.is_some_and(|l| l == "ok" || l.starts_with("reject ") || l.starts_with("fault "))
+}
+
+/// The stage the probe said it entered last.
+fn stage_of(lines: &[String]) -> String {
+    lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("stage "))
+        .unwrap_or("start-up")
+        .to_owned()
 }
 
 /// How long the probe may go without a new stage: the call timeout, and

@@ -15,38 +15,16 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// The seals a request must carry: nothing can be written, grown, shrunk or
-/// unsealed after the host wrote it.
-pub const SEALS: i32 =
-    libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+pub use super::sealed::SEALS;
 /// A request larger than this is not one a host writes.
 const MAX_REQUEST: u64 = 1 << 40;
 
 /// A sealed memfd holding `bytes`, named `name` (for `/proc`), for the host
 /// to hand to a child.
 pub fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> Result<File, String> {
-    // SAFETY: `memfd_create` takes a NUL-terminated name and flags; the
-    // result, if valid, is a new descriptor owned by nobody else.
-    let fd =
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if fd < 0 {
-        return Err(format!(
-            "cannot create a request (memfd_create): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `fd` is the fresh descriptor created above.
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    std::io::Write::write_all(&mut file, bytes)
-        .map_err(|e| format!("cannot write a request: {e}"))?;
-    // SAFETY: adds seals to a memfd this function owns.
-    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
-        return Err(format!(
-            "cannot seal a request: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(file)
+    let mut buffer = super::sealed::SealedBuffer::create(name)?;
+    buffer.fill(bytes.len())?.copy_from_slice(bytes);
+    buffer.seal()
 }
 
 /// `fd` moved to a number above the standard streams' (close-on-exec):

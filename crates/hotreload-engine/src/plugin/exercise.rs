@@ -16,7 +16,7 @@ use crate::outcome::Rejection;
 use crate::plugin::{Hook, Plugin};
 use crate::state::State;
 use crate::state::migrate::{self, Decision, Side};
-use crate::state::persist::Saved;
+use crate::state::persist::SavedRef;
 
 /// What a trial does.
 pub struct Exercise<'a> {
@@ -29,7 +29,7 @@ pub struct Exercise<'a> {
     pub reset_fields: &'a [String],
     /// The running version's state, with its version and layout; `None`
     /// for a first version, which gets `init` instead.
-    pub state: Option<&'a Saved>,
+    pub state: Option<SavedRef<'a>>,
     /// What the new version's state bytes mean, if known.
     pub layout: Option<&'a Layout>,
 }
@@ -57,7 +57,7 @@ pub fn exercise(
         let name = name.to_owned();
         move |fault| Stopped::Fault { stage: name, fault }
     };
-    match ex.state {
+    match &ex.state {
         None => {
             stage("init");
             // SAFETY (for every call below): `state` has the plugin's
@@ -96,14 +96,14 @@ pub fn exercise(
 /// in: as is, or migrated by plan and hook.
 fn carry_over(
     plugin: &Plugin,
-    saved: &Saved,
+    saved: &SavedRef<'_>,
     state: &mut State,
     ex: &Exercise<'_>,
 ) -> Result<(), Stopped> {
     let old = Side {
         size: saved.state.len(),
         version: saved.state_version,
-        layout: saved.layout.as_ref(),
+        layout: saved.layout,
         has_hook: false,
     };
     let new = Side {
@@ -123,16 +123,16 @@ fn carry_over(
                     found: state.size(),
                 }));
             }
-            state.bytes_mut().copy_from_slice(&saved.state);
+            state.bytes_mut().copy_from_slice(saved.state);
             Ok(())
         }
         Decision::Migrate { plan, .. } => {
             if let Some(plan) = plan {
-                plan.apply(&saved.state, state.bytes_mut())
+                plan.apply(saved.state, state.bytes_mut())
                     .map_err(|unfit| refuse(Rejection::StateChange(unfit.to_string())))?;
             }
             // SAFETY: as in `exercise`; `state` is the new version's block.
-            match unsafe { plugin.migrate(&saved.state, saved.state_version, state) } {
+            match unsafe { plugin.migrate(saved.state, saved.state_version, state) } {
                 Ok(None | Some(0)) => Ok(()),
                 Ok(Some(code)) => Err(refuse(Rejection::StateChange(format!(
                     "the migrate hook refused it (returned {code})"

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hotreload_abi::{
     DescribeFn, EXT_VERSION, FIELD_ROW_SHIFT, FIELD_TRANSIENT, FieldDesc, HookFn, HostContext,
-    LogicApiExt, MigrateFn, field_type,
+    LayoutHash, LogicApiExt, MigrateFn, field_type,
 };
 
 use crate::event::{Event, EventSink};
@@ -32,6 +32,10 @@ pub struct Ext {
     pub describe: Option<DescribeFn>,
     /// The declared schema, if any.
     pub schema: Option<Arc<Layout>>,
+    /// The schema's entries as read, hashed the way a library built with
+    /// the `hotreload-plugin` crate hashed them (see
+    /// [`crate::plugin::record`]); size and alignment still to be fed.
+    pub schema_hash: LayoutHash,
 }
 
 thread_local! {
@@ -132,8 +136,8 @@ pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejec
         )));
     }
     const MAX_FIELDS: u32 = 4096;
-    let schema = if table.fields.is_null() || table.field_count == 0 {
-        None
+    let (schema, schema_hash) = if table.fields.is_null() || table.field_count == 0 {
+        (None, LayoutHash::new())
     } else if table.field_count > MAX_FIELDS {
         return Err(schema_error(format!(
             "expected at most {MAX_FIELDS} fields, found {}",
@@ -160,7 +164,8 @@ pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejec
             .map(|c| unsafe { c.as_ptr().cast::<FieldDesc>().read_unaligned() })
             .collect();
         // SAFETY: per this function's contract.
-        Some(Arc::new(unsafe { schema_layout(&descs, state_size) }?))
+        let (layout, hash) = unsafe { schema_layout(&descs, state_size) }?;
+        (Some(Arc::new(layout)), hash)
     };
     Ok(Ext {
         state_version: table.state_version,
@@ -170,6 +175,7 @@ pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejec
         migrate: table.migrate,
         describe: table.describe,
         schema,
+        schema_hash,
     })
 }
 
@@ -179,8 +185,12 @@ fn schema_error(why: String) -> Rejection {
 
 /// # Safety
 /// As for [`check`].
-unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout, Rejection> {
+unsafe fn schema_layout(
+    descs: &[FieldDesc],
+    state_size: usize,
+) -> Result<(Layout, LayoutHash), Rejection> {
     let mut fields = Vec::with_capacity(descs.len());
+    let mut hash = LayoutHash::new();
     for (i, d) in descs.iter().enumerate() {
         if d.name.is_null() {
             return Err(schema_error(format!(
@@ -189,7 +199,12 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
         }
         // SAFETY: per the contract; a bad pointer faults inside the guard.
         let name = match unsafe { crate::guard::string_from_plugin(d.name, MAX_NAME) } {
-            Ok(Some(name)) => String::from_utf8_lossy(&name).into_owned(),
+            Ok(Some(name)) => {
+                hash = hash
+                    .bytes(&name)
+                    .field(d.field_type, d.flags, d.offset, d.count);
+                String::from_utf8_lossy(&name).into_owned()
+            }
             Ok(None) => {
                 return Err(schema_error(format!(
                     "field {i}: expected a NUL-terminated name of at most {MAX_NAME} bytes, found a longer one"
@@ -244,7 +259,7 @@ unsafe fn schema_layout(descs: &[FieldDesc], state_size: usize) -> Result<Layout
     if let Some(dup) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(schema_error(format!("field {} is declared twice", dup[0])));
     }
-    Ok(layout)
+    Ok((layout, hash))
 }
 
 /// A schema type and how its values read.

@@ -23,14 +23,16 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use hotreload_abi::{GET_API_NAME, GetApiExtFn, GetApiFn, LogicApi};
+use hotreload_abi::{GET_API_NAME, GetApiExtFn, GetApiFn, LogicApi, PluginRecord};
 
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, ConstructorFn, DestructorFn, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::dl::Handle;
 use crate::plugin::elf::{Code, Image};
+use crate::plugin::ext::Ext;
 use crate::plugin::precheck::{precheck, precheck_entry};
+use crate::plugin::record;
 use crate::plugin::shadow::ShadowFile;
 
 /// A loaded library and the shadow copy it was loaded from. The copy is
@@ -250,6 +252,9 @@ impl Library {
 
     /// Calls `logic_get_api` and copies the table it returns.
     pub fn table(&self) -> Result<LogicApi, Rejection> {
+        // A library of another hotreload-plugin ABI is refused before its
+        // tables are asked for (they may mean something else there).
+        self.plugin_record()?;
         let Some(linked) = self.image.get_api else {
             return Err(Rejection::MissingEntryPoint(format!(
                 "missing entry point: expected an exported function {GET_API_NAME}, found none"
@@ -348,6 +353,48 @@ impl Library {
     pub fn in_code(&self, address: usize) -> bool {
         self.image
             .in_code(address.wrapping_sub(self.base) as u64, 1)
+    }
+
+    /// [`Library::ext_table`], checked against the state's size and, for a
+    /// library built with the `hotreload-plugin` crate, against its record's
+    /// layout hash. `Ok(None)` for a plugin without the extended ABI.
+    pub fn checked_ext(&self, state_size: usize) -> Result<Option<Ext>, Rejection> {
+        let ext = match self.ext_table()? {
+            // SAFETY: the table came from this library, whose schema names
+            // stay readable while it is loaded (for as long as `self`).
+            Some(t) => Some(unsafe { crate::plugin::ext::check(&t, state_size) }?),
+            None => None,
+        };
+        if let Some(record) = self.plugin_record()? {
+            record::check_layout(&record, ext.as_ref(), state_size)?;
+        }
+        Ok(ext)
+    }
+
+    /// The `hotreload_plugin` record, if the library exports one; one of
+    /// another ABI version is refused.
+    pub fn plugin_record(&self) -> Result<Option<PluginRecord>, Rejection> {
+        let Some(linked) = self.image.plugin_record else {
+            return Ok(None);
+        };
+        // It sits in writable data, and is meant to.
+        if !self.tables.borrow().contains(&linked) {
+            self.tables.borrow_mut().push(linked);
+        }
+        // SAFETY: the address is the validated symbol's, in this loaded
+        // library; the read goes through the crash guard.
+        unsafe { record::read(self.base + linked as usize) }.map(Some)
+    }
+
+    /// The panic that ended a call of this library's, when it was built
+    /// with the `hotreload-plugin` crate and recorded one (`panic at
+    /// src/lib.rs:12:9: …`). Asked after a fault, while still loaded.
+    pub fn recorded_panic(&self) -> Option<String> {
+        self.plugin_record()
+            .ok()
+            .flatten()
+            .as_ref()
+            .and_then(record::panic_of)
     }
 
     /// Remembers a table the plugin handed over, when it lies in the

@@ -7,8 +7,9 @@
 //! [`check`] (the seed ABI's table) and [`ext`] (the optional extended
 //! table). A version
 //! that passed them all is a [`Plugin`]. [`probe`] is the child side of a
-//! trial, which runs the same stages in a throwaway process;
-//! [`diagnostics`] names the habits that break hot reloading.
+//! trial, which runs the same stages in a throwaway process, and [`child`]
+//! and [`sealed`] what the host hands such a process; [`diagnostics`] names
+//! the habits that break hot reloading.
 
 pub mod check;
 pub mod child;
@@ -19,8 +20,10 @@ pub mod exercise;
 pub mod ext;
 pub mod isolate;
 pub mod load;
+pub mod record;
 pub mod precheck;
 pub mod probe;
+pub mod sealed;
 pub mod shadow;
 mod version;
 

@@ -26,10 +26,11 @@ use crate::plugin::check;
 use crate::plugin::exercise::{Exercise, Stopped, exercise};
 use crate::plugin::ext;
 use crate::plugin::load::{Closed, Library};
+use crate::plugin::sealed::SealedMap;
 use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Knowledge, Plugin};
 use crate::state::State;
-use crate::state::persist;
+use crate::state::persist::SavedRef;
 use handover::{HandedOver, LIBRARY_FD, Request};
 
 static HOOK_INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -90,6 +91,7 @@ struct Probe {
     library: File,
     report: File,
     request: Request,
+    state: Option<SealedMap>,
 }
 
 impl Probe {
@@ -98,6 +100,7 @@ impl Probe {
             library: handed.library,
             report: handed.report,
             request: handed.request,
+            state: handed.state,
         }
     }
 
@@ -139,12 +142,7 @@ impl Probe {
             Err(why) => return self.refuse(why),
         };
         self.say("stage logic_get_api_ext");
-        // SAFETY: the table came from the loaded library, whose schema names
-        // stay readable while it is loaded (until the end of this function).
-        let ext = match library.ext_table().and_then(|t| {
-            t.map(|t| unsafe { ext::check(&t, api.state_size) })
-                .transpose()
-        }) {
+        let ext: Option<ext::Ext> = match library.checked_ext(api.state_size) {
             Ok(ext) => ext,
             Err(why) => return self.refuse(why),
         };
@@ -173,18 +171,13 @@ impl Probe {
                 });
             }
         };
-        let saved = match self
-            .request
-            .state
-            .as_deref()
-            .map(persist::decode)
-            .transpose()
-        {
-            Ok(saved) => saved,
-            Err(e) => {
-                self.say(&format!("error cannot read the state handed over: {e}"));
-                return 1;
-            }
+        let saved = match (&self.request.state, &self.state) {
+            (Some(handed), Some(bytes)) => Some(SavedRef {
+                state: bytes.bytes(),
+                state_version: handed.state_version,
+                layout: handed.layout.as_ref(),
+            }),
+            _ => None,
         };
         let knowledge = Knowledge {
             ext,
@@ -198,7 +191,7 @@ impl Probe {
             seed: self.request.seed,
             tick: self.request.tick,
             reset_fields: &self.request.reset_fields,
-            state: saved.as_ref(),
+            state: saved,
             layout: layout.as_deref(),
         };
         let mut report = self.report.try_clone();

@@ -259,6 +259,16 @@ impl Plugin {
             // while `self` lives; the caller guarantees the rest.
             None => unsafe { guard::call_state(api.init, state.as_mut_ptr()) },
         }
+        .map_err(|f| self.explained(f))
+    }
+
+    /// A fault of this version's code in the host, with the panic its
+    /// library recorded, if it was an abort that a panic explains.
+    fn explained(&self, fault: Fault) -> Fault {
+        match &self.code {
+            Code::Local { library, .. } => fault.with_panic(|| library.recorded_panic()),
+            Code::Isolated { .. } => fault,
+        }
     }
 
     /// Runs `tick` under the crash guard.
@@ -269,9 +279,10 @@ impl Plugin {
     pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe {
-                guard::call_tick(api.tick, state.as_mut_ptr(), dt)
-            },
+            Code::Local { api, .. } => {
+                unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) }
+                    .map_err(|f| self.explained(f))
+            }
             Code::Isolated { worker, .. } => worker.tick(state, dt),
         }
     }
@@ -283,9 +294,10 @@ impl Plugin {
     pub unsafe fn shutdown(&self, state: &mut State) -> Result<(), Fault> {
         match &self.code {
             // SAFETY: as in `init`.
-            Code::Local { api, .. } => unsafe {
-                guard::call_state(api.shutdown, state.as_mut_ptr())
-            },
+            Code::Local { api, .. } => {
+                unsafe { guard::call_state(api.shutdown, state.as_mut_ptr()) }
+                    .map_err(|f| self.explained(f))
+            }
             Code::Isolated { worker, .. } => worker.shutdown(state),
         }
     }
@@ -345,7 +357,8 @@ impl Plugin {
         }
         match self.hook_fn(hook) {
             // SAFETY: as in `init`.
-            Some(f) => unsafe { guard::call_hook(f, state.as_mut_ptr(), host) },
+            Some(f) => unsafe { guard::call_hook(f, state.as_mut_ptr(), host) }
+                .map_err(|f| self.explained(f)),
             None => Ok(()),
         }
     }
@@ -377,7 +390,9 @@ impl Plugin {
             return Ok(None);
         };
         // SAFETY: as in `init`; both blocks are valid for their sizes.
-        unsafe { guard::call_migrate(f, old, old_version, new.bytes_mut()) }.map(Some)
+        unsafe { guard::call_migrate(f, old, old_version, new.bytes_mut()) }
+            .map(Some)
+            .map_err(|f| self.explained(f))
     }
 
     /// Whether the plugin describes its state itself.
@@ -402,7 +417,9 @@ impl Plugin {
             return Ok(None);
         };
         // SAFETY: as in `init`.
-        unsafe { guard::call_describe(f, state.bytes()) }.map(Some)
+        unsafe { guard::call_describe(f, state.bytes()) }
+            .map(Some)
+            .map_err(|f| self.explained(f))
     }
 
     /// `api_version` of the table this version handed over.

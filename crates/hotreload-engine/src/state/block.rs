@@ -16,6 +16,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::pages::{PAGE, WrittenPages};
+use super::shared_pages::{SharedBits, WorkerPages};
 
 /// Alignment of the state block: a cache line, and enough for any C type
 /// including AVX-512 vectors.
@@ -32,6 +33,9 @@ pub struct State {
     /// snapshot last looked. Declared after nothing it depends on; dropped
     /// (untracked) in `drop` before the pages are unmapped.
     written: Option<Box<WrittenPages>>,
+    /// In a worker, for a tracked block of the host's: this mapping's own
+    /// tracking, reported to the host's bitmap around each call.
+    worker_pages: Option<Box<WorkerPages>>,
 }
 
 /// States larger than this get pages of their own, tracked for writes, so
@@ -86,6 +90,7 @@ impl State {
             backing: Backing::Heap(layout),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             written: None,
+            worker_pages: None,
         })
     }
 
@@ -129,6 +134,7 @@ impl State {
             backing: Backing::Pages { len },
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             written,
+            worker_pages: None,
         })
     }
 
@@ -175,13 +181,58 @@ impl State {
                 }
             }
         };
+        // A large block is tracked for writes here and in every worker, with
+        // one bitmap in shared memory (see `shared_pages`); without the
+        // crash guard it is copied whole, every so many ticks, as before.
+        let written = if size > TRACK_ABOVE {
+            SharedBits::create(len / PAGE).ok().and_then(|bits| {
+                // SAFETY: the mapping is this block's own in this process,
+                // page-aligned, `len` bytes, and is unmapped only in `drop`,
+                // after `written` is dropped; a worker maps the memfd, not
+                // this mapping.
+                unsafe { WrittenPages::start_shared(ptr.as_ptr(), len, bits) }
+                    .ok()
+                    .map(Box::new)
+            })
+        } else {
+            None
+        };
         Ok(State {
             ptr,
             size,
             backing: Backing::Shared { fd, len },
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            written: None,
+            written,
+            worker_pages: None,
         })
+    }
+
+    /// The memfd of a shared block's written-pages bitmap, for a worker
+    /// that maps the block (only a large block has one).
+    pub fn written_pages_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.written.as_ref()?.shared_bits().map(SharedBits::fd)
+    }
+
+    /// In a worker: tracks this block's writes for the host, whose
+    /// written-pages bitmap is `bits` (see `shared_pages`).
+    pub fn report_writes_to(&mut self, bits: OwnedFd) -> Result<(), String> {
+        let len = self.mapped_len();
+        let bits = SharedBits::map(bits, len / PAGE)?;
+        // Only the written pages' bits need to be set: the block starts
+        // writable here, as the host's does.
+        // SAFETY: this block's mapping, page-aligned, `len` bytes, unmapped
+        // only in `drop` after `worker_pages` is dropped.
+        let pages = unsafe { WorkerPages::start(self.ptr.as_ptr(), len, bits)? };
+        self.worker_pages = Some(Box::new(pages));
+        Ok(())
+    }
+
+    /// In a worker, before plugin code runs on this block: see
+    /// [`WorkerPages::before_call`].
+    pub fn before_call(&self) -> Result<(), String> {
+        self.worker_pages
+            .as_ref()
+            .map_or(Ok(()), |p| p.before_call())
     }
 
     /// The block another process shared: `fd` mapped at `at`, the address
@@ -201,6 +252,7 @@ impl State {
             backing: Backing::Shared { fd, len },
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             written: None,
+            worker_pages: None,
         })
     }
 
@@ -277,6 +329,7 @@ impl Drop for State {
         // Untracked before the pages go: the guard's handler must never
         // take a fault at this address for a write to this block.
         self.written = None;
+        self.worker_pages = None;
         match &self.backing {
             // SAFETY: `ptr` came from `alloc_zeroed` with this same layout.
             Backing::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) },

@@ -18,6 +18,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::shared_pages::SharedBits;
 use crate::guard;
 
 pub const PAGE: usize = 4096;
@@ -78,10 +79,26 @@ pub struct WrittenPages {
     base: *mut u8,
     /// Whole pages.
     len: usize,
-    bits: Box<[AtomicU64]>,
+    bits: Bits,
     /// Pages the guard's handler opened since [`WrittenPages::written`]
     /// last looked (it opens the whole region past a budget, see pages.c).
     traps: Box<AtomicU64>,
+}
+
+/// One bit per page: the tracker's own, or shared with another process.
+enum Bits {
+    Own(Box<[AtomicU64]>),
+    Shared(SharedBits),
+}
+
+impl std::ops::Deref for Bits {
+    type Target = [AtomicU64];
+    fn deref(&self) -> &[AtomicU64] {
+        match self {
+            Bits::Own(words) => words,
+            Bits::Shared(shared) => shared.words(),
+        }
+    }
 }
 
 /// The most separately writable runs of pages a state keeps between ticks.
@@ -104,6 +121,38 @@ impl WrittenPages {
     /// that nothing but the caller's `State` maps, and that outlives the
     /// returned value.
     pub unsafe fn start(base: *mut u8, len: usize) -> Result<WrittenPages, String> {
+        let words = (len / PAGE).div_ceil(64);
+        let bits = (0..words).map(|_| AtomicU64::new(u64::MAX)).collect();
+        // SAFETY: the caller's contract.
+        unsafe { WrittenPages::start_with(base, len, Bits::Own(bits)) }
+    }
+
+    /// [`WrittenPages::start`], with the bitmap in shared memory that
+    /// another process maps too (isolated mode: the host's mapping of the
+    /// state and a worker's both mark it; see [`super::shared_pages`]).
+    ///
+    /// # Safety
+    /// As for [`WrittenPages::start`]; `bits` has a bit for every page, all
+    /// set.
+    pub unsafe fn start_shared(
+        base: *mut u8,
+        len: usize,
+        bits: SharedBits,
+    ) -> Result<WrittenPages, String> {
+        if bits.words().len() < (len / PAGE).div_ceil(64) {
+            return Err(format!(
+                "expected a bit for each of {} pages, found {} words",
+                len / PAGE,
+                bits.words().len()
+            ));
+        }
+        // SAFETY: the caller's contract.
+        unsafe { WrittenPages::start_with(base, len, Bits::Shared(bits)) }
+    }
+
+    /// # Safety
+    /// As for [`WrittenPages::start`].
+    unsafe fn start_with(base: *mut u8, len: usize, bits: Bits) -> Result<WrittenPages, String> {
         if !guard::installed() {
             return Err("the crash guard is not installed".into());
         }
@@ -112,15 +161,13 @@ impl WrittenPages {
                 "a tracked state must be whole pages; found {len} bytes at {base:p}"
             ));
         }
-        let pages = len / PAGE;
-        let mut bits: Box<[AtomicU64]> = (0..pages.div_ceil(64))
-            .map(|_| AtomicU64::new(u64::MAX))
-            .collect();
         let traps = Box::new(AtomicU64::new(0));
         // SAFETY: the bitmap holds a bit for every page of the region; it
-        // and the counter are kept (boxed, never moved) until `drop`
-        // untracks the region.
-        let r = unsafe { hr_pages_track(base, len, bits.as_mut_ptr().cast(), traps.as_ptr()) };
+        // and the counter are kept (boxed or mapped, never moved) until
+        // `drop` untracks the region. The handler changes the words only
+        // atomically.
+        let r =
+            unsafe { hr_pages_track(base, len, bits.as_ptr().cast_mut().cast(), traps.as_ptr()) };
         if r != 0 {
             return Err("every slot for tracked states is taken".into());
         }
@@ -130,6 +177,14 @@ impl WrittenPages {
             bits,
             traps,
         })
+    }
+
+    /// The bitmap's shared memory, for a tracker that shares it.
+    pub fn shared_bits(&self) -> Option<&SharedBits> {
+        match &self.bits {
+            Bits::Shared(shared) => Some(shared),
+            Bits::Own(_) => None,
+        }
     }
 
     pub fn pages(&self) -> usize {
@@ -162,38 +217,76 @@ impl WrittenPages {
         for &p in pages {
             self.bits[p / 64].fetch_and(!(1u64 << (p % 64)), Ordering::SeqCst);
         }
-        let mut i = 0;
-        while i < pages.len() {
-            let mut j = i + 1;
-            while j < pages.len() && pages[j] == pages[j - 1] + 1 {
-                j += 1;
+        // SAFETY: every page lies within the tracked mapping this value was
+        // made for; making it read-only changes no byte, and every later
+        // write to it is let through by the guard's handler.
+        if let Err((failed, why)) = unsafe { protect(self.base, pages) } {
+            // The pages from the run that failed on stay writable: marked
+            // again, so that they stay copied.
+            for &p in &pages[failed..] {
+                self.bits[p / 64].fetch_or(1u64 << (p % 64), Ordering::SeqCst);
             }
-            let from = pages[i];
-            let count = j - i;
-            // SAFETY: the range lies within the tracked mapping this value
-            // was made for; making it read-only changes no byte, and every
-            // later write to it is let through by the guard's handler.
-            let r = unsafe {
-                libc::mprotect(
-                    self.base.add(from * PAGE).cast(),
-                    count * PAGE,
-                    libc::PROT_READ,
-                )
-            };
-            if r != 0 {
-                // The pages stay writable: mark them so they stay copied.
-                for &p in &pages[i..j] {
-                    self.bits[p / 64].fetch_or(1u64 << (p % 64), Ordering::SeqCst);
-                }
-                return Err(format!(
-                    "cannot make {count} page(s) of the state read-only: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            i = j;
+            return Err(why);
+        }
+        // Another process's mapping of the block closes them too, before
+        // its next call (see `shared_pages`).
+        if let Bits::Shared(shared) = &self.bits {
+            shared.ask_to_close(pages);
         }
         Ok(())
     }
+
+    /// Pages the guard's handler opened since [`WrittenPages::written`] (or
+    /// this) last looked start again from zero (see pages.c's budget).
+    pub(super) fn reset_traps(&self) {
+        self.traps.store(0, Ordering::Relaxed);
+    }
+
+    pub(super) fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// The mapping's length (whole pages).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+/// Makes `pages` (in order) of the mapping at `base` read-only, a run of
+/// neighbours per call. On failure, the index in `pages` of the first page
+/// left writable (every one from there on is), and why.
+///
+/// # Safety
+/// Every page lies within a mapping at `base` whose writes the guard's
+/// handler lets through (a tracked one).
+pub(super) unsafe fn protect(base: *mut u8, pages: &[usize]) -> Result<(), (usize, String)> {
+    let mut i = 0;
+    while i < pages.len() {
+        let mut j = i + 1;
+        while j < pages.len() && pages[j] == pages[j - 1] + 1 {
+            j += 1;
+        }
+        let count = j - i;
+        // SAFETY: the caller's contract; read-only changes no byte.
+        let r = unsafe {
+            libc::mprotect(
+                base.add(pages[i] * PAGE).cast(),
+                count * PAGE,
+                libc::PROT_READ,
+            )
+        };
+        if r != 0 {
+            return Err((
+                i,
+                format!(
+                    "cannot make {count} page(s) of the state read-only: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        i = j;
+    }
+    Ok(())
 }
 
 impl WrittenPages {
@@ -254,6 +347,9 @@ impl WrittenPages {
                 "cannot make the state read-only: {}",
                 std::io::Error::last_os_error()
             ));
+        }
+        if let Bits::Shared(shared) = &self.bits {
+            shared.ask_to_close_all();
         }
         Ok(())
     }

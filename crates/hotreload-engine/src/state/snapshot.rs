@@ -8,8 +8,9 @@
 //! pages written since the last one, and every other page is read-only, so
 //! the copy and the state agree on them. A fault puts back the written
 //! pages. The cost of a tick grows with the pages it writes, not with the
-//! state's size. An untracked large state (an isolated worker's shared
-//! memory, or no crash guard) is still copied whole before every call.
+//! state's size. In isolated mode the worker's writes are tracked too,
+//! with the bitmap in shared memory ([`super::shared_pages`]). An untracked
+//! large state (no crash guard) is copied whole every ⌈size / 1 MiB⌉ ticks.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,7 +106,7 @@ impl Snapshot {
         if !recordable && self.history.take().is_some() {
             self.notices.push(format!(
                 "no history for rewind and replay: the state of {} bytes is copied only every \
-                 {} ticks here (isolated mode, or no crash guard), not at every tick",
+                 {} ticks here (no crash guard), not at every tick",
                 self.bytes.len(),
                 self.bytes.len().div_ceil(TRACK_ABOVE)
             ));
@@ -570,48 +571,62 @@ impl SharedSnapshot {
         patience: Duration,
         since: Option<u64>,
     ) -> Option<(Copied, Vec<Entry>)> {
+        let mut bytes = Vec::new();
+        let (meta, entries) = self.read_into(patience, since, &mut bytes)?;
+        Some((
+            Copied {
+                bytes,
+                tick: meta.tick,
+                state_version: meta.state_version,
+                layout: meta.layout,
+            },
+            entries,
+        ))
+    }
+
+    /// The last copy of a state some version has run on, written into
+    /// `target` (a buffer another process maps, say), with what its bytes
+    /// mean and, from tick `since` on, the history that leads back from it.
+    /// Waits at most `patience` for each lock.
+    pub fn read_into(
+        &self,
+        patience: Duration,
+        since: Option<u64>,
+        target: &mut dyn CopyTarget,
+    ) -> Option<(CopyMeta, Vec<Entry>)> {
         let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let (size, tick, state_version, layout, generation, entries) = {
+        let (size, meta, generation, entries) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
-            let tick = kept.snapshot.tick?;
+            let meta = CopyMeta {
+                tick: kept.snapshot.tick?,
+                state_version: kept.state_version,
+                layout: kept.layout.clone(),
+            };
             let entries = match (since, &kept.snapshot.history) {
                 (Some(since), Some(history)) => history.since(since),
                 _ => Vec::new(),
             };
-            if kept.snapshot.bytes.len() <= 4 * READ_CHUNK {
-                return Some((
-                    Copied {
-                        bytes: kept.snapshot.bytes.clone(),
-                        tick,
-                        state_version: kept.state_version,
-                        layout: kept.layout.clone(),
-                    },
-                    entries,
-                ));
+            let size = kept.snapshot.bytes.len();
+            if size <= 4 * READ_CHUNK {
+                target.room(size)?.copy_from_slice(&kept.snapshot.bytes);
+                return Some((meta, entries));
             }
             kept.snapshot.reader = Some(Window {
                 cursor: 0,
                 preserved: HashMap::new(),
             });
-            (
-                kept.snapshot.bytes.len(),
-                tick,
-                kept.state_version,
-                kept.layout.clone(),
-                kept.generation,
-                entries,
-            )
+            (size, meta, kept.generation, entries)
         };
         let _close = CloseWindow(self);
-        let mut bytes = Vec::with_capacity(size);
-        while bytes.len() < size {
+        let bytes = target.room(size)?;
+        let mut from = 0;
+        while from < size {
             let mut guard = self.lock_within(patience)?;
             // A reset since (a migration): that copy is gone.
             let kept = guard.as_mut().filter(|k| k.generation == generation)?;
-            let from = bytes.len();
             let to = (from + READ_CHUNK).min(size);
-            bytes.extend_from_slice(&kept.snapshot.bytes[from..to]);
+            bytes[from..to].copy_from_slice(&kept.snapshot.bytes[from..to]);
             let window = kept.snapshot.reader.as_mut()?;
             for p in from / PAGE..to.div_ceil(PAGE) {
                 if let Some(older) = window.preserved.remove(&p) {
@@ -619,16 +634,32 @@ impl SharedSnapshot {
                 }
             }
             window.cursor = to;
+            from = to;
         }
-        Some((
-            Copied {
-                bytes,
-                tick,
-                state_version,
-                layout,
-            },
-            entries,
-        ))
+        Some((meta, entries))
+    }
+}
+
+/// What a copy's bytes are: when it was taken and what they mean.
+pub struct CopyMeta {
+    /// Ticks completed when the copy was taken.
+    pub tick: u64,
+    pub state_version: u32,
+    pub layout: Option<Arc<Layout>>,
+}
+
+/// Where [`SharedSnapshot::read_into`] writes a copy.
+pub trait CopyTarget {
+    /// Room for exactly `size` bytes, or `None` if there is none.
+    fn room(&mut self, size: usize) -> Option<&mut [u8]>;
+}
+
+impl CopyTarget for Vec<u8> {
+    fn room(&mut self, size: usize) -> Option<&mut [u8]> {
+        // Zeroed memory from the allocator (fresh pages for a large state),
+        // not a pass that writes zeros before the copy does.
+        *self = vec![0u8; size];
+        Some(self.as_mut_slice())
     }
 }
 

@@ -74,6 +74,9 @@ impl Owner {
 /// How many leading bytes of the state a report carries.
 const STATE_HEAD: usize = 16;
 
+/// What the tick thread is sent. A swap is a large message, sent once per
+/// build: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum TickInput {
     /// A version that passed every check. The first one comes with the
     /// state, allocated and zeroed off this thread.

@@ -137,6 +137,12 @@ impl TickLoop {
     /// message and source location say far more than `abort` in the C
     /// library. Must be asked while the faulting library is mapped.
     pub(super) fn cause_and_place(&self, fault: &Fault) -> (String, Option<String>) {
+        if let Some(panic) = &fault.panic {
+            // The library recorded it itself; what it printed on stderr
+            // says the same, and is not to be said again at a later abort.
+            let _ = crate::console::recent_panic();
+            return (panic.clone(), None);
+        }
         if fault.signal == libc::SIGABRT
             && let Some(panic) = crate::console::recent_panic()
         {

@@ -9,6 +9,7 @@ pub mod ctl;
 pub mod editor;
 pub mod hostile;
 pub mod plugin;
+pub mod rust;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@ use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Knowledge, Plugin};
 use crate::state::State;
 use crate::state::migrate::{Decision, Side};
-use crate::state::persist::{self, Saved, SavedRef};
+use crate::state::persist::{Saved, SavedRef};
 use crate::tick::{Fresh, Migration, TickInput};
 
 use super::Reloader;
@@ -89,27 +89,106 @@ impl Reloader {
             return Ok(());
         }
         let load_only = self.config.trial_ticks == 0;
-        // The current state, with its version and layout: the trial carries
-        // it over to the new build's layout exactly as the host would.
-        let mut trial_tick = 0;
-        let state = match &self.state_side {
-            Some(_) if !load_only && let Some(copy) = self.snapshot_copy() => {
+        let mut settings = TrialSettings {
+            ticks: self.config.trial_ticks,
+            dt: self.config.tick_period.as_secs_f64(),
+            stall: self.config.effective_call_timeout(),
+            seed: self.config.seed,
+            tick: 0,
+            state_type: self.config.state_type.clone(),
+            load_only,
+            reset_fields: self.config.reset_fields.clone(),
+        };
+        let refused = |why: String| {
+            (
+                Rejection::Faulted(format!("trial: cannot hand the state over: {why}")),
+                String::new(),
+            )
+        };
+        let tried = if self.config.isolate {
+            let state = self.trial_state(load_only, &mut settings.tick);
+            trial::isolated::run(library, bytes, &self.lib_name, &settings, state)
+        } else {
+            // A probe maps the state from a sealed memfd, filled straight
+            // from the fault snapshot when there is one: one copy, on this
+            // thread, of even the largest state.
+            let state = match self.sealed_snapshot(load_only) {
+                Some(Ok((state, tick))) => {
+                    settings.tick = tick;
+                    Some(state)
+                }
+                Some(Err(why)) => return Err(refused(why)),
+                None => self
+                    .trial_state(load_only, &mut settings.tick)
+                    .map(|saved| trial::TrialState::from_saved(&SavedRef::from(&saved)))
+                    .transpose()
+                    .map_err(refused)?,
+            };
+            let tried = trial::run(library, &settings, state);
+            if let Some(note) = crate::plugin::probe::forker::notice() {
+                self.emit(Event::ServerNotice(note));
+            }
+            tried
+        };
+        tried.map_err(|f| (f.reason, f.output))
+    }
+
+    /// The fault snapshot's last copy of the running state, copied into a
+    /// sealed memfd for a probe, with the tick it was taken at; `None` when
+    /// there is no such copy to be had at once (then [`Reloader::trial_state`]
+    /// gets one).
+    fn sealed_snapshot(&self, load_only: bool) -> Option<Result<(trial::TrialState, u64), String>> {
+        if load_only || self.state_side.is_none() {
+            return None;
+        }
+        let last_good = self.last_good.as_ref()?;
+        let mut buffer = match crate::plugin::sealed::SealedBuffer::create(c"hotreload-trial-state")
+        {
+            Ok(buffer) => buffer,
+            Err(why) => return Some(Err(why)),
+        };
+        let meta = last_good.snapshot_into(std::time::Duration::from_millis(20), &mut buffer)?;
+        let len = buffer.len() as u64;
+        Some(buffer.seal().map(|bytes| {
+            (
+                trial::TrialState {
+                    what: crate::plugin::probe::handover::HandedState {
+                        state_version: meta.state_version,
+                        layout: meta.layout.as_deref().cloned(),
+                        len,
+                    },
+                    bytes,
+                },
+                meta.tick,
+            )
+        }))
+    }
+
+    /// The current state, with its version and layout, for a trial: the
+    /// trial carries it over to the new build's layout exactly as the host
+    /// would. `tick` gets the ticks completed when it was copied.
+    fn trial_state(&self, load_only: bool, tick: &mut u64) -> Option<Saved> {
+        if load_only {
+            return None;
+        }
+        match &self.state_side {
+            Some(_) if let Some(copy) = self.snapshot_copy() => {
                 // Copied from the fault snapshot on this thread: a large
                 // state is never copied on the tick thread for a trial. The
                 // copy says which layout its bytes are in (the swap before
                 // may still be on its way to the tick thread).
-                trial_tick = copy.tick;
+                *tick = copy.tick;
                 Some(Saved {
                     state: copy.bytes,
                     state_version: copy.state_version,
                     layout: copy.layout.as_deref().cloned(),
                 })
             }
-            Some(side) if !load_only => {
+            Some(side) => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));
                 let copy = rx.recv().ok().flatten();
-                trial_tick = copy.as_ref().map_or(0, |(_, tick)| *tick);
+                *tick = copy.as_ref().map_or(0, |(_, t)| *t);
                 copy.map(|(state, _)| Saved {
                     state,
                     state_version: side.version,
@@ -118,38 +197,8 @@ impl Reloader {
             }
             // The first version of a run that restored a state file is
             // tried on that state, which is what it will tick on.
-            None if !load_only => self.restored.as_ref().map(|(saved, _)| saved.clone()),
-            _ => None,
-        };
-        let settings = TrialSettings {
-            ticks: self.config.trial_ticks,
-            dt: self.config.tick_period.as_secs_f64(),
-            stall: self.config.effective_call_timeout(),
-            seed: self.config.seed,
-            tick: trial_tick,
-            state_type: self.config.state_type.clone(),
-            load_only,
-            reset_fields: self.config.reset_fields.clone(),
-        };
-        let tried = if self.config.isolate {
-            trial::isolated::run(library, bytes, &self.lib_name, &settings, state)
-        } else {
-            // A probe gets the state in a state file's form.
-            let state = state.and_then(|saved| {
-                persist::encode(&SavedRef {
-                    state: &saved.state,
-                    state_version: saved.state_version,
-                    layout: saved.layout.as_ref(),
-                })
-                .ok()
-            });
-            let tried = trial::run(library, &settings, state);
-            if let Some(note) = crate::plugin::probe::forker::notice() {
-                self.emit(Event::ServerNotice(note));
-            }
-            tried
-        };
-        tried.map_err(|f| (f.reason, f.output))
+            None => self.restored.as_ref().map(|(saved, _)| saved.clone()),
+        }
     }
 
     /// Reads the build output, refuses a known-bad or malformed one, and
@@ -293,13 +342,7 @@ impl Reloader {
             let library = opened?;
             let table = library.table()?;
             let api = check::check(&table, None)?;
-            let ext = match library.ext_table()? {
-                // SAFETY: the table came from the loaded library, whose
-                // schema names are readable while it stays loaded (it does,
-                // in the version made below).
-                Some(t) => Some(unsafe { crate::plugin::ext::check(&t, api.state_size) }?),
-                None => None,
-            };
+            let ext = library.checked_ext(api.state_size)?;
             let knowledge = Knowledge {
                 ext,
                 layout: None,

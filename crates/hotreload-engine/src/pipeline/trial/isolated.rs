@@ -13,7 +13,7 @@ use crate::plugin::Plugin;
 use crate::plugin::exercise::{Exercise, Stopped, exercise};
 use crate::plugin::isolate::Worker;
 use crate::state::State;
-use crate::state::persist::Saved;
+use crate::state::persist::{Saved, SavedRef};
 
 use super::{TrialFailure, TrialSettings, collect_output, printed, with_panic};
 
@@ -79,7 +79,7 @@ fn exercise_in_worker(
         seed: settings.seed,
         tick: settings.tick,
         reset_fields: &settings.reset_fields,
-        state,
+        state: state.map(SavedRef::from),
         layout,
     };
     match exercise(plugin, &mut block, &ex, &mut |_| {}) {

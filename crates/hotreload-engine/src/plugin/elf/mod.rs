@@ -61,6 +61,9 @@ pub struct Image {
     pub get_api: Option<u64>,
     /// `logic_get_api_ext`, as linked, when the library exports it.
     pub get_api_ext: Option<u64>,
+    /// `hotreload_plugin` (the record of a library built with the
+    /// `hotreload-plugin` crate), as linked, when the library exports it.
+    pub plugin_record: Option<u64>,
     /// Why `logic_get_api` does not count as exported, when a symbol of
     /// that name is there but is not an exported function.
     pub get_api_refused: Option<String>,
@@ -156,6 +159,7 @@ pub fn validate_with_entry(bytes: &[u8], entry: Option<&str>) -> Result<Image, S
         dynamic: special.dynamic.0,
         get_api: found.get_api,
         get_api_ext: found.get_api_ext,
+        plugin_record: found.plugin_record,
         get_api_refused: found.refused,
         entry: found.named,
         entry_refused: found.named_refused,

@@ -21,6 +21,7 @@ const MAX_SYMBOLS: u64 = 1 << 20;
 const STB_GLOBAL: u8 = 1;
 const STB_WEAK: u8 = 2;
 const STB_GNU_UNIQUE: u8 = 10;
+const STT_OBJECT: u8 = 1;
 const STT_FUNC: u8 = 2;
 const STT_NOTYPE: u8 = 0;
 const STT_TLS: u8 = 6;
@@ -98,6 +99,9 @@ pub(super) struct Symbols<'a> {
 pub(super) struct EntryPoints {
     pub get_api: Option<u64>,
     pub get_api_ext: Option<u64>,
+    /// `hotreload_plugin`, the record of a library built with the
+    /// `hotreload-plugin` crate.
+    pub plugin_record: Option<u64>,
     pub refused: Option<String>,
     /// The entry point a host named for its own function table
     /// (`crate::embed`), when asked for one and exported.
@@ -522,13 +526,37 @@ impl<'a> Symbols<'a> {
         Ok(EntryPoints {
             get_api,
             get_api_ext,
+            plugin_record: self.plugin_record(layout, versions)?,
             refused,
             named: named_at,
             named_refused,
         })
     }
 
-    fn find(&self, wanted: &str, layout: &Layout, versions: &Versions) -> Result<Found, String> {
+    /// `hotreload_plugin`, when exported: a data object whose first 8 bytes
+    /// (its size and ABI version) lie in writable memory of this library.
+    fn plugin_record(&self, layout: &Layout, versions: &Versions) -> Result<Option<u64>, String> {
+        let name = hotreload_abi::PLUGIN_RECORD_NAME;
+        let Some((i, sym)) = self.exported(name, versions)? else {
+            return Ok(None);
+        };
+        if !matches!(sym.kind(), STT_OBJECT | STT_NOTYPE) {
+            return Err(format!(
+                "{name} (symbol {i}): expected a data object, found st_info {:#04x}",
+                sym.info
+            ));
+        }
+        match layout.in_memory(sym.value, 8) {
+            Some(segment) if segment.writable() => Ok(Some(sym.value)),
+            _ => Err(format!(
+                "{name} (symbol {i}): expected an address in this library's writable data, found {}",
+                layout.describe(sym.value)
+            )),
+        }
+    }
+
+    /// The one exported definition of `wanted`, as `dlsym` would see it.
+    fn exported(&self, wanted: &str, versions: &Versions) -> Result<Option<(usize, &Sym)>, String> {
         let exported: Vec<usize> = (0..self.syms.len())
             .filter(|&i| {
                 self.names.get(i).is_some_and(|n| *n == wanted.as_bytes())
@@ -540,17 +568,18 @@ impl<'a> Symbols<'a> {
                     && !versions.hidden(i as u64)
             })
             .collect();
-        let (i, sym) = match exported.as_slice() {
-            [] => return Ok(Found::Absent),
-            [i] => match self.syms.get(*i) {
-                Some(sym) => (*i, sym),
-                None => return Ok(Found::Absent),
-            },
-            [a, b, ..] => {
-                return Err(format!(
-                    "expected one exported {wanted}, found symbols {a} and {b}"
-                ));
-            }
+        match exported.as_slice() {
+            [] => Ok(None),
+            [i] => Ok(self.syms.get(*i).map(|sym| (*i, sym))),
+            [a, b, ..] => Err(format!(
+                "expected one exported {wanted}, found symbols {a} and {b}"
+            )),
+        }
+    }
+
+    fn find(&self, wanted: &str, layout: &Layout, versions: &Versions) -> Result<Found, String> {
+        let Some((i, sym)) = self.exported(wanted, versions)? else {
+            return Ok(Found::Absent);
         };
         if !matches!(sym.kind(), STT_FUNC | STT_NOTYPE) {
             return Ok(Found::Refused(format!(

@@ -65,6 +65,10 @@ const BACKSTOP_MARGIN: Duration = Duration::from_millis(250);
 /// How long a worker that noted a fault may take to name its place.
 const PLACE_GRACE: Duration = Duration::from_millis(300);
 
+/// A fault's text on the call page that starts with this is a panic the
+/// library recorded (see [`Fault::panic`]), not the place of the fault.
+pub(crate) const PANIC_TAG: &str = "\u{1}panic\u{1}";
+
 /// A worker process running one version, seen from the host.
 pub struct Worker {
     child: RefCell<Child>,
@@ -283,9 +287,11 @@ impl Worker {
         let Some(fd) = state.shared_fd() else {
             return Err(self.error("the state is not in shared memory"));
         };
-        // The descriptor first: the worker reads it when it sees the request.
+        // The descriptors first: the worker reads them when it sees the
+        // request. A large block's written-pages bitmap comes with it.
         let payload = [0u8; 1];
-        let fds = [fd.as_raw_fd()];
+        let mut fds = vec![fd.as_raw_fd()];
+        fds.extend(state.written_pages_fd().map(|bits| bits.as_raw_fd()));
         let cmsg = [ControlMessage::ScmRights(&fds)];
         sendmsg::<()>(
             self.socket.as_raw_fd(),
@@ -528,6 +534,7 @@ impl Worker {
                     addr: 0,
                     pc: 0,
                     place: None,
+                    panic: None,
                 }));
             }
         }
@@ -544,6 +551,7 @@ impl Worker {
             pc: page.fault_pc.load(Ordering::Relaxed) as usize,
             // Where it was is the worker's to say, and it did not.
             place: Some(String::new()),
+            panic: None,
         })
     }
 
@@ -560,7 +568,13 @@ impl Worker {
                 code: page.fault_code.load(Ordering::Relaxed),
                 addr: page.fault_addr.load(Ordering::Relaxed) as usize,
                 pc: page.fault_pc.load(Ordering::Relaxed) as usize,
-                place: Some(text),
+                // The worker sends a recorded panic in place of the place.
+                panic: text.strip_prefix(PANIC_TAG).map(str::to_owned),
+                place: Some(if text.starts_with(PANIC_TAG) {
+                    String::new()
+                } else {
+                    text
+                }),
             }),
             _ => Err(self.error(&text)),
         }
@@ -575,6 +589,7 @@ impl Worker {
             addr: 0,
             pc: 0,
             place: Some(format!("the worker: {why}")),
+            panic: None,
         }
     }
 

@@ -142,6 +142,7 @@ fn encode_rejection(w: &mut Writer, r: &Rejection) {
             w
         }
         Rejection::Faulted(t) => w.u8(6).bytes(t.as_bytes()),
+        Rejection::PluginCrate(t) => w.u8(7).bytes(t.as_bytes()),
         // The rest are decided by the host, from what the worker reports.
         other => w.u8(1).bytes(other.to_string().as_bytes()),
     };
@@ -169,6 +170,7 @@ fn decode_rejection(r: &mut Reader<'_>) -> Result<Rejection, String> {
             Rejection::NullFunctions(names)
         }
         6 => Rejection::Faulted(r.string()?),
+        7 => Rejection::PluginCrate(r.string()?),
         other => return Err(format!("expected a known rejection, found kind {other}")),
     })
 }
@@ -214,6 +216,7 @@ mod tests {
             },
             Rejection::NullFunctions(vec!["tick"]),
             Rejection::Faulted("boom".into()),
+            Rejection::PluginCrate("built with hotreload-plugin ABI 2".into()),
         ] {
             assert_eq!(decode(&encode(&Err(r.clone()))), Ok(Err(r)));
         }

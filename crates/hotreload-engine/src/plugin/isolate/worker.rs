@@ -293,7 +293,10 @@ impl Server {
             ),
             Err(Ok(fault)) => {
                 note_fault(page, &fault);
-                let place = fault.symbol().unwrap_or_default();
+                let place = match &fault.panic {
+                    Some(panic) => format!("{}{panic}", super::PANIC_TAG),
+                    None => fault.symbol().unwrap_or_default(),
+                };
                 finish(page, Status::Fault, 0, &place, Some(&fault));
             }
             Err(Err(why)) => finish(page, Status::Error, 0, &why, None),
@@ -322,6 +325,7 @@ impl Server {
                 return Err(Err(format!("no block {new_id}")));
             };
             let old_version = page.old_version.load(Ordering::Relaxed);
+            new.before_call().map_err(Err)?;
             // SAFETY: both blocks are mapped for their sizes; this is the
             // only thread calling plugin code, and it ran `prepare_thread`.
             return match unsafe { plugin.migrate(&old, old_version, new) } {
@@ -335,6 +339,7 @@ impl Server {
         let Some(state) = self.blocks.get_mut(&id) else {
             return Err(Err(format!("no block {id}")));
         };
+        state.before_call().map_err(Err)?;
         // SAFETY: the block is mapped for its size, which the host checked
         // against this version's `state_size`; this is the only thread
         // calling plugin code, and it ran `prepare_thread`.
@@ -371,8 +376,16 @@ impl Server {
         let at = page.addr.load(Ordering::Relaxed) as usize;
         let size =
             usize::try_from(page.size.load(Ordering::Relaxed)).map_err(|e| Err(e.to_string()))?;
-        let fd = receive_fd(&self.socket).map_err(Err)?;
-        let block = State::map_at(fd, at, size).map_err(Err)?;
+        let mut fds = receive_fds(&self.socket).map_err(Err)?.into_iter();
+        let fd = fds
+            .next()
+            .ok_or_else(|| Err("no block descriptor".to_owned()))?;
+        let mut block = State::map_at(fd, at, size).map_err(Err)?;
+        // A large block comes with the host's written-pages bitmap: the
+        // writes made here are reported to it (see `state::shared_pages`).
+        if let Some(bits) = fds.next() {
+            block.report_writes_to(bits).map_err(Err)?;
+        }
         self.blocks.insert(id, block);
         Ok(())
     }
@@ -553,12 +566,7 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
     let library = Library::open(ShadowFile::borrowed(path))?;
     let table = library.table()?;
     let api = check::check(&table, None)?;
-    let ext = match library.ext_table()? {
-        // SAFETY: the table came from the loaded library, whose schema names
-        // are readable while it stays loaded (for the life of this process).
-        Some(t) => Some(unsafe { ext::check(&t, api.state_size) }?),
-        None => None,
-    };
+    let ext = library.checked_ext(api.state_size)?;
     let ranges = library.mapped_ranges(&spans);
     let table_offsets = library.table_offsets();
     let hooks = ext.as_ref().map_or(0, |e| {
@@ -609,11 +617,11 @@ fn send_report(socket: &OwnedFd, result: &Result<Loaded, Rejection>) -> Result<(
     .map_err(|e| format!("cannot report to the host: {e}"))
 }
 
-/// The one descriptor of the next message on the socket.
-fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
+/// The descriptors of the next message on the socket (at least one).
+fn receive_fds(socket: &OwnedFd) -> Result<Vec<OwnedFd>, String> {
     let mut byte = [0u8; 8];
     let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
     let msg = recvmsg::<()>(
         socket.as_raw_fd(),
         &mut iov,
@@ -621,16 +629,23 @@ fn receive_fd(socket: &OwnedFd) -> Result<OwnedFd, String> {
         MsgFlags::MSG_CMSG_CLOEXEC,
     )
     .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
+    let mut owned = Vec::new();
     for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg
-            && let Some(&fd) = fds.first()
-        {
-            // SAFETY: the kernel just installed this descriptor in this
-            // process for this message; nothing else owns it.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for this message; nothing else owns them.
+            owned.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
         }
     }
-    Err("expected a block's descriptor from the host, found a message without one".into())
+    if owned.is_empty() {
+        return Err(
+            "expected a block's descriptor from the host, found a message without one".into(),
+        );
+    }
+    Ok(owned)
 }
 
 /// Ends the process when the calling thread ends. Plugin code can end it

@@ -137,9 +137,28 @@ pub struct ForkedProbe {
     pub pid: i32,
 }
 
-/// Asks the helper for a probe on these descriptors.
-pub fn spawn(fds: [RawFd; 4]) -> Result<ForkedProbe, String> {
-    let reply = ask(b"spawn", &fds)?;
+/// A probe the helper forked ahead of time and handed to the host, waiting
+/// on its socket for a trial's descriptors: a trial then wakes just that
+/// process, not the helper too.
+struct HeldReady {
+    pid: i32,
+    socket: OwnedFd,
+}
+
+/// The ready probe the host holds, if any.
+static HELD: Mutex<Option<HeldReady>> = Mutex::new(None);
+
+/// Asks the helper for a probe on these descriptors: the ready one the host
+/// holds, or one the helper hands out or forks now.
+pub fn spawn(fds: &[RawFd]) -> Result<ForkedProbe, String> {
+    let held = HELD.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(ready) = held
+        && send_fds(&ready.socket, b"run", fds).is_ok()
+    {
+        return Ok(ForkedProbe { pid: ready.pid });
+    }
+    // None held, or it is gone (its group is the helper's to clean up).
+    let (reply, _) = ask(b"spawn", fds)?;
     let text = String::from_utf8_lossy(&reply);
     match text
         .strip_prefix("pid ")
@@ -150,11 +169,44 @@ pub fn spawn(fds: [RawFd; 4]) -> Result<ForkedProbe, String> {
     }
 }
 
+/// Fetches the next ready probe from the helper, so that the next trial
+/// hands its descriptors straight to it; called after a trial, off its
+/// path. Without one the next trial asks the helper, as before.
+pub fn hold_next() {
+    if !available() || HELD.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        return;
+    }
+    let Ok((reply, mut fds)) = ask(b"ready", &[]) else {
+        return;
+    };
+    let pid = String::from_utf8_lossy(&reply)
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse::<i32>().ok());
+    if let (Some(pid), Some(socket)) = (pid, fds.pop()) {
+        *HELD.lock().unwrap_or_else(|e| e.into_inner()) = Some(HeldReady { pid, socket });
+    }
+}
+
+/// Sends `message` with descriptors `fds` attached.
+fn send_fds(socket: &OwnedFd, message: &[u8], fds: &[RawFd]) -> Result<(), String> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(message)],
+        control,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(|e| format!("the other end is gone ({e})"))
+}
+
 impl ForkedProbe {
     /// `None` while it runs; its raw wait status once it has exited (and
     /// been reaped, with its process group killed).
     pub fn status(&self) -> Result<Option<i32>, String> {
-        let reply = ask(format!("status {}", self.pid).as_bytes(), &[])?;
+        let (reply, _) = ask(format!("status {}", self.pid).as_bytes(), &[])?;
         let text = String::from_utf8_lossy(&reply);
         if text == "running" {
             return Ok(None);
@@ -172,7 +224,7 @@ impl ForkedProbe {
 }
 
 /// One request and its reply, the socket held for both.
-fn ask(message: &[u8], fds: &[RawFd]) -> Result<Vec<u8>, String> {
+fn ask(message: &[u8], fds: &[RawFd]) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     let asked = ask_helper(message, fds);
     if let Err(why) = &asked {
         GONE.store(true, std::sync::atomic::Ordering::Release);
@@ -184,26 +236,25 @@ fn ask(message: &[u8], fds: &[RawFd]) -> Result<Vec<u8>, String> {
     asked
 }
 
-fn ask_helper(message: &[u8], fds: &[RawFd]) -> Result<Vec<u8>, String> {
+fn ask_helper(message: &[u8], fds: &[RawFd]) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     let helper = HELPER.get().ok_or("no trial helper runs")?;
     let socket = helper.lock().unwrap_or_else(|e| e.into_inner());
-    let rights = [ControlMessage::ScmRights(fds)];
-    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[IoSlice::new(message)],
-        control,
-        MsgFlags::empty(),
-        None,
-    )
-    .map_err(|e| format!("the trial helper is gone ({e})"))?;
+    send_fds(&socket, message, fds).map_err(|e| format!("the trial helper is gone: {e}"))?;
     let mut buf = [0u8; 256];
-    let n = nix::sys::socket::recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty())
-        .map_err(|e| format!("the trial helper is gone ({e})"))?;
-    if n == 0 {
-        return Err("the trial helper is gone (its socket closed)".into());
+    loop {
+        match receive(&socket, &mut buf, MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok((n, fds)) => {
+                use std::os::fd::FromRawFd;
+                // SAFETY: descriptors just received, owned by nobody else.
+                let fds = fds
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                return Ok((buf[..n].to_vec(), fds.collect()));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("the trial helper is gone ({e})")),
+        }
     }
-    Ok(buf[..n].to_vec())
 }
 
 /// The helper's loop. Never returns.
@@ -212,36 +263,58 @@ fn serve(socket: OwnedFd) -> ! {
     // is passed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut children: Vec<i32> = Vec::new();
+    let mut ready = Ready::fork(&socket, &mut children);
+    // The probe handed out last: the next ready one is forked once it has
+    // exited and the helper has been idle for a moment, so that the fork
+    // never competes with a trial (or with what the host does right after
+    // one) for the processors.
+    let mut last_handed: Option<i32> = None;
     loop {
-        let mut buf = [0u8; 256];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let (n, fds) = {
-            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-            match recvmsg::<()>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(msg) if msg.bytes > 0 => {
-                    let mut fds = Vec::new();
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmRights(r) = c {
-                                fds.extend(r);
-                            }
-                        }
-                    }
-                    (msg.bytes, fds)
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                // The host's end closed, or the socket failed: done.
-                _ => end(&children),
+        if ready.is_none() && !wait_readable(&socket, IDLE_BEFORE_FORK) {
+            if last_handed.is_none_or(exited) {
+                ready = Ready::fork(&socket, &mut children);
             }
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        let (n, fds) = match receive(&socket, &mut buf, MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(got) => got,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // The host's end closed, or the socket failed: done.
+            Err(_) => end(&children),
         };
         let request = String::from_utf8_lossy(&buf[..n]).into_owned();
         let reply = match request.split_once(' ') {
-            None if request == "spawn" => fork_probe(&fds, &mut children),
+            None if request == "spawn" => {
+                let pid = match ready.take().map(|r| r.hand(&fds, &mut children)) {
+                    Some(Ok(pid)) => Ok(pid),
+                    // None ready, or it is gone: fork one now.
+                    _ => fork_probe(&fds, &mut children),
+                };
+                last_handed = pid.as_ref().ok().copied();
+                match pid {
+                    Ok(pid) => format!("pid {pid}"),
+                    Err(why) => why,
+                }
+            }
+            None if request == "ready" => {
+                let handed = ready.take().or_else(|| Ready::fork(&socket, &mut children));
+                match handed {
+                    Some(r) => {
+                        last_handed = Some(r.pid);
+                        let sent = send_fds(
+                            &socket,
+                            format!("pid {}", r.pid).as_bytes(),
+                            &[r.socket.as_raw_fd()],
+                        );
+                        if sent.is_err() {
+                            end(&children);
+                        }
+                        continue;
+                    }
+                    None => "no probe could be forked".to_owned(),
+                }
+            }
             Some(("status", pid)) => status_of(pid, &mut children),
             Some(("kill", pid)) => {
                 if let Ok(pid) = pid.parse::<i32>()
@@ -255,11 +328,129 @@ fn serve(socket: OwnedFd) -> ! {
             }
             _ => format!("unknown request {request:?}"),
         };
-        for fd in fds {
+        for fd in fds.iter().copied() {
             // SAFETY: descriptors received with this message, owned here.
             unsafe { libc::close(fd) };
         }
         let _ = nix::sys::socket::send(socket.as_raw_fd(), reply.as_bytes(), MsgFlags::empty());
+    }
+}
+
+/// How long the helper is idle, after the last probe it handed out has
+/// exited, before it forks the next ready one.
+const IDLE_BEFORE_FORK: i32 = 20;
+
+/// Waits up to `ms` for `socket` to have something to read (or to close).
+fn wait_readable(socket: &OwnedFd, ms: i32) -> bool {
+    let mut fd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut fd, 1, ms) > 0 }
+}
+
+/// Whether child `pid` has exited (or is no longer this process's child),
+/// without reaping it.
+fn exited(pid: i32) -> bool {
+    peek_exit(pid) != Some(false)
+}
+
+/// Whether child `pid` has exited, without reaping it; `None` if that
+/// cannot be asked (it is no child of this process).
+fn peek_exit(pid: i32) -> Option<bool> {
+    // SAFETY: `siginfo_t` is plain data, valid when zeroed.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waits without blocking and without reaping, into `info`.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: `si_pid` is filled in by a successful waitid that found one.
+    (r == 0).then(|| unsafe { info.si_pid() } != 0)
+}
+
+/// One message and the descriptors that came with it.
+fn receive(
+    socket: &OwnedFd,
+    buf: &mut [u8],
+    flags: MsgFlags,
+) -> Result<(usize, Vec<RawFd>), nix::errno::Errno> {
+    let mut space = nix::cmsg_space!([RawFd; 5]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut space), flags)?;
+    if msg.bytes == 0 {
+        return Err(nix::errno::Errno::EPIPE);
+    }
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(r) = c {
+                fds.extend(r);
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}
+
+/// A probe forked ahead of its trial, its process group and the crash
+/// guard already set up, waiting on a socket of its own for the trial's
+/// descriptors: the fork and that set-up are then off the trial's path.
+struct Ready {
+    pid: i32,
+    socket: OwnedFd,
+}
+
+impl Ready {
+    /// Forks the next ready probe; `None` if that fails (the trial then
+    /// forks one when it comes).
+    fn fork(helper: &OwnedFd, children: &mut Vec<i32>) -> Option<Ready> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .ok()?;
+        // SAFETY: this process has a single thread; the child only sets
+        // itself up with system calls and the guard's installation, then
+        // waits for its orders (see `wait_for_orders`).
+        match unsafe { libc::fork() } {
+            -1 => None,
+            0 => {
+                drop(ours);
+                // SAFETY: closes this child's copy of the helper's socket,
+                // which it must not read; the helper keeps its own.
+                unsafe { libc::close(helper.as_raw_fd()) };
+                wait_for_orders(theirs)
+            }
+            pid => {
+                // SAFETY: `pid` is this process's child.
+                unsafe { libc::setpgid(pid, pid) };
+                children.push(pid);
+                Some(Ready { pid, socket: ours })
+            }
+        }
+    }
+
+    /// Hands the trial's descriptors over; the probe's pid.
+    fn hand(self, fds: &[RawFd], children: &mut Vec<i32>) -> Result<i32, String> {
+        send_fds(&self.socket, b"run", fds)
+            .map(|()| self.pid)
+            .inspect_err(|_| {
+                // SAFETY: a child not yet reaped owns its group id; it is
+                // reaped right after.
+                unsafe {
+                    libc::kill(-self.pid, libc::SIGKILL);
+                    libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+                }
+                children.retain(|&c| c != self.pid);
+            })
     }
 }
 
@@ -273,22 +464,25 @@ fn end(children: &[i32]) -> ! {
     unsafe { libc::_exit(0) }
 }
 
-fn fork_probe(fds: &[RawFd], children: &mut Vec<i32>) -> String {
-    let [request, library, report, output] = fds else {
-        return format!("expected 4 descriptors with spawn, found {}", fds.len());
-    };
+fn fork_probe(fds: &[RawFd], children: &mut Vec<i32>) -> Result<i32, String> {
+    if !(4..=5).contains(&fds.len()) {
+        return Err(format!(
+            "expected 4 or 5 descriptors with spawn, found {}",
+            fds.len()
+        ));
+    }
     // SAFETY: this process has a single thread; the child only rearranges
     // descriptors with system calls and then runs the probe, as an exec'd
     // one would.
     match unsafe { libc::fork() } {
-        -1 => format!("fork failed: {}", std::io::Error::last_os_error()),
-        0 => become_probe([*request, *library, *report, *output]),
+        -1 => Err(format!("fork failed: {}", std::io::Error::last_os_error())),
+        0 => become_probe(fds),
         pid => {
             // Both sides set the group, so it exists before either goes on.
             // SAFETY: `pid` is this process's child.
             unsafe { libc::setpgid(pid, pid) };
             children.push(pid);
-            format!("pid {pid}")
+            Ok(pid)
         }
     }
 }
@@ -300,19 +494,7 @@ fn status_of(pid: &str, children: &mut Vec<i32>) -> String {
     if !children.contains(&pid) {
         return format!("{pid} is not a probe of this helper");
     }
-    // SAFETY: `siginfo_t` is plain data, valid when zeroed.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waits without blocking and without reaping, into `info`.
-    let r = unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    };
-    // SAFETY: `si_pid` is filled in by a successful waitid that found one.
-    if r != 0 || unsafe { info.si_pid() } == 0 {
+    if peek_exit(pid) != Some(true) {
         return "running".into();
     }
     // Anything the probe started goes with it, while the group id is still
@@ -326,17 +508,16 @@ fn status_of(pid: &str, children: &mut Vec<i32>) -> String {
     format!("exited {status}")
 }
 
-/// In the forked child: the descriptors go where an exec'd probe finds
-/// them, everything else is closed, and the probe runs. Never returns.
-fn become_probe(fds: [RawFd; 4]) -> ! {
-    use super::handover::{LIBRARY_FD, REPORT_FD, REQUEST_FD};
-    // SAFETY: rearranges this (single-threaded, freshly forked) process's
-    // descriptors with system calls: first above every target, so that no
-    // dup2 closes a descriptor still needed; then into place.
+/// In a freshly forked child: a process group of its own, and what an
+/// exec'd probe starts with (default actions, nothing blocked; the helper
+/// inherited the host's start-up settings).
+fn start_as_probe() {
+    // SAFETY: plain system calls on this (single-threaded, freshly forked)
+    // process.
     unsafe {
         libc::setpgid(0, 0);
-        // What an exec'd probe starts with: default actions, nothing
-        // blocked (the helper inherited the host's start-up settings).
+        // It dies with the helper, which dies with the host.
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         for signal in 1..32 {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
                 libc::signal(signal, libc::SIG_DFL);
@@ -345,18 +526,74 @@ fn become_probe(fds: [RawFd; 4]) -> ! {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        let mut high = [0; 4];
-        for (i, fd) in fds.iter().enumerate() {
-            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 100);
+    }
+}
+
+/// A ready probe: set up, then blocked until the helper hands it a trial's
+/// descriptors (or closes its socket: then it exits, having run nothing).
+fn wait_for_orders(socket: OwnedFd) -> ! {
+    start_as_probe();
+    // The guard's handlers now, so that the trial does not wait for them;
+    // a failure here is said by the probe's own `prepare_thread`.
+    let _ = crate::guard::install();
+    let mut buf = [0u8; 16];
+    let fds = loop {
+        match receive(&socket, &mut buf, MsgFlags::empty()) {
+            Ok((_, fds)) => break fds,
+            Err(nix::errno::Errno::EINTR) => continue,
+            // SAFETY: ends this process at once, running nothing of the
+            // host's.
+            Err(_) => unsafe { libc::_exit(0) },
         }
+    };
+    run_on(&fds)
+}
+
+/// In the forked child: the probe, set up as an exec'd one starts. Never
+/// returns.
+fn become_probe(fds: &[RawFd]) -> ! {
+    start_as_probe();
+    run_on(fds)
+}
+
+/// The descriptors (request, library, report, output and, for a trial
+/// with a state, the state) go where an exec'd probe finds them, everything
+/// else is closed, and the probe runs. Never returns.
+fn run_on(fds: &[RawFd]) -> ! {
+    use super::handover::{LIBRARY_FD, REPORT_FD, REQUEST_FD, STATE_FD};
+    let &[request, library, report, output, ref state @ ..] = fds else {
+        eprintln!(
+            "hotreload: a forked probe expected 4 or 5 descriptors, found {}",
+            fds.len()
+        );
+        std::process::exit(2)
+    };
+    let places = [
+        (request, REQUEST_FD),
+        (library, LIBRARY_FD),
+        (report, REPORT_FD),
+        (output, 1),
+        (output, 2),
+    ];
+    // SAFETY: rearranges this (single-threaded, freshly forked) process's
+    // descriptors with system calls: first above every target, so that no
+    // dup2 closes a descriptor still needed; then into place.
+    unsafe {
+        let high = |fd: RawFd| libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+        let moved: Vec<(RawFd, RawFd)> = places
+            .iter()
+            .chain(state.first().map(|s| (*s, STATE_FD)).iter())
+            .map(|&(fd, at)| (high(fd), at))
+            .collect();
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         libc::dup2(null, 0);
-        libc::dup2(high[3], 1);
-        libc::dup2(high[3], 2);
-        libc::dup2(high[0], REQUEST_FD);
-        libc::dup2(high[1], LIBRARY_FD);
-        libc::dup2(high[2], REPORT_FD);
-        libc::syscall(libc::SYS_close_range, REPORT_FD as u32 + 1, u32::MAX, 0u32);
+        for (fd, at) in moved {
+            libc::dup2(fd, at);
+        }
+        libc::syscall(libc::SYS_close_range, STATE_FD as u32 + 1, u32::MAX, 0u32);
+        if state.is_empty() {
+            libc::close(STATE_FD);
+        }
     }
     let code = match super::handover::take_over_forked() {
         Ok(handed) => super::run_probe(handed),
@@ -373,7 +610,7 @@ mod tests {
     #[test]
     fn a_request_without_a_helper_is_an_error_not_a_panic() {
         if !super::available() {
-            assert!(super::spawn([0, 0, 0, 0]).is_err());
+            assert!(super::spawn(&[0, 0, 0, 0]).is_err());
         }
     }
 }

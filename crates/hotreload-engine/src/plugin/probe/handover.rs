@@ -14,7 +14,10 @@
 //! - the library is descriptor [`LIBRARY_FD`], the host's own private copy
 //!   opened read-only, so the probe maps exactly the bytes (the very inode)
 //!   that the host maps afterwards;
-//! - progress goes out on descriptor [`REPORT_FD`], a pipe.
+//! - progress goes out on descriptor [`REPORT_FD`], a pipe;
+//! - the current state, if any, is descriptor [`STATE_FD`], a memfd sealed
+//!   as the request is, which the probe maps rather than reads
+//!   ([`crate::plugin::sealed`]).
 //!
 //! The probe opens, creates and writes no path at all.
 //!
@@ -24,13 +27,18 @@
 //! (bit 0: a state follows; bit 1: load only, run no plugin function but the
 //! entry points), state type (`u32` length, `u32::MAX` for none, then UTF-8),
 //! the `--reset-field` patterns (`u32` count, then each as `u32` length and
-//! UTF-8), state (`u64` length, then a state file's bytes, see
-//! [`crate::state::persist::encode`]).
+//! UTF-8), and if a state follows: its version `u32`, its layout (`u32`
+//! length, `u32::MAX` for none, then the bytes
+//! `crate::state::persist::encode_layout_only` writes) and its length
+//! `u64`, which [`STATE_FD`] must hold exactly.
 
 use std::fs::File;
 use std::os::unix::fs::FileTypeExt;
 
+use crate::layout::Layout;
 use crate::plugin::child;
+use crate::plugin::sealed::SealedMap;
+use crate::state::persist;
 
 /// The hidden subcommand that starts a probe.
 pub const SUBCOMMAND: &str = "__hotreload-probe";
@@ -38,9 +46,10 @@ pub const SUBCOMMAND: &str = "__hotreload-probe";
 pub const REQUEST_FD: i32 = 3;
 pub const LIBRARY_FD: i32 = 4;
 pub const REPORT_FD: i32 = 5;
+pub const STATE_FD: i32 = 6;
 
 pub const MAGIC: [u8; 8] = *b"HRPROBE\x01";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 const HAS_STATE: u32 = 1;
 const LOAD_ONLY: u32 = 2;
@@ -60,14 +69,22 @@ pub struct Request {
     /// `--reset-field`: fields the migration may start at zero rather than
     /// refuse, as the host's does.
     pub reset_fields: Vec<String>,
-    /// The current state as a state file's bytes (with its version and
-    /// layout), or `None` for a first version.
-    pub state: Option<Vec<u8>>,
+    /// What the current state handed over on [`STATE_FD`] is, or `None`
+    /// for a first version.
+    pub state: Option<HandedState>,
+}
+
+/// What the state handed to a probe is: its bytes are on [`STATE_FD`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct HandedState {
+    pub state_version: u32,
+    pub layout: Option<Layout>,
+    pub len: u64,
 }
 
 impl Request {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.state.as_ref().map_or(0, Vec::len));
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(128);
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         for n in [self.ticks, self.dt.to_bits(), self.seed, self.tick] {
@@ -89,10 +106,19 @@ impl Request {
             out.extend_from_slice(&(pattern.len() as u32).to_le_bytes());
             out.extend_from_slice(pattern.as_bytes());
         }
-        let state = self.state.as_deref().unwrap_or_default();
-        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
-        out.extend_from_slice(state);
-        out
+        if let Some(state) = &self.state {
+            out.extend_from_slice(&state.state_version.to_le_bytes());
+            match &state.layout {
+                Some(layout) => {
+                    let bytes = persist::encode_layout_only(layout)?;
+                    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    out.extend_from_slice(&bytes);
+                }
+                None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+            }
+            out.extend_from_slice(&state.len.to_le_bytes());
+        }
+        Ok(out)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Request, String> {
@@ -124,8 +150,23 @@ impl Request {
                     .map_err(|_| "a --reset-field pattern is not UTF-8".to_owned())?,
             );
         }
-        let len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
-        let state = r.take(len)?.to_vec();
+        let state = if flags & HAS_STATE != 0 {
+            let state_version = r.u32()?;
+            let layout = match r.u32()? {
+                u32::MAX => None,
+                len => Some(
+                    persist::decode_layout_only(r.take(len as usize)?)
+                        .map_err(|why| format!("the state's layout: {why}"))?,
+                ),
+            };
+            Some(HandedState {
+                state_version,
+                layout,
+                len: r.u64()?,
+            })
+        } else {
+            None
+        };
         if r.position() != bytes.len() {
             return Err(format!(
                 "expected the request to end at byte {}, found {} bytes",
@@ -141,14 +182,14 @@ impl Request {
             load_only: flags & LOAD_ONLY != 0,
             state_type,
             reset_fields,
-            state: (flags & HAS_STATE != 0).then_some(state),
+            state,
         })
     }
 }
 
 /// A sealed memfd holding `request`, for the host to hand to a probe.
 pub fn sealed_request(request: &Request) -> Result<File, String> {
-    child::sealed_memfd(c"hotreload-trial-request", &request.encode())
+    child::sealed_memfd(c"hotreload-trial-request", &request.encode()?)
 }
 
 /// The channels a probe was handed, once each has been checked to be what
@@ -157,6 +198,8 @@ pub struct HandedOver {
     pub request: Request,
     pub library: File,
     pub report: File,
+    /// The state's bytes, mapped, when the request says one follows.
+    pub state: Option<SealedMap>,
 }
 
 /// Whether this process was started as a probe by a host: `Ok(None)` when
@@ -175,10 +218,19 @@ pub fn take_over_forked() -> Result<HandedOver, String> {
     let bytes = child::read_sealed_request(REQUEST_FD)?;
     let library = child::claim(LIBRARY_FD, "library", |t| t.is_file())?;
     let report = child::claim(REPORT_FD, "report pipe", |t| t.is_fifo())?;
+    let request = Request::decode(&bytes)?;
+    let state = match &request.state {
+        Some(handed) => {
+            let file = child::claim(STATE_FD, "state", |t| t.is_file())?;
+            Some(SealedMap::open(&file, handed.len).map_err(|why| format!("the state: {why}"))?)
+        }
+        None => None,
+    };
     Ok(HandedOver {
-        request: Request::decode(&bytes)?,
+        request,
         library,
         report,
+        state,
     })
 }
 
@@ -196,9 +248,14 @@ mod tests {
             load_only: false,
             state_type: Some("State".into()),
             reset_fields: vec!["hp".into(), "enemies[*].x".into()],
-            state: Some(vec![1, 2, 3]),
+            state: Some(HandedState {
+                state_version: 3,
+                layout: None,
+                len: 4096,
+            }),
         };
-        assert_eq!(Request::decode(&request.encode()), Ok(request.clone()));
+        let bytes = request.encode().expect("encode");
+        assert_eq!(Request::decode(&bytes), Ok(request.clone()));
         let bare = Request {
             state_type: None,
             reset_fields: Vec::new(),
@@ -206,8 +263,8 @@ mod tests {
             load_only: true,
             ..request
         };
-        assert_eq!(Request::decode(&bare.encode()), Ok(bare.clone()));
-        let bytes = bare.encode();
+        let bytes = bare.encode().expect("encode");
+        assert_eq!(Request::decode(&bytes), Ok(bare.clone()));
         for cut in 0..bytes.len() {
             assert!(Request::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }

@@ -1,0 +1,90 @@
+//! What plugin code sees of the host: [`Host`] in `init` and the hooks,
+//! [`Previous`] in `migrate`.
+
+use std::ffi::CString;
+
+use hotreload_abi::HostContext;
+
+use crate::schema::{State, valid_bytes};
+
+/// The host's context: its seed, the tick count, and its log.
+pub struct Host<'a> {
+    context: Option<&'a HostContext>,
+}
+
+impl<'a> Host<'a> {
+    /// # Safety
+    /// `raw` is NULL or points to a context valid for `'a`, of at least the
+    /// `size` it says.
+    pub(crate) unsafe fn from_raw(raw: *const HostContext) -> Host<'a> {
+        // SAFETY: per this function's contract.
+        let context = unsafe { raw.as_ref() };
+        Host {
+            // A context too short to hold what is read here is not used.
+            context: context.filter(|c| c.size as usize >= core::mem::size_of::<HostContext>()),
+        }
+    }
+
+    /// `hotreload --seed N`: the same seed and number of ticks give the same
+    /// state, when the plugin draws its randomness from it. 0 without one.
+    pub fn seed(&self) -> u64 {
+        self.context.map_or(0, |c| c.seed)
+    }
+
+    /// Ticks completed so far.
+    pub fn tick(&self) -> u64 {
+        self.context.map_or(0, |c| c.tick)
+    }
+
+    /// Prints `[plugin] message`, in order with the host's own lines (a NUL
+    /// in the message ends it).
+    pub fn log(&self, message: &str) {
+        let text = message.split('\0').next().unwrap_or_default();
+        match self.context.and_then(|c| c.log) {
+            Some(log) => {
+                let Ok(text) = CString::new(text) else { return };
+                // SAFETY: the host's `log` takes a NUL-terminated string
+                // valid for the call, which `text` is.
+                unsafe { log(text.as_ptr()) }
+            }
+            None => println!("[plugin] {text}"),
+        }
+    }
+}
+
+/// The state as the previous version left it, handed to `migrate` after the
+/// host has copied every field both versions share by name.
+pub struct Previous<'a> {
+    bytes: &'a [u8],
+    version: u32,
+}
+
+impl<'a> Previous<'a> {
+    pub(crate) fn new(bytes: &'a [u8], version: u32) -> Previous<'a> {
+        Previous { bytes, version }
+    }
+
+    /// The previous version's `state_version`.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The previous state read as `T` (the old version's type, kept in the
+    /// new code under another name): `None` when the bytes cannot be one (a
+    /// different size, a bool that is neither 0 nor 1).
+    pub fn read<T: State>(&self) -> Option<T> {
+        if !valid_bytes::<T>(self.bytes) {
+            return None;
+        }
+        // SAFETY: the bytes are exactly `size_of::<T>()` long and every bool
+        // in them is 0 or 1; every other field of a `State` type is a number,
+        // valid for every bit pattern. Read unaligned: the old block need
+        // not be aligned for `T`.
+        Some(unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().cast::<T>()) })
+    }
+}

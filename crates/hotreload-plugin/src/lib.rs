@@ -1,0 +1,271 @@
+//! Write a hotreload plugin in safe Rust.
+//!
+//! A plugin is a `cdylib` whose state the host owns and keeps across every
+//! reload. With this crate its author writes no `unsafe`, no `no_mangle`
+//! and no `c_void`:
+//!
+//! ```
+//! use hotreload_plugin::{Host, State};
+//!
+//! #[derive(State)]
+//! #[repr(C)]
+//! pub struct Counter {
+//!     score: i64,
+//!     pos: Vec2,            // nested: `pos.x`, `pos.y`
+//!     grid: [[u8; 4]; 3],   // two-dimensional: copied row by row on a resize
+//!     #[state(text)]
+//!     name: [u8; 16],       // shown as a string
+//!     #[state(transient)]
+//!     cache: [u32; 8],      // zeroed on every reload
+//! }
+//!
+//! #[derive(State)]
+//! #[repr(C)]
+//! pub struct Vec2 { x: f32, y: f32 }
+//!
+//! fn init(s: &mut Counter, host: &Host) { s.score = host.seed() as i64; host.log("ready"); }
+//! fn tick(s: &mut Counter, _dt: f64) { s.score += 1; }
+//!
+//! hotreload_plugin::export! { state: Counter, init: init, tick: tick }
+//! # fn main() {}
+//! ```
+//!
+//! - [`State`] (the derive, in [`schema`]) describes the type to the host:
+//!   each field's name, type, offset and shape, flattened as the host's
+//!   debug-info reader names them, plus a layout hash the host checks
+//!   against that table. What no schema can describe (no `#[repr(C)]`,
+//!   references, pointers, `String`, `Vec`, generics) is a compile error.
+//! - [`export!`] exports `logic_get_api` and `logic_get_api_ext` from
+//!   ordinary functions: `init(&mut S, &Host)`, `tick(&mut S, f64)`, and
+//!   optionally `shutdown(&mut S)`, `on_reload` / `on_unload(&mut S,
+//!   &Host)`, `migrate(Previous, &mut S) -> Result<(), String>` and
+//!   `describe(&S) -> String`.
+//! - A panic in any of them is caught at the boundary ([`boundary`]): its
+//!   message and place are recorded in the library's exported
+//!   `hotreload_plugin` record and the call ends in an abort, which the host
+//!   handles like a crash: state restored, the previous version back, and
+//!   `[fault] v2 tick 37: panic at src/lib.rs:12:9: …` in its log. A panic
+//!   never unwinds into the host, with `panic = "unwind"` or `"abort"`.
+//! - The same record carries this crate's ABI version: a host speaking
+//!   another refuses the library at load, naming both.
+//!
+//! Statics in a plugin start afresh at every reload (the host names them at
+//! load); keep everything that must last in the state.
+
+pub mod boundary;
+pub mod host;
+pub mod schema;
+
+pub use host::{Host, Previous};
+pub use hotreload_plugin_derive::State;
+pub use schema::{State, StateField};
+
+/// What [`export!`] and the derive expand to; not for plugin code.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::boundary::{ExtCell, Record, describe, guarded, hook, migrate, shutdown, tick};
+    pub use crate::schema::{Member, Shape, State, StateField, layout_hash};
+    pub use core::ffi::{c_char, c_int, c_void};
+    pub use hotreload_abi::{
+        API_VERSION, DescribeFn, EXT_VERSION, HookFn, HostContext, LogicApi, LogicApiExt, MigrateFn,
+    };
+}
+
+/// Exports a plugin: `logic_get_api`, `logic_get_api_ext` and the
+/// `hotreload_plugin` record, from ordinary functions. Keys in this order;
+/// those after `tick` are optional:
+///
+/// ```ignore
+/// hotreload_plugin::export! {
+///     state: Counter,          // a #[derive(State)] #[repr(C)] struct
+///     version: 2,              // the state version (default 1): raise it when the meaning changes
+///     init: init,              // fn(&mut Counter, &Host): the first load only
+///     tick: tick,              // fn(&mut Counter, f64): every tick
+///     shutdown: shutdown,      // fn(&mut Counter): when the host stops
+///     on_reload: on_reload,    // fn(&mut Counter, &Host): after every swap to this version
+///     on_unload: on_unload,    // fn(&mut Counter, &Host): before this version goes
+///     migrate: migrate,        // fn(Previous, &mut Counter) -> Result<(), String>
+///     describe: describe,      // fn(&Counter) -> String: the [state] line
+/// }
+/// ```
+#[macro_export]
+macro_rules! export {
+    (
+        state: $state:ty,
+        $(version: $version:expr,)?
+        init: $init:path,
+        tick: $tick:path
+        $(, shutdown: $shutdown:path)?
+        $(, on_reload: $on_reload:path)?
+        $(, on_unload: $on_unload:path)?
+        $(, migrate: $migrate:path)?
+        $(, describe: $describe:path)?
+        $(,)?
+    ) => {
+        #[doc(hidden)]
+        #[allow(unsafe_code, non_snake_case)]
+        mod __hotreload_plugin_glue {
+            #[allow(unused_imports)]
+            use super::*;
+            use $crate::__private as __hr;
+
+            type __HrState = $state;
+
+            const _: () = assert!(
+                ::core::mem::align_of::<__HrState>() <= 64,
+                "the host aligns the state to 64 bytes: a state type aligned to more cannot be used"
+            );
+
+            /// `hotreload_plugin_t`: this crate's ABI version, the state's
+            /// layout hash, and where a panic is recorded.
+            #[unsafe(export_name = "hotreload_plugin")]
+            static __HR_RECORD: __hr::Record = __hr::Record::new::<__HrState>();
+
+            // SAFETY (every function below): the host calls them with its
+            // state block for this plugin, whose size it checked against
+            // `state_size` at load and which it aligns to 64 bytes (at least
+            // the type's alignment, asserted above), from one thread at a
+            // time, with a host context valid for the call or NULL.
+            unsafe extern "C" fn __hr_init(state: *mut __hr::c_void) {
+                unsafe { __hr::hook::<__HrState>(&__HR_RECORD, state, ::core::ptr::null(), $init) }
+            }
+            unsafe extern "C" fn __hr_ext_init(state: *mut __hr::c_void, host: *const __hr::HostContext) {
+                unsafe { __hr::hook::<__HrState>(&__HR_RECORD, state, host, $init) }
+            }
+            unsafe extern "C" fn __hr_tick(state: *mut __hr::c_void, dt: f64) {
+                unsafe { __hr::tick::<__HrState>(&__HR_RECORD, state, dt, $tick) }
+            }
+            unsafe extern "C" fn __hr_shutdown(state: *mut __hr::c_void) {
+                let f: fn(&mut __HrState) = $crate::__or!($($shutdown)?, |_| {});
+                unsafe { __hr::shutdown::<__HrState>(&__HR_RECORD, state, f) }
+            }
+
+            static __HR_API: __hr::LogicApi = __hr::LogicApi {
+                api_version: __hr::API_VERSION,
+                state_size: ::core::mem::size_of::<__HrState>(),
+                init: Some(__hr_init),
+                tick: Some(__hr_tick),
+                shutdown: Some(__hr_shutdown),
+            };
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn logic_get_api() -> *const __hr::LogicApi {
+                &__HR_API
+            }
+
+            static __HR_EXT: __hr::ExtCell = __hr::ExtCell::new();
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn logic_get_api_ext() -> *const __hr::LogicApiExt {
+                __HR_EXT.get::<__HrState>(&__HR_RECORD, __hr::LogicApiExt {
+                    ext_version: __hr::EXT_VERSION,
+                    size: ::core::mem::size_of::<__hr::LogicApiExt>() as u32,
+                    state_version: $crate::__or!($($version)?, 1),
+                    field_count: 0,
+                    fields: ::core::ptr::null(),
+                    init: Some(__hr_ext_init),
+                    on_reload: $crate::__hook!($($on_reload)?),
+                    on_unload: $crate::__hook!($($on_unload)?),
+                    migrate: $crate::__migrate!($($migrate)?),
+                    describe: $crate::__describe!($($describe)?),
+                })
+            }
+        }
+    };
+    ($($other:tt)*) => {
+        ::core::compile_error!(
+            "hotreload_plugin::export!: expected `state: Type,` then optionally `version: N,`, then \
+             `init: f, tick: f`, then any of `shutdown`, `on_reload`, `on_unload`, `migrate`, \
+             `describe` in that order, each `key: function`"
+        );
+    };
+}
+
+/// The given value, else the default.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __or {
+    (, $default:expr) => {
+        $default
+    };
+    ($given:expr, $default:expr) => {
+        $given
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __hook {
+    () => {
+        None
+    };
+    ($f:path) => {
+        Some({
+            // SAFETY: as for the glue's other functions.
+            unsafe extern "C" fn __hr_hook(
+                state: *mut __hr::c_void,
+                host: *const __hr::HostContext,
+            ) {
+                unsafe { __hr::hook::<__HrState>(&__HR_RECORD, state, host, $f) }
+            }
+            __hr_hook as __hr::HookFn
+        })
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __migrate {
+    () => {
+        None
+    };
+    ($f:path) => {
+        Some({
+            // SAFETY: the host hands the old block (`old_size` readable
+            // bytes) and its new block for this plugin, as for the glue's
+            // other functions.
+            unsafe extern "C" fn __hr_migrate(
+                old: *const __hr::c_void,
+                old_size: usize,
+                old_version: u32,
+                new: *mut __hr::c_void,
+                new_size: usize,
+            ) -> __hr::c_int {
+                unsafe {
+                    __hr::migrate::<__HrState>(
+                        &__HR_RECORD,
+                        old,
+                        old_size,
+                        old_version,
+                        new,
+                        new_size,
+                        $f,
+                    )
+                }
+            }
+            __hr_migrate as __hr::MigrateFn
+        })
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __describe {
+    () => {
+        None
+    };
+    ($f:path) => {
+        Some({
+            // SAFETY: the host hands its state block and a buffer of `len`
+            // writable bytes, as for the glue's other functions.
+            unsafe extern "C" fn __hr_describe(
+                state: *const __hr::c_void,
+                buf: *mut __hr::c_char,
+                len: usize,
+            ) -> usize {
+                unsafe { __hr::describe::<__HrState>(&__HR_RECORD, state, buf, len, $f) }
+            }
+            __hr_describe as __hr::DescribeFn
+        })
+    };
+}
