@@ -85,7 +85,8 @@ impl TrialState {
     /// `saved`'s bytes copied into a sealed memfd.
     pub fn from_saved(saved: &SavedRef<'_>) -> Result<TrialState, String> {
         let mut buffer = SealedBuffer::create(c"hotreload-trial-state")?;
-        buffer.fill(saved.state.len())?.copy_from_slice(saved.state);
+        buffer.reserve(saved.state.len())?;
+        buffer.write_at(0, saved.state)?;
         Ok(TrialState {
             what: HandedState {
                 state_version: saved.state_version,

@@ -23,7 +23,8 @@ const MAX_REQUEST: u64 = 1 << 40;
 /// to hand to a child.
 pub fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> Result<File, String> {
     let mut buffer = super::sealed::SealedBuffer::create(name)?;
-    buffer.fill(bytes.len())?.copy_from_slice(bytes);
+    buffer.reserve(bytes.len())?;
+    buffer.write_at(0, bytes)?;
     buffer.seal()
 }
 

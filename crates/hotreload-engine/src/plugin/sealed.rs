@@ -1,11 +1,11 @@
-//! Memory handed to a child process: a memfd the host fills in place and
-//! then seals, and the child's read-only mapping of it.
+//! Memory handed to a child process: a memfd the host writes and then
+//! seals, and the child's read-only mapping of it.
 //!
 //! A trial hands the probe the current state. Written through a pipe or
 //! into a file, a 64 MiB state was copied four times on the reload thread
 //! (the snapshot, the state file's form with its checksum, the request,
-//! the descriptor); filled in place, it is copied once, straight from the
-//! snapshot, and the probe maps those very pages instead of reading them.
+//! the descriptor); written straight from the snapshot into a memfd, it is
+//! copied once, and the probe maps those very pages instead of reading them.
 //! The seals (no write, grow, shrink or further seal) make the bytes the
 //! child maps exactly the ones the host wrote, and only a process that
 //! created a memfd can hold one that carries them.
@@ -22,11 +22,14 @@ use crate::state::snapshot::CopyTarget;
 pub const SEALS: i32 =
     libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 
-/// A memfd being filled, mapped writable into the host until sealed.
+/// A memfd being filled, then sealed. The host writes it through the
+/// descriptor and never maps it: a mapping (and its removal before the
+/// seal) of a large state takes the address space's lock, which the tick
+/// thread needs for the state's own page protections.
 pub struct SealedBuffer {
     file: File,
-    map: Option<Mapping>,
-    /// Why room could not be made, for [`SealedBuffer::seal`] to say.
+    len: usize,
+    /// Why it could not be filled, for [`SealedBuffer::seal`] to say.
     failed: Option<String>,
 }
 
@@ -37,17 +40,16 @@ struct Mapping {
 }
 
 impl Mapping {
-    /// Maps all `len` bytes of `file` (not empty), shared, with `flags`
-    /// besides.
-    fn new(file: &File, len: usize, prot: i32, flags: i32) -> Result<Mapping, String> {
+    /// Maps all `len` bytes of `file` (not empty), shared and read-only.
+    fn new(file: &File, len: usize) -> Result<Mapping, String> {
         // SAFETY: a new mapping chosen by the kernel, of a descriptor this
         // process holds; nothing else is touched.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                prot,
-                libc::MAP_SHARED | flags,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
                 file.as_raw_fd(),
                 0,
             )
@@ -89,52 +91,61 @@ impl SealedBuffer {
         Ok(SealedBuffer {
             // SAFETY: `fd` is the fresh descriptor created above.
             file: unsafe { File::from_raw_fd(fd) },
-            map: None,
+            len: 0,
             failed: None,
         })
     }
 
-    /// `size` bytes of zeros to fill, once.
-    pub fn fill(&mut self, size: usize) -> Result<&mut [u8], String> {
-        if self.map.is_some() {
-            return Err("the buffer was filled already".into());
-        }
+    /// Sizes it to `size` bytes, every page allocated now, so that the
+    /// writes after it only copy.
+    pub fn reserve(&mut self, size: usize) -> Result<(), String> {
         self.file
             .set_len(size as u64)
             .map_err(|e| format!("cannot size a memfd to {size} bytes: {e}"))?;
-        if size == 0 {
-            return Ok(&mut []);
+        if size > 0 {
+            // SAFETY: allocates the memfd's pages; no memory of this process
+            // is touched.
+            let r = unsafe { libc::fallocate(self.file.as_raw_fd(), 0, 0, size as libc::off_t) };
+            if r != 0 {
+                return Err(format!(
+                    "cannot allocate {size} bytes for a child: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
         }
-        // Every page allocated and mapped now: a snapshot's reader copies
-        // into it while holding the lock the tick thread takes, and must
-        // not fault in fresh pages there.
-        let map = self.map.insert(Mapping::new(
-            &self.file,
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_POPULATE,
-        )?);
-        // SAFETY: the mapping is `size` bytes, readable and writable, and
-        // borrowed mutably from `self`, which owns it, for the slice's life.
-        Ok(unsafe { std::slice::from_raw_parts_mut(map.ptr.as_ptr(), map.len) })
+        self.len = size;
+        Ok(())
     }
 
-    /// The bytes filled so far: the size asked of [`SealedBuffer::fill`].
+    /// Writes `bytes` at `offset`.
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        if offset + bytes.len() > self.len {
+            return Err(format!(
+                "a write of {} bytes at {offset} is past the memfd's {} bytes",
+                bytes.len(),
+                self.len
+            ));
+        }
+        self.file
+            .write_all_at(bytes, offset as u64)
+            .map_err(|e| format!("cannot write a memfd for a child: {e}"))
+    }
+
+    /// The bytes reserved.
     pub fn len(&self) -> usize {
-        self.map.as_ref().map_or(0, |m| m.len)
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    /// The memfd, unmapped from the host and sealed.
+    /// The memfd, sealed.
     pub fn seal(mut self) -> Result<File, String> {
         if let Some(why) = self.failed.take() {
             return Err(why);
         }
-        // The write seal needs every writable mapping gone.
-        self.map = None;
         // SAFETY: adds seals to a memfd this value owns.
         if unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
             return Err(format!(
@@ -147,17 +158,16 @@ impl SealedBuffer {
 }
 
 impl CopyTarget for SealedBuffer {
-    fn room(&mut self, size: usize) -> Option<&mut [u8]> {
-        if let Err(why) = self.fill(size) {
-            self.failed = Some(why);
-            return None;
-        }
-        let Some(map) = self.map.as_ref() else {
-            return Some(&mut []);
-        };
-        // SAFETY: as in `fill`: the mapping this value owns, borrowed
-        // mutably from it.
-        Some(unsafe { std::slice::from_raw_parts_mut(map.ptr.as_ptr(), map.len) })
+    fn start(&mut self, size: usize) -> Option<()> {
+        self.reserve(size)
+            .map_err(|why| self.failed = Some(why))
+            .ok()
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        SealedBuffer::write_at(self, offset, bytes)
+            .map_err(|why| self.failed = Some(why))
+            .ok()
     }
 }
 
@@ -192,9 +202,7 @@ impl SealedMap {
         }
         let len = usize::try_from(len).map_err(|_| format!("{len} bytes cannot be mapped"))?;
         Ok(SealedMap {
-            map: (len > 0)
-                .then(|| Mapping::new(file, len, libc::PROT_READ, 0))
-                .transpose()?,
+            map: (len > 0).then(|| Mapping::new(file, len)).transpose()?,
         })
     }
 

@@ -609,7 +609,8 @@ impl SharedSnapshot {
             };
             let size = kept.snapshot.bytes.len();
             if size <= 4 * READ_CHUNK {
-                target.room(size)?.copy_from_slice(&kept.snapshot.bytes);
+                target.start(size)?;
+                target.write_at(0, &kept.snapshot.bytes)?;
                 return Some((meta, entries));
             }
             kept.snapshot.reader = Some(Window {
@@ -619,18 +620,18 @@ impl SharedSnapshot {
             (size, meta, kept.generation, entries)
         };
         let _close = CloseWindow(self);
-        let bytes = target.room(size)?;
+        target.start(size)?;
         let mut from = 0;
         while from < size {
             let mut guard = self.lock_within(patience)?;
             // A reset since (a migration): that copy is gone.
             let kept = guard.as_mut().filter(|k| k.generation == generation)?;
             let to = (from + READ_CHUNK).min(size);
-            bytes[from..to].copy_from_slice(&kept.snapshot.bytes[from..to]);
+            target.write_at(from, &kept.snapshot.bytes[from..to])?;
             let window = kept.snapshot.reader.as_mut()?;
             for p in from / PAGE..to.div_ceil(PAGE) {
                 if let Some(older) = window.preserved.remove(&p) {
-                    bytes[p * PAGE..p * PAGE + older.len()].copy_from_slice(&older);
+                    target.write_at(p * PAGE, &older)?;
                 }
             }
             window.cursor = to;
@@ -650,16 +651,26 @@ pub struct CopyMeta {
 
 /// Where [`SharedSnapshot::read_into`] writes a copy.
 pub trait CopyTarget {
-    /// Room for exactly `size` bytes, or `None` if there is none.
-    fn room(&mut self, size: usize) -> Option<&mut [u8]>;
+    /// Makes room for exactly `size` bytes; `None` if there is none. Called
+    /// once, before any write. For a large state it is called outside the
+    /// snapshot's lock, so it may take its time (allocate every page).
+    fn start(&mut self, size: usize) -> Option<()>;
+    /// Writes `bytes` at `offset` (within the size given to `start`).
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()>;
 }
 
 impl CopyTarget for Vec<u8> {
-    fn room(&mut self, size: usize) -> Option<&mut [u8]> {
+    fn start(&mut self, size: usize) -> Option<()> {
         // Zeroed memory from the allocator (fresh pages for a large state),
         // not a pass that writes zeros before the copy does.
         *self = vec![0u8; size];
-        Some(self.as_mut_slice())
+        Some(())
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        self.get_mut(offset..offset + bytes.len())?
+            .copy_from_slice(bytes);
+        Some(())
     }
 }
 
