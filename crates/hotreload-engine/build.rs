@@ -10,7 +10,17 @@
 //! what an isolated worker's confinement refused
 //! (`src/plugin/isolate/refusals.c`).
 
+/// Every function the guard interposes (`src/guard/interposed.txt`).
+const INTERPOSED: &str = include_str!("src/guard/interposed.txt");
+
 fn main() {
+    println!("cargo:rerun-if-changed=src/guard/interposed.txt");
+    // The integration tests (`tests/`) embed the engine as a host would,
+    // and export the interposers as a host must for plugin code's calls to
+    // reach them (the threads a plugin starts, among others).
+    for symbol in INTERPOSED.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        println!("cargo:rustc-link-arg-tests=-Wl,--export-dynamic-symbol={symbol}");
+    }
     println!("cargo:rerun-if-changed=src/guard/trampoline.c");
     println!("cargo:rerun-if-changed=src/guard/exits.c");
     println!("cargo:rerun-if-changed=src/guard/process.c");

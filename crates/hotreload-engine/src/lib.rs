@@ -29,6 +29,12 @@
 //!   file names and field paths, and what a compiler puts in every library
 //!   that the plugin's author never wrote.
 //!
+//! - [`embed`]: the engine for a host with its own function table, called
+//!   from many threads at once: a cheap cloneable handle, reloads that
+//!   never block a caller (epoch slots, membarrier, a reclaimer that closes
+//!   a version once the last thread left it), hangs interrupted on any
+//!   thread, and old versions kept mapped for threads still in them.
+//!
 //! [`Engine::start`] runs it all on background threads; [`Event`]s flow out on
 //! a channel and [`Command`]s flow in through an [`EngineHandle`]. The
 //! `hotreload` command-line tool is a thin layer over this crate.
@@ -51,6 +57,7 @@ pub mod command;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod embed;
 pub mod engine;
 pub mod event;
 pub mod guard;

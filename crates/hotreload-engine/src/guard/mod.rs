@@ -69,6 +69,15 @@ unsafe extern "C" {
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
     fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
+    fn hr_call_words(
+        f: *const c_void,
+        a0: u64,
+        a1: u64,
+        a2: u64,
+        a3: u64,
+        a4: u64,
+        out: *mut u64,
+    ) -> c_int;
     fn hr_call_constructor(
         f: ConstructorFn,
         argc: c_int,
@@ -97,8 +106,9 @@ unsafe extern "C" {
     ) -> c_int;
 }
 
-/// Any `const void* f(void)` entry point (`logic_get_api`, `logic_get_api_ext`).
-type GetPtrFn = unsafe extern "C" fn() -> *const c_void;
+/// Any `const void* f(void)` entry point (`logic_get_api`, `logic_get_api_ext`,
+/// a host's own, see `crate::embed`).
+pub type GetPtrFn = unsafe extern "C" fn() -> *const c_void;
 
 /// A library constructor (`DT_INIT`, an `DT_INIT_ARRAY` entry), as the
 /// loader calls it: `void f(int argc, char** argv, char** envp)`.
@@ -559,6 +569,51 @@ pub unsafe fn call_get_api(f: GetApiFn) -> Result<*const LogicApi, Fault> {
 pub unsafe fn call_get_api_ext(f: GetApiExtFn) -> Result<*const LogicApiExt, Fault> {
     // SAFETY: per this function's contract; both are `T* f(void)` in C.
     unsafe { call_get_ptr(std::mem::transmute::<GetApiExtFn, GetPtrFn>(f)) }.map(|p| p.cast())
+}
+
+/// Calls a host's own entry point (`const void* f(void)`) under the guard.
+///
+/// # Safety
+/// `f` must be a live plugin function of that C type, and [`install`] must
+/// have succeeded.
+pub unsafe fn call_get_table(f: GetPtrFn) -> Result<*const c_void, Fault> {
+    // SAFETY: per this function's contract.
+    unsafe { call_get_ptr(f) }
+}
+
+/// Calls `f` with up to five integer or pointer arguments (unused ones
+/// zero) under the guard, and returns what it left in the integer return
+/// register: the call behind any function of a host's own table (see
+/// `crate::embed::call`).
+///
+/// # Safety
+/// `f` must be a live plugin function whose arguments are all integers or
+/// pointers (at most five) and that returns nothing, an integer or a
+/// pointer; the arguments must be what it expects; [`install`] must have
+/// succeeded.
+#[inline]
+pub unsafe fn call_words(f: *const c_void, args: [u64; 5]) -> Result<u64, Fault> {
+    let mut out = 0u64;
+    // SAFETY: per this function's contract; `out` outlives the call.
+    ended(unsafe { hr_call_words(f, args[0], args[1], args[2], args[3], args[4], &mut out) })
+        .map(|()| out)
+}
+
+/// [`call_words`] without the two system calls after it, for the
+/// benchmark that measures the parts apart (see
+/// [`call_tick_trampoline_only`]).
+///
+/// # Safety
+/// As for [`call_words`].
+#[doc(hidden)]
+#[inline]
+pub unsafe fn call_words_trampoline_only(f: *const c_void, args: [u64; 5]) -> Result<u64, Fault> {
+    let mut out = 0u64;
+    // SAFETY: per this function's contract; `out` outlives the call.
+    match unsafe { hr_call_words(f, args[0], args[1], args[2], args[3], args[4], &mut out) } {
+        0 | TOUCHED => Ok(out),
+        signal => Err(last_fault(signal)),
+    }
 }
 
 /// # Safety

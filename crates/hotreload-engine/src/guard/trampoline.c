@@ -903,6 +903,17 @@ int hr_call_get_api(const void* (*f)(void), const void** out) {
     return r;
 }
 
+/* Any function of a host's own table (embed/call.rs): up to five integer
+ * or pointer arguments, an integer or pointer result. */
+int hr_call_words(const void* f, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+                  uint64_t* out) {
+    int r = hr_call_args(f, a0, a1, a2, a3, a4);
+    if (r <= 0) {
+        *out = hr_guard.result;
+    }
+    return r;
+}
+
 int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, char** envp) {
     return hr_call_args((const void*)f, (uint64_t)(uint32_t)argc, HR_ARG(argv), HR_ARG(envp), 0,
                         0);
@@ -945,6 +956,12 @@ int hr_call_constructor(void (*f)(int, char**, char**), int argc, char** argv, c
 
 int hr_call_destructor(void (*f)(void)) {
     HR_GUARDED_CALL(f());
+}
+
+typedef uint64_t (*hr_words_fn)(uint64_t, uint64_t, uint64_t, uint64_t, uint64_t);
+int hr_call_words(const void* f, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4,
+                  uint64_t* out) {
+    HR_GUARDED_CALL(*out = ((hr_words_fn)f)(a0, a1, a2, a3, a4));
 }
 #endif
 

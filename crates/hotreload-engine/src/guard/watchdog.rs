@@ -129,7 +129,7 @@ impl Watchdog {
 /// `interval`: whatever a wake is late by beyond a generous allowance for a
 /// busy machine. The recent late wakes are kept with their windows, so that
 /// a call is discounted only the stops that can have fallen within it.
-struct StoppedTime {
+pub(crate) struct StoppedTime {
     interval: Duration,
     last_wake: Instant,
     /// (window start, window end, time not running within it), newest last.
@@ -140,7 +140,7 @@ struct StoppedTime {
 const GAPS_KEPT: usize = 32;
 
 impl StoppedTime {
-    fn new(interval: Duration) -> StoppedTime {
+    pub(crate) fn new(interval: Duration) -> StoppedTime {
         StoppedTime {
             interval,
             last_wake: Instant::now(),
@@ -148,7 +148,7 @@ impl StoppedTime {
         }
     }
 
-    fn woke(&mut self, now: Instant) {
+    pub(crate) fn woke(&mut self, now: Instant) {
         let gap = now.saturating_duration_since(self.last_wake);
         // A scheduler can be late by a few intervals on a loaded machine;
         // only a gap past that is taken as the process not running.
@@ -167,7 +167,7 @@ impl StoppedTime {
     /// before `start` may have come before it or after, and counts as far
     /// as it fits after `start` (the generous reading: a good version is
     /// never rolled back for a stop).
-    fn since(&self, start: Instant) -> Duration {
+    pub(crate) fn since(&self, start: Instant) -> Duration {
         self.gaps
             .iter()
             .filter(|(_, end, _)| *end > start)

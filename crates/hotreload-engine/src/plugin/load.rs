@@ -31,7 +31,7 @@ use crate::outcome::Rejection;
 use crate::plugin::dl::Handle;
 use crate::plugin::elf::{Code, Image};
 use crate::plugin::ext::Ext;
-use crate::plugin::precheck::precheck;
+use crate::plugin::precheck::{precheck, precheck_entry};
 use crate::plugin::record;
 use crate::plugin::shadow::ShadowFile;
 
@@ -124,6 +124,19 @@ impl Library {
     /// Checks `shadow`, maps it into the process and runs its constructors
     /// under the crash guard.
     pub fn open(shadow: ShadowFile) -> Result<Library, Rejection> {
+        Library::open_checked(shadow, precheck)
+    }
+
+    /// [`Library::open`] for a library that exports a host's own entry
+    /// point, `entry`, instead of `logic_get_api` (see `crate::embed`).
+    pub fn open_with_entry(shadow: ShadowFile, entry: &str) -> Result<Library, Rejection> {
+        Library::open_checked(shadow, |bytes| precheck_entry(bytes, entry))
+    }
+
+    fn open_checked(
+        shadow: ShadowFile,
+        check: impl FnOnce(&[u8]) -> Result<Image, Rejection>,
+    ) -> Result<Library, Rejection> {
         let path = shadow.path().to_path_buf();
         let bytes = std::fs::read(&path).map_err(|e| {
             Rejection::NotLoadable(format!(
@@ -131,7 +144,7 @@ impl Library {
                 path.display()
             ))
         })?;
-        let image = precheck(&bytes)?;
+        let image = check(&bytes)?;
         let hidden = image.neutralized(&bytes);
         if hidden != bytes {
             // A copy written without the host's retagging (by an embedder,
@@ -300,6 +313,46 @@ impl Library {
         // SAFETY: the ABI says a non-NULL result points to a table that is
         // valid while the library is loaded, `size` bytes long.
         unsafe { crate::plugin::ext::copy_table(table) }.map(Some)
+    }
+
+    /// Calls the host's own entry point the library was opened with (see
+    /// [`Library::open_with_entry`]), `const void* name(void)`, under the
+    /// guard, and returns the table address it gave: not NULL, not yet read.
+    pub fn entry_table(&self, name: &str) -> Result<*const std::ffi::c_void, Rejection> {
+        let Some(linked) = self.image.entry else {
+            return Err(Rejection::MissingEntryPoint(format!(
+                "missing entry point: expected an exported function {name}, found none"
+            )));
+        };
+        // SAFETY: `linked` is a function in the library's code (validated),
+        // mapped at `base`; the host's contract for its table
+        // (`embed::FunctionTable`) declares it `const T* name(void)`. It is
+        // called under the crash guard, and its result checked before use.
+        let table = watched(|| unsafe {
+            let get = std::mem::transmute::<usize, guard::GetPtrFn>(self.base + linked as usize);
+            guard::call_get_table(get)
+        })
+        .map_err(|fault| Rejection::Faulted(format!("{name} faulted: {}", described(&fault))))?;
+        if table.is_null() {
+            return Err(Rejection::NullTable);
+        }
+        self.remember_table(table as usize);
+        Ok(table)
+    }
+
+    /// Where the loader put the library: from its lowest segment's start to
+    /// its highest one's end.
+    pub fn span(&self) -> Option<(usize, usize)> {
+        let ranges = self.mapped_ranges(&self.image.spans);
+        let start = ranges.iter().map(|r| r.0).min()?;
+        let end = ranges.iter().map(|r| r.1).max()?;
+        Some((start, end))
+    }
+
+    /// Whether `address` (as mapped) is in the library's code.
+    pub fn in_code(&self, address: usize) -> bool {
+        self.image
+            .in_code(address.wrapping_sub(self.base) as u64, 1)
     }
 
     /// [`Library::ext_table`], checked against the state's size and, for a

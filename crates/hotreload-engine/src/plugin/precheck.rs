@@ -20,32 +20,52 @@ use hotreload_abi::GET_API_NAME;
 /// base), to recognise a pointer into the library later without reading
 /// `/proc/self/maps`, and where its entry points are.
 pub fn precheck(bytes: &[u8]) -> Result<Image, Rejection> {
+    let image = validated(bytes, None)?;
+    if image.get_api.is_none() {
+        return Err(missing_entry(bytes, GET_API_NAME, &image.get_api_refused));
+    }
+    Ok(image)
+}
+
+/// [`precheck`] for a host's own function table (`crate::embed`): the
+/// library must export `entry` instead of `logic_get_api`.
+pub fn precheck_entry(bytes: &[u8], entry: &str) -> Result<Image, Rejection> {
+    let image = validated(bytes, Some(entry))?;
+    if image.entry.is_none() {
+        return Err(missing_entry(bytes, entry, &image.entry_refused));
+    }
+    Ok(image)
+}
+
+fn validated(bytes: &[u8], entry: Option<&str>) -> Result<Image, Rejection> {
     if !bytes.starts_with(b"\x7fELF") {
         return Err(Rejection::NotLoadable(format!(
             "expected an ELF shared object, found {}",
             describe(bytes)
         )));
     }
-    let image = elf::validate(bytes).map_err(Rejection::NotLoadable)?;
-    if image.get_api.is_none() {
-        let found = match &image.get_api_refused {
-            Some(why) => why.clone(),
-            // The full symbol table, when not stripped, knows the functions
-            // that are not exported.
-            None if object::File::parse(bytes).is_ok_and(|file| {
-                file.symbols()
-                    .any(|s| s.name() == Ok(GET_API_NAME) && s.is_definition())
-            }) =>
-            {
-                "it defined but not exported (static, or hidden visibility?)".to_owned()
-            }
-            None => "no such symbol".to_owned(),
-        };
-        return Err(Rejection::MissingEntryPoint(format!(
-            "missing entry point: expected an exported function {GET_API_NAME}, found {found}"
-        )));
-    }
-    Ok(image)
+    elf::validate_with_entry(bytes, entry).map_err(Rejection::NotLoadable)
+}
+
+/// The rejection of a library that does not export `name`, saying what it
+/// has instead.
+fn missing_entry(bytes: &[u8], name: &str, refused: &Option<String>) -> Rejection {
+    let found = match refused {
+        Some(why) => why.clone(),
+        // The full symbol table, when not stripped, knows the functions
+        // that are not exported.
+        None if object::File::parse(bytes).is_ok_and(|file| {
+            file.symbols()
+                .any(|s| s.name() == Ok(name) && s.is_definition())
+        }) =>
+        {
+            "it defined but not exported (static, or hidden visibility?)".to_owned()
+        }
+        None => "no such symbol".to_owned(),
+    };
+    Rejection::MissingEntryPoint(format!(
+        "missing entry point: expected an exported function {name}, found {found}"
+    ))
 }
 
 /// A few words on what a non-ELF file looks like, for the rejection message.

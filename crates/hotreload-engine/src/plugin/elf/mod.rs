@@ -67,6 +67,12 @@ pub struct Image {
     /// Why `logic_get_api` does not count as exported, when a symbol of
     /// that name is there but is not an exported function.
     pub get_api_refused: Option<String>,
+    /// The entry point named to [`validate_with_entry`] (a host's own
+    /// table, see `crate::embed`), as linked, when the library exports it.
+    pub entry: Option<u64>,
+    /// Why that entry point does not count as exported, when a symbol of
+    /// its name is there but is not an exported function.
+    pub entry_refused: Option<String>,
     /// The constructors, in the order the loader would run them.
     pub init: Vec<Code>,
     /// The destructors, in the order the loader would run them.
@@ -120,6 +126,12 @@ fn within(ranges: &[(u64, u64)], address: u64, len: u64) -> bool {
 /// Checks `bytes` as the loader will read them. `Err` says what is wrong,
 /// naming what was expected and what was found.
 pub fn validate(bytes: &[u8]) -> Result<Image, String> {
+    validate_with_entry(bytes, None)
+}
+
+/// [`validate`], also looking for the exported function `entry` (a host's
+/// own entry point) as the loader would find it.
+pub fn validate_with_entry(bytes: &[u8], entry: Option<&str>) -> Result<Image, String> {
     if !cfg!(all(target_endian = "little", target_pointer_width = "64")) {
         return Err("not validated: this host is not a 64-bit little-endian machine".into());
     }
@@ -140,15 +152,17 @@ pub fn validate(bytes: &[u8]) -> Result<Image, String> {
     tables.extend(versions.ranges.iter().copied());
     let relocations = relocs::check(bytes, &layout, &dynamic, &symbols, &special, &tables)?;
     let (init, fini) = dynamic.code(&layout, &relocations, &symbols)?;
-    let entry = symbols.entry_points(&layout, &versions)?;
+    let found = symbols.entry_points(&layout, &versions, entry)?;
     Ok(Image {
         spans: layout.spans(),
         code: layout.code(),
         dynamic: special.dynamic.0,
-        get_api: entry.get_api,
-        get_api_ext: entry.get_api_ext,
-        plugin_record: entry.plugin_record,
-        get_api_refused: entry.refused,
+        get_api: found.get_api,
+        get_api_ext: found.get_api_ext,
+        plugin_record: found.plugin_record,
+        get_api_refused: found.refused,
+        entry: found.named,
+        entry_refused: found.named_refused,
         init,
         fini,
         nodelete: dynamic.nodelete || symbols.has_unique,

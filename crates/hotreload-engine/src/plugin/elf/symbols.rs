@@ -103,6 +103,11 @@ pub(super) struct EntryPoints {
     /// `hotreload-plugin` crate.
     pub plugin_record: Option<u64>,
     pub refused: Option<String>,
+    /// The entry point a host named for its own function table
+    /// (`crate::embed`), when asked for one and exported.
+    pub named: Option<u64>,
+    /// Why the named entry point does not count as exported.
+    pub named_refused: Option<String>,
 }
 
 /// A GNU hash table's header and where its parts are.
@@ -490,12 +495,22 @@ impl<'a> Symbols<'a> {
 
     /// `logic_get_api` and `logic_get_api_ext` as `dlsym` would find them:
     /// defined, global or weak, visible, in the hash table, not a hidden
-    /// version; and each must be a function in this library's code.
+    /// version; and each must be a function in this library's code. With
+    /// `named`, the same for a host's own entry point.
     pub fn entry_points(
         &self,
         layout: &Layout,
         versions: &Versions,
+        named: Option<&str>,
     ) -> Result<EntryPoints, String> {
+        let (named_at, named_refused) = match named {
+            Some(name) => match self.find(name, layout, versions)? {
+                Found::Exported(at) => (Some(at), None),
+                Found::Refused(why) => (None, Some(why)),
+                Found::Absent => (None, None),
+            },
+            None => (None, None),
+        };
         let (get_api, refused) = match self.find(GET_API_NAME, layout, versions)? {
             Found::Exported(at) => (Some(at), None),
             Found::Refused(why) => (None, Some(why)),
@@ -513,6 +528,8 @@ impl<'a> Symbols<'a> {
             get_api_ext,
             plugin_record: self.plugin_record(layout, versions)?,
             refused,
+            named: named_at,
+            named_refused,
         })
     }
 
