@@ -172,6 +172,15 @@ fn release(fd: i32) {
     assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
 }
 
+/// One test at a time: the epoch slots are the process's, shared by every
+/// plugin in it, so a thread one test holds inside its plugin on purpose
+/// holds back the versions another test replaces meanwhile (and is named
+/// there, correctly, as stuck).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Eight threads call two functions of the same entered version in a loop
 /// while the library is swapped for three seconds, 2 ms apart (each swap
 /// copies, validates and loads a library: a few ms more in a debug build
@@ -179,6 +188,7 @@ fn release(fd: i32) {
 /// version entered, and every replaced version is closed and unmapped.
 #[test]
 fn eight_threads_call_through_three_seconds_of_reloads() {
+    let _serial = one_at_a_time();
     let (_dir, a, b) = two_builds("stress");
     let (sink, rx) = notices();
     let closed = Arc::new(AtomicU64::new(0));
@@ -266,6 +276,7 @@ fn eight_threads_call_through_three_seconds_of_reloads() {
 /// new version meanwhile, and it is closed once the thread is out.
 #[test]
 fn a_thread_stuck_in_a_replaced_version_is_named_and_the_version_stays_mapped() {
+    let _serial = one_at_a_time();
     let (_dir, a, b) = two_builds("stuck");
     let (sink, rx) = notices();
     let options = Options {
@@ -307,6 +318,7 @@ fn a_thread_stuck_in_a_replaced_version_is_named_and_the_version_stays_mapped() 
 /// version mapped, with a line naming it; when it ends, the version goes.
 #[test]
 fn a_thread_the_plugin_started_keeps_its_version_mapped_until_it_ends() {
+    let _serial = one_at_a_time();
     let (_dir, a, b) = two_builds("spawn");
     let (sink, rx) = notices();
     let options = Options {
@@ -336,6 +348,7 @@ fn a_thread_the_plugin_started_keeps_its_version_mapped_until_it_ends() {
 /// the version keeps answering.
 #[test]
 fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let a = build(dir.path(), "hang_a.so", 1, &[]);
     let (sink, _rx) = notices();
@@ -396,6 +409,7 @@ fn hangs_on_many_threads_and_crashes_come_back_as_faults() {
 /// refused with what was expected and found; the running version stays.
 #[test]
 fn a_library_with_the_wrong_table_is_refused_and_the_running_version_stays() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().expect("tempdir");
     let a = build(dir.path(), "table_a.so", 1, &[]);
     let wrong = build(dir.path(), "table_9.so", 2, &["-DTABLE_VERSION=9"]);
