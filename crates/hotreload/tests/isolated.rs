@@ -287,14 +287,21 @@ fn a_worker_cannot_stop_or_kill_itself_and_says_so() {
     "#;
     fs::write(&src, faulting("one", 1, 3, attempt)).expect("write");
     let mut s = isolated(dir.path(), &["--trial-ticks", "0"]);
-    let said = s.expect_prefix("[plugin] self: ");
-    assert!(said.contains("stop=-1 kill=-1"), "{said}");
-    let refused = s.expect_prefix("[guard] plugin code in the worker (pid ");
-    assert!(
-        refused.contains("SIGSTOP") && refused.contains("refused"),
-        "{refused}"
-    );
     s.expect_contains("tag=one score=6 ");
+    // The plugin's line (its standard output) and the guard's (the
+    // worker's standard error) reach the server on two pipes: either may
+    // be printed first.
+    let lines = s.lines();
+    let said = lines
+        .iter()
+        .find(|l| l.starts_with("[plugin] self: "))
+        .unwrap_or_else(|| panic!("the plugin's line:\n{}", s.transcript()));
+    assert!(said.contains("stop=-1 kill=-1"), "{said}");
+    let refused = lines
+        .iter()
+        .find(|l| l.starts_with("[guard] plugin code in the worker (pid ") && l.contains("SIGSTOP"))
+        .unwrap_or_else(|| panic!("the guard's line:\n{}", s.transcript()));
+    assert!(refused.contains("refused"), "{refused}");
     assert_eq!(
         s.count(|l| l.starts_with("[fault]")),
         0,
