@@ -75,6 +75,10 @@ fn run(dir: &Path, trials: bool, saves: usize) -> Run {
         "logic.so",
         "--tick-ms",
         "1",
+        // `init` writes every page once: 512 MiB of first writes takes
+        // longer than the default second.
+        "--tick-timeout-ms",
+        "10000",
     ];
     if !trials {
         args.extend(["--trial-ticks", "0"]);
