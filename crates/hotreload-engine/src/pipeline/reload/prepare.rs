@@ -106,7 +106,7 @@ impl Reloader {
             )
         };
         let tried = if self.config.isolate {
-            let state = self.trial_state(load_only, &mut settings.tick);
+            let state = self.trial_state(load_only, true, &mut settings.tick);
             trial::isolated::run(library, bytes, &self.lib_name, &settings, state)
         } else {
             // A probe maps the state from a sealed memfd, filled straight
@@ -119,7 +119,8 @@ impl Reloader {
                 }
                 Some(Err(why)) => return Err(refused(why)),
                 None => self
-                    .trial_state(load_only, &mut settings.tick)
+                    // The snapshot was just asked and had no copy to give.
+                    .trial_state(load_only, false, &mut settings.tick)
                     .map(|saved| trial::TrialState::from_saved(&SavedRef::from(&saved)))
                     .transpose()
                     .map_err(refused)?,
@@ -167,12 +168,13 @@ impl Reloader {
     /// The current state, with its version and layout, for a trial: the
     /// trial carries it over to the new build's layout exactly as the host
     /// would. `tick` gets the ticks completed when it was copied.
-    fn trial_state(&self, load_only: bool, tick: &mut u64) -> Option<Saved> {
+    /// `from_snapshot`: ask the fault snapshot first.
+    fn trial_state(&self, load_only: bool, from_snapshot: bool, tick: &mut u64) -> Option<Saved> {
         if load_only {
             return None;
         }
         match &self.state_side {
-            Some(_) if let Some(copy) = self.snapshot_copy() => {
+            Some(_) if from_snapshot && let Some(copy) = self.snapshot_copy() => {
                 // Copied from the fault snapshot on this thread: a large
                 // state is never copied on the tick thread for a trial. The
                 // copy says which layout its bytes are in (the swap before
