@@ -172,10 +172,9 @@ fn release(fd: i32) {
     assert_eq!(unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) }, 1);
 }
 
-/// One test at a time: the epoch slots are the process's, shared by every
-/// plugin in it, so a thread one test holds inside its plugin on purpose
-/// holds back the versions another test replaces meanwhile (and is named
-/// there, correctly, as stuck).
+/// One test at a time: the stuck-thread tests below count on nothing else
+/// reloading or holding plugins in the process meanwhile (watchdog and
+/// reclaimer timings, the mappings listed in `/proc/self/maps`).
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
@@ -312,6 +311,129 @@ fn a_thread_stuck_in_a_replaced_version_is_named_and_the_version_stays_mapped() 
     release(write);
     assert_eq!(stuck.join().expect("thread").expect("the call returned"), 1);
     closed_and_unmapped(&rx, "stuck_a.so");
+}
+
+/// Two plugins' two builds each: `<a>_a.so`, `<a>_b.so`, `<b>_a.so`,
+/// `<b>_b.so`.
+fn four_builds(a: &str, b: &str) -> ([tempfile::TempDir; 2], [PathBuf; 4]) {
+    let (dir_a, a1, a2) = two_builds(a);
+    let (dir_b, b1, b2) = two_builds(b);
+    ([dir_a, dir_b], [a1, a2, b1, b2])
+}
+
+/// Loads `path` with no call timeout, its notices into the channel
+/// returned.
+fn load(path: &Path, stuck_after: Duration) -> (Plugin<TestApi>, Receiver<Notice>) {
+    let (sink, rx) = notices();
+    let options = Options {
+        call_timeout: None,
+        stuck_after,
+        notices: sink,
+    };
+    (Plugin::load(path, options).expect("load"), rx)
+}
+
+/// Two plugins in one process: a thread that stays inside plugin A holds
+/// back only A's versions; B's replaced version closes at once, and
+/// nothing about B names the thread.
+#[test]
+fn a_thread_stuck_in_one_plugin_does_not_hold_another_plugins_versions() {
+    let _serial = one_at_a_time();
+    let (_builds, [a1, _, b1, b2]) = four_builds("heldA", "freeB");
+    let ((plugin_a, _rx_a), (plugin_b, rx_b)) = (
+        load(&a1, Duration::from_millis(50)),
+        load(&b1, Duration::from_millis(50)),
+    );
+    let (read, write) = pipe();
+    let (entered_tx, entered) = channel();
+    let stuck = {
+        let plugin_a = plugin_a.clone();
+        std::thread::spawn(move || {
+            let api = plugin_a.enter();
+            let _ = entered_tx.send(());
+            api.block(read)
+        })
+    };
+    entered.recv().expect("entered A");
+    plugin_b.reload_from(&b2).expect("reload B");
+    let closed = wait_for(&rx_b, Duration::from_secs(5), "B's v1 closed", |n| {
+        matches!(n, Notice::Closed { version: 1, .. }) || matches!(n, Notice::Stuck { .. })
+    });
+    assert!(
+        matches!(closed, Notice::Closed { .. }),
+        "B's v1 is held by a thread that is only in A: {closed}"
+    );
+    assert!(mapped_paths("freeB_a.so").is_empty(), "B's v1 is unmapped");
+    release(write);
+    assert_eq!(stuck.join().expect("thread").expect("the call returned"), 1);
+}
+
+/// A thread inside plugin A that enters plugin B too (nested) holds B's
+/// version until it leaves, however far A's reloads have moved on: A is
+/// reloaded several times first, so that a count of A's own (rather than
+/// one shared by both) would be ahead of B's retirement and let B's
+/// version be closed under the thread.
+#[test]
+fn a_nested_entry_into_another_plugin_keeps_that_version_mapped() {
+    let _serial = one_at_a_time();
+    let (_builds, [a1, a2, b1, b2]) = four_builds("outerA", "innerB");
+    let ((plugin_a, _rx_a), (plugin_b, rx_b)) = (
+        load(&a1, Duration::from_secs(60)),
+        load(&b1, Duration::from_secs(60)),
+    );
+    for i in 0..4 {
+        plugin_a
+            .reload_from(if i % 2 == 0 { &a2 } else { &a1 })
+            .expect("reload A");
+    }
+    assert!(
+        plugin_a.wait_retired(Duration::from_secs(5)),
+        "A's old versions closed"
+    );
+    let (read, write) = pipe();
+    let (entered_tx, entered) = channel();
+    let inside = {
+        let (plugin_a, plugin_b) = (plugin_a.clone(), plugin_b.clone());
+        std::thread::spawn(move || {
+            let outer = plugin_a.enter();
+            let inner = plugin_b.enter();
+            let before = inner.first(5).expect("B v1 answers");
+            let _ = entered_tx.send(before);
+            let blocked = outer.block(read);
+            // B's v1 is still mapped: its code runs.
+            let after = inner.first(6).expect("B v1 still answers");
+            (before, blocked, after, inner.version())
+        })
+    };
+    assert_eq!(entered.recv().expect("entered both"), 1_000_005);
+    plugin_b.reload_from(&b2).expect("reload B");
+    assert_eq!(plugin_b.enter().first(5).expect("B v2 answers"), 2_000_005);
+    // The reclaimer looks every 20-200 µs: hundreds of looks in which it
+    // must not close B's v1.
+    let until = Instant::now() + Duration::from_millis(200);
+    while let Ok(n) = rx_b.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        assert!(
+            !matches!(n, Notice::Closed { version: 1, .. }),
+            "B's v1 closed while a thread is inside it: {n}"
+        );
+    }
+    assert_eq!(
+        plugin_b.retained(),
+        vec![1],
+        "B's v1 is held by the nested entry"
+    );
+    assert_eq!(
+        mapped_paths("innerB_a.so").len(),
+        1,
+        "B's v1 is still mapped"
+    );
+    release(write);
+    let (before, blocked, after, version) = inside.join().expect("thread");
+    assert_eq!(
+        (before, blocked.expect("A's call returned"), after, version),
+        (1_000_005, 1, 1_000_006, 1)
+    );
+    closed_and_unmapped(&rx_b, "innerB_a.so");
 }
 
 /// A thread the plugin started that still runs its code keeps the replaced

@@ -2,12 +2,27 @@
 //! retired version can no longer be seen by anyone.
 //!
 //! Readers (the threads that call plugin code) each own a [`Slot`]. To
-//! enter, a reader reads the global epoch, stores it in its slot, and then
+//! enter, a reader reads the epoch, stores it in its slot, and then
 //! reads the current version; to leave, it stores 0. A writer publishes a
 //! version by swapping the pointer and then advancing the epoch: the old
 //! version is *retired at* the new epoch. Once a barrier has run on every
 //! thread, a retired version is unreachable when no slot holds a non-zero
 //! epoch older than the one it was retired at ([`quiescent`]).
+//!
+//! One epoch counter serves every plugin of the process (an [`Epoch`]
+//! shared by their [`Current`]s), so that the values in a slot compare
+//! with any plugin's retirements: a thread inside plugin A that enters
+//! plugin B too (nested) keeps A's older epoch in its slot, and that epoch
+//! is older than the retirement of any B version it can have read. With a
+//! counter per plugin, A's count could be ahead of B's and B's version be
+//! freed under the thread.
+//!
+//! A slot's word also says *which* plugins its thread is in: the epoch
+//! takes the low [`EPOCH_BITS`] bits, and each plugin sets its [`Group`]'s
+//! bit above them. A thread that never leaves plugin A then holds back
+//! only A's versions (and those of plugins sharing A's group: there are
+//! [`GROUPS`] of them), not every plugin's. Entering the first plugin is
+//! still one store; entering another one inside it adds one.
 //!
 //! Why that is enough: a reader that got the old pointer read it before the
 //! swap, so the epoch it read before that was older than the retirement
@@ -40,8 +55,49 @@ use loom::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
+/// Bits of a slot's word that hold the epoch; the epoch must stay below
+/// `1 << EPOCH_BITS` (2.8e14 publications: nine years at one a
+/// microsecond).
+pub const EPOCH_BITS: u32 = 48;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+/// How many groups the plugins of a process are spread over.
+pub const GROUPS: u32 = 64 - EPOCH_BITS;
+
+/// A plugin's bit in the slots' words: plugin `n` of the process gets
+/// group `n % GROUPS`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Group(u64);
+
+impl Group {
+    pub fn nth(n: u64) -> Group {
+        Group(1 << (EPOCH_BITS + (n % u64::from(GROUPS)) as u32))
+    }
+}
+
+/// The epoch counter that every [`Current`] of the process advances.
+pub struct Epoch(AtomicU64);
+
+impl Default for Epoch {
+    fn default() -> Epoch {
+        Epoch::new()
+    }
+}
+
+impl Epoch {
+    #[cfg(not(loom))]
+    pub const fn new() -> Epoch {
+        Epoch(AtomicU64::new(1))
+    }
+
+    #[cfg(loom)]
+    pub fn new() -> Epoch {
+        Epoch(AtomicU64::new(1))
+    }
+}
+
 /// One reader's place in the protocol: 0 while it is outside plugin code,
-/// else the epoch it read when it entered.
+/// else the epoch it read when it entered and the groups of the plugins
+/// it entered since.
 pub struct Slot {
     entered: AtomicU64,
 }
@@ -63,43 +119,65 @@ impl Slot {
     pub fn entered_at(&self) -> Option<u64> {
         match self.entered.load(Ordering::Acquire) {
             0 => None,
-            epoch => Some(epoch),
+            word => Some(word & EPOCH_MASK),
         }
     }
 
-    /// Whether this slot's reader may still see a version retired at
-    /// `retired_at`.
-    pub fn holds(&self, retired_at: u64) -> bool {
-        self.entered_at().is_some_and(|e| e < retired_at)
+    /// Whether this slot's reader may still see a version of `group`'s
+    /// plugins retired at `retired_at`.
+    pub fn holds(&self, group: Group, retired_at: u64) -> bool {
+        let word = self.entered.load(Ordering::Acquire);
+        word & group.0 != 0 && (word & EPOCH_MASK) < retired_at
     }
 }
 
-/// The current version, shared by every reader, and the epoch.
+/// One plugin's current version, shared by every reader, and the epoch
+/// it advances (the process's, shared with every other plugin).
 pub struct Current<V> {
     version: AtomicPtr<V>,
-    epoch: AtomicU64,
+    epoch: &'static Epoch,
+    group: Group,
 }
 
 impl<V> Current<V> {
-    pub fn new(first: *mut V) -> Current<V> {
+    pub fn new(first: *mut V, epoch: &'static Epoch, group: Group) -> Current<V> {
         Current {
             version: AtomicPtr::new(first),
-            epoch: AtomicU64::new(1),
+            epoch,
+            group,
         }
     }
 
-    /// A reader enters: marks `slot` and returns the version to use until
-    /// it leaves. `light` when the writer's barrier is a membarrier (the
-    /// reader then needs only a compiler fence).
+    /// A reader enters its first plugin: marks `slot` and returns the
+    /// version to use until it leaves. `light` when the writer's barrier is
+    /// a membarrier (the reader then needs only a compiler fence).
     #[inline]
     pub fn enter(&self, slot: &Slot, light: bool) -> *mut V {
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.epoch.0.load(Ordering::Acquire);
         // Release, not relaxed: a writer that reads this value (rather than
         // the 0 of the leave before it) must also see that leave and what
         // came before it, the reads of an older version included. A plain
         // store on x86-64 either way.
-        slot.entered.store(epoch, Ordering::Release);
+        slot.entered.store(epoch | self.group.0, Ordering::Release);
         reader_fence(light);
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// A reader already inside some plugin (its slot marked by [`enter`])
+    /// enters this one too: adds this plugin's group to the slot (the
+    /// epoch there is older than any retirement of a version it can read
+    /// now) and returns the version to use until it leaves the outermost.
+    ///
+    /// [`enter`]: Current::enter
+    #[inline]
+    pub fn join(&self, slot: &Slot, light: bool) -> *mut V {
+        // Only this thread writes its slot: the relaxed read is its own
+        // last store.
+        let word = slot.entered.load(Ordering::Relaxed);
+        if word & self.group.0 == 0 {
+            slot.entered.store(word | self.group.0, Ordering::Release);
+            reader_fence(light);
+        }
         self.version.load(Ordering::Acquire)
     }
 
@@ -113,8 +191,16 @@ impl<V> Current<V> {
     /// Returns the previous version and the epoch it is retired at.
     pub fn publish(&self, next: *mut V) -> (*mut V, u64) {
         let previous = self.version.swap(next, Ordering::SeqCst);
-        let retired_at = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        // A later publication of any plugin continues this one's release
+        // sequence: a reader that reads any epoch from `retired_at` on
+        // sees this swap.
+        let retired_at = self.epoch.0.fetch_add(1, Ordering::SeqCst) + 1;
         (previous, retired_at)
+    }
+
+    /// The group this plugin marks slots with.
+    pub fn group(&self) -> Group {
+        self.group
     }
 
     /// The version readers get now (the writer's view).
@@ -149,8 +235,12 @@ pub fn writer_barrier(process_wide: impl FnOnce()) {
 
 /// After a [`writer_barrier`] that followed the retirement: whether no
 /// reader can still see a version retired at `retired_at`.
-pub fn quiescent<'a>(slots: impl IntoIterator<Item = &'a Slot>, retired_at: u64) -> bool {
-    slots.into_iter().all(|slot| !slot.holds(retired_at))
+pub fn quiescent<'a>(
+    slots: impl IntoIterator<Item = &'a Slot>,
+    group: Group,
+    retired_at: u64,
+) -> bool {
+    slots.into_iter().all(|slot| !slot.holds(group, retired_at))
 }
 
 #[cfg(all(test, loom))]
@@ -170,6 +260,11 @@ mod model {
         }))
     }
 
+    /// The process's epoch, for one execution of the model.
+    fn epoch() -> &'static Epoch {
+        Box::leak(Box::new(Epoch::new()))
+    }
+
     /// Two readers enter, read the version they got and leave (one of them
     /// twice) while the writer publishes a second version, waits for the
     /// grace period and frees the first (after writing it, which loom
@@ -182,7 +277,7 @@ mod model {
     #[test]
     fn a_retired_version_is_freed_only_after_every_reader_left_it() {
         loom::model(|| {
-            let current = Arc::new(Current::new(version(1)));
+            let current = Arc::new(Current::new(version(1), epoch(), Group::nth(0)));
             let slots = Arc::new([Slot::new(), Slot::new()]);
             let readers: Vec<_> = (0..2)
                 .map(|i| {
@@ -202,7 +297,7 @@ mod model {
                 .collect();
             let (old, retired_at) = current.publish(version(2));
             writer_barrier(|| {});
-            while !quiescent(slots.iter(), retired_at) {
+            while !quiescent(slots.iter(), current.group(), retired_at) {
                 thread::yield_now();
             }
             // SAFETY (model): no reader holds `old` any more.
@@ -223,19 +318,20 @@ mod model {
     #[test]
     fn a_reader_inside_holds_the_retired_version() {
         loom::model(|| {
-            let current = Current::new(version(1));
+            let current = Current::new(version(1), epoch(), Group::nth(0));
+            let group = current.group();
             let slot = Slot::new();
             let v = current.enter(&slot, false);
             let (old, retired_at) = current.publish(version(2));
             assert_eq!(old, v);
             writer_barrier(|| {});
-            assert!(!quiescent([&slot], retired_at));
+            assert!(!quiescent([&slot], group, retired_at));
             Current::<Version>::leave(&slot);
-            assert!(quiescent([&slot], retired_at));
+            assert!(quiescent([&slot], group, retired_at));
             let again = current.enter(&slot, false);
             assert_ne!(again, old, "a new entry sees the new version");
             assert!(
-                quiescent([&slot], retired_at),
+                quiescent([&slot], group, retired_at),
                 "and does not hold the old one"
             );
             Current::<Version>::leave(&slot);
@@ -245,5 +341,86 @@ mod model {
                 drop(Box::from_raw(current.peek()));
             }
         });
+    }
+
+    /// Two plugins share the epoch. Plugin A has been published more often
+    /// than B (its count is ahead). A reader enters A and, inside it,
+    /// joins B and reads B's version, while the writer replaces B's
+    /// version and frees the old one after the grace period for B's group.
+    #[test]
+    fn a_nested_entry_into_another_plugin_holds_its_version() {
+        loom::model(|| {
+            let shared = epoch();
+            let a = Arc::new(Current::new(version(10), shared, Group::nth(0)));
+            let b = Arc::new(Current::new(version(1), shared, Group::nth(1)));
+            let (a_old, _) = a.publish(version(11));
+            // SAFETY (model): nobody has entered A yet.
+            unsafe { drop(Box::from_raw(a_old)) };
+            let slot = Arc::new(Slot::new());
+            let reader = {
+                let (a, b, slot) = (Arc::clone(&a), Arc::clone(&b), Arc::clone(&slot));
+                thread::spawn(move || {
+                    let _outer = a.enter(&slot, false);
+                    let v = b.join(&slot, false);
+                    // SAFETY (model): the protocol keeps `v` alive until the
+                    // outermost leave; loom checks it.
+                    let seen = unsafe { &*v }.value.with(|p| unsafe { *p });
+                    assert!(seen == 1 || seen == 2, "a torn or freed version: {seen}");
+                    Current::<Version>::leave(&slot);
+                })
+            };
+            let (old, retired_at) = b.publish(version(2));
+            writer_barrier(|| {});
+            while !quiescent([&*slot], b.group(), retired_at) {
+                thread::yield_now();
+            }
+            // SAFETY (model): no reader holds `old` any more.
+            unsafe {
+                (*old).value.with_mut(|p| *p = 0);
+                drop(Box::from_raw(old));
+            }
+            reader.join().expect("reader");
+            // SAFETY (model): every reader has finished.
+            unsafe {
+                drop(Box::from_raw(a.peek()));
+                drop(Box::from_raw(b.peek()));
+            }
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod groups {
+    use super::*;
+
+    static EPOCH: Epoch = Epoch::new();
+
+    /// A reader that stays in plugin A does not hold B's replaced
+    /// versions; one that joined B inside A does, until it leaves.
+    #[test]
+    fn a_reader_holds_only_the_plugins_it_entered() {
+        let (mut one, mut two, mut three) = (1u32, 2u32, 3u32);
+        let a = Current::new(&mut one as *mut u32, &EPOCH, Group::nth(0));
+        let b = Current::new(&mut two as *mut u32, &EPOCH, Group::nth(1));
+        let slot = Slot::new();
+        a.enter(&slot, false);
+        let (_, retired_at) = b.publish(&mut three as *mut u32);
+        assert!(quiescent([&slot], b.group(), retired_at), "in A only");
+        assert!(!quiescent([&slot], a.group(), retired_at + 1));
+        assert_eq!(b.join(&slot, false), &mut three as *mut u32);
+        let (_, later) = b.publish(&mut two as *mut u32);
+        assert!(
+            !quiescent([&slot], b.group(), later),
+            "joined B before this retirement"
+        );
+        Current::<u32>::leave(&slot);
+        assert!(quiescent([&slot], b.group(), later));
+        assert!(quiescent([&slot], a.group(), later));
+    }
+
+    #[test]
+    fn groups_wrap_after_the_last_bit() {
+        assert_eq!(Group::nth(0), Group::nth(u64::from(GROUPS)));
+        assert_ne!(Group::nth(0), Group::nth(1));
     }
 }

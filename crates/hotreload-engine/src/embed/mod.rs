@@ -50,8 +50,10 @@
 //! work on.
 //!
 //! A thread that never leaves a replaced version keeps that version, and
-//! every version replaced after it entered, mapped (epochs are ordered:
-//! its slot cannot say which of them it holds); each is named once.
+//! every version of the same plugin replaced after it entered, mapped
+//! (epochs are ordered: its slot cannot say which of them it holds); each
+//! is named once. Other plugins' versions are not held by it: a slot also
+//! names the plugins its thread entered (their groups, see [`epoch`]).
 
 pub mod call;
 pub mod epoch;

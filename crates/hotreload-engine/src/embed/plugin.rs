@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::call::GuardedFn;
-use super::epoch::Current;
+use super::epoch::{Current, Epoch, Group};
 use super::notice::{Notice, Notices};
 use super::reclaim::{self, Retired};
 use super::slots::{self, ThreadSlot};
@@ -109,6 +109,14 @@ impl<T: FunctionTable> Clone for Plugin<T> {
 
 use super::plugin_locked as locked;
 
+/// The epoch every plugin of the process advances (see [`super::epoch`]:
+/// one counter, so that a slot's epoch compares with any plugin's
+/// retirements).
+static EPOCH: Epoch = Epoch::new();
+
+/// Plugins loaded so far in the process: the next one's group.
+static LOADED: AtomicU64 = AtomicU64::new(0);
+
 impl<T: FunctionTable> Plugin<T> {
     /// Loads the library at `path` as version 1.
     pub fn load(path: impl AsRef<Path>, options: Options) -> Result<Plugin<T>, Refusal> {
@@ -139,7 +147,11 @@ impl<T: FunctionTable> Plugin<T> {
             replaced: None,
         });
         let shared = Arc::new(Shared {
-            current: Current::new(first),
+            current: Current::new(
+                first,
+                &EPOCH,
+                Group::nth(LOADED.fetch_add(1, Ordering::Relaxed)),
+            ),
             writer: Mutex::new(Writer {
                 shadow,
                 serial: 1,
@@ -228,7 +240,8 @@ impl<T: FunctionTable> Plugin<T> {
     /// is dropped, this thread's calls run that version, and it stays
     /// mapped. Costs two stores to this thread's own slot and a compiler
     /// fence (see [`super::epoch`]). Nested entries (of this plugin or
-    /// another) are counted; the outermost one marks the slot.
+    /// another) are counted; the outermost one marks the slot, and an
+    /// entry into another plugin inside it adds that plugin's group.
     #[inline]
     pub fn enter(&self) -> Entered<'_, T> {
         let shared = &*self.owner.shared;
@@ -242,8 +255,9 @@ impl<T: FunctionTable> Plugin<T> {
             }
             shared.current.enter(&slot.epoch, slots::light())
         } else {
-            // Inside already: the slot's older epoch covers this one.
-            shared.current.peek()
+            // Inside already (this plugin or another): the slot's older
+            // epoch covers this one once the slot names its group.
+            shared.current.join(&slot.epoch, slots::light())
         };
         Entered {
             // SAFETY: entering marked this thread's slot before reading the

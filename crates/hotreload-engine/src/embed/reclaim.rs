@@ -181,11 +181,12 @@ fn run<T: FunctionTable>(shared: &Shared<T>) {
 /// One look at every pending version: closes what it can, returns the rest.
 fn pass<T: FunctionTable>(shared: &Shared<T>, pending: Vec<Retired<T>>) -> Vec<Retired<T>> {
     let mut kept = Vec::new();
+    let group = shared.current.group();
     for mut r in pending {
         if !r.quiescent {
             let mut holder = None;
             slots::each_slot(|slot| {
-                if holder.is_none() && slot.epoch.holds(r.retired_at) {
+                if holder.is_none() && slot.epoch.holds(group, r.retired_at) {
                     holder = Some(slot.tid.load(Ordering::Relaxed));
                 }
             });
