@@ -30,6 +30,10 @@ pub struct Exercise<'a> {
     /// The running version's state, with its version and layout; `None`
     /// for a first version, which gets `init` instead.
     pub state: Option<SavedRef<'a>>,
+    /// The block passed to [`exercise`] already holds `state`'s bytes (a
+    /// private mapping of them): kept as they are, nothing is copied; a
+    /// migration zeroes it first, as the host's new block is.
+    pub preloaded: bool,
     /// What the new version's state bytes mean, if known.
     pub layout: Option<&'a Layout>,
 }
@@ -123,10 +127,15 @@ fn carry_over(
                     found: state.size(),
                 }));
             }
-            state.bytes_mut().copy_from_slice(saved.state);
+            if !ex.preloaded {
+                state.bytes_mut().copy_from_slice(saved.state);
+            }
             Ok(())
         }
         Decision::Migrate { plan, .. } => {
+            if ex.preloaded {
+                state.bytes_mut().fill(0);
+            }
             if let Some(plan) = plan {
                 plan.apply(saved.state, state.bytes_mut())
                     .map_err(|unfit| refuse(Rejection::StateChange(unfit.to_string())))?;

@@ -162,7 +162,18 @@ impl Probe {
         // probe's own work, and takes a while for a large state: said, so
         // that the host does not take it for a hang in the last call.
         self.say("stage state");
-        let mut state = match State::zeroed(api.state_size) {
+        // A state handed over at the new build's size starts as a private
+        // mapping of it: the trial copies only the pages its calls write.
+        let handed = self
+            .state
+            .as_ref()
+            .filter(|m| m.bytes().len() == api.state_size);
+        let preloaded = handed.is_some();
+        let block = match handed {
+            Some(map) => map.private_copy(),
+            None => State::untracked(api.state_size),
+        };
+        let mut state = match block {
             Ok(s) => s,
             Err(why) => {
                 return self.refuse(Rejection::StateUnallocatable {
@@ -192,6 +203,7 @@ impl Probe {
             tick: self.request.tick,
             reset_fields: &self.request.reset_fields,
             state: saved,
+            preloaded,
             layout: layout.as_deref(),
         };
         let mut report = self.report.try_clone();

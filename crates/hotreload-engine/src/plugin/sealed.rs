@@ -12,9 +12,10 @@
 
 use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::ptr::NonNull;
 
+use crate::state::State;
 use crate::state::snapshot::CopyTarget;
 
 /// The seals a handed-over memfd must carry: nothing can be written, grown,
@@ -174,6 +175,7 @@ impl CopyTarget for SealedBuffer {
 /// A sealed memfd handed over, mapped read-only by the child.
 pub struct SealedMap {
     map: Option<Mapping>,
+    file: File,
 }
 
 impl SealedMap {
@@ -203,7 +205,16 @@ impl SealedMap {
         let len = usize::try_from(len).map_err(|_| format!("{len} bytes cannot be mapped"))?;
         Ok(SealedMap {
             map: (len > 0).then(|| Mapping::new(file, len)).transpose()?,
+            file: file
+                .try_clone()
+                .map_err(|e| format!("cannot keep the memfd: {e}"))?,
         })
+    }
+
+    /// A writable state block whose bytes start as these, copied only as
+    /// pages are written (see [`State::private_copy_of`]).
+    pub fn private_copy(&self) -> Result<State, String> {
+        State::private_copy_of(self.file.as_fd(), self.bytes().len())
     }
 
     pub fn bytes(&self) -> &[u8] {

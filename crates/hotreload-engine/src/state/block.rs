@@ -75,7 +75,7 @@ impl State {
     /// represented or the allocator refuses, both reported, never aborting.
     pub fn zeroed(size: usize) -> Result<State, String> {
         if size > TRACK_ABOVE {
-            return State::pages(size);
+            return State::pages(size, true);
         }
         // A zero-size plugin still gets a valid, unique pointer.
         let layout = Layout::from_size_align(size.max(1), STATE_ALIGN)
@@ -94,10 +94,21 @@ impl State {
         })
     }
 
+    /// [`State::zeroed`] for a state nothing snapshots (a trial's, in the
+    /// probe): never tracked, so filling it with the state handed over
+    /// costs a copy, not a trap for every page as well.
+    pub fn untracked(size: usize) -> Result<State, String> {
+        if size > TRACK_ABOVE {
+            return State::pages(size, false);
+        }
+        State::zeroed(size)
+    }
+
     /// `size` zeroed bytes in pages of their own, tracked for writes when
-    /// the crash guard is installed (without it a write to a read-only page
-    /// would be a crash, so the snapshot copies such a state whole).
-    fn pages(size: usize) -> Result<State, String> {
+    /// `track` and the crash guard is installed (without it a write to a
+    /// read-only page would be a crash, so the snapshot copies such a state
+    /// whole).
+    fn pages(size: usize, track: bool) -> Result<State, String> {
         let len = size
             .checked_next_multiple_of(PAGE)
             .ok_or_else(|| format!("state_size {size} is too large to allocate"))?;
@@ -125,8 +136,9 @@ impl State {
         let ptr = NonNull::new(raw.cast()).ok_or_else(|| "mapped at address 0".to_owned())?;
         // SAFETY: the mapping is this block's alone, page-aligned, `len`
         // bytes, and is unmapped only in `drop`, after `written` is dropped.
-        let written = unsafe { WrittenPages::start(ptr.as_ptr(), len) }
-            .ok()
+        let written = track
+            .then(|| unsafe { WrittenPages::start(ptr.as_ptr(), len) }.ok())
+            .flatten()
             .map(Box::new);
         Ok(State {
             ptr,
@@ -256,6 +268,48 @@ impl State {
         })
     }
 
+    /// A block of `size` bytes that starts as the first `size` bytes of
+    /// `fd` (a sealed memfd handed to a probe), mapped privately: a page is
+    /// copied only when it is first written, so a trial on a large state
+    /// copies what its calls write rather than all of it. Never tracked
+    /// (nothing snapshots a trial's state).
+    pub fn private_copy_of(fd: BorrowedFd<'_>, size: usize) -> Result<State, String> {
+        use std::os::fd::AsRawFd;
+        let len = size
+            .max(1)
+            .checked_next_multiple_of(PAGE)
+            .ok_or_else(|| format!("a {size}-byte block is too large"))?;
+        // SAFETY: a new private mapping of a descriptor that is valid for
+        // the call; no address is asked for. Bytes past the file's end, in
+        // its last page, read as zero; no page past that is mapped.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(format!(
+                "cannot map the {size}-byte state handed over: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let ptr = NonNull::new(raw.cast()).ok_or_else(|| "mapped at address 0".to_owned())?;
+        Ok(State {
+            ptr,
+            size,
+            // Unmapped as an anonymous block is: one munmap of `len`.
+            backing: Backing::Pages { len },
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            written: None,
+            worker_pages: None,
+        })
+    }
+
     /// A new zeroed block of `size` bytes, of the same kind as this one
     /// (shared memory for an isolated run).
     pub fn alike(&self, size: usize) -> Result<State, String> {
@@ -333,7 +387,8 @@ impl Drop for State {
         match &self.backing {
             // SAFETY: `ptr` came from `alloc_zeroed` with this same layout.
             Backing::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) },
-            // SAFETY: `ptr` is the mapping of `len` bytes made in `pages`.
+            // SAFETY: `ptr` is the mapping of `len` bytes made in `pages` or
+            // `private_copy_of`.
             Backing::Pages { len } => unsafe {
                 libc::munmap(self.ptr.as_ptr().cast(), *len);
             },

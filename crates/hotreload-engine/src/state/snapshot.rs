@@ -13,6 +13,7 @@
 //! large state (no crash guard) is copied whole every ⌈size / 1 MiB⌉ ticks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -253,6 +254,17 @@ impl Snapshot {
         self.unchanged = recheck;
     }
 
+    /// A second take at the same tick, kept out of the history: after a
+    /// take that copied most of a tracked state (what `init` filled), every
+    /// page it copied is still writable and marked, so the next take would
+    /// compare them all. This one finds them unchanged and makes them
+    /// read-only now, so the next take looks only at what is written next.
+    pub fn settle(&mut self, state: &State, tick: u64) {
+        let history = self.history.take();
+        self.take(state, tick);
+        self.history = history;
+    }
+
     /// Puts the state (and this copy) back to tick `target` from the
     /// history; returns the tick reached. Refused, changing nothing, when
     /// the history does not reach that far back.
@@ -366,9 +378,18 @@ impl Snapshot {
 /// take in between keeps the pages it overwrites that the reader has not
 /// copied yet, and the reader uses those: its copy is the state as of the
 /// tick it started at.
+///
+/// The lock is not fair: a reader that unlocks after a chunk and locks
+/// again at once would win over a tick thread that the unlock only began
+/// to wake (tens of microseconds on an idle CPU), chunk after chunk, until
+/// the whole copy is done (a third of a second at 512 MiB). So a thread
+/// that finds the lock taken counts itself in `waiting`, and a reader lets
+/// it go first.
 #[derive(Clone, Default)]
 pub struct SharedSnapshot {
     inner: Arc<Mutex<Option<Kept>>>,
+    /// Threads blocked on `inner` other than the reader (the tick thread).
+    waiting: Arc<AtomicUsize>,
     /// One reader at a time.
     readers: Arc<Mutex<()>>,
     /// How much history each snapshot keeps (`None`: none).
@@ -423,18 +444,35 @@ impl SharedSnapshot {
     fn lock(&self) -> MutexGuard<'_, Option<Kept>> {
         // Nothing panics while holding the lock but a copy; the bytes a
         // panic interrupted are overwritten by the next one.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        match self.inner.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.waiting.fetch_add(1, Ordering::SeqCst);
+                let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                guard
+            }
+        }
     }
 
-    /// The lock, waiting at most `patience` for a take in progress.
+    /// The lock for a reader, after any other thread waiting for it, and
+    /// waiting at most `patience` for a take in progress.
     fn lock_within(&self, patience: Duration) -> Option<MutexGuard<'_, Option<Kept>>> {
         let deadline = Instant::now() + patience;
         loop {
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                std::thread::yield_now();
+                continue;
+            }
             match self.inner.try_lock() {
                 Ok(guard) => return Some(guard),
                 Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_micros(200));
+                    std::thread::sleep(Duration::from_micros(50));
                 }
                 Err(std::sync::TryLockError::WouldBlock) => return None,
             }
@@ -534,6 +572,13 @@ impl SharedSnapshot {
                 true
             }
             None => false,
+        }
+    }
+
+    /// See [`Snapshot::settle`].
+    pub fn settle(&self, state: &State, tick: u64) {
+        if let Some(kept) = self.lock().as_mut() {
+            kept.snapshot.settle(state, tick);
         }
     }
 

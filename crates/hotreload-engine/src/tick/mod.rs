@@ -603,9 +603,12 @@ impl TickLoop {
                 // What `init` wrote is copied now, before the first tick's
                 // deadline is set, not at the first tick: for a large
                 // state that `init` filled, that is a copy of all of it,
-                // which would make the first tick start late.
+                // which would make the first tick start late. So would the
+                // compare of all those pages at the first tick's take, which
+                // `settle` does now as well.
                 if let Some(state) = &self.state {
                     self.snapshot.take(state, self.ticks);
+                    self.snapshot.settle(state, self.ticks);
                 }
                 self.say_repairs("init");
                 true

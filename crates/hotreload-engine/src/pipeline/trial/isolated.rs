@@ -80,6 +80,7 @@ fn exercise_in_worker(
         tick: settings.tick,
         reset_fields: &settings.reset_fields,
         state: state.map(SavedRef::from),
+        preloaded: false,
         layout,
     };
     match exercise(plugin, &mut block, &ex, &mut |_| {}) {

@@ -157,6 +157,53 @@ fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
     }
 }
 
+/// A take that comes while a reader copies a large snapshot waits for one
+/// chunk, not for the whole copy: the lock is not fair, and a reader that
+/// locked again at once after each chunk would win over the waking taker
+/// until it was done. Measured against the read's own length, so that a
+/// slow machine moves both alike.
+#[test]
+fn a_take_waits_for_a_readers_chunk_not_for_its_whole_copy() {
+    let size = 64 << 20;
+    let shared = SharedSnapshot::default();
+    shared.reset(size, 1, None);
+    shared.mark_live();
+    let mut state = tracked(size);
+    state.bytes_mut().fill(0x5a);
+    shared.take(&state, 0);
+    shared.settle(&state, 0);
+    let reading = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (shared, reading) = (shared.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            for _ in 0..3 {
+                let began = Instant::now();
+                let copy = shared.read(Duration::from_secs(5)).expect("a copy");
+                assert_eq!(copy.bytes.len(), size);
+                longest = longest.max(began.elapsed());
+            }
+            reading.store(false, std::sync::atomic::Ordering::Relaxed);
+            longest
+        })
+    };
+    let mut worst = Duration::ZERO;
+    let mut tick = 1;
+    while reading.load(std::sync::atomic::Ordering::Relaxed) {
+        state.bytes_mut()[(tick as usize * 4099) % size] ^= 1;
+        let began = Instant::now();
+        shared.take_if_due(&state, tick);
+        worst = worst.max(began.elapsed());
+        tick += 1;
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    let read = reader.join().expect("reader");
+    assert!(
+        worst < read / 4,
+        "a take waited {worst:?}, while a whole read took {read:?} ({tick} takes)"
+    );
+}
+
 /// Runs ticks of random writes with a history, then rewinds step by step
 /// and checks each state reached against the one recorded at that tick.
 fn rewinds_exactly(mut state: State) {
