@@ -72,8 +72,8 @@ pub mod __private {
 }
 
 /// Exports a plugin: `logic_get_api`, `logic_get_api_ext` and the
-/// `hotreload_plugin` record, from ordinary functions. Keys in this order;
-/// those after `tick` are optional:
+/// `hotreload_plugin` record, from ordinary functions. Keys in any order;
+/// `state`, `init` and `tick` are required, the others optional:
 ///
 /// ```ignore
 /// hotreload_plugin::export! {
@@ -90,17 +90,100 @@ pub mod __private {
 /// ```
 #[macro_export]
 macro_rules! export {
-    (
-        state: $state:ty,
-        $(version: $version:expr,)?
-        init: $init:path,
-        tick: $tick:path
-        $(, shutdown: $shutdown:path)?
-        $(, on_reload: $on_reload:path)?
-        $(, on_unload: $on_unload:path)?
-        $(, migrate: $migrate:path)?
-        $(, describe: $describe:path)?
-        $(,)?
+    // Each `key: value` in turn goes into its slot (in the order above),
+    // so that the keys may come in any order; a key given twice, one that
+    // does not exist, or a required one missing is a compile error saying
+    // which.
+    (@munch {$($given:tt)+} $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; state : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `state` is given twice");
+    };
+    (@munch {} $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; state : $value:ty $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch {$value} $s1 $s2 $s3 $s4 $s5 $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt {$($given:tt)+} $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; version : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `version` is given twice");
+    };
+    (@munch $s0:tt {} $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; version : $value:expr $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 {$value} $s2 $s3 $s4 $s5 $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt {$($given:tt)+} $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; init : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `init` is given twice");
+    };
+    (@munch $s0:tt $s1:tt {} $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; init : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 {$value} $s3 $s4 $s5 $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt {$($given:tt)+} $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; tick : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `tick` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt {} $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; tick : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 {$value} $s4 $s5 $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt {$($given:tt)+} $s5:tt $s6:tt $s7:tt $s8:tt ; shutdown : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `shutdown` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt {} $s5:tt $s6:tt $s7:tt $s8:tt ; shutdown : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 $s3 {$value} $s5 $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt {$($given:tt)+} $s6:tt $s7:tt $s8:tt ; on_reload : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `on_reload` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt {} $s6:tt $s7:tt $s8:tt ; on_reload : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 $s3 $s4 {$value} $s6 $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt {$($given:tt)+} $s7:tt $s8:tt ; on_unload : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `on_unload` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt {} $s7:tt $s8:tt ; on_unload : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 $s3 $s4 $s5 {$value} $s7 $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt {$($given:tt)+} $s8:tt ; migrate : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `migrate` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt {} $s8:tt ; migrate : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 $s3 $s4 $s5 $s6 {$value} $s8 ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt {$($given:tt)+} ; describe : $($rest:tt)*) => {
+        ::core::compile_error!("hotreload_plugin::export!: `describe` is given twice");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt {} ; describe : $value:path $(, $($rest:tt)*)?) => {
+        $crate::export!(@munch $s0 $s1 $s2 $s3 $s4 $s5 $s6 $s7 {$value} ; $($($rest)*)?);
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; $key:ident : $($rest:tt)*) => {
+        ::core::compile_error!(::core::concat!(
+            "hotreload_plugin::export!: `",
+            ::core::stringify!($key),
+            "` is not a key, or its value is not of the kind it takes; expected `state: Type`, \
+             `version: N`, and `init`, `tick`, `shutdown`, `on_reload`, `on_unload`, `migrate`, \
+             `describe` each `key: function`"
+        ));
+    };
+    (@munch $s0:tt $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ; $($rest:tt)+) => {
+        ::core::compile_error!(::core::concat!(
+            "hotreload_plugin::export!: expected `key: value`, separated by commas, found `",
+            ::core::stringify!($($rest)*),
+            "`"
+        ));
+    };
+    (@munch {} $s1:tt $s2:tt $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ;) => {
+        ::core::compile_error!("hotreload_plugin::export!: `state: Type` is missing");
+    };
+    (@munch $s0:tt $s1:tt {} $s3:tt $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ;) => {
+        ::core::compile_error!("hotreload_plugin::export!: `init: function` is missing");
+    };
+    (@munch $s0:tt $s1:tt $s2:tt {} $s4:tt $s5:tt $s6:tt $s7:tt $s8:tt ;) => {
+        ::core::compile_error!("hotreload_plugin::export!: `tick: function` is missing");
+    };
+    (@munch
+        {$state:ty}
+        {$($version:expr)?}
+        {$init:path}
+        {$tick:path}
+        {$($shutdown:path)?}
+        {$($on_reload:path)?}
+        {$($on_unload:path)?}
+        {$($migrate:path)?}
+        {$($describe:path)?}
+        ;
     ) => {
         #[doc(hidden)]
         #[allow(unsafe_code, non_snake_case)]
@@ -172,12 +255,8 @@ macro_rules! export {
             }
         }
     };
-    ($($other:tt)*) => {
-        ::core::compile_error!(
-            "hotreload_plugin::export!: expected `state: Type,` then optionally `version: N,`, then \
-             `init: f, tick: f`, then any of `shutdown`, `on_reload`, `on_unload`, `migrate`, \
-             `describe` in that order, each `key: function`"
-        );
+    ($($input:tt)*) => {
+        $crate::export!(@munch {} {} {} {} {} {} {} {} {} ; $($input)*);
     };
 }
 

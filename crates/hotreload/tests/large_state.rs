@@ -175,8 +175,11 @@ fn reloads_never_skip_a_tick(mib: usize) {
         off.swapped,
         off.transcript
     );
+    // Trials hand over the kept image with only the changed pages
+    // rewritten: all but the first are short (48 of 50 swapped here on an
+    // idle machine at 64 MiB, 42 at 512 MiB).
     assert!(
-        on.swapped >= 2,
+        on.swapped >= 25,
         "trials on: {} swaps\n{}",
         on.swapped,
         on.transcript

@@ -347,7 +347,8 @@ fn migrate(from: Previous<'_>, g: &mut Game) -> Result<(), String> {
     Ok(())
 }
 
-hotreload_plugin::export! { state: Game, version: 2, init: init, tick: tick, migrate: migrate }
+// Keys in any order.
+hotreload_plugin::export! { migrate: migrate, tick: tick, state: Game, init: init, version: 2 }
 "#;
 
 #[test]
@@ -483,6 +484,8 @@ pub struct Opaque { t: std::time::Instant }
 
 fn tick(_: &mut Heap, _: f64) {}
 hotreload_plugin::export! { tick: tick, state: Heap }
+hotreload_plugin::export! { state: Heap, tick: tick, tick: tick }
+hotreload_plugin::export! { state: Heap, tock: tick }
 "#,
     );
     let out = cargo(dir).output().expect("run cargo");
@@ -494,7 +497,9 @@ hotreload_plugin::export! { tick: tick, state: Heap }
         "this field cannot be in a hot-reloaded state: a pointer",
         "an array of numbers with more than two dimensions cannot be described in a schema",
         "`Instant` cannot be part of a hot-reloaded state",
-        "hotreload_plugin::export!: expected `state: Type,` then",
+        "hotreload_plugin::export!: `init: function` is missing",
+        "hotreload_plugin::export!: `tick` is given twice",
+        "hotreload_plugin::export!: `tock` is not a key",
     ] {
         assert!(err.contains(expected), "{expected:?} in:\n{err}");
     }

@@ -90,6 +90,9 @@ pub struct Reloader {
     /// Told when the save at exit is done, so a forced exit does not
     /// overwrite it with an older state.
     last_good: Option<LastGood>,
+    /// The state as the last trial got it, kept for the next one to get
+    /// with only what changed since rewritten.
+    trial_image: std::sync::Mutex<crate::plugin::sealed::TrialImage>,
     build: Option<InFlight>,
     /// A rebuild was asked for while building: build again once the current
     /// one exits.
@@ -203,6 +206,7 @@ impl Reloader {
             watch,
             _claim: None,
             last_good: None,
+            trial_image: Default::default(),
             build: None,
             rebuild_requested: false,
             awaiting_batch: None,

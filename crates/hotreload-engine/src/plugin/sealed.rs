@@ -9,6 +9,12 @@
 //! The seals (no write, grow, shrink or further seal) make the bytes the
 //! child maps exactly the ones the host wrote, and only a process that
 //! created a memfd can hold one that carries them.
+//!
+//! A large state is handed over as a [`TrialImage`] instead: one memfd kept
+//! from trial to trial, in which the host rewrites only the pages that
+//! changed since the last trial, and which each probe gets read-only.
+//! Its size is sealed, so no mapping of it can lose pages; its bytes
+//! change only between trials, one of which runs at a time.
 
 use std::ffi::CStr;
 use std::fs::File;
@@ -22,6 +28,11 @@ use crate::state::snapshot::CopyTarget;
 /// shrunk or unsealed after the host wrote it.
 pub const SEALS: i32 =
     libc::F_SEAL_WRITE | libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
+
+/// The seals a [`TrialImage`] carries, and all a child needs of the state
+/// it maps: its size is fixed (a shrink would turn the child's reads past
+/// the new end into SIGBUS).
+pub const SIZE_SEALS: i32 = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
 
 /// A memfd being filled, then sealed. The host writes it through the
 /// descriptor and never maps it: a mapping (and its removal before the
@@ -143,12 +154,16 @@ impl SealedBuffer {
     }
 
     /// The memfd, sealed.
-    pub fn seal(mut self) -> Result<File, String> {
+    pub fn seal(self) -> Result<File, String> {
+        self.seal_with(SEALS)
+    }
+
+    fn seal_with(mut self, seals: i32) -> Result<File, String> {
         if let Some(why) = self.failed.take() {
             return Err(why);
         }
         // SAFETY: adds seals to a memfd this value owns.
-        if unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
+        if unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(format!(
                 "cannot seal a memfd for a child: {}",
                 std::io::Error::last_os_error()
@@ -172,6 +187,82 @@ impl CopyTarget for SealedBuffer {
     }
 }
 
+/// A trial's copy of the state, kept from one trial to the next: a memfd
+/// of the state's size (sealed against resizing), written through its
+/// descriptor and never mapped by the host. [`SharedSnapshot::export_into`]
+/// brings it up to date, rewriting only the pages that changed since the
+/// last trial.
+///
+/// [`SharedSnapshot::export_into`]: crate::state::snapshot::SharedSnapshot::export_into
+#[derive(Default)]
+pub struct TrialImage {
+    file: Option<File>,
+    len: usize,
+    /// The snapshot generation its bytes are of (see `export_into`).
+    pub held: Option<u64>,
+    failed: Option<String>,
+}
+
+impl TrialImage {
+    /// A read-only descriptor of the image for a child, and its length.
+    pub fn hand_out(&self) -> Result<(File, usize), String> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or("the trial image was never filled")?;
+        let path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let read_only =
+            File::open(&path).map_err(|e| format!("cannot open {path} read-only: {e}"))?;
+        Ok((read_only, self.len))
+    }
+
+    /// Why the last export into it failed, if it did.
+    pub fn failure(&mut self) -> Option<String> {
+        self.failed.take()
+    }
+}
+
+impl CopyTarget for TrialImage {
+    fn start(&mut self, size: usize) -> Option<()> {
+        self.file = None;
+        let made = SealedBuffer::create(c"hotreload-trial-image").and_then(|mut buffer| {
+            buffer.reserve(size)?;
+            buffer.seal_with(SIZE_SEALS)
+        });
+        match made {
+            Ok(file) => {
+                self.file = Some(file);
+                self.len = size;
+                Some(())
+            }
+            Err(why) => {
+                self.failed = Some(why);
+                None
+            }
+        }
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.as_ref()?;
+        if offset + bytes.len() > self.len {
+            self.failed = Some(format!(
+                "a write of {} bytes at {offset} is past the trial image's {} bytes",
+                bytes.len(),
+                self.len
+            ));
+            return None;
+        }
+        match file.write_all_at(bytes, offset as u64) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                self.failed = Some(format!("cannot write the trial image: {e}"));
+                None
+            }
+        }
+    }
+}
+
 /// A sealed memfd handed over, mapped read-only by the child.
 pub struct SealedMap {
     map: Option<Mapping>,
@@ -179,13 +270,14 @@ pub struct SealedMap {
 }
 
 impl SealedMap {
-    /// Maps `file`, which must be a memfd carrying [`SEALS`] and hold
-    /// exactly `len` bytes.
+    /// Maps `file`, which must be a memfd sealed at least against resizing
+    /// ([`SIZE_SEALS`]; a [`SealedBuffer`] carries all of [`SEALS`]) and
+    /// hold exactly `len` bytes.
     pub fn open(file: &File, len: u64) -> Result<SealedMap, String> {
         // SAFETY: `F_GET_SEALS` only reads the descriptor's seals; it fails
         // on anything but a memfd.
         let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals < 0 || seals & SEALS != SEALS {
+        if seals < 0 || seals & SIZE_SEALS != SIZE_SEALS {
             return Err(format!(
                 "expected a sealed memfd, found {}",
                 if seals < 0 {

@@ -60,6 +60,17 @@ impl LastGood {
         self.snapshot.read(patience)
     }
 
+    /// [`SharedSnapshot::export_into`](super::snapshot::SharedSnapshot::export_into):
+    /// brings a trial's image up to date with the last good state.
+    pub fn export_into(
+        &self,
+        patience: std::time::Duration,
+        held: &mut Option<u64>,
+        image: &mut dyn super::snapshot::CopyTarget,
+    ) -> Option<super::snapshot::CopyMeta> {
+        self.snapshot.export_into(patience, held, image)
+    }
+
     /// [`LastGood::snapshot_copy`], written into `target` (memory a probe
     /// maps) instead of a buffer of its own.
     pub fn snapshot_into(

@@ -35,6 +35,9 @@ pub struct Snapshot {
     unchanged: Vec<usize>,
     /// A reader copying this snapshot a chunk at a time.
     reader: Option<Window>,
+    /// A bit per page: changed since the last export into a trial's image
+    /// ([`SharedSnapshot::export_into`]); all set while none was made.
+    unexported: Vec<u64>,
     /// Pages copied since the copy was made whole, for the figures.
     pages_copied: u64,
     /// What the tick loop should say, once each (pages that could not be
@@ -66,6 +69,7 @@ impl Snapshot {
             written: Vec::new(),
             unchanged: Vec::new(),
             reader: None,
+            unexported: vec![u64::MAX; size.div_ceil(PAGE).div_ceil(64)],
             pages_copied: 0,
             notices: Vec::new(),
             said_close_failed: false,
@@ -178,6 +182,7 @@ impl Snapshot {
             changed.push((p, shared_copy(&self.bytes[range.clone()])));
         }
         copy_page(&mut self.bytes[range.clone()], &src[range]);
+        self.mark_unexported(p);
         self.pages_copied += 1;
     }
 
@@ -198,6 +203,7 @@ impl Snapshot {
             }
             self.preserve_all();
             self.bytes.copy_from_slice(src);
+            self.unexported.fill(u64::MAX);
             return;
         };
         // `self.written` was filled by `take`.
@@ -318,11 +324,31 @@ impl Snapshot {
                     copy_page(&mut dst[from..from + old.len()], old);
                     self.preserve(*p);
                     copy_page(&mut self.bytes[from..from + old.len()], old);
+                    self.mark_unexported(*p);
                 }
             }
         }
         self.tick = Some(reached);
         Ok(reached)
+    }
+
+    fn mark_unexported(&mut self, p: usize) {
+        if let Some(word) = self.unexported.get_mut(p / 64) {
+            *word |= 1 << (p % 64);
+        }
+    }
+
+    /// Whether page `p` changed since the last export; clears its bit.
+    fn take_unexported(&mut self, p: usize) -> bool {
+        match self.unexported.get_mut(p / 64) {
+            Some(word) => {
+                let bit = 1u64 << (p % 64);
+                let was = *word & bit != 0;
+                *word &= !bit;
+                was
+            }
+            None => false,
+        }
     }
 
     /// Keeps page `p`'s bytes for a reader that has not copied it yet.
@@ -420,6 +446,17 @@ struct Kept {
     live: bool,
     /// Tells this snapshot from the one a later `reset` makes, for a reader.
     generation: u64,
+}
+
+impl Kept {
+    /// What the copy's bytes are, once one was taken.
+    fn meta(&self) -> Option<CopyMeta> {
+        Some(CopyMeta {
+            tick: self.snapshot.tick?,
+            state_version: self.state_version,
+            layout: self.layout.clone(),
+        })
+    }
 }
 
 /// A copy of the state handed out of [`SharedSnapshot::read`].
@@ -643,11 +680,7 @@ impl SharedSnapshot {
         let (size, meta, generation, entries) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
-            let meta = CopyMeta {
-                tick: kept.snapshot.tick?,
-                state_version: kept.state_version,
-                layout: kept.layout.clone(),
-            };
+            let meta = kept.meta()?;
             let entries = match (since, &kept.snapshot.history) {
                 (Some(since), Some(history)) => history.since(since),
                 _ => Vec::new(),
@@ -683,6 +716,89 @@ impl SharedSnapshot {
             from = to;
         }
         Some((meta, entries))
+    }
+}
+
+impl SharedSnapshot {
+    /// Brings `image` (a trial's copy of the state, kept from one trial to
+    /// the next) up to the last copy of a state some version has run on:
+    /// only the pages that changed since the last export into it are
+    /// written, unless `held` (the snapshot generation the image holds)
+    /// says it holds another or none, when all of it is, after
+    /// `image.start`. Waits at most `patience` for each lock; on `None`
+    /// the image holds nothing usable (and `held` says so).
+    pub fn export_into(
+        &self,
+        patience: Duration,
+        held: &mut Option<u64>,
+        image: &mut dyn CopyTarget,
+    ) -> Option<CopyMeta> {
+        let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        let previous = held.take();
+        let (size, meta, generation, whole) = {
+            let mut guard = self.lock_within(patience)?;
+            let kept = guard.as_mut().filter(|k| k.live)?;
+            let meta = kept.meta()?;
+            let size = kept.snapshot.bytes.len();
+            let whole = previous != Some(kept.generation);
+            if size <= 4 * READ_CHUNK {
+                if whole {
+                    image.start(size)?;
+                }
+                image.write_at(0, &kept.snapshot.bytes)?;
+                kept.snapshot.unexported.fill(0);
+                *held = Some(kept.generation);
+                return Some(meta);
+            }
+            kept.snapshot.reader = Some(Window {
+                cursor: 0,
+                preserved: HashMap::new(),
+            });
+            (size, meta, kept.generation, whole)
+        };
+        let _close = CloseWindow(self);
+        if whole {
+            image.start(size)?;
+        }
+        let pages = size.div_ceil(PAGE);
+        let mut page = 0;
+        while page < pages {
+            let mut guard = self.lock_within(patience)?;
+            let kept = guard.as_mut().filter(|k| k.generation == generation)?;
+            let snapshot = &mut kept.snapshot;
+            let end = (page + READ_CHUNK / PAGE).min(pages);
+            // Runs of changed pages, one write each.
+            let mut run: Option<usize> = None;
+            for p in page..=end {
+                let changed = p < end && (snapshot.take_unexported(p) || whole);
+                match (changed, run) {
+                    (true, None) => run = Some(p),
+                    (false, Some(first)) => {
+                        let bytes = &snapshot.bytes[first * PAGE..(p * PAGE).min(size)];
+                        image.write_at(first * PAGE, bytes)?;
+                        run = None;
+                    }
+                    _ => {}
+                }
+            }
+            let window = snapshot.reader.as_mut()?;
+            let mut older = Vec::new();
+            for p in page..end {
+                if let Some(bytes) = window.preserved.remove(&p) {
+                    older.push((p, bytes));
+                }
+            }
+            window.cursor = (end * PAGE).min(size);
+            for (p, bytes) in older {
+                // The reader's tick had these bytes; the snapshot has moved
+                // on, so the next export writes the page again.
+                image.write_at(p * PAGE, &bytes)?;
+                snapshot.mark_unexported(p);
+            }
+            page = end;
+        }
+        *held = Some(generation);
+        Some(meta)
     }
 }
 

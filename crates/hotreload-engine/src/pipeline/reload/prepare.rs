@@ -134,8 +134,9 @@ impl Reloader {
         tried.map_err(|f| (f.reason, f.output))
     }
 
-    /// The fault snapshot's last copy of the running state, copied into a
-    /// sealed memfd for a probe, with the tick it was taken at; `None` when
+    /// The fault snapshot's last copy of the running state, in the trial
+    /// image a probe maps (only the pages changed since the last trial
+    /// rewritten), with the tick it was taken at; `None` when
     /// there is no such copy to be had at once (then [`Reloader::trial_state`]
     /// gets one).
     fn sealed_snapshot(&self, load_only: bool) -> Option<Result<(trial::TrialState, u64), String>> {
@@ -143,20 +144,26 @@ impl Reloader {
             return None;
         }
         let last_good = self.last_good.as_ref()?;
-        let mut buffer = match crate::plugin::sealed::SealedBuffer::create(c"hotreload-trial-state")
-        {
-            Ok(buffer) => buffer,
-            Err(why) => return Some(Err(why)),
-        };
-        let meta = last_good.snapshot_into(std::time::Duration::from_millis(20), &mut buffer)?;
-        let len = buffer.len() as u64;
-        Some(buffer.seal().map(|bytes| {
+        let mut image = self
+            .trial_image
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let image = &mut *image;
+        let mut held = image.held.take();
+        let exported =
+            last_good.export_into(std::time::Duration::from_millis(20), &mut held, image);
+        image.held = held;
+        if let Some(why) = image.failure() {
+            return Some(Err(why));
+        }
+        let meta = exported?;
+        Some(image.hand_out().map(|(bytes, len)| {
             (
                 trial::TrialState {
                     what: crate::plugin::probe::handover::HandedState {
                         state_version: meta.state_version,
                         layout: meta.layout.as_deref().cloned(),
-                        len,
+                        len: len as u64,
                     },
                     bytes,
                 },

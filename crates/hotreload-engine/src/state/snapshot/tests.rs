@@ -111,6 +111,18 @@ fn writes_by_the_kernel_into_a_read_only_page_go_through() {
     assert!(state.bytes().iter().all(|&b| b == 0));
 }
 
+/// A tick's writes: 20 pages spread over the state, and now and then a
+/// pause for the reader to catch up.
+fn scattered_writes(state: &mut State, tick: u64, pages: usize) {
+    for k in 0..20 {
+        let p = ((tick as usize) * 37 + k * 101) % pages;
+        state.bytes_mut()[p * PAGE + (tick as usize % PAGE)] = (tick + k as u64) as u8 | 1;
+    }
+    if tick % 50 == 0 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
     let size = 6 << 20;
@@ -137,13 +149,7 @@ fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
     for tick in 0..400u64 {
         shared.take_if_due(&state, tick);
         history.insert(tick, state.bytes().to_vec());
-        for k in 0..20 {
-            let p = ((tick as usize) * 37 + k * 101) % pages;
-            state.bytes_mut()[p * PAGE + (tick as usize % PAGE)] = (tick + k as u64) as u8 | 1;
-        }
-        if tick % 50 == 0 {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        scattered_writes(&mut state, tick, pages);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let copies = reader.join().expect("reader");
@@ -155,6 +161,98 @@ fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
             c.tick
         );
     }
+}
+
+/// An image kept across exports, counting how often it was started whole.
+#[derive(Default)]
+struct Image {
+    bytes: Vec<u8>,
+    starts: usize,
+}
+
+impl CopyTarget for Image {
+    fn start(&mut self, size: usize) -> Option<()> {
+        self.starts += 1;
+        // Not zeroed: what a whole export does not write would show.
+        self.bytes = vec![0xee; size];
+        Some(())
+    }
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        self.bytes
+            .get_mut(offset..offset + bytes.len())?
+            .copy_from_slice(bytes);
+        Some(())
+    }
+}
+
+/// Exports into one image, while the ticks go on, each rewrite only what
+/// changed, and each leaves the image equal to the state of the tick it
+/// started at; a reset (a migration) makes the next one whole again.
+#[test]
+fn an_image_kept_across_exports_is_each_time_the_state_of_its_tick() {
+    let size = 6 << 20;
+    let shared = SharedSnapshot::default();
+    shared.reset(size, 1, None);
+    shared.mark_live();
+    let mut state = tracked(size);
+    let pages = size / PAGE;
+    let history = Arc::new(Mutex::new(std::collections::HashMap::<u64, Vec<u8>>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let exporter = {
+        let (shared, stop, history) = (shared.clone(), stop.clone(), history.clone());
+        std::thread::spawn(move || {
+            let mut image = Image::default();
+            let mut held = None;
+            let mut checked = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(meta) = shared.export_into(Duration::from_secs(1), &mut held, &mut image)
+                else {
+                    continue;
+                };
+                let expected = history.lock().expect("history")[&meta.tick].clone();
+                assert!(
+                    image.bytes == expected,
+                    "the image of tick {} is that tick's state",
+                    meta.tick
+                );
+                checked += 1;
+            }
+            (checked, image.starts)
+        })
+    };
+    for tick in 0..400u64 {
+        // Recorded before the take, so an export of it finds it.
+        history
+            .lock()
+            .expect("history")
+            .insert(tick, state.bytes().to_vec());
+        shared.take_if_due(&state, tick);
+        scattered_writes(&mut state, tick, pages);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (checked, starts) = exporter.join().expect("exporter");
+    assert!(checked > 1, "{checked} exports checked");
+    assert_eq!(starts, 1, "only the first export writes the whole image");
+
+    // After a reset, the image is of another snapshot: whole again.
+    let mut image = Image::default();
+    let mut held = None;
+    shared
+        .export_into(Duration::from_secs(1), &mut held, &mut image)
+        .expect("export");
+    // A migration's new block, as the tick loop makes one.
+    let mut migrated = tracked(size);
+    migrated.bytes_mut().fill(0x33);
+    shared.reset(size, 2, None);
+    shared.take(&migrated, 500);
+    shared
+        .export_into(Duration::from_secs(1), &mut held, &mut image)
+        .expect("export");
+    assert_eq!(image.starts, 2);
+    assert!(
+        image.bytes == migrated.bytes(),
+        "the image is the state after the reset"
+    );
 }
 
 /// A take that comes while a reader copies a large snapshot waits for one
