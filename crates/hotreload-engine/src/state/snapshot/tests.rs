@@ -118,7 +118,7 @@ fn scattered_writes(state: &mut State, tick: u64, pages: usize) {
         let p = ((tick as usize) * 37 + k * 101) % pages;
         state.bytes_mut()[p * PAGE + (tick as usize % PAGE)] = (tick + k as u64) as u8 | 1;
     }
-    if tick % 50 == 0 {
+    if tick.is_multiple_of(50) {
         std::thread::sleep(Duration::from_millis(2));
     }
 }
