@@ -831,3 +831,61 @@ fn the_first_trial_runs_on_the_restored_state() {
         s.transcript()
     );
 }
+
+/// A constructor that, in the probe only (where the state image is open
+/// read-only; the host has it writable), opens the image again writable
+/// through `/proc` and writes over its first bytes.
+const POISON_THE_IMAGE: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+__attribute__((constructor)) static void poison_the_image(void) {
+    for (int fd = 0; fd < 256; fd++) {
+        char path[64], link[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(path, link, sizeof link - 1);
+        if (n <= 0) continue;
+        link[n] = 0;
+        if (!strstr(link, "hotreload-trial-image")) continue;
+        if ((fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY) continue;
+        int rw = open(path, O_RDWR);
+        if (rw < 0) continue;
+        char junk[64];
+        memset(junk, 0x77, sizeof junk);
+        (void)pwrite(rw, junk, sizeof junk, 0);
+        close(rw);
+    }
+}
+"#;
+
+/// The state image is kept from trial to trial with only what changed
+/// rewritten; a probe whose plugin wrote it (hostile code opening it again
+/// writable) is found out by the image's modification time: the next
+/// trial gets it whole, a line says so, and the state carries on.
+#[test]
+fn a_probe_that_writes_the_state_image_is_found_and_the_next_trial_gets_it_whole() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    std::fs::write(&src, counter("one", 1)).expect("write v1");
+    let mut s = Server::start(dir.path(), &usual_args(&[]));
+    s.expect_contains("tag=one score=3 ");
+    editor::rename_over(&src, &with(&counter("two", 1), POISON_THE_IMAGE));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    editor::rename_over(&src, &counter("three", 1));
+    s.expect_prefix("[server] the state image handed to the last trial's probe was written by it");
+    s.expect_prefix("[reload] swapped logic.so (api=1, v3");
+    s.expect_contains("tag=three score=");
+    s.stop();
+    // The host's state never saw the junk: one count, without a gap.
+    let all: Vec<i64> = ["one", "two", "three"]
+        .iter()
+        .flat_map(|tag| scores(&s.lines(), tag))
+        .collect();
+    assert!(
+        all.windows(2).all(|w| w[1] == w[0] + 1),
+        "scores carried on: {all:?}\n{}",
+        s.transcript()
+    );
+}

@@ -201,6 +201,10 @@ pub struct TrialImage {
     /// The snapshot generation its bytes are of (see `export_into`).
     pub held: Option<u64>,
     failed: Option<String>,
+    /// Its modification time when the host last wrote it: a probe cannot
+    /// write through the read-only descriptor it gets, but hostile code in
+    /// it could open the memfd again, writable, through `/proc`.
+    written_at: Option<(i64, i64)>,
 }
 
 impl TrialImage {
@@ -219,6 +223,26 @@ impl TrialImage {
     /// Why the last export into it failed, if it did.
     pub fn failure(&mut self) -> Option<String> {
         self.failed.take()
+    }
+
+    fn modified(&self) -> Option<(i64, i64)> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = self.file.as_ref()?.metadata().ok()?;
+        Some((meta.mtime(), meta.mtime_nsec()))
+    }
+
+    /// Notes the image as the host left it, after an export.
+    pub fn mark_written(&mut self) {
+        self.written_at = self.modified();
+    }
+
+    /// Whether something else wrote the image since [`mark_written`]
+    /// (a probe's plugin, through `/proc`): then it no longer holds what
+    /// the snapshot's bits say, and the next export writes it whole.
+    ///
+    /// [`mark_written`]: TrialImage::mark_written
+    pub fn written_by_another(&self) -> bool {
+        self.written_at.is_some() && self.modified() != self.written_at
     }
 }
 

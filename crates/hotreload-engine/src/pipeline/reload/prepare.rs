@@ -150,9 +150,18 @@ impl Reloader {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let image = &mut *image;
         let mut held = image.held.take();
+        if held.is_some() && image.written_by_another() {
+            held = None;
+            self.emit(Event::ServerNotice(
+                "the state image handed to the last trial's probe was written by it (opened \
+                 again writable through /proc); this trial's image is written whole"
+                    .into(),
+            ));
+        }
         let exported =
             last_good.export_into(std::time::Duration::from_millis(20), &mut held, image);
         image.held = held;
+        image.mark_written();
         if let Some(why) = image.failure() {
             return Some(Err(why));
         }
