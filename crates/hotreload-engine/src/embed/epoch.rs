@@ -9,8 +9,8 @@
 //! thread, a retired version is unreachable when no slot holds a non-zero
 //! epoch older than the one it was retired at ([`quiescent`]).
 //!
-//! One epoch counter serves every plugin of the process (an [`Epoch`]
-//! shared by their [`Current`]s), so that the values in a slot compare
+//! One epoch counter serves every plugin of the process (a static
+//! [`Epoch`] that all their [`Current`]s advance), so that the values in a slot compare
 //! with any plugin's retirements: a thread inside plugin A that enters
 //! plugin B too (nested) keeps A's older epoch in its slot, and that epoch
 //! is older than the retirement of any B version it can have read. With a
@@ -131,15 +131,32 @@ impl Slot {
     }
 }
 
+/// The epoch of the process, which every plugin's [`Current`] advances.
+/// A static rather than a pointer in each `Current`: entering reads it
+/// with one load at a fixed address, not two dependent ones.
+#[cfg(not(loom))]
+static PROCESS_EPOCH: Epoch = Epoch::new();
+
 /// One plugin's current version, shared by every reader, and the epoch
 /// it advances (the process's, shared with every other plugin).
 pub struct Current<V> {
     version: AtomicPtr<V>,
+    /// Under loom, each model execution has an epoch of its own.
+    #[cfg(loom)]
     epoch: &'static Epoch,
     group: Group,
 }
 
 impl<V> Current<V> {
+    #[cfg(not(loom))]
+    pub fn new(first: *mut V, group: Group) -> Current<V> {
+        Current {
+            version: AtomicPtr::new(first),
+            group,
+        }
+    }
+
+    #[cfg(loom)]
     pub fn new(first: *mut V, epoch: &'static Epoch, group: Group) -> Current<V> {
         Current {
             version: AtomicPtr::new(first),
@@ -148,12 +165,20 @@ impl<V> Current<V> {
         }
     }
 
+    #[inline(always)]
+    fn epoch(&self) -> &Epoch {
+        #[cfg(loom)]
+        return self.epoch;
+        #[cfg(not(loom))]
+        return &PROCESS_EPOCH;
+    }
+
     /// A reader enters its first plugin: marks `slot` and returns the
     /// version to use until it leaves. `light` when the writer's barrier is
     /// a membarrier (the reader then needs only a compiler fence).
     #[inline]
     pub fn enter(&self, slot: &Slot, light: bool) -> *mut V {
-        let epoch = self.epoch.0.load(Ordering::Acquire);
+        let epoch = self.epoch().0.load(Ordering::Acquire);
         // Release, not relaxed: a writer that reads this value (rather than
         // the 0 of the leave before it) must also see that leave and what
         // came before it, the reads of an older version included. A plain
@@ -169,7 +194,10 @@ impl<V> Current<V> {
     /// now) and returns the version to use until it leaves the outermost.
     ///
     /// [`enter`]: Current::enter
-    #[inline]
+    // Out of line: a nested entry is the rare case, and keeping it out of
+    // `Plugin::enter` keeps the outermost entry's code short.
+    #[cold]
+    #[inline(never)]
     pub fn join(&self, slot: &Slot, light: bool) -> *mut V {
         // Only this thread writes its slot: the relaxed read is its own
         // last store.
@@ -194,7 +222,7 @@ impl<V> Current<V> {
         // A later publication of any plugin continues this one's release
         // sequence: a reader that reads any epoch from `retired_at` on
         // sees this swap.
-        let retired_at = self.epoch.0.fetch_add(1, Ordering::SeqCst) + 1;
+        let retired_at = self.epoch().0.fetch_add(1, Ordering::SeqCst) + 1;
         (previous, retired_at)
     }
 
@@ -393,15 +421,13 @@ mod model {
 mod groups {
     use super::*;
 
-    static EPOCH: Epoch = Epoch::new();
-
     /// A reader that stays in plugin A does not hold B's replaced
     /// versions; one that joined B inside A does, until it leaves.
     #[test]
     fn a_reader_holds_only_the_plugins_it_entered() {
         let (mut one, mut two, mut three) = (1u32, 2u32, 3u32);
-        let a = Current::new(&mut one as *mut u32, &EPOCH, Group::nth(0));
-        let b = Current::new(&mut two as *mut u32, &EPOCH, Group::nth(1));
+        let a = Current::new(&mut one as *mut u32, Group::nth(0));
+        let b = Current::new(&mut two as *mut u32, Group::nth(1));
         let slot = Slot::new();
         a.enter(&slot, false);
         let (_, retired_at) = b.publish(&mut three as *mut u32);

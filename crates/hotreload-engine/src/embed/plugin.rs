@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::call::GuardedFn;
-use super::epoch::{Current, Epoch, Group};
+use super::epoch::{Current, Group};
 use super::notice::{Notice, Notices};
 use super::reclaim::{self, Retired};
 use super::slots::{self, ThreadSlot};
@@ -109,11 +109,6 @@ impl<T: FunctionTable> Clone for Plugin<T> {
 
 use super::plugin_locked as locked;
 
-/// The epoch every plugin of the process advances (see [`super::epoch`]:
-/// one counter, so that a slot's epoch compares with any plugin's
-/// retirements).
-static EPOCH: Epoch = Epoch::new();
-
 /// Plugins loaded so far in the process: the next one's group.
 static LOADED: AtomicU64 = AtomicU64::new(0);
 
@@ -147,11 +142,9 @@ impl<T: FunctionTable> Plugin<T> {
             replaced: None,
         });
         let shared = Arc::new(Shared {
-            current: Current::new(
-                first,
-                &EPOCH,
-                Group::nth(LOADED.fetch_add(1, Ordering::Relaxed)),
-            ),
+            // One epoch for every plugin (see `epoch`); a group of its own
+            // unless more than `GROUPS` are loaded.
+            current: Current::new(first, Group::nth(LOADED.fetch_add(1, Ordering::Relaxed))),
             writer: Mutex::new(Writer {
                 shadow,
                 serial: 1,
