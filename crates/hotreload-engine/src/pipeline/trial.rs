@@ -33,7 +33,6 @@ use crate::outcome::Rejection;
 use crate::plugin::child::{above_stdio, hand_over, this_program};
 use crate::plugin::probe::forker;
 use crate::plugin::probe::handover::{self, HandedState, Request};
-use crate::plugin::sealed::SealedBuffer;
 use crate::state::persist::SavedRef;
 pub use process::ProbeProcess;
 use process::{ExitWatch, OUTPUT_LIMIT, Pipes, reap_later};
@@ -84,16 +83,13 @@ pub struct TrialState {
 impl TrialState {
     /// `saved`'s bytes copied into a sealed memfd.
     pub fn from_saved(saved: &SavedRef<'_>) -> Result<TrialState, String> {
-        let mut buffer = SealedBuffer::create(c"hotreload-trial-state")?;
-        buffer.reserve(saved.state.len())?;
-        buffer.write_at(0, saved.state)?;
         Ok(TrialState {
             what: HandedState {
                 state_version: saved.state_version,
                 layout: saved.layout.cloned(),
                 len: saved.state.len() as u64,
             },
-            bytes: buffer.seal()?,
+            bytes: crate::plugin::child::sealed_memfd(c"hotreload-trial-state", saved.state)?,
         })
     }
 }

@@ -41,8 +41,6 @@ pub const SIZE_SEALS: i32 = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SE
 pub struct SealedBuffer {
     file: File,
     len: usize,
-    /// Why it could not be filled, for [`SealedBuffer::seal`] to say.
-    failed: Option<String>,
 }
 
 /// A shared mapping of `len` bytes at `ptr`, unmapped on drop.
@@ -104,7 +102,6 @@ impl SealedBuffer {
             // SAFETY: `fd` is the fresh descriptor created above.
             file: unsafe { File::from_raw_fd(fd) },
             len: 0,
-            failed: None,
         })
     }
 
@@ -144,24 +141,12 @@ impl SealedBuffer {
             .map_err(|e| format!("cannot write a memfd for a child: {e}"))
     }
 
-    /// The bytes reserved.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The memfd, sealed.
     pub fn seal(self) -> Result<File, String> {
         self.seal_with(SEALS)
     }
 
-    fn seal_with(mut self, seals: i32) -> Result<File, String> {
-        if let Some(why) = self.failed.take() {
-            return Err(why);
-        }
+    fn seal_with(self, seals: i32) -> Result<File, String> {
         // SAFETY: adds seals to a memfd this value owns.
         if unsafe { libc::fcntl(self.file.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(format!(
@@ -170,20 +155,6 @@ impl SealedBuffer {
             ));
         }
         Ok(self.file)
-    }
-}
-
-impl CopyTarget for SealedBuffer {
-    fn start(&mut self, size: usize) -> Option<()> {
-        self.reserve(size)
-            .map_err(|why| self.failed = Some(why))
-            .ok()
-    }
-
-    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
-        SealedBuffer::write_at(self, offset, bytes)
-            .map_err(|why| self.failed = Some(why))
-            .ok()
     }
 }
 

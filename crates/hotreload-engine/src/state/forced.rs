@@ -71,18 +71,6 @@ impl LastGood {
         self.snapshot.export_into(patience, held, image)
     }
 
-    /// [`LastGood::snapshot_copy`], written into `target` (memory a probe
-    /// maps) instead of a buffer of its own.
-    pub fn snapshot_into(
-        &self,
-        patience: std::time::Duration,
-        target: &mut dyn super::snapshot::CopyTarget,
-    ) -> Option<super::snapshot::CopyMeta> {
-        self.snapshot
-            .read_into(patience, None, target)
-            .map(|(meta, _)| meta)
-    }
-
     /// Marks the regular save at exit as done: a forced exit after it must
     /// not overwrite it with the older snapshot.
     pub fn mark_final_saved(&self) {
