@@ -122,7 +122,18 @@ typedef struct hotreload_host {
     uint64_t seed;     /* hotreload --seed N: the same seed, the same run */
     uint64_t tick;     /* ticks completed so far */
     void (*log)(const char* message); /* prints "[plugin] message" in order with the host's lines */
+    /* The input the host passed for this tick (an embedding host's per-tick
+     * input, or `hotreload ctl input`): at most HOTRELOAD_MAX_INPUT bytes,
+     * valid for the call. Set only in the extended table's tick; NULL with
+     * input_len 0 in init, the hooks and a tick without input. The history
+     * records it, so rewind, replay and loop feed each tick the same bytes.
+     * A host older than this field passes a smaller `size`: check
+     * size >= offsetof(hotreload_host_t, input_len) + sizeof(size_t). */
+    const void* input;
+    size_t input_len;
 } hotreload_host_t;
+
+#define HOTRELOAD_MAX_INPUT 2048
 
 typedef struct {
     uint32_t ext_version;   /* HOTRELOAD_EXT_VERSION */
@@ -145,6 +156,11 @@ typedef struct {
     /* Writes a one-line description of the state (NUL-terminated) into buf;
      * returns its length. Shown in [state] lines instead of the fields. */
     size_t (*describe)(const void* state, char* buf, size_t len);
+    /* Replaces logic_api_t.tick when set: every tick, with the host context
+     * (the tick's index, the seed, and the input the host passed for it).
+     * Everything that makes a tick differ should come from the state, dt and
+     * this context: then replay and loop run it the same way again. */
+    void (*tick)(void* state, double dt, const hotreload_host_t* host);
 } logic_api_ext_t;
 
 /* Optional. Returns a table that stays valid while the library is loaded. */

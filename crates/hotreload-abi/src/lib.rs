@@ -102,7 +102,20 @@ pub struct HostContext {
     pub seed: u64,
     pub tick: u64,
     pub log: Option<unsafe extern "C" fn(message: *const c_char)>,
+    /// The input the host passed for this tick ([`MAX_INPUT`] bytes at
+    /// most), or NULL with `input_len` 0: set only for the extended table's
+    /// `tick`, NULL in `init` and the hooks.
+    pub input: *const c_void,
+    pub input_len: usize,
 }
+
+/// `HOTRELOAD_MAX_INPUT`: the most bytes of input a host passes one tick.
+pub const MAX_INPUT: usize = 2048;
+
+/// `void tick(void* state, double dt, const hotreload_host_t* host)`: the
+/// extended table's `tick`, which replaces [`LogicApi::tick`] when set and
+/// also gets the host context (the tick's index, the seed, its input).
+pub type TickHostFn = unsafe extern "C" fn(state: *mut c_void, dt: f64, host: *const HostContext);
 
 /// `void (*)(void* state, const hotreload_host_t* host)`: `init`,
 /// `on_reload`, `on_unload` of the extended table.
@@ -136,6 +149,7 @@ pub struct LogicApiExt {
     pub on_unload: Option<HookFn>,
     pub migrate: Option<MigrateFn>,
     pub describe: Option<DescribeFn>,
+    pub tick: Option<TickHostFn>,
 }
 
 /// The data symbol a library built with the `hotreload-plugin` crate exports
@@ -288,11 +302,14 @@ mod tests {
         assert_eq!(size_of::<FieldDesc>(), 32);
         assert_eq!(offset_of!(HostContext, seed), 8);
         assert_eq!(offset_of!(HostContext, log), 24);
-        assert_eq!(size_of::<HostContext>(), 32);
+        assert_eq!(offset_of!(HostContext, input), 32);
+        assert_eq!(offset_of!(HostContext, input_len), 40);
+        assert_eq!(size_of::<HostContext>(), 48);
         assert_eq!(offset_of!(LogicApiExt, fields), 16);
         assert_eq!(offset_of!(LogicApiExt, init), 24);
         assert_eq!(offset_of!(LogicApiExt, migrate), 48);
-        assert_eq!(size_of::<LogicApiExt>(), 64);
+        assert_eq!(offset_of!(LogicApiExt, tick), 64);
+        assert_eq!(size_of::<LogicApiExt>(), 72);
         assert_eq!(offset_of!(PluginRecord, layout_hash), 8);
         assert_eq!(offset_of!(PluginRecord, panicked), 32);
         assert_eq!(offset_of!(PluginRecord, location), 48);

@@ -33,8 +33,8 @@ mod message;
 mod path;
 
 pub use message::{
-    Command, ErrorCode, Refused, Request, ServerMessage, event_line, hello_line, parse_request,
-    parse_server_message, reply_error, reply_ok,
+    Command, ErrorCode, MAX_INPUT, Refused, Request, ServerMessage, event_line, hello_line, hex,
+    parse_request, parse_server_message, reply_error, reply_ok, unhex,
 };
 pub use path::{effective_uid, runtime_folder, socket_path};
 

@@ -71,7 +71,14 @@ pub enum Command {
     /// Send every event from `from` on (what is still kept of the past,
     /// then each new one); `None`: only new ones.
     Events { from: Option<u64> },
+    /// Pass these bytes to every tick from the next on (`None`: none), in
+    /// the host context of the extended table's `tick`. On the wire as
+    /// `"hex"`, or `"off": true`.
+    Input { bytes: Option<Vec<u8>> },
 }
+
+/// The most bytes one tick is passed (`HOTRELOAD_MAX_INPUT`).
+pub const MAX_INPUT: usize = 2048;
 
 impl Command {
     /// Its name on the wire.
@@ -96,6 +103,7 @@ impl Command {
             Command::Loop { .. } => "loop",
             Command::Record { .. } => "record",
             Command::Events { .. } => "events",
+            Command::Input { .. } => "input",
         }
     }
 
@@ -151,6 +159,14 @@ impl Command {
                     object.insert("off".into(), json!(true));
                 }
             },
+            Command::Input { bytes } => match bytes {
+                Some(bytes) => {
+                    object.insert("hex".into(), json!(hex(bytes)));
+                }
+                None => {
+                    object.insert("off".into(), json!(true));
+                }
+            },
             _ => {}
         }
         format!("{}\n", Value::Object(object))
@@ -178,7 +194,40 @@ pub const COMMANDS: &[&str] = &[
     "loop",
     "record",
     "events",
+    "input",
 ];
+
+/// `bytes` as lowercase hex digits, two per byte.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads hex digits (two per byte, either case), saying where they stop
+/// being hex.
+pub fn unhex(text: &str) -> Result<Vec<u8>, String> {
+    if !text.len().is_multiple_of(2) {
+        return Err(format!(
+            "expected an even number of hex digits, found {}",
+            text.len()
+        ));
+    }
+    text.as_bytes()
+        .chunks(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "expected hex digits, found {:?} at byte {}",
+                        String::from_utf8_lossy(pair),
+                        i * 2
+                    )
+                })
+        })
+        .collect()
+}
 
 /// Why a request was refused, as the error reply says it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -454,6 +503,35 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Refused> {
         "events" => Command::Events {
             from: count("from", 0, u64::MAX)?,
         },
+        "input" => {
+            let off = matches!(object.get("off"), Some(Value::Bool(true)));
+            match (off, object.contains_key("hex")) {
+                (true, false) => Command::Input { bytes: None },
+                (false, true) => {
+                    let bytes = unhex(&text("hex")?).map_err(|why| {
+                        Refused::new(id, ErrorCode::BadArgument, format!("\"hex\": {why}"))
+                    })?;
+                    if bytes.len() > MAX_INPUT {
+                        return Err(Refused::new(
+                            id,
+                            ErrorCode::BadArgument,
+                            format!(
+                                "expected an input of at most {MAX_INPUT} bytes, found {}",
+                                bytes.len()
+                            ),
+                        ));
+                    }
+                    Command::Input { bytes: Some(bytes) }
+                }
+                _ => {
+                    return Err(Refused::new(
+                        id,
+                        ErrorCode::BadArgument,
+                        "expected \"hex\" for input, or \"off\": true, found neither or both",
+                    ));
+                }
+            }
+        }
         other => {
             let shown = if other.len() > 40 {
                 "a long name"
@@ -647,6 +725,10 @@ mod tests {
             },
             Command::Events { from: Some(12) },
             Command::Events { from: None },
+            Command::Input {
+                bytes: Some(vec![0, 1, 0xfe, b'j']),
+            },
+            Command::Input { bytes: None },
         ];
         for (id, command) in commands.into_iter().enumerate() {
             let line = command.to_line(id as u64);
@@ -712,6 +794,24 @@ mod tests {
                 ErrorCode::BadArgument,
                 Some(7),
                 "found the number 1.5",
+            ),
+            (
+                b"{\"id\":8,\"cmd\":\"input\",\"hex\":\"6a7\"}",
+                ErrorCode::BadArgument,
+                Some(8),
+                "expected an even number of hex digits, found 3",
+            ),
+            (
+                b"{\"id\":9,\"cmd\":\"input\",\"hex\":\"6azz\"}",
+                ErrorCode::BadArgument,
+                Some(9),
+                "found \"zz\" at byte 2",
+            ),
+            (
+                b"{\"id\":10,\"cmd\":\"input\"}",
+                ErrorCode::BadArgument,
+                Some(10),
+                "expected \"hex\" for input, or \"off\": true",
             ),
             (b"\xff\xfe", ErrorCode::BadJson, None, "invalid UTF-8"),
         ];

@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use hotreload_abi::TickFn;
 use hotreload_engine::guard;
-use hotreload_engine::plugin::Plugin;
 use hotreload_engine::plugin::check;
 use hotreload_engine::plugin::load::Library;
 use hotreload_engine::plugin::precheck::precheck;
 use hotreload_engine::plugin::shadow::ShadowDir;
+use hotreload_engine::plugin::{Plugin, TickContext};
 use hotreload_engine::state::State;
 
 use common::{Workdir, header, median_f64, verdict};
@@ -39,7 +39,13 @@ fn through_plugin(plugin: &Plugin, state: &mut State, n: u64) {
         // SAFETY: `state` was allocated with this plugin's `state_size`,
         // this thread is the only one calling into the plugin, and it ran
         // `guard::prepare_thread`.
-        let result = unsafe { black_box(plugin).tick(black_box(&mut *state), black_box(DT)) };
+        let result = unsafe {
+            black_box(plugin).tick(
+                black_box(&mut *state),
+                black_box(DT),
+                &TickContext::default(),
+            )
+        };
         if let Err(fault) = result {
             panic!("the benchmark plugin faulted: {}", fault.describe());
         }

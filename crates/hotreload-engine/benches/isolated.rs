@@ -11,12 +11,12 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use hotreload_engine::guard;
-use hotreload_engine::plugin::Plugin;
 use hotreload_engine::plugin::check;
 use hotreload_engine::plugin::isolate::Worker;
 use hotreload_engine::plugin::load::Library;
 use hotreload_engine::plugin::precheck::precheck;
 use hotreload_engine::plugin::shadow::ShadowDir;
+use hotreload_engine::plugin::{Plugin, TickContext};
 use hotreload_engine::state::State;
 
 use common::{Workdir, header, median_f64, verdict};
@@ -39,7 +39,9 @@ fn tick(plugin: &Plugin, state: &mut State) {
     // SAFETY: `state` was allocated with this plugin's `state_size`, this
     // thread is the only one calling into the plugin, and it ran
     // `guard::prepare_thread`.
-    if let Err(fault) = unsafe { black_box(plugin).tick(state, black_box(DT)) } {
+    if let Err(fault) =
+        unsafe { black_box(plugin).tick(state, black_box(DT), &TickContext::default()) }
+    {
         panic!("the benchmark plugin faulted: {}", fault.report());
     }
 }

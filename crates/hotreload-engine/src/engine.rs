@@ -165,6 +165,7 @@ impl Engine {
             events: Arc::clone(&events),
             replay: ReplaySetup {
                 dt: config.tick_period.as_secs_f64(),
+                seed: config.seed,
                 call_timeout: config.effective_call_timeout(),
             },
         };
@@ -350,6 +351,7 @@ pub struct StateDoor {
 #[derive(Clone, Copy, Debug)]
 struct ReplaySetup {
     dt: f64,
+    seed: u64,
     call_timeout: std::time::Duration,
 }
 
@@ -530,6 +532,7 @@ impl StateDoor {
             lib_name: crate::plugin::shadow::ShadowDir::kept_lib_name(&library),
             library,
             dt: self.replay.dt,
+            seed: self.replay.seed,
             call_timeout: self.replay.call_timeout,
         };
         let done =
@@ -547,8 +550,53 @@ impl StateDoor {
         to: Option<u64>,
         path: &std::path::Path,
     ) -> Result<(u64, u64, usize), crate::tick::DoorError> {
-        crate::pipeline::replay::record(&self.snapshot, from, to, self.replay.dt, path)
-            .map_err(crate::tick::DoorError::Refused)
+        crate::pipeline::replay::record(
+            &self.snapshot,
+            from,
+            to,
+            self.replay.dt,
+            self.replay.seed,
+            path,
+        )
+        .map_err(crate::tick::DoorError::Refused)
+    }
+
+    /// Passes `input` to every tick from the next on, until replaced
+    /// (`None`, or no bytes: none). The plugin sees it in the host context
+    /// of the extended table's `tick`; the history records it with each
+    /// tick. Refused, changing nothing, above
+    /// [`hotreload_abi::MAX_INPUT`] bytes.
+    pub fn set_input(&self, input: Option<&[u8]>) -> Result<(), crate::tick::DoorError> {
+        if let Some(bytes) = input {
+            crate::tick::input::check(bytes).map_err(crate::tick::DoorError::Refused)?;
+        }
+        self.send_input(crate::tick::input::InputChange::Set(
+            input.filter(|b| !b.is_empty()).map(Arc::from),
+        ))
+    }
+
+    /// Asks `source` for each tick's input from the next tick on, on the
+    /// tick thread just before the tick runs (see
+    /// [`crate::tick::input::InputSource`]). Replaces a value set with
+    /// [`StateDoor::set_input`], and is replaced by the next one.
+    pub fn set_input_source(
+        &self,
+        source: impl FnMut(u64, &mut Vec<u8>) + Send + 'static,
+    ) -> Result<(), crate::tick::DoorError> {
+        self.send_input(crate::tick::input::InputChange::Source(Box::new(source)))
+    }
+
+    fn send_input(
+        &self,
+        change: crate::tick::input::InputChange,
+    ) -> Result<(), crate::tick::DoorError> {
+        self.tick
+            .send(crate::tick::TickInput::Input(change))
+            .map_err(|_| {
+                crate::tick::DoorError::Unavailable(
+                    "expected a running tick loop, found it stopped".to_owned(),
+                )
+            })
     }
 
     fn request<T>(

@@ -183,17 +183,43 @@ pub unsafe fn hook<S: State>(
     guarded(record, || f(state, &host));
 }
 
+/// A plugin's `tick`: `fn(&mut S, f64)`, or `fn(&mut S, f64, &Host)` for
+/// one that reads the tick's index, the seed or the input the host passed
+/// it. `Form` tells the two apart (one implementation applies to each
+/// function), so `export!` takes either without being told which.
+pub trait TickFn<S, Form> {
+    fn call(&self, state: &mut S, dt: f64, host: &Host<'_>);
+}
+
+/// The form of `fn(&mut S, f64)`.
+pub struct WithoutHost;
+/// The form of `fn(&mut S, f64, &Host)`.
+pub struct WithHost;
+
+impl<S, F: Fn(&mut S, f64)> TickFn<S, WithoutHost> for F {
+    fn call(&self, state: &mut S, dt: f64, _: &Host<'_>) {
+        self(state, dt)
+    }
+}
+
+impl<S, F: Fn(&mut S, f64, &Host<'_>)> TickFn<S, WithHost> for F {
+    fn call(&self, state: &mut S, dt: f64, host: &Host<'_>) {
+        self(state, dt, host)
+    }
+}
+
 /// # Safety
 /// As for [`hook`].
-pub unsafe fn tick<S: State>(
+pub unsafe fn tick<S: State, Form>(
     record: &'static Record,
     state: *mut c_void,
     dt: f64,
-    f: fn(&mut S, f64),
+    host: *const HostContext,
+    f: impl TickFn<S, Form>,
 ) {
     // SAFETY: per this function's contract.
-    let state = unsafe { &mut *state.cast::<S>() };
-    guarded(record, || f(state, dt));
+    let (state, host) = unsafe { (&mut *state.cast::<S>(), Host::from_raw(host)) };
+    guarded(record, || f.call(state, dt, &host));
 }
 
 /// # Safety

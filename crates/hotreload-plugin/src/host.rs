@@ -7,7 +7,11 @@ use hotreload_abi::HostContext;
 
 use crate::schema::{State, valid_bytes};
 
-/// The host's context: its seed, the tick count, and its log.
+/// `sizeof(hotreload_host_t)` before `input` was added: seed, tick, log.
+const FIRST_CONTEXT_SIZE: usize = core::mem::offset_of!(HostContext, input);
+
+/// The host's context: its seed, the tick count, its log, and in `tick`
+/// the input the host passed it.
 pub struct Host<'a> {
     context: Option<&'a HostContext>,
 }
@@ -20,8 +24,9 @@ impl<'a> Host<'a> {
         // SAFETY: per this function's contract.
         let context = unsafe { raw.as_ref() };
         Host {
-            // A context too short to hold what is read here is not used.
-            context: context.filter(|c| c.size as usize >= core::mem::size_of::<HostContext>()),
+            // A context too short to hold even the first version's fields
+            // is not used; `input` is read only from one long enough.
+            context: context.filter(|c| c.size as usize >= FIRST_CONTEXT_SIZE),
         }
     }
 
@@ -34,6 +39,25 @@ impl<'a> Host<'a> {
     /// Ticks completed so far.
     pub fn tick(&self) -> u64 {
         self.context.map_or(0, |c| c.tick)
+    }
+
+    /// In `tick`, the bytes the host passed this tick (an embedding host's
+    /// per-tick input, or `hotreload ctl input`), at most 2048; empty in
+    /// the hooks, without input, or from a host that predates input.
+    /// `replay` and `loop` pass each tick the bytes it got when recorded.
+    pub fn input(&self) -> &'a [u8] {
+        match self.context {
+            Some(c)
+                if c.size as usize >= core::mem::size_of::<HostContext>()
+                    && !c.input.is_null()
+                    && c.input_len <= hotreload_abi::MAX_INPUT =>
+            {
+                // SAFETY: the host passes `input_len` readable bytes at
+                // `input`, valid for the call, which `'a` is.
+                unsafe { core::slice::from_raw_parts(c.input.cast::<u8>(), c.input_len) }
+            }
+            _ => &[],
+        }
     }
 
     /// Prints `[plugin] message`, in order with the host's own lines (a NUL

@@ -36,7 +36,9 @@
 //!   against that table. What no schema can describe (no `#[repr(C)]`,
 //!   references, pointers, `String`, `Vec`, generics) is a compile error.
 //! - [`export!`] exports `logic_get_api` and `logic_get_api_ext` from
-//!   ordinary functions: `init(&mut S, &Host)`, `tick(&mut S, f64)`, and
+//!   ordinary functions: `init(&mut S, &Host)`, `tick(&mut S, f64)` (or
+//!   `tick(&mut S, f64, &Host)`, to read the tick's index, the seed and
+//!   the input the host passed it: [`Host::input`]), and
 //!   optionally `shutdown(&mut S)`, `on_reload` / `on_unload(&mut S,
 //!   &Host)`, `migrate(Previous, &mut S) -> Result<(), String>` and
 //!   `describe(&S) -> String`.
@@ -63,7 +65,10 @@ pub use schema::{State, StateField};
 /// What [`export!`] and the derive expand to; not for plugin code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::boundary::{ExtCell, Record, describe, guarded, hook, migrate, shutdown, tick};
+    pub use crate::boundary::{
+        ExtCell, Record, TickFn, WithHost, WithoutHost, describe, guarded, hook, migrate, shutdown,
+        tick,
+    };
     pub use crate::schema::{Member, Shape, State, StateField, layout_hash};
     pub use core::ffi::{c_char, c_int, c_void};
     pub use hotreload_abi::{
@@ -80,7 +85,7 @@ pub mod __private {
 ///     state: Counter,          // a #[derive(State)] #[repr(C)] struct
 ///     version: 2,              // the state version (default 1): raise it when the meaning changes
 ///     init: init,              // fn(&mut Counter, &Host): the first load only
-///     tick: tick,              // fn(&mut Counter, f64): every tick
+///     tick: tick,              // fn(&mut Counter, f64), or fn(&mut Counter, f64, &Host): every tick
 ///     shutdown: shutdown,      // fn(&mut Counter): when the host stops
 ///     on_reload: on_reload,    // fn(&mut Counter, &Host): after every swap to this version
 ///     on_unload: on_unload,    // fn(&mut Counter, &Host): before this version goes
@@ -216,7 +221,14 @@ macro_rules! export {
                 unsafe { __hr::hook::<__HrState>(&__HR_RECORD, state, host, $init) }
             }
             unsafe extern "C" fn __hr_tick(state: *mut __hr::c_void, dt: f64) {
-                unsafe { __hr::tick::<__HrState>(&__HR_RECORD, state, dt, $tick) }
+                unsafe { __hr::tick::<__HrState, _>(&__HR_RECORD, state, dt, ::core::ptr::null(), $tick) }
+            }
+            unsafe extern "C" fn __hr_ext_tick(
+                state: *mut __hr::c_void,
+                dt: f64,
+                host: *const __hr::HostContext,
+            ) {
+                unsafe { __hr::tick::<__HrState, _>(&__HR_RECORD, state, dt, host, $tick) }
             }
             unsafe extern "C" fn __hr_shutdown(state: *mut __hr::c_void) {
                 let f: fn(&mut __HrState) = $crate::__or!($($shutdown)?, |_| {});
@@ -251,6 +263,7 @@ macro_rules! export {
                     on_unload: $crate::__hook!($($on_unload)?),
                     migrate: $crate::__migrate!($($migrate)?),
                     describe: $crate::__describe!($($describe)?),
+                    tick: Some(__hr_ext_tick),
                 })
             }
         }

@@ -55,6 +55,7 @@ fn schema_as_the_host_reads_it<S: StateField>() -> Layout {
         on_unload: None,
         migrate: None,
         describe: None,
+        tick: None,
     };
     // SAFETY: the table and its names live in `table` for the call.
     let checked = unsafe { hotreload_engine::plugin::ext::check(&ext, size_of::<S>()) }

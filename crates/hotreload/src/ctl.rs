@@ -149,6 +149,21 @@ enum CtlCommand {
         #[arg(num_args = 1..=3, required = true)]
         args: Vec<String>,
     },
+    /// Pass TEXT's bytes (or `--hex` HEX's, or none with `--off`) to every
+    /// tick from the next on, until set again: the plugin reads them in the
+    /// host context of its extended `tick`, and the history records them,
+    /// so replay and loop pass each tick what it got. At most 2048 bytes.
+    Input {
+        /// The bytes, as text.
+        #[arg(allow_hyphen_values = true, required_unless_present_any = ["hex", "off"], conflicts_with_all = ["hex", "off"])]
+        text: Option<String>,
+        /// The bytes, as hex digits (`6a756d70`).
+        #[arg(long, value_name = "HEX", conflicts_with = "off")]
+        hex: Option<String>,
+        /// No input from the next tick on.
+        #[arg(long)]
+        off: bool,
+    },
     /// Wait for the next event of a kind (`swapped`, `fault`, `rejected`,
     /// `paused`, `stepped`, …; see docs/protocol.md), print it, and exit.
     Wait {
@@ -215,6 +230,32 @@ pub fn main(args: impl Iterator<Item = OsString>) -> ExitCode {
                 return ExitCode::from(code::USAGE);
             }
             Command::Replay { from, to, with }
+        }
+        CtlCommand::Input { text, hex, off } => {
+            let bytes = match (text, hex, off) {
+                (_, _, true) => None,
+                (Some(text), _, _) => Some(text.into_bytes()),
+                (None, Some(hex), _) => match hotreload_control::unhex(&hex) {
+                    Ok(bytes) => Some(bytes),
+                    Err(why) => {
+                        eprintln!("hotreload ctl: input --hex: {why}");
+                        return ExitCode::from(code::USAGE);
+                    }
+                },
+                (None, None, false) => None,
+            };
+            if let Some(bytes) = bytes
+                .as_ref()
+                .filter(|b| b.len() > hotreload_control::MAX_INPUT)
+            {
+                eprintln!(
+                    "hotreload ctl: expected an input of at most {} bytes, found {}",
+                    hotreload_control::MAX_INPUT,
+                    bytes.len()
+                );
+                return ExitCode::from(code::USAGE);
+            }
+            Command::Input { bytes }
         }
         CtlCommand::Loop { window } => match window.as_slice() {
             [off] if off == "off" => Command::Loop { window: None },
@@ -583,6 +624,14 @@ fn say(command: &Command, value: &Value) {
             n("to"),
             value.get("path").and_then(Value::as_str).unwrap_or(""),
             n("bytes")
+        ),
+        Command::Input { bytes: None } => {
+            println!("no input from tick {} on", n("from_tick"))
+        }
+        Command::Input { bytes: Some(_) } => println!(
+            "input of {} bytes passed to every tick from tick {} on",
+            n("bytes"),
+            n("from_tick")
         ),
         Command::Loop { .. } => match value.get("window").filter(|w| !w.is_null()) {
             Some(w) => println!(

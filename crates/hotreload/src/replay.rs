@@ -45,6 +45,7 @@ pub fn main(file: &Path, lib: &Path, timeout_ms: Option<u64>) -> ExitCode {
             .unwrap_or_default(),
         library,
         dt: recording.dt,
+        seed: recording.seed,
         call_timeout: Duration::from_millis(timeout_ms.unwrap_or(1000)),
     };
     match replay::run_window(&recorded, &request) {

@@ -9,7 +9,7 @@ mod support;
 
 use std::path::Path;
 
-use support::ctl::{ctl, status_json};
+use support::ctl::{ctl, pause, status_json, tick_now, values, wait_for_tick};
 use support::{Server, editor, workdir};
 
 const BUILD: &str = "cc -g -shared -fPIC -o logic.so logic.c";
@@ -47,36 +47,6 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
     let mut server = Server::start(dir, &args);
     server.expect_contains("[reload] loaded logic.so");
     server
-}
-
-fn tick_now(dir: &Path) -> u64 {
-    status_json(dir)["result"]["tick"].as_u64().unwrap_or(0)
-}
-
-/// Waits until the server has ticked at least `n` times.
-fn wait_for_tick(dir: &Path, n: u64) {
-    let deadline = std::time::Instant::now() + support::WAIT;
-    while tick_now(dir) < n {
-        assert!(std::time::Instant::now() < deadline, "no tick {n}");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
-/// Every value of the state, by path, as `state --json` gives them.
-fn values(dir: &Path) -> serde_json::Value {
-    let (code, out, err) = ctl(dir, &["state", "--json"]);
-    assert_eq!(code, 0, "{out}{err}");
-    let reply: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    reply["result"]["values"].clone()
-}
-
-fn pause(dir: &Path) {
-    assert_eq!(ctl(dir, &["pause"]).0, 0);
-    let deadline = std::time::Instant::now() + support::WAIT;
-    while status_json(dir)["result"]["paused"] != true {
-        assert!(std::time::Instant::now() < deadline, "not paused");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
 }
 
 #[test]

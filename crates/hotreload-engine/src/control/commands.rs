@@ -181,6 +181,16 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
             ),
             Err(why) => door_refusal(id, &why),
         },
+        Wire::Input { bytes } => match wiring.door.set_input(bytes.as_deref()) {
+            Ok(()) => reply_ok(
+                id,
+                json!({
+                    "bytes": bytes.as_ref().map_or(0, Vec::len),
+                    "from_tick": status.tick,
+                }),
+            ),
+            Err(why) => door_refusal(id, &why),
+        },
         Wire::Events { .. } => reply_error(
             Some(id),
             ErrorCode::UnknownCommand,

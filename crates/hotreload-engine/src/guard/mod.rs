@@ -42,7 +42,7 @@ use std::ffi::c_char;
 
 use hotreload_abi::{
     DescribeFn, GetApiExtFn, GetApiFn, HookFn, HostContext, InitFn, LogicApi, LogicApiExt,
-    MigrateFn, TickFn,
+    MigrateFn, TickFn, TickHostFn,
 };
 
 /// The alternate signal stack each calling thread gets: room for the handler
@@ -68,6 +68,12 @@ unsafe extern "C" {
     fn hr_interposers_missing(out: *mut std::ffi::c_char, len: usize);
     fn hr_call_state(f: InitFn, state: *mut c_void) -> c_int;
     fn hr_call_tick(f: TickFn, state: *mut c_void, dt: f64) -> c_int;
+    fn hr_call_tick_host(
+        f: TickHostFn,
+        state: *mut c_void,
+        dt: f64,
+        host: *const HostContext,
+    ) -> c_int;
     fn hr_call_get_api(f: GetPtrFn, out: *mut *const c_void) -> c_int;
     fn hr_call_words(
         f: *const c_void,
@@ -530,6 +536,22 @@ pub unsafe fn call_state(f: InitFn, state: *mut c_void) -> Result<(), Fault> {
 pub unsafe fn call_tick(f: TickFn, state: *mut c_void, dt: f64) -> Result<(), Fault> {
     // SAFETY: per this function's contract.
     ended(unsafe { hr_call_tick(f, state, dt) })
+}
+
+/// Calls the extended table's `f(state, dt, host)` under the guard.
+///
+/// # Safety
+/// As for [`call_state`]; `host` (and the input it points at) must stay
+/// valid for the call.
+#[inline]
+pub unsafe fn call_tick_host(
+    f: TickHostFn,
+    state: *mut c_void,
+    dt: f64,
+    host: &HostContext,
+) -> Result<(), Fault> {
+    // SAFETY: per this function's contract.
+    ended(unsafe { hr_call_tick_host(f, state, dt, host) })
 }
 
 /// [`call_tick`] without the two system calls that settle the mask and the

@@ -801,12 +801,17 @@ __asm__(
     ".type hr_call_state, @function\n"
     ".globl hr_call_tick\n"
     ".type hr_call_tick, @function\n"
+    ".globl hr_call_tick_host\n"
+    ".type hr_call_tick_host, @function\n"
     ".globl hr_call_args\n"
     ".type hr_call_args, @function\n"
     ".p2align 4\n"
     "hr_call_state:\n"
     "hr_call_tick:\n"
     "    xorl %edx, %edx\n"
+    /* f(state, dt, host): dt stays in xmm0 (nothing here touches it), the
+     * host context comes in rdx and goes out in rsi. */
+    "hr_call_tick_host:\n"
     "    xorl %ecx, %ecx\n"
     "    xorl %r8d, %r8d\n"
     "    xorl %r9d, %r9d\n"
@@ -857,10 +862,13 @@ __asm__(
     "    ret\n"
     ".size hr_call_state, . - hr_call_state\n"
     ".size hr_call_tick, . - hr_call_tick\n"
+    ".size hr_call_tick_host, . - hr_call_tick_host\n"
     ".size hr_call_args, . - hr_call_args\n");
 
 int hr_call_state(void (*f)(void*), void* state);
 int hr_call_tick(void (*f)(void*, double), void* state, double dt);
+int hr_call_tick_host(void (*f)(void*, double, const void*), void* state, double dt,
+                      const void* host);
 int hr_call_args(const void* f, uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4);
 
 /* The rarely called functions: the extended ABI's, the entry points, a
@@ -929,6 +937,11 @@ int hr_call_state(void (*f)(void*), void* state) {
 
 int hr_call_tick(void (*f)(void*, double), void* state, double dt) {
     HR_GUARDED_CALL(f(state, dt));
+}
+
+int hr_call_tick_host(void (*f)(void*, double, const void*), void* state, double dt,
+                      const void* host) {
+    HR_GUARDED_CALL(f(state, dt, host));
 }
 
 int hr_call_hook(void (*f)(void*, const void*), void* state, const void* host) {

@@ -6,9 +6,9 @@
 //! The recorded states are rebuilt from the snapshot's copy and the history
 //! ([`crate::state::history::window`]); the worker runs on a block of
 //! shared memory of its own, started from the window's first state, one
-//! tick at a time (the plugin's `tick` takes only its state and `dt`, so
-//! the same bytes and `dt` must give the same result for a deterministic
-//! plugin). The live state, the tick thread and the running version are not
+//! tick at a time, each passed the seed, its index and the input the
+//! recorded run passed it (the same bytes, `dt` and context must give the
+//! same result for a deterministic plugin). The live state, the tick thread and the running version are not
 //! touched: this runs on the thread that asked.
 
 use std::path::Path;
@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 
 use crate::layout::edit::Target;
 use crate::layout::{Field, Layout, Shown};
-use crate::plugin::Plugin;
 use crate::plugin::isolate::Worker;
+use crate::plugin::{Plugin, TickContext};
 use crate::state::State;
 use crate::state::history::{Window, window};
 use crate::state::pages::PAGE;
@@ -37,6 +37,8 @@ pub struct Request {
     pub library: std::path::PathBuf,
     pub lib_name: String,
     pub dt: f64,
+    /// The host context's seed, as the recorded run had it.
+    pub seed: u64,
     /// The longest one tick may take in the worker.
     pub call_timeout: Duration,
 }
@@ -214,9 +216,14 @@ pub fn run_window(recorded: &Recorded, request: &Request) -> Result<Replayed, St
             }
             continue;
         }
+        let context = TickContext {
+            seed: request.seed,
+            tick: step.tick,
+            input: step.input.as_deref().unwrap_or_default(),
+        };
         // SAFETY: the block has the size this version was checked against,
         // and it runs in its own worker process.
-        let result = unsafe { plugin.tick(&mut block, request.dt) };
+        let result = unsafe { plugin.tick(&mut block, request.dt, &context) };
         if let Err(fault) = result {
             outcome = Outcome::Faulted {
                 tick: step.tick,
@@ -257,15 +264,19 @@ pub fn record(
     from: Option<u64>,
     to: Option<u64>,
     dt: f64,
+    seed: u64,
     path: &Path,
 ) -> Result<(u64, u64, usize), String> {
     let recorded = read_window(snapshot, from, to)?;
     let bytes = crate::state::recording::encode(
         &recorded.window,
-        recorded.to,
-        dt,
-        recorded.state_version,
-        recorded.layout.as_deref(),
+        &crate::state::recording::About {
+            to: recorded.to,
+            dt,
+            seed,
+            state_version: recorded.state_version,
+            layout: recorded.layout.as_deref(),
+        },
     )?;
     let aside = path.with_extension("recording-tmp");
     std::fs::write(&aside, &bytes)

@@ -13,7 +13,7 @@
 use crate::guard::Fault;
 use crate::layout::Layout;
 use crate::outcome::Rejection;
-use crate::plugin::{Hook, Plugin};
+use crate::plugin::{Hook, Plugin, TickContext};
 use crate::state::State;
 use crate::state::migrate::{self, Decision, Side};
 use crate::state::persist::SavedRef;
@@ -81,7 +81,14 @@ pub fn exercise(
     for n in 1..=ex.ticks {
         let name = format!("tick {n}");
         stage(&name);
-        unsafe { plugin.tick(state, ex.dt) }.map_err(at(&name))?;
+        // The trial's ticks get no input: what the host will pass is not
+        // known yet, and a tick that faults on it live is rolled back.
+        let context = TickContext {
+            seed: ex.seed,
+            tick: ex.tick + n - 1,
+            input: &[],
+        };
+        unsafe { plugin.tick(state, ex.dt, &context) }.map_err(at(&name))?;
     }
     if plugin.has_describe() {
         stage("describe");

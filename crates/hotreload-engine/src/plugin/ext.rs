@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hotreload_abi::{
     DescribeFn, EXT_VERSION, FIELD_ROW_SHIFT, FIELD_TRANSIENT, FieldDesc, HookFn, HostContext,
-    LayoutHash, LogicApiExt, MigrateFn, field_type,
+    LayoutHash, LogicApiExt, MigrateFn, TickHostFn, field_type,
 };
 
 use crate::event::{Event, EventSink};
@@ -30,6 +30,8 @@ pub struct Ext {
     pub on_unload: Option<HookFn>,
     pub migrate: Option<MigrateFn>,
     pub describe: Option<DescribeFn>,
+    /// `tick` with the host context, in place of the basic table's.
+    pub tick: Option<TickHostFn>,
     /// The declared schema, if any.
     pub schema: Option<Arc<Layout>>,
     /// The schema's entries as read, hashed the way a library built with
@@ -57,6 +59,22 @@ pub fn host_context(seed: u64, tick: u64) -> HostContext {
         seed,
         tick,
         log: Some(host_log),
+        input: std::ptr::null(),
+        input_len: 0,
+    }
+}
+
+/// The context handed to the extended table's `tick`: as for the hooks,
+/// with the tick's `input`, which must outlive the call.
+pub fn tick_context(seed: u64, tick: u64, input: &[u8]) -> HostContext {
+    HostContext {
+        input: if input.is_empty() {
+            std::ptr::null()
+        } else {
+            input.as_ptr().cast()
+        },
+        input_len: input.len(),
+        ..host_context(seed, tick)
     }
 }
 
@@ -174,6 +192,7 @@ pub unsafe fn check(table: &LogicApiExt, state_size: usize) -> Result<Ext, Rejec
         on_unload: table.on_unload,
         migrate: table.migrate,
         describe: table.describe,
+        tick: table.tick,
         schema,
         schema_hash,
     })
@@ -345,6 +364,7 @@ mod tests {
             on_unload: None,
             migrate: None,
             describe: None,
+            tick: None,
         }
     }
 

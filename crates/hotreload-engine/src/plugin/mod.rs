@@ -27,4 +27,4 @@ pub mod sealed;
 pub mod shadow;
 mod version;
 
-pub use version::{Hook, Knowledge, Plugin};
+pub use version::{Hook, Knowledge, Plugin, TickContext};

@@ -180,6 +180,7 @@ mod tests {
             on_unload: None,
             migrate: None,
             describe: None,
+            tick: None,
             schema: None,
             schema_hash: hotreload_abi::LayoutHash::new(),
         };

@@ -66,6 +66,18 @@ pub enum Hook {
     OnUnload,
 }
 
+/// What a tick is told besides the state and `dt`: the extended table's
+/// `tick` gets it as the host context.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TickContext<'a> {
+    pub seed: u64,
+    /// The tick's index: ticks completed before it.
+    pub tick: u64,
+    /// What the host passed for this tick (empty: none), at most
+    /// [`hotreload_abi::MAX_INPUT`] bytes.
+    pub input: &'a [u8],
+}
+
 /// What is known about a version besides its function table.
 pub struct Knowledge {
     pub ext: Option<Ext>,
@@ -271,19 +283,42 @@ impl Plugin {
         }
     }
 
-    /// Runs `tick` under the crash guard.
+    /// Runs `tick` under the crash guard: the extended table's, with the
+    /// host context made from `context`, if the version has one, else the
+    /// basic table's (which sees neither the context nor the input).
     ///
     /// # Safety
     /// As for [`Plugin::init`].
     #[inline]
-    pub unsafe fn tick(&self, state: &mut State, dt: f64) -> Result<(), Fault> {
+    pub unsafe fn tick(
+        &self,
+        state: &mut State,
+        dt: f64,
+        context: &TickContext<'_>,
+    ) -> Result<(), Fault> {
         match &self.code {
-            // SAFETY: as in `init`.
-            Code::Local { api, .. } => {
-                unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) }
-                    .map_err(|f| self.explained(f))
+            Code::Local { api, ext, .. } => match ext.as_ref().and_then(|e| e.tick) {
+                Some(f) => {
+                    let host =
+                        crate::plugin::ext::tick_context(context.seed, context.tick, context.input);
+                    // SAFETY: as in `init`; `host` and the input it points
+                    // at outlive the call.
+                    unsafe { guard::call_tick_host(f, state.as_mut_ptr(), dt, &host) }
+                }
+                // SAFETY: as in `init`.
+                None => unsafe { guard::call_tick(api.tick, state.as_mut_ptr(), dt) },
             }
-            Code::Isolated { worker, .. } => worker.tick(state, dt),
+            .map_err(|f| self.explained(f)),
+            Code::Isolated { worker, .. } => worker.tick(state, dt, context),
+        }
+    }
+
+    /// Whether this version's `tick` gets the host context, and with it
+    /// the tick's input (the extended table's `tick`).
+    pub fn takes_input(&self) -> bool {
+        match &self.code {
+            Code::Local { ext, .. } => ext.as_ref().is_some_and(|e| e.tick.is_some()),
+            Code::Isolated { loaded, .. } => loaded.hooks & report::HAS_TICK != 0,
         }
     }
 

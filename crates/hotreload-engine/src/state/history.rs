@@ -4,9 +4,11 @@
 //! changed since the last one; with a history, the bytes those pages held
 //! before are kept too, as one [`Entry`] per take. Applied newest first,
 //! the entries walk the state back tick by tick: an entry turns the state
-//! at the next take into the state at its own tick. Nothing else makes a
-//! tick differ for the plugin: the seed and the tick index (the host
-//! context) follow from the tick number, and `dt` is fixed.
+//! at the next take into the state at its own tick. An entry also keeps the
+//! input the host passed the tick that ran after it, the one thing besides
+//! the state that can make a tick differ for the plugin: the seed and the
+//! tick index (the host context) follow from the run and the tick number,
+//! and `dt` is fixed.
 //!
 //! The history is bounded by ticks and by bytes, whichever comes first;
 //! the oldest entries go. The pages are shared (`Arc`), so a reader copies
@@ -25,11 +27,16 @@ pub type Page = Arc<[u8]>;
 pub struct Entry {
     pub tick: u64,
     pub pages: Vec<(usize, Page)>,
+    /// The input the host passed the tick that ran from this entry's
+    /// state, if it passed any (shared with the ticks that got the same).
+    pub input: Option<Page>,
 }
 
 impl Entry {
     fn bytes(&self) -> usize {
-        self.pages.iter().map(|(_, p)| p.len() + 16).sum::<usize>() + 48
+        self.pages.iter().map(|(_, p)| p.len() + 16).sum::<usize>()
+            + self.input.as_ref().map_or(0, |i| i.len())
+            + 64
     }
 }
 
@@ -147,6 +154,8 @@ pub struct Step {
     pub ticked: bool,
     /// The pages the step changed, as the next take found them.
     pub after: Vec<(usize, Page)>,
+    /// The input the step's tick was passed, if any.
+    pub input: Option<Page>,
 }
 
 /// Rebuilds the window from `now` (the state at the newest take, at tick
@@ -177,6 +186,7 @@ pub fn window(now: &[u8], now_tick: u64, entries: &[Entry], page: usize) -> Wind
             tick: entry.tick,
             ticked: false,
             after,
+            input: entry.input.clone(),
         });
     }
     steps.reverse();
@@ -215,6 +225,7 @@ mod tests {
             h.push(Entry {
                 tick: t,
                 pages: vec![(0, page(t as u8))],
+                input: None,
             });
         }
         assert_eq!(h.len(), 3);
@@ -228,6 +239,7 @@ mod tests {
             small.push(Entry {
                 tick: t,
                 pages: vec![(0, page(1)), (1, page(2))],
+                input: None,
             });
         }
         assert!(small.len() < 10);
@@ -245,6 +257,7 @@ mod tests {
             h.push(Entry {
                 tick: t,
                 pages: vec![(0, page(b))],
+                input: None,
             });
         }
         let from0 = h.since(0);
@@ -266,6 +279,7 @@ mod tests {
         let entry = |t: usize, p: usize| Entry {
             tick: t as u64,
             pages: vec![(p, Arc::from(&states[t][p * 4..p * 4 + 4]))],
+            input: (t == 1).then(|| page(7)),
         };
         let entries = vec![entry(0, 0), entry(1, 1), entry(2, 0)];
         let w = window(&states[3], 3, &entries, 4);
@@ -275,6 +289,7 @@ mod tests {
         for (i, step) in w.steps.iter().enumerate() {
             assert_eq!(step.tick, i as u64);
             assert!(step.ticked);
+            assert_eq!(step.input.is_some(), i == 1, "only tick 1 had input");
             for (p, content) in &step.after {
                 s[p * 4..p * 4 + content.len()].copy_from_slice(content);
             }

@@ -2,21 +2,25 @@
 //! FILE`), for `hotreload --replay FILE --lib LIB` to run again with any
 //! build, on any machine, and say where it first differs.
 //!
-//! # Format (version 1)
+//! # Format (version 2)
 //!
 //! Little-endian, fixed-width integers:
 //!
 //! | Size | Content |
 //! | --- | --- |
 //! | 8 | magic bytes `\x89HRRECRD` |
-//! | 4 | format version, `u32` (1) |
+//! | 4 | format version, `u32` (2) |
 //! | 8 | length `L` of the state file that follows, `u64` |
 //! | `L` | the window's first state as a state file ([`super::persist`]: its state version and layout, CRC included) |
 //! | 8 | the tick it was taken before, `u64` |
 //! | 8 | the tick the window ends at, `u64` |
 //! | 8 | `dt` in seconds, as `f64` bits, `u64` |
-//! | 8 | steps, `u64`; then per step: its tick (`u64`), whether a tick ran in it (`u8`: 0 or 1; 0 for what the host did between two ticks), the pages it changed (`u32`), and per page its index (`u64`), its length (`u32`, at most 4096) and its bytes as they were after the step |
+//! | 8 | the run's seed (the host context's), `u64` |
+//! | 8 | steps, `u64`; then per step: its tick (`u64`), whether a tick ran in it (`u8`: 0 or 1; 0 for what the host did between two ticks), the input its tick was passed (its length, `u32`, at most 2048, 0 for none; then its bytes), the pages it changed (`u32`), and per page its index (`u64`), its length (`u32`, at most 4096) and its bytes as they were after the step |
 //! | 4 | CRC-32 (IEEE 802.3) of every byte before it |
+//!
+//! Version 1, written before ticks had input, lacks the seed (read as 0)
+//! and the per-step input (read as none); it is still read.
 //!
 //! Every length is checked against the bytes left before anything is
 //! allocated, so a damaged file is refused with a reason, never a panic or
@@ -25,30 +29,44 @@
 use std::sync::Arc;
 
 use crate::layout::Layout;
-use crate::state::history::{Step, Window};
+use crate::state::history::{Page, Step, Window};
 use crate::state::pages::PAGE;
 use crate::state::persist::{self, SavedRef};
 
 pub const MAGIC: [u8; 8] = *b"\x89HRRECRD";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// The version before the seed and the ticks' input were recorded.
+const FORMAT_WITHOUT_INPUT: u32 = 1;
 
 /// A recording read back.
 pub struct Recording {
     pub window: Window,
     pub to: u64,
     pub dt: f64,
+    /// The seed of the run it was recorded from (0 for version 1).
+    pub seed: u64,
     pub state_version: u32,
     pub layout: Option<Layout>,
 }
 
+/// What a recording is made of besides the window.
+pub struct About<'a> {
+    pub to: u64,
+    pub dt: f64,
+    pub seed: u64,
+    pub state_version: u32,
+    pub layout: Option<&'a Layout>,
+}
+
 /// The file's bytes for `window` (steps before `to` only).
-pub fn encode(
-    window: &Window,
-    to: u64,
-    dt: f64,
-    state_version: u32,
-    layout: Option<&Layout>,
-) -> Result<Vec<u8>, String> {
+pub fn encode(window: &Window, about: &About<'_>) -> Result<Vec<u8>, String> {
+    let About {
+        to,
+        dt,
+        seed,
+        state_version,
+        layout,
+    } = *about;
     let state = persist::encode(&SavedRef {
         state: &window.start,
         state_version,
@@ -60,7 +78,7 @@ pub fn encode(
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(state.len() as u64).to_le_bytes());
     out.extend_from_slice(&state);
-    for n in [window.start_tick, to, dt.to_bits()] {
+    for n in [window.start_tick, to, dt.to_bits(), seed] {
         out.extend_from_slice(&n.to_le_bytes());
     }
     let steps: Vec<&Step> = window.steps.iter().filter(|s| s.tick < to).collect();
@@ -68,16 +86,24 @@ pub fn encode(
     for step in steps {
         out.extend_from_slice(&step.tick.to_le_bytes());
         out.push(u8::from(step.ticked));
-        out.extend_from_slice(&(step.after.len() as u32).to_le_bytes());
-        for (p, content) in &step.after {
-            out.extend_from_slice(&(*p as u64).to_le_bytes());
-            out.extend_from_slice(&(content.len() as u32).to_le_bytes());
-            out.extend_from_slice(content);
-        }
+        let input = step.input.as_deref().unwrap_or_default();
+        out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+        out.extend_from_slice(input);
+        put_pages(&mut out, &step.after);
     }
     let crc = persist::checksum(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
+}
+
+/// A step's pages: their count, then each one's index, length and bytes.
+fn put_pages(out: &mut Vec<u8>, after: &[(usize, Page)]) {
+    out.extend_from_slice(&(after.len() as u32).to_le_bytes());
+    for (p, content) in after {
+        out.extend_from_slice(&(*p as u64).to_le_bytes());
+        out.extend_from_slice(&(content.len() as u32).to_le_bytes());
+        out.extend_from_slice(content);
+    }
 }
 
 /// Reads a recording, refusing anything that is not one, saying why.
@@ -105,11 +131,12 @@ pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
     let mut r = crate::plugin::child::Reader::labelled(body, "the recording");
     r.take(MAGIC.len())?;
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_WITHOUT_INPUT {
         return Err(format!(
-            "expected recording format {FORMAT_VERSION}, found {version} (made by another version of hotreload)"
+            "expected recording format {FORMAT_WITHOUT_INPUT} or {FORMAT_VERSION}, found {version} (made by another version of hotreload)"
         ));
     }
+    let with_input = version == FORMAT_VERSION;
     let state_len = usize::try_from(r.u64()?).map_err(|_| "state length too large".to_owned())?;
     let saved = persist::decode(r.take(state_len)?)
         .map_err(|e| format!("the window's first state: {e}"))?;
@@ -119,6 +146,7 @@ pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
     if !(dt.is_finite() && dt > 0.0) {
         return Err(format!("expected a positive dt, found {dt}"));
     }
+    let seed = if with_input { r.u64()? } else { 0 };
     let count = r.u64()?;
     let size = saved.state.len();
     let mut steps = Vec::new();
@@ -128,6 +156,18 @@ pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
             0 => false,
             1 => true,
             other => return Err(format!("expected 0 or 1 for a step's kind, found {other}")),
+        };
+        let input = if with_input {
+            let len = r.u32()? as usize;
+            if len > hotreload_abi::MAX_INPUT {
+                return Err(format!(
+                    "expected a tick's input of at most {} bytes, found {len} at tick {tick}",
+                    hotreload_abi::MAX_INPUT
+                ));
+            }
+            Some(r.take(len)?).filter(|i| !i.is_empty()).map(Arc::from)
+        } else {
+            None
         };
         let pages = r.u32()?;
         let mut after = Vec::new();
@@ -149,6 +189,7 @@ pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
             tick,
             ticked,
             after,
+            input,
         });
     }
     if r.position() != body.len() {
@@ -166,6 +207,7 @@ pub fn decode(bytes: &[u8]) -> Result<Recording, String> {
         },
         to,
         dt,
+        seed,
         state_version: saved.state_version,
         layout: saved.layout,
     })
@@ -184,27 +226,95 @@ mod tests {
                     tick: 7,
                     ticked: true,
                     after: vec![(1, Arc::from(&[9u8; 904][..]))],
+                    input: Some(Arc::from(&b"jump"[..])),
                 },
                 Step {
                     tick: 8,
                     ticked: false,
                     after: vec![(0, Arc::from(&[3u8; 4096][..]))],
+                    input: None,
                 },
             ],
         }
     }
 
+    fn about() -> About<'static> {
+        About {
+            to: 9,
+            dt: 0.01,
+            seed: 42,
+            state_version: 3,
+            layout: None,
+        }
+    }
+
+    /// A recording as version 1 wrote it: no seed, no input.
+    fn version_1(window: &Window, to: u64, dt: f64) -> Vec<u8> {
+        let state = persist::encode(&SavedRef {
+            state: &window.start,
+            state_version: 3,
+            layout: None,
+        })
+        .expect("state");
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&(state.len() as u64).to_le_bytes());
+        out.extend_from_slice(&state);
+        for n in [
+            window.start_tick,
+            to,
+            dt.to_bits(),
+            window.steps.len() as u64,
+        ] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for step in &window.steps {
+            out.extend_from_slice(&step.tick.to_le_bytes());
+            out.push(u8::from(step.ticked));
+            put_pages(&mut out, &step.after);
+        }
+        let crc = persist::checksum(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_version_1_recording_is_still_read_without_seed_or_input() {
+        let back = decode(&version_1(&sample(), 9, 0.01)).expect("version 1");
+        assert_eq!((back.seed, back.to, back.state_version), (0, 9, 3));
+        assert_eq!(back.window.steps.len(), 2);
+        assert!(back.window.steps.iter().all(|s| s.input.is_none()));
+        assert_eq!(&*back.window.steps[1].after[0].1, &[3u8; 4096][..]);
+    }
+
+    #[test]
+    fn an_input_over_the_bound_is_refused() {
+        let mut window = sample();
+        window.steps[0].input = Some(Arc::from(&[1u8; hotreload_abi::MAX_INPUT + 1][..]));
+        let bytes = encode(&window, &about()).expect("encode");
+        let why = decode(&bytes).err().expect("refused");
+        assert!(why.contains("at most 2048 bytes, found 2049"), "{why}");
+    }
+
     #[test]
     fn a_recording_round_trips_and_every_cut_or_flip_is_refused() {
-        let bytes = encode(&sample(), 9, 0.01, 3, None).expect("encode");
+        let bytes = encode(&sample(), &about()).expect("encode");
         let back = decode(&bytes).expect("decode");
         assert_eq!(back.window.start, vec![1; 5000]);
         assert_eq!(
-            (back.window.start_tick, back.to, back.dt, back.state_version),
-            (7, 9, 0.01, 3)
+            (
+                back.window.start_tick,
+                back.to,
+                back.dt,
+                back.seed,
+                back.state_version
+            ),
+            (7, 9, 0.01, 42, 3)
         );
         assert_eq!(back.window.steps.len(), 2);
         assert!(!back.window.steps[1].ticked);
+        assert_eq!(back.window.steps[0].input.as_deref(), Some(&b"jump"[..]));
+        assert!(back.window.steps[1].input.is_none());
         assert_eq!(&*back.window.steps[0].after[0].1, &[9u8; 904][..]);
         for cut in (0..bytes.len()).step_by(97) {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -223,7 +333,7 @@ mod tests {
     /// what the file does not hold.
     #[test]
     fn mangled_recordings_with_a_valid_checksum_are_refused_or_read_never_a_panic() {
-        let good = encode(&sample(), 9, 0.01, 3, None).expect("encode");
+        let good = encode(&sample(), &about()).expect("encode");
         let mut rng = 0x9e3779b97f4a7c15u64;
         let mut next = || {
             rng ^= rng << 13;

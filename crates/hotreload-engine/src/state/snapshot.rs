@@ -47,6 +47,9 @@ pub struct Snapshot {
     last_block: Option<u64>,
     /// What changed at each take, for rewinding (`None`: none is kept).
     history: Option<History>,
+    /// The input the tick after the last take is passed, and that tick:
+    /// kept in the history's entry for that take, made at the next one.
+    next_input: Option<(u64, Page)>,
     said_history_cut: bool,
     said_history_restart: bool,
     said_close_failed: bool,
@@ -75,6 +78,7 @@ impl Snapshot {
             said_close_failed: false,
             last_block: None,
             history: None,
+            next_input: None,
             said_history_cut: false,
             said_history_restart: false,
         }
@@ -155,9 +159,15 @@ impl Snapshot {
         let mut changed = Vec::new();
         self.sync(state, record.is_some(), &mut changed);
         if let (Some(history), Some(previous)) = (&mut self.history, record) {
+            let input = self
+                .next_input
+                .take()
+                .filter(|(tick, _)| *tick == previous)
+                .map(|(_, input)| input);
             history.push(Entry {
                 tick: previous,
                 pages: changed,
+                input,
             });
             if history.cut_by_bytes() && !self.said_history_cut {
                 self.said_history_cut = true;
@@ -587,12 +597,16 @@ impl SharedSnapshot {
     /// Copies the state before tick `tick` if a copy is due (always, but
     /// for a large state that is not tracked); false if there is no
     /// snapshot to copy into.
+    /// `input` is what the tick about to run is passed, for the history.
     #[inline]
-    pub fn take_if_due(&self, state: &State, tick: u64) -> bool {
+    pub fn take_if_due(&self, state: &State, tick: u64, input: Option<&Page>) -> bool {
         match self.lock().as_mut() {
             Some(kept) => {
                 if kept.snapshot.due(state, tick) {
                     kept.snapshot.take(state, tick);
+                }
+                if kept.snapshot.history.is_some() {
+                    kept.snapshot.next_input = input.map(|i| (tick, i.clone()));
                 }
                 true
             }
@@ -664,6 +678,27 @@ impl SharedSnapshot {
             },
             entries,
         ))
+    }
+
+    /// The input the history recorded for each tick of `from..to` (index
+    /// `tick - from`; `None` for a tick passed none, or not recorded).
+    pub fn inputs(&self, from: u64, to: u64, patience: Duration) -> Option<Vec<Option<Page>>> {
+        let guard = self.lock_within(patience)?;
+        let history = guard.as_ref()?.snapshot.history.as_ref()?;
+        let mut inputs = vec![None; usize::try_from(to.saturating_sub(from)).ok()?];
+        for entry in history.since(from) {
+            if let (Some(input), Some(slot)) = (
+                entry.input,
+                entry
+                    .tick
+                    .checked_sub(from)
+                    .and_then(|i| usize::try_from(i).ok())
+                    .and_then(|i| inputs.get_mut(i)),
+            ) {
+                *slot = Some(input);
+            }
+        }
+        Some(inputs)
     }
 
     /// The last copy of a state some version has run on, written into

@@ -16,6 +16,7 @@
 
 pub mod door;
 mod edit;
+pub mod input;
 mod pause;
 mod queue;
 mod recover;
@@ -110,6 +111,8 @@ pub enum TickInput {
     Rewind(rewind::RewindTo, rewind::RewindReply),
     /// Loop a window of recorded ticks, or stop looping (`None`).
     Loop(Option<(u64, u64)>, rewind::LoopReply),
+    /// Where the ticks' input comes from, from the next tick on.
+    Input(input::InputChange),
     /// Go back to a version loaded again from its kept copy; `after_fault`
     /// when the server does it itself, nothing else being loaded after a
     /// fault.
@@ -275,6 +278,8 @@ pub struct TickLoop {
     undo: Vec<edit::Undo>,
     /// A `loop` in progress.
     looping: Option<rewind::Looping>,
+    /// What each tick is passed besides the state.
+    input: input::HostInput,
     /// Ticks run since the start, which a rewind does not set back.
     ticks_run: u64,
 }
@@ -317,6 +322,7 @@ impl TickLoop {
             steps_asked: 0,
             undo: Vec::new(),
             looping: None,
+            input: input::HostInput::default(),
             ticks_run: 0,
         }
     }
@@ -399,6 +405,7 @@ impl TickLoop {
                 Ok(TickInput::RollBack(to, reply)) => self.roll_back(to, reply),
                 Ok(TickInput::Rewind(to, reply)) => self.rewind(to, reply),
                 Ok(TickInput::Loop(window, reply)) => self.set_loop(window, reply),
+                Ok(TickInput::Input(change)) => self.input.change(change),
                 Ok(TickInput::BringBack {
                     plugin,
                     reply,
@@ -659,12 +666,23 @@ impl TickLoop {
             self.recover("timer", Fault::from_timer(signal), false);
             return;
         }
-        if !self.snapshot.take_if_due(state, self.ticks) {
+        let input = self.input.for_tick(
+            self.ticks,
+            plugin.version(),
+            plugin.takes_input(),
+            &self.events,
+        );
+        if !self.snapshot.take_if_due(state, self.ticks, input.as_ref()) {
             return;
         }
+        let context = crate::plugin::TickContext {
+            seed: self.settings.seed,
+            tick: self.ticks,
+            input: input.as_deref().unwrap_or_default(),
+        };
         calls.begin(now);
         // SAFETY: as in `run_init`.
-        let result = unsafe { plugin.tick(state, self.dt) };
+        let result = unsafe { plugin.tick(state, self.dt, &context) };
         calls.end();
         if let Err(fault) = result {
             self.recover("tick", fault, true);

@@ -2,7 +2,8 @@
 //! (`rewind N`, `rewind-to TICK`, while paused), and `loop FROM TO`: when
 //! the loop reaches `TO` it rewinds to `FROM` and ticks the window again,
 //! with whatever version runs by then (a build that lands mid-loop takes
-//! the next pass), the way looped live editing works.
+//! the next pass) and the input the history recorded for each tick, the
+//! way looped live editing works.
 
 use crate::event::{Event, LoopPass};
 use crate::plugin::Plugin;
@@ -111,6 +112,7 @@ impl TickLoop {
     fn set_loop_now(&mut self, window: Option<(u64, u64)>) -> Result<LoopSet, DoorError> {
         let version = self.current.as_ref().map(Plugin::version);
         let Some((from, to)) = window else {
+            self.input.play_back(None);
             let was = self.looping.take();
             if was.is_some() {
                 (self.events)(Event::LoopSet {
@@ -147,10 +149,14 @@ impl TickLoop {
                 self.ticks
             )));
         }
+        // What the recorded ticks of the window were passed, read before a
+        // rewind drops them from the history.
+        let recorded = self.recorded_inputs(from, to.min(self.ticks));
         if self.ticks != from && self.ticks >= to {
             // Past the window's end: the first pass starts now.
             self.rewind_state(from).map_err(DoorError::Refused)?;
         }
+        self.input.play_back(Some((from, recorded)));
         self.looping = Some(Looping { from, to, pass: 1 });
         (self.events)(Event::LoopSet {
             window: Some((from, to)),
@@ -162,6 +168,20 @@ impl TickLoop {
         })
     }
 
+    /// The input the history recorded for the ticks `from..to`: what a
+    /// loop's next pass plays back. A history too busy to read now gives
+    /// none, said: the pass then runs on the live input.
+    fn recorded_inputs(&self, from: u64, to: u64) -> Vec<Option<crate::state::history::Page>> {
+        self.snapshot
+            .inputs(from, to, std::time::Duration::from_millis(100))
+            .unwrap_or_else(|| {
+                (self.events)(Event::ServerNotice(format!(
+                    "loop {from}..{to}: the recorded input could not be read (the snapshot is                      busy); this pass runs on the live input"
+                )));
+                Vec::new()
+            })
+    }
+
     /// After a tick: at the loop's end, back to its start.
     pub(super) fn loop_if_due(&mut self) {
         let Some(mut looping) = self.looping else {
@@ -171,8 +191,10 @@ impl TickLoop {
             return;
         }
         let from = self.ticks;
+        let recorded = self.recorded_inputs(looping.from, looping.to);
         match self.rewind_state(looping.from) {
             Ok(to) => {
+                self.input.play_back(Some((looping.from, recorded)));
                 looping.pass += 1;
                 self.looping = Some(looping);
                 (self.events)(Event::Rewound {
@@ -188,6 +210,7 @@ impl TickLoop {
             }
             Err(why) => {
                 self.looping = None;
+                self.input.play_back(None);
                 (self.events)(Event::ServerNotice(format!(
                     "loop {}..{} ended: {why}",
                     looping.from, looping.to

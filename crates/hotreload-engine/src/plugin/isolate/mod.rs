@@ -330,9 +330,17 @@ impl Worker {
     }
 
     #[inline]
-    pub fn tick(&self, state: &State, dt: f64) -> Result<(), Fault> {
+    pub fn tick(
+        &self,
+        state: &State,
+        dt: f64,
+        context: &crate::plugin::version::TickContext<'_>,
+    ) -> Result<(), Fault> {
         self.call_on(state, Op::Tick, |p| {
-            p.dt.store(dt.to_bits(), Ordering::Relaxed)
+            p.dt.store(dt.to_bits(), Ordering::Relaxed);
+            p.seed.store(context.seed, Ordering::Relaxed);
+            p.tick.store(context.tick, Ordering::Relaxed);
+            p.set_input(context.input);
         })
         .map(drop)
     }

@@ -18,6 +18,8 @@ pub const HAS_ON_RELOAD: u8 = 2;
 pub const HAS_ON_UNLOAD: u8 = 4;
 pub const HAS_MIGRATE: u8 = 8;
 pub const HAS_DESCRIBE: u8 = 16;
+/// The extended table's `tick`, which takes the host context.
+pub const HAS_TICK: u8 = 32;
 
 /// A build the worker loaded and checked.
 #[derive(Clone, Debug, PartialEq)]

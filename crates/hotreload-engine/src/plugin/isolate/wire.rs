@@ -71,12 +71,16 @@ pub struct CallPage {
     /// A text: the description, or where a fault was (`tick+0x30
     /// (logic.c:22)`), or what went wrong.
     pub text_len: AtomicU32,
+    /// For [`Op::Tick`], the bytes of the tick's input at the start of
+    /// `text` (which the reply then reuses).
+    pub input_len: AtomicU32,
     pub text: [AtomicU8; TEXT_CAPACITY],
 }
 
 pub const TEXT_CAPACITY: usize = 2048;
 pub const PAGE_LEN: usize = 4096;
 const _: () = assert!(std::mem::size_of::<CallPage>() <= PAGE_LEN);
+const _: () = assert!(hotreload_abi::MAX_INPUT <= TEXT_CAPACITY);
 
 /// What a request asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +157,23 @@ impl CallPage {
             slot.store(*b, Ordering::Relaxed);
         }
         self.text_len.store(n as u32, Ordering::Relaxed);
+    }
+
+    /// A tick's input, for the worker to read before the call.
+    pub fn set_input(&self, input: &[u8]) {
+        let n = input.len().min(hotreload_abi::MAX_INPUT);
+        for (slot, b) in self.text.iter().zip(&input[..n]) {
+            slot.store(*b, Ordering::Relaxed);
+        }
+        self.input_len.store(n as u32, Ordering::Relaxed);
+    }
+
+    /// The tick's input as the host wrote it (bounded whatever the length
+    /// word says).
+    pub fn input_into(&self, out: &mut Vec<u8>) {
+        let n = (self.input_len.load(Ordering::Relaxed) as usize).min(hotreload_abi::MAX_INPUT);
+        out.clear();
+        out.extend(self.text[..n].iter().map(|b| b.load(Ordering::Relaxed)));
     }
 
     pub fn text(&self) -> String {

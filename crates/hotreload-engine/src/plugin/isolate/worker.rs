@@ -29,11 +29,12 @@ use crate::plugin::ext;
 use crate::plugin::load::Library;
 use crate::plugin::precheck::precheck;
 use crate::plugin::shadow::ShadowFile;
+use crate::plugin::version::TickContext;
 use crate::plugin::{Hook, Knowledge, Plugin, check};
 use crate::state::State;
 
 use super::report::{
-    self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, Loaded,
+    self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, HAS_TICK, Loaded,
 };
 use super::wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
 
@@ -165,6 +166,7 @@ pub fn serve(handed: HandedOver) -> i32 {
         blocks: HashMap::new(),
         socket,
         calls,
+        input: Vec::with_capacity(hotreload_abi::MAX_INPUT),
     };
     let mut seen = page.response.load(Ordering::Acquire);
     let mut watch = AFTER_CALL;
@@ -226,6 +228,10 @@ struct Server {
     blocks: HashMap<u64, State>,
     socket: OwnedFd,
     calls: CallWatch,
+    /// The current tick's input, copied off the call page: plugin code is
+    /// handed memory of this process's own, which the host cannot change
+    /// under it mid-call.
+    input: Vec<u8>,
 }
 
 impl Server {
@@ -346,9 +352,21 @@ impl Server {
         let result = unsafe {
             match op {
                 Op::Init => plugin.init(state, &host).map(|()| None),
-                Op::Tick => plugin
-                    .tick(state, f64::from_bits(page.dt.load(Ordering::Relaxed)))
-                    .map(|()| None),
+                Op::Tick => {
+                    page.input_into(&mut self.input);
+                    let context = TickContext {
+                        seed: host.seed,
+                        tick: host.tick,
+                        input: &self.input,
+                    };
+                    plugin
+                        .tick(
+                            state,
+                            f64::from_bits(page.dt.load(Ordering::Relaxed)),
+                            &context,
+                        )
+                        .map(|()| None)
+                }
                 Op::Shutdown => plugin.shutdown(state).map(|()| None),
                 Op::Hook => {
                     let hook = match page.hook.load(Ordering::Relaxed) {
@@ -587,6 +605,7 @@ fn load(library: &File, lib_name: &str) -> Result<(Plugin, Loaded), Rejection> {
             } else {
                 0
             })
+            | (if e.tick.is_some() { HAS_TICK } else { 0 })
     });
     let loaded = Loaded {
         api_version: api.api_version,

@@ -147,7 +147,7 @@ fn a_chunked_read_is_the_state_of_the_tick_it_started_at() {
         })
     };
     for tick in 0..400u64 {
-        shared.take_if_due(&state, tick);
+        shared.take_if_due(&state, tick, None);
         history.insert(tick, state.bytes().to_vec());
         scattered_writes(&mut state, tick, pages);
     }
@@ -226,7 +226,7 @@ fn an_image_kept_across_exports_is_each_time_the_state_of_its_tick() {
             .lock()
             .expect("history")
             .insert(tick, state.bytes().to_vec());
-        shared.take_if_due(&state, tick);
+        shared.take_if_due(&state, tick, None);
         scattered_writes(&mut state, tick, pages);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -290,7 +290,7 @@ fn a_take_waits_for_a_readers_chunk_not_for_its_whole_copy() {
     while reading.load(std::sync::atomic::Ordering::Relaxed) {
         state.bytes_mut()[(tick as usize * 4099) % size] ^= 1;
         let began = Instant::now();
-        shared.take_if_due(&state, tick);
+        shared.take_if_due(&state, tick, None);
         worst = worst.max(began.elapsed());
         tick += 1;
         std::thread::sleep(Duration::from_micros(500));
