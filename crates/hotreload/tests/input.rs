@@ -15,39 +15,17 @@ use support::{Server, workdir};
 
 const BUILD: &str = "cc -g -shared -fPIC -o logic.so logic.c";
 
-/// A plugin whose state depends on every byte of every tick's input, on
-/// the tick's index and on the seed: `WEIGHT` scales what the input adds.
+/// `examples/input`, whose state depends on every byte of every tick's
+/// input (times `weight`), on the tick's index and on the seed.
 fn source(weight: u32) -> String {
+    let example = include_str!("../../../examples/input/logic.c");
+    let header = concat!(env!("CARGO_MANIFEST_DIR"), "/../../include/hotreload.h");
     format!(
-        r#"
-#include <stddef.h>
-#include <string.h>
-#include "{include}/hotreload.h"
-typedef struct {{ unsigned total; unsigned with_input; unsigned long long mix; unsigned char last[8]; }} state_t;
-static void init(void* s) {{ (void)s; }}
-static void basic_tick(void* s, double dt) {{ (void)s; (void)dt; }}
-static void tick(void* p, double dt, const hotreload_host_t* host) {{
-    (void)dt;
-    state_t* s = p;
-    const unsigned char* in = host->input;
-    for (size_t i = 0; i < host->input_len; i++) s->total += {weight}u * in[i];
-    if (host->input_len > 0) {{
-        s->with_input += 1;
-        memset(s->last, 0, sizeof s->last);
-        memcpy(s->last, in, host->input_len < 8 ? host->input_len : 8);
-    }}
-    s->mix = s->mix * 31 + host->tick + host->seed;
-}}
-static void shutdown(void* s) {{ (void)s; }}
-static logic_api_t api = {{HOTRELOAD_API_VERSION, sizeof(state_t), init, basic_tick, shutdown}};
-static logic_api_ext_t ext = {{
-    .ext_version = HOTRELOAD_EXT_VERSION, .size = sizeof(logic_api_ext_t),
-    .state_version = 1, .tick = tick,
-}};
-HOTRELOAD_EXPORT logic_api_t* logic_get_api(void) {{ return &api; }}
-HOTRELOAD_EXPORT logic_api_ext_t* logic_get_api_ext(void) {{ return &ext; }}
-"#,
-        include = concat!(env!("CARGO_MANIFEST_DIR"), "/../../include"),
+        "#define WEIGHT {weight}\n{}",
+        example.replace(
+            "#include \"hotreload.h\"",
+            &format!("#include \"{header}\"")
+        )
     )
 }
 

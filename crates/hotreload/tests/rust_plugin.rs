@@ -504,3 +504,62 @@ hotreload_plugin::export! { state: Heap, tock: tick }
         assert!(err.contains(expected), "{expected:?} in:\n{err}");
     }
 }
+
+const WITH_INPUT: &str = r#"
+use hotreload_plugin::{Host, State};
+
+#[derive(State)]
+#[repr(C)]
+pub struct Keys {
+    total: u64,
+    ticks_seen: u64,
+}
+
+fn init(_k: &mut Keys, _host: &Host) {}
+fn tick(k: &mut Keys, _dt: f64, host: &Host) {
+    k.total += host.input().iter().map(|&b| u64::from(b)).sum::<u64>();
+    k.ticks_seen = host.tick();
+}
+
+hotreload_plugin::export! { state: Keys, init: init, tick: tick }
+"#;
+
+#[test]
+fn a_rust_tick_that_takes_the_host_reads_its_input_and_index() {
+    warm_up();
+    let tmp = workdir();
+    let dir = tmp.path();
+    let lib = write_crate(dir, "hr_input", WITH_INPUT);
+    let mut command = std::process::Command::new(support::binary());
+    command
+        .args(
+            server_args(&lib)
+                .into_iter()
+                .filter(|a| a != "--no-control"),
+        )
+        .env("CARGO_TARGET_DIR", target_dir());
+    let mut s = Server::start_command(dir, command);
+    s.expect_prefix("[reload] loaded");
+    let (code, out, err) = support::ctl::ctl(dir, &["input", "ab"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let get = |path: &str| {
+        let (code, out, err) = support::ctl::ctl(dir, &["get", path]);
+        assert_eq!(code, 0, "{out}{err}");
+        out.trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("a number in {out:?}"))
+    };
+    let deadline = std::time::Instant::now() + support::WAIT;
+    while get("total") < 3 * 195 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the input never counted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(get("total") % 195, 0, "b'a' + b'b' per tick");
+    assert!(get("ticks_seen") > 0, "the tick's index reaches the plugin");
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}
