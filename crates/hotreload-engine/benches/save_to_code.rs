@@ -57,6 +57,11 @@ struct Samples {
     to_detected: Vec<Duration>,
     /// `ChangeDetected` → the build's exit: spawning `sh`, `cp`, the exit.
     detected_to_exit: Vec<Duration>,
+    /// `ChangeDetected` → `BuildStarted`: the engine's work before it
+    /// spawns the build (the sources' fingerprints, the baseline).
+    detected_to_started: Vec<Duration>,
+    /// The build's own run, spawn to exit (`BuildSucceeded.duration`).
+    build_ran: Vec<Duration>,
     /// The build's exit → swap installed (`Swapped.since_build_exit`).
     exit_to_swap: Vec<Duration>,
     /// Saves that led to more than one build.
@@ -128,6 +133,14 @@ impl Runner {
             Event::BuildSkipped { .. } => panic!("the engine saw no change in a save"),
             _ => None,
         });
+        let started_at = wait_for(events, |at, e| match e {
+            Event::BuildStarted => Some(at),
+            _ => None,
+        });
+        let ran = wait_for(events, |_, e| match e {
+            Event::BuildSucceeded { duration, .. } => Some(*duration),
+            _ => None,
+        });
         let (swapped_at, since_exit, version) = wait_for(events, |at, e| match e {
             Event::Swapped(Swap {
                 version,
@@ -145,6 +158,8 @@ impl Runner {
         s.to_swap.push(swapped_at - saved_at);
         s.to_first_tick.push(ticked_at - saved_at);
         s.to_detected.push(detected_at - saved_at);
+        s.detected_to_started.push(started_at - detected_at);
+        s.build_ran.push(ran);
         s.detected_to_exit
             .push((swapped_at - since_exit).saturating_duration_since(detected_at));
         s.exit_to_swap.push(since_exit);
@@ -285,9 +300,11 @@ fn summary(samples: &[Duration]) -> Summary {
 
 fn breakdown(s: &Samples) -> String {
     format!(
-        "detected {}, build exited +{}, swap +{}",
+        "detected {}, build exited +{} (started +{}, ran {}), swap +{}",
         ms(summary(&s.to_detected).p50()),
         ms(summary(&s.detected_to_exit).p50()),
+        ms(summary(&s.detected_to_started).p50()),
+        ms(summary(&s.build_ran).p50()),
         ms(summary(&s.exit_to_swap).p50()),
     )
 }

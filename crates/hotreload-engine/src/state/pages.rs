@@ -236,6 +236,16 @@ impl WrittenPages {
         Ok(())
     }
 
+    /// Marks `pages` as written, leaving their protection as it is: the
+    /// next take compares them. A marked page that is read-only is only
+    /// compared once more than needed; a write to it still traps and keeps
+    /// it marked.
+    pub fn mark(&self, pages: &[usize]) {
+        for &p in pages {
+            self.bits[p / 64].fetch_or(1u64 << (p % 64), Ordering::SeqCst);
+        }
+    }
+
     /// Pages the guard's handler opened since [`WrittenPages::written`] (or
     /// this) last looked start again from zero (see pages.c's budget).
     pub(super) fn reset_traps(&self) {

@@ -317,13 +317,25 @@ impl Snapshot {
         }
         let reached = popped.last().map_or(now, |e| e.tick);
         let touched: usize = popped.iter().map(|e| e.pages.len()).sum();
-        if touched > OPEN_ALL_ABOVE
-            && let Some(pages) = state.written_pages()
-        {
-            // A trap per page would cost more than comparing them all at
-            // the next take; if this fails, the pages trap one by one.
-            let _ = pages.open_all();
-        }
+        // A trap per page written would cost more than the rewind itself:
+        // above a few hundred pages the whole state is opened for the
+        // rewind, in one call (every page marked, for the next take to
+        // compare). When nothing but this thread can write the state
+        // meanwhile, it is closed again after the rewind instead: the pages
+        // the rewind writes go into this copy too, so only the pages marked
+        // before (written since the last take) need comparing, and are
+        // marked again. Another writer (a thread plugin code started, or a
+        // worker process marking a shared bitmap) could write a page while
+        // it is open without a trap: then every page stays marked. If
+        // opening fails, the pages trap one by one; if closing fails, every
+        // page stays marked.
+        let mut marked_before = Vec::new();
+        let opened = touched > OPEN_ALL_ABOVE
+            && state.written_pages().is_some_and(|pages| {
+                pages.written(&mut marked_before);
+                pages.open_all().is_ok()
+            });
+        let close_after = opened && only_this_thread_writes(state);
         // Oldest first: each page takes the bytes the oldest entry kept.
         let mut done = vec![false; self.bytes.len().div_ceil(PAGE)];
         let dst = state.bytes_mut();
@@ -337,6 +349,12 @@ impl Snapshot {
                     self.mark_unexported(*p);
                 }
             }
+        }
+        if close_after
+            && let Some(pages) = state.written_pages()
+            && pages.close_all().is_ok()
+        {
+            pages.mark(&marked_before);
         }
         self.tick = Some(reached);
         Ok(reached)
@@ -482,6 +500,17 @@ pub struct Copied {
 /// rather than trap on each (a trap costs about 10 µs; comparing a page at
 /// the next take, well under one).
 const OPEN_ALL_ABOVE: usize = 256;
+
+/// Whether nothing but the calling thread can write `state` without a trap
+/// while it is open: no thread plugin code started is running (nor one the
+/// guard could not record), and no other process marks its pages.
+fn only_this_thread_writes(state: &State) -> bool {
+    state
+        .written_pages()
+        .is_some_and(|pages| pages.shared_bits().is_none())
+        && crate::guard::threads::running_in(0, usize::MAX).1 == 0
+        && crate::guard::threads::untracked() == 0
+}
 
 /// How much a reader copies per lock: about 5 µs of the tick thread's
 /// waiting at most.
