@@ -60,15 +60,28 @@ impl ShadowDir {
                     base.display()
                 )
             })?;
+        // Locked before it has its name: another server starting now reaps
+        // every folder whose `owner` it can lock, and must never find this
+        // one's unlocked. Until the rename the folder has no `owner` at
+        // all, which the reaper takes for a folder from before owner files,
+        // abandoned only once it is a day old.
         let owner_path = dir.path().join(OWNER_FILE);
+        let unnamed = dir.path().join(".owner-new");
         let owner = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&owner_path)
-            .map_err(|e| format!("cannot create {}: {e}", owner_path.display()))?;
+            .open(&unnamed)
+            .map_err(|e| format!("cannot create {}: {e}", unnamed.display()))?;
         let mut owner = Flock::lock(owner, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| format!("cannot lock {}: {e}", owner_path.display()))?;
+            .map_err(|(_, e)| format!("cannot lock {}: {e}", unnamed.display()))?;
+        fs::rename(&unnamed, &owner_path).map_err(|e| {
+            format!(
+                "cannot name {} {}: {e}",
+                unnamed.display(),
+                owner_path.display()
+            )
+        })?;
         // For a person looking at the folder; the lock is what counts.
         let _ = writeln!(owner, "{}", std::process::id());
         Ok(ShadowDir {
@@ -256,6 +269,29 @@ fn abandoned(dir: &Path) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
+
+    /// Servers starting at once each reap the others' folders they can
+    /// lock: none may find a folder that is being made unlocked.
+    #[test]
+    fn folders_made_at_once_are_never_reaped_by_each_other() {
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    for _ in 0..150 {
+                        let dir = ShadowDir::create().expect("a private folder");
+                        assert!(
+                            dir.path().join(OWNER_FILE).is_file(),
+                            "{} was reaped while it was made",
+                            dir.path().display()
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no folder lost");
+        }
+    }
 
     #[test]
     fn private_folder_unique_copies_removed_on_drop() {
