@@ -564,3 +564,100 @@ fn a_library_with_the_wrong_table_is_refused_and_the_running_version_stays() {
     let api = plugin.enter();
     assert_eq!((api.version(), api.first(0).expect("v1")), (1, 1_000_000));
 }
+
+/// A host that hands the rebuilding to the engine: the header a build
+/// includes is edited as an editor saves it, the engine's watcher sees it,
+/// the build runs, the new library is published; two threads keep calling
+/// throughout and never get an error. A build that fails says so in one
+/// line and the running version keeps answering; the fix after it lands.
+#[test]
+fn edits_are_rebuilt_and_swapped_while_threads_keep_calling() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let header = dir.path().join("lib.h");
+    std::fs::write(&header, "#define LIB 1\n").expect("write");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/embed/worker.c");
+    let build = format!(
+        "cc -shared -fPIC -O1 -pthread -include lib.h -o libw.so {}",
+        source.display()
+    );
+    let lib = dir.path().join("libw.so");
+    let status = Command::new("sh")
+        .args(["-c", &build])
+        .current_dir(dir.path())
+        .status()
+        .expect("sh");
+    assert!(status.success(), "the first build");
+    let (sink, rx) = notices();
+    let plugin: Plugin<TestApi> = Plugin::load(
+        &lib,
+        Options {
+            notices: sink,
+            ..Options::default()
+        },
+    )
+    .expect("v1 loads");
+    let mut rebuild = hotreload_engine::embed::Rebuild::new(vec![header.clone()], build, lib);
+    rebuild.build_dir = dir.path().to_path_buf();
+    let rebuilding = plugin.rebuild_on_change(rebuild).expect("watching");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (calls, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let seen = Arc::new(AtomicU64::new(1));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (plugin, stop) = (plugin.clone(), Arc::clone(&stop));
+            let (calls, failed, seen) =
+                (Arc::clone(&calls), Arc::clone(&failed), Arc::clone(&seen));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match plugin.enter().first(7) {
+                        Ok(v) => seen.fetch_max(v / 1_000_000, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let answers = |lib: u64| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while seen.load(Ordering::Relaxed) < lib {
+            assert!(Instant::now() < deadline, "never answered as build {lib}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    // A rename-style save, as vim and most editors make it.
+    let save = |text: &str| {
+        let aside = dir.path().join(".lib.h.swp");
+        std::fs::write(&aside, text).expect("write aside");
+        std::fs::rename(&aside, &header).expect("rename into place");
+    };
+    save("#define LIB 2\n");
+    wait_for(&rx, Duration::from_secs(30), "the rebuilt v2", |n| {
+        matches!(n, Notice::Loaded { version: 2, .. })
+    });
+    answers(2);
+    save("#define LIB )\n");
+    let failed_line = wait_for(&rx, Duration::from_secs(30), "the failed build", |n| {
+        matches!(n, Notice::BuildFailed { .. })
+    });
+    assert!(
+        failed_line.to_string().contains("error") && failed_line.to_string().contains("stays"),
+        "{failed_line}"
+    );
+    assert_eq!(plugin.version(), 2, "the running version stays");
+    save("#define LIB 3\n");
+    wait_for(&rx, Duration::from_secs(30), "the fix as v3", |n| {
+        matches!(n, Notice::Loaded { version: 3, .. })
+    });
+    answers(3);
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.join().expect("caller");
+    }
+    drop(rebuilding);
+    assert!(
+        calls.load(Ordering::Relaxed) > 1000,
+        "the threads kept calling"
+    );
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+}

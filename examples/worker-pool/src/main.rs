@@ -1,13 +1,17 @@
 //! An example host that embeds the engine with its own function table:
 //! `--threads N` worker threads serve request lines on a loopback TCP port,
-//! each answered by the plugin's `handle` (see `handler.c`). A `reload`
-//! line on stdin loads the library again (rebuilt meanwhile) while the
-//! workers keep serving; `quit` (or the end of stdin) stops.
+//! each answered by the plugin's `handle` (see `handler.c`). With `--watch
+//! SRC --build CMD` the engine rebuilds the library whenever SRC changes
+//! and swaps it in while the workers keep serving; a `reload` line on stdin
+//! loads the library again (rebuilt by hand); `quit` (or the end of stdin)
+//! stops.
 //!
 //! ```sh
 //! cc -shared -fPIC -o libhandler.so examples/worker-pool/handler.c
-//! cargo run -p worker-pool -- --lib libhandler.so --threads 8
-//! # in another terminal:  nc 127.0.0.1 PORT   and type lines
+//! cargo run -p worker-pool -- --lib libhandler.so --threads 8 \
+//!     --watch examples/worker-pool/handler.c \
+//!     --build "cc -shared -fPIC -o libhandler.so examples/worker-pool/handler.c"
+//! # in another terminal:  nc 127.0.0.1 PORT   and type lines; edit handler.c
 //! ```
 
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use hotreload_engine::embed::{
-    CallError, Entered, Function, FunctionTable, Options, Plugin, TableHeader,
+    CallError, Entered, Function, FunctionTable, Options, Plugin, Rebuild, TableHeader,
 };
 
 /// `worker_api_t` in handler.c.
@@ -76,6 +80,9 @@ struct Args {
     lib: PathBuf,
     threads: usize,
     port: u16,
+    /// Sources to watch, and the command that rebuilds `lib` from them.
+    watch: Vec<PathBuf>,
+    build: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -83,6 +90,8 @@ fn parse() -> Result<Args, String> {
         lib: PathBuf::new(),
         threads: 8,
         port: 0,
+        watch: Vec::new(),
+        build: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -92,6 +101,8 @@ fn parse() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--lib" => args.lib = value()?.into(),
+            "--watch" => args.watch.push(value()?.into()),
+            "--build" => args.build = Some(value()?),
             "--threads" => {
                 let v = value()?;
                 args.threads = v
@@ -106,13 +117,16 @@ fn parse() -> Result<Args, String> {
             }
             other => {
                 return Err(format!(
-                    "expected --lib, --threads or --port, found {other:?}"
+                    "expected --lib, --threads, --port, --watch or --build, found {other:?}"
                 ));
             }
         }
     }
     if args.lib.as_os_str().is_empty() {
         return Err("expected --lib PATH (the plugin library), found none".into());
+    }
+    if args.watch.is_empty() != args.build.is_none() {
+        return Err("expected --watch SRC and --build CMD together, found one of them".into());
     }
     Ok(args)
 }
@@ -131,6 +145,20 @@ fn main() -> ExitCode {
             eprintln!("worker-pool: cannot load {}: {why}", args.lib.display());
             return ExitCode::from(1);
         }
+    };
+    // Rebuilt and swapped on every change, for as long as this is held.
+    let _rebuilding = match &args.build {
+        Some(build) => {
+            let rebuild = Rebuild::new(args.watch.clone(), build.clone(), args.lib.clone());
+            match plugin.rebuild_on_change(rebuild) {
+                Ok(rebuilding) => Some(rebuilding),
+                Err(why) => {
+                    eprintln!("worker-pool: cannot watch the sources: {why}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => None,
     };
     let listener = match TcpListener::bind(("127.0.0.1", args.port)) {
         Ok(l) => l,

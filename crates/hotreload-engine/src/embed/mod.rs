@@ -34,6 +34,8 @@
 //! - [`reclaim`]: the reclaimer thread: grace periods, closing, what stays
 //!   mapped and why (a stuck thread, threads the plugin started).
 //! - [`watchdog`]: interrupting a hung call on any thread, by sampling.
+//! - [`rebuild`]: watching the sources, building on change and loading
+//!   what the build made, with the command-line tool's own stages.
 //! - [`notice`]: the lines all this says.
 //!
 //! What a call costs: entering and leaving are a few stores to the
@@ -59,6 +61,7 @@ pub mod call;
 pub mod epoch;
 pub mod notice;
 pub mod plugin;
+pub mod rebuild;
 pub mod reclaim;
 pub mod slots;
 pub mod table;
@@ -67,6 +70,7 @@ pub mod watchdog;
 pub use call::{FromWord, GuardedFn, Word};
 pub use notice::{Notice, Notices};
 pub use plugin::{CallError, Entered, Options, Plugin};
+pub use rebuild::{Rebuild, Rebuilder};
 pub use table::{Function, FunctionTable, Refusal, TableHeader};
 
 fn plugin_locked<X>(m: &std::sync::Mutex<X>) -> std::sync::MutexGuard<'_, X> {

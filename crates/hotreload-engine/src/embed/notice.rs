@@ -55,6 +55,36 @@ pub enum Notice {
     NoMembarrier(String),
     /// The writer's barrier failed: nothing retired is freed from now on.
     BarrierFailed(String),
+    /// Sources changed ([`super::rebuild`]): a build starts.
+    ChangeDetected { paths: Vec<PathBuf> },
+    /// The build succeeded in `took`; its library is loaded next.
+    Built { took: Duration },
+    /// The build failed; the running version stays.
+    BuildFailed { status: String, first_line: String },
+    /// Sources changed while the build ran: its library is not loaded, and
+    /// another build follows.
+    BuildStale { paths: Vec<PathBuf> },
+    /// Something about watching the sources (a fallback to polling, a
+    /// folder that cannot be watched, a lost event stream).
+    Watch(String),
+}
+
+/// `a.c, b.h` (the file names), for lines.
+fn names(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .take(5)
+        .map(|p| {
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    match paths.len() {
+        n if n > 5 => format!("{} and {} more", shown.join(", "), n - 5),
+        _ => shown.join(", "),
+    }
 }
 
 impl fmt::Display for Notice {
@@ -141,6 +171,20 @@ impl fmt::Display for Notice {
                 f,
                 "[embed] {why}; replaced versions are no longer closed (they stay mapped)"
             ),
+            Notice::ChangeDetected { paths } => {
+                write!(f, "[watch] change detected ({})", names(paths))
+            }
+            Notice::Built { took } => write!(f, "[build] success ({} ms)", took.as_millis()),
+            Notice::BuildFailed { status, first_line } => write!(
+                f,
+                "[build] failed ({status}): {first_line}; the running version stays"
+            ),
+            Notice::BuildStale { paths } => write!(
+                f,
+                "[build] {} changed while the build ran: its library is not loaded; building again",
+                names(paths)
+            ),
+            Notice::Watch(what) => write!(f, "[watch] {what}"),
         }
     }
 }

@@ -287,6 +287,11 @@ impl<T: FunctionTable> Plugin<T> {
         self.owner.shared.faults.load(Ordering::Relaxed)
     }
 
+    /// Where this plugin's lines go.
+    pub(super) fn notices(&self) -> &super::Notices {
+        &self.owner.shared.options.notices
+    }
+
     /// Waits until no replaced version is left open, or `timeout`; true
     /// when none is.
     pub fn wait_retired(&self, timeout: Duration) -> bool {
