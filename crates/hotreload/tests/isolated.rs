@@ -585,3 +585,43 @@ fn the_worker_subcommand_typed_by_hand_refuses_and_touches_nothing() {
     );
     assert_eq!(fs::read_dir(dir.path()).expect("list").count(), before);
 }
+
+/// A version that left a thread timer calling its code every 20 ms is
+/// unloaded from its worker without the timer firing into unmapped code:
+/// the worker deletes it first and says so; no destructor fault, no dead
+/// worker, and the next version runs.
+#[test]
+fn a_thread_timer_left_armed_is_deleted_before_its_worker_unloads_it() {
+    let dir = workdir();
+    let src = dir.path().join("logic.c");
+    fs::write(&src, counter("one", 1)).expect("write");
+    let mut s = isolated(dir.path(), &["--trial-ticks", "0", "--keep-versions", "1"]);
+    s.expect_contains("tag=one score=3 ");
+    let arm = "timer_t t; struct sigevent ev; memset(&ev, 0, sizeof ev); \
+               ev.sigev_notify = SIGEV_THREAD; ev.sigev_notify_function = hr_timer_cb; \
+               timer_create(CLOCK_MONOTONIC, &ev, &t); \
+               struct itimerspec its = {{0, 20000000}, {0, 20000000}}; timer_settime(t, 0, &its, 0);";
+    let two = faulting("two", 1, 2, arm).replace(
+        "#include <sys/syscall.h>",
+        "#include <sys/syscall.h>\n#include <time.h>\nstatic volatile int hr_fired;\nstatic void hr_timer_cb(union sigval v) { (void)v; hr_fired++; }",
+    );
+    editor::in_place(&src, &two);
+    s.expect_prefix("[reload] swapped logic.so (api=1, v2");
+    s.expect_contains("tag=two score=");
+    // Long enough for the timer to have fired a few times.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    editor::in_place(&src, &counter("three", 1));
+    s.expect_prefix("[reload] swapped logic.so (api=1, v3");
+    let said = s.expect("the timer named", |l| {
+        l.contains("v2 left a POSIX timer armed in its worker")
+    });
+    assert!(said.contains("deleted"), "{said}");
+    s.expect_contains("tag=three score=");
+    s.signal(Signal::SIGTERM);
+    assert_eq!(s.exit_code(), 0, "{}", s.transcript());
+    let out = s.transcript();
+    assert!(
+        !out.contains("[fault] v2"),
+        "no fault of v2 at its unload:\n{out}"
+    );
+}

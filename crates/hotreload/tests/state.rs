@@ -682,11 +682,11 @@ fn on_unload_of_the_old_version_runs_before_on_reload_of_the_new() {
     let score = 100 + tick as i64;
     assert_eq!(
         unload,
-        format!("[plugin] one on_unload seed=5 tick={tick} score={score} host_size=32")
+        format!("[plugin] one on_unload seed=5 tick={tick} score={score} host_size=48")
     );
     assert_eq!(
         reload,
-        format!("[plugin] two on_reload seed=5 tick={tick} score={score} host_size=32")
+        format!("[plugin] two on_reload seed=5 tick={tick} score={score} host_size=48")
     );
     assert!(!swap.contains("migrated"), "{swap}");
     assert_eq!(field(&first, "score"), Some(score + 1));
@@ -726,7 +726,7 @@ fn init_gets_the_host_context_with_the_seed() {
     // largest 64-bit prime), and logged through the host, before any tick.
     assert_eq!(
         lines[init],
-        "[plugin] one init seed=18446744073709551557 tick=0 score=100 host_size=32"
+        "[plugin] one init seed=18446744073709551557 tick=0 score=100 host_size=48"
     );
     let loaded = index_of(&s, "loaded", |l| l.starts_with("[reload] loaded logic.so"));
     // No schema and no debug info: the state by its bytes (100 = 0x64).

@@ -863,6 +863,9 @@ impl Reloader {
                 recovery: Recovery::Unloaded,
             }));
         }
+        if let Some(note) = closed.note {
+            self.emit(Event::ServerNotice(format!("v{version} {note}")));
+        }
         if let Some(err) = closed.close_error {
             self.emit(Event::WatchNotice(format!(
                 "dlclose of v{version} failed: {err}"

@@ -437,6 +437,7 @@ impl Library {
             close_error,
             still_mapped: mapped_bytes > 0,
             mapped_bytes,
+            note: None,
         }
     }
 
@@ -508,6 +509,10 @@ pub struct Closed {
     pub still_mapped: bool,
     /// How much of the process's address space the library still takes.
     pub mapped_bytes: u64,
+    /// What the unload found left behind and dealt with (an isolated
+    /// worker's: timers plugin code armed, deleted before its code was
+    /// unmapped), for a line.
+    pub note: Option<String>,
 }
 
 /// The program's arguments and environment as the loader hands them to

@@ -509,12 +509,16 @@ impl Plugin {
     pub fn close(self) -> Closed {
         match self.code {
             Code::Local { library, .. } => library.close(),
-            Code::Isolated { worker, .. } => Closed {
-                destructor_fault: worker.finish(),
-                close_error: None,
-                still_mapped: false,
-                mapped_bytes: 0,
-            },
+            Code::Isolated { worker, .. } => {
+                let finished = worker.finish();
+                Closed {
+                    destructor_fault: finished.destructor_fault,
+                    close_error: None,
+                    still_mapped: false,
+                    mapped_bytes: 0,
+                    note: finished.note,
+                }
+            }
         }
     }
 }

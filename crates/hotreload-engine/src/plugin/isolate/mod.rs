@@ -603,24 +603,49 @@ impl Worker {
 
     /// Asks the worker to run the library's destructors and exit; kills it
     /// if it does not within the timeout. What a destructor's fault said,
-    /// if one did.
-    pub fn finish(self) -> Option<String> {
+    /// if one did, and what the worker found left behind.
+    pub fn finish(self) -> Finished {
         // A worker already gone has nothing more to run (its end was the
         // fault that retired it, and was said then).
         if self.exit_status().is_some() {
             self.kill();
-            return None;
+            return Finished::default();
         }
         // One that dies or hangs in its destructors is their fault.
-        let said = match self.call(Op::Exit, |_| {}) {
-            Ok(reply) if reply.value != 0 => Some(reply.text),
-            Ok(_) => None,
-            Err(fault) => Some(fault.report()),
+        let finished = match self.call(Op::Exit, |_| {}) {
+            Ok(reply) => {
+                let mut lines = reply.text.splitn(2, '\n');
+                let note = (reply.value & EXIT_NOTE != 0)
+                    .then(|| lines.next().unwrap_or_default().to_owned());
+                let destructor_fault = (reply.value & EXIT_FAULT != 0)
+                    .then(|| lines.next().unwrap_or_default().to_owned());
+                Finished {
+                    destructor_fault,
+                    note,
+                }
+            }
+            Err(fault) => Finished {
+                destructor_fault: Some(fault.report()),
+                note: None,
+            },
         };
         self.kill();
-        said
+        finished
     }
 }
+
+/// What a worker's [`Op::Exit`] said.
+#[derive(Default)]
+pub struct Finished {
+    pub destructor_fault: Option<String>,
+    /// Timers plugin code left armed, deleted before its code went.
+    pub note: Option<String>,
+}
+
+/// [`Op::Exit`]'s reply value: bits saying which lines its text holds, the
+/// note first.
+pub const EXIT_FAULT: i64 = 1;
+pub const EXIT_NOTE: i64 = 2;
 
 impl Drop for Worker {
     fn drop(&mut self) {

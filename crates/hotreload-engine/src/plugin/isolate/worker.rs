@@ -252,16 +252,16 @@ impl Server {
             }
             Some(Op::Warm) => Ok(Reply::default()),
             Some(Op::Exit) => {
-                let fault = self.plugin.take().and_then(|p| p.close().destructor_fault);
+                let (fault, note) = self.unload();
                 // What the destructors did or were refused, said before the
                 // worker goes.
                 settle(Op::Exit.name());
                 // A destructor's fault is reported as the result, not as a
                 // fault of the call: the host unloads the version anyway.
-                match fault {
-                    Some(text) => finish(page, Status::Ok, 1, &text, None),
-                    None => finish(page, Status::Ok, 0, "", None),
-                }
+                let value = i64::from(fault.is_some()) * super::EXIT_FAULT
+                    + i64::from(note.is_some()) * super::EXIT_NOTE;
+                let text = [note, fault].into_iter().flatten().collect::<Vec<_>>();
+                finish(page, Status::Ok, value, &text.join("\n"), None);
                 return true;
             }
             Some(op) => {
@@ -308,6 +308,40 @@ impl Server {
             Err(Err(why)) => finish(page, Status::Error, 0, &why, None),
         }
         false
+    }
+
+    /// Unloads the library before the worker exits: the POSIX timers its
+    /// code armed are deleted first (a thread timer firing into unmapped
+    /// code would kill the worker in the middle of its destructors), then
+    /// the destructors run and the library is closed, unless a thread
+    /// timer's last call may still be running its code: then it stays
+    /// mapped for the little while until the worker exits. What a
+    /// destructor's fault said, and a line about the timers, if any.
+    fn unload(&mut self) -> (Option<String>, Option<String>) {
+        let Some(mut plugin) = self.plugin.take() else {
+            return (None, None);
+        };
+        let (stopped, threads) = plugin.span().map_or((0, 0), |(start, end)| {
+            guard::process::stop_timers_of(start, end)
+        });
+        let timers = if stopped == 1 {
+            "a POSIX timer".to_owned()
+        } else {
+            format!("{stopped} POSIX timers")
+        };
+        if threads > 0 {
+            let fault = plugin.destruct();
+            plugin.leak();
+            let note = format!(
+                "left {timers} armed in its worker; deleted, and its code stays mapped until \
+                 the worker exits: a thread timer's last call may still be running it"
+            );
+            return (fault, Some(note));
+        }
+        let note = (stopped > 0).then(|| {
+            format!("left {timers} armed in its worker; deleted before its code was unmapped")
+        });
+        (plugin.close().destructor_fault, note)
     }
 
     /// A call into plugin code: what it returned, `Err(Ok(fault))`, or
