@@ -56,7 +56,7 @@ impl TickLoop {
                 // A saved state of another version: the new code's hook
                 // finishes carrying it over.
                 if let Err(why) =
-                    self.run_migrate_hook(&plugin, old, *old_version, &mut state, calls)
+                    Self::run_migrate_hook(&plugin, old, *old_version, &mut state, calls)
                 {
                     self.refuse(plugin, why);
                     return;
@@ -198,28 +198,33 @@ impl TickLoop {
         calls: &CallWatch,
     ) -> Result<(State, String), Refusal> {
         let mut new = m.new_state;
-        let old = self
-            .state
-            .as_ref()
-            .map(|s| s.bytes().to_vec())
-            .unwrap_or_default();
+        let live: &[u8] = self.state.as_ref().map_or(&[], State::bytes);
         let mut summary = m.summary;
         if let Some(plan) = &m.plan {
             // Checked against the values of this very moment: the running
-            // version keeps its state untouched if one does not fit.
+            // version keeps its state untouched if one does not fit. The
+            // plan only reads the live state: no copy of it.
             let applied = plan
-                .apply(&old, new.bytes_mut())
+                .apply(live, new.bytes_mut())
                 .map_err(|unfit| Refusal::Declined(unfit.to_string()))?;
             summary = crate::state::migrate::with_resets(summary, plan, &applied);
         }
-        self.run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
+        if plugin.is_isolated() {
+            // The worker gets its own copy, in a block made for the call.
+            Self::run_migrate_hook(plugin, live, m.old_version, &mut new, calls)?;
+        } else if plugin.has_migrate() {
+            // The hook gets a copy: plugin code that writes through its
+            // `const` pointer must not change the state the running version
+            // keeps if the hook then refuses or faults.
+            let old = live.to_vec();
+            Self::run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
+        }
         Ok((new, summary))
     }
 
     /// Runs the new version's `migrate` hook, if it has one, from `old`
     /// into `new`.
     pub(super) fn run_migrate_hook(
-        &mut self,
         plugin: &Plugin,
         old: &[u8],
         old_version: u32,
