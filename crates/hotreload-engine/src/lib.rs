@@ -19,7 +19,8 @@
 //! - [`plugin`]: one library from bytes to a checked version (shadow copy,
 //!   precheck and the ELF validator behind it, the loader, ABI check,
 //!   extended table, the record of a library built with the
-//!   `hotreload-plugin` crate, the probe).
+//!   `hotreload-plugin` crate, the probe, and the unload every version
+//!   goes through, embedded ones included).
 //! - [`tick`]: the loop that owns the state and calls plugin code: swaps,
 //!   recovery after faults, the schedule.
 //! - [`state`] and [`layout`]: the host-owned block, snapshots, migration,

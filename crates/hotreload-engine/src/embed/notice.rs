@@ -148,12 +148,17 @@ impl fmt::Display for Notice {
                 count,
             } => {
                 let ids: Vec<String> = tids.iter().map(|t| t.to_string()).collect();
+                // A deleted thread timer's last thread has no id to give.
+                let named = if ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (tid {})", ids.join(", "))
+                };
                 write!(
                     f,
-                    "[reload] v{version} stays loaded: {count} thread{} it started still run{} its code (tid {}); closed once they end",
+                    "[reload] v{version} stays loaded: {count} thread{} it started still run{} its code{named}; closed once they end",
                     if *count == 1 { "" } else { "s" },
                     if *count == 1 { "s" } else { "" },
-                    ids.join(", ")
                 )
             }
             Notice::StillMapped { version, bytes } => write!(

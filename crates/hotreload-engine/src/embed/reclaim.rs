@@ -30,6 +30,7 @@ use super::plugin::{Shared, VersionPtr, ago};
 use super::slots;
 use super::table::FunctionTable;
 use crate::plugin::load::Library;
+use crate::plugin::unload::{Holder, Unloaded, Unloading, unload};
 
 /// A version replaced and not closed yet.
 pub(super) struct Retired<T> {
@@ -218,50 +219,35 @@ fn pass<T: FunctionTable>(shared: &Shared<T>, pending: Vec<Retired<T>>) -> Vec<R
     kept
 }
 
-/// Closes `r`'s library unless threads it started still run it; true when
-/// it must be kept for them.
+/// Closes `r`'s library ([`crate::plugin::unload`]) unless threads it
+/// started still run it; true when it must be kept for them.
 fn close<T>(notices: &Notices, r: &mut Retired<T>) -> bool {
-    let Some(library) = r.library.as_mut() else {
-        return false;
-    };
-    let Some((start, end)) = library.span() else {
-        return false;
-    };
-    let (tids, count) = crate::guard::threads::running_in(start, end);
-    if count > 0 {
-        if !r.named {
-            r.named = true;
-            notices.say(&Notice::KeptForThreads {
-                version: r.number,
-                tids,
-                count,
-            });
-        }
-        return true;
-    }
-    if let Some(fault) = library.destruct() {
-        notices.say(&Notice::CloseTrouble {
-            version: r.number,
-            what: format!("a destructor faulted: {fault}"),
-        });
-    }
-    let (_, timer_threads) = crate::guard::process::stop_timers_of(start, end);
-    let (tids, count) = crate::guard::threads::running_in(start, end);
-    if count > 0 || timer_threads > 0 {
-        // A destructor started a thread, or a timer's thread may still be
-        // running its code.
-        notices.say(&Notice::KeptForThreads {
-            version: r.number,
-            tids,
-            count: count + timer_threads,
-        });
-        r.named = true;
-        return true;
-    }
     let Some(library) = r.library.take() else {
         return false;
     };
-    let closed = library.close();
+    let (done, closed) = match unload(library, || {}) {
+        Unloaded::Closed(done, closed) => (done, closed),
+        Unloaded::Kept(library, done, holder) => {
+            r.library = Some(library);
+            said_unloading(notices, r.number, &done);
+            if !r.named {
+                r.named = true;
+                let (tids, count) = match holder {
+                    Holder::Threads { tids, count } => (tids, count),
+                    // The C library's thread for a deleted timer's last
+                    // expiry: no id to give.
+                    Holder::TimerThread => (Vec::new(), 1),
+                };
+                notices.say(&Notice::KeptForThreads {
+                    version: r.number,
+                    tids,
+                    count,
+                });
+            }
+            return true;
+        }
+    };
+    said_unloading(notices, r.number, &done);
     if let Some(err) = closed.close_error {
         notices.say(&Notice::CloseTrouble {
             version: r.number,
@@ -280,6 +266,25 @@ fn close<T>(notices: &Notices, r: &mut Retired<T>) -> bool {
         since_last_left: r.last_held.map(ago),
     });
     false
+}
+
+/// What unloading did on the way: a destructor's fault, timers deleted.
+fn said_unloading(notices: &Notices, version: u64, done: &Unloading) {
+    if let Some(fault) = &done.destructor_fault {
+        notices.say(&Notice::CloseTrouble {
+            version,
+            what: format!("a destructor faulted: {fault}"),
+        });
+    }
+    if done.timers_deleted > 0 {
+        notices.say(&Notice::CloseTrouble {
+            version,
+            what: format!(
+                "it left {} armed; deleted before its code is unmapped",
+                crate::plugin::unload::timers(done.timers_deleted)
+            ),
+        });
+    }
 }
 
 /// A version still held when the last handle went: its library stays

@@ -33,6 +33,7 @@ use crate::outcome::{Outcome, Rejection, exit_code};
 use crate::pipeline::build::{BuildResult, RunningBuild};
 use crate::plugin::Plugin;
 use crate::plugin::shadow::ShadowDir;
+use crate::plugin::unload::{Holder, Unloaded, Unloading, unload};
 use crate::state::claim::StateClaim;
 use crate::state::forced::LastGood;
 use crate::state::persist::Saved;
@@ -787,81 +788,43 @@ impl Reloader {
                 self.held_for_threads.push(kept);
             }
         }
-        let (tids, count) = threads_running(&plugin);
-        if count > 0 {
-            // Unmapping code a thread still runs would kill the host.
-            self.emit(Event::KeptForThreads {
-                version,
-                tids,
-                count,
-            });
-            self.held_for_threads.push(plugin);
-            return;
-        }
         self.close(plugin);
     }
 
-    fn close(&mut self, mut plugin: Plugin) {
+    /// Unloads `plugin` ([`crate::plugin::unload`]), saying what happened.
+    fn close(&mut self, plugin: Plugin) {
         let version = plugin.version();
-        let destructor_fault = plugin.destruct();
-        // Its destructors may have changed what the server relies on.
-        settle_process(&self.events, Some(version), "in a destructor");
-        if let Some(cause) = destructor_fault {
-            self.emit(Event::Fault(FaultReport {
-                version,
-                call: "destructor",
-                tick: 0,
-                cause,
-                symbol: None,
-                recovery: Recovery::Unloaded,
-            }));
-        }
-        if let Some((start, end)) = plugin.span() {
-            let (stopped, threads) = crate::guard::process::stop_timers_of(start, end);
-            let timers = if stopped == 1 {
-                "a POSIX timer".to_owned()
-            } else {
-                format!("{stopped} POSIX timers")
-            };
-            if threads > 0 {
-                // A thread the C library started for an expiry just before
-                // the timer went may still be calling into the library.
-                self.emit(Event::ServerNotice(format!(
-                    "v{version} left {timers} armed; deleted, and v{version} stays mapped until exit: a thread timer's last call may still be running its code"
-                )));
-                self.pinned
-                    .push((version, plugin.span().map_or(0, |(a, b)| (b - a) as u64)));
-                plugin.leak();
+        let span_len = plugin.span().map_or(0, |(a, b)| (b - a) as u64);
+        let events = Arc::clone(&self.events);
+        let outcome = unload(plugin, || {
+            // Its destructors may have changed what the server relies on.
+            settle_process(&events, Some(version), "in a destructor");
+        });
+        let (done, closed) = match outcome {
+            Unloaded::Closed(done, closed) => (done, closed),
+            Unloaded::Kept(plugin, done, holder) => {
+                self.said_unloading(version, &done, holder == Holder::TimerThread);
+                match holder {
+                    // Unmapping code a thread still runs would kill the host.
+                    Holder::Threads { tids, count } => {
+                        self.emit(Event::KeptForThreads {
+                            version,
+                            tids,
+                            count,
+                        });
+                        self.held_for_threads.push(plugin);
+                    }
+                    Holder::TimerThread => {
+                        self.pinned.push((version, span_len));
+                        plugin.leak();
+                    }
+                }
                 return;
             }
-            if stopped > 0 {
-                self.emit(Event::ServerNotice(format!(
-                    "v{version} left {timers} armed; deleted with it, before its code is unmapped"
-                )));
-            }
-        }
-        // A destructor may have started a thread that runs the library's
-        // code: it is kept mapped, as for threads found at retirement.
-        let (tids, count) = threads_running(&plugin);
-        if count > 0 {
-            self.emit(Event::KeptForThreads {
-                version,
-                tids,
-                count,
-            });
-            self.held_for_threads.push(plugin);
-            return;
-        }
-        let closed = plugin.close();
+        };
+        self.said_unloading(version, &done, false);
         if let Some(cause) = closed.destructor_fault {
-            self.emit(Event::Fault(FaultReport {
-                version,
-                call: "destructor",
-                tick: 0,
-                cause,
-                symbol: None,
-                recovery: Recovery::Unloaded,
-            }));
+            self.destructor_faulted(version, cause);
         }
         if let Some(note) = closed.note {
             self.emit(Event::ServerNotice(format!("v{version} {note}")));
@@ -889,6 +852,38 @@ impl Reloader {
                 });
             }
         }
+    }
+
+    /// The lines for what unloading `version` did before it was closed or
+    /// kept: a destructor's fault, the timers deleted (and, for a thread
+    /// timer's, that the code stays mapped until exit).
+    fn said_unloading(&mut self, version: u64, done: &Unloading, timer_thread: bool) {
+        if let Some(cause) = &done.destructor_fault {
+            self.destructor_faulted(version, cause.clone());
+        }
+        let timers = crate::plugin::unload::timers(done.timers_deleted);
+        if timer_thread {
+            // A thread the C library started for an expiry just before the
+            // timer went may still be calling into the library.
+            self.emit(Event::ServerNotice(format!(
+                "v{version} left {timers} armed; deleted, and v{version} stays mapped until exit: a thread timer's last call may still be running its code"
+            )));
+        } else if done.timers_deleted > 0 {
+            self.emit(Event::ServerNotice(format!(
+                "v{version} left {timers} armed; deleted with it, before its code is unmapped"
+            )));
+        }
+    }
+
+    fn destructor_faulted(&mut self, version: u64, cause: String) {
+        self.emit(Event::Fault(FaultReport {
+            version,
+            call: "destructor",
+            tick: 0,
+            cause,
+            symbol: None,
+            recovery: Recovery::Unloaded,
+        }));
     }
 
     fn stop(&mut self) {

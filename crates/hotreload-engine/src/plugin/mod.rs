@@ -9,7 +9,10 @@
 //! that passed them all is a [`Plugin`]. [`probe`] is the child side of a
 //! trial, which runs the same stages in a throwaway process, and [`child`]
 //! and [`sealed`] what the host hands such a process; [`diagnostics`] names
-//! the habits that break hot reloading.
+//! the habits that break hot reloading. [`unload`] is the way out, the same
+//! for the tick loop's versions, an isolated worker's library and an
+//! embedded plugin's: threads still in its code, destructors, timers, then
+//! `dlclose`.
 
 pub mod check;
 pub mod child;
@@ -25,6 +28,7 @@ pub mod probe;
 pub mod record;
 pub mod sealed;
 pub mod shadow;
+pub mod unload;
 mod version;
 
 pub use version::{Hook, Knowledge, Plugin, TickContext};

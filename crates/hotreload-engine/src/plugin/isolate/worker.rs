@@ -29,6 +29,7 @@ use crate::plugin::ext;
 use crate::plugin::load::Library;
 use crate::plugin::precheck::precheck;
 use crate::plugin::shadow::ShadowFile;
+use crate::plugin::unload::{Holder, Unloaded, unload};
 use crate::plugin::version::TickContext;
 use crate::plugin::{Hook, Knowledge, Plugin, check};
 use crate::state::State;
@@ -310,38 +311,35 @@ impl Server {
         false
     }
 
-    /// Unloads the library before the worker exits: the POSIX timers its
-    /// code armed are deleted first (a thread timer firing into unmapped
-    /// code would kill the worker in the middle of its destructors), then
-    /// the destructors run and the library is closed, unless a thread
-    /// timer's last call may still be running its code: then it stays
-    /// mapped for the little while until the worker exits. What a
-    /// destructor's fault said, and a line about the timers, if any.
+    /// Unloads the library before the worker exits, in the order every
+    /// version is unloaded ([`crate::plugin::unload`]: the POSIX timers its
+    /// code armed are deleted before it is unmapped, since a thread timer
+    /// firing into unmapped code would kill the worker); what keeps it
+    /// mapped keeps it so for the little while until the worker exits.
+    /// What a destructor's fault said, and a line about the timers, if any.
     fn unload(&mut self) -> (Option<String>, Option<String>) {
-        let Some(mut plugin) = self.plugin.take() else {
+        let Some(plugin) = self.plugin.take() else {
             return (None, None);
         };
-        let (stopped, threads) = plugin.span().map_or((0, 0), |(start, end)| {
-            guard::process::stop_timers_of(start, end)
-        });
-        let timers = if stopped == 1 {
-            "a POSIX timer".to_owned()
-        } else {
-            format!("{stopped} POSIX timers")
+        let (done, fault, mapped_on) = match unload(plugin, || {}) {
+            Unloaded::Closed(done, closed) => (done, closed.destructor_fault, None),
+            Unloaded::Kept(plugin, done, holder) => {
+                plugin.leak();
+                (done, None, Some(holder))
+            }
         };
-        if threads > 0 {
-            let fault = plugin.destruct();
-            plugin.leak();
-            let note = format!(
+        let timers = crate::plugin::unload::timers(done.timers_deleted);
+        let note = match mapped_on {
+            Some(Holder::TimerThread) => Some(format!(
                 "left {timers} armed in its worker; deleted, and its code stays mapped until \
                  the worker exits: a thread timer's last call may still be running it"
-            );
-            return (fault, Some(note));
-        }
-        let note = (stopped > 0).then(|| {
-            format!("left {timers} armed in its worker; deleted before its code was unmapped")
-        });
-        (plugin.close().destructor_fault, note)
+            )),
+            _ if done.timers_deleted > 0 => Some(format!(
+                "left {timers} armed in its worker; deleted before its code was unmapped"
+            )),
+            _ => None,
+        };
+        (done.destructor_fault.or(fault), note)
     }
 
     /// A call into plugin code: what it returned, `Err(Ok(fault))`, or
