@@ -282,6 +282,7 @@ fn a_thread_stuck_in_a_replaced_version_is_named_and_the_version_stays_mapped() 
         call_timeout: None,
         stuck_after: Duration::from_millis(100),
         notices: sink,
+        ..Options::default()
     };
     let plugin: Plugin<TestApi> = Plugin::load(&a, options).expect("load");
     let (read, write) = pipe();
@@ -329,6 +330,7 @@ fn load(path: &Path, stuck_after: Duration) -> (Plugin<TestApi>, Receiver<Notice
         call_timeout: None,
         stuck_after,
         notices: sink,
+        ..Options::default()
     };
     (Plugin::load(path, options).expect("load"), rx)
 }
@@ -660,4 +662,76 @@ fn edits_are_rebuilt_and_swapped_while_threads_keep_calling() {
         "the threads kept calling"
     );
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no call failed");
+}
+
+/// A crash in a new version rolls back to the build before it, loaded
+/// again and published: the next calls answer as v1 did. A crash in that
+/// one too has nothing earlier to go back to: it stays, and says so.
+#[test]
+fn a_crash_in_the_new_version_rolls_back_to_the_build_before_it() {
+    let _serial = one_at_a_time();
+    let (_dir, a, b) = two_builds("rollback");
+    let (sink, rx) = notices();
+    let plugin: Plugin<TestApi> = Plugin::load(
+        &a,
+        Options {
+            notices: sink,
+            ..Options::default()
+        },
+    )
+    .expect("load");
+    plugin.reload_from(&b).expect("v2");
+    assert_eq!(plugin.enter().first(1).expect("v2 answers"), 2_000_001);
+    assert!(matches!(
+        plugin.enter().crash(),
+        Err(CallError::Fault { version: 2, .. })
+    ));
+    let rolled = wait_for(&rx, Duration::from_secs(5), "the rollback", |n| {
+        matches!(n, Notice::RolledBack { .. })
+    });
+    assert_eq!(
+        rolled,
+        Notice::RolledBack {
+            from: 2,
+            to: 1,
+            version: 3
+        },
+        "{rolled}"
+    );
+    assert!(
+        rolled
+            .to_string()
+            .contains("rolled back from v2 to v1's build"),
+        "{rolled}"
+    );
+    assert_eq!(plugin.version(), 3);
+    assert_eq!(
+        plugin.enter().first(1).expect("v1's build answers"),
+        1_000_001
+    );
+    // v1's build faults too: nothing earlier is kept.
+    assert!(plugin.enter().crash().is_err());
+    wait_for(&rx, Duration::from_secs(5), "no rollback", |n| {
+        matches!(n, Notice::NoRollback { version: 3 })
+    });
+    assert_eq!(plugin.version(), 3, "it stays current");
+    // With keep_versions 0 a fault changes nothing.
+    let (sink, rx) = notices();
+    let plain: Plugin<TestApi> = Plugin::load(
+        &a,
+        Options {
+            notices: sink,
+            keep_versions: 0,
+            ..Options::default()
+        },
+    )
+    .expect("load");
+    plain.reload_from(&b).expect("v2");
+    assert!(plain.enter().crash().is_err());
+    assert_eq!(plain.version(), 2);
+    assert!(
+        rx.try_iter()
+            .all(|n| !matches!(n, Notice::RolledBack { .. } | Notice::NoRollback { .. })),
+        "keep_versions 0: no rollback"
+    );
 }

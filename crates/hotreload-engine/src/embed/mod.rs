@@ -46,10 +46,13 @@
 //! batch of calls to pay the entry once.
 //!
 //! What a fault does: the call returns [`CallError::Fault`] and a line
-//! names the version, the thread and the place; the version stays current
-//! (the host decides: reload a fix, or load the last good build again).
-//! There is no state here to restore: the host owns whatever the calls
-//! work on.
+//! names the version, the thread and the place; then, as the command-line
+//! tool does, the newest build kept before the faulting version
+//! ([`Options::keep_versions`], 5) is loaded again and published, calls
+//! already in the faulting version finishing there; a build that faulted
+//! is never gone back to, and with none left the version stays current,
+//! said. There is no state here to restore: the host owns whatever the
+//! calls work on.
 //!
 //! A thread that never leaves a replaced version keeps that version, and
 //! every version of the same plugin replaced after it entered, mapped

@@ -55,6 +55,12 @@ pub enum Notice {
     NoMembarrier(String),
     /// The writer's barrier failed: nothing retired is freed from now on.
     BarrierFailed(String),
+    /// A call faulted in the current version `from`: the kept build of
+    /// `to` was loaded again and published as `version`.
+    RolledBack { from: u64, to: u64, version: u64 },
+    /// A call faulted in the current version and no earlier build is kept
+    /// (`Options::keep_versions`): it stays current.
+    NoRollback { version: u64 },
     /// Sources changed ([`super::rebuild`]): a build starts.
     ChangeDetected { paths: Vec<PathBuf> },
     /// The build succeeded in `took`; its library is loaded next.
@@ -190,6 +196,14 @@ impl fmt::Display for Notice {
                 names(paths)
             ),
             Notice::Watch(what) => write!(f, "[watch] {what}"),
+            Notice::RolledBack { from, to, version } => write!(
+                f,
+                "[reload] rolled back from v{from} to v{to}'s build, loaded again as v{version} (calls already in v{from} finish there)"
+            ),
+            Notice::NoRollback { version } => write!(
+                f,
+                "[reload] no earlier build kept to roll back to: v{version} stays current"
+            ),
         }
     }
 }

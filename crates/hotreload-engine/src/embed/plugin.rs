@@ -17,7 +17,7 @@ use super::slots::{self, ThreadSlot};
 use super::table::{self, FunctionTable, Refusal};
 use crate::guard::Fault;
 use crate::plugin::load::Library;
-use crate::plugin::shadow::ShadowDir;
+use crate::plugin::shadow::{ShadowDir, ShadowFile};
 
 /// How a [`Plugin`] treats its calls and its old versions.
 #[derive(Clone)]
@@ -30,6 +30,12 @@ pub struct Options {
     pub stuck_after: Duration,
     /// Where the lines go: by default one line each on the host's stderr.
     pub notices: Notices,
+    /// Builds kept on disk to go back to: when a call faults in the
+    /// current version, the newest build before it is loaded again and
+    /// published (calls already in the faulting version finish there), as
+    /// the command-line tool rolls back. 0 keeps none: the faulting
+    /// version stays current, and the host decides.
+    pub keep_versions: usize,
 }
 
 impl Default for Options {
@@ -38,6 +44,7 @@ impl Default for Options {
             call_timeout: Some(Duration::from_secs(1)),
             stuck_after: Duration::from_secs(1),
             notices: Notices::stderr(),
+            keep_versions: 5,
         }
     }
 }
@@ -64,6 +71,13 @@ struct Writer {
     /// The current version's library.
     live: Option<(u64, Library)>,
     path: PathBuf,
+    /// The builds of the newest versions, as loaded (oldest first; the
+    /// current one last), for a rollback after a fault. A version that
+    /// faulted is dropped from here.
+    kept: Vec<(u64, ShadowFile)>,
+    /// The current version, when it is a kept build loaded again: that
+    /// build's version (a fault in it drops that build too).
+    current_build: Option<(u64, u64)>,
 }
 
 pub(super) struct Shared<T> {
@@ -121,7 +135,7 @@ impl<T: FunctionTable> Plugin<T> {
             reclaim::say_once_per_process(&options.notices, Notice::NoMembarrier(why));
         }
         let shadow = ShadowDir::create().map_err(Refusal::Io)?;
-        let (library, table) = match table::load::<T>(&shadow, 1, &path) {
+        let (library, table, bytes) = match table::load::<T>(&shadow, 1, &path) {
             Ok(loaded) => loaded,
             Err(refusal) => {
                 options.notices.say(&Notice::Refused {
@@ -145,11 +159,17 @@ impl<T: FunctionTable> Plugin<T> {
             // One epoch for every plugin (see `epoch`); a group of its own
             // unless more than `GROUPS` are loaded.
             current: Current::new(first, Group::nth(LOADED.fetch_add(1, Ordering::Relaxed))),
-            writer: Mutex::new(Writer {
-                shadow,
-                serial: 1,
-                live: Some((1, library)),
-                path,
+            writer: Mutex::new({
+                let mut writer = Writer {
+                    shadow,
+                    serial: 1,
+                    live: Some((1, library)),
+                    path,
+                    kept: Vec::new(),
+                    current_build: None,
+                };
+                writer.keep(1, &bytes, options.keep_versions);
+                writer
             }),
             retired: Mutex::new(Vec::new()),
             wake: Condvar::new(),
@@ -186,40 +206,8 @@ impl<T: FunctionTable> Plugin<T> {
         let shared = &self.owner.shared;
         slots::prepare().map_err(Refusal::Io)?;
         let mut writer = locked(&shared.writer);
-        writer.serial += 1;
-        let serial = writer.serial;
-        let (library, table) = match table::load::<T>(&writer.shadow, serial, &path) {
-            Ok(loaded) => loaded,
-            Err(refusal) => {
-                shared.options.notices.say(&Notice::Refused {
-                    path,
-                    refusal: refusal.to_string(),
-                });
-                return Err(refusal);
-            }
-        };
-        let number = shared.versions.fetch_add(1, Ordering::Relaxed) + 1;
-        let next = Box::into_raw(Box::new(Version {
-            number,
-            table,
-            span: library.span().unwrap_or((0, 0)),
-        }));
-        let (previous, retired_at) = shared.current.publish(next);
-        let old = writer.live.replace((number, library));
-        writer.path = path.clone();
-        drop(writer);
-        // SAFETY: `previous` was the current version, made by this type;
-        // only its number is read, and it is freed only by the reclaimer,
-        // after the grace period that starts below.
-        let replaced = unsafe { (*previous).number };
-        shared.options.notices.say(&Notice::Loaded {
-            version: number,
-            path,
-            replaced: Some(replaced),
-        });
-        if let Some((_, library)) = old {
-            reclaim::retire(shared, VersionPtr(previous), library, retired_at);
-        }
+        let number = publish(shared, &mut writer, &path, None)?;
+        writer.path = path;
         Ok(number)
     }
 
@@ -297,6 +285,117 @@ impl<T: FunctionTable> Plugin<T> {
     pub fn wait_retired(&self, timeout: Duration) -> bool {
         reclaim::wait_empty(&self.owner.shared, timeout)
     }
+}
+
+impl Writer {
+    /// Keeps version `number`'s build, and at most `keep` of the newest.
+    fn keep(&mut self, number: u64, bytes: &[u8], keep: usize) {
+        if keep == 0 {
+            return;
+        }
+        let name = self
+            .path
+            .file_name()
+            .map_or_else(|| "plugin.so".into(), |n| n.to_string_lossy().into_owned());
+        // Not kept when the copy cannot be written: there is then one
+        // build fewer to go back to, and nothing else changes.
+        if let Ok(file) = self.shadow.keep(number, &name, bytes) {
+            self.kept.push((number, file));
+        }
+        let excess = self.kept.len().saturating_sub(keep);
+        self.kept.drain(..excess);
+    }
+}
+
+/// Loads `path` as the next version and publishes it (see
+/// [`Plugin::reload_from`]); `rolling_back` says from which faulting
+/// version to which kept one, for the line.
+fn publish<T: FunctionTable>(
+    shared: &Shared<T>,
+    writer: &mut Writer,
+    path: &Path,
+    rolling_back: Option<(u64, u64)>,
+) -> Result<u64, Refusal> {
+    writer.serial += 1;
+    let serial = writer.serial;
+    let (library, table, bytes) = match table::load::<T>(&writer.shadow, serial, path) {
+        Ok(loaded) => loaded,
+        Err(refusal) => {
+            shared.options.notices.say(&Notice::Refused {
+                path: path.to_path_buf(),
+                refusal: refusal.to_string(),
+            });
+            return Err(refusal);
+        }
+    };
+    let number = shared.versions.fetch_add(1, Ordering::Relaxed) + 1;
+    let next = Box::into_raw(Box::new(Version {
+        number,
+        table,
+        span: library.span().unwrap_or((0, 0)),
+    }));
+    let (previous, retired_at) = shared.current.publish(next);
+    let old = writer.live.replace((number, library));
+    match rolling_back {
+        None => writer.keep(number, &bytes, shared.options.keep_versions),
+        Some((_, build)) => writer.current_build = Some((number, build)),
+    }
+    // SAFETY: `previous` was the current version, made by this type; only
+    // its number is read, and it is freed only by the reclaimer, after the
+    // grace period that starts below.
+    let replaced = unsafe { (*previous).number };
+    shared.options.notices.say(&match rolling_back {
+        Some((from, to)) => Notice::RolledBack {
+            from,
+            to,
+            version: number,
+        },
+        None => Notice::Loaded {
+            version: number,
+            path: path.to_path_buf(),
+            replaced: Some(replaced),
+        },
+    });
+    if let Some((_, library)) = old {
+        reclaim::retire(shared, VersionPtr(previous), library, retired_at);
+    }
+    Ok(number)
+}
+
+/// After a fault in version `faulted`: if it is still the current one,
+/// the newest build kept before it is loaded again and published. Threads
+/// that fault in it at the same time find it replaced, and do nothing.
+fn roll_back<T: FunctionTable>(shared: &Shared<T>, faulted: u64) {
+    if shared.options.keep_versions == 0 {
+        return;
+    }
+    let mut writer = locked(&shared.writer);
+    if writer.live.as_ref().map(|(n, _)| *n) != Some(faulted) {
+        return;
+    }
+    // A build that faulted is not gone back to (the version, or the kept
+    // build it was loaded again from).
+    let build = match writer.current_build {
+        Some((version, build)) if version == faulted => build,
+        _ => faulted,
+    };
+    writer.kept.retain(|(n, _)| *n != build);
+    let Some((to, path)) = writer
+        .kept
+        .last()
+        .map(|(n, file)| (*n, file.path().to_path_buf()))
+    else {
+        shared
+            .options
+            .notices
+            .say(&Notice::NoRollback { version: faulted });
+        return;
+    };
+    if slots::prepare().is_err() {
+        return;
+    }
+    // A refusal was said by the load; the faulting version stays.
+    let _ = publish(shared, &mut writer, &path, Some((faulted, to)));
 }
 
 #[cold]
@@ -387,8 +486,9 @@ impl<T: FunctionTable> Entered<'_, T> {
 
     /// Calls `f`, a function of this version's table, with `args` under
     /// the crash guard: a crash, an abort or a hang in it comes back as
-    /// [`CallError::Fault`] (said in one line, too), and the version stays
-    /// usable for the calls that do not fault.
+    /// [`CallError::Fault`] (said in one line, too); this `Entered` stays
+    /// usable for the calls that do not fault, while new entries go to the
+    /// build rolled back to, if one is kept (see [`Options::keep_versions`]).
     ///
     /// # Safety
     /// `f`'s declared type must be the plugin function's real one, and
@@ -448,6 +548,7 @@ impl<T: FunctionTable> Entered<'_, T> {
             tid: self.slot.tid.load(Ordering::Relaxed),
             report: report.clone(),
         });
+        roll_back(self.shared, self.version.number);
         CallError::Fault {
             version: self.version.number,
             fault,

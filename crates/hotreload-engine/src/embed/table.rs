@@ -101,11 +101,12 @@ const MAX_TABLE: usize = 64 * 1024;
 
 /// Loads the library at `path` (a build output, copied first into `shadow`
 /// as copy number `serial`) and returns it with its table, checked.
+/// The loaded library, its table, and the bytes it was loaded from.
 pub(super) fn load<T: FunctionTable>(
     shadow: &ShadowDir,
     serial: u64,
     path: &Path,
-) -> Result<(Library, T), Refusal> {
+) -> Result<(Library, T, Vec<u8>), Refusal> {
     let bytes = std::fs::read(path)
         .map_err(|e| Refusal::Io(format!("cannot read {}: {e}", path.display())))?;
     let name = path
@@ -116,7 +117,7 @@ pub(super) fn load<T: FunctionTable>(
     let library = Library::open_with_entry(copy, T::ENTRY)?;
     let table = library.entry_table(T::ENTRY)?;
     let table = read::<T>(table, &library)?;
-    Ok((library, table))
+    Ok((library, table, bytes))
 }
 
 /// Copies and checks the table at `at`, which plugin code handed over.
