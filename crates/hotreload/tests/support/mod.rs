@@ -10,6 +10,7 @@ pub mod editor;
 pub mod hostile;
 pub mod plugin;
 pub mod rust;
+pub mod state_plugin;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
