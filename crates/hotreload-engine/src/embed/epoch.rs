@@ -44,7 +44,7 @@
 //! process, so the reader's side shrinks to a compiler fence: between the
 //! store and the load either the barrier ran (the load sees the swap) or it
 //! ran after both (the scan sees the store). Without membarrier, readers
-//! use a real fence ([`enter`]'s `light` is false).
+//! use a real fence ([`Current::enter`]'s `light` is false).
 //!
 //! The atomics come from `loom` under `--cfg loom`, where the model test
 //! below explores every interleaving of readers and a writer; there both

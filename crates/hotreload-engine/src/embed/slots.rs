@@ -2,7 +2,7 @@
 //!
 //! A thread gets its slot the first time it enters plugin code, from a
 //! process-wide registry that every [`Plugin`](super::Plugin) shares (one
-//! slot per thread, however many plugins it calls): the [`epoch`] slot, and
+//! slot per thread, however many plugins it calls): the [`epoch`](super::epoch) slot, and
 //! what the pool watchdog ([`super::watchdog`]) needs to interrupt that
 //! thread's call. Each slot sits on its own 128 bytes (two cache lines:
 //! adjacent-line prefetching pairs them), so a thread's stores never touch
