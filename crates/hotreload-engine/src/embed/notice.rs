@@ -58,6 +58,11 @@ pub enum Notice {
     /// A call faulted in the current version `from`: the kept build of
     /// `to` was loaded again and published as `version`.
     RolledBack { from: u64, to: u64, version: u64 },
+    /// Version `version`'s build could not be kept on disk: one build fewer
+    /// to roll back to.
+    NotKept { version: u64, why: String },
+    /// A rollback from `from` could not be made; it stays current.
+    RollbackFailed { from: u64, why: String },
     /// A call faulted in the current version and no earlier build is kept
     /// (`Options::keep_versions`): it stays current.
     NoRollback { version: u64 },
@@ -199,6 +204,14 @@ impl fmt::Display for Notice {
             Notice::RolledBack { from, to, version } => write!(
                 f,
                 "[reload] rolled back from v{from} to v{to}'s build, loaded again as v{version} (calls already in v{from} finish there)"
+            ),
+            Notice::NotKept { version, why } => write!(
+                f,
+                "[reload] v{version}'s build is not kept to roll back to: {why}"
+            ),
+            Notice::RollbackFailed { from, why } => write!(
+                f,
+                "[reload] cannot roll back from v{from}: {why}; v{from} stays current"
             ),
             Notice::NoRollback { version } => write!(
                 f,

@@ -168,7 +168,7 @@ impl<T: FunctionTable> Plugin<T> {
                     kept: Vec::new(),
                     current_build: None,
                 };
-                writer.keep(1, &bytes, options.keep_versions);
+                writer.keep(1, &bytes, options.keep_versions, &options.notices);
                 writer
             }),
             retired: Mutex::new(Vec::new()),
@@ -289,7 +289,7 @@ impl<T: FunctionTable> Plugin<T> {
 
 impl Writer {
     /// Keeps version `number`'s build, and at most `keep` of the newest.
-    fn keep(&mut self, number: u64, bytes: &[u8], keep: usize) {
+    fn keep(&mut self, number: u64, bytes: &[u8], keep: usize, notices: &Notices) {
         if keep == 0 {
             return;
         }
@@ -298,9 +298,13 @@ impl Writer {
             .file_name()
             .map_or_else(|| "plugin.so".into(), |n| n.to_string_lossy().into_owned());
         // Not kept when the copy cannot be written: there is then one
-        // build fewer to go back to, and nothing else changes.
-        if let Ok(file) = self.shadow.keep(number, &name, bytes) {
-            self.kept.push((number, file));
+        // build fewer to go back to, said, and nothing else changes.
+        match self.shadow.keep(number, &name, bytes) {
+            Ok(file) => self.kept.push((number, file)),
+            Err(why) => notices.say(&Notice::NotKept {
+                version: number,
+                why,
+            }),
         }
         let excess = self.kept.len().saturating_sub(keep);
         self.kept.drain(..excess);
@@ -337,7 +341,12 @@ fn publish<T: FunctionTable>(
     let (previous, retired_at) = shared.current.publish(next);
     let old = writer.live.replace((number, library));
     match rolling_back {
-        None => writer.keep(number, &bytes, shared.options.keep_versions),
+        None => writer.keep(
+            number,
+            &bytes,
+            shared.options.keep_versions,
+            &shared.options.notices,
+        ),
         Some((_, build)) => writer.current_build = Some((number, build)),
     }
     // SAFETY: `previous` was the current version, made by this type; only
@@ -391,7 +400,11 @@ fn roll_back<T: FunctionTable>(shared: &Shared<T>, faulted: u64) {
             .say(&Notice::NoRollback { version: faulted });
         return;
     };
-    if slots::prepare().is_err() {
+    if let Err(why) = slots::prepare() {
+        shared
+            .options
+            .notices
+            .say(&Notice::RollbackFailed { from: faulted, why });
         return;
     }
     // A refusal was said by the load; the faulting version stays.
