@@ -1,10 +1,9 @@
-//! Save → new code, with a trivial build (`cp` of a prebuilt library), for
-//! the adaptive quiet period at its defaults against the fixed 20 ms period,
-//! in the same run: inotify, the default trial (each build first runs 3 ticks
-//! in a throwaway probe process). A third setup, the adaptive period with a
-//! 2 ms settle, shows what the 10 ms target costs in bursts (see the README:
-//! a settle shorter than the pause between two saves of a burst builds the
-//! burst's first save on its own).
+//! Save → new code, with a trivial build (`cp` of a prebuilt library), at
+//! the defaults (the adaptive quiet period, building ahead) against two
+//! baselines in the same run: the same without building ahead
+//! (`--build-ahead-ms 0`), and the fixed 20 ms period of before. Inotify,
+//! the default trial (each build first runs 3 ticks in a throwaway probe
+//! process).
 //!
 //! Each setup has an engine of its own on a folder of its own, all running at
 //! once; the saves go to them in turn, in an order that rotates every round,
@@ -41,11 +40,17 @@ const TARGET: Duration = Duration::from_millis(10);
 const NEXT_LIB: &str = "next.so";
 const BUILD: &str = "cp next.so logic.so";
 
-/// A setup: its name and its settle (`None`: the default).
-const SETUPS: [(&str, Option<Duration>); 3] = [
-    ("adaptive (default settle)", None),
-    ("adaptive, settle 2 ms", Some(Duration::from_millis(2))),
-    ("fixed 20 ms (--settle-ms 0)", Some(Duration::ZERO)),
+/// A setup: its name, its settle and its build-ahead time (`None`: the
+/// default).
+type Setup = (&'static str, Option<Duration>, Option<Duration>);
+const SETUPS: [Setup; 3] = [
+    ("defaults (settle 8, ahead 2 ms)", None, None),
+    ("no build ahead (ahead 0)", None, Some(Duration::ZERO)),
+    (
+        "fixed 20 ms (settle 0, ahead 0)",
+        Some(Duration::ZERO),
+        Some(Duration::ZERO),
+    ),
 ];
 
 /// One setup's samples in one pass, one per save.
@@ -55,15 +60,13 @@ struct Samples {
     to_first_tick: Vec<Duration>,
     /// Save → `ChangeDetected`: inotify delivery plus the quiet period.
     to_detected: Vec<Duration>,
-    /// `ChangeDetected` → the build's exit: spawning `sh`, `cp`, the exit.
-    detected_to_exit: Vec<Duration>,
-    /// `ChangeDetected` → `BuildStarted`: the engine's work before it
-    /// spawns the build (the sources' fingerprints, the baseline).
-    detected_to_started: Vec<Duration>,
+    /// Save → the build command started (`BuildStarted`, less how far
+    /// ahead of it the build started).
+    to_started: Vec<Duration>,
     /// The build's own run, spawn to exit (`BuildSucceeded.duration`).
     build_ran: Vec<Duration>,
-    /// The build's exit → swap installed (`Swapped.since_build_exit`).
-    exit_to_swap: Vec<Duration>,
+    /// Save → the build's exit (`Swapped.since_build_exit` before the swap).
+    to_exit: Vec<Duration>,
     /// Saves that led to more than one build.
     extra_builds: usize,
 }
@@ -80,7 +83,12 @@ struct Runner {
 }
 
 impl Runner {
-    fn start(name: &'static str, settle: Option<Duration>, tick: Duration) -> Runner {
+    fn start(
+        name: &'static str,
+        settle: Option<Duration>,
+        ahead: Option<Duration>,
+        tick: Duration,
+    ) -> Runner {
         let work = Workdir::new();
         let libs = work.compile_variants(VARIANTS);
         let dir = work.path();
@@ -93,6 +101,9 @@ impl Runner {
         config.tick_period = tick;
         if let Some(settle) = settle {
             config.settle = settle;
+        }
+        if let Some(ahead) = ahead {
+            config.build_ahead = ahead;
         }
         std::fs::write(dir.join("logic.c"), source_for(0)).expect("write logic.c");
         std::fs::copy(&libs[0], dir.join(NEXT_LIB)).expect("stage the first library");
@@ -134,7 +145,7 @@ impl Runner {
             _ => None,
         });
         let started_at = wait_for(events, |at, e| match e {
-            Event::BuildStarted => Some(at),
+            Event::BuildStarted { ahead } => Some(at - ahead.unwrap_or_default()),
             _ => None,
         });
         let ran = wait_for(events, |_, e| match e {
@@ -158,11 +169,11 @@ impl Runner {
         s.to_swap.push(swapped_at - saved_at);
         s.to_first_tick.push(ticked_at - saved_at);
         s.to_detected.push(detected_at - saved_at);
-        s.detected_to_started.push(started_at - detected_at);
+        s.to_started
+            .push(started_at.saturating_duration_since(saved_at));
         s.build_ran.push(ran);
-        s.detected_to_exit
-            .push((swapped_at - since_exit).saturating_duration_since(detected_at));
-        s.exit_to_swap.push(since_exit);
+        s.to_exit
+            .push((swapped_at - since_exit).saturating_duration_since(saved_at));
     }
 
     fn stop(&mut self) {
@@ -232,29 +243,18 @@ fn main() {
 
     let adaptive_swap = summary(&at_default[0].samples.to_swap).p50();
     let adaptive_tick = summary(&at_fast_tick[0].samples.to_first_tick).p50();
-    let fixed_swap = summary(&at_default[2].samples.to_swap).p50();
-    let fixed_tick = summary(&at_fast_tick[2].samples.to_first_tick).p50();
-    let adaptive = &at_default[0].samples;
-    let after_detection: Vec<Duration> = adaptive
-        .detected_to_exit
-        .iter()
-        .zip(&adaptive.exit_to_swap)
-        .map(|(a, b)| *a + *b)
-        .collect();
-    let floor = summary(&after_detection).p50();
-    println!(
-        "baseline: the fixed 20 ms period, this run: save -> swap {}, save -> first tick (1 ms \
-         tick) {}; adaptive saves {} and {}",
-        ms(fixed_swap),
-        ms(fixed_tick),
-        ms(fixed_swap.saturating_sub(adaptive_swap)),
-        ms(fixed_tick.saturating_sub(adaptive_tick)),
-    );
-    println!(
-        "floor: change detected -> swap installed (build + trial + swap, no quiet period in \
-         it), adaptive, pass 1: median {}",
-        ms(floor)
-    );
+    for (k, what) in [(1, "without building ahead"), (2, "the fixed 20 ms period")] {
+        let swap = summary(&at_default[k].samples.to_swap).p50();
+        let tick = summary(&at_fast_tick[k].samples.to_first_tick).p50();
+        println!(
+            "baseline: {what}, this run: save -> swap {}, save -> first tick (1 ms tick) {}; \
+             the defaults save {} and {}",
+            ms(swap),
+            ms(tick),
+            ms(swap.saturating_sub(adaptive_swap)),
+            ms(tick.saturating_sub(adaptive_tick)),
+        );
+    }
     println!(
         "target (issue 10): save -> new code, median <= {}",
         ms(TARGET)
@@ -276,7 +276,7 @@ fn main() {
 fn run_pass(tick: Duration) -> Vec<Runner> {
     let mut runners: Vec<Runner> = SETUPS
         .iter()
-        .map(|(name, settle)| Runner::start(name, *settle, tick))
+        .map(|(name, settle, ahead)| Runner::start(name, *settle, *ahead, tick))
         .collect();
     let mut i = 0;
     for round in 0..ROUNDS {
@@ -300,12 +300,12 @@ fn summary(samples: &[Duration]) -> Summary {
 
 fn breakdown(s: &Samples) -> String {
     format!(
-        "detected {}, build exited +{} (started +{}, ran {}), swap +{}",
-        ms(summary(&s.to_detected).p50()),
-        ms(summary(&s.detected_to_exit).p50()),
-        ms(summary(&s.detected_to_started).p50()),
+        "from the save: build started {}, exited {} (ran {}), change confirmed {}, swap {}",
+        ms(summary(&s.to_started).p50()),
+        ms(summary(&s.to_exit).p50()),
         ms(summary(&s.build_ran).p50()),
-        ms(summary(&s.exit_to_swap).p50()),
+        ms(summary(&s.to_detected).p50()),
+        ms(summary(&s.to_swap).p50()),
     )
 }
 

@@ -46,6 +46,13 @@ pub struct Config {
     /// while saves keep coming; at most `debounce`). Zero: always wait the
     /// full `debounce`. Inotify only: polling cannot see a save complete.
     pub settle: Duration,
+    /// Building ahead: a batch that waits the settle is handed to the build
+    /// once the sources were still this long, so that the build and its
+    /// trial run while the settle passes; the result is acted on only once
+    /// the settle confirms the batch, and any change before that stops the
+    /// build (the batch then waits and builds as usual). Zero, or not
+    /// shorter than `settle`: off.
+    pub build_ahead: Duration,
     /// Longest a stream of events can hold a build back.
     pub debounce_max: Duration,
     /// Gitignore-style patterns to ignore inside watched folders, matched
@@ -123,6 +130,7 @@ impl Config {
             poll_interval: Duration::from_millis(250),
             debounce: Duration::from_millis(20),
             settle: Duration::from_millis(8),
+            build_ahead: Duration::from_millis(2),
             debounce_max: Duration::from_secs(1),
             ignore: Vec::new(),
             call_timeout: None,

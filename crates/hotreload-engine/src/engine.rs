@@ -87,6 +87,7 @@ impl Engine {
                 poll_interval: config.poll_interval,
                 quiet: config.debounce,
                 settle: config.settle,
+                ahead: config.build_ahead,
                 max_wait: config.debounce_max,
                 private_dir: shadow.path().to_path_buf(),
             },

@@ -123,6 +123,15 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 8)]
     pub settle_ms: u64,
 
+    /// Build ahead, in milliseconds: a change that waits the settle
+    /// (--settle-ms) starts its build once the sources have been still this
+    /// long, so that the build and its trial run while the settle passes.
+    /// The result is used only once the settle has passed; a change before
+    /// that stops the build, and the change then waits and builds as usual.
+    /// 0, or not shorter than --settle-ms, turns it off.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub build_ahead_ms: u64,
+
     /// Pattern to ignore inside watched folders (repeatable): a gitignore
     /// glob on the path below the watched folder, such as `build/`,
     /// `**/gen/**` or `*.log`. A name without `/` matches at any depth;
@@ -283,6 +292,7 @@ impl Args {
         config.poll_interval = Duration::from_millis(self.poll_ms);
         config.debounce = Duration::from_millis(self.debounce_ms);
         config.settle = Duration::from_millis(self.settle_ms);
+        config.build_ahead = Duration::from_millis(self.build_ahead_ms);
         config.ignore = self.ignore.clone();
         config.call_timeout = self.tick_timeout_ms.map(Duration::from_millis);
         config.keep_versions = self.keep_versions as usize;

@@ -56,7 +56,7 @@ impl Renderer {
             Event::BuildSkipped { paths } => {
                 format!("[watch] {} unchanged (same mtime, size and inode); build skipped\n", self.list(paths))
             }
-            Event::BuildStarted | Event::FirstTick { .. } => String::new(),
+            Event::BuildStarted { .. } | Event::FirstTick { .. } => String::new(),
             Event::BuildSucceeded { duration, output } => {
                 // Warnings are worth seeing; the rest of a successful build's
                 // chatter ("Compiling ...") is not.

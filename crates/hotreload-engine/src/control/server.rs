@@ -262,19 +262,27 @@ fn accept(
             open.push((me_serial, copy));
         }
         let open = Arc::clone(open);
-        let wiring = Arc::clone(&wiring);
+        let for_client = Arc::clone(&wiring);
         let count = Arc::clone(&clients);
+        // Kept to say why, should the client get no thread.
+        let answer = stream.try_clone();
         let spawned = std::thread::Builder::new()
             .name("hotreload-client".into())
             .spawn(move || {
-                serve(stream, &wiring);
+                serve(stream, &for_client);
                 if let Ok(mut open) = open.lock() {
                     open.retain(|(n, _)| *n != me_serial);
                 }
                 count.fetch_sub(1, Ordering::Relaxed);
             });
-        if spawned.is_err() {
+        if let Err(e) = spawned {
             clients.fetch_sub(1, Ordering::Relaxed);
+            let why = format!("cannot start a thread for a control client: {e}");
+            if let Ok(mut answer) = answer {
+                let _ =
+                    answer.write_all(reply_error(None, ErrorCode::Unavailable, &why).as_bytes());
+            }
+            (wiring.say)(format!("refused a control connection: {why}"));
         }
     }
 }

@@ -134,6 +134,8 @@ impl<T: FunctionTable> Plugin<T> {
                 poll_interval: rebuild.poll_interval,
                 quiet: rebuild.quiet,
                 settle: rebuild.settle,
+                // A build here is acted on as soon as it ends.
+                ahead: Duration::ZERO,
                 max_wait: rebuild.max_wait,
                 private_dir: private.path().to_path_buf(),
             },
@@ -143,6 +145,7 @@ impl<T: FunctionTable> Plugin<T> {
                     let _ = changes.send(Step::Changed(batch.paths.into_iter().collect()));
                 }
                 WatchOutput::Notice(what) => notices.say(&Notice::Watch(what)),
+                WatchOutput::Ahead(_) | WatchOutput::CalledOff => {}
             }),
         )?;
         let plugin = self.clone();

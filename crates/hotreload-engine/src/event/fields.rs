@@ -42,6 +42,7 @@ impl Event {
                 "keeping": f.keeping,
             }),
             Event::BuildCancelled { ran } => json!({"ran_ms": ms(ran)}),
+            Event::BuildStarted { ahead } => json!({"ahead_ms": ahead.as_ref().map(ms)}),
             Event::Unchanged { version } => json!({"version": version}),
             Event::SwapSkipped { version, by } => json!({"version": version, "by": by}),
             Event::Swapped(s) => json!({

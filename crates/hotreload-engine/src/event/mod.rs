@@ -40,7 +40,11 @@ pub enum Event {
     },
     /// A build was asked for without a change (a `Rebuild` command, SIGUSR1).
     RebuildRequested,
-    BuildStarted,
+    /// The build command runs. `ahead`: it started this long before this
+    /// event, ahead of its change's settle (see `pipeline::reload::ahead`).
+    BuildStarted {
+        ahead: Option<Duration>,
+    },
     /// `output` is everything the build printed, for its warnings.
     BuildSucceeded {
         duration: Duration,
@@ -376,7 +380,7 @@ impl Event {
             Event::ChangeDetected { .. } => "change_detected",
             Event::BuildSkipped { .. } => "build_skipped",
             Event::RebuildRequested => "rebuild_requested",
-            Event::BuildStarted => "build_started",
+            Event::BuildStarted { .. } => "build_started",
             Event::BuildSucceeded { .. } => "build_succeeded",
             Event::BuildFailed(..) => "build_failed",
             Event::BuildSuperseded { .. } => "build_superseded",

@@ -6,19 +6,23 @@
 //! Its stdout and stderr share one pipe, which keeps their lines in the order
 //! the tools wrote them. The tick loop never waits for any of this.
 
-use std::io::Read;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(test)]
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{Id, WaitPidFlag, waitid};
+use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
+
+use crate::pipeline::child_wait::{self, ExitWatch};
 
 /// The shell builds run in (POSIX requires it there).
 const SHELL: &str = "/bin/sh";
@@ -112,7 +116,7 @@ impl RunningBuild {
         on_exit: impl FnOnce(BuildResult) + Send + 'static,
     ) -> Result<RunningBuild, String> {
         let started_at = Instant::now();
-        let (mut reader, writer) = std::io::pipe()
+        let (reader, writer) = std::io::pipe()
             .map_err(|e| format!("cannot create a pipe for the build's output: {e}"))?;
         let child = {
             let stderr = writer
@@ -143,93 +147,19 @@ impl RunningBuild {
         };
         let pgid = Pid::from_raw(child.id() as i32);
         let exited = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(AtomicU64::new(0));
-        let timed_out = Arc::new(AtomicBool::new(false));
-        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>();
-        let cut_by_reader = Arc::clone(&cut);
-        thread::Builder::new()
-            .name("hotreload-build-output".into())
-            .spawn(move || {
-                let mut kept = Vec::new();
-                let mut chunk = [0u8; 8192];
-                loop {
-                    match reader.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let room = OUTPUT_LIMIT.saturating_sub(kept.len());
-                            kept.extend_from_slice(&chunk[..n.min(room)]);
-                            cut_by_reader.fetch_add((n - n.min(room)) as u64, Ordering::Relaxed);
-                            // Partial output is sent as it comes, so that a
-                            // pipe held open by a daemon loses nothing.
-                            let _ = out_tx.send(chunk[..n.min(room)].to_vec());
-                        }
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start the build output reader: {e}"))?;
-        if let Some(limit) = timeout {
-            let exited = Arc::clone(&exited);
-            let timed_out = Arc::clone(&timed_out);
-            thread::Builder::new()
-                .name("hotreload-build-timeout".into())
-                .spawn(move || {
-                    let deadline = started_at + limit;
-                    while !exited.load(Ordering::Acquire) {
-                        let now = Instant::now();
-                        if now >= deadline {
-                            timed_out.store(true, Ordering::Release);
-                            // Not reaped yet (the waiter marks `exited` only
-                            // after `wait`), so the group is still this
-                            // build's.
-                            let _ = killpg(pgid, Signal::SIGKILL);
-                            return;
-                        }
-                        thread::park_timeout((deadline - now).min(Duration::from_millis(200)));
-                    }
-                })
-                .map_err(|e| format!("cannot start the build timer: {e}"))?;
-        }
-        let mut child = child;
-        let exited_for_waiter = Arc::clone(&exited);
+        let output = child_wait::nonblocking(reader, "build")?;
+        let watch = Watch {
+            child,
+            exit: ExitWatch::open(pgid.as_raw()),
+            output: Some(output),
+            pgid,
+            exited: Arc::clone(&exited),
+            started_at,
+            timeout,
+        };
         thread::Builder::new()
             .name("hotreload-build".into())
-            .spawn(move || {
-                // Whether it exited, without reaping it: while it is not
-                // reaped, its process group id cannot be reused, so a kill
-                // (by the timer, or a newer change) reaches only its own.
-                let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
-                let _ = waitid(Id::Pid(pgid), flags);
-                exited_for_waiter.store(true, Ordering::Release);
-                let status = child
-                    .wait()
-                    .map_err(|e| format!("cannot wait for the build: {e}"));
-                let exited_at = Instant::now();
-                let mut output = Vec::new();
-                let grace_end = Instant::now() + OUTPUT_GRACE;
-                while let Ok(chunk) =
-                    out_rx.recv_timeout(grace_end.saturating_duration_since(Instant::now()))
-                {
-                    output.extend_from_slice(&chunk);
-                }
-                let output_cut = cut.load(Ordering::Relaxed);
-                let mut output = String::from_utf8_lossy(&output).into_owned();
-                if output_cut > 0 {
-                    output.push_str(&format!(
-                        "\n… the build printed {output_cut} more bytes, not kept (output is cut at {} MiB)\n",
-                        OUTPUT_LIMIT >> 20
-                    ));
-                }
-                on_exit(BuildResult {
-                    started_at,
-                    exited_at,
-                    status,
-                    output,
-                    timed_out: timed_out.load(Ordering::Acquire).then_some(
-                        timeout.unwrap_or_default(),
-                    ),
-                    output_cut,
-                });
-            })
+            .spawn(move || on_exit(watch.run()))
             .map_err(|e| format!("cannot start the build waiter: {e}"))?;
         Ok(RunningBuild { pgid, exited })
     }
@@ -270,6 +200,122 @@ impl RunningBuild {
         }
         // ESRCH (already gone) is the only expected error and is harmless.
         let _ = killpg(self.pgid, Signal::SIGKILL);
+    }
+}
+
+/// A running build as its one waiter thread sees it: the command's exit
+/// (through a pidfd) and its output pipe, in one `poll`, so that the end of
+/// a build, which closes the pipe as it exits, is heard in one wake-up.
+struct Watch {
+    child: Child,
+    exit: ExitWatch,
+    /// `None` once it reached end-of-file.
+    output: Option<File>,
+    pgid: Pid,
+    exited: Arc<AtomicBool>,
+    started_at: Instant,
+    timeout: Option<Duration>,
+}
+
+impl Watch {
+    fn run(mut self) -> BuildResult {
+        let mut kept = Vec::new();
+        let mut cut = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut timed_out = false;
+        // When the build was seen to exit, and its status.
+        let mut ended: Option<(Instant, Result<ExitStatus, String>)> = None;
+        loop {
+            if let Some(output) = self.output.as_mut() {
+                let eof = child_wait::read_available(output, &mut chunk, |bytes| {
+                    let room = OUTPUT_LIMIT.saturating_sub(kept.len());
+                    kept.extend_from_slice(&bytes[..bytes.len().min(room)]);
+                    cut += (bytes.len() - bytes.len().min(room)) as u64;
+                });
+                if eof {
+                    self.output = None;
+                }
+            }
+            let now = Instant::now();
+            if ended.is_none() && self.has_exited() {
+                // Marked before it is reaped: until then its process group
+                // id cannot be reused, so a kill (by the timer, or a newer
+                // change) reaches only its own.
+                self.exited.store(true, Ordering::Release);
+                let status = self
+                    .child
+                    .wait()
+                    .map_err(|e| format!("cannot wait for the build: {e}"));
+                ended = Some((Instant::now(), status));
+            }
+            let wait = match &ended {
+                // A daemon the build started (a compiler server) can hold
+                // the pipe open: its output is waited for a grace period.
+                Some((at, _)) => match self.output {
+                    None => break,
+                    Some(_) => match (*at + OUTPUT_GRACE).checked_duration_since(now) {
+                        Some(left) if !left.is_zero() => left,
+                        _ => break,
+                    },
+                },
+                None => {
+                    let mut wait = Duration::from_secs(3600);
+                    if let Some(limit) = self.timeout {
+                        let deadline = self.started_at + limit;
+                        if now >= deadline && !timed_out {
+                            timed_out = true;
+                            // Not reaped yet, so the group is still this
+                            // build's.
+                            let _ = killpg(self.pgid, Signal::SIGKILL);
+                        }
+                        wait = wait.min(deadline.saturating_duration_since(now));
+                    }
+                    if self.exit.blind() {
+                        // Without a pidfd the exit is asked for.
+                        wait = wait.min(Duration::from_millis(2));
+                    }
+                    wait
+                }
+            };
+            let mut fds = Vec::with_capacity(2);
+            if ended.is_none() {
+                fds.extend(self.exit.pollfd());
+            }
+            if let Some(output) = &self.output {
+                fds.push(libc::pollfd {
+                    fd: output.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            child_wait::poll(&mut fds, wait);
+        }
+        let (exited_at, status) =
+            ended.unwrap_or_else(|| (Instant::now(), Err("the build was not waited for".into())));
+        let mut output = String::from_utf8_lossy(&kept).into_owned();
+        if cut > 0 {
+            output.push_str(&format!(
+                "\n… the build printed {cut} more bytes, not kept (output is cut at {} MiB)\n",
+                OUTPUT_LIMIT >> 20
+            ));
+        }
+        BuildResult {
+            started_at: self.started_at,
+            exited_at,
+            status,
+            output,
+            timed_out: (timed_out).then_some(self.timeout.unwrap_or_default()),
+            output_cut: cut,
+        }
+    }
+
+    /// Whether the build has exited, without reaping it.
+    fn has_exited(&self) -> bool {
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+        !matches!(
+            waitid(Id::Pid(self.pgid), flags),
+            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR)
+        )
     }
 }
 
@@ -351,6 +397,27 @@ mod tests {
             "{}",
             r.status_text()
         );
+    }
+
+    #[test]
+    fn a_daemon_holding_the_output_open_delays_the_result_by_the_grace_only() {
+        let started = Instant::now();
+        // The background sleep keeps the pipe's write end open after the
+        // shell exits; what came before it is kept.
+        let r = run("echo before; sleep 3 & echo after");
+        let took = started.elapsed();
+        assert!(r.succeeded());
+        assert_eq!(r.output, "before\nafter\n");
+        assert!(took >= OUTPUT_GRACE, "{took:?}");
+        assert!(took < OUTPUT_GRACE + Duration::from_secs(5), "{took:?}");
+    }
+
+    #[test]
+    fn a_build_that_ends_with_its_output_is_reported_without_waiting_the_grace() {
+        let started = Instant::now();
+        let r = run("echo done");
+        assert!(r.succeeded());
+        assert!(started.elapsed() < OUTPUT_GRACE, "{:?}", started.elapsed());
     }
 
     #[test]

@@ -9,11 +9,14 @@
 //!   (it started before the change), and builds exactly once more; an event
 //!   during a build whose file turns out unchanged discards nothing
 //!   ([`stale`]);
+//! - a lone save's build and trial run ahead, while its settle passes, and
+//!   are acted on only once the settle confirms it ([`ahead`]);
 //! - a batch whose files kept their mtime, size and inode builds nothing;
 //! - files that change during every build are the build's own: after a few
 //!   discards in a row they are named and ignored;
 //! - the exit code is the outcome of the last attempt.
 
+mod ahead;
 mod kept;
 mod prepare;
 mod rollback;
@@ -157,6 +160,7 @@ pub struct Reloader {
     bringing_back: bool,
 }
 
+/// The build command as it runs, one at a time.
 struct InFlight {
     run: RunningBuild,
     /// The start-up build is not a reload attempt.
@@ -169,6 +173,9 @@ struct InFlight {
     started: Instant,
     /// It was told to stop for a newer change.
     cancelled: bool,
+    /// Started for a batch handed on ahead of its settle, and not
+    /// confirmed yet (`None` once confirmed, and for every other build).
+    ahead: Option<ahead::Ahead>,
 }
 
 /// A real change during a build that has run this long stops it and builds
@@ -302,6 +309,8 @@ impl Reloader {
             match msg {
                 Inbox::Watch(WatchOutput::Notice(text)) => self.emit(Event::WatchNotice(text)),
                 Inbox::Watch(WatchOutput::Batch(batch)) => self.on_batch(batch, &me),
+                Inbox::Watch(WatchOutput::Ahead(batch)) => self.on_ahead(batch, &me),
+                Inbox::Watch(WatchOutput::CalledOff) => self.on_called_off(),
                 Inbox::BuildExited(result) => self.on_build_exited(result, &me),
                 Inbox::Tick(TickOutput::Save(save)) => self.save(save),
                 Inbox::Tick(TickOutput::SaveDue) => self.save_due(),
@@ -413,6 +422,7 @@ impl Reloader {
         batch.paths.retain(|p| self.scope.contains(p));
         let forced = self.awaiting_batch.take();
         if batch.paths.is_empty() && !batch.rescan && forced.is_none() {
+            self.call_off_ahead();
             return;
         }
         if let Some(b) = &mut self.build {
@@ -429,6 +439,7 @@ impl Reloader {
             self.fingerprints.refresh(&batch.paths)
         };
         if changed.is_empty() && !batch.rescan && forced.is_none() {
+            self.call_off_ahead();
             self.emit(Event::BuildSkipped {
                 paths: batch.paths.into_iter().collect(),
             });
@@ -444,6 +455,9 @@ impl Reloader {
             paths,
             rescan: batch.rescan,
         });
+        if self.confirm_ahead(counts_as_attempt, me) {
+            return;
+        }
         // A running build is judged when it exits, by what changed meanwhile;
         // one that has run long is stopped now instead (its output would be
         // stale anyway), so a hung build never holds a change back.
@@ -471,13 +485,21 @@ impl Reloader {
     }
 
     fn start_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool) {
+        self.spawn_build(me, counts_as_attempt, false);
+    }
+
+    /// Starts the build command; `ahead`: for a batch not yet confirmed,
+    /// which says nothing until it is (see [`ahead`]).
+    fn spawn_build(&mut self, me: &Sender<Inbox>, counts_as_attempt: bool, ahead: bool) {
         let me = me.clone();
         // A build needs descriptors, processes and the working folder as the
         // server had them.
         settle_process(&self.events, self.running, "before a build");
         // Before the command runs, so that nothing it reads is missed.
         let baseline = Baseline::at_start(&self.journal, &self.scope, &self.fingerprints);
-        self.emit(Event::BuildStarted);
+        if !ahead {
+            self.emit(Event::BuildStarted { ahead: None });
+        }
         let timeout = self.config.build_timeout;
         match RunningBuild::spawn(
             &self.config.build,
@@ -495,8 +517,11 @@ impl Reloader {
                     batched: Default::default(),
                     started: Instant::now(),
                     cancelled: false,
+                    ahead: ahead.then_some(ahead::Ahead::Unconfirmed { held: None }),
                 })
             }
+            // The batch, once confirmed, builds as usual, and says so then.
+            Err(_) if ahead => {}
             Err(why) => {
                 self.emit(Event::BuildFailed(BuildFailure {
                     duration: Duration::ZERO,
@@ -511,12 +536,30 @@ impl Reloader {
     }
 
     fn on_build_exited(&mut self, result: BuildResult, me: &Sender<Inbox>) {
+        if self.stopping {
+            self.build = None;
+            return;
+        }
+        let Some(result) = self.ahead_exited(result, me) else {
+            return;
+        };
         let Some(build) = self.build.take() else {
             return;
         };
-        if self.stopping {
-            return;
-        }
+        self.finish_build(build, result, None, me);
+    }
+
+    /// Acts on a build's result: discards it if a source changed while it
+    /// ran, reports a failure, or prepares the library and hands it to the
+    /// tick loop. `tried`: what was done ahead of the batch's confirmation
+    /// (the library read, copied and tried).
+    fn finish_build(
+        &mut self,
+        build: InFlight,
+        result: BuildResult,
+        tried: Option<ahead::TriedAhead>,
+        me: &Sender<Inbox>,
+    ) {
         let counts = build.counts_as_attempt;
         // "Load only from a build that started after the last change."
         let stale = self.stale_sources(&build);
@@ -549,7 +592,11 @@ impl Reloader {
             duration: result.duration(),
             output: result.output.clone(),
         });
-        let bytes = match crate::paths::read_regular_file(&self.config.lib, LIBRARY_LIMIT) {
+        let (read, tried) = match tried {
+            Some(ahead) => (ahead.read, ahead.tried),
+            None => (self.read_library(), None),
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(e) => {
                 let reason = Rejection::NotLoadable(format!(
@@ -579,7 +626,7 @@ impl Reloader {
             }
             return;
         }
-        match self.prepare(&bytes, build_hash) {
+        match self.prepare(&bytes, build_hash, tried) {
             Ok(Prepared {
                 plugin,
                 fresh_state,

@@ -42,6 +42,20 @@
 //! settle towards the 2-3 ms a lone save needs would trade exactly this:
 //! a 5 ms burst would build twice.
 //!
+//! Building ahead. A trivial build takes a few milliseconds, as long as the
+//! settle itself, so waiting the settle out before starting it doubles the
+//! time from save to new code. A batch that qualifies for the settle is
+//! therefore handed on *ahead* ([`Step::Ahead`]) once the sources have been
+//! still for the shorter `ahead` time (2 ms by default), for a build to
+//! start then; the settle still decides. Any event before the batch is
+//! released calls the build off ([`Step::Revoke`]), and the batch then waits
+//! as any other (no second build ahead for it); its release confirms the
+//! build made ahead, whose result is acted on only then. So a burst still
+//! builds once, a half-written file is still never built (a batch with a
+//! file open for writing never qualifies), and a lone save's build and trial
+//! run while its settle passes. Only with looks that are markers: a poll
+//! cannot tell a complete save.
+//!
 //! A quiet period is confirmed, not assumed: when it has passed, the watch
 //! thread is asked for a look ([`Step::Look`]: a sync marker through the
 //! inotify queue, which comes back after every event queued before it; in
@@ -125,6 +139,25 @@ pub enum Step {
     Look,
     /// Hand this batch on.
     Release(Batch, Vec<Note>),
+    /// Hand this batch on ahead of its settle: a build of it may start now,
+    /// to be acted on once the batch is released, unless a
+    /// [`Step::Revoke`] comes first.
+    Ahead(Batch),
+    /// An event came after the batch was handed on ahead: the build started
+    /// for it is called off (the batch is released later, as any other).
+    Revoke,
+}
+
+/// Where the open batch is in building ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AheadState {
+    /// Not handed on ahead (yet).
+    No,
+    /// Handed on ahead, nothing came since.
+    Out,
+    /// Called off: the batch waits as any other, and is not handed on
+    /// ahead again.
+    Spent,
 }
 
 pub struct Debouncer {
@@ -132,6 +165,12 @@ pub struct Debouncer {
     quiet: Duration,
     /// The short settle after a complete save; zero: always the full period.
     settle: Duration,
+    /// How long a batch that qualifies for the settle must be still before
+    /// it is handed on ahead; zero: never.
+    ahead: Duration,
+    ahead_state: AheadState,
+    /// A [`Step::Revoke`] is to be given at the next step.
+    revoke_due: bool,
     max_wait: Duration,
     looks: Looks,
     pending: Batch,
@@ -173,6 +212,9 @@ impl Debouncer {
         Debouncer {
             quiet,
             settle: settle.min(quiet),
+            ahead: Duration::ZERO,
+            ahead_state: AheadState::No,
+            revoke_due: false,
             max_wait: max_wait.max(quiet),
             looks,
             pending: Batch::default(),
@@ -191,6 +233,17 @@ impl Debouncer {
             looks_asked: 0,
             looked_at: None,
         }
+    }
+
+    /// Hands a batch that qualifies for the settle on ahead once it has been
+    /// still for `ahead` (shorter than the settle; zero: never).
+    pub fn with_ahead(mut self, ahead: Duration) -> Debouncer {
+        self.ahead = if ahead < self.settle {
+            ahead
+        } else {
+            Duration::ZERO
+        };
+        self
     }
 
     /// The watcher fell back to polling: looks are scans from now on, and
@@ -263,6 +316,10 @@ impl Debouncer {
         }
         self.first_since_release.get_or_insert(at);
         self.last_event = Some(at);
+        if self.ahead_state == AheadState::Out {
+            self.ahead_state = AheadState::Spent;
+            self.revoke_due = true;
+        }
     }
 
     fn open(&mut self, at: Instant) {
@@ -287,16 +344,34 @@ impl Debouncer {
     /// the longest pause seen in it, when it holds a complete save and
     /// nothing speaks against it; else the full quiet period.
     fn period(&self) -> Duration {
-        let short = !self.settle.is_zero()
-            && self.completed
-            && !self.unsure
-            && self.gone.is_empty()
-            && !self.burst;
-        if short {
+        if self.short() {
             self.settle.max(self.longest_gap * 2).min(self.quiet)
         } else {
             self.quiet
         }
+    }
+
+    /// The open batch qualifies for the settle.
+    fn short(&self) -> bool {
+        !self.settle.is_zero()
+            && self.completed
+            && !self.unsure
+            && self.gone.is_empty()
+            && !self.burst
+    }
+
+    /// When the open batch is to be handed on ahead, if it is to be.
+    fn ahead_at(&self, now: Instant) -> Option<Instant> {
+        let qualifies = !self.ahead.is_zero()
+            && self.ahead_state == AheadState::No
+            && self.looks == Looks::Markers
+            && self.short()
+            && self.held_until(now).is_none();
+        if !qualifies {
+            return None;
+        }
+        let last = self.last_at.or(self.opened_at)?;
+        Some(last + self.ahead)
     }
 
     /// Until when a file still open for writing holds the batch back: a
@@ -312,6 +387,17 @@ impl Debouncer {
 
     /// When to call [`Debouncer::step`] next if no event comes first.
     pub fn deadline(&self, now: Instant) -> Option<Instant> {
+        if self.revoke_due {
+            return Some(now);
+        }
+        let due = self.release_deadline(now)?;
+        Some(match self.ahead_at(now) {
+            Some(ahead) => ahead.min(due),
+            None => due,
+        })
+    }
+
+    fn release_deadline(&self, now: Instant) -> Option<Instant> {
         let opened = self.opened_at?;
         let cap = opened + self.max_wait;
         if self.look_out.is_some() || self.waits_for_scans() {
@@ -333,6 +419,9 @@ impl Debouncer {
     }
 
     pub fn step(&mut self, now: Instant) -> Step {
+        if std::mem::take(&mut self.revoke_due) {
+            return Step::Revoke;
+        }
         let Some(opened) = self.opened_at else {
             return Step::Wait;
         };
@@ -346,6 +435,13 @@ impl Debouncer {
         let last = self.last_at.unwrap_or(opened);
         let due = last + self.period();
         if now < due {
+            if self.ahead_at(now).is_some_and(|at| now >= at) {
+                self.ahead_state = AheadState::Out;
+                return Step::Ahead(Batch {
+                    paths: self.pending.paths.clone(),
+                    rescan: self.pending.rescan,
+                });
+            }
             return Step::Wait;
         }
         if self.looked_at.is_some_and(|at| at >= due && at >= last) {
@@ -392,6 +488,7 @@ impl Debouncer {
         self.early_release = early.then_some(now);
         self.look_out = None;
         self.looks_asked = 0;
+        self.ahead_state = AheadState::No;
         Step::Release(std::mem::take(&mut self.pending), notes)
     }
 }
@@ -443,6 +540,8 @@ mod tests {
                     Step::Wait => break,
                     Step::Look => d.looked(now),
                     Step::Release(batch, _) => out.push((now, batch)),
+                    // Only with `with_ahead`: see `trace`.
+                    Step::Ahead(_) | Step::Revoke => {}
                 }
             }
             now += Duration::from_micros(100);
@@ -454,15 +553,28 @@ mod tests {
     /// running between them and for 200 ms after.
     fn burst(d: &mut Debouncer, t: Instant, saves: u64, gap_ms: u64) -> Vec<(Instant, Batch)> {
         let mut released = Vec::new();
+        burst_with(d, t, saves, gap_ms, |d, from, until| {
+            released.extend(run(d, from, until))
+        });
+        released
+    }
+
+    /// As `burst`, the watch thread's side run by `run`.
+    fn burst_with(
+        d: &mut Debouncer,
+        t: Instant,
+        saves: u64,
+        gap_ms: u64,
+        mut run: impl FnMut(&mut Debouncer, Instant, Instant),
+    ) {
         let mut from = t;
         for i in 0..saves {
             let at = ms(t, i * gap_ms);
-            released.extend(run(d, from, at));
+            run(d, from, at);
             save(d, "logic.c", at);
             from = at;
         }
-        released.extend(run(d, from, from + Duration::from_millis(200)));
-        released
+        run(d, from, from + Duration::from_millis(200));
     }
 
     #[test]
@@ -629,6 +741,7 @@ mod tests {
                 Step::Look => d.looked(now),
                 Step::Release(_, notes) => steps.push(notes),
                 Step::Wait => now += Duration::from_micros(100),
+                Step::Ahead(_) | Step::Revoke => unreachable!("not building ahead"),
             }
         }
         assert_eq!(
@@ -755,5 +868,107 @@ mod tests {
         let released = run(&mut d, t, ms(t, 100));
         assert_eq!(released[0].0, ms(t, 20));
         assert!(released[0].1.rescan);
+    }
+
+    /// What a debouncer that builds ahead hands on, and when.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Out {
+        Ahead(Instant),
+        Revoke(Instant),
+        Release(Instant),
+    }
+
+    /// As `run`, with the steps that build ahead recorded too.
+    fn trace(d: &mut Debouncer, from: Instant, until: Instant, out: &mut Vec<Out>) {
+        let mut now = from;
+        while now <= until {
+            loop {
+                match d.step(now) {
+                    Step::Wait => break,
+                    Step::Look => d.looked(now),
+                    Step::Release(..) => out.push(Out::Release(now)),
+                    Step::Ahead(batch) => {
+                        assert!(batch.paths.contains(&p("logic.c")), "{batch:?}");
+                        out.push(Out::Ahead(now));
+                    }
+                    Step::Revoke => out.push(Out::Revoke(now)),
+                }
+            }
+            now += Duration::from_micros(100);
+        }
+    }
+
+    const A: Duration = Duration::from_millis(2);
+
+    fn ahead() -> Debouncer {
+        adaptive().with_ahead(A)
+    }
+
+    #[test]
+    fn a_lone_save_is_handed_on_ahead_and_released_at_its_settle() {
+        let t = Instant::now();
+        let mut d = ahead();
+        save(&mut d, "logic.c", t);
+        let closed = us(t, 100);
+        assert_eq!(d.deadline(closed), Some(closed + A));
+        let mut out = Vec::new();
+        trace(&mut d, closed, ms(t, 100), &mut out);
+        assert_eq!(out, [Out::Ahead(closed + A), Out::Release(closed + S)]);
+    }
+
+    #[test]
+    fn a_save_after_the_batch_went_ahead_calls_it_off_and_the_burst_builds_once() {
+        let t = Instant::now();
+        let mut d = ahead();
+        let mut out = Vec::new();
+        burst_with(&mut d, t, 20, 5, |d, from, until| {
+            trace(d, from, until, &mut out)
+        });
+        // Ahead after the first save, called off by the second's first
+        // event; nothing ahead again, one release after the last save.
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert_eq!(out[0], Out::Ahead(us(t, 100) + A));
+        assert_eq!(out[1], Out::Revoke(ms(t, 5)));
+        assert!(
+            matches!(out[2], Out::Release(at) if at > ms(t, 95)),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_file_open_for_writing_is_never_handed_on_ahead() {
+        let t = Instant::now();
+        let mut d = ahead();
+        save(&mut d, "logic.c", t);
+        // Another file written and not closed: the batch waits for it.
+        d.note(p("other.c"), Kind::Writing, us(t, 150));
+        let mut out = Vec::new();
+        trace(&mut d, us(t, 150), ms(t, 30), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_batch_that_waits_the_full_period_is_never_handed_on_ahead() {
+        let t = Instant::now();
+        let mut d = ahead();
+        d.note(p("logic.c"), Kind::Changed, t);
+        let mut out = Vec::new();
+        trace(&mut d, t, ms(t, 100), &mut out);
+        assert_eq!(out, [Out::Release(t + Q)]);
+        let mut polled = Debouncer::new(Q, S, MAX, Looks::Scans).with_ahead(A);
+        save(&mut polled, "logic.c", t);
+        let mut out = Vec::new();
+        trace(&mut polled, t, ms(t, 100), &mut out);
+        assert!(out.iter().all(|o| matches!(o, Out::Release(_))), "{out:?}");
+    }
+
+    #[test]
+    fn an_ahead_time_not_shorter_than_the_settle_is_off() {
+        let t = Instant::now();
+        let mut d = adaptive().with_ahead(S);
+        save(&mut d, "logic.c", t);
+        let mut out = Vec::new();
+        trace(&mut d, t, ms(t, 100), &mut out);
+        assert_eq!(out, [Out::Release(us(t, 100) + S)]);
     }
 }

@@ -70,6 +70,9 @@ pub struct WatchSettings {
     /// The short settle after a complete save (see `debounce`); zero for
     /// the full quiet period always.
     pub settle: Duration,
+    /// How long a batch that qualifies for the settle must be still to be
+    /// handed on ahead of it (see `debounce`); zero: never.
+    pub ahead: Duration,
     pub max_wait: Duration,
     /// A private folder of the server's, for the catch-up markers.
     pub private_dir: PathBuf,
@@ -78,6 +81,13 @@ pub struct WatchSettings {
 /// What the watch thread hands on.
 pub enum WatchOutput {
     Batch(Batch),
+    /// This batch, ahead of its settle: a build may start for it now and is
+    /// acted on when the batch comes as [`WatchOutput::Batch`], unless
+    /// [`WatchOutput::CalledOff`] comes first.
+    Ahead(Batch),
+    /// Something changed after the batch went ahead: the build started for
+    /// it is to be stopped and forgotten (its batch comes later).
+    CalledOff,
     /// Something the user should know about the watcher (a fallback, a lost
     /// event stream, a folder that cannot be watched or is ignored).
     Notice(String),
@@ -149,7 +159,8 @@ impl Watch {
         };
         let worker = WatchThread {
             scope,
-            debouncer: Debouncer::new(settings.quiet, settings.settle, settings.max_wait, looks),
+            debouncer: Debouncer::new(settings.quiet, settings.settle, settings.max_wait, looks)
+                .with_ahead(settings.ahead),
             journal,
             backend,
             markers,
@@ -270,6 +281,8 @@ impl WatchThread {
                     }
                     (self.deliver)(WatchOutput::Batch(batch));
                 }
+                Step::Ahead(batch) => (self.deliver)(WatchOutput::Ahead(batch)),
+                Step::Revoke => (self.deliver)(WatchOutput::CalledOff),
             }
         }
     }

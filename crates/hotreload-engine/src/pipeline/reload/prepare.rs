@@ -28,20 +28,52 @@ impl Reloader {
     /// first version, also allocate the state (here, so that a size that
     /// cannot be allocated is a rejection like any other, and the tick thread
     /// never waits for a large zeroed allocation). A rejection comes with
-    /// what a failed trial printed.
+    /// what a failed trial printed. `tried`: the copy and trial were made
+    /// already, while the build's batch waited to be confirmed.
     pub(super) fn prepare(
         &mut self,
         bytes: &[u8],
         build_hash: u64,
+        tried: Option<super::ahead::Tried>,
     ) -> Result<Prepared, (Rejection, String)> {
-        let shadow = self
-            .copy_checked(bytes, build_hash)
-            .map_err(|r| (r, String::new()))?;
-        self.trial(shadow.path(), bytes)?;
+        let shadow = match tried {
+            Some(tried) => self.adopt_tried(tried, build_hash)?,
+            None => self.copy_and_try(bytes, build_hash)?,
+        };
         let prepared = self
             .load_checked(shadow, build_hash, bytes)
             .map_err(|r| (r, String::new()))?;
         Ok(prepared)
+    }
+
+    /// The shadow copy of a build, tried: what [`Reloader::prepare`] does
+    /// before loading it into the host.
+    pub(super) fn copy_and_try(
+        &mut self,
+        bytes: &[u8],
+        build_hash: u64,
+    ) -> Result<ShadowFile, (Rejection, String)> {
+        let shadow = self
+            .copy_checked(bytes, build_hash)
+            .map_err(|r| (r, String::new()))?;
+        self.trial(shadow.path(), bytes)?;
+        Ok(shadow)
+    }
+
+    /// A build with the bytes of the one that faulted last is refused.
+    pub(super) fn refuse_known_bad(&self, build_hash: u64) -> Result<(), Rejection> {
+        match &self.known_bad {
+            Some((bad, what)) if *bad == build_hash => Err(Rejection::Faulted(format!(
+                "this build is the one that faulted as {what}; change the code to try again"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The build's library, as the build left it.
+    pub(super) fn read_library(&self) -> Result<Vec<u8>, String> {
+        crate::paths::read_regular_file(&self.config.lib, super::LIBRARY_LIMIT)
+            .map_err(|e| e.to_string())
     }
 
     /// The fault snapshot's last copy of the state, if one can be had at
@@ -226,13 +258,7 @@ impl Reloader {
         bytes: &[u8],
         build_hash: u64,
     ) -> Result<ShadowFile, Rejection> {
-        if let Some((bad, what)) = &self.known_bad
-            && *bad == build_hash
-        {
-            return Err(Rejection::Faulted(format!(
-                "this build is the one that faulted as {what}; change the code to try again"
-            )));
-        }
+        self.refuse_known_bad(build_hash)?;
         let image = precheck(bytes)?;
         self.spans = image.spans.clone();
         self.copies += 1;

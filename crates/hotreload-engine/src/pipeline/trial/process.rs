@@ -9,8 +9,7 @@
 //! the trial's path.
 
 use std::fs::File;
-use std::io::{ErrorKind, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{Mutex, OnceLock, mpsc};
@@ -21,6 +20,8 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
+pub use crate::pipeline::child_wait::ExitWatch;
+use crate::pipeline::child_wait::{nonblocking, poll, read_available};
 use crate::plugin::probe::forker;
 
 /// The most output of a failed trial that is shown.
@@ -99,32 +100,6 @@ impl ProbeProcess {
     }
 }
 
-/// What tells the host at once that a probe has exited: a pidfd, when the
-/// kernel has them (5.3 on); without one the host asks now and then.
-pub struct ExitWatch {
-    pidfd: Option<OwnedFd>,
-}
-
-impl ExitWatch {
-    /// For a probe not yet reaped, so that its pid cannot be another's.
-    pub fn open(pid: i32) -> ExitWatch {
-        // SAFETY: `pidfd_open` takes a pid and flags; the result, if valid,
-        // is a new descriptor owned by nobody else.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        ExitWatch {
-            pidfd: (fd >= 0).then(|| {
-                // SAFETY: the fresh descriptor returned above.
-                unsafe { OwnedFd::from_raw_fd(fd as i32) }
-            }),
-        }
-    }
-
-    /// Without a pidfd the host must ask whether the probe has exited.
-    pub fn blind(&self) -> bool {
-        self.pidfd.is_none()
-    }
-}
-
 /// The probe's report (a line per stage) and output pipes, read without
 /// blocking.
 pub struct Pipes {
@@ -137,19 +112,7 @@ pub struct Pipes {
 
 impl Pipes {
     pub fn new(report: std::io::PipeReader, output: std::io::PipeReader) -> Result<Pipes, String> {
-        let (report, output) = (
-            File::from(OwnedFd::from(report)),
-            File::from(OwnedFd::from(output)),
-        );
-        for pipe in [&report, &output] {
-            // SAFETY: sets a flag on a descriptor this function owns.
-            if unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
-                return Err(format!(
-                    "trial: cannot read a pipe without blocking: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-        }
+        let (report, output) = (nonblocking(report, "trial")?, nonblocking(output, "trial")?);
         // SAFETY: as above; a smaller pipe only means the probe may wait
         // for the host's next look.
         unsafe { libc::fcntl(report.as_raw_fd(), libc::F_SETPIPE_SZ, REPORT_PIPE_SIZE) };
@@ -166,13 +129,7 @@ impl Pipes {
     /// reads what both pipes hold; whether the probe is seen to have exited.
     pub fn wait(&mut self, exit: &ExitWatch, timeout: Duration) -> bool {
         let mut fds = Vec::with_capacity(2);
-        if let Some(pidfd) = &exit.pidfd {
-            fds.push(libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
+        fds.extend(exit.pollfd());
         if let Some(output) = &self.output {
             fds.push(libc::pollfd {
                 fd: output.as_raw_fd(),
@@ -180,10 +137,8 @@ impl Pipes {
                 revents: 0,
             });
         }
-        let ms = i32::try_from(timeout.as_millis().max(1)).unwrap_or(i32::MAX);
-        // SAFETY: `fds` is a valid array of pollfds for the whole call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        let exited = ready > 0 && exit.pidfd.is_some() && fds[0].revents != 0;
+        let ready = poll(&mut fds, timeout.max(Duration::from_millis(1)));
+        let exited = ready > 0 && !exit.blind() && fds[0].revents != 0;
         self.drain();
         exited
     }
@@ -224,19 +179,6 @@ impl Pipes {
     /// What the probe printed so far (its first 16 KiB).
     pub fn output(&self) -> String {
         String::from_utf8_lossy(&self.kept).into_owned()
-    }
-}
-
-/// Reads `pipe` until it would block or ends, handing each chunk on;
-/// whether it ended (or failed).
-fn read_available(pipe: &mut File, chunk: &mut [u8], mut take: impl FnMut(&[u8])) -> bool {
-    loop {
-        match pipe.read(chunk) {
-            Ok(0) => return true,
-            Ok(n) => take(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return e.kind() != ErrorKind::WouldBlock,
-        }
     }
 }
 
