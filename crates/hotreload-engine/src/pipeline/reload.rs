@@ -546,23 +546,27 @@ impl Reloader {
         let Some(build) = self.build.take() else {
             return;
         };
-        self.finish_build(build, result, None, me);
+        self.finish_build(build, result, None, true, me);
     }
 
     /// Acts on a build's result: discards it if a source changed while it
     /// ran, reports a failure, or prepares the library and hands it to the
     /// tick loop. `tried`: what was done ahead of the batch's confirmation
-    /// (the library read, copied and tried).
+    /// (the library read, copied and tried). `catch_up`: wait until the
+    /// watcher noted every change made so far; not needed for a build ahead
+    /// whose batch was just confirmed, as the look that confirmed it did
+    /// that.
     fn finish_build(
         &mut self,
         build: InFlight,
         result: BuildResult,
         tried: Option<ahead::TriedAhead>,
+        catch_up: bool,
         me: &Sender<Inbox>,
     ) {
         let counts = build.counts_as_attempt;
         // "Load only from a build that started after the last change."
-        let stale = self.stale_sources(&build);
+        let stale = self.stale_sources(&build, catch_up);
         if !stale.is_empty() || std::mem::take(&mut self.rebuild_requested) {
             let batched = stale.iter().all(|p| build.batched.contains(p));
             self.emit(Event::BuildSuperseded {
@@ -695,10 +699,12 @@ impl Reloader {
 
     /// The sources that changed while `build` ran, less those that turn
     /// out to be written by the build itself (said once, then ignored).
-    fn stale_sources(&mut self, build: &InFlight) -> Vec<PathBuf> {
+    fn stale_sources(&mut self, build: &InFlight, catch_up: bool) -> Vec<PathBuf> {
         // The events of the build's last writes may still be on their way.
         // Past the wait, a late one is handled as a change after the build.
-        self.watch.catch_up(CATCH_UP);
+        if catch_up {
+            self.watch.catch_up(CATCH_UP);
+        }
         let mut stale =
             build
                 .baseline

@@ -131,7 +131,7 @@ impl Reloader {
                 if let Some((result, tried)) = held
                     && let Some(build) = self.build.take()
                 {
-                    self.finish_build(build, result, tried, me);
+                    self.finish_build(build, result, tried, false, me);
                 }
                 true
             }
