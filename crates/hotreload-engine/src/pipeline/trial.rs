@@ -281,8 +281,12 @@ pub fn run(
             progress_at = Instant::now();
         }
         // The last line says how the trial went, unless the probe died
-        // without one: then its wait status does.
-        if ended && finished(pipes.lines().last()) {
+        // without one: then its wait status does. A pass is final once
+        // said (the probe closes its report then, which wakes this wait);
+        // a failure waits for the exit, so that all the probe printed is
+        // there to show.
+        let last = pipes.lines().last();
+        if finished(last) && (ended || last.is_some_and(|l| l == "ok")) {
             break None;
         }
         if ended || exit.blind() {

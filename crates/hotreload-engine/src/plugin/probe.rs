@@ -89,7 +89,8 @@ fn run_probe(handed: HandedOver) -> i32 {
 
 struct Probe {
     library: File,
-    report: File,
+    /// `None` once the last line is written and the pipe closed.
+    report: Option<File>,
     request: Request,
     state: Option<SealedMap>,
 }
@@ -98,7 +99,7 @@ impl Probe {
     fn new(handed: HandedOver) -> Probe {
         Probe {
             library: handed.library,
-            report: handed.report,
+            report: Some(handed.report),
             request: handed.request,
             state: handed.state,
         }
@@ -106,7 +107,9 @@ impl Probe {
 
     fn say(&mut self, line: &str) {
         // The parent reads what was written before a crash: no buffering.
-        let _ = writeln!(self.report, "{line}");
+        if let Some(report) = self.report.as_mut() {
+            let _ = writeln!(report, "{line}");
+        }
     }
 
     /// `fault …` for plugin code that faulted, `reject …` for what the host's
@@ -206,12 +209,19 @@ impl Probe {
             preloaded,
             layout: layout.as_deref(),
         };
-        let mut report = self.report.try_clone();
+        let mut report = self
+            .report
+            .as_ref()
+            .ok_or(())
+            .and_then(|r| r.try_clone().map_err(|_| ()));
         let outcome = exercise(&plugin, &mut state, &ex, &mut |stage| {
             if let Ok(report) = report.as_mut() {
                 let _ = writeln!(report, "stage {stage}");
             }
         });
+        // Its copy of the report pipe goes: the pipe's end must be the
+        // probe's own closing of it (see `close`).
+        drop(report);
         match outcome {
             Ok(()) => self.close(|| plugin.close()),
             Err(Stopped::Fault { stage, fault }) => {
@@ -232,6 +242,10 @@ impl Probe {
             return 0;
         }
         self.say("ok");
+        // The last word, and the report's end with it: the host takes the
+        // verdict from the pipe's hang-up, without waiting for this process
+        // to exit (nothing after this can change the verdict).
+        self.report = None;
         0
     }
 

@@ -128,12 +128,21 @@ impl Pipes {
     /// Waits at most `timeout` for the probe to exit or to print, then
     /// reads what both pipes hold; whether the probe is seen to have exited.
     pub fn wait(&mut self, exit: &ExitWatch, timeout: Duration) -> bool {
-        let mut fds = Vec::with_capacity(2);
+        let mut fds = Vec::with_capacity(3);
         fds.extend(exit.pollfd());
         if let Some(output) = &self.output {
             fds.push(libc::pollfd {
                 fd: output.as_raw_fd(),
                 events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        // The report is not watched for each line (a wake-up per stage),
+        // only for its end: the probe closes it after its last word.
+        if let Some(report) = &self.report {
+            fds.push(libc::pollfd {
+                fd: report.as_raw_fd(),
+                events: 0,
                 revents: 0,
             });
         }
