@@ -290,8 +290,14 @@ fn accept(
 /// One client: the hello, then a reply to every line, until it hangs up or
 /// asks for events (then the connection carries events only).
 fn serve(stream: UnixStream, wiring: &Wiring) {
-    let Ok(mut out) = stream.try_clone() else {
-        return;
+    let mut out = match stream.try_clone() {
+        Ok(out) => out,
+        Err(e) => {
+            let why = format!("cannot duplicate a control client's socket: {e}");
+            let _ = (&stream).write_all(reply_error(None, ErrorCode::Unavailable, &why).as_bytes());
+            (wiring.say)(format!("refused a control connection: {why}"));
+            return;
+        }
     };
     let server = format!("hotreload {}", env!("CARGO_PKG_VERSION"));
     if out
