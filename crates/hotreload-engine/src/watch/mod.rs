@@ -54,6 +54,11 @@ pub enum Raw {
     Lost(String),
     /// Answer once every change made before now has been noted.
     Sync(Sender<()>),
+    /// Answer once the event of this marker, about to be created by the
+    /// sender, is back (see `sync`).
+    Expect(PathBuf, Sender<()>),
+    /// The marker expected was not created.
+    Forget(PathBuf),
     /// The poller's scan asked for by a `Sync` is through: answer.
     Synced(Sender<()>),
     /// A scan that started at this instant is through, its changes sent.
@@ -107,6 +112,8 @@ pub struct Watch {
     thread: Option<JoinHandle<()>>,
     /// The mode in effect (poll after a fallback).
     pub mode: WatchMode,
+    /// Where catch-up markers are made, with inotify.
+    markers: Option<std::sync::Arc<sync::MarkerNames>>,
 }
 
 impl Watch {
@@ -157,6 +164,7 @@ impl Watch {
             WatchMode::Inotify => Looks::Markers,
             WatchMode::Poll => Looks::Scans,
         };
+        let marker_names = markers.as_ref().map(Markers::names);
         let worker = WatchThread {
             scope,
             debouncer: Debouncer::new(settings.quiet, settings.settle, settings.max_wait, looks)
@@ -179,6 +187,7 @@ impl Watch {
             tx,
             thread: Some(thread),
             mode,
+            markers: marker_names,
         })
     }
 }
@@ -188,10 +197,31 @@ impl Watch {
     /// has been noted in the journal; whether it got there.
     pub fn catch_up(&self, timeout: Duration) -> bool {
         let (reply, done) = mpsc::channel();
-        if self.tx.send(Raw::Sync(reply)).is_err() {
-            return false;
-        }
-        done.recv_timeout(timeout).is_ok()
+        let asked = match &self.markers {
+            // The marker made here: the watch thread wakes only for its
+            // event (see `sync`).
+            Some(names) => {
+                let marker = names.next();
+                if self.tx.send(Raw::Expect(marker.clone(), reply)).is_err() {
+                    return false;
+                }
+                match sync::create(&marker) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        // Asked the usual way, which says why if it fails.
+                        let _ = self.tx.send(Raw::Forget(marker));
+                        return self.catch_up_by_the_watch_thread(timeout);
+                    }
+                }
+            }
+            None => self.tx.send(Raw::Sync(reply)).is_ok(),
+        };
+        asked && done.recv_timeout(timeout).is_ok()
+    }
+
+    fn catch_up_by_the_watch_thread(&self, timeout: Duration) -> bool {
+        let (reply, done) = mpsc::channel();
+        self.tx.send(Raw::Sync(reply)).is_ok() && done.recv_timeout(timeout).is_ok()
     }
 }
 
@@ -257,6 +287,18 @@ impl WatchThread {
                     self.debouncer.note_rescan(Instant::now());
                 }
                 Ok(Raw::Sync(reply)) => self.on_sync(reply),
+                Ok(Raw::Expect(marker, reply)) => match &mut self.markers {
+                    Some(markers) if matches!(self.backend, Backend::Inotify(_)) => {
+                        markers.expect(marker, reply)
+                    }
+                    // Polling now: the marker's folder is not watched.
+                    _ => self.on_sync(reply),
+                },
+                Ok(Raw::Forget(marker)) => {
+                    if let Some(markers) = &mut self.markers {
+                        markers.forget(&marker);
+                    }
+                }
                 Ok(Raw::Synced(reply)) => {
                     let _ = reply.send(());
                 }
