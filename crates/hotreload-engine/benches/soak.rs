@@ -36,6 +36,22 @@ const SHADOW_PREFIX: &str = "hotreload-";
 /// How long after the last engine's `join` the process may take to be back
 /// to the threads and open files it had before any engine.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// The probe reaper thread's name as `/proc` gives it (cut at 15 bytes).
+const REAPER_COMM: &str = "hotreload-probe";
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim_end().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Allowed growth from a phase's first checkpoint to its last.
 const MAX_EXTRA_FDS: i64 = 4;
 const MAX_EXTRA_THREADS: i64 = 2;
@@ -108,6 +124,8 @@ struct Outcome {
     /// The state's tick counter and the engine's tick count at exit.
     final_state: Option<(u64, u64)>,
     keep_versions: usize,
+    /// Good versions' libraries kept in the shadow folder for `rollback`.
+    keep_on_disk: usize,
     shadow: PathBuf,
 }
 
@@ -144,9 +162,24 @@ fn main() {
     // stop when the engine drops it, but nobody waits for it: it closes its
     // descriptors and exits shortly after `join` returns. Wait for that,
     // within a bound, and say how long it took.
+    let mut early_problems = Vec::new();
+    // The probe reaper is one thread for the whole process, started with
+    // the first trial (reaping off the trials' path); it never grows.
+    let reapers = thread_names()
+        .iter()
+        .filter(|n| n.as_str() == REAPER_COMM)
+        .count() as i64;
+    if reapers > 1 {
+        early_problems.push(format!(
+            "after exit: {reapers} probe reaper threads, expected one"
+        ));
+    }
+    let expected_threads = before.threads + reapers;
+    // ...and the ready probe it fetched for the next trial: one socket.
+    let expected_fds = before.fds + reapers;
     let joined_at = Instant::now();
     let mut after = checkpoint("after both engines stopped", &tmp, None);
-    while (after.threads != before.threads || after.fds != before.fds)
+    while (after.threads != expected_threads || after.fds != expected_fds)
         && joined_at.elapsed() < EXIT_GRACE
     {
         std::thread::sleep(Duration::from_millis(1));
@@ -164,7 +197,7 @@ fn main() {
         TICK_PERIOD.as_millis(),
         SETTLE.as_millis()
     );
-    let mut problems = Vec::new();
+    let mut problems = early_problems;
     for (phase, outcome) in PHASES.iter().zip(&outcomes) {
         report(phase, outcome, &mut problems);
     }
@@ -172,7 +205,7 @@ fn main() {
     print_table(&[before.clone(), after.clone()]);
     println!(
         "  threads and open files back to the level before any engine: {}",
-        if after.threads == before.threads && after.fds == before.fds {
+        if after.threads == expected_threads && after.fds == expected_fds {
             format!(
                 "{:.1} ms after the last engine's join returned",
                 back_after.as_secs_f64() * 1e3
@@ -194,7 +227,7 @@ fn main() {
             after.fds, before.fds
         ));
     }
-    if after.threads != before.threads {
+    if after.threads != expected_threads {
         problems.push(format!(
             "after exit: {} threads, {} before the first engine",
             after.threads, before.threads
@@ -243,6 +276,7 @@ fn run_phase(phase: &Phase, work: &Workdir, libs: &[PathBuf], tmp: &Path) -> Out
     config.tick_period = TICK_PERIOD;
     config.trial_ticks = phase.trial_ticks;
     let keep_versions = config.keep_versions;
+    let keep_on_disk = config.keep_on_disk;
     let (engine, events) = start_engine(config);
 
     let mut counts = Counts::default();
@@ -328,6 +362,7 @@ fn run_phase(phase: &Phase, work: &Workdir, libs: &[PathBuf], tmp: &Path) -> Out
         exit_code,
         final_state,
         keep_versions,
+        keep_on_disk,
         shadow,
     }
 }
@@ -635,9 +670,13 @@ fn report(phase: &Phase, outcome: &Outcome, problems: &mut Vec<String>) {
                 cp.label, cp.libs_mapped
             ));
         }
-        if cp.shadow_files > bound {
+        // Besides the loaded copies: the kept ones, the owner file and
+        // the sync markers' folder.
+        let files_bound = outcome.keep_versions as i64 + outcome.keep_on_disk as i64 + 2;
+        if cp.shadow_files > files_bound {
             problem(format!(
-                "{}: {} files in the shadow folder, more than keep_versions + 2 = {bound}",
+                "{}: {} files in the shadow folder, more than keep_versions + keep_on_disk + 2 \
+                 = {files_bound}",
                 cp.label, cp.shadow_files
             ));
         }

@@ -191,6 +191,9 @@ impl Pipes {
     }
 }
 
+/// How long trials must pause before the next ready probe is fetched.
+const READY_AFTER: Duration = Duration::from_millis(3);
+
 /// Reaps a probe that passed, on a thread of its own, and then fetches the
 /// next ready probe from the helper, so that neither is on a trial's path.
 pub fn reap_later(child: ProbeProcess) {
@@ -207,9 +210,12 @@ pub fn reap_later(child: ProbeProcess) {
                     let _ = child.wait();
                     // The next probe is fetched once trials pause for a
                     // moment: after what the host does right after one (its
-                    // own load, the swap), so that the helper's fork of it
-                    // does not compete with that.
-                    next = match rx.recv_timeout(Duration::from_millis(20)) {
+                    // own load and swap, a few tenths of a millisecond), so
+                    // that the helper's fork of it does not compete with
+                    // that. Not much longer: a trial that finds no probe
+                    // held waits for the helper's fork (about 0.2 ms), and
+                    // reloads come a few milliseconds apart at the fastest.
+                    next = match rx.recv_timeout(READY_AFTER) {
                         Ok(child) => Some(child),
                         Err(mpsc::RecvTimeoutError::Timeout) => {
                             forker::hold_next();
