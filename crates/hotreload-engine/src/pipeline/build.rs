@@ -148,7 +148,7 @@ impl RunningBuild {
         let pgid = Pid::from_raw(child.id() as i32);
         let exited = Arc::new(AtomicBool::new(false));
         let output = child_wait::nonblocking(reader, "build")?;
-        let watch = Watch {
+        let waiter = BuildWaiter {
             child,
             exit: ExitWatch::open(pgid.as_raw()),
             output: Some(output),
@@ -159,7 +159,7 @@ impl RunningBuild {
         };
         thread::Builder::new()
             .name("hotreload-build".into())
-            .spawn(move || on_exit(watch.run()))
+            .spawn(move || on_exit(waiter.run()))
             .map_err(|e| format!("cannot start the build waiter: {e}"))?;
         Ok(RunningBuild { pgid, exited })
     }
@@ -206,7 +206,7 @@ impl RunningBuild {
 /// A running build as its one waiter thread sees it: the command's exit
 /// (through a pidfd) and its output pipe, in one `poll`, so that the end of
 /// a build, which closes the pipe as it exits, is heard in one wake-up.
-struct Watch {
+struct BuildWaiter {
     child: Child,
     exit: ExitWatch,
     /// `None` once it reached end-of-file.
@@ -217,7 +217,7 @@ struct Watch {
     timeout: Option<Duration>,
 }
 
-impl Watch {
+impl BuildWaiter {
     fn run(mut self) -> BuildResult {
         let mut kept = Vec::new();
         let mut cut = 0u64;
@@ -304,7 +304,7 @@ impl Watch {
             exited_at,
             status,
             output,
-            timed_out: (timed_out).then_some(self.timeout.unwrap_or_default()),
+            timed_out: timed_out.then_some(self.timeout.unwrap_or_default()),
             output_cut: cut,
         }
     }
