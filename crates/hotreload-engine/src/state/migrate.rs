@@ -28,6 +28,7 @@
 //! resetting a field on every later migration would lose it each time.
 
 mod convert;
+mod patch;
 mod summary;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ use crate::pattern::{any_index, selects_field, shell_word};
 use convert::Kind;
 use summary::Entry;
 
+pub use patch::{PageIndex, Run};
 pub use summary::MOST_ENTRIES;
 
 /// One shared field whose type or shape changed, and how.
@@ -90,6 +92,8 @@ struct Copy {
     new_strides: Vec<usize>,
     /// Elements of the new field, to zero it on a reset.
     new_count: usize,
+    /// Elements of the old field.
+    old_count: usize,
     /// Whether the field is an array, for naming an element in messages.
     indexed: bool,
     /// `--reset-field` names it: a value that does not fit zeroes the field
@@ -370,6 +374,7 @@ pub fn plan(old: &Layout, new: &Layout, reset: &[String]) -> Result<Plan, Incomp
             old_strides: strides(&old_dims),
             new_strides: strides(&new_dims),
             new_count: n.count,
+            old_count: old_dims.iter().product(),
             indexed: !n.dims.is_empty() || !o.dims.is_empty(),
             resettable,
         });
@@ -409,10 +414,7 @@ impl Plan {
             match c.run(old, new, &mut index) {
                 Ok(()) => {}
                 Err(unfit) if c.resettable => {
-                    let size = c.new_count * c.to_scalar.size();
-                    if let Some(span) = new.get_mut(c.to..c.to + size) {
-                        span.fill(0);
-                    }
+                    c.zero(new);
                     applied.reset.push(Change {
                         field: c.field.clone(),
                         detail: unfit.value_does_not_fit(),
@@ -483,8 +485,6 @@ impl Copy {
             return Ok(());
         }
         let (old_strides, new_strides) = (&self.old_strides, &self.new_strides);
-        let (from_size, to_size) = (self.from_scalar.size(), self.to_scalar.size());
-        let same = self.from_scalar == self.to_scalar;
         index.clear();
         index.resize(outer.len(), 0);
         loop {
@@ -492,24 +492,7 @@ impl Copy {
                 index.iter().zip(strides).map(|(i, s)| i * s).sum()
             };
             let (src_elem, dst_elem) = (at(old_strides), at(new_strides));
-            let src_start = self.from + src_elem * from_size;
-            let dst_start = self.to + dst_elem * to_size;
-            let src = old.get(src_start..src_start + run * from_size);
-            let dst = new.get_mut(dst_start..dst_start + run * to_size);
-            if let (Some(src), Some(dst)) = (src, dst) {
-                if same {
-                    dst.copy_from_slice(src);
-                } else {
-                    for (j, (s, d)) in src
-                        .chunks_exact(from_size)
-                        .zip(dst.chunks_exact_mut(to_size))
-                        .enumerate()
-                    {
-                        convert::convert(self.from_scalar, s, self.to_scalar, d)
-                            .map_err(|value| self.unfit(index, j, value))?;
-                    }
-                }
-            }
+            self.copy_elements(old, new, src_elem, dst_elem, run, index, 0)?;
             // The next index of the outer dimensions, last fastest.
             let mut k = outer.len();
             loop {

@@ -194,19 +194,7 @@ impl WrittenPages {
     /// The pages marked as written, in order.
     pub fn written(&self, out: &mut Vec<usize>) {
         self.traps.store(0, Ordering::Relaxed);
-        out.clear();
-        let pages = self.pages();
-        for (w, word) in self.bits.iter().enumerate() {
-            let mut bits = word.load(Ordering::SeqCst);
-            while bits != 0 {
-                let b = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let page = w * 64 + b;
-                if page < pages {
-                    out.push(page);
-                }
-            }
-        }
+        self.marked(out);
     }
 
     /// Makes `pages` (in order) read-only and unmarked. The bit is cleared
@@ -232,6 +220,66 @@ impl WrittenPages {
         // its next call (see `shared_pages`).
         if let Bits::Shared(shared) = &self.bits {
             shared.ask_to_close(pages);
+        }
+        Ok(())
+    }
+
+    /// The pages marked as written, in order, without starting the
+    /// handler's count of opened pages again (as [`WrittenPages::written`]
+    /// does for the snapshot's take): for a look between takes.
+    pub fn marked(&self, out: &mut Vec<usize>) {
+        out.clear();
+        let pages = self.pages();
+        for (w, word) in self.bits.iter().enumerate() {
+            let mut bits = word.load(Ordering::SeqCst);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let page = w * 64 + b;
+                if page < pages {
+                    out.push(page);
+                }
+            }
+        }
+    }
+
+    /// Marks `pages` (in order) and makes them writable, a run of
+    /// neighbours per call: for the host about to write them, which would
+    /// otherwise take a trap for each. Marked first, so that no page is
+    /// ever writable and unmarked; the next take compares them.
+    pub fn open(&self, pages: &[usize]) -> Result<(), String> {
+        self.mark(pages);
+        let mut i = 0;
+        while i < pages.len() {
+            let mut j = i + 1;
+            while j < pages.len() && pages[j] == pages[j - 1] + 1 {
+                j += 1;
+            }
+            if pages[j - 1] >= self.pages() {
+                return Err(format!(
+                    "page {} is outside the tracked {} pages",
+                    pages[j - 1],
+                    self.pages()
+                ));
+            }
+            // SAFETY: the run lies within the tracked mapping (checked
+            // above); making it writable changes no byte, and its pages are
+            // marked, so the next take compares them.
+            let r = unsafe {
+                libc::mprotect(
+                    self.base.add(pages[i] * PAGE).cast(),
+                    (j - i) * PAGE,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            if r != 0 {
+                return Err(format!(
+                    "cannot make {} page(s) of the state writable: {}",
+                    j - i,
+                    std::io::Error::last_os_error()
+                ));
+            }
+            i = j;
         }
         Ok(())
     }
