@@ -60,6 +60,12 @@ impl LastGood {
         self.snapshot.read(patience)
     }
 
+    /// The snapshot itself, for a reader that follows what changes after
+    /// its copy (a migration worked out ahead of the swap).
+    pub fn snapshot(&self) -> &SharedSnapshot {
+        &self.snapshot
+    }
+
     /// [`SharedSnapshot::export_into`](super::snapshot::SharedSnapshot::export_into):
     /// brings a trial's image up to date with the last good state.
     pub fn export_into(

@@ -27,6 +27,7 @@
 //! carried is carried, named or not: the flag lasts the whole session, and
 //! resetting a field on every later migration would lose it each time.
 
+pub mod ahead;
 mod convert;
 mod patch;
 mod summary;

@@ -53,6 +53,8 @@ pub struct Snapshot {
     said_history_cut: bool,
     said_history_restart: bool,
     said_close_failed: bool,
+    /// The pages changed since a read for a migration being prepared.
+    follower: Option<follow::Follower>,
 }
 
 /// What a reader has not copied yet, and the pages a take overwrote there
@@ -81,6 +83,7 @@ impl Snapshot {
             next_input: None,
             said_history_cut: false,
             said_history_restart: false,
+            follower: None,
         }
     }
 
@@ -192,7 +195,7 @@ impl Snapshot {
             changed.push((p, shared_copy(&self.bytes[range.clone()])));
         }
         copy_page(&mut self.bytes[range.clone()], &src[range]);
-        self.mark_unexported(p);
+        self.mark_changed(p);
         self.pages_copied += 1;
     }
 
@@ -213,7 +216,7 @@ impl Snapshot {
             }
             self.preserve_all();
             self.bytes.copy_from_slice(src);
-            self.unexported.fill(u64::MAX);
+            self.mark_all_changed();
             return;
         };
         // `self.written` was filled by `take`.
@@ -346,7 +349,7 @@ impl Snapshot {
                     copy_page(&mut dst[from..from + old.len()], old);
                     self.preserve(*p);
                     copy_page(&mut self.bytes[from..from + old.len()], old);
-                    self.mark_unexported(*p);
+                    self.mark_changed(*p);
                 }
             }
         }
@@ -360,9 +363,22 @@ impl Snapshot {
         Ok(reached)
     }
 
-    fn mark_unexported(&mut self, p: usize) {
+    /// Page `p` of the copy changed: for the next export, and for a
+    /// migration prepared from an earlier read.
+    fn mark_changed(&mut self, p: usize) {
         if let Some(word) = self.unexported.get_mut(p / 64) {
             *word |= 1 << (p % 64);
+        }
+        if let Some(follower) = &mut self.follower {
+            follower.mark(p);
+        }
+    }
+
+    /// Every page of the copy changed.
+    fn mark_all_changed(&mut self) {
+        self.unexported.fill(u64::MAX);
+        if let Some(follower) = &mut self.follower {
+            follower.mark_all();
         }
     }
 
@@ -557,22 +573,55 @@ impl SharedSnapshot {
 
     /// A fresh snapshot for a state of `size` bytes (the first version, or
     /// a migration to a new layout); nothing is copied yet.
-    pub fn reset(&self, size: usize, state_version: u32, layout: Option<Arc<Layout>>) {
+    /// The snapshot it replaces is handed back, for the caller to free
+    /// where a large state's freeing holds nobody up.
+    pub fn reset(&self, size: usize, state_version: u32, layout: Option<Arc<Layout>>) -> Leftover {
+        self.reset_with(size, state_version, layout, None)
+    }
+
+    /// [`SharedSnapshot::reset`] for a block whose bytes are `bytes` but
+    /// for the pages its tracking marks (block id `block`): the first take
+    /// compares only those, instead of copying the whole block.
+    pub fn reset_primed(
+        &self,
+        state_version: u32,
+        layout: Option<Arc<Layout>>,
+        bytes: Vec<u8>,
+        block: u64,
+    ) -> Leftover {
+        let size = bytes.len();
+        self.reset_with(size, state_version, layout, Some((bytes, block)))
+    }
+
+    fn reset_with(
+        &self,
+        size: usize,
+        state_version: u32,
+        layout: Option<Arc<Layout>>,
+        primed: Option<(Vec<u8>, u64)>,
+    ) -> Leftover {
         static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let bound = *self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut snapshot = match bound {
+            Some(bound) => Snapshot::with_history(size, bound),
+            None => Snapshot::new(size),
+        };
+        if let Some((bytes, block)) = primed {
+            snapshot.bytes = bytes;
+            snapshot.primed_for = Some(block);
+        }
         let mut kept = self.lock();
         // A migration to a new layout keeps a live state live.
         let live = kept.as_ref().is_some_and(|k| k.live);
-        let bound = *self.history.lock().unwrap_or_else(|e| e.into_inner());
-        *kept = Some(Kept {
-            snapshot: match bound {
-                Some(bound) => Snapshot::with_history(size, bound),
-                None => Snapshot::new(size),
-            },
-            state_version,
-            layout,
-            live,
-            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        });
+        Leftover {
+            _kept: kept.replace(Kept {
+                snapshot,
+                state_version,
+                layout,
+                live,
+                generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            }),
+        }
     }
 
     /// Keeps a history within `bound` from the next reset on.
@@ -740,11 +789,24 @@ impl SharedSnapshot {
         since: Option<u64>,
         target: &mut dyn CopyTarget,
     ) -> Option<(CopyMeta, Vec<Entry>)> {
+        self.read_into_then(patience, since, target, |_| {})
+    }
+
+    /// [`SharedSnapshot::read_into`], calling `at_start` on the snapshot
+    /// under the lock the read starts with.
+    fn read_into_then(
+        &self,
+        patience: Duration,
+        since: Option<u64>,
+        target: &mut dyn CopyTarget,
+        at_start: impl FnOnce(&mut Snapshot),
+    ) -> Option<(CopyMeta, Vec<Entry>)> {
         let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         let (size, meta, generation, entries) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
             let meta = kept.meta()?;
+            at_start(&mut kept.snapshot);
             let entries = match (since, &kept.snapshot.history) {
                 (Some(since), Some(history)) => history.since(since),
                 _ => Vec::new(),
@@ -857,7 +919,7 @@ impl SharedSnapshot {
                 // The reader's tick had these bytes; the snapshot has moved
                 // on, so the next export writes the page again.
                 image.write_at(p * PAGE, &bytes)?;
-                snapshot.mark_unexported(p);
+                snapshot.mark_changed(p);
             }
             page = end;
         }
@@ -910,5 +972,8 @@ impl Drop for CloseWindow<'_> {
     }
 }
 
+mod follow;
 #[cfg(test)]
 mod tests;
+
+pub use follow::{Followed, Leftover};

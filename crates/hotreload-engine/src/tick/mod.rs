@@ -165,6 +165,9 @@ pub struct Migration {
     pub old_version: u32,
     /// `+lives -bonus`, for the log.
     pub summary: String,
+    /// The new block filled ahead of the swap (a large state), for the
+    /// swap to finish.
+    pub ahead: Option<crate::state::migrate::ahead::Ahead>,
 }
 
 /// What the tick loop hands back to the rest of the engine.
@@ -177,6 +180,10 @@ pub enum TickOutput {
     /// A version no longer needed (swapped out and beyond `keep_versions`),
     /// to be unloaded off this thread.
     Retired(Plugin),
+    /// Memory a swap let go of (a large state's old block, its snapshot
+    /// and history, the copy a migration was worked out from), to be freed
+    /// off this thread: giving many pages back takes milliseconds.
+    Discard(Box<dyn Send>),
     /// A version's `migrate` hook refused the state: it never went live,
     /// and the running version (if any) keeps its state.
     Declined {

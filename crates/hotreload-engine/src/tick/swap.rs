@@ -24,6 +24,16 @@ const SCAN_AT_LEAST: usize = 512;
 /// whatever the state's size (and whatever the build's optimisation).
 pub(super) const SCAN_BUDGET: std::time::Duration = std::time::Duration::from_micros(50);
 
+/// The new block of a swap that changes the layout.
+pub(super) struct Migrated {
+    pub(super) state: State,
+    /// `+lives -bonus`, for the log.
+    pub(super) summary: String,
+    /// The block's bytes before the swap wrote the last of them, when it
+    /// was filled ahead: for its snapshot (see `migrate::ahead`).
+    pub(super) snapshot: Option<Vec<u8>>,
+}
+
 /// The scan, in slices, of the state for pointers into a version swapped
 /// out (its mappings), from `next` on.
 pub(super) struct DanglingScan {
@@ -101,14 +111,21 @@ impl TickLoop {
         }
         self.say_repairs("on_unload");
         self.reassert_handlers("by the time of the swap");
-        let summary = migrated.map(|(state, summary)| {
-            self.snapshot.reset(
-                state.size(),
-                plugin.state_version(),
-                plugin.layout().cloned(),
-            );
-            self.state = Some(state);
-            summary
+        let summary = migrated.map(|migrated| {
+            let (version, layout) = (plugin.state_version(), plugin.layout().cloned());
+            let state = migrated.state;
+            let leftover = match migrated.snapshot {
+                // Filled ahead: the snapshot starts from the block's bytes
+                // as they were, and its first take compares only the pages
+                // written since.
+                Some(bytes) => self
+                    .snapshot
+                    .reset_primed(version, layout, bytes, state.id()),
+                None => self.snapshot.reset(state.size(), version, layout),
+            };
+            let old = self.state.replace(state);
+            (self.output)(TickOutput::Discard(Box::new((leftover, old))));
+            migrated.summary
         });
         if let (Some(layout), Some(state)) = (plugin.layout(), &mut self.state) {
             reset_transient(layout, state);
@@ -190,36 +207,77 @@ impl TickLoop {
     }
 
     /// The new block for a swap that changes the layout: filled from the
-    /// current state by the plan, then by the new version's `migrate` hook.
+    /// current state by the plan (ahead of the swap for a large state, when
+    /// only the pages written since are left), then by the new version's
+    /// `migrate` hook.
     pub(super) fn migrated_state(
         &mut self,
         plugin: &Plugin,
         m: Migration,
         calls: &CallWatch,
-    ) -> Result<(State, String), Refusal> {
+    ) -> Result<Migrated, Refusal> {
         let mut new = m.new_state;
-        let live: &[u8] = self.state.as_ref().map_or(&[], State::bytes);
+        let live_state = self.state.as_ref();
+        let live: &[u8] = live_state.map_or(&[], State::bytes);
         let mut summary = m.summary;
-        if let Some(plan) = &m.plan {
-            // Checked against the values of this very moment: the running
-            // version keeps its state untouched if one does not fit. The
-            // plan only reads the live state: no copy of it.
-            let applied = plan
-                .apply(live, new.bytes_mut())
-                .map_err(|unfit| Refusal::Declined(unfit.to_string()))?;
-            summary = crate::state::migrate::with_resets(summary, plan, &applied);
-        }
-        if plugin.is_isolated() {
+        let filled_ahead = m.ahead.is_some();
+        let finished = match (m.ahead, live_state) {
+            (Some(ahead), Some(state)) => {
+                ahead.finish(&self.snapshot, state, m.plan.as_deref(), &mut new)
+            }
+            _ => None,
+        };
+        // Checked against the values of this very moment: the running
+        // version keeps its state untouched if one does not fit.
+        let unfit = |unfit: crate::state::migrate::Unfit| Refusal::Declined(unfit.to_string());
+        let (copy, snapshot) = match finished {
+            Some(done) => {
+                let done = done.map_err(unfit)?;
+                if let Some(plan) = &m.plan {
+                    summary = crate::state::migrate::with_resets(summary, plan, &done.applied);
+                }
+                (Some(done.old), Some(done.snapshot))
+            }
+            None => {
+                if let Some(plan) = &m.plan {
+                    if filled_ahead && let Some(pages) = new.written_pages() {
+                        // Made read-only ahead: opened in one call, not a
+                        // trap per page.
+                        let _ = pages.open_all();
+                    }
+                    // The plan only reads the live state: no copy of it.
+                    let applied = plan.apply(live, new.bytes_mut()).map_err(unfit)?;
+                    summary = crate::state::migrate::with_resets(summary, plan, &applied);
+                }
+                (None, None)
+            }
+        };
+        let hooked = if plugin.is_isolated() {
             // The worker gets its own copy, in a block made for the call.
-            Self::run_migrate_hook(plugin, live, m.old_version, &mut new, calls)?;
+            Self::run_migrate_hook(plugin, live, m.old_version, &mut new, calls)
         } else if plugin.has_migrate() {
             // The hook gets a copy: plugin code that writes through its
             // `const` pointer must not change the state the running version
             // keeps if the hook then refuses or faults.
-            let old = live.to_vec();
-            Self::run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)?;
+            match &copy {
+                Some(copy) => Self::run_migrate_hook(plugin, copy, m.old_version, &mut new, calls),
+                None => {
+                    let old = live.to_vec();
+                    Self::run_migrate_hook(plugin, &old, m.old_version, &mut new, calls)
+                }
+            }
+        } else {
+            Ok(())
+        };
+        if let Some(copy) = copy {
+            (self.output)(TickOutput::Discard(Box::new(copy)));
         }
-        Ok((new, summary))
+        hooked?;
+        Ok(Migrated {
+            state: new,
+            summary,
+            snapshot,
+        })
     }
 
     /// Runs the new version's `migrate` hook, if it has one, from `old`

@@ -15,7 +15,7 @@ use crate::plugin::precheck::precheck;
 use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Knowledge, Plugin};
 use crate::state::State;
-use crate::state::migrate::{Decision, Side};
+use crate::state::migrate::{self, Decision, Side};
 use crate::state::persist::{Saved, SavedRef};
 use crate::tick::{Fresh, Migration, TickInput};
 
@@ -324,15 +324,33 @@ impl Reloader {
                     reset,
                 ) {
                     Ok(Decision::Keep) => (None, None),
-                    Ok(Decision::Migrate { plan, summary }) => (
-                        None,
-                        Some(Migration {
-                            plan,
-                            new_state: alloc(side.size)?,
-                            old_version: old.version,
-                            summary,
-                        }),
-                    ),
+                    Ok(Decision::Migrate { plan, summary }) => {
+                        let mut new_state = alloc(side.size)?;
+                        let ahead = match &self.last_good {
+                            Some(last_good) => migrate::ahead::prepare(
+                                last_good.snapshot(),
+                                migrate::ahead::OldSide {
+                                    size: old.size,
+                                    version: old.version,
+                                    layout: old.layout.as_deref(),
+                                },
+                                plan.as_deref(),
+                                &mut new_state,
+                            )
+                            .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?,
+                            None => None,
+                        };
+                        (
+                            None,
+                            Some(Migration {
+                                plan,
+                                new_state,
+                                old_version: old.version,
+                                summary,
+                                ahead,
+                            }),
+                        )
+                    }
                     Err(why) => return Err(Rejection::StateChange(why)),
                 }
             }

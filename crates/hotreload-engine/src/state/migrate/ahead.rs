@@ -1,0 +1,176 @@
+//! A large state's migration, worked out before the swap.
+//!
+//! Filling the new block is work the size of the state: done at the swap it
+//! would hold the tick thread up (about 130 ms for 64 MiB, the plan's copy
+//! into fresh pages and the snapshot's first whole copy of the new block).
+//! So for a state whose writes are tracked, the reload thread does it
+//! ahead ([`prepare`]): it reads a copy of the state out of the snapshot,
+//! applies the plan from it into the new block, copies the result for the
+//! new block's snapshot and makes the block read-only, so that the pages
+//! written from then on are known.
+//!
+//! At the swap the tick thread finishes it ([`Ahead::finish`]): the pages
+//! where the live state can differ from the copy (those the snapshot
+//! changed since the read, and those written since the last take) are
+//! compared, the differing ones brought into the copy, and the plan applied
+//! again to just those. The work grows with the pages the running version
+//! wrote meanwhile, not with the state's size, and the block is the one a
+//! full apply at the swap would make.
+
+use crate::layout::Layout;
+use crate::state::State;
+use crate::state::block::TRACK_ABOVE;
+use crate::state::pages::{PAGE, copy_page};
+use crate::state::snapshot::{Followed, SharedSnapshot};
+
+use super::{Applied, PageIndex, Plan, Unfit};
+
+/// How long a read of the snapshot waits for each lock (a take in
+/// progress) before the migration is left to the swap.
+const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The migration worked out ahead of the swap.
+pub struct Ahead {
+    /// The state as read, which the plan was applied from.
+    old: Followed,
+    index: Option<PageIndex>,
+    /// What the apply reset, as `--reset-field` allowed.
+    applied: Applied,
+    /// The new block's bytes as the apply left them, for its snapshot.
+    snapshot: Vec<u8>,
+}
+
+/// What the state on one side looked like when the migration was decided.
+pub struct OldSide<'a> {
+    pub size: usize,
+    pub version: u32,
+    pub layout: Option<&'a Layout>,
+}
+
+/// The migration finished at the swap.
+pub struct Finished {
+    /// The old state as it is now, a copy: for the `migrate` hook, which
+    /// must not write the state the running version keeps.
+    pub old: Vec<u8>,
+    /// The new block's bytes for its snapshot: the block's but for the
+    /// pages its tracking marks.
+    pub snapshot: Vec<u8>,
+    /// What `--reset-field` reset, judged on the values at the swap.
+    pub applied: Applied,
+    /// Old-state pages the running version changed after the read.
+    pub pages_redone: usize,
+}
+
+/// Works out the migration of a large, tracked state into `new` ahead of
+/// the swap; `Ok(None)` when it is left to the swap (a small or untracked
+/// state, shared memory, or a copy that could not be had at once or is of
+/// another layout than `old`: a swap before this one is still on its way).
+/// `Err` is a value that does not fit its field's new type, as
+/// [`Plan::apply`] finds it.
+pub fn prepare(
+    snapshot: &SharedSnapshot,
+    old: OldSide<'_>,
+    plan: Option<&Plan>,
+    new: &mut State,
+) -> Result<Option<Ahead>, Unfit> {
+    if old.size <= TRACK_ABOVE || new.written_pages().is_none() || new.shared_fd().is_some() {
+        return Ok(None);
+    }
+    let Some(copy) = snapshot.copy_to_follow(PATIENCE) else {
+        return Ok(None);
+    };
+    if copy.bytes.len() != old.size
+        || copy.meta.state_version != old.version
+        || copy.meta.layout.as_deref() != old.layout
+    {
+        return Ok(None);
+    }
+    let (index, applied) = match plan {
+        Some(plan) => (
+            Some(plan.page_index()),
+            plan.apply(&copy.bytes, new.bytes_mut())?,
+        ),
+        None => (None, Applied::default()),
+    };
+    let bytes = new.bytes().to_vec();
+    let Some(pages) = new.written_pages() else {
+        return Ok(None);
+    };
+    if pages.close_all().is_err() {
+        // Left writable and marked: the swap applies the plan again in full.
+        return Ok(None);
+    }
+    Ok(Some(Ahead {
+        old: copy,
+        index,
+        applied,
+        snapshot: bytes,
+    }))
+}
+
+impl Ahead {
+    /// Brings the prepared block up to `live` at the swap; `None` if what
+    /// changed since the read can no longer be told (the snapshot was
+    /// reset, or follows another block), for the swap to apply the plan in
+    /// full.
+    pub fn finish(
+        self,
+        snapshot: &SharedSnapshot,
+        live: &State,
+        plan: Option<&Plan>,
+        new: &mut State,
+    ) -> Option<Result<Finished, Unfit>> {
+        let Ahead {
+            old,
+            index,
+            applied,
+            snapshot: snapshot_bytes,
+        } = self;
+        if live.id() != old.block || live.size() != old.bytes.len() {
+            return None;
+        }
+        let mut pages = snapshot.changed_since(&old)?;
+        let mut marked = Vec::new();
+        live.written_pages()?.marked(&mut marked);
+        pages.extend(marked);
+        pages.sort_unstable();
+        pages.dedup();
+        let Followed {
+            bytes: mut copy, ..
+        } = old;
+        let src = live.bytes();
+        let size = src.len();
+        let mut differing = Vec::new();
+        for p in pages {
+            let range = p * PAGE..((p + 1) * PAGE).min(size);
+            if range.is_empty() {
+                continue;
+            }
+            if copy[range.clone()] != src[range.clone()] {
+                copy_page(&mut copy[range.clone()], &src[range]);
+                differing.push(p);
+            }
+        }
+        let applied = match (plan, &index) {
+            (Some(plan), Some(index)) => {
+                let runs = plan.runs_reading(index, &differing, &applied.reset);
+                if let Some(tracked) = new.written_pages() {
+                    // Opened in runs rather than trapped page by page; if
+                    // that fails, the writes trap, marking them all the same.
+                    let _ = tracked.open(&plan.pages_written_by(&runs));
+                }
+                match plan.apply_runs(&runs, &copy, new.bytes_mut()) {
+                    Ok(late) => late,
+                    Err(unfit) => return Some(Err(unfit)),
+                }
+            }
+            _ => applied,
+        };
+        Some(Ok(Finished {
+            old: copy,
+            snapshot: snapshot_bytes,
+            applied,
+            pages_redone: differing.len(),
+        }))
+    }
+}

@@ -1,0 +1,104 @@
+//! A copy of the state to prepare a migration from, off the tick thread,
+//! and the pages that changed since it was read.
+//!
+//! A swap to a new layout fills a new block from the current state. For a
+//! large state that is work the size of the state, so the reload thread does
+//! it from a copy read out of the snapshot ([`SharedSnapshot::copy_to_follow`]),
+//! as of the tick the read began at. From then on the snapshot notes every
+//! page of its copy that changes (a take, a rewind), and at the swap the
+//! tick thread asks for them ([`SharedSnapshot::changed_since`]): those,
+//! and the pages the live state has marked since the last take, are all
+//! the pages where the live state can differ from the copy.
+
+use std::time::Duration;
+
+use super::{CopyMeta, Kept, SharedSnapshot};
+use crate::state::pages::PAGE;
+
+/// A bit per page of the snapshot's copy, set when the page changes.
+pub(super) struct Follower {
+    bits: Vec<u64>,
+    /// Which read this follows.
+    token: u64,
+}
+
+impl Follower {
+    pub(super) fn mark(&mut self, p: usize) {
+        if let Some(word) = self.bits.get_mut(p / 64) {
+            *word |= 1 << (p % 64);
+        }
+    }
+
+    pub(super) fn mark_all(&mut self) {
+        self.bits.fill(u64::MAX);
+    }
+}
+
+/// A copy of the state read for a migration, and how to ask later what
+/// changed since.
+pub struct Followed {
+    pub bytes: Vec<u8>,
+    pub meta: CopyMeta,
+    /// The block the snapshot followed when the copy was read (its id).
+    pub block: u64,
+    token: u64,
+}
+
+/// A snapshot replaced by a reset, to be freed off the tick thread (a large
+/// state's copy and history are many pages to give back).
+pub struct Leftover {
+    pub(super) _kept: Option<Kept>,
+}
+
+impl SharedSnapshot {
+    /// The last copy of a state some version has run on, as
+    /// [`SharedSnapshot::read`] makes it, from which the snapshot notes
+    /// every page that changes. One at a time: a later call ends the
+    /// noting for an earlier one. Waits at most `patience` for each lock.
+    pub fn copy_to_follow(&self, patience: Duration) -> Option<Followed> {
+        static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let token = TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut block = None;
+        let mut bytes = Vec::new();
+        let (meta, _) = self.read_into_then(patience, None, &mut bytes, |snapshot| {
+            // Under the same lock as the read's start: every change after
+            // the tick the copy is of is noted.
+            block = snapshot.last_block;
+            snapshot.follower = Some(Follower {
+                bits: vec![0; snapshot.bytes.len().div_ceil(PAGE).div_ceil(64)],
+                token,
+            });
+        })?;
+        Some(Followed {
+            bytes,
+            meta,
+            block: block?,
+            token,
+        })
+    }
+
+    /// The pages of the snapshot's copy that changed since `followed` was
+    /// read, in order, and the noting ends; `None` if that can no longer be
+    /// told (the snapshot was reset since, or another read followed).
+    pub fn changed_since(&self, followed: &Followed) -> Option<Vec<usize>> {
+        let mut guard = self.lock();
+        let snapshot = &mut guard.as_mut()?.snapshot;
+        if snapshot.last_block != Some(followed.block) {
+            return None;
+        }
+        let follower = snapshot.follower.take_if(|f| f.token == followed.token)?;
+        let pages = snapshot.bytes.len().div_ceil(PAGE);
+        let mut changed = Vec::new();
+        for (w, &word) in follower.bits.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let p = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if p < pages {
+                    changed.push(p);
+                }
+            }
+        }
+        Some(changed)
+    }
+}
