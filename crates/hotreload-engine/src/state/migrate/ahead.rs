@@ -100,15 +100,71 @@ pub fn prepare(
         // Left writable and marked: the swap applies the plan again in full.
         return Ok(None);
     }
-    Ok(Some(Ahead {
+    let mut ahead = Ahead {
         old: copy,
         index,
         applied,
         snapshot: bytes,
-    }))
+    };
+    // The running version went on writing while this was worked out: what
+    // it wrote is carried now, again and again while that leaves less to
+    // the swap.
+    let mut left = usize::MAX;
+    for _ in 0..CATCH_UP_ROUNDS {
+        match ahead.catch_up(snapshot, plan, new)? {
+            Some(pages) if pages > CATCH_UP_ENOUGH && pages < left => left = pages,
+            _ => break,
+        }
+    }
+    Ok(Some(ahead))
 }
 
+/// Rounds of carrying what the running version wrote while the migration
+/// was worked out, at most, and the pages a round may leave to the swap.
+const CATCH_UP_ROUNDS: usize = 4;
+const CATCH_UP_ENOUGH: usize = 32;
+
 impl Ahead {
+    /// Carries into the new block (and its snapshot's bytes) the pages the
+    /// snapshot changed since they were read; how many there were, or
+    /// `None` if that can no longer be told (the swap will then apply the
+    /// plan in full).
+    fn catch_up(
+        &mut self,
+        snapshot: &SharedSnapshot,
+        plan: Option<&Plan>,
+        new: &mut State,
+    ) -> Result<Option<usize>, Unfit> {
+        let Some(changed) = snapshot.refresh(&mut self.old, PATIENCE) else {
+            return Ok(None);
+        };
+        let (Some(plan), Some(index), Some(tracked)) = (plan, &self.index, new.written_pages())
+        else {
+            return Ok(Some(changed.len()));
+        };
+        let runs = plan.runs_reading(index, &changed, &self.applied.reset);
+        let written = plan.pages_written_by(&runs);
+        if tracked.open(&written).is_err() {
+            return Ok(None);
+        }
+        self.applied = plan.apply_runs(&runs, &self.old.bytes, new.bytes_mut())?;
+        // The block and the snapshot's bytes agree again on these pages,
+        // which are made read-only again.
+        let size = new.size();
+        let bytes = new.bytes();
+        for &p in &written {
+            let range = p * PAGE..((p + 1) * PAGE).min(size);
+            copy_page(&mut self.snapshot[range.clone()], &bytes[range]);
+        }
+        let Some(tracked) = new.written_pages() else {
+            return Ok(None);
+        };
+        if tracked.close(&written).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(changed.len()))
+    }
+
     /// Brings the prepared block up to `live` at the swap; `None` if what
     /// changed since the read can no longer be told (the snapshot was
     /// reset, or follows another block), for the swap to apply the plan in

@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use super::{CopyMeta, Kept, SharedSnapshot};
-use crate::state::pages::PAGE;
+use crate::state::pages::{PAGE, copy_page};
 
 /// A bit per page of the snapshot's copy, set when the page changes.
 pub(super) struct Follower {
@@ -75,6 +75,55 @@ impl SharedSnapshot {
             block: block?,
             token,
         })
+    }
+
+    /// Brings `followed`'s copy up to the snapshot's for the pages noted
+    /// as changed since, a few pages per lock, and notes them afresh;
+    /// returns those whose bytes differed, in order. The copy then mixes
+    /// ticks, which is fine for what it is for: a page the snapshot changes
+    /// after it was brought up is noted again. `None` if that can no
+    /// longer be told (see [`SharedSnapshot::changed_since`]).
+    pub fn refresh(&self, followed: &mut Followed, patience: Duration) -> Option<Vec<usize>> {
+        /// About 5 µs of the tick thread's waiting at most, as for a read.
+        const PAGES_PER_LOCK: usize = 16;
+        let mut refreshed = Vec::new();
+        let mut word = 0;
+        loop {
+            let mut guard = self.lock_within(patience)?;
+            let snapshot = &mut guard.as_mut()?.snapshot;
+            if snapshot.last_block != Some(followed.block) {
+                return None;
+            }
+            let follower = snapshot
+                .follower
+                .as_mut()
+                .filter(|f| f.token == followed.token)?;
+            let mut pages = Vec::with_capacity(PAGES_PER_LOCK);
+            while word < follower.bits.len() && pages.len() < PAGES_PER_LOCK {
+                let bits = &mut follower.bits[word];
+                while *bits != 0 && pages.len() < PAGES_PER_LOCK {
+                    let b = bits.trailing_zeros() as usize;
+                    *bits &= !(1 << b);
+                    pages.push(word * 64 + b);
+                }
+                if *bits == 0 {
+                    word += 1;
+                }
+            }
+            if pages.is_empty() {
+                return Some(refreshed);
+            }
+            let size = snapshot.bytes.len().min(followed.bytes.len());
+            for p in pages {
+                let range = p * PAGE..((p + 1) * PAGE).min(size);
+                if !range.is_empty()
+                    && followed.bytes[range.clone()] != snapshot.bytes[range.clone()]
+                {
+                    copy_page(&mut followed.bytes[range.clone()], &snapshot.bytes[range]);
+                    refreshed.push(p);
+                }
+            }
+        }
     }
 
     /// The pages of the snapshot's copy that changed since `followed` was
