@@ -320,7 +320,7 @@ impl Reloader {
                     reason,
                 }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
-                Inbox::Tick(TickOutput::Discard(memory)) => drop(memory),
+                Inbox::Tick(TickOutput::Discard(memory)) => memory.free_soon(),
                 Inbox::Tick(TickOutput::Skipped { plugin, by }) => {
                     if let Some(board) = &self.board {
                         board.set_version_outcome(

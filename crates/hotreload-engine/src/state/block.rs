@@ -376,6 +376,15 @@ impl State {
         // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size) }
     }
+
+    /// Gives a block of its own pages back a piece at a time, before it is
+    /// dropped (see [`super::release`]); it reads as zero afterwards.
+    /// Smaller and shared blocks are left to the drop.
+    pub fn empty_gradually(&mut self) {
+        if let Backing::Pages { .. } = self.backing {
+            super::release::empty_gradually(self.bytes_mut());
+        }
+    }
 }
 
 impl Drop for State {

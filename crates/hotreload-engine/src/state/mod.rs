@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod pages;
 pub mod persist;
 pub mod recording;
+pub mod release;
 pub mod shared_pages;
 pub mod snapshot;
 

@@ -614,7 +614,7 @@ impl SharedSnapshot {
         // A migration to a new layout keeps a live state live.
         let live = kept.as_ref().is_some_and(|k| k.live);
         Leftover {
-            _kept: kept.replace(Kept {
+            kept: kept.replace(Kept {
                 snapshot,
                 state_version,
                 layout,

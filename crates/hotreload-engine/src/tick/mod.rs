@@ -183,7 +183,7 @@ pub enum TickOutput {
     /// Memory a swap let go of (a large state's old block, its snapshot
     /// and history, the copy a migration was worked out from), to be freed
     /// off this thread: giving many pages back takes milliseconds.
-    Discard(Box<dyn Send>),
+    Discard(crate::state::release::Discarded),
     /// A version's `migrate` hook refused the state: it never went live,
     /// and the running version (if any) keeps its state.
     Declined {

@@ -11,6 +11,7 @@ use crate::guard::watchdog::CallWatch;
 use crate::layout::Layout;
 use crate::plugin::{Hook, Plugin};
 use crate::state::State;
+use crate::state::release::Discarded;
 use crate::tick::schedule::Schedule;
 
 use super::{Fresh, Migration, Owner, Refusal, TickLoop, TickOutput};
@@ -124,7 +125,12 @@ impl TickLoop {
                 None => self.snapshot.reset(state.size(), version, layout),
             };
             let old = self.state.replace(state);
-            (self.output)(TickOutput::Discard(Box::new((leftover, old))));
+            let mut discarded = Discarded::default();
+            discarded.snapshot(leftover);
+            if let Some(old) = old {
+                discarded.state(old);
+            }
+            (self.output)(TickOutput::Discard(discarded));
             migrated.summary
         });
         if let (Some(layout), Some(state)) = (plugin.layout(), &mut self.state) {
@@ -270,7 +276,9 @@ impl TickLoop {
             Ok(())
         };
         if let Some(copy) = copy {
-            (self.output)(TickOutput::Discard(Box::new(copy)));
+            let mut discarded = Discarded::default();
+            discarded.buffer(copy);
+            (self.output)(TickOutput::Discard(discarded));
         }
         hooked?;
         Ok(Migrated {

@@ -6,8 +6,9 @@
 //! So for a state whose writes are tracked, the reload thread does it
 //! ahead ([`prepare`]): it reads a copy of the state out of the snapshot,
 //! applies the plan from it into the new block, copies the result for the
-//! new block's snapshot and makes the block read-only, so that the pages
-//! written from then on are known.
+//! new block's snapshot, carries in rounds what the running version wrote
+//! meanwhile, and makes the block read-only, so that the pages written from
+//! then on are known.
 //!
 //! At the swap the tick thread finishes it ([`Ahead::finish`]): the pages
 //! where the live state can differ from the copy (those the snapshot
@@ -93,13 +94,6 @@ pub fn prepare(
         None => (None, Applied::default()),
     };
     let bytes = new.bytes().to_vec();
-    let Some(pages) = new.written_pages() else {
-        return Ok(None);
-    };
-    if pages.close_all().is_err() {
-        // Left writable and marked: the swap applies the plan again in full.
-        return Ok(None);
-    }
     let mut ahead = Ahead {
         old: copy,
         index,
@@ -108,13 +102,28 @@ pub fn prepare(
     };
     // The running version went on writing while this was worked out: what
     // it wrote is carried now, again and again while that leaves less to
-    // the swap.
+    // the swap. The block stays writable meanwhile (only this thread writes
+    // it): each round keeps its snapshot bytes in step itself, and a page
+    // opened and closed for each of a round's few thousand scattered pages
+    // would be an `mprotect` apiece, each splitting the mapping further
+    // (17 µs apiece, measured at 64 MiB).
     let mut left = usize::MAX;
     for _ in 0..CATCH_UP_ROUNDS {
         match ahead.catch_up(snapshot, plan, new)? {
             Some(pages) if pages > CATCH_UP_ENOUGH && pages < left => left = pages,
-            _ => break,
+            Some(_) => break,
+            None => return Ok(None),
         }
+    }
+    // Read-only from here on, in one call: the pages written after this
+    // (by the swap, the `migrate` hook, the first tick) are the ones the
+    // snapshot's first take compares.
+    let Some(pages) = new.written_pages() else {
+        return Ok(None);
+    };
+    if pages.close_all().is_err() {
+        // Left writable and marked: the swap applies the plan again in full.
+        return Ok(None);
     }
     Ok(Some(ahead))
 }
@@ -138,29 +147,17 @@ impl Ahead {
         let Some(changed) = snapshot.refresh(&mut self.old, PATIENCE) else {
             return Ok(None);
         };
-        let (Some(plan), Some(index), Some(tracked)) = (plan, &self.index, new.written_pages())
-        else {
+        let (Some(plan), Some(index)) = (plan, &self.index) else {
             return Ok(Some(changed.len()));
         };
         let runs = plan.runs_reading(index, &changed, &self.applied.reset);
-        let written = plan.pages_written_by(&runs);
-        if tracked.open(&written).is_err() {
-            return Ok(None);
-        }
         self.applied = plan.apply_runs(&runs, &self.old.bytes, new.bytes_mut())?;
-        // The block and the snapshot's bytes agree again on these pages,
-        // which are made read-only again.
+        // The block and the snapshot's bytes agree again on these pages.
         let size = new.size();
         let bytes = new.bytes();
-        for &p in &written {
+        for p in plan.pages_written_by(&runs) {
             let range = p * PAGE..((p + 1) * PAGE).min(size);
             copy_page(&mut self.snapshot[range.clone()], &bytes[range]);
-        }
-        let Some(tracked) = new.written_pages() else {
-            return Ok(None);
-        };
-        if tracked.close(&written).is_err() {
-            return Ok(None);
         }
         Ok(Some(changed.len()))
     }

@@ -47,7 +47,22 @@ pub struct Followed {
 /// A snapshot replaced by a reset, to be freed off the tick thread (a large
 /// state's copy and history are many pages to give back).
 pub struct Leftover {
-    pub(super) _kept: Option<Kept>,
+    pub(super) kept: Option<Kept>,
+}
+
+impl Leftover {
+    /// Gives the copy's pages back a piece at a time (see
+    /// [`crate::state::release`]); the rest goes when it is dropped.
+    /// The copy's size.
+    pub fn size(&self) -> usize {
+        self.kept.as_ref().map_or(0, |kept| kept.snapshot.bytes.len())
+    }
+
+    pub fn empty_gradually(&mut self) {
+        if let Some(kept) = &mut self.kept {
+            crate::state::release::empty_gradually(&mut kept.snapshot.bytes);
+        }
+    }
 }
 
 impl SharedSnapshot {
