@@ -52,6 +52,7 @@ impl Event {
                 "since_build_exit_ms": ms(&s.since_build_exit),
                 "first_load": s.first_load,
                 "migrated": s.migrated,
+                "migration_pages_at_swap": s.migration_pages_at_swap,
                 "worker_pid": s.worker_pid,
             }),
             Event::Rejected {

@@ -513,6 +513,10 @@ pub struct Swap {
     pub first_load: bool,
     /// How the state was carried over, if it had to be: `+lives -bonus`.
     pub migrated: Option<String>,
+    /// For a migration worked out ahead of the swap (a large state): the
+    /// old state's pages the running version changed meanwhile that the
+    /// swap itself carried; `None` when the swap carried it all.
+    pub migration_pages_at_swap: Option<usize>,
     /// The worker process running this version, in isolated mode (where a
     /// debugger attaches).
     pub worker_pid: Option<u32>,

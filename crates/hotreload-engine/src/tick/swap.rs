@@ -33,6 +33,8 @@ pub(super) struct Migrated {
     /// The block's bytes before the swap wrote the last of them, when it
     /// was filled ahead: for its snapshot (see `migrate::ahead`).
     pub(super) snapshot: Option<Vec<u8>>,
+    /// Filled ahead: the old state's pages the swap itself carried.
+    pub(super) pages_at_swap: Option<usize>,
 }
 
 /// The scan, in slices, of the state for pointers into a version swapped
@@ -112,6 +114,7 @@ impl TickLoop {
         }
         self.say_repairs("on_unload");
         self.reassert_handlers("by the time of the swap");
+        let pages_at_swap = migrated.as_ref().and_then(|m| m.pages_at_swap);
         let summary = migrated.map(|migrated| {
             let (version, layout) = (plugin.state_version(), plugin.layout().cloned());
             let state = migrated.state;
@@ -143,6 +146,7 @@ impl TickLoop {
             since_build_exit: build_exited_at.map(|t| t.elapsed()).unwrap_or_default(),
             first_load: !self.initialized || restored.is_some(),
             migrated: summary.clone(),
+            migration_pages_at_swap: pages_at_swap,
             worker_pid: plugin.worker_pid(),
         };
         self.snapshot
@@ -236,13 +240,13 @@ impl TickLoop {
         // Checked against the values of this very moment: the running
         // version keeps its state untouched if one does not fit.
         let unfit = |unfit: crate::state::migrate::Unfit| Refusal::Declined(unfit.to_string());
-        let (copy, snapshot) = match finished {
+        let (copy, snapshot, pages_at_swap) = match finished {
             Some(done) => {
                 let done = done.map_err(unfit)?;
                 if let Some(plan) = &m.plan {
                     summary = crate::state::migrate::with_resets(summary, plan, &done.applied);
                 }
-                (Some(done.old), Some(done.snapshot))
+                (Some(done.old), Some(done.snapshot), Some(done.pages_redone))
             }
             None => {
                 if let Some(plan) = &m.plan {
@@ -255,7 +259,7 @@ impl TickLoop {
                     let applied = plan.apply(live, new.bytes_mut()).map_err(unfit)?;
                     summary = crate::state::migrate::with_resets(summary, plan, &applied);
                 }
-                (None, None)
+                (None, None, None)
             }
         };
         let hooked = if plugin.is_isolated() {
@@ -285,6 +289,7 @@ impl TickLoop {
             state: new,
             summary,
             snapshot,
+            pages_at_swap,
         })
     }
 
