@@ -94,6 +94,8 @@ pub struct Reloader {
     /// Told when the save at exit is done, so a forced exit does not
     /// overwrite it with an older state.
     last_good: Option<LastGood>,
+    /// Large buffers the last swap let go of, for the next migration.
+    spares: crate::state::release::Spares,
     /// The state as the last trial got it, kept for the next one to get
     /// with only what changed since rewritten.
     trial_image: std::sync::Mutex<crate::plugin::sealed::TrialImage>,
@@ -214,6 +216,7 @@ impl Reloader {
             watch,
             _claim: None,
             last_good: None,
+            spares: Default::default(),
             trial_image: Default::default(),
             build: None,
             rebuild_requested: false,
@@ -320,7 +323,7 @@ impl Reloader {
                     reason,
                 }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
-                Inbox::Tick(TickOutput::Discard(memory)) => memory.free_soon(),
+                Inbox::Tick(TickOutput::Discard(memory)) => memory.free_keeping_spares(&self.spares),
                 Inbox::Tick(TickOutput::Skipped { plugin, by }) => {
                     if let Some(board) = &self.board {
                         board.set_version_outcome(

@@ -377,6 +377,32 @@ impl State {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size) }
     }
 
+    /// This block, emptied, as a new block of `size` bytes: for a tracked
+    /// block of its own pages of the same length, whose pages are then
+    /// written without a fault each (see [`super::release::Spares`]); the
+    /// block itself, unchanged, otherwise. It gets a new id: the snapshot
+    /// tells blocks apart by it.
+    pub fn reused(mut self, size: usize) -> Result<State, State> {
+        let Backing::Pages { len } = self.backing else {
+            return Err(self);
+        };
+        if size <= TRACK_ABOVE || size.checked_next_multiple_of(PAGE) != Some(len) {
+            return Err(self);
+        }
+        // Writable and every page marked, as a fresh block starts.
+        match self.written.as_deref().map(WrittenPages::open_all) {
+            Some(Ok(())) => {}
+            _ => return Err(self),
+        }
+        // SAFETY: `ptr` is this block's mapping of `len` bytes, just made
+        // writable in full, and `self` is owned here: nothing else reads or
+        // writes it.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr(), 0, len) };
+        self.size = size;
+        self.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        Ok(self)
+    }
+
     /// Gives a block of its own pages back a piece at a time, before it is
     /// dropped (see [`super::release`]); it reads as zero afterwards.
     /// Smaller and shared blocks are left to the drop.

@@ -325,7 +325,15 @@ impl Reloader {
                 ) {
                     Ok(Decision::Keep) => (None, None),
                     Ok(Decision::Migrate { plan, summary }) => {
-                        let mut new_state = alloc(side.size)?;
+                        // A block the last swap let go of, if it fits: its
+                        // pages are written without a fault each.
+                        let spare = (!shared)
+                            .then(|| self.spares.take_block(side.size))
+                            .flatten();
+                        let mut new_state = match spare {
+                            Some(block) => block,
+                            None => alloc(side.size)?,
+                        };
                         let ahead = match &self.last_good {
                             Some(last_good) => migrate::ahead::prepare(
                                 last_good.snapshot(),
@@ -336,6 +344,7 @@ impl Reloader {
                                 },
                                 plan.as_deref(),
                                 &mut new_state,
+                                &self.spares,
                             )
                             .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?,
                             None => None,

@@ -22,6 +22,7 @@ use crate::layout::Layout;
 use crate::state::State;
 use crate::state::block::TRACK_ABOVE;
 use crate::state::pages::{PAGE, copy_page};
+use crate::state::release::Spares;
 use crate::state::snapshot::{Followed, SharedSnapshot};
 
 use super::{Applied, PageIndex, Plan, Unfit};
@@ -73,11 +74,12 @@ pub fn prepare(
     old: OldSide<'_>,
     plan: Option<&Plan>,
     new: &mut State,
+    spares: &Spares,
 ) -> Result<Option<Ahead>, Unfit> {
     if old.size <= TRACK_ABOVE || new.written_pages().is_none() || new.shared_fd().is_some() {
         return Ok(None);
     }
-    let Some(copy) = snapshot.copy_to_follow(PATIENCE) else {
+    let Some(copy) = snapshot.copy_to_follow(PATIENCE, spares.take(old.size)) else {
         return Ok(None);
     };
     if copy.bytes.len() != old.size
@@ -93,7 +95,8 @@ pub fn prepare(
         ),
         None => (None, Applied::default()),
     };
-    let bytes = new.bytes().to_vec();
+    let mut bytes = spares.take(new.size());
+    bytes.extend_from_slice(new.bytes());
     let mut ahead = Ahead {
         old: copy,
         index,

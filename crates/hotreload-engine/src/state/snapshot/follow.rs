@@ -51,13 +51,18 @@ pub struct Leftover {
 }
 
 impl Leftover {
-    /// Gives the copy's pages back a piece at a time (see
-    /// [`crate::state::release`]); the rest goes when it is dropped.
     /// The copy's size.
     pub fn size(&self) -> usize {
         self.kept.as_ref().map_or(0, |kept| kept.snapshot.bytes.len())
     }
 
+    /// The copy's bytes, for another use (see [`crate::state::release`]).
+    pub fn take_bytes(&mut self) -> Option<Vec<u8>> {
+        Some(std::mem::take(&mut self.kept.as_mut()?.snapshot.bytes))
+    }
+
+    /// Gives the copy's pages back a piece at a time (see
+    /// [`crate::state::release`]); the rest goes when it is dropped.
     pub fn empty_gradually(&mut self) {
         if let Some(kept) = &mut self.kept {
             crate::state::release::empty_gradually(&mut kept.snapshot.bytes);
@@ -70,12 +75,13 @@ impl SharedSnapshot {
     /// [`SharedSnapshot::read`] makes it, from which the snapshot notes
     /// every page that changes. One at a time: a later call ends the
     /// noting for an earlier one. Waits at most `patience` for each lock.
-    pub fn copy_to_follow(&self, patience: Duration) -> Option<Followed> {
+    /// The copy is read into `into`, a buffer whose room is used as it is.
+    pub fn copy_to_follow(&self, patience: Duration, into: Vec<u8>) -> Option<Followed> {
         static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let token = TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut block = None;
-        let mut bytes = Vec::new();
-        let (meta, _) = self.read_into_then(patience, None, &mut bytes, |snapshot| {
+        let mut target = Reused(into);
+        let (meta, _) = self.read_into_then(patience, None, &mut target, |snapshot| {
             // Under the same lock as the read's start: every change after
             // the tick the copy is of is noted.
             block = snapshot.last_block;
@@ -85,7 +91,7 @@ impl SharedSnapshot {
             });
         })?;
         Some(Followed {
-            bytes,
+            bytes: target.0,
             meta,
             block: block?,
             token,
@@ -164,5 +170,25 @@ impl SharedSnapshot {
             }
         }
         Some(changed)
+    }
+}
+
+/// A copy's target that writes into the room a buffer already has (warm
+/// pages, kept from an earlier copy) rather than fresh memory.
+struct Reused(Vec<u8>);
+
+impl super::CopyTarget for Reused {
+    fn start(&mut self, size: usize) -> Option<()> {
+        if self.0.capacity() < size {
+            // Room to spare: the next layout's size may be a few bytes more.
+            self.0 = Vec::with_capacity(size.next_multiple_of(1 << 20));
+        }
+        self.0.clear();
+        self.0.resize(size, 0);
+        Some(())
+    }
+
+    fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        self.0.write_at(offset, bytes)
     }
 }
