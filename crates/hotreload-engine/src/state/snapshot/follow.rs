@@ -174,21 +174,26 @@ impl SharedSnapshot {
 }
 
 /// A copy's target that writes into the room a buffer already has (warm
-/// pages, kept from an earlier copy) rather than fresh memory.
+/// pages, kept from an earlier copy) rather than fresh memory. The copy
+/// comes in order, each piece at the end or over what is there, so the
+/// room is filled once, with no pass that writes zeros first.
 struct Reused(Vec<u8>);
 
 impl super::CopyTarget for Reused {
     fn start(&mut self, size: usize) -> Option<()> {
+        self.0.clear();
         if self.0.capacity() < size {
             // Room to spare: the next layout's size may be a few bytes more.
             self.0 = Vec::with_capacity(size.next_multiple_of(1 << 20));
         }
-        self.0.clear();
-        self.0.resize(size, 0);
         Some(())
     }
 
     fn write_at(&mut self, offset: usize, bytes: &[u8]) -> Option<()> {
+        if offset == self.0.len() {
+            self.0.extend_from_slice(bytes);
+            return Some(());
+        }
         self.0.write_at(offset, bytes)
     }
 }
