@@ -30,6 +30,9 @@ use super::{Applied, PageIndex, Plan, Unfit};
 /// How long a read of the snapshot waits for each lock (a take in
 /// progress) before the migration is left to the swap.
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
+/// How long to wait for a swap handed to the tick thread to be installed
+/// (a tick boundary, then an install of about a millisecond).
+const SWAP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The migration worked out ahead of the swap.
 pub struct Ahead {
@@ -77,6 +80,12 @@ pub fn prepare(
     spares: &Spares,
 ) -> Result<Option<Ahead>, Unfit> {
     if old.size <= TRACK_ABOVE || new.written_pages().is_none() || new.shared_fd().is_some() {
+        return Ok(None);
+    }
+    // The swap before this one may still be on its way to the tick thread
+    // (a migration worked out faster than saves come): its state is the
+    // one to read, a tick after it is installed.
+    if !snapshot.wait_for_copy_of(old.version, old.layout, SWAP_PATIENCE) {
         return Ok(None);
     }
     let Some(copy) = snapshot.copy_to_follow(PATIENCE, spares.take(old.size)) else {

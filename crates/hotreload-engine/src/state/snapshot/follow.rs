@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use super::{CopyMeta, Kept, SharedSnapshot};
+use crate::layout::Layout;
 use crate::state::pages::{PAGE, copy_page};
 
 /// A bit per page of the snapshot's copy, set when the page changes.
@@ -71,6 +72,33 @@ impl Leftover {
 }
 
 impl SharedSnapshot {
+    /// Waits, at most `patience`, until the snapshot holds a copy of a
+    /// state some version has run on with state version `version` and
+    /// `layout`: the copy a migration from that state is to be worked out
+    /// from, which a swap still on its way to the tick thread has not made
+    /// yet. Whether it does.
+    pub fn wait_for_copy_of(
+        &self,
+        version: u32,
+        layout: Option<&Layout>,
+        patience: Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            if let Some(guard) = self.lock_within(patience) {
+                let held = guard.as_ref().filter(|k| k.live).and_then(|k| k.meta());
+                if held.is_some_and(|m| m.state_version == version && m.layout.as_deref() == layout)
+                {
+                    return true;
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The last copy of a state some version has run on, as
     /// [`SharedSnapshot::read`] makes it, from which the snapshot notes
     /// every page that changes. One at a time: a later call ends the

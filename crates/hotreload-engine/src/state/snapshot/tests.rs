@@ -411,3 +411,27 @@ fn a_rewind_of_many_pages_is_exact_and_keeps_the_tracking_exact() {
         "restored to the take at tick 1"
     );
 }
+
+#[test]
+fn a_migration_waits_for_the_copy_of_the_state_it_is_from() {
+    let size = 2 << 20;
+    let shared = SharedSnapshot::default();
+    shared.reset(size, 1, None);
+    shared.mark_live();
+    let state = tracked(size);
+    let short = Duration::from_millis(5);
+    // No copy taken yet (the swap's first tick has not run).
+    assert!(!shared.wait_for_copy_of(1, None, short));
+    // Taken by another thread while the wait goes on.
+    let taker = {
+        let shared = shared.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            shared.take_if_due(&state, 0, None);
+        })
+    };
+    assert!(shared.wait_for_copy_of(1, None, Duration::from_secs(5)));
+    taker.join().expect("taker");
+    // A copy of another state version is not the one.
+    assert!(!shared.wait_for_copy_of(2, None, short));
+}
