@@ -6,8 +6,9 @@
 //! tick thread (the snapshot closing the pages a tick left alone) waits for
 //! it. Freed that way after a layout-changing swap of a 64 MiB state (its
 //! old block, the old block's snapshot, the copy the migration was worked
-//! out from), ticks started up to 23 ms late; freed as here, 5 ms, as
-//! without the frees (BENCHMARKS.md, "large state"). `madvise(MADV_DONTNEED)`
+//! out from), ticks started up to 23–37 ms late; freed as here, 3–6 ms,
+//! as when they were not freed at all (BENCHMARKS.md, "large state with a
+//! new layout at every save"). `madvise(MADV_DONTNEED)`
 //! frees pages under the lock's shared side, and a megabyte at a time with
 //! a pause after each it never holds anyone up for long; the emptied
 //! mapping's unmap is then quick.
@@ -16,7 +17,7 @@
 //! [`Spares`]: the next layout-changing swap's migration, worked out ahead,
 //! reads its copies into them instead of into fresh memory, which the
 //! kernel must clear page by page as it is first written (50–70 ms per
-//! 64 MiB pass on the test VM, against about 10 ms into warm memory).
+//! 64 MiB pass on the test VM, against 16–17 ms into warm memory).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
