@@ -216,7 +216,11 @@ fn reloads_never_skip_a_tick(source: &str, variants: [&[&str]; 2], mib: usize) {
     eprintln!(
         "{mib} MiB at 1 ms{}: without reloads latest start {:.1} ms; 50 saves, trials off: {} \
          swapped, latest {:.1} ms, {} skipped; trials on: {} swapped, latest {:.1} ms, {} skipped",
-        if migrates { ", a new layout at each save" } else { "" },
+        if migrates {
+            ", a new layout at each save"
+        } else {
+            ""
+        },
         quiet.latest_ms,
         off.swapped,
         off.latest_ms,
@@ -286,8 +290,8 @@ fn what_the_running_version_writes_while_a_migration_is_worked_out_is_carried() 
     let mut server = start(dir, true, &["--events", "json"]);
     let swapped = |server: &mut Server| -> serde_json::Value {
         let line = server.expect("a swap", |l| l.contains(r#""kind":"swapped""#));
-        let event: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         event["event"]["fields"].clone()
     };
     assert_eq!(swapped(&mut server)["first_load"], true);
@@ -316,7 +320,12 @@ fn what_the_running_version_writes_while_a_migration_is_worked_out_is_carried() 
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(get("checks"), 7, "{}", server.transcript());
-    assert_eq!(get("bad"), 0, "a migration lost writes:\n{}", server.transcript());
+    assert_eq!(
+        get("bad"),
+        0,
+        "a migration lost writes:\n{}",
+        server.transcript()
+    );
     eprintln!("pages the swaps carried themselves: {ahead:?}");
     // Worked out ahead (the swap carrying what changed meanwhile), not
     // applied whole at the swap: all six here on an idle machine.

@@ -323,7 +323,9 @@ impl Reloader {
                     reason,
                 }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
-                Inbox::Tick(TickOutput::Discard(memory)) => memory.free_keeping_spares(&self.spares),
+                Inbox::Tick(TickOutput::Discard(memory)) => {
+                    memory.free_keeping_spares(&self.spares)
+                }
                 Inbox::Tick(TickOutput::Skipped { plugin, by }) => {
                     if let Some(board) = &self.board {
                         board.set_version_outcome(

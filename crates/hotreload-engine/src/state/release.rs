@@ -279,7 +279,10 @@ mod tests {
         old.bytes_mut().fill(0xa5);
         let id = old.id();
         // Read-only and unmarked, as the snapshot leaves a live block.
-        old.written_pages().expect("tracked").close_all().expect("close");
+        old.written_pages()
+            .expect("tracked")
+            .close_all()
+            .expect("close");
         let spares = Spares::default();
         spares.keep(Vec::new(), vec![old]);
         // Another length does not take it.
@@ -302,6 +305,10 @@ mod tests {
         empty_gradually(&mut bytes);
         let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE) - bytes.as_ptr() as usize;
         assert!(bytes[start..start + 2 * PIECE].iter().all(|&b| b == 0));
-        assert_eq!(bytes[bytes.len() - 1], 9, "a partial page at the end is left");
+        assert_eq!(
+            bytes[bytes.len() - 1],
+            9,
+            "a partial page at the end is left"
+        );
     }
 }

@@ -54,7 +54,9 @@ pub struct Leftover {
 impl Leftover {
     /// The copy's size.
     pub fn size(&self) -> usize {
-        self.kept.as_ref().map_or(0, |kept| kept.snapshot.bytes.len())
+        self.kept
+            .as_ref()
+            .map_or(0, |kept| kept.snapshot.bytes.len())
     }
 
     /// The copy's bytes, for another use (see [`crate::state::release`]).
