@@ -28,6 +28,8 @@ use super::snapshot::Leftover;
 
 /// Freed per call.
 const PIECE: usize = 1 << 20;
+/// Memory from this size on is freed a piece at a time, and kept as spares.
+const LARGE: usize = 2 * PIECE;
 /// Left to the other threads after each piece.
 const PAUSE: Duration = Duration::from_micros(100);
 
@@ -55,29 +57,20 @@ impl Discarded {
     /// Keeps the large buffers as `spares` for the next migration and
     /// frees the rest (see [`Discarded::free_soon`]).
     pub fn free_keeping_spares(mut self, spares: &Spares) {
-        let mut kept = Vec::new();
-        let mut blocks = Vec::new();
-        for state in std::mem::take(&mut self.states) {
-            if state.size() >= 2 * PIECE && state.shared_fd().is_none() {
-                blocks.push(state);
-            } else {
-                self.states.push(state);
-            }
-        }
-        for bytes in std::mem::take(&mut self.buffers) {
-            if bytes.len() >= 2 * PIECE {
-                kept.push(bytes);
-            } else {
-                self.buffers.push(bytes);
-            }
-        }
-        for leftover in &mut self.snapshots {
-            if leftover.size() >= 2 * PIECE
-                && let Some(bytes) = leftover.take_bytes()
-            {
-                kept.push(bytes);
-            }
-        }
+        let (blocks, states): (Vec<State>, Vec<State>) = std::mem::take(&mut self.states)
+            .into_iter()
+            .partition(|s| s.size() >= LARGE && s.shared_fd().is_none());
+        let (mut kept, buffers): (Vec<Vec<u8>>, Vec<Vec<u8>>) = std::mem::take(&mut self.buffers)
+            .into_iter()
+            .partition(|b| b.len() >= LARGE);
+        self.states = states;
+        self.buffers = buffers;
+        kept.extend(
+            self.snapshots
+                .iter_mut()
+                .filter(|l| l.size() >= LARGE)
+                .filter_map(Leftover::take_bytes),
+        );
         spares.keep(kept, blocks);
         self.free_soon();
     }
@@ -89,7 +82,7 @@ impl Discarded {
         let bytes = self.states.iter().map(State::size).sum::<usize>()
             + self.buffers.iter().map(Vec::len).sum::<usize>()
             + self.snapshots.iter().map(Leftover::size).sum::<usize>();
-        if bytes < 2 * PIECE {
+        if bytes < LARGE {
             return drop(self);
         }
         // Should the thread not start, the closure, and the lot with it,
@@ -119,7 +112,7 @@ impl Discarded {
 /// Gives back the whole pages within `bytes` a piece at a time; they read
 /// as zero afterwards. For memory about to be freed.
 pub fn empty_gradually(bytes: &mut [u8]) {
-    if bytes.len() < 2 * PIECE {
+    if bytes.len() < LARGE {
         return;
     }
     let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
