@@ -552,27 +552,33 @@ impl Reloader {
         let Some(build) = self.build.take() else {
             return;
         };
-        self.finish_build(build, result, None, true, me);
+        // The events of the build's last writes may still be on their way:
+        // past the wait, a late one is handled as a change after the build.
+        // The catch-up's marker travels while the library is read, checked
+        // and copied (saying nothing yet): the stale check then finds it
+        // back, and only then is anything said, tried or loaded.
+        let caught_up = self.watch.ask_catch_up();
+        let tried = (result.succeeded() && !self.rebuild_requested).then(|| self.try_ahead(false));
+        caught_up.wait(CATCH_UP);
+        self.finish_build(build, result, tried, me);
     }
 
     /// Acts on a build's result: discards it if a source changed while it
     /// ran, reports a failure, or prepares the library and hands it to the
-    /// tick loop. `tried`: what was done ahead of the batch's confirmation
-    /// (the library read, copied and tried). `catch_up`: wait until the
-    /// watcher noted every change made so far; not needed for a build ahead
-    /// whose batch was just confirmed, as the look that confirmed it did
-    /// that.
+    /// tick loop. `tried`: what was done already (the library read, copied
+    /// and tried), saying nothing. The watcher has noted every change made
+    /// before the build's exit: [`Reloader::on_build_exited`] caught up with
+    /// it, and for a build ahead, the look that confirmed its batch did.
     fn finish_build(
         &mut self,
         build: InFlight,
         result: BuildResult,
         tried: Option<ahead::TriedAhead>,
-        catch_up: bool,
         me: &Sender<Inbox>,
     ) {
         let counts = build.counts_as_attempt;
         // "Load only from a build that started after the last change."
-        let stale = self.stale_sources(&build, catch_up);
+        let stale = self.stale_sources(&build);
         if !stale.is_empty() || std::mem::take(&mut self.rebuild_requested) {
             let batched = stale.iter().all(|p| build.batched.contains(p));
             self.emit(Event::BuildSuperseded {
@@ -705,12 +711,7 @@ impl Reloader {
 
     /// The sources that changed while `build` ran, less those that turn
     /// out to be written by the build itself (said once, then ignored).
-    fn stale_sources(&mut self, build: &InFlight, catch_up: bool) -> Vec<PathBuf> {
-        // The events of the build's last writes may still be on their way.
-        // Past the wait, a late one is handled as a change after the build.
-        if catch_up {
-            self.watch.catch_up(CATCH_UP);
-        }
+    fn stale_sources(&mut self, build: &InFlight) -> Vec<PathBuf> {
         let mut stale =
             build
                 .baseline

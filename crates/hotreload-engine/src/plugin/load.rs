@@ -441,6 +441,15 @@ impl Library {
         }
     }
 
+    /// Runs the destructors (under the guard) and closes the library,
+    /// without looking whether its code left the process: for a throwaway
+    /// process, a trial's probe, which exits next (a library that stays
+    /// mapped is found when the host itself retires the version, see
+    /// [`Library::close`]). The fault of a destructor, if one faulted.
+    pub fn discard(mut self) -> Option<String> {
+        self.unload().0
+    }
+
     /// Runs the library's destructors under the guard, once; a fault in one
     /// stops the rest (they would run on whatever state it left), and is
     /// returned. The library stays mapped: a destructor may have started a

@@ -12,6 +12,7 @@
 
 pub mod forker;
 pub mod handover;
+mod prefault;
 
 use std::fs::File;
 use std::io::Write;
@@ -25,7 +26,7 @@ use crate::outcome::Rejection;
 use crate::plugin::check;
 use crate::plugin::exercise::{Exercise, Stopped, exercise};
 use crate::plugin::ext;
-use crate::plugin::load::{Closed, Library};
+use crate::plugin::load::Library;
 use crate::plugin::sealed::SealedMap;
 use crate::plugin::shadow::ShadowFile;
 use crate::plugin::{Knowledge, Plugin};
@@ -150,7 +151,7 @@ impl Probe {
             Err(why) => return self.refuse(why),
         };
         if self.request.load_only {
-            return self.close(|| library.close());
+            return self.close(|| library.discard());
         }
         let layout: Option<Arc<Layout>> = match ext.as_ref().and_then(|e| e.schema.clone()) {
             Some(schema) => Some(schema),
@@ -223,7 +224,7 @@ impl Probe {
         // probe's own closing of it (see `close`).
         drop(report);
         match outcome {
-            Ok(()) => self.close(|| plugin.close()),
+            Ok(()) => self.close(|| plugin.discard()),
             Err(Stopped::Fault { stage, fault }) => {
                 self.say(&format!("fault trial {stage}: {}", fault.report()));
                 0
@@ -233,9 +234,11 @@ impl Probe {
     }
 
     /// Unloading runs the library's destructors: part of the trial too.
-    fn close(&mut self, unload: impl FnOnce() -> Closed) -> i32 {
+    /// Whether its code then leaves the process is not looked at: the
+    /// host finds that when it retires the version.
+    fn close(&mut self, unload: impl FnOnce() -> Option<String>) -> i32 {
         self.say("stage dlclose");
-        if let Some(fault) = unload().destructor_fault {
+        if let Some(fault) = unload() {
             self.say(&format!(
                 "fault trial: a library destructor faulted: {fault}"
             ));

@@ -504,6 +504,15 @@ impl Plugin {
         }
     }
 
+    /// Unloads this version in a throwaway process; see
+    /// [`Library::discard`].
+    pub fn discard(self) -> Option<String> {
+        match self.code {
+            Code::Local { library, .. } => library.discard(),
+            Code::Isolated { worker, .. } => worker.finish().destructor_fault,
+        }
+    }
+
     /// Unloads this version; see [`Library::close`]. An isolated version's
     /// worker runs the destructors and exits (or is killed).
     pub fn close(self) -> Closed {

@@ -58,6 +58,9 @@ pub(super) struct Tried {
     /// against).
     spans: Vec<(u64, u64)>,
     outcome: Result<ShadowFile, (Rejection, String)>,
+    /// Whether the trial ran too, or only the copy was made (see
+    /// [`Reloader::try_ahead`]).
+    trial_ran: bool,
 }
 
 impl Reloader {
@@ -131,7 +134,7 @@ impl Reloader {
                 if let Some((result, tried)) = held
                     && let Some(build) = self.build.take()
                 {
-                    self.finish_build(build, result, tried, false, me);
+                    self.finish_build(build, result, tried, me);
                 }
                 true
             }
@@ -157,7 +160,7 @@ impl Reloader {
                 None
             }
             Some(Ahead::Unconfirmed { .. }) => {
-                let tried = result.succeeded().then(|| self.try_ahead());
+                let tried = result.succeeded().then(|| self.try_ahead(true));
                 if let Some(build) = &mut self.build {
                     build.ahead = Some(Ahead::Unconfirmed {
                         held: Some((result, tried)),
@@ -168,9 +171,13 @@ impl Reloader {
         }
     }
 
-    /// Reads, copies and tries the library a build ahead wrote, saying
-    /// nothing: what it finds is said once the batch is confirmed.
-    fn try_ahead(&mut self) -> TriedAhead {
+    /// Reads, copies and (with `trial`) tries the library a build wrote,
+    /// saying nothing: what it finds is said once the build is known to be
+    /// of the latest sources (a build ahead's batch confirmed; for any
+    /// other build, the watcher caught up with its exit). Without `trial`
+    /// the trial runs once that is known, so that a long one (a large
+    /// state, a hang) comes after `[build] success`, not before.
+    pub(super) fn try_ahead(&mut self, trial: bool) -> TriedAhead {
         let read = self.read_library();
         let tried = match &read {
             Ok(bytes) => {
@@ -179,10 +186,16 @@ impl Reloader {
                     .running
                     .is_some_and(|v| self.hashes.get(&v) == Some(&hash));
                 (!unchanged).then(|| {
-                    let outcome = self.copy_and_try(bytes, hash);
+                    let outcome = if trial {
+                        self.copy_and_try(bytes, hash)
+                    } else {
+                        self.copy_checked(bytes, hash)
+                            .map_err(|r| (r, String::new()))
+                    };
                     Tried {
                         spans: self.spans.clone(),
                         outcome,
+                        trial_ran: trial,
                     }
                 })
             }
@@ -192,15 +205,21 @@ impl Reloader {
     }
 
     /// What was tried ahead, as [`Reloader::copy_and_try`] would give it
-    /// now: a build that faulted since is refused as it would be.
+    /// now: a build that faulted since is refused as it would be, and a
+    /// copy not tried yet is tried now.
     pub(super) fn adopt_tried(
         &mut self,
         tried: Tried,
         build_hash: u64,
+        bytes: &[u8],
     ) -> Result<ShadowFile, (Rejection, String)> {
         self.refuse_known_bad(build_hash)
             .map_err(|r| (r, String::new()))?;
         self.spans = tried.spans;
-        tried.outcome
+        let shadow = tried.outcome?;
+        if !tried.trial_ran {
+            self.trial(shadow.path(), bytes)?;
+        }
+        Ok(shadow)
     }
 }

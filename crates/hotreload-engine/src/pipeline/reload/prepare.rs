@@ -37,7 +37,7 @@ impl Reloader {
         tried: Option<super::ahead::Tried>,
     ) -> Result<Prepared, (Rejection, String)> {
         let shadow = match tried {
-            Some(tried) => self.adopt_tried(tried, build_hash)?,
+            Some(tried) => self.adopt_tried(tried, build_hash, bytes)?,
             None => self.copy_and_try(bytes, build_hash)?,
         };
         let prepared = self

@@ -257,12 +257,29 @@ fn ask_helper(message: &[u8], fds: &[RawFd]) -> Result<(Vec<u8>, Vec<OwnedFd>), 
     }
 }
 
+/// Asks the processor what it can do, once, so that no probe has to.
+///
+/// The standard library's feature detection (used by `memchr`, and so by
+/// the ELF reader) fills its cache on first use with `cpuid`, which a
+/// virtual machine traps: about 80 µs here, paid by every probe forked
+/// from a helper that had not asked yet (its children inherit its memory,
+/// and with it the filled cache).
+fn detect_cpu_features() {
+    // A feature every x86-64 has is answered at compile time without the
+    // cache: these are not.
+    #[cfg(target_arch = "x86_64")]
+    let _ = std::hint::black_box(std::arch::is_x86_feature_detected!("avx2"));
+    #[cfg(target_arch = "aarch64")]
+    let _ = std::hint::black_box(std::arch::is_aarch64_feature_detected!("sve"));
+}
+
 /// The helper's loop. Never returns.
 fn serve(socket: OwnedFd) -> ! {
     // SAFETY: asks for SIGKILL when the parent (the host) dies; no memory
     // is passed.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     let mut children: Vec<i32> = Vec::new();
+    detect_cpu_features();
     let mut ready = Ready::fork(&socket, &mut children);
     // The probe handed out last: the next ready one is forked once it has
     // exited and the helper has been idle for a moment, so that the fork
@@ -536,6 +553,8 @@ fn wait_for_orders(socket: OwnedFd) -> ! {
     // The guard's handlers now, so that the trial does not wait for them;
     // a failure here is said by the probe's own `prepare_thread`.
     let _ = crate::guard::install();
+    // Then the page faults its trial would take, while it waits.
+    super::prefault::map_ahead();
     let mut buf = [0u8; 16];
     let fds = loop {
         match receive(&socket, &mut buf, MsgFlags::empty()) {
