@@ -73,10 +73,11 @@ struct Pass {
     trial_ticks: u64,
     installed: Vec<Duration>,
     first_tick: Vec<Duration>,
-    /// Build exit → the reload thread's `BuildSucceeded`.
+    /// Build exit → the reload thread's `BuildSucceeded`: said once the
+    /// watcher caught up with the exit, while which the library was read,
+    /// checked and copied.
     exit_to_noticed: Vec<Duration>,
-    /// `BuildSucceeded` → swap installed: read, precheck, copy, (trial,)
-    /// load, check, hand-over.
+    /// `BuildSucceeded` → swap installed: (trial,) load, check, hand-over.
     noticed_to_installed: Vec<Duration>,
     /// The loader baseline, one round trip after every reload.
     loader: Vec<Duration>,
@@ -364,14 +365,14 @@ impl Pass {
             99.0,
         );
         row(
-            "    of which: exit -> reload thread notices",
+            "    of which: exit -> build success said (caught up, read, copied)",
             &s(&self.exit_to_noticed),
             99.0,
         );
         let load_label = if self.mode.trial {
-            "    of which: notices -> installed (incl. trial)"
+            "    of which: success said -> installed (incl. trial)"
         } else {
-            "    of which: notices -> swap installed"
+            "    of which: success said -> swap installed"
         };
         row(load_label, &s(&self.noticed_to_installed), 99.0);
         let slowest = (0..self.first_tick.len())

@@ -60,10 +60,11 @@ impl Plan {
         PageIndex { starts, copies }
     }
 
-    /// The runs of elements that read from `pages` (old-state pages, in
-    /// order), one per copy and stretch of neighbouring pages; and the
-    /// whole of each field in `reset` (zeroed by the apply before, as
-    /// `--reset-field` allowed, for a value that may since have changed).
+    /// The runs of elements that read from `pages` (old-state pages, in any
+    /// order, repeats allowed), one per copy and stretch of neighbouring
+    /// pages; and the whole of each field in `reset` (zeroed by the apply
+    /// before, as `--reset-field` allowed, for a value that may since have
+    /// changed).
     pub fn runs_reading(&self, index: &PageIndex, pages: &[usize], reset: &[Change]) -> Vec<Run> {
         let whole: Vec<u32> = (0..self.copies.len() as u32)
             .filter(|&i| {
@@ -97,7 +98,13 @@ impl Plan {
                     continue;
                 };
                 match last_of.get(&i).map(|&r| &mut runs[r]) {
-                    Some(run) if first <= run.end => run.end = run.end.max(end),
+                    // Touching the last run of this copy, on either side: a
+                    // page before it (pages need not come in order) extends
+                    // it back, never to be dropped.
+                    Some(run) if first <= run.end && run.first <= end => {
+                        run.first = run.first.min(first);
+                        run.end = run.end.max(end);
+                    }
                     _ => {
                         last_of.insert(i, runs.len());
                         runs.push(Run {
@@ -332,6 +339,15 @@ mod tests {
                     before[r.clone()] != after[r]
                 })
                 .collect();
+            let mut pages = pages;
+            if round % 2 == 1 {
+                // As a refresh of the snapshot can give them: out of order,
+                // and a page twice.
+                pages.reverse();
+                if let Some(&p) = pages.last() {
+                    pages.insert(0, p);
+                }
+            }
             let runs = plan.runs_reading(&index, &pages, &early.reset);
             let written = plan.pages_written_by(&runs);
             let mut patched = prepared.clone();

@@ -162,6 +162,11 @@ impl SharedSnapshot {
                 }
             }
             if pages.is_empty() {
+                // A take between two locks can mark a page before the last
+                // one drained in the same word, or one drained already:
+                // in order, once each, as promised.
+                refreshed.sort_unstable();
+                refreshed.dedup();
                 return Some(refreshed);
             }
             let size = snapshot.bytes.len().min(followed.bytes.len());
