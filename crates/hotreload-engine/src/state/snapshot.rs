@@ -285,9 +285,21 @@ impl Snapshot {
     }
 
     /// Puts the state (and this copy) back to tick `target` from the
-    /// history; returns the tick reached. Refused, changing nothing, when
-    /// the history does not reach that far back.
-    pub fn rewind_to(&mut self, state: &mut State, target: u64) -> Result<u64, String> {
+    /// history; returns the tick reached. `live_tick`: the tick the state is
+    /// at (copies are taken before each tick, so the last tick's writes are
+    /// in none yet: they are taken first, or the pages only that tick
+    /// wrote would keep its bytes). Refused, changing nothing, when the
+    /// history does not reach that far back.
+    pub fn rewind_to(
+        &mut self,
+        state: &mut State,
+        live_tick: u64,
+        target: u64,
+    ) -> Result<u64, String> {
+        let last = self.tick.ok_or("no snapshot was taken yet")?;
+        if last < live_tick && state.size() == self.bytes.len() {
+            self.take(state, live_tick);
+        }
         let now = self.tick.ok_or("no snapshot was taken yet")?;
         let Some(history) = &mut self.history else {
             return Err(
@@ -645,9 +657,9 @@ impl SharedSnapshot {
     }
 
     /// See [`Snapshot::rewind_to`].
-    pub fn rewind_to(&self, state: &mut State, target: u64) -> Result<u64, String> {
+    pub fn rewind_to(&self, state: &mut State, live_tick: u64, target: u64) -> Result<u64, String> {
         match self.lock().as_mut() {
-            Some(kept) => kept.snapshot.rewind_to(state, target),
+            Some(kept) => kept.snapshot.rewind_to(state, live_tick, target),
             None => Err("no snapshot of the state exists yet".into()),
         }
     }

@@ -95,7 +95,7 @@ impl TickLoop {
                 self.ticks
             ));
         }
-        let reached = self.snapshot.rewind_to(state, target)?;
+        let reached = self.snapshot.rewind_to(state, self.ticks, target)?;
         self.ticks = reached;
         self.board.set_tick(reached);
         // The values `undo` would put back belong to the future now.

@@ -68,8 +68,12 @@ pub struct Finished {
 
 /// Works out the migration of a large, tracked state into `new` ahead of
 /// the swap; `Ok(None)` when it is left to the swap (a small or untracked
-/// state, shared memory, or a copy that could not be had at once or is of
-/// another layout than `old`: a swap before this one is still on its way).
+/// state, or a copy that could not be had at once or is of another layout
+/// than `old`: a swap before this one is still on its way). A shared block
+/// (isolated mode) is worked out the same way: the worker's writes to the
+/// old block are marked in the shared bitmap as the host's are, and
+/// closing the new block asks the new worker to close its mapping too
+/// before its first call (see `state::shared_pages`).
 /// `Err` is a value that does not fit its field's new type, as
 /// [`Plan::apply`] finds it.
 pub fn prepare(
@@ -79,7 +83,7 @@ pub fn prepare(
     new: &mut State,
     spares: &Spares,
 ) -> Result<Option<Ahead>, Unfit> {
-    if old.size <= TRACK_ABOVE || new.written_pages().is_none() || new.shared_fd().is_some() {
+    if old.size <= TRACK_ABOVE || new.written_pages().is_none() {
         return Ok(None);
     }
     // The swap before this one may still be on its way to the tick thread
