@@ -326,16 +326,19 @@ fn migrations_carry_what_the_running_version_writes(extra: &[&str]) {
             .unwrap_or_else(|| panic!("get {field}: {out}"))
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while get("checks") < 7 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(get("checks"), 7, "{}", server.transcript());
-    assert_eq!(
-        get("bad"),
-        0,
-        "a migration lost writes:\n{}",
-        server.transcript()
-    );
+    // Waits until `field` reaches `at least`.
+    let wait_for = |field: &str, at_least: u64| {
+        while get(field) < at_least && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // `copies` loaded, each checked once, and none found the counters off.
+    let all_agree = |server: &Server, copies: u64, what: &str| {
+        wait_for("checks", copies);
+        assert_eq!(get("checks"), copies, "{}", server.transcript());
+        assert_eq!(get("bad"), 0, "{what}:\n{}", server.transcript());
+    };
+    all_agree(&server, 7, "a migration lost writes");
     eprintln!("pages the swaps carried themselves: {ahead:?}");
     // Worked out ahead (the swap carrying what changed meanwhile), not
     // applied whole at the swap: all six here on an idle machine.
@@ -343,25 +346,17 @@ fn migrations_carry_what_the_running_version_writes(extra: &[&str]) {
     // The last block's snapshot and history hold what was written into it
     // since (by the swap, and by the new code, in a worker or not): 100
     // ticks rewound, then one more copy loaded checks what they put back.
-    let n = get("n");
-    while get("n") < n + 16 * 300 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("n", get("n") + 16 * 300);
     assert_eq!(ctl(dir, &["pause"]).0, 0);
     let (code, out, err) = ctl(dir, &["rewind", "100"]);
     assert_eq!(code, 0, "rewind: {out}{err}");
     assert_eq!(ctl(dir, &["resume"]).0, 0);
     support::editor::rename_over(&dir.join("pick.txt"), "b\n");
     assert!(swapped(&mut server)["migrated"].is_string());
-    while get("checks") < 8 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(get("checks"), 8, "{}", server.transcript());
-    assert_eq!(
-        get("bad"),
-        0,
-        "the rewind put back a state whose counters disagree:\n{}",
-        server.transcript()
+    all_agree(
+        &server,
+        8,
+        "the rewind put back a state whose counters disagree",
     );
     assert_eq!(ctl(dir, &["stop"]).0, 0);
     server.wait();
