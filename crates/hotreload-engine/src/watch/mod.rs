@@ -193,12 +193,6 @@ impl Watch {
 }
 
 impl Watch {
-    /// Waits, at most `timeout`, until every change made before this call
-    /// has been noted in the journal; whether it got there.
-    pub fn catch_up(&self, timeout: Duration) -> bool {
-        self.ask_catch_up().wait(timeout)
-    }
-
     /// Starts a catch-up with every change made before this call, without
     /// waiting for it: the caller does other work while the marker travels
     /// (a few wake-ups across threads, 0.1–0.2 ms), then
