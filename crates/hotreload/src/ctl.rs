@@ -522,6 +522,47 @@ fn refused(name: &str, message: &str) -> u8 {
 }
 
 /// The reply, as a person reads it.
+/// What `status` says of the history: the ticks it holds, the memory they
+/// take against the bound, and where a rewind left the state.
+fn history_line(history: &Value) -> String {
+    let n = |k: &str| history.get(k).and_then(Value::as_u64);
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let held = match (n("oldest"), n("newest")) {
+        (Some(oldest), Some(newest)) if oldest < newest => format!("ticks {oldest}..{newest}"),
+        _ => "no ticks yet".to_owned(),
+    };
+    let mut line = format!(
+        "history: {held} ({} of at most {} ticks, {:.1} MiB of {:.0} MiB{})",
+        n("ticks").unwrap_or(0),
+        n("bound_ticks").unwrap_or(0),
+        mib(n("bytes").unwrap_or(0)),
+        mib(n("bound_bytes").unwrap_or(0)),
+        if history.get("cut_by_bytes").and_then(Value::as_bool) == Some(true) {
+            "; the memory bound cuts it short"
+        } else {
+            ""
+        }
+    );
+    if let (Some(at), Some(newest)) = (n("rewound_to"), n("newest")) {
+        line.push_str(&format!(
+            "; rewound to tick {at}: ticks {at}..{newest} are kept for replay, loop, record \
+             and rewind-to until the state changes"
+        ));
+    }
+    line
+}
+
+/// One line of the reply on stdout. A reader that went away (`ctl status
+/// | head -1`) ends the reply quietly, as `events` does, rather than with a
+/// panic about a broken pipe; the command's exit code is unchanged.
+macro_rules! reply_line {
+    ($($arg:tt)*) => {
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            return;
+        }
+    };
+}
+
 fn say(command: &Command, value: &Value) {
     let n = |k: &str| value.get(k).and_then(Value::as_u64).unwrap_or(0);
     let was_paused = value.get("was_paused").and_then(Value::as_bool) == Some(true);
@@ -551,38 +592,41 @@ fn say(command: &Command, value: &Value) {
                     .unwrap_or("")
                     .to_owned()
             };
-            println!("{version}, {paused}, tick {}", n("tick"));
-            println!("last reload: {}", text("last_reload"));
-            println!(
+            reply_line!("{version}, {paused}, tick {}", n("tick"));
+            reply_line!("last reload: {}", text("last_reload"));
+            reply_line!(
                 "watching with {}; up {:.1} s; latest tick start {:.2} ms after its deadline at most",
                 text("watch_mode"),
                 n("uptime_ms") as f64 / 1000.0,
                 n("max_late_us") as f64 / 1000.0
             );
+            if let Some(history) = value.get("history").filter(|h| !h.is_null()) {
+                reply_line!("{}", history_line(history));
+            }
         }
-        Command::Pause if was_paused => println!("already paused (at tick {})", n("tick")),
-        Command::Pause => println!(
+        Command::Pause if was_paused => reply_line!("already paused (at tick {})", n("tick")),
+        Command::Pause => reply_line!(
             "pausing at the next tick boundary (was at tick {})",
             n("tick")
         ),
         Command::Resume if !was_paused => {
-            println!("already ticking (at tick {}); nothing to resume", n("tick"))
+            reply_line!("already ticking (at tick {}); nothing to resume", n("tick"))
         }
-        Command::Resume => println!("resuming (was at tick {})", n("tick")),
-        Command::Step { n: ticks } => println!(
+        Command::Resume => reply_line!("resuming (was at tick {})", n("tick")),
+        Command::Step { n: ticks } => reply_line!(
             "stepped {ticks} tick(s): from tick {} to tick {}; paused",
             n("from_tick"),
             n("tick")
         ),
-        Command::Stop => println!("stopping"),
-        Command::Reload => println!("rebuilding now"),
-        Command::Save => println!("saving the state file"),
-        Command::Get { .. } => println!(
+        Command::Stop => reply_line!("stopping"),
+        Command::Reload => reply_line!("rebuilding now"),
+        Command::Save => reply_line!("saving the state file"),
+        Command::Get { .. } => reply_line!(
             "{} = {}",
             value.get("path").and_then(Value::as_str).unwrap_or(""),
             value.get("value").and_then(Value::as_str).unwrap_or("")
         ),
-        Command::Set { .. } | Command::Undo => println!(
+        Command::Set { .. } | Command::Undo => reply_line!(
             "{}{}: {} -> {} (after tick {})",
             if matches!(command, Command::Undo) {
                 "undid the set of "
@@ -594,7 +638,7 @@ fn say(command: &Command, value: &Value) {
             value.get("value").and_then(Value::as_str).unwrap_or(""),
             n("tick")
         ),
-        Command::Rollback { .. } => println!(
+        Command::Rollback { .. } => reply_line!(
             "rolled back from v{} to v{}{} after tick {}{}",
             n("from"),
             n("to"),
@@ -609,16 +653,16 @@ fn say(command: &Command, value: &Value) {
                 .and_then(Value::as_str)
                 .map_or(String::new(), |c| format!("; state carried: {c}"))
         ),
-        Command::Rewind { .. } | Command::RewindTo { .. } => println!(
+        Command::Rewind { .. } | Command::RewindTo { .. } => reply_line!(
             "rewound from tick {} to tick {}; paused",
             n("from"),
             n("to")
         ),
-        Command::Replay { .. } => println!(
+        Command::Replay { .. } => reply_line!(
             "{}",
             value.get("text").and_then(Value::as_str).unwrap_or("")
         ),
-        Command::Record { .. } => println!(
+        Command::Record { .. } => reply_line!(
             "recorded ticks {}..{} to {} ({} bytes); run it again with: hotreload --replay FILE --lib LIB",
             n("from"),
             n("to"),
@@ -626,26 +670,31 @@ fn say(command: &Command, value: &Value) {
             n("bytes")
         ),
         Command::Input { bytes: None } => {
-            println!("no input from tick {} on", n("from_tick"))
+            reply_line!("no input from tick {} on", n("from_tick"))
         }
-        Command::Input { bytes: Some(_) } => println!(
+        Command::Input { bytes: Some(_) } => reply_line!(
             "input of {} bytes passed to every tick from tick {} on",
             n("bytes"),
             n("from_tick")
         ),
         Command::Loop { .. } => match value.get("window").filter(|w| !w.is_null()) {
-            Some(w) => println!(
+            Some(w) => reply_line!(
                 "looping ticks {}..{} (now at tick {}); `hotreload ctl loop off` stops",
                 w.get("from").and_then(Value::as_u64).unwrap_or(0),
                 w.get("to").and_then(Value::as_u64).unwrap_or(0),
                 n("tick")
             ),
-            None => println!("not looping (at tick {})", n("tick")),
+            None => reply_line!("not looping (at tick {})", n("tick")),
         },
         Command::Versions => {
-            println!(
+            reply_line!(
                 "{:<5} {:<16}  {:>9}  {:>8}  {:<8}  {:<28}  outcome",
-                "", "content", "built at", "build", "kept", "sources"
+                "",
+                "content",
+                "built at",
+                "build",
+                "kept",
+                "sources"
             );
             for r in value
                 .get("versions")
@@ -659,7 +708,7 @@ fn say(command: &Command, value: &Value) {
                     .get("version")
                     .and_then(Value::as_u64)
                     .map_or("-".to_owned(), |v| format!("v{v}"));
-                println!(
+                reply_line!(
                     "{version:<5} {:<16}  {:>9}  {:>6} ms  {:<8}  {:<28}  {}",
                     text("content_hash"),
                     format!("+{:.1} s", number("at_ms") as f64 / 1000.0),
@@ -674,7 +723,7 @@ fn say(command: &Command, value: &Value) {
             // Every field, whole, in layout order (the server's line is the
             // compact one).
             Some(values) => {
-                println!(
+                reply_line!(
                     "state of v{} after tick {} ({} bytes), {} fields:",
                     n("version"),
                     n("tick"),
@@ -682,10 +731,10 @@ fn say(command: &Command, value: &Value) {
                     values.len()
                 );
                 for (path, v) in values {
-                    println!("  {path} = {v}");
+                    reply_line!("  {path} = {v}");
                 }
             }
-            None => println!(
+            None => reply_line!(
                 "{}",
                 value.get("text").and_then(Value::as_str).unwrap_or("")
             ),

@@ -768,3 +768,29 @@ fn events_end_quietly_when_the_reader_goes_away() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(s.stop(), 0);
 }
+
+/// `hotreload ctl status | true`: the reader is gone before the reply is
+/// written (`true` reads nothing and exits while ctl still waits for the
+/// server). The reply ends quietly with the command's own code, not with a
+/// panic about a broken pipe.
+#[test]
+fn a_reply_ends_quietly_when_the_reader_is_gone() {
+    let dir = workdir();
+    let mut s = serve(dir.path(), &[]);
+    for command in ["status", "versions"] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "\"$0\" ctl {command} | true; echo \"ctl exit ${{PIPESTATUS[0]}}\""
+            ))
+            .arg(support::binary())
+            .current_dir(dir.path())
+            .output()
+            .expect("run bash");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stdout.contains("ctl exit 0"), "{command}: {stdout}{stderr}");
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+    }
+    assert_eq!(s.stop(), 0);
+}

@@ -149,6 +149,88 @@ fn replay_finds_no_difference_with_the_same_code_and_names_the_field_with_new_co
     assert_eq!(code, 8, "{err}");
 }
 
+/// A bug hunt as it goes: a bug seen at tick N, `rewind 100`, fix and save,
+/// then `replay` over the ticks the rewind went back over, without a tick
+/// in between. A rewind forward comes back exactly; the first tick run
+/// from the rewound state drops what it went back over, and says so.
+#[test]
+fn after_a_rewind_the_ticks_it_went_back_over_replay_with_the_fix_and_come_back() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut server = start(dir, &[]);
+    wait_for_tick(dir, 150);
+    pause(dir);
+    let now = tick_now(dir);
+    let at_pause = values(dir);
+    // Right after a pause, the last tick is in the history already.
+    let status = status_json(dir);
+    assert_eq!(status["result"]["history"]["newest"].as_u64(), Some(now));
+    let (code, out, err) = ctl(dir, &["rewind", "100"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let from = now - 100;
+    let status = status_json(dir);
+    assert_eq!(
+        status["result"]["history"]["rewound_to"].as_u64(),
+        Some(from)
+    );
+    assert_eq!(status["result"]["history"]["newest"].as_u64(), Some(now));
+    let (_, text, _) = ctl(dir, &["status"]);
+    assert!(
+        text.contains(&format!(
+            "rewound to tick {from}: ticks {from}..{now} are kept"
+        )),
+        "{text}"
+    );
+    editor::in_place(&dir.join("logic.c"), &source("4.5f"));
+    server.expect_contains("[reload] swapped logic.so");
+    assert_eq!(tick_now(dir), from, "the swap ran no tick");
+    let window = [from.to_string(), now.to_string()];
+    let (code, out, err) = ctl(dir, &["replay", &window[0], &window[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("first differs at tick {from}: enemies[3].")),
+        "{out}"
+    );
+    let (code, out, err) = ctl(dir, &["replay", &window[0], &window[1], "--with", "v1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("v1 over ticks {from}..{now} (100 ran"))
+            && out.contains("no difference"),
+        "{out}"
+    );
+    // Forward again, part way and then all the way: exactly as it was.
+    let (code, out, err) = ctl(dir, &["rewind-to", &(from + 40).to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(values(dir)["score"], serde_json::json!(from + 40));
+    let (code, out, err) = ctl(dir, &["rewind-to", &now.to_string()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(tick_now(dir), now);
+    assert_eq!(
+        values(dir),
+        at_pause,
+        "the state at tick {now}, value for value"
+    );
+    let (code, _, err) = ctl(dir, &["rewind-to", &(now + 1).to_string()]);
+    assert_eq!(code, 8, "{err}");
+    assert!(
+        err.contains(&format!("expected a tick from 0 to {now}")),
+        "{err}"
+    );
+    // Back, and one tick with v2: that past is gone, said once.
+    assert_eq!(ctl(dir, &["rewind", "100"]).0, 0);
+    assert_eq!(ctl(dir, &["step", "1"]).0, 0);
+    server.expect_contains(&format!(
+        "ticks {from}..{now}, which a rewind went back over, are no longer kept"
+    ));
+    let status = status_json(dir);
+    assert!(
+        status["result"]["history"]["rewound_to"].is_null(),
+        "{status}"
+    );
+    let (code, _, err) = ctl(dir, &["replay", &window[0], &window[1]]);
+    assert_eq!(code, 8, "{err}");
+}
+
 #[test]
 fn loop_goes_round_its_window_and_picks_up_a_new_build() {
     let tmp = workdir();

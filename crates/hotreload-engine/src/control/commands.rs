@@ -46,6 +46,7 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
                 "history": wiring.door.history().map(|h| json!({
                     "oldest": h.oldest,
                     "newest": h.newest,
+                    "rewound_to": h.rewound_to,
                     "ticks": h.ticks,
                     "bytes": h.bytes,
                     "bound_ticks": h.bound.ticks,

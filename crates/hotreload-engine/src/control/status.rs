@@ -267,20 +267,20 @@ impl StatusBoard {
     }
 
     pub fn set_steps_left(&self, n: u64) {
-        self.steps_left.store(n, Ordering::Relaxed);
+        self.steps_left.store(n, Ordering::Release);
     }
 
     pub fn steps_left(&self) -> u64 {
-        self.steps_left.load(Ordering::Relaxed)
+        self.steps_left.load(Ordering::Acquire)
     }
 
     /// A step ran all its ticks.
     pub fn step_done(&self) {
-        self.steps_done.fetch_add(1, Ordering::Relaxed);
+        self.steps_done.fetch_add(1, Ordering::Release);
     }
 
     pub fn steps_done(&self) -> u64 {
-        self.steps_done.load(Ordering::Relaxed)
+        self.steps_done.load(Ordering::Acquire)
     }
 
     pub fn is_paused(&self) -> bool {

@@ -382,7 +382,7 @@ pub fn describe(r: &Replayed) -> String {
     match &r.outcome {
         Outcome::Same => format!("{head}: no difference from the recorded run"),
         Outcome::Differs(d) => format!(
-            "{head}: first differs at tick {}: {}: {} → {} ({} byte{} differ)",
+            "{head}: first differs at tick {}: {}: {} → {} ({} {})",
             d.tick,
             d.path
                 .clone()
@@ -390,7 +390,11 @@ pub fn describe(r: &Replayed) -> String {
             d.recorded,
             d.replayed,
             d.bytes,
-            if d.bytes == 1 { "" } else { "s" }
+            if d.bytes == 1 {
+                "byte differs"
+            } else {
+                "bytes differ"
+            }
         ),
         Outcome::Faulted { tick, cause } => format!("{head}: faulted at tick {tick}: {cause}"),
     }

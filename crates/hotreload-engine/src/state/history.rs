@@ -52,6 +52,9 @@ pub struct History {
     /// Oldest first.
     entries: VecDeque<Entry>,
     bytes: usize,
+    /// The ticks the last rewinds went back over, while the state stays
+    /// where they put it.
+    undone: Option<Undone>,
     /// Whether the bytes bound has cut the history short of its ticks
     /// (said once, by the tick loop).
     cut_by_bytes: bool,
@@ -63,6 +66,7 @@ impl History {
             bound,
             entries: VecDeque::new(),
             bytes: 0,
+            undone: None,
             cut_by_bytes: false,
         }
     }
@@ -71,8 +75,16 @@ impl History {
         self.bound
     }
 
-    /// Keeps `entry`, dropping the oldest entries beyond the bound.
-    pub fn push(&mut self, entry: Entry) {
+    /// Keeps `entry`, dropping the oldest entries beyond the bound. An
+    /// entry that leaves the tick a rewind went to, or that changed a page
+    /// there, starts another past: the ticks the rewind went back over are
+    /// no longer what would come next, and go (handed back, to be said).
+    pub fn push(&mut self, entry: Entry) -> Option<Undone> {
+        let diverged = self
+            .undone
+            .as_ref()
+            .is_some_and(|u| entry.tick != u.at || !entry.pages.is_empty());
+        let dropped = if diverged { self.undone.take() } else { None };
         self.bytes += entry.bytes();
         self.entries.push_back(entry);
         while self.entries.len() > self.bound.ticks
@@ -85,6 +97,7 @@ impl History {
                 self.bytes -= old.bytes();
             }
         }
+        dropped
     }
 
     /// Takes the newest entry back out (a rewind applies it).
@@ -133,6 +146,109 @@ impl History {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.undone = None;
+    }
+
+    pub fn forget_undone(&mut self) {
+        self.undone = None;
+    }
+
+    /// What the last rewinds went back over, while nothing has changed
+    /// the state since.
+    pub fn undone(&self) -> Option<&Undone> {
+        self.undone.as_ref()
+    }
+
+    /// Keeps what a rewind went back over: `popped`, the entries it took
+    /// back out, newest first, with each page they name as it was before
+    /// the rewind (`before`); the rewind went from tick `from` to `to`. A
+    /// rewind further back adds to what an earlier one kept: a page only
+    /// this one touches was, before it, as the first rewind found it.
+    pub fn undo(&mut self, popped: Vec<Entry>, before: impl Fn(usize) -> Page, from: u64, to: u64) {
+        let mut undone = self.undone.take().unwrap_or(Undone {
+            entries: VecDeque::new(),
+            latest: std::collections::HashMap::new(),
+            tick: from,
+            at: from,
+        });
+        for entry in popped {
+            for (p, _) in &entry.pages {
+                undone.latest.entry(*p).or_insert_with(|| before(*p));
+            }
+            undone.entries.push_front(entry);
+        }
+        undone.at = to;
+        self.undone = Some(undone);
+    }
+
+    /// Takes back out what a rewind went back over up to the newest entry
+    /// at tick `target` (or `target` is the tick the first rewind came
+    /// from): into the history again, oldest first, and the pages to write
+    /// to bring the state there, each as it is at `target`. `None`, with
+    /// nothing changed, when `target` is not among what is kept.
+    pub fn redo(&mut self, target: u64) -> Option<Vec<(usize, Page)>> {
+        let undone = self.undone.as_mut()?;
+        if target <= undone.at || target > undone.tick {
+            return None;
+        }
+        // The entries from the newest at `target` on stay undone.
+        let keep_from = if target == undone.tick {
+            undone.entries.len()
+        } else {
+            undone.entries.iter().rposition(|e| e.tick == target)?
+        };
+        let redone: Vec<Entry> = undone.entries.drain(..keep_from).collect();
+        // A page is at `target` as the first entry still undone that
+        // names it kept it, or as it was before the first rewind.
+        let mut pages: std::collections::HashMap<usize, Page> = std::collections::HashMap::new();
+        for entry in &redone {
+            for (p, _) in &entry.pages {
+                pages.entry(*p).or_insert_with(|| {
+                    undone
+                        .entries
+                        .iter()
+                        .find_map(|e| e.pages.iter().find(|(q, _)| q == p))
+                        .map(|(_, bytes)| bytes.clone())
+                        .or_else(|| undone.latest.get(p).cloned())
+                        .unwrap_or_else(|| Arc::from(&[][..]))
+                });
+            }
+        }
+        undone.at = target;
+        if undone.entries.is_empty() {
+            self.undone = None;
+        }
+        for entry in redone {
+            self.bytes += entry.bytes();
+            self.entries.push_back(entry);
+        }
+        let mut pages: Vec<(usize, Page)> = pages.into_iter().collect();
+        pages.sort_unstable_by_key(|(p, _)| *p);
+        Some(pages)
+    }
+}
+
+/// The ticks a rewind went back over: kept for `replay`, `loop` and
+/// `record` (and a rewind forward again) while the state stays at the tick
+/// the rewind went to. Its entries lead back, like the history's, from the
+/// state at `tick` (the pages they name as `latest` holds them) to the
+/// state at `at`.
+#[derive(Clone)]
+pub struct Undone {
+    /// Oldest first.
+    pub entries: VecDeque<Entry>,
+    /// Each page the entries name, as it was at `tick`.
+    pub latest: std::collections::HashMap<usize, Page>,
+    /// The tick the state was at before the first rewind.
+    pub tick: u64,
+    /// The tick the state is at now.
+    pub at: u64,
+}
+
+impl Undone {
+    pub fn bytes(&self) -> usize {
+        self.entries.iter().map(Entry::bytes).sum::<usize>()
+            + self.latest.values().map(|p| p.len() + 16).sum::<usize>()
     }
 }
 

@@ -57,6 +57,16 @@ pub struct Snapshot {
     follower: Option<follow::Follower>,
 }
 
+/// Whether a rewind keeps what it goes back over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    /// For `replay`, `record` and a rewind forward: a rewind asked for.
+    Keep,
+    /// A loop's pass: the next pass records the window again, and keeping
+    /// its pages would copy them on the tick thread for nothing.
+    Forget,
+}
+
 /// What a reader has not copied yet, and the pages a take overwrote there
 /// before it got to them (their bytes as of the reader's tick).
 struct Window {
@@ -167,11 +177,19 @@ impl Snapshot {
                 .take()
                 .filter(|(tick, _)| *tick == previous)
                 .map(|(_, input)| input);
-            history.push(Entry {
+            let dropped = history.push(Entry {
                 tick: previous,
                 pages: changed,
                 input,
             });
+            if let Some(undone) = dropped {
+                self.notices.push(format!(
+                    "ticks {}..{}, which a rewind went back over, are no longer kept for \
+                     replay, loop and record: the state changed at tick {} (a tick, an edit \
+                     or a hook ran) and its history goes on from there",
+                    undone.at, undone.tick, undone.at
+                ));
+            }
             if history.cut_by_bytes() && !self.said_history_cut {
                 self.said_history_cut = true;
                 let bound = history.bound();
@@ -289,12 +307,23 @@ impl Snapshot {
     /// at (copies are taken before each tick, so the last tick's writes are
     /// in none yet: they are taken first, or the pages only that tick
     /// wrote would keep its bytes). Refused, changing nothing, when the
-    /// history does not reach that far back.
+    /// history does not reach that far back. What the rewind goes back over
+    /// is kept (see [`History::undo`]), and `target` may be among it.
     pub fn rewind_to(
         &mut self,
         state: &mut State,
         live_tick: u64,
         target: u64,
+    ) -> Result<u64, String> {
+        self.rewind(state, live_tick, target, Undo::Keep)
+    }
+
+    fn rewind(
+        &mut self,
+        state: &mut State,
+        live_tick: u64,
+        target: u64,
+        undo: Undo,
     ) -> Result<u64, String> {
         let last = self.tick.ok_or("no snapshot was taken yet")?;
         if last < live_tick && state.size() == self.bytes.len() {
@@ -308,6 +337,18 @@ impl Snapshot {
                     .into(),
             );
         };
+        if target > now {
+            let Some(pages) = history.redo(target) else {
+                let newest = history.undone().map_or(now, |u| u.tick);
+                return Err(format!(
+                    "expected a tick from {} to {newest}, the history kept, found {target}",
+                    history.oldest_tick().unwrap_or(now)
+                ));
+            };
+            self.put_back(state, pages.iter().map(|(p, b)| (*p, b)));
+            self.tick = Some(target);
+            return Ok(target);
+        }
         match history.oldest_tick() {
             Some(oldest) if oldest <= target && target <= now => {}
             Some(oldest) => {
@@ -331,7 +372,39 @@ impl Snapshot {
             }
         }
         let reached = popped.last().map_or(now, |e| e.tick);
-        let touched: usize = popped.iter().map(|e| e.pages.len()).sum();
+        // Oldest first: each page takes the bytes the oldest entry kept.
+        let mut first = std::collections::HashMap::new();
+        for entry in popped.iter().rev() {
+            for (p, old) in &entry.pages {
+                first.entry(*p).or_insert(old);
+            }
+        }
+        let mut pages: Vec<(usize, Page)> =
+            first.into_iter().map(|(p, b)| (p, b.clone())).collect();
+        pages.sort_unstable_by_key(|(p, _)| *p);
+        // What the rewind goes back over stays at hand (for replay, loop,
+        // record, or a rewind forward) until the state changes.
+        let copy = &self.bytes;
+        let before = |p: usize| shared_copy(&copy[p * PAGE..((p + 1) * PAGE).min(copy.len())]);
+        if let Some(history) = &mut self.history {
+            match undo {
+                Undo::Keep => history.undo(popped, before, now, reached),
+                Undo::Forget => history.forget_undone(),
+            }
+        }
+        self.put_back(state, pages.iter().map(|(p, b)| (*p, b)));
+        self.tick = Some(reached);
+        Ok(reached)
+    }
+
+    /// Writes `pages` (each as it should be) into the state and this copy,
+    /// for a rewind.
+    fn put_back<'a>(
+        &mut self,
+        state: &mut State,
+        pages: impl ExactSizeIterator<Item = (usize, &'a Page)>,
+    ) {
+        let touched = pages.len();
         // A trap per page written would cost more than the rewind itself:
         // above a few hundred pages the whole state is opened for the
         // rewind, in one call (every page marked, for the next take to
@@ -351,19 +424,13 @@ impl Snapshot {
                 pages.open_all().is_ok()
             });
         let close_after = opened && only_this_thread_writes(state);
-        // Oldest first: each page takes the bytes the oldest entry kept.
-        let mut done = vec![false; self.bytes.len().div_ceil(PAGE)];
         let dst = state.bytes_mut();
-        for entry in popped.iter().rev() {
-            for (p, old) in &entry.pages {
-                if !std::mem::replace(&mut done[*p], true) {
-                    let from = p * PAGE;
-                    copy_page(&mut dst[from..from + old.len()], old);
-                    self.preserve(*p);
-                    copy_page(&mut self.bytes[from..from + old.len()], old);
-                    self.mark_changed(*p);
-                }
-            }
+        for (p, bytes) in pages {
+            let from = p * PAGE;
+            copy_page(&mut dst[from..from + bytes.len()], bytes);
+            self.preserve(p);
+            copy_page(&mut self.bytes[from..from + bytes.len()], bytes);
+            self.mark_changed(p);
         }
         if close_after
             && let Some(pages) = state.written_pages()
@@ -371,8 +438,6 @@ impl Snapshot {
         {
             pages.mark(&marked_before);
         }
-        self.tick = Some(reached);
-        Ok(reached)
     }
 
     /// Page `p` of the copy changed: for the next export, and for a
@@ -486,6 +551,10 @@ pub struct HistorySpan {
     /// last take's).
     pub oldest: Option<u64>,
     pub newest: Option<u64>,
+    /// After a rewind, while nothing changed the state since: the tick it
+    /// went to (the ticks from there to `newest` are kept for replay, loop,
+    /// record and a rewind forward).
+    pub rewound_to: Option<u64>,
     pub ticks: usize,
     pub bytes: usize,
     pub cut_by_bytes: bool,
@@ -646,12 +715,14 @@ impl SharedSnapshot {
         let guard = self.lock();
         let snapshot = &guard.as_ref()?.snapshot;
         let history = snapshot.history.as_ref()?;
+        let undone = history.undone();
         Some(HistorySpan {
             bound: history.bound(),
             oldest: history.oldest_tick().or(snapshot.tick),
-            newest: snapshot.tick,
-            ticks: history.len(),
-            bytes: history.bytes(),
+            newest: undone.map(|u| u.tick).or(snapshot.tick),
+            rewound_to: undone.map(|u| u.at),
+            ticks: history.len() + undone.map_or(0, |u| u.entries.len()),
+            bytes: history.bytes() + undone.map_or(0, |u| u.bytes()),
             cut_by_bytes: history.cut_by_bytes(),
         })
     }
@@ -660,6 +731,20 @@ impl SharedSnapshot {
     pub fn rewind_to(&self, state: &mut State, live_tick: u64, target: u64) -> Result<u64, String> {
         match self.lock().as_mut() {
             Some(kept) => kept.snapshot.rewind_to(state, live_tick, target),
+            None => Err("no snapshot of the state exists yet".into()),
+        }
+    }
+
+    /// [`SharedSnapshot::rewind_to`] for a loop's next pass, keeping
+    /// nothing of what it goes back over.
+    pub fn rewind_for_loop(
+        &self,
+        state: &mut State,
+        live_tick: u64,
+        target: u64,
+    ) -> Result<u64, String> {
+        match self.lock().as_mut() {
+            Some(kept) => kept.snapshot.rewind(state, live_tick, target, Undo::Forget),
             None => Err("no snapshot of the state exists yet".into()),
         }
     }
@@ -776,7 +861,11 @@ impl SharedSnapshot {
         let guard = self.lock_within(patience)?;
         let history = guard.as_ref()?.snapshot.history.as_ref()?;
         let mut inputs = vec![None; usize::try_from(to.saturating_sub(from)).ok()?];
-        for entry in history.since(from) {
+        let undone = history
+            .undone()
+            .into_iter()
+            .flat_map(|u| u.entries.iter().cloned());
+        for entry in history.since(from).into_iter().chain(undone) {
             if let (Some(input), Some(slot)) = (
                 entry.input,
                 entry
@@ -814,26 +903,29 @@ impl SharedSnapshot {
         at_start: impl FnOnce(&mut Snapshot),
     ) -> Option<(CopyMeta, Vec<Entry>)> {
         let _one = self.readers.lock().unwrap_or_else(|e| e.into_inner());
-        let (size, meta, generation, entries) = {
+        let (size, mut meta, generation, mut entries, undone) = {
             let mut guard = self.lock_within(patience)?;
             let kept = guard.as_mut().filter(|k| k.live)?;
-            let meta = kept.meta()?;
+            let mut meta = kept.meta()?;
             at_start(&mut kept.snapshot);
-            let entries = match (since, &kept.snapshot.history) {
-                (Some(since), Some(history)) => history.since(since),
-                _ => Vec::new(),
+            let (mut entries, undone) = match (since, &kept.snapshot.history) {
+                (Some(since), Some(history)) => (history.since(since), history.undone().cloned()),
+                _ => (Vec::new(), None),
             };
             let size = kept.snapshot.bytes.len();
             if size <= 4 * READ_CHUNK {
                 target.start(size)?;
                 target.write_at(0, &kept.snapshot.bytes)?;
+                if let Some(undone) = undone {
+                    carry_forward(&mut meta, &mut entries, undone, target)?;
+                }
                 return Some((meta, entries));
             }
             kept.snapshot.reader = Some(Window {
                 cursor: 0,
                 preserved: HashMap::new(),
             });
-            (size, meta, kept.generation, entries)
+            (size, meta, kept.generation, entries, undone)
         };
         let _close = CloseWindow(self);
         target.start(size)?;
@@ -853,8 +945,29 @@ impl SharedSnapshot {
             window.cursor = to;
             from = to;
         }
+        if let Some(undone) = undone {
+            carry_forward(&mut meta, &mut entries, undone, target)?;
+        }
         Some((meta, entries))
     }
+}
+
+/// Turns a read of the state where a rewind put it, with the history that
+/// leads back from it, into the read of the state before the rewind, with
+/// the entries the rewind went back over after the others: what was
+/// recorded, as if the rewind had not happened.
+fn carry_forward(
+    meta: &mut CopyMeta,
+    entries: &mut Vec<Entry>,
+    undone: crate::state::history::Undone,
+    target: &mut dyn CopyTarget,
+) -> Option<()> {
+    for (p, bytes) in &undone.latest {
+        target.write_at(p * PAGE, bytes)?;
+    }
+    entries.extend(undone.entries);
+    meta.tick = undone.tick;
+    Some(())
 }
 
 impl SharedSnapshot {

@@ -23,6 +23,7 @@ impl TickLoop {
         self.board.set_steps_left(0);
         self.board.set_paused(true);
         if !was {
+            self.record_the_last_tick();
             (self.events)(Event::Paused {
                 tick: self.ticks,
                 running: self.current.is_some(),
@@ -40,6 +41,21 @@ impl TickLoop {
         self.board.set_paused(false);
         self.restart_deadlines();
         (self.events)(Event::Resumed { tick: self.ticks });
+    }
+
+    /// Copies are taken before each tick, so the last tick's writes would
+    /// be in the history only once the next one starts: taken when the loop
+    /// comes to hold instead, so that `replay` and `record` of a paused
+    /// server reach the tick it stands at.
+    fn record_the_last_tick(&mut self) {
+        if let Some(state) = &self.state
+            && self.current.is_some()
+        {
+            self.snapshot.take(state, self.ticks);
+            for notice in self.snapshot.take_notices() {
+                (self.events)(Event::ServerNotice(format!("state snapshot: {notice}")));
+            }
+        }
     }
 
     /// Runs `n` ticks, then holds again; only while paused, and not while
@@ -68,9 +84,14 @@ impl TickLoop {
             return;
         }
         self.steps_left -= 1;
+        if self.steps_left == 0 {
+            self.record_the_last_tick();
+            // Done before no steps are left: a client that sees none left
+            // and the step not done knows it was cut short.
+            self.board.step_done();
+        }
         self.board.set_steps_left(self.steps_left);
         if self.steps_left == 0 {
-            self.board.step_done();
             (self.events)(Event::Stepped {
                 ticks: self.steps_asked,
                 tick: self.ticks,

@@ -46,6 +46,14 @@ pub struct LoopSet {
 
 pub type LoopReply = super::door::Asked<LoopSet>;
 
+/// Who rewinds: a `rewind` asked for keeps what it goes back over (for
+/// `replay`, `record` and a rewind forward); a loop's next pass does not.
+#[derive(Clone, Copy)]
+enum Pass {
+    Asked,
+    Loop,
+}
+
 impl TickLoop {
     pub(super) fn rewind(&mut self, to: RewindTo, reply: RewindReply) {
         if let Some(reply) = reply.claim() {
@@ -74,7 +82,9 @@ impl TickLoop {
             })?,
         };
         let from = self.ticks;
-        let to = self.rewind_state(target).map_err(DoorError::Refused)?;
+        let to = self
+            .rewind_state(target, Pass::Asked)
+            .map_err(DoorError::Refused)?;
         (self.events)(Event::Rewound {
             from,
             to,
@@ -84,18 +94,16 @@ impl TickLoop {
         Ok(Rewound { from, to })
     }
 
-    /// Puts the state and the tick counter back to `target`.
-    fn rewind_state(&mut self, target: u64) -> Result<u64, String> {
+    /// Puts the state and the tick counter back to `target` (or forward,
+    /// within what an asked-for rewind went back over).
+    fn rewind_state(&mut self, target: u64, pass: Pass) -> Result<u64, String> {
         let Some(state) = &mut self.state else {
             return Err("expected a state to rewind, found none yet".into());
         };
-        if target > self.ticks {
-            return Err(format!(
-                "expected a tick at most {} (the current one), found {target}",
-                self.ticks
-            ));
-        }
-        let reached = self.snapshot.rewind_to(state, self.ticks, target)?;
+        let reached = match pass {
+            Pass::Asked => self.snapshot.rewind_to(state, self.ticks, target)?,
+            Pass::Loop => self.snapshot.rewind_for_loop(state, self.ticks, target)?,
+        };
         self.ticks = reached;
         self.board.set_tick(reached);
         // The values `undo` would put back belong to the future now.
@@ -149,12 +157,15 @@ impl TickLoop {
                 self.ticks
             )));
         }
-        // What the recorded ticks of the window were passed, read before a
-        // rewind drops them from the history.
-        let recorded = self.recorded_inputs(from, to.min(self.ticks));
+        // What the recorded ticks of the window were passed (some may be
+        // ticks a rewind went back over), read before a rewind drops them
+        // from the history.
+        let newest = span.newest.unwrap_or(self.ticks).max(self.ticks);
+        let recorded = self.recorded_inputs(from, to.min(newest));
         if self.ticks != from && self.ticks >= to {
             // Past the window's end: the first pass starts now.
-            self.rewind_state(from).map_err(DoorError::Refused)?;
+            self.rewind_state(from, Pass::Loop)
+                .map_err(DoorError::Refused)?;
         }
         self.input.play_back(Some((from, recorded)));
         self.looping = Some(Looping { from, to, pass: 1 });
@@ -176,7 +187,8 @@ impl TickLoop {
             .inputs(from, to, std::time::Duration::from_millis(100))
             .unwrap_or_else(|| {
                 (self.events)(Event::ServerNotice(format!(
-                    "loop {from}..{to}: the recorded input could not be read (the snapshot is                      busy); this pass runs on the live input"
+                    "loop {from}..{to}: the recorded input could not be read (the snapshot is \
+                     busy); this pass runs on the live input"
                 )));
                 Vec::new()
             })
@@ -192,7 +204,7 @@ impl TickLoop {
         }
         let from = self.ticks;
         let recorded = self.recorded_inputs(looping.from, looping.to);
-        match self.rewind_state(looping.from) {
+        match self.rewind_state(looping.from, Pass::Loop) {
             Ok(to) => {
                 self.input.play_back(Some((looping.from, recorded)));
                 looping.pass += 1;

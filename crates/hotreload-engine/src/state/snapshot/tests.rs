@@ -341,6 +341,21 @@ fn rewinds_exactly(mut state: State) {
         assert_eq!(snap.restore(&mut state), Some(target));
         assert!(state.bytes() == recorded[&target].as_slice());
     }
+    // Forward again within what the rewinds went back over, in steps and
+    // in one go, then back: every state reached is the recorded one.
+    for target in [40u64, 74, 80, 31, 80, 31] {
+        assert_eq!(snap.rewind_to(&mut state, at, target), Ok(target));
+        at = target;
+        assert!(
+            state.bytes() == recorded[&target].as_slice(),
+            "rewound (forward or back) to {target}"
+        );
+    }
+    assert!(
+        snap.rewind_to(&mut state, 31, 81).is_err(),
+        "beyond what was recorded"
+    );
+    assert!(state.bytes() == recorded[&31].as_slice());
     // Ticking on after a rewind records from there.
     snap.take(&state, 31);
     state.bytes_mut()[5] ^= 1;
@@ -477,4 +492,73 @@ fn a_rewind_takes_in_the_last_ticks_writes_first() {
         })
         .count();
     assert_eq!(differing, 0, "pages left as a later tick wrote them");
+}
+
+/// After a rewind, a read with the history is the recorded run as if the
+/// rewind had not happened: the state before the rewind and the entries
+/// all the way to it, so every recorded state can be rebuilt from it. Once
+/// the state changes where the rewind left it, what it went back over is
+/// gone, and that is said.
+#[test]
+fn a_read_after_a_rewind_still_holds_the_ticks_it_went_back_over() {
+    let size = 2 << 20;
+    let mut state = tracked(size);
+    let shared = SharedSnapshot::default();
+    shared.set_history(Some(Bound {
+        ticks: 100,
+        bytes: 64 << 20,
+    }));
+    shared.reset(size, 1, None);
+    shared.mark_live();
+    let pages = size / PAGE;
+    let mut rng = Lcg(5);
+    let mut recorded = Vec::new();
+    for tick in 0..30u64 {
+        shared.take(&state, tick);
+        recorded.push(state.bytes().to_vec());
+        for _ in 0..8 {
+            let at = (rng.next() as usize % pages) * PAGE + rng.next() as usize % PAGE;
+            state.bytes_mut()[at] = rng.next() as u8;
+        }
+    }
+    recorded.push(state.bytes().to_vec());
+    assert_eq!(shared.rewind_to(&mut state, 30, 20), Ok(20));
+    assert_eq!(shared.rewind_to(&mut state, 20, 10), Ok(10), "further back");
+    let span = shared.history_span().expect("a history");
+    assert_eq!((span.newest, span.rewound_to), (Some(30), Some(10)));
+    let (copy, entries) = shared
+        .read_with_history(Duration::from_secs(1), Some(5))
+        .expect("a read");
+    assert_eq!(copy.tick, 30);
+    assert!(copy.bytes == recorded[30], "the state before the rewinds");
+    let window = crate::state::history::window(&copy.bytes, copy.tick, &entries, PAGE);
+    assert_eq!(window.start_tick, 5);
+    assert!(window.start == recorded[5]);
+    let mut s = window.start.clone();
+    for step in &window.steps {
+        for (p, content) in &step.after {
+            s[p * PAGE..p * PAGE + content.len()].copy_from_slice(content);
+        }
+        assert!(
+            s == recorded[step.tick as usize + 1],
+            "after tick {}",
+            step.tick
+        );
+    }
+    assert_eq!(window.steps.last().map(|s| s.tick), Some(29));
+    // A take at the same tick that finds nothing changed keeps it.
+    shared.take(&state, 10);
+    assert_eq!(shared.history_span().and_then(|s| s.rewound_to), Some(10));
+    // A tick from there: gone, said.
+    state.bytes_mut()[PAGE * 3] ^= 1;
+    shared.take(&state, 11);
+    let span = shared.history_span().expect("a history");
+    assert_eq!((span.newest, span.rewound_to), (Some(11), None));
+    let notices = shared.take_notices();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("ticks 10..30, which a rewind went back over")),
+        "{notices:?}"
+    );
 }
