@@ -54,7 +54,11 @@ impl Renderer {
                 }
             }
             Event::BuildSkipped { paths } => {
-                format!("[watch] {} unchanged (same mtime, size and inode); build skipped\n", self.list(paths))
+                format!(
+                    "[watch] {} unchanged since the last build was asked for (same mtime, size and \
+                     inode); build skipped\n",
+                    self.list(paths)
+                )
             }
             Event::BuildStarted { .. } | Event::FirstTick { .. } => String::new(),
             Event::BuildSucceeded { duration, output } => {

@@ -680,7 +680,7 @@ fn an_event_that_changes_nothing_does_not_discard_the_running_build() {
             .open(&src)
             .expect("open for write"),
     );
-    s.expect_prefix("[watch] logic.c unchanged (same mtime, size and inode); build skipped");
+    s.expect_prefix("[watch] logic.c unchanged since the last build was asked for (same mtime, size and inode); build skipped");
     s.expect_prefix("[reload] swapped logic.so (api=1, v2,");
     s.expect_contains("[plugin] tag=two score=");
     assert_eq!(s.stop(), 0, "{}", s.transcript());

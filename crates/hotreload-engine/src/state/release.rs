@@ -134,6 +134,13 @@ pub fn empty_gradually(bytes: &mut [u8]) {
 
 /// How long spares wait for a migration to use them before they are freed.
 const SPARE_FOR: Duration = Duration::from_secs(10);
+/// The most buffers and blocks kept: a migration worked out ahead takes two
+/// buffers (the copy it reads, the new block's snapshot) and a block; a
+/// trial's image is kept apart. One more of each covers a swap that lets go
+/// of its memory in two lots (the copy for the `migrate` hook comes apart
+/// from the old block and its snapshot).
+const KEEP_BUFFERS: usize = 3;
+const KEEP_BLOCKS: usize = 1;
 
 /// Large buffers kept from the last swap for the next migration's copies
 /// (see the module documentation); freed, a piece at a time, when a later
@@ -157,8 +164,10 @@ impl Spares {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `buffers` and `blocks` in place of those kept before, which
-    /// are freed.
+    /// Keeps `buffers` and `blocks` before those kept already; beyond
+    /// [`KEEP_BUFFERS`] and [`KEEP_BLOCKS`], the oldest are freed. (A swap
+    /// lets go of its memory in more than one lot: had a lot replaced the
+    /// one before, the next migration would read into fresh pages again.)
     pub fn keep(&self, buffers: Vec<Vec<u8>>, blocks: Vec<State>) {
         if buffers.is_empty() && blocks.is_empty() {
             return;
@@ -166,11 +175,15 @@ impl Spares {
         let (older, older_blocks, generation) = {
             let mut kept = self.lock();
             kept.generation += 1;
-            (
-                std::mem::replace(&mut kept.buffers, buffers),
-                std::mem::replace(&mut kept.blocks, blocks),
-                kept.generation,
-            )
+            let mut all_buffers = buffers;
+            all_buffers.append(&mut kept.buffers);
+            let older = all_buffers.split_off(all_buffers.len().min(KEEP_BUFFERS));
+            kept.buffers = all_buffers;
+            let mut all_blocks = blocks;
+            all_blocks.append(&mut kept.blocks);
+            let older_blocks = all_blocks.split_off(all_blocks.len().min(KEEP_BLOCKS));
+            kept.blocks = all_blocks;
+            (older, older_blocks, kept.generation)
         };
         let spares = self.clone();
         // Should the thread not start, the spares stay until a later lot
@@ -214,9 +227,12 @@ impl Spares {
         found
     }
 
-    /// A kept buffer that holds `len` bytes without growing, emptied, or a
-    /// new one with room to spare (sizes change by a few bytes from one
-    /// layout to the next).
+    /// A kept buffer that holds `len` bytes, emptied, or a new one with
+    /// room to spare (sizes change by a few bytes from one layout to the
+    /// next). The smallest that holds it without growing, or else one
+    /// short by less than a piece, grown: a buffer this large is a mapping
+    /// of its own, which the allocator grows by remapping, so its pages
+    /// stay the warm ones and only the few new ones are fresh.
     pub fn take(&self, len: usize) -> Vec<u8> {
         let mut kept = self.lock();
         let best = kept
@@ -225,11 +241,19 @@ impl Spares {
             .enumerate()
             .filter(|(_, b)| b.capacity() >= len)
             .min_by_key(|(_, b)| b.capacity())
+            .or_else(|| {
+                kept.buffers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| b.capacity() + PIECE > len)
+                    .max_by_key(|(_, b)| b.capacity())
+            })
             .map(|(i, _)| i);
         match best {
             Some(i) => {
                 let mut bytes = kept.buffers.swap_remove(i);
                 bytes.clear();
+                bytes.reserve_exact(len.next_multiple_of(PIECE));
                 bytes
             }
             None => Vec::with_capacity(len.next_multiple_of(PIECE)),
@@ -263,6 +287,39 @@ mod tests {
         let fresh = spares.take(5 * PIECE + 3);
         assert!(fresh.capacity() >= 6 * PIECE, "{}", fresh.capacity());
         assert_eq!(spares.take(2 * PIECE).capacity(), 2 * PIECE);
+    }
+
+    /// A swap lets go of its memory in two lots (the copy for the hook,
+    /// then the old block and its snapshot): the second adds to the first,
+    /// up to the bound, newest first.
+    #[test]
+    fn lots_add_up_to_the_bound_and_a_buffer_a_little_short_grows() {
+        let spares = Spares::default();
+        let exact = |len: usize| {
+            let mut b = Vec::with_capacity(len);
+            b.resize(len, 3u8);
+            b
+        };
+        spares.keep(vec![exact(2 * PIECE + 8)], Vec::new());
+        spares.keep(vec![exact(2 * PIECE), exact(2 * PIECE + 16)], Vec::new());
+        spares.keep(vec![exact(4 * PIECE)], Vec::new());
+        let kept: Vec<usize> = spares.lock().buffers.iter().map(Vec::capacity).collect();
+        assert_eq!(
+            kept,
+            vec![4 * PIECE, 2 * PIECE, 2 * PIECE + 16],
+            "the oldest went"
+        );
+        assert_eq!(
+            spares.take(3 * PIECE).capacity(),
+            4 * PIECE,
+            "one that holds it"
+        );
+        // Four bytes more than any kept buffer holds (a field added): the
+        // nearest, grown, not a fresh one.
+        let grown = spares.take(2 * PIECE + 20);
+        assert!(grown.is_empty() && grown.capacity() >= 2 * PIECE + 20);
+        let kept: Vec<usize> = spares.lock().buffers.iter().map(Vec::capacity).collect();
+        assert_eq!(kept, vec![2 * PIECE], "{kept:?}");
     }
 
     #[test]
