@@ -173,9 +173,15 @@ impl Probe {
             .as_ref()
             .filter(|m| m.bytes().len() == api.state_size);
         let preloaded = handed.is_some();
-        let block = match handed {
-            Some(map) => map.private_copy(),
-            None => State::untracked(api.state_size),
+        let block = match (handed, &self.state) {
+            (Some(map), _) => map.private_copy(),
+            // Another size: the exercise migrates every byte of it into
+            // every byte of a new block.
+            (None, Some(map)) => {
+                map.read_ahead();
+                State::untracked_to_fill(api.state_size)
+            }
+            (None, None) => State::untracked(api.state_size),
         };
         let mut state = match block {
             Ok(s) => s,

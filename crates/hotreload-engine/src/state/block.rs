@@ -104,6 +104,22 @@ impl State {
         State::zeroed(size)
     }
 
+    /// [`State::untracked`] for a block about to be written whole (a
+    /// trial's copy of a state migrated to a new layout): a large one has
+    /// its pages mapped in one call up front, where the writes would take a
+    /// fault apiece (16,384 for 64 MiB, about 2 µs each on a VM). Without
+    /// the call (Linux before 5.14) the writes fault as usual.
+    pub fn untracked_to_fill(size: usize) -> Result<State, String> {
+        let state = State::untracked(size)?;
+        if let Backing::Pages { len } = state.backing {
+            // SAFETY: advice on this block's own mapping of `len` bytes,
+            // which is readable and writable: it maps zeroed pages in,
+            // changing no byte; a failure changes nothing.
+            unsafe { libc::madvise(state.ptr.as_ptr().cast(), len, MADV_POPULATE_WRITE) };
+        }
+        Ok(state)
+    }
+
     /// `size` zeroed bytes in pages of their own, tracked for writes when
     /// `track` and the crash guard is installed (without it a write to a
     /// read-only page would be a crash, so the snapshot copies such a state
@@ -412,6 +428,9 @@ impl State {
         }
     }
 }
+
+/// `MADV_POPULATE_WRITE` (Linux 5.14), which the `libc` crate does not name.
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 impl Drop for State {
     fn drop(&mut self) {
