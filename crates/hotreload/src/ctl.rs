@@ -605,10 +605,14 @@ fn say(command: &Command, value: &Value) {
             }
         }
         Command::Pause if was_paused => reply_line!("already paused (at tick {})", n("tick")),
-        Command::Pause => reply_line!(
-            "pausing at the next tick boundary (was at tick {})",
-            n("tick")
-        ),
+        Command::Pause if value.get("paused").and_then(Value::as_bool) == Some(false) => {
+            reply_line!(
+                "pausing at the next tick boundary (at tick {}; the tick in progress has \
+                 not ended within 0.25 s)",
+                n("tick")
+            )
+        }
+        Command::Pause => reply_line!("paused at tick {}", n("tick")),
         Command::Resume if !was_paused => {
             reply_line!("already ticking (at tick {}); nothing to resume", n("tick"))
         }

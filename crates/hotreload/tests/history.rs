@@ -316,3 +316,61 @@ fn a_recording_replays_without_a_server_and_names_what_a_new_build_changes() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("checksum"), "{out}");
 }
+
+/// `ctl pause` on ticks that take 100 ms each is answered once the loop
+/// holds, with the tick it holds at (the one to name in `replay FROM TO`).
+/// Answered before the loop held, a `status` right after said "ticking",
+/// and a `resume` right after was answered "already ticking; nothing to
+/// resume" (though it did resume).
+#[test]
+fn a_pause_is_answered_once_the_loop_holds() {
+    let tmp = workdir();
+    let dir = tmp.path();
+    let slow = format!(
+        r#"
+#include <unistd.h>
+#include "{include}/hotreload.h"
+typedef struct {{ int score; }} state_t;
+static void init(void* s) {{ (void)s; }}
+static void tick(void* p, double dt) {{ (void)dt; usleep(100000); ((state_t*)p)->score += 1; }}
+static void shutdown(void* s) {{ (void)s; }}
+static logic_api_t api = {{HOTRELOAD_API_VERSION, sizeof(state_t), init, tick, shutdown}};
+logic_api_t* logic_get_api(void) {{ return &api; }}
+"#,
+        include = concat!(env!("CARGO_MANIFEST_DIR"), "/../../include"),
+    );
+    std::fs::write(dir.join("logic.c"), slow).expect("write");
+    let mut server = Server::start(
+        dir,
+        &[
+            "--watch",
+            "logic.c",
+            "--build",
+            BUILD,
+            "--tick-ms",
+            "5",
+            "--trial-ticks",
+            "0",
+        ],
+    );
+    server.expect_contains("[reload] loaded logic.so");
+    wait_for_tick(dir, 3);
+    for _ in 0..3 {
+        let (code, out, err) = ctl(dir, &["pause"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.starts_with("paused at tick "), "{out}");
+        let held: u64 = out
+            .trim()
+            .trim_start_matches("paused at tick ")
+            .parse()
+            .expect("a tick");
+        assert_eq!(status_json(dir)["result"]["paused"], true);
+        assert_eq!(held, tick_now(dir), "{out}");
+        let (code, out, err) = ctl(dir, &["rewind", "1"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let (code, out, _) = ctl(dir, &["resume"]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.starts_with("resuming"), "{out}");
+        wait_for_tick(dir, held + 2);
+    }
+}

@@ -57,9 +57,19 @@ pub(super) fn carry_out(id: u64, command: &Wire, wiring: &Wiring) -> String {
         ),
         Wire::Pause => {
             wiring.commander.send(Command::Pause);
+            // Answered once the loop holds (a tick boundary away), so that
+            // `ctl pause && ctl rewind 200` finds it paused; a tick that runs
+            // on (plugin code stuck in a call) is not waited for past
+            // PAUSE_PATIENCE: the reply then says it is still to come.
+            let deadline = std::time::Instant::now() + PAUSE_PATIENCE;
+            let mut now = wiring.board.snapshot();
+            while !now.paused && !now.stopping && std::time::Instant::now() < deadline {
+                std::thread::sleep(STEP_LOOK_EVERY);
+                now = wiring.board.snapshot();
+            }
             reply_ok(
                 id,
-                json!({"was_paused": status.paused, "tick": status.tick}),
+                json!({"was_paused": status.paused, "paused": now.paused, "tick": now.tick}),
             )
         }
         Wire::Resume => {
@@ -303,6 +313,8 @@ fn nothing_runs(id: u64, what: &str) -> String {
 
 /// How often a `step` looks at whether its ticks have run.
 const STEP_LOOK_EVERY: Duration = Duration::from_millis(2);
+/// How long a `pause` waits for the loop to hold before it replies.
+const PAUSE_PATIENCE: Duration = Duration::from_millis(250);
 
 /// `step N`: only while paused and no other step runs; replied to once
 /// the N ticks have run (so that a script's next request sees their
