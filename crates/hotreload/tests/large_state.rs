@@ -325,9 +325,11 @@ fn migrations_carry_what_the_running_version_writes(extra: &[&str]) {
             .and_then(|n| n.parse::<u64>().ok())
             .unwrap_or_else(|| panic!("get {field}: {out}"))
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    // Waits until `field` reaches `at least`.
+    // Waits until `field` reaches `at least` (each wait its own patience:
+    // one deadline for the whole test ran out on a loaded machine, and the
+    // waits after it returned at once).
     let wait_for = |field: &str, at_least: u64| {
+        let deadline = std::time::Instant::now() + support::WAIT;
         while get(field) < at_least && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -454,10 +454,20 @@ impl TickLoop {
         let applied = plan
             .apply(state.bytes(), back.bytes_mut())
             .map_err(|unfit| rollback_refusal(&unfit.reason(), &unfit.field))?;
-        self.snapshot
+        let leftover = self
+            .snapshot
             .reset(back.size(), to.state_version(), to.layout().cloned());
         self.owner = Some(Owner::of(to));
-        self.state = Some(back);
+        // The old block and its snapshot (with its history) are freed off
+        // this thread, as a swap's are: unmapped here, a large state's
+        // pages would hold this tick up, and every `mprotect` after it.
+        let old = self.state.replace(back);
+        let mut discarded = Discarded::default();
+        discarded.snapshot(leftover);
+        if let Some(old) = old {
+            discarded.state(old);
+        }
+        (self.output)(TickOutput::Discard(discarded));
         let account = plan.summary_after(&applied);
         Ok(Some(if account.is_empty() {
             format!("{} → {} bytes", plan.old_size, plan.new_size)
