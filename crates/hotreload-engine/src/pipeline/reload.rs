@@ -323,6 +323,7 @@ impl Reloader {
                     reason,
                 }) => self.on_declined(plugin, running, reason),
                 Inbox::Tick(TickOutput::Retired(plugin)) => self.retire(plugin),
+                Inbox::Tick(TickOutput::CarryBack(ask)) => self.carry_back(ask),
                 Inbox::Tick(TickOutput::Discard(memory)) => {
                     memory.free_keeping_spares(&self.spares)
                 }

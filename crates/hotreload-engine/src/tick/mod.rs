@@ -26,7 +26,7 @@ pub mod schedule;
 pub use door::DoorError;
 pub use edit::{Edit, EditReply, Edited};
 pub use rewind::{LoopSet, RewindTo, Rewound};
-pub use rollback::{RollbackReply, RolledBack};
+pub use rollback::{CarryBackAsk, RollbackReply, RolledBack};
 
 mod swap;
 
@@ -121,6 +121,10 @@ pub enum TickInput {
         reply: rollback::RollbackReply,
         after_fault: bool,
     },
+    /// The state carried to the layout of a version a rollback waits for,
+    /// worked out off this thread (see [`TickOutput::CarryBack`]); `Err`
+    /// says why it could not be.
+    CarriedBack(u64, Result<Migration, String>),
     Stop,
 }
 
@@ -208,6 +212,10 @@ pub enum TickOutput {
     Skipped { plugin: Plugin, by: u64 },
     /// A version was brought back on command; `running` is now it.
     RolledBack { running: u64 },
+    /// A rollback asked for that changes a large state's layout: the new
+    /// block is to be filled off this thread, ahead, as a swap's is, and
+    /// handed back as [`TickInput::CarriedBack`].
+    CarryBack(rollback::CarryBackAsk),
     /// The loop ended (stop request or tick limit); nothing of the plugin's
     /// runs any more. `shutdown_faulted` if `shutdown` itself faulted.
     Finished { shutdown_faulted: bool },
@@ -285,6 +293,8 @@ pub struct TickLoop {
     undo: Vec<edit::Undo>,
     /// A `loop` in progress.
     looping: Option<rewind::Looping>,
+    /// A rollback waiting for its state to be carried off this thread.
+    rolling_back: Option<rollback::Waiting>,
     /// What each tick is passed besides the state.
     input: input::HostInput,
     /// Ticks run since the start, which a rewind does not set back.
@@ -329,6 +339,7 @@ impl TickLoop {
             steps_asked: 0,
             undo: Vec::new(),
             looping: None,
+            rolling_back: None,
             input: input::HostInput::default(),
             ticks_run: 0,
         }
@@ -418,6 +429,7 @@ impl TickLoop {
                     reply,
                     after_fault,
                 }) => self.bring_back(plugin, reply, after_fault),
+                Ok(TickInput::CarriedBack(to, carried)) => self.carried_back(to, carried),
                 Ok(TickInput::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {
                     self.warm_until_due();

@@ -8,7 +8,8 @@
 //! tick thread.
 
 use crate::event::Event;
-use crate::tick::{DoorError, RollbackReply, TickInput};
+use crate::state::{State, migrate};
+use crate::tick::{CarryBackAsk, DoorError, Migration, RollbackReply, TickInput};
 
 use super::Reloader;
 use super::prepare::hash_bytes;
@@ -134,6 +135,48 @@ impl Reloader {
                 ));
             }
         }
+    }
+
+    /// Carries the state to the layout of the version a rollback goes to,
+    /// ahead (see [`CarryBackAsk`]), and hands the block to the tick thread.
+    pub(super) fn carry_back(&mut self, ask: CarryBackAsk) {
+        let to = ask.to;
+        let carried = self.carry_back_ahead(ask);
+        if let Err(unsent) = self.tick.send(TickInput::CarriedBack(to, carried))
+            && let TickInput::CarriedBack(_, Ok(migration)) = unsent.0
+        {
+            drop(migration);
+        }
+    }
+
+    fn carry_back_ahead(&self, ask: CarryBackAsk) -> Result<Migration, String> {
+        let mut new_state = match self.spares.take_block(ask.new_size) {
+            Some(block) => block,
+            None => State::new_block(ask.new_size, false)
+                .map_err(|why| format!("cannot allocate {} bytes of state: {why}", ask.new_size))?,
+        };
+        let ahead = match &self.last_good {
+            Some(last_good) => migrate::ahead::prepare(
+                last_good.snapshot(),
+                migrate::ahead::OldSide {
+                    size: ask.old_size,
+                    version: ask.old_state_version,
+                    layout: Some(&ask.old_layout),
+                },
+                Some(&ask.plan),
+                &mut new_state,
+                &self.spares,
+            )
+            .map_err(|unfit| migrate::rollback_refusal(&unfit.reason(), &unfit.field))?,
+            None => None,
+        };
+        Ok(Migration {
+            summary: ask.plan.summary(),
+            plan: Some(ask.plan),
+            new_state,
+            old_version: ask.old_state_version,
+            ahead,
+        })
     }
 
     fn forward(&self, to: u64, reply: RollbackReply) {
