@@ -508,14 +508,17 @@ impl Reloader {
             self.emit(Event::BuildStarted { ahead: None });
         }
         let timeout = self.config.build_timeout;
-        match RunningBuild::spawn(
+        let spawned = RunningBuild::spawn(
             &self.config.build,
             &self.config.build_dir,
             timeout,
             move |result| {
                 let _ = me.send(Inbox::BuildExited(result));
             },
-        ) {
+        );
+        // While the build runs: the file its copy will be written to.
+        self.shadow.make_ready(self.copies + 1, &self.lib_name);
+        match spawned {
             Ok(run) => {
                 self.build = Some(InFlight {
                     run,

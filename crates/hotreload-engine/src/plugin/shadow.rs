@@ -20,6 +20,7 @@ use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use nix::errno::Errno;
@@ -38,6 +39,9 @@ pub struct ShadowDir {
     // Fields drop in order: the folder goes first, and only then the lock
     // that says a live server owns it.
     dir: TempDir,
+    /// The next copy's file, made while its build runs (see
+    /// [`ShadowDir::make_ready`]).
+    ready: Mutex<Option<Ready>>,
     _owner: Flock<File>,
     /// Folders of dead servers removed at start.
     pub reaped: usize,
@@ -86,6 +90,7 @@ impl ShadowDir {
         let _ = writeln!(owner, "{}", std::process::id());
         Ok(ShadowDir {
             dir,
+            ready: Mutex::new(None),
             _owner: owner,
             reaped,
         })
@@ -101,9 +106,41 @@ impl ShadowDir {
     }
 
     /// Writes `bytes` as a new file, failing rather than overwriting, and
-    /// returns a guard that removes it when dropped.
+    /// returns a guard that removes it when dropped. The file made ready for
+    /// this copy is written if there is one.
     pub fn store(&self, serial: u64, lib_name: &str, bytes: &[u8]) -> Result<ShadowFile, String> {
-        write_new(&self.copy_path(serial, lib_name), bytes, "library copy")
+        let path = self.copy_path(serial, lib_name);
+        let ready = self.lock_ready().take();
+        match ready {
+            Some(ready) if ready.guard.path == path => {
+                write_all(ready.file, ready.guard, bytes, "library copy")
+            }
+            // Made for another copy: removed as `ready` drops.
+            _ => write_new(&path, bytes, "library copy"),
+        }
+    }
+
+    /// Makes the file of copy `serial` now, empty, so that storing it
+    /// later is only a write: creating a file costs 15-40 µs, which a
+    /// build's run hides and a swap would not. Best effort: a file that
+    /// cannot be made now is made (and its failure said) when stored.
+    pub fn make_ready(&self, serial: u64, lib_name: &str) {
+        let path = self.copy_path(serial, lib_name);
+        let mut ready = self.lock_ready();
+        if ready.as_ref().is_some_and(|r| r.guard.path == path) {
+            return;
+        }
+        // One made for another copy goes first (its guard removes it).
+        *ready = None;
+        *ready = create_new(&path).ok().map(|file| Ready {
+            file,
+            guard: ShadowFile { path, owned: true },
+        });
+    }
+
+    fn lock_ready(&self) -> std::sync::MutexGuard<'_, Option<Ready>> {
+        // An open file and its name hold no invariant a panic could break.
+        self.ready.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Writes the library of a good version as it was built (not the
@@ -136,23 +173,48 @@ impl ShadowDir {
 /// How a kept copy's name starts: `kept-v12-logic.so`.
 const KEPT_PREFIX: &str = "kept-v";
 
+/// A copy's file made ahead of its bytes; removed if dropped unused.
+struct Ready {
+    file: File,
+    guard: ShadowFile,
+}
+
 /// Creates `path` (never an existing file) with `bytes` in it.
 fn write_new(path: &Path, bytes: &[u8], what: &str) -> Result<ShadowFile, String> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o700)
-        .open(path)
+    let file = create_new(path)
         .map_err(|e| format!("cannot create the {what} {}: {e}", path.display()))?;
-    let written = file
-        .write_all(bytes)
-        .map_err(|e| format!("cannot write the {what} {}: {e}", path.display()));
     let guard = ShadowFile {
         path: path.to_owned(),
         owned: true,
     };
-    // A half-written file goes with the guard.
-    written.map(|()| guard)
+    write_all(file, guard, bytes, what)
+}
+
+/// An empty file at `path`, which must not exist, writable by its owner
+/// only.
+fn create_new(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o700)
+        .open(path)
+}
+
+/// Writes `bytes` into the new, empty file `guard` names.
+fn write_all(
+    mut file: File,
+    guard: ShadowFile,
+    bytes: &[u8],
+    what: &str,
+) -> Result<ShadowFile, String> {
+    match file.write_all(bytes) {
+        Ok(()) => Ok(guard),
+        // A half-written file goes with the guard.
+        Err(e) => Err(format!(
+            "cannot write the {what} {}: {e}",
+            guard.path.display()
+        )),
+    }
 }
 
 /// One copy of a library; removed from disk when dropped, unless borrowed.
@@ -291,6 +353,40 @@ mod tests {
         for t in threads {
             t.join().expect("no folder lost");
         }
+    }
+
+    #[test]
+    fn a_copy_made_ready_is_written_in_place_and_one_made_for_another_is_removed() {
+        let shadow = ShadowDir::create().expect("create");
+        shadow.make_ready(1, "logic.so");
+        let ready = shadow.copy_path(1, "logic.so");
+        let made = fs::metadata(&ready).expect("made ready, empty");
+        assert_eq!((made.len(), made.mode() & 0o777), (0, 0o700));
+        let copy = shadow.store(1, "logic.so", b"library").expect("store");
+        assert_eq!(copy.path(), ready);
+        assert_eq!(fs::read(copy.path()).expect("read"), b"library");
+        assert_eq!(
+            fs::metadata(&ready).expect("stat").ino(),
+            made.ino(),
+            "the same file"
+        );
+
+        // Made for copy 2, stored as copy 3 (a build that gave no file):
+        // the unused one goes, and 3 is written as a new file.
+        shadow.make_ready(2, "logic.so");
+        let unused = shadow.copy_path(2, "logic.so");
+        assert!(unused.exists());
+        let third = shadow.store(3, "logic.so", b"third").expect("store");
+        assert!(!unused.exists(), "a file made for another copy is removed");
+        assert_eq!(fs::read(third.path()).expect("read"), b"third");
+        // Asking twice for the same copy makes it once.
+        shadow.make_ready(4, "logic.so");
+        shadow.make_ready(4, "logic.so");
+        drop(shadow.store(4, "logic.so", b"fourth").expect("store"));
+        assert!(
+            !shadow.copy_path(4, "logic.so").exists(),
+            "removed with its guard"
+        );
     }
 
     #[test]

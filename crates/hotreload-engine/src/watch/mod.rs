@@ -54,11 +54,6 @@ pub enum Raw {
     Lost(String),
     /// Answer once every change made before now has been noted.
     Sync(Sender<()>),
-    /// Answer once the event of this marker, about to be created by the
-    /// sender, is back (see `sync`).
-    Expect(PathBuf, Sender<()>),
-    /// The marker expected was not created.
-    Forget(PathBuf),
     /// The poller's scan asked for by a `Sync` is through: answer.
     Synced(Sender<()>),
     /// A scan that started at this instant is through, its changes sent.
@@ -200,33 +195,18 @@ impl Watch {
     pub fn ask_catch_up(&self) -> CatchUp {
         let (reply, done) = mpsc::channel();
         let asked = match &self.markers {
-            // The marker made here: the watch thread wakes only for its
+            // The marker raised here: the watch thread wakes only for its
             // event (see `sync`).
-            Some(names) => {
-                let marker = names.next();
-                if self.tx.send(Raw::Expect(marker.clone(), reply)).is_err() {
-                    return CatchUp { done: None };
-                }
-                match sync::create(&marker) {
-                    Ok(()) => true,
-                    Err(_) => {
-                        // Asked the usual way, which says why if it fails.
-                        let _ = self.tx.send(Raw::Forget(marker));
-                        return self.catch_up_by_the_watch_thread();
-                    }
-                }
-            }
+            Some(names) => match names.catch_up(reply) {
+                Ok(()) => true,
+                // Asked the usual way, which says why if it fails, or, once
+                // the watch polls, answers with a scan.
+                Err((reply, _)) => self.tx.send(Raw::Sync(reply)).is_ok(),
+            },
             None => self.tx.send(Raw::Sync(reply)).is_ok(),
         };
         CatchUp {
             done: asked.then_some(done),
-        }
-    }
-
-    fn catch_up_by_the_watch_thread(&self) -> CatchUp {
-        let (reply, done) = mpsc::channel();
-        CatchUp {
-            done: self.tx.send(Raw::Sync(reply)).is_ok().then_some(done),
         }
     }
 }
@@ -308,18 +288,6 @@ impl WatchThread {
                     self.debouncer.note_rescan(Instant::now());
                 }
                 Ok(Raw::Sync(reply)) => self.on_sync(reply),
-                Ok(Raw::Expect(marker, reply)) => match &mut self.markers {
-                    Some(markers) if matches!(self.backend, Backend::Inotify(_)) => {
-                        markers.expect(marker, reply)
-                    }
-                    // Polling now: the marker's folder is not watched.
-                    _ => self.on_sync(reply),
-                },
-                Ok(Raw::Forget(marker)) => {
-                    if let Some(markers) = &mut self.markers {
-                        markers.forget(&marker);
-                    }
-                }
                 Ok(Raw::Synced(reply)) => {
                     let _ = reply.send(());
                 }
@@ -519,6 +487,11 @@ impl WatchThread {
                 )));
                 self.backend = Backend::Poll { poller };
                 self.debouncer.now_polling();
+                // Their markers' events will not come now: a scan answers.
+                let waiting = self.markers.as_mut().map(Markers::stop);
+                for reply in waiting.into_iter().flatten() {
+                    self.on_sync(reply);
+                }
                 // Changes may have been missed while the limit was hit.
                 self.journal.note_rescan();
                 self.debouncer.note_rescan(Instant::now());
