@@ -1,4 +1,6 @@
 use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn tracked(size: usize) -> State {
     crate::guard::install().expect("guard");
