@@ -580,7 +580,9 @@ fn the_worker_subcommand_typed_by_hand_refuses_and_touches_nothing() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("internal to hotreload's isolated mode")
-            && stderr.contains("expected a sealed request on descriptor 3"),
+            && stderr.contains(
+                "expected the host's socket on standard input, found another kind of file"
+            ),
         "{stderr}"
     );
     assert_eq!(fs::read_dir(dir.path()).expect("list").count(), before);

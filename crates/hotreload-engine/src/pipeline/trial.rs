@@ -20,7 +20,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ pub mod process;
 
 use crate::guard::signal_name;
 use crate::outcome::Rejection;
-use crate::plugin::child::{above_stdio, hand_over, this_program};
+use crate::plugin::child::{above_stdio, spawn_handing_over, this_program};
 use crate::plugin::probe::forker;
 use crate::plugin::probe::handover::{self, HandedState, Request};
 use crate::state::persist::SavedRef;
@@ -172,7 +172,6 @@ fn exec_probe(fds: ProbeFds) -> Result<Child, String> {
     let mut command = this_program();
     command
         .arg(handover::SUBCOMMAND)
-        .stdin(Stdio::null())
         .stdout(
             fds.output
                 .try_clone()
@@ -194,9 +193,7 @@ fn exec_probe(fds: ProbeFds) -> Result<Child, String> {
             .as_ref()
             .map(|s| (s.as_raw_fd(), handover::STATE_FD)),
     );
-    hand_over(&mut command, &places);
-    let child = command
-        .spawn()
+    let child = spawn_handing_over(&mut command, &places)
         .map_err(|e| format!("trial: cannot start the probe: {e}"))?;
     // The probe holds its own copies now; the host's ends are closed so that
     // the pipes end when the probe does.

@@ -10,10 +10,16 @@
 //! and a child opens, creates and writes no path of its own.
 
 use std::fs::File;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, getsockopt,
+    recvmsg, sendmsg, socketpair, sockopt,
+};
 
 pub use super::sealed::SEALS;
 /// A request larger than this is not one a host writes.
@@ -36,17 +42,7 @@ pub fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, String> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    // SAFETY: duplicates a descriptor this function owns; the copy, if
-    // valid, is owned by nobody else.
-    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if copy < 0 {
-        return Err(format!(
-            "cannot duplicate a descriptor: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: `copy` is a fresh descriptor owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+    duplicate_at_least(fd.as_raw_fd(), 3)
 }
 
 /// A command that runs this very program again: through `/proc/self/exe`,
@@ -67,51 +63,225 @@ pub fn this_program() -> Command {
     command
 }
 
-/// Arranges for `command`'s child to find descriptor `from` at number `to`
-/// for each pair (the `from`s above the standard streams, see
-/// [`above_stdio`], and kept open until the child is spawned), and to die
-/// with the host thread that spawns it: a child never runs on orphaned.
-pub fn hand_over(command: &mut Command, fds: &[(RawFd, i32)]) {
-    let fds: Vec<(RawFd, i32)> = fds.to_vec();
-    let host_pid = std::process::id() as libc::pid_t;
-    // SAFETY: runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed: `prctl`, `getppid`, `fcntl` and
-    // `dup2` are plain system calls, and nothing allocates (the vector was
-    // made before the fork and is only read). The descriptors are first
-    // moved above any target number, so that putting one in place never
-    // closes another still to be placed; `dup2` leaves the targets without
-    // close-on-exec, so they survive the exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The host may have died before the line above took effect.
-            if libc::getppid() != host_pid {
-                return Err(std::io::Error::other("the host is gone"));
-            }
-            let mut high = [0 as RawFd; 8];
-            for (i, (from, _)) in fds.iter().take(high.len()).enumerate() {
-                high[i] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 10);
-                if high[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, (_, to)) in fds.iter().take(high.len()).enumerate() {
-                if libc::dup2(high[i], *to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// Starts `command` (this program again, see [`this_program`]) with
+/// descriptor `from` at number `to` in the child for each pair, and makes
+/// the child die with the host thread that starts it: a child never runs
+/// on orphaned.
+///
+/// Not by arranging descriptors between `fork` and `exec`: a closure there
+/// makes the standard library `fork` the host, which copies the page tables
+/// of its whole address space under the memory-map lock and takes every
+/// allocator lock first. With a 64 MiB state (its snapshot, history and
+/// spares besides) that held the tick thread's page faults, `mprotect`s and
+/// allocations up for 5-7 ms per worker started. Without one it spawns
+/// with `posix_spawn` (`CLONE_VM | CLONE_VFORK`: nothing copied), and the
+/// child, its standard input a socket, takes the descriptors from that
+/// socket itself ([`take_hand_over`], at [`started_as`]).
+pub fn spawn_handing_over(
+    command: &mut Command,
+    fds: &[(RawFd, i32)],
+) -> Result<std::process::Child, String> {
+    if fds.len() > MAX_HANDED || fds.iter().any(|&(_, to)| !(3..HIGH).contains(&to)) {
+        return Err(format!(
+            "expected at most {MAX_HANDED} descriptors for numbers 3 to {}, found {fds:?}",
+            HIGH - 1
+        ));
     }
+    let (host_end, child_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("cannot create a socket: {e}"))?;
+    command.stdin(std::process::Stdio::from(child_end));
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    // The command holds the child's end; the child has its own copy now.
+    command.stdin(std::process::Stdio::null());
+    let mut message = HAND_OVER_MAGIC.to_vec();
+    for &(_, to) in fds {
+        message.extend_from_slice(&to.to_le_bytes());
+    }
+    let froms: Vec<RawFd> = fds.iter().map(|&(from, _)| from).collect();
+    let sent = sendmsg::<()>(
+        host_end.as_raw_fd(),
+        &[IoSlice::new(&message)],
+        &[ControlMessage::ScmRights(&froms)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    );
+    if let Err(e) = sent {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("cannot hand the child its descriptors: {e}"));
+    }
+    Ok(child)
+}
+
+/// At most this many descriptors are handed over, each to a number below
+/// [`HIGH`].
+const MAX_HANDED: usize = 8;
+/// Where the child parks what it received before putting it in place, so
+/// that putting one in place never closes another still to be placed.
+const HIGH: RawFd = 10;
+/// The hand-over message opens with these bytes, then each descriptor's
+/// number in the child (little-endian `i32`s), in the order attached.
+const HAND_OVER_MAGIC: &[u8] = b"hotreload-hand-over\0";
+/// How long a child waits for the host's message (sent right after the
+/// spawn returns) before it gives up.
+const HAND_OVER_WAIT_MS: i32 = 10_000;
+
+/// In a child started by [`spawn_handing_over`], before anything else:
+/// dies with the host thread that started it, checks that standard input
+/// is a socket from its parent, puts the descriptors received on it at
+/// their numbers (close-on-exec, so nothing plugin code starts inherits
+/// them), and then reads standard input from `/dev/null`.
+fn take_hand_over() -> Result<(), String> {
+    let host = std::os::unix::process::parent_id();
+    // SAFETY: `prctl(PR_SET_PDEATHSIG)` only sets a flag of this process.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
+        return Err(format!(
+            "cannot tie this process to the host's lifetime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // A copy, so that fd 0 stays taken until /dev/null replaces it.
+    let socket = duplicate_at_least(0, HIGH)
+        .map_err(|_| "expected the host's socket on standard input, found it closed".to_owned())?;
+    let peer = getsockopt(&socket, sockopt::PeerCredentials).map_err(|e| {
+        format!("expected the host's socket on standard input, found another kind of file ({e})")
+    })?;
+    // The parent is the socket's maker, and still there (the death signal
+    // set above covers it from now on).
+    if u32::try_from(peer.pid()).ok() != Some(host) || std::os::unix::process::parent_id() != host {
+        return Err(format!(
+            "expected a socket from the parent process (pid {host}) on standard input, found \
+             one from pid {}",
+            peer.pid()
+        ));
+    }
+    let mut wait = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid `pollfd`, for the duration of the call.
+    if unsafe { libc::poll(&mut wait, 1, HAND_OVER_WAIT_MS) } != 1 {
+        return Err(format!(
+            "expected the host's descriptors within {HAND_OVER_WAIT_MS} ms, found none"
+        ));
+    }
+    let mut bytes = [0u8; 64];
+    let (length, received) = receive_with_fds(&socket, &mut bytes)
+        .map_err(|e| format!("cannot receive the host's descriptors: {e}"))?;
+    let numbers = bytes[..length]
+        .strip_prefix(HAND_OVER_MAGIC)
+        .ok_or_else(|| format!("expected the host's hand-over, found {length} other bytes"))?;
+    let targets: Vec<i32> = numbers
+        .chunks_exact(4)
+        .map(|n| i32::from_le_bytes([n[0], n[1], n[2], n[3]]))
+        .collect();
+    if numbers.len() % 4 != 0
+        || targets.len() != received.len()
+        || targets.iter().any(|to| !(3..HIGH).contains(to))
+    {
+        return Err(format!(
+            "expected a number from 3 to {} for each of the {} descriptors handed over, found \
+             {targets:?}",
+            HIGH - 1,
+            received.len()
+        ));
+    }
+    place(received, &targets)?;
+    // SAFETY: opens /dev/null and puts it at fd 0 (closing the socket's
+    // number there; the copy above is dropped with this function); both
+    // are plain system calls on descriptors this process owns.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null < 0 || libc::dup2(null, 0) < 0 {
+            return Err(format!(
+                "cannot read standard input from /dev/null: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        libc::close(null);
+    }
+    Ok(())
+}
+
+/// The next message on `socket` into `bytes`: its length, and the
+/// descriptors attached (up to [`MAX_HANDED`], close-on-exec).
+pub fn receive_with_fds(
+    socket: &OwnedFd,
+    bytes: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>), nix::errno::Errno> {
+    let mut iov = [IoSliceMut::new(bytes)];
+    let mut space = nix::cmsg_space!([RawFd; MAX_HANDED]);
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors in this
+            // process for this message; nothing else owns them.
+            received.extend(
+                fds.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    Ok((msg.bytes, received))
+}
+
+/// Puts each of `received` at the number of the same place in `targets`.
+fn place(received: Vec<OwnedFd>, targets: &[i32]) -> Result<(), String> {
+    let parked: Vec<OwnedFd> = received
+        .iter()
+        .map(|fd| duplicate_at_least(fd.as_raw_fd(), HIGH))
+        .collect::<Result<_, _>>()?;
+    // Their numbers may be targets: free them before placing anything.
+    drop(received);
+    for (fd, &to) in parked.iter().zip(targets) {
+        // SAFETY: `to` is a number below `HIGH` that nothing of this
+        // process's own uses yet (a child of this program opens nothing
+        // before this); `dup3` puts a copy of a descriptor it owns there.
+        if unsafe { libc::dup3(fd.as_raw_fd(), to, libc::O_CLOEXEC) } < 0 {
+            return Err(format!(
+                "cannot put a handed-over descriptor at {to}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A copy of `fd` at the lowest free number from `lowest` on,
+/// close-on-exec.
+fn duplicate_at_least(fd: RawFd, lowest: RawFd) -> Result<OwnedFd, String> {
+    // SAFETY: duplicates a descriptor the caller owns; the copy, if valid,
+    // is owned by nobody else.
+    let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, lowest) };
+    if copy < 0 {
+        return Err(format!(
+            "cannot duplicate a descriptor: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `copy` is a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
 
 /// Takes ownership of inherited descriptor `fd` if it is open and of the
@@ -154,6 +324,7 @@ pub fn started_as(name: &str) -> Result<bool, String> {
     if args.next().is_some() {
         return Err(format!("{name} takes no arguments"));
     }
+    take_hand_over()?;
     Ok(true)
 }
 

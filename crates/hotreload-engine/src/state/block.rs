@@ -419,12 +419,39 @@ impl State {
         Ok(self)
     }
 
-    /// Gives a block of its own pages back a piece at a time, before it is
-    /// dropped (see [`super::release`]); it reads as zero afterwards.
-    /// Smaller and shared blocks are left to the drop.
-    pub fn empty_gradually(&mut self) {
-        if let Backing::Pages { .. } = self.backing {
-            super::release::empty_gradually(self.bytes_mut());
+    /// Unmaps a mapped block a piece at a time, with `pause` after each
+    /// (see [`super::release`]), then drops it; a block on the heap is
+    /// dropped at once. In one `munmap`, a 64 MiB block holds the
+    /// memory-map lock that every `mprotect` and page fault of the tick
+    /// thread needs for as long as its pages take to free (5-12 ms here);
+    /// a megabyte at a time, well under one.
+    pub fn release_gradually(mut self, piece: usize, pause: std::time::Duration) {
+        let len = match &mut self.backing {
+            Backing::Heap(_) => return,
+            Backing::Pages { len } | Backing::Shared { len, .. } => std::mem::replace(len, 0),
+        };
+        // Untracked first: the guard's handler must never take a fault at
+        // this address for this block; left read-only where it is, since
+        // it goes.
+        if let Some(written) = self.written.take() {
+            written.untrack_for_unmap();
+        }
+        self.worker_pages = None;
+        if let Backing::Shared { .. } = self.backing {
+            forked::note_unmapped(self.ptr.as_ptr() as usize);
+        }
+        let base = self.ptr.as_ptr() as usize;
+        let mut at = 0;
+        while at < len {
+            let n = (len - at).min(piece.next_multiple_of(PAGE));
+            // SAFETY: `base + at .. + n` is whole pages of this block's
+            // mapping (`len` bytes, page-aligned), still mapped (pieces are
+            // unmapped once, in order), and `self` is owned here: nothing
+            // reads or writes it. The drop unmaps nothing more (its length
+            // is now 0).
+            unsafe { libc::munmap((base + at) as *mut libc::c_void, n) };
+            at += n;
+            std::thread::sleep(pause);
         }
     }
 }
@@ -441,6 +468,8 @@ impl Drop for State {
         match &self.backing {
             // SAFETY: `ptr` came from `alloc_zeroed` with this same layout.
             Backing::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) },
+            // Unmapped already (`release_gradually`).
+            Backing::Pages { len: 0 } | Backing::Shared { len: 0, .. } => {}
             // SAFETY: `ptr` is the mapping of `len` bytes made in `pages` or
             // `private_copy_of`.
             Backing::Pages { len } => unsafe {

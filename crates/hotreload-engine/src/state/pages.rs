@@ -83,6 +83,9 @@ pub struct WrittenPages {
     /// Pages the guard's handler opened since [`WrittenPages::written`]
     /// last looked (it opens the whole region past a budget, see pages.c).
     traps: Box<AtomicU64>,
+    /// Set by [`WrittenPages::untrack_for_unmap`]: the drop leaves the
+    /// region as it is.
+    unmapping: bool,
 }
 
 /// One bit per page: the tracker's own, or shared with another process.
@@ -176,6 +179,7 @@ impl WrittenPages {
             len,
             bits,
             traps,
+            unmapping: false,
         })
     }
 
@@ -411,14 +415,27 @@ impl WrittenPages {
         }
         Ok(())
     }
+
+    /// Stops tracking without making the region writable again: for a
+    /// mapping about to be unmapped, where the `mprotect` of the whole
+    /// region that the drop makes would only hold the memory-map lock (a
+    /// tracked 64 MiB block is thousands of mappings after its scattered
+    /// closes, and the tick thread's own `mprotect`s wait for it).
+    pub fn untrack_for_unmap(mut self: Box<Self>) {
+        self.unmapping = true;
+    }
 }
 
 impl Drop for WrittenPages {
     fn drop(&mut self) {
-        // SAFETY: untracks the region this value tracked, then makes all of
-        // it writable again, as the mapping was made.
+        // SAFETY: untracks the region this value tracked, then (unless it is
+        // about to be unmapped) makes all of it writable again, as the
+        // mapping was made.
         unsafe {
             hr_pages_untrack(self.base);
+            if self.unmapping {
+                return;
+            }
             libc::mprotect(
                 self.base.cast(),
                 self.len,

@@ -97,8 +97,8 @@ impl Discarded {
 
     /// Frees it all, the large pieces a megabyte at a time.
     fn free_all(&mut self) {
-        for mut state in self.states.drain(..) {
-            state.empty_gradually();
+        for state in self.states.drain(..) {
+            state.release_gradually(PIECE, PAUSE);
         }
         for mut bytes in self.buffers.drain(..) {
             empty_gradually(&mut bytes);

@@ -26,7 +26,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ use crate::event::{Event, EventSink};
 use crate::guard::{self, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::Hook;
-use crate::plugin::child::{above_stdio, hand_over, sealed_memfd, this_program};
+use crate::plugin::child::{above_stdio, sealed_memfd, spawn_handing_over, this_program};
 use crate::state::State;
 
 pub use report::Loaded;
@@ -133,17 +133,14 @@ impl Worker {
         let mut command = this_program();
         // Plugin output goes where the host's goes; its own group keeps a
         // terminal's Ctrl-C away from it (the host stops it in order).
-        command
-            .arg(worker::SUBCOMMAND)
-            .stdin(Stdio::null())
-            .process_group(0);
+        command.arg(worker::SUBCOMMAND).process_group(0);
         if let Some(output) = output {
             let copy = output
                 .try_clone()
                 .map_err(|e| refuse(format!("cannot duplicate a pipe: {e}")))?;
             command.stdout(copy).stderr(output);
         }
-        hand_over(
+        let child = spawn_handing_over(
             &mut command,
             &[
                 (request.as_raw_fd(), worker::REQUEST_FD),
@@ -151,10 +148,8 @@ impl Worker {
                 (worker_end.as_raw_fd(), worker::SOCKET_FD),
                 (page_fd.as_raw_fd(), worker::PAGE_FD),
             ],
-        );
-        let child = command
-            .spawn()
-            .map_err(|e| refuse(format!("cannot start the worker: {e}")))?;
+        )
+        .map_err(|e| refuse(format!("cannot start the worker: {e}")))?;
         drop(command);
         drop((request, lib, worker_end, page_fd));
         let worker = Worker {

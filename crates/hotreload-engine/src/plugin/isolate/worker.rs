@@ -12,14 +12,13 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg, send};
+use nix::sys::socket::{MsgFlags, send};
 
 use crate::guard::watchdog::{CallWatch, Watchdog};
 use crate::guard::{self, Fault};
@@ -671,26 +670,8 @@ fn send_report(socket: &OwnedFd, result: &Result<Loaded, Rejection>) -> Result<(
 /// The descriptors of the next message on the socket (at least one).
 fn receive_fds(socket: &OwnedFd) -> Result<Vec<OwnedFd>, String> {
     let mut byte = [0u8; 8];
-    let mut iov = [IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
-    let mut owned = Vec::new();
-    for cmsg in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            // SAFETY: the kernel just installed these descriptors in this
-            // process for this message; nothing else owns them.
-            owned.extend(
-                fds.into_iter()
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-            );
-        }
-    }
+    let (_, owned) = child::receive_with_fds(socket, &mut byte)
+        .map_err(|e| format!("cannot receive a block from the host: {e}"))?;
     if owned.is_empty() {
         return Err(
             "expected a block's descriptor from the host, found a message without one".into(),
