@@ -378,3 +378,60 @@ fn a_file_written_slowly_in_place_holds_a_batch_another_save_opened() {
     });
     built_once_whole(&mut s, from, "two");
 }
+
+/// Saves that come while the server is busy with the last one (here a
+/// library whose constructor takes 400 ms to load) are one change when it
+/// gets to them: one `change detected`, one build, and never a line calling
+/// the file unchanged (each batch after the first used to find the file as
+/// the first had read it).
+#[test]
+fn saves_that_queue_while_a_load_is_busy_are_one_change() {
+    let _one = one_at_a_time();
+    let tmp = workdir();
+    let dir = tmp.path();
+    let mut s = start_trivial(dir, 1, &["--trial-ticks", "0"]);
+    let slow = counter("slow", 1).replace(
+        "#include \"hotreload.h\"",
+        "#include \"hotreload.h\"\n#include <unistd.h>\n\
+         __attribute__((constructor)) static void slow_to_load(void) { usleep(400000); }",
+    );
+    assert_ne!(slow, counter("slow", 1), "the constructor was added");
+    compile(dir, &slow, "slow.so");
+    compile(dir, &counter("v2", 1), "v2.so");
+    fs::copy(dir.join("slow.so"), dir.join("next.so")).expect("stage the slow variant");
+    editor::in_place(&dir.join("logic.c"), "/* save 1 */\n");
+    s.expect_prefix("[watch] change detected (logic.c)");
+    s.expect_prefix("[build] success");
+    let from = s.lines().len();
+    // The load has begun (nothing else runs between the build and it):
+    // three saves while it runs.
+    fs::copy(dir.join("v2.so"), dir.join("next.so")).expect("stage v2");
+    for i in 2..5 {
+        editor::in_place(&dir.join("logic.c"), &format!("/* save {i} */\n"));
+        thread::sleep(Duration::from_millis(30));
+    }
+    s.expect_contains("[plugin] tag=v2 score=");
+    let lines = s.lines();
+    let later = &lines[from..];
+    let said = |prefix: &str| later.iter().filter(|l| l.starts_with(prefix)).count();
+    assert!(
+        later
+            .iter()
+            .any(|l| l.starts_with("[reload] swapped logic.so"))
+            && lines.iter().any(|l| l.contains("tag=slow score=")),
+        "the slow variant ran first\n{}",
+        s.transcript()
+    );
+    assert_eq!(
+        later
+            .iter()
+            .filter(|l| l.contains("unchanged since"))
+            .count(),
+        0,
+        "{}",
+        s.transcript()
+    );
+    assert_eq!(said("[watch] change detected"), 1, "{}", s.transcript());
+    assert_eq!(said("[build] success"), 1, "{}", s.transcript());
+    assert_eq!(s.stop(), 0, "{}", s.transcript());
+}

@@ -116,6 +116,14 @@ pub struct Batch {
     pub rescan: bool,
 }
 
+impl Batch {
+    /// Adds a later batch's changes to this one.
+    pub fn absorb(&mut self, later: Batch) {
+        self.paths.extend(later.paths);
+        self.rescan |= later.rescan;
+    }
+}
+
 /// Something to say about how a batch was released.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Note {
