@@ -588,6 +588,76 @@ fn the_worker_subcommand_typed_by_hand_refuses_and_touches_nothing() {
     assert_eq!(fs::read_dir(dir.path()).expect("list").count(), before);
 }
 
+/// Standard input a socket from its parent, as a host hands over, but
+/// carrying something else than a hand-over (or descriptors meant for
+/// numbers a host never uses): the worker refuses, says what it expected,
+/// and opens nothing.
+#[test]
+fn the_worker_subcommand_refuses_a_hand_over_that_is_not_a_hosts() {
+    use nix::sys::socket::{
+        AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+    };
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+    let dir = workdir();
+    let before = fs::read_dir(dir.path()).expect("list").count();
+    let file = fs::File::open(dir.path()).expect("open the folder");
+    let mut magic = b"hotreload-hand-over\0".to_vec();
+    magic.extend_from_slice(&1i32.to_le_bytes());
+    let cases: [(&[u8], bool, &str); 3] = [
+        (
+            b"garbage",
+            false,
+            "expected the host's hand-over, found 7 other bytes",
+        ),
+        (
+            &magic,
+            true,
+            "expected a number from 3 to 9 for each of the 1 descriptors",
+        ),
+        (
+            &magic[..magic.len() - 4],
+            true,
+            "for each of the 1 descriptors handed over, found []",
+        ),
+    ];
+    for (message, with_fd, expected) in cases {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        let child = Command::new(support::binary())
+            .arg("__hotreload-worker")
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .current_dir(dir.path())
+            .spawn()
+            .expect("run the worker subcommand");
+        let fds = [file.as_raw_fd()];
+        let rights = [ControlMessage::ScmRights(&fds)];
+        sendmsg::<()>(
+            ours.as_raw_fd(),
+            &[IoSlice::new(message)],
+            if with_fd { &rights } else { &[] },
+            MsgFlags::empty(),
+            None,
+        )
+        .expect("send");
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("internal to hotreload's isolated mode") && stderr.contains(expected),
+            "expected {expected:?} in: {stderr}"
+        );
+    }
+    assert_eq!(fs::read_dir(dir.path()).expect("list").count(), before);
+}
+
 /// A version that left a thread timer calling its code every 20 ms is
 /// unloaded from its worker without the timer firing into unmapped code:
 /// the worker deletes it first and says so; no destructor fault, no dead
