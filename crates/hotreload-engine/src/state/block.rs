@@ -11,7 +11,7 @@
 //! same thing in every version's worker, as it does in-process.
 
 use std::alloc::{self, Layout};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -235,6 +235,39 @@ impl State {
         })
     }
 
+    /// [`State::shared`], its memory file's pages allocated (and so
+    /// cleared by the kernel) now, `piece` bytes at a time with `pause`
+    /// after each, rather than at the first write of each page: for a
+    /// spare block made ahead on a thread of its own (see
+    /// [`super::release::Spares`]). A page that cannot be allocated now
+    /// is allocated at its first write, as in any shared block.
+    pub fn shared_prefilled(
+        size: usize,
+        piece: usize,
+        pause: std::time::Duration,
+    ) -> Result<State, String> {
+        let state = State::shared(size)?;
+        if let Backing::Shared { fd, len } = &state.backing {
+            let mut at = 0;
+            while at < *len {
+                let n = (*len - at).min(piece);
+                // SAFETY: `fallocate` on this block's own memfd allocates
+                // zeroed pages within its length; it changes no byte.
+                if unsafe { libc::fallocate(fd.as_raw_fd(), 0, at as i64, n as i64) } != 0 {
+                    break;
+                }
+                at += n;
+                std::thread::sleep(pause);
+            }
+        }
+        Ok(state)
+    }
+
+    /// Whether this block is shared memory (an isolated run's).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backing, Backing::Shared { .. })
+    }
+
     /// The memfd of a shared block's written-pages bitmap, for a worker
     /// that maps the block (only a large block has one).
     pub fn written_pages_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -394,12 +427,13 @@ impl State {
     }
 
     /// This block, emptied, as a new block of `size` bytes: for a tracked
-    /// block of its own pages of the same length, whose pages are then
+    /// block of its own pages (or of shared memory no worker has mapped)
+    /// of the same length, whose pages are then
     /// written without a fault each (see [`super::release::Spares`]); the
     /// block itself, unchanged, otherwise. It gets a new id: the snapshot
     /// tells blocks apart by it.
     pub fn reused(mut self, size: usize) -> Result<State, State> {
-        let Backing::Pages { len } = self.backing else {
+        let (Backing::Pages { len } | Backing::Shared { len, .. }) = self.backing else {
             return Err(self);
         };
         if size <= TRACK_ABOVE || size.checked_next_multiple_of(PAGE) != Some(len) {

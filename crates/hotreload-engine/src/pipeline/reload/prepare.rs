@@ -325,11 +325,11 @@ impl Reloader {
                 ) {
                     Ok(Decision::Keep) => (None, None),
                     Ok(Decision::Migrate { plan, summary }) => {
-                        // A block the last swap let go of, if it fits: its
-                        // pages are written without a fault each.
-                        let spare = (!shared)
-                            .then(|| self.spares.take_block(side.size))
-                            .flatten();
+                        // A block the last swap let go of (in an isolated
+                        // run, a fresh one made ahead), if it fits: its
+                        // pages are written without the kernel clearing
+                        // each.
+                        let spare = self.spares.take_block(side.size, shared);
                         let mut new_state = match spare {
                             Some(block) => block,
                             None => alloc(side.size)?,

@@ -150,7 +150,7 @@ impl Reloader {
     }
 
     fn carry_back_ahead(&self, ask: CarryBackAsk) -> Result<Migration, String> {
-        let mut new_state = match self.spares.take_block(ask.new_size) {
+        let mut new_state = match self.spares.take_block(ask.new_size, false) {
             Some(block) => block,
             None => State::new_block(ask.new_size, false)
                 .map_err(|why| format!("cannot allocate {} bytes of state: {why}", ask.new_size))?,
