@@ -3,10 +3,11 @@
 //! layout change exactly as a fault's rollback carries it; refused, saying
 //! why, when it cannot be.
 //!
-//! A large tracked state (in-process) is carried to the other layout off
-//! this thread: the rollback waits, ticking on, while the reload thread
-//! fills the new block ahead from the snapshot ([`CarryBackAsk`]), then
-//! brings in what was written meanwhile, as a swap's migration does.
+//! A large tracked state (in a worker's shared memory too) is carried to
+//! the other layout off this thread: the rollback waits, ticking on, while
+//! the reload thread fills the new block ahead from the snapshot
+//! ([`CarryBackAsk`]), then brings in what was written meanwhile, as a
+//! swap's migration does.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,6 +49,9 @@ pub struct CarryBackAsk {
     pub old_state_version: u32,
     pub old_layout: Arc<Layout>,
     pub new_size: usize,
+    /// The new block is shared memory (an isolated run's, for the target's
+    /// worker to map).
+    pub shared: bool,
 }
 
 /// A rollback waiting for its state to be carried.
@@ -116,7 +120,7 @@ impl TickLoop {
 
     /// What to ask the reload thread for when rolling back to `target`
     /// needs a large state carried to its layout (`None`: done here, as a
-    /// small state's, an isolated worker's or an untracked one's is).
+    /// small state's or an untracked one's is).
     fn carry_back_ask(
         &self,
         owner: &Owner,
@@ -126,10 +130,7 @@ impl TickLoop {
         let (Some(from_layout), Some(to_layout)) = (owner.layout.as_ref(), target.layout()) else {
             return None;
         };
-        let large = state.size() > TRACK_ABOVE
-            && state.written_pages().is_some()
-            && state.shared_fd().is_none()
-            && !target.is_isolated();
+        let large = state.size() > TRACK_ABOVE && state.written_pages().is_some();
         if !large || (state.size() == target.state_size() && from_layout.same_shape(to_layout)) {
             return None;
         }
@@ -143,6 +144,7 @@ impl TickLoop {
                     old_state_version: owner.state_version,
                     old_layout: Arc::clone(from_layout),
                     new_size: target.state_size(),
+                    shared: state.is_shared(),
                 }),
         )
     }

@@ -150,9 +150,9 @@ impl Reloader {
     }
 
     fn carry_back_ahead(&self, ask: CarryBackAsk) -> Result<Migration, String> {
-        let mut new_state = match self.spares.take_block(ask.new_size, false) {
+        let mut new_state = match self.spares.take_block(ask.new_size, ask.shared) {
             Some(block) => block,
-            None => State::new_block(ask.new_size, false)
+            None => State::new_block(ask.new_size, ask.shared)
                 .map_err(|why| format!("cannot allocate {} bytes of state: {why}", ask.new_size))?,
         };
         let ahead = match &self.last_good {
