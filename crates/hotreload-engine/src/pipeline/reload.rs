@@ -17,6 +17,7 @@
 //! - the exit code is the outcome of the last attempt.
 
 mod ahead;
+mod gather;
 mod kept;
 mod prepare;
 mod rollback;
@@ -187,37 +188,6 @@ const CANCEL_AFTER: Duration = Duration::from_secs(2);
 /// How long a cancelled build gets to clean up after SIGTERM.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
-/// `first` with the batches queued right behind it: saves that came while
-/// this thread was busy (a large state's migration) are one change. Handled
-/// one by one, every batch after the first would find its files as the
-/// first left them (read when it was handled) and say "unchanged". The
-/// build-ahead notices between them are for batches absorbed here; one
-/// after the last batch waits in `held`, with the first message of another
-/// kind.
-fn gather_batches(
-    mut first: Batch,
-    inbox: &Receiver<Inbox>,
-    held: &mut std::collections::VecDeque<Inbox>,
-) -> Batch {
-    let mut ahead = None;
-    while let Ok(next) = inbox.try_recv() {
-        match next {
-            Inbox::Watch(WatchOutput::Batch(more)) => {
-                ahead = None;
-                first.absorb(more);
-            }
-            notice @ Inbox::Watch(WatchOutput::Ahead(_)) => ahead = Some(notice),
-            other => {
-                held.extend(ahead.take());
-                held.push_back(other);
-                return first;
-            }
-        }
-    }
-    held.extend(ahead);
-    first
-}
-
 impl Reloader {
     pub fn new(
         config: Config,
@@ -345,7 +315,7 @@ impl Reloader {
             match msg {
                 Inbox::Watch(WatchOutput::Notice(text)) => self.emit(Event::WatchNotice(text)),
                 Inbox::Watch(WatchOutput::Batch(batch)) => {
-                    let batch = gather_batches(batch, &inbox, &mut held);
+                    let batch = gather::batches(batch, &inbox, &mut held);
                     self.on_batch(batch, &me)
                 }
                 Inbox::Watch(WatchOutput::Ahead(batch)) => self.on_ahead(batch, &me),
