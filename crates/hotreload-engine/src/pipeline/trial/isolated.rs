@@ -83,7 +83,15 @@ fn exercise_in_worker(
         preloaded: false,
         layout,
     };
-    match exercise(plugin, &mut block, &ex, &mut |_| {}) {
+    let exercised = exercise(plugin, &mut block, &ex, &mut |_| {});
+    // Unmapped a piece at a time on a thread of its own: in one `munmap`
+    // here a large block held the address space's lock, which the tick
+    // thread's page faults and `mprotect`s need, while its pages were
+    // freed.
+    let mut discarded = crate::state::release::Discarded::default();
+    discarded.state(block);
+    discarded.free_soon();
+    match exercised {
         Ok(()) => Ok(()),
         Err(Stopped::Fault { stage, fault }) => Err(Rejection::Faulted(format!(
             "trial {stage}: {}",
