@@ -198,9 +198,9 @@ fn a_64_mib_state_whose_layout_changes_at_every_save_never_holds_a_tick_up() {
 }
 
 #[test]
-#[ignore = "512 MiB: run in release by hand; a tick still starts 90-165 ms late here \
-            during each migration's passes over fresh memory (BENCHMARKS.md, large state \
-            with a new layout)"]
+#[ignore = "512 MiB: run in release by hand; a tick can still start up to about 100 ms \
+            late here during a migration's passes over memory the VM never touched \
+            (BENCHMARKS.md, large state with a new layout)"]
 fn a_512_mib_state_whose_layout_changes_at_every_save_never_holds_a_tick_up() {
     reloads_never_skip_a_tick(LAYOUTS, NEW_LAYOUT, 512);
 }

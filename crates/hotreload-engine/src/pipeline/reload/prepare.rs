@@ -349,6 +349,21 @@ impl Reloader {
                             .map_err(|unfit| Rejection::StateChange(unfit.to_string()))?,
                             None => None,
                         };
+                        if ahead.is_none()
+                            && old.size > crate::state::block::TRACK_ABOVE
+                            && new_state.written_pages().is_some()
+                        {
+                            // What the tick thread is about to pay for,
+                            // in time that grows with the size.
+                            self.emit(Event::ServerNotice(format!(
+                                "v{version}: the migration of {} MiB of state could not be \
+                                 worked out ahead (no copy of the running state came out of the \
+                                 snapshot within {} ms); it is applied at the swap, and ticks \
+                                 wait for it",
+                                old.size >> 20,
+                                migrate::ahead::patience_for(old.size).as_millis()
+                            )));
+                        }
                         (
                             None,
                             Some(Migration {

@@ -31,8 +31,16 @@ use super::{Applied, PageIndex, Plan, Unfit};
 /// progress) before the migration is left to the swap.
 const PATIENCE: std::time::Duration = std::time::Duration::from_millis(20);
 /// How long to wait for a swap handed to the tick thread to be installed
-/// (a tick boundary, then an install of about a millisecond).
-const SWAP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+/// (a tick boundary, then an install of about a millisecond), and for the
+/// snapshot to let a copy of the state be read: 250 ms, and 8 ms more per
+/// MiB of state. Given up, the migration is applied at the swap, on the
+/// tick thread, in time that grows with the size (1.5-3 s of ticks
+/// skipped per swap at 512 MiB on a VM whose memory was fresh, where the
+/// install before took longer than 250 ms): for a large state a longer
+/// wait here, which only makes the swap later, is always the cheaper.
+pub fn patience_for(size: usize) -> std::time::Duration {
+    std::time::Duration::from_millis(250 + 8 * (size >> 20) as u64)
+}
 
 /// The migration worked out ahead of the swap.
 pub struct Ahead {
@@ -89,11 +97,25 @@ pub fn prepare(
     // The swap before this one may still be on its way to the tick thread
     // (a migration worked out faster than saves come): its state is the
     // one to read, a tick after it is installed.
-    if !snapshot.wait_for_copy_of(old.version, old.layout, SWAP_PATIENCE) {
+    let deadline = std::time::Instant::now() + patience_for(old.size);
+    if !snapshot.wait_for_copy_of(old.version, old.layout, patience_for(old.size)) {
         return Ok(None);
     }
-    let Some(copy) = snapshot.copy_to_follow(PATIENCE, spares.take(old.size)) else {
-        return Ok(None);
+    // Each read waits at most `PATIENCE` for a lock a take holds; tried
+    // again until the deadline.
+    let mut into = spares.take(old.size);
+    let copy = loop {
+        match snapshot.copy_to_follow(PATIENCE, into) {
+            Ok(copy) => break copy,
+            Err(back) if std::time::Instant::now() < deadline => {
+                into = back;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(back) => {
+                spares.keep(vec![back], Vec::new());
+                return Ok(None);
+            }
+        }
     };
     if copy.bytes.len() != old.size
         || copy.meta.state_version != old.version

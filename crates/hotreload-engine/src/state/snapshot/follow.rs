@@ -106,12 +106,14 @@ impl SharedSnapshot {
     /// every page that changes. One at a time: a later call ends the
     /// noting for an earlier one. Waits at most `patience` for each lock.
     /// The copy is read into `into`, a buffer whose room is used as it is.
-    pub fn copy_to_follow(&self, patience: Duration, into: Vec<u8>) -> Option<Followed> {
+    /// Not read (a lock not had in time, or nothing to read): `into`
+    /// back, to try again with.
+    pub fn copy_to_follow(&self, patience: Duration, into: Vec<u8>) -> Result<Followed, Vec<u8>> {
         static TOKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let token = TOKEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut block = None;
         let mut target = Reused(into);
-        let (meta, _) = self.read_into_then(patience, None, &mut target, |snapshot| {
+        let read = self.read_into_then(patience, None, &mut target, |snapshot| {
             // Under the same lock as the read's start: every change after
             // the tick the copy is of is noted.
             block = snapshot.last_block;
@@ -119,13 +121,16 @@ impl SharedSnapshot {
                 bits: vec![0; snapshot.bytes.len().div_ceil(PAGE).div_ceil(64)],
                 token,
             });
-        })?;
-        Some(Followed {
-            bytes: target.0,
-            meta,
-            block: block?,
-            token,
-        })
+        });
+        match (read, block) {
+            (Some((meta, _)), Some(block)) => Ok(Followed {
+                bytes: target.0,
+                meta,
+                block,
+                token,
+            }),
+            _ => Err(target.0),
+        }
     }
 
     /// Brings `followed`'s copy up to the snapshot's for the pages noted
