@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::mpsc::Receiver;
 
+use crate::tick::TickOutput;
 use crate::watch::{Batch, WatchOutput};
 
 use super::Inbox;
@@ -13,8 +14,8 @@ use super::Inbox;
 /// one by one, every batch after the first would find its files as the
 /// first left them (read when it was handled) and say "unchanged". The
 /// build-ahead notices between them are for batches absorbed here; one
-/// after the last batch waits in `held`, with the first message of another
-/// kind.
+/// after the last batch waits in `held`, with what a swap let go of
+/// meanwhile and the first message of another kind.
 pub(super) fn batches(
     mut first: Batch,
     inbox: &Receiver<Inbox>,
@@ -28,6 +29,11 @@ pub(super) fn batches(
                 first.absorb(more);
             }
             notice @ Inbox::Watch(WatchOutput::Ahead(_)) => ahead = Some(notice),
+            // What a swap lets go of comes between the batches of saves
+            // made while it was worked out; it waits, the gathering goes on.
+            memory @ Inbox::Tick(TickOutput::Discard(_) | TickOutput::Retired(_)) => {
+                held.push_back(memory);
+            }
             other => {
                 held.extend(ahead.take());
                 held.push_back(other);
