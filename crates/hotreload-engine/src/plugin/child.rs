@@ -103,14 +103,7 @@ pub fn spawn_handing_over(
         message.extend_from_slice(&to.to_le_bytes());
     }
     let froms: Vec<RawFd> = fds.iter().map(|&(from, _)| from).collect();
-    let sent = sendmsg::<()>(
-        host_end.as_raw_fd(),
-        &[IoSlice::new(&message)],
-        &[ControlMessage::ScmRights(&froms)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    );
-    if let Err(e) = sent {
+    if let Err(e) = send_with_fds(&host_end, &message, &froms) {
         let _ = child.kill();
         let _ = child.wait();
         return Err(format!("cannot hand the child its descriptors: {e}"));
@@ -216,6 +209,25 @@ fn take_hand_over() -> Result<(), String> {
         libc::close(null);
     }
     Ok(())
+}
+
+/// Sends `message` on `socket` with descriptors `fds` attached (none: a
+/// plain message), never raising SIGPIPE when the other end is gone.
+pub fn send_with_fds(
+    socket: &OwnedFd,
+    message: &[u8],
+    fds: &[RawFd],
+) -> Result<(), nix::errno::Errno> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(message)],
+        control,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
 }
 
 /// The next message on `socket` into `bytes`: its length, and the

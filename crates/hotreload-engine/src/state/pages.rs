@@ -421,7 +421,7 @@ impl WrittenPages {
     /// region that the drop makes would only hold the memory-map lock (a
     /// tracked 64 MiB block is thousands of mappings after its scattered
     /// closes, and the tick thread's own `mprotect`s wait for it).
-    pub fn untrack_for_unmap(mut self: Box<Self>) {
+    pub fn untrack_for_unmap(mut self) {
         self.unmapping = true;
     }
 }

@@ -22,7 +22,6 @@ pub mod worker;
 
 use std::cell::{Cell, RefCell};
 use std::fs::File;
-use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -32,9 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, recv, sendmsg, socketpair,
-};
+use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockType, recv, socketpair};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
@@ -44,7 +41,9 @@ use crate::event::{Event, EventSink};
 use crate::guard::{self, Fault};
 use crate::outcome::Rejection;
 use crate::plugin::Hook;
-use crate::plugin::child::{above_stdio, sealed_memfd, spawn_handing_over, this_program};
+use crate::plugin::child::{
+    above_stdio, sealed_memfd, send_with_fds, spawn_handing_over, this_program,
+};
 use crate::state::State;
 
 pub use report::Loaded;
@@ -284,18 +283,10 @@ impl Worker {
         };
         // The descriptors first: the worker reads them when it sees the
         // request. A large block's written-pages bitmap comes with it.
-        let payload = [0u8; 1];
         let mut fds = vec![fd.as_raw_fd()];
         fds.extend(state.written_pages_fd().map(|bits| bits.as_raw_fd()));
-        let cmsg = [ControlMessage::ScmRights(&fds)];
-        sendmsg::<()>(
-            self.socket.as_raw_fd(),
-            &[IoSlice::new(&payload)],
-            &cmsg,
-            MsgFlags::empty(),
-            None,
-        )
-        .map_err(|e| self.error(&format!("cannot hand the state to the worker: {e}")))?;
+        send_with_fds(&self.socket, &[0u8], &fds)
+            .map_err(|e| self.error(&format!("cannot hand the state to the worker: {e}")))?;
         self.call(Op::Map, |p| {
             p.block.store(state.id(), Ordering::Relaxed);
             p.addr.store(state.address() as u64, Ordering::Relaxed);

@@ -25,13 +25,11 @@
 //! it stops answering, trials start the executable again, and the server
 //! says so once.
 
-use std::io::IoSlice;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Mutex, OnceLock};
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    sendmsg, socketpair,
+    AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg, socketpair,
 };
 
 /// The host's end of the helper's socket, once started.
@@ -189,17 +187,8 @@ pub fn hold_next() {
 
 /// Sends `message` with descriptors `fds` attached.
 fn send_fds(socket: &OwnedFd, message: &[u8], fds: &[RawFd]) -> Result<(), String> {
-    let rights = [ControlMessage::ScmRights(fds)];
-    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[IoSlice::new(message)],
-        control,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map(drop)
-    .map_err(|e| format!("the other end is gone ({e})"))
+    crate::plugin::child::send_with_fds(socket, message, fds)
+        .map_err(|e| format!("the other end is gone ({e})"))
 }
 
 impl ForkedProbe {

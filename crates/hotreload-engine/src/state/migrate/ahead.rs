@@ -97,8 +97,9 @@ pub fn prepare(
     // The swap before this one may still be on its way to the tick thread
     // (a migration worked out faster than saves come): its state is the
     // one to read, a tick after it is installed.
-    let deadline = std::time::Instant::now() + patience_for(old.size);
-    if !snapshot.wait_for_copy_of(old.version, old.layout, patience_for(old.size)) {
+    let patience = patience_for(old.size);
+    let deadline = std::time::Instant::now() + patience;
+    if !snapshot.wait_for_copy_of(old.version, old.layout, patience) {
         return Ok(None);
     }
     // Each read waits at most `PATIENCE` for a lock a take holds; tried
