@@ -10,52 +10,71 @@
 //!
 //! Per configuration: the median over rounds of the latest tick start after
 //! its deadline (and the spread), the ticks skipped in all, the swaps per
-//! run against the saves, and the time from a build's `[build] success`
+//! run against the saves (and the builds found to be the running version
+//! again: the variants alternate, so saves gathered in pairs come back to
+//! it, "unchanged"), and the time from a build's `[build] success`
 //! line to its `[reload] swapped` line (p50 and p99 over every swap of
 //! every round). The figures come from the server's own closing `[tick]`
 //! line and from when its lines were read.
 //!
 //! `HOTRELOAD_BENCH_MIB` (64), `HOTRELOAD_BENCH_ROUNDS` (3),
 //! `HOTRELOAD_BENCH_SECONDS` (10) and `HOTRELOAD_BENCH_LAYOUTS` (`same,new`)
-//! change the scenario.
+//! change the scenario; `HOTRELOAD_BENCH_ONLY=isolated` keeps the
+//! configurations whose names contain the word; `HOTRELOAD_BENCH_BEFORE=PATH`
+//! runs every configuration with that build of `hotreload` too, in the same
+//! rounds (named `before:`), for a change's before and after.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(unused_imports)]
 mod support;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use support::large_state::{
-    LAYOUTS, NEW_LAYOUT, Run, SAME_LAYOUT, SOURCE, prebuild, run, run_idle,
+    LAYOUTS, NEW_LAYOUT, Run, SAME_LAYOUT, SOURCE, prebuild, run_idle, run_program,
 };
 
 /// 50 ms between saves, as in the scenario.
 const GAP: Duration = Duration::from_millis(50);
 
 struct Config {
-    name: &'static str,
+    name: String,
+    program: PathBuf,
     trials: bool,
     isolate: bool,
     reloads: bool,
     runs: Vec<Run>,
 }
 
-fn configs() -> Vec<Config> {
-    let config = |name, trials, isolate, reloads| Config {
-        name,
-        trials,
-        isolate,
-        reloads,
-        runs: vec![],
-    };
-    vec![
-        config("baseline: in process, no reloads", false, false, false),
-        config("in process, trials off", false, false, true),
-        config("in process, default trial", true, false, true),
-        config("baseline: isolated, no reloads", false, true, false),
-        config("isolated, trials off", false, true, true),
-        config("isolated, default trial", true, true, true),
-    ]
+/// Every configuration, for each build of `hotreload` in `programs`
+/// (labelled), whose name contains `only`.
+fn configs(programs: &[(&str, PathBuf)], only: &str) -> Vec<Config> {
+    let kinds = [
+        ("baseline: in process, no reloads", false, false, false),
+        ("in process, trials off", false, false, true),
+        ("in process, default trial", true, false, true),
+        ("baseline: isolated, no reloads", false, true, false),
+        ("isolated, trials off", false, true, true),
+        ("isolated, default trial", true, true, true),
+    ];
+    let mut configs = Vec::new();
+    for (name, trials, isolate, reloads) in kinds {
+        if !name.contains(only) {
+            continue;
+        }
+        for (label, program) in programs {
+            configs.push(Config {
+                name: format!("{label}{name}"),
+                program: program.clone(),
+                trials,
+                isolate,
+                reloads,
+                runs: vec![],
+            });
+        }
+    }
+    configs
 }
 
 fn env_number(name: &str, default: usize) -> usize {
@@ -87,6 +106,11 @@ fn main() {
     let seconds = env_number("HOTRELOAD_BENCH_SECONDS", 10);
     let saves = seconds * 1000 / GAP.as_millis() as usize;
     let layouts = std::env::var("HOTRELOAD_BENCH_LAYOUTS").unwrap_or_else(|_| "same,new".into());
+    let only = std::env::var("HOTRELOAD_BENCH_ONLY").unwrap_or_default();
+    let mut programs = vec![("", support::binary())];
+    if let Some(before) = std::env::var_os("HOTRELOAD_BENCH_BEFORE") {
+        programs.push(("before: ", PathBuf::from(before)));
+    }
     for layout in layouts.split(',') {
         let (title, source, variants) = match layout {
             "same" => ("one layout", SOURCE, SAME_LAYOUT),
@@ -96,24 +120,25 @@ fn main() {
         let tmp = support::workdir();
         let dir = tmp.path();
         prebuild(dir, source, mib, variants);
-        let mut configs = configs();
+        let mut configs = configs(&programs, &only);
         for round in 0..rounds {
             let count = configs.len();
             for k in 0..count {
                 let config = &mut configs[(k + round) % count];
                 let extra: &[&str] = if config.isolate { &["--isolate"] } else { &[] };
                 let r = if config.reloads {
-                    run(dir, config.trials, extra, saves, GAP)
+                    run_program(&config.program, dir, config.trials, extra, saves, GAP)
                 } else {
-                    run_idle(dir, extra, GAP * saves as u32)
+                    run_idle(&config.program, dir, extra, GAP * saves as u32)
                 };
                 eprintln!(
-                    "  round {}: {}: latest start {:.1} ms, {} skipped, {} swapped",
+                    "  round {}: {}: latest start {:.1} ms, {} skipped, {} swapped, {} unchanged",
                     round + 1,
                     config.name,
                     r.latest_ms,
                     r.skipped,
-                    r.swapped
+                    r.swapped,
+                    r.unchanged
                 );
                 config.runs.push(r);
             }
@@ -124,8 +149,8 @@ fn main() {
             GAP.as_millis()
         );
         println!(
-            "{:<36} {:>8} {:>15} {:>8} {:>9} {:>14}",
-            "", "ticks", "latest start", "skipped", "swapped", "after build"
+            "{:<44} {:>8} {:>15} {:>8} {:>9} {:>9} {:>14}",
+            "", "ticks", "latest start", "skipped", "swapped", "unchanged", "after build"
         );
         for config in &configs {
             let mut latest: Vec<f64> = config.runs.iter().map(|r| r.latest_ms).collect();
@@ -134,15 +159,19 @@ fn main() {
             let mut ticks: Vec<f64> = config.runs.iter().map(|r| r.ticks as f64).collect();
             let skipped: i64 = config.runs.iter().map(|r| r.skipped).sum();
             let mut swapped: Vec<f64> = config.runs.iter().map(|r| r.swapped as f64).collect();
+            let mut unchanged: Vec<f64> = config.runs.iter().map(|r| r.unchanged as f64).collect();
             let mut after: Vec<f64> = config
                 .runs
                 .iter()
                 .flat_map(|r| r.after_build_ms.iter().copied())
                 .collect();
-            let swaps = if config.reloads {
-                format!("{:.0}/{saves}", median(&mut swapped))
+            let (swaps, unchanged) = if config.reloads {
+                (
+                    format!("{:.0}/{saves}", median(&mut swapped)),
+                    format!("{:.0}", median(&mut unchanged)),
+                )
             } else {
-                "-".into()
+                ("-".into(), "-".into())
             };
             let after = if after.is_empty() {
                 "-".into()
@@ -154,7 +183,7 @@ fn main() {
                 )
             };
             println!(
-                "{:<36} {:>8.0} {:>6.1} ({:.1}-{:.1}) {:>8} {:>9} {:>14}",
+                "{:<44} {:>8.0} {:>6.1} ({:.1}-{:.1}) {:>8} {:>9} {:>9} {:>14}",
                 config.name,
                 median(&mut ticks),
                 median(&mut latest),
@@ -162,6 +191,7 @@ fn main() {
                 high,
                 skipped,
                 swaps,
+                unchanged,
                 after
             );
         }

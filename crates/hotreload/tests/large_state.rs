@@ -146,16 +146,57 @@ fn in_isolated_mode_what_the_worker_writes_while_a_migration_is_worked_out_is_ca
     migrations_carry_what_the_running_version_writes(&["--isolate"]);
 }
 
+/// Every trial of a 64 MiB state starts from the running state exactly.
+/// The builds keep the layout, so a probe, or in isolated mode the trial's
+/// worker, maps the kept trial image privately, with only the pages written
+/// since the last trial rewritten into it; each trial's first tick sums all
+/// the counters and aborts if they are off, so a page missed or stale in
+/// the image is a rejection, and the same in a live copy a fault.
+#[test]
+fn every_trial_of_a_large_state_starts_from_the_running_state_exactly() {
+    let _alone = alone();
+    let tmp = checked_layouts([&["-DCHECK=2"], &["-DCHECK=2", "-DSTRIDE=7927"]]);
+    let dir = tmp.path();
+    for extra in [&[][..], &["--isolate"]] {
+        let mut server = start(dir, true, extra);
+        server.expect_contains("[reload] loaded logic.so");
+        for i in 0..6 {
+            let pick = if i % 2 == 0 { "b\n" } else { "a\n" };
+            support::editor::rename_over(&dir.join("pick.txt"), pick);
+            let line = server.expect("a swap or a rejection", |l| {
+                l.starts_with("[reload] swapped") || l.starts_with("[reload] rejected")
+            });
+            assert!(
+                line.starts_with("[reload] swapped"),
+                "{extra:?}: {line}\n{}",
+                server.transcript()
+            );
+            // Ticks write between trials, so each trial's image differs.
+            server.expect("a state line", |l| l.starts_with("[state]"));
+        }
+        assert_eq!(ctl(dir, &["stop"]).0, 0);
+        server.wait();
+        assert_eq!(
+            server.count(|l| l.starts_with("[fault]")),
+            0,
+            "{extra:?}\n{}",
+            server.transcript()
+        );
+    }
+}
+
+/// A work folder with the two variants of the 64 MiB [`LAYOUTS`] plugin,
+/// built with `flags` each.
+fn checked_layouts(flags: [&[&str]; 2]) -> tempfile::TempDir {
+    let tmp = workdir();
+    prebuild(tmp.path(), LAYOUTS, 64, flags);
+    tmp
+}
+
 fn migrations_carry_what_the_running_version_writes(extra: &[&str]) {
     let _alone = alone();
-    let tmp = workdir();
+    let tmp = checked_layouts([&["-DCHECK=1"], &["-DCHECK=1", "-DLAYOUT_B"]]);
     let dir = tmp.path();
-    prebuild(
-        dir,
-        LAYOUTS,
-        64,
-        [&["-DCHECK=1"], &["-DCHECK=1", "-DLAYOUT_B"]],
-    );
     let args: Vec<&str> = ["--events", "json"].iter().chain(extra).copied().collect();
     let mut server = start(dir, true, &args);
     let swapped = |server: &mut Server| -> serde_json::Value {

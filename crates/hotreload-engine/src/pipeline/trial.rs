@@ -94,6 +94,14 @@ impl TrialState {
     }
 }
 
+/// Where a trial's starting state comes from.
+pub enum StateSource {
+    /// The kept trial image, written from the fault snapshot.
+    Image(TrialState),
+    /// A copy made for this trial (there was no snapshot to write from).
+    Copy(crate::state::persist::Saved),
+}
+
 /// The descriptors a probe gets, above the standard streams' numbers.
 struct ProbeFds {
     request: OwnedFd,

@@ -103,6 +103,29 @@ pub fn exercise(
     Ok(())
 }
 
+/// How `saved` is carried over to `plugin`'s version (whose state bytes
+/// mean `layout`): the host's own decision, which the trial follows.
+pub fn carrying(
+    plugin: &Plugin,
+    saved: &SavedRef<'_>,
+    layout: Option<&Layout>,
+    reset_fields: &[String],
+) -> Result<Decision, String> {
+    let old = Side {
+        size: saved.state.len(),
+        version: saved.state_version,
+        layout: saved.layout,
+        has_hook: false,
+    };
+    let new = Side {
+        size: plugin.state_size(),
+        version: plugin.state_version(),
+        layout,
+        has_hook: plugin.has_migrate(),
+    };
+    migrate::decide(old, new, reset_fields)
+}
+
 /// Fills `state` from `saved` as the host will when it swaps this version
 /// in: as is, or migrated by plan and hook.
 fn carry_over(
@@ -111,20 +134,8 @@ fn carry_over(
     state: &mut State,
     ex: &Exercise<'_>,
 ) -> Result<(), Stopped> {
-    let old = Side {
-        size: saved.state.len(),
-        version: saved.state_version,
-        layout: saved.layout,
-        has_hook: false,
-    };
-    let new = Side {
-        size: state.size(),
-        version: plugin.state_version(),
-        layout: ex.layout,
-        has_hook: plugin.has_migrate(),
-    };
     let refuse = |r| Stopped::Refused(r);
-    match migrate::decide(old, new, ex.reset_fields)
+    match carrying(plugin, saved, ex.layout, ex.reset_fields)
         .map_err(|why| refuse(Rejection::StateChange(why)))?
     {
         Decision::Keep => {

@@ -55,6 +55,13 @@ enum Backing {
         fd: OwnedFd,
         len: usize,
     },
+    /// A private (copy-on-write) mapping of a memfd that another process
+    /// maps privately too: both start from its bytes, and each one's writes
+    /// are its own. An isolated trial's block over the trial image.
+    CopyOf {
+        fd: OwnedFd,
+        len: usize,
+    },
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -195,20 +202,8 @@ impl State {
         let file = std::fs::File::from(fd.try_clone().map_err(|e| e.to_string())?);
         file.set_len(len as u64)
             .map_err(|e| format!("cannot size shared memory of {size} bytes for the state: {e}"))?;
-        let mut tries = 0;
-        let ptr = loop {
-            tries += 1;
-            let at = SHARED_BASE + (random_word() as usize % (SHARED_SPAN / page)) * page;
-            match map_shared(fd.as_fd(), at, len) {
-                Ok(ptr) => break ptr,
-                Err(_) if tries < 16 => continue,
-                Err(e) => {
-                    return Err(format!(
-                        "cannot map shared memory of {size} bytes for the state: {e}"
-                    ));
-                }
-            }
-        };
+        let ptr = place(fd.as_fd(), len, Sharing::Shared)
+            .map_err(|e| format!("cannot map shared memory of {size} bytes for the state: {e}"))?;
         // A large block is tracked for writes here and in every worker, with
         // one bitmap in shared memory (see `shared_pages`); without the
         // crash guard it is copied whole, every so many ticks, as before.
@@ -296,6 +291,55 @@ impl State {
             .map_or(Ok(()), |p| p.before_call())
     }
 
+    /// A block over a mapping just made, whose writes nothing tracks.
+    fn untracked_mapping(ptr: NonNull<u8>, size: usize, backing: Backing) -> State {
+        State {
+            ptr,
+            size,
+            backing,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            written: None,
+            worker_pages: None,
+        }
+    }
+
+    /// A block of `size` bytes that starts as the first `size` bytes of
+    /// `fd` (the trial image), mapped privately at a random address of the
+    /// range kept for shared blocks, where a worker maps the same file
+    /// privately too ([`State::map_copy_at`]): neither copies a page until
+    /// it writes it, and neither sees the other's writes. For a trial in
+    /// isolated mode whose state is carried as it is, so that nothing
+    /// copies a large state for it. Never tracked.
+    pub fn copy_of(fd: OwnedFd, size: usize) -> Result<State, String> {
+        let len = size
+            .max(1)
+            .checked_next_multiple_of(PAGE)
+            .ok_or_else(|| format!("a {size}-byte block is too large"))?;
+        let ptr = place(fd.as_fd(), len, Sharing::Private)
+            .map_err(|e| format!("cannot map the {size}-byte state image: {e}"))?;
+        Ok(State::untracked_mapping(
+            ptr,
+            size,
+            Backing::CopyOf { fd, len },
+        ))
+    }
+
+    /// In a worker, the block [`State::copy_of`] made in the host: `fd`
+    /// mapped privately at `at`, the address it has there. The descriptor
+    /// is closed once mapped: plugin code here has no handle on the file to
+    /// write the host's image through (the host checks for that anyway).
+    pub fn map_copy_at(fd: OwnedFd, at: usize, size: usize) -> Result<State, String> {
+        let len = size
+            .max(1)
+            .checked_next_multiple_of(PAGE)
+            .ok_or_else(|| format!("a {size}-byte block is too large"))?;
+        let ptr = map_fixed(fd.as_fd(), at, len, Sharing::Private)
+            .map_err(|e| format!("cannot map the state image at {at:#x}: {e}"))?;
+        drop(fd);
+        // Unmapped as an anonymous block is: one munmap of `len`.
+        Ok(State::untracked_mapping(ptr, size, Backing::Pages { len }))
+    }
+
     /// The block another process shared: `fd` mapped at `at`, the address
     /// it has there (an isolated worker maps the host's blocks so). Fails if
     /// that range is taken in this process.
@@ -307,14 +351,11 @@ impl State {
         let ptr = map_shared(fd.as_fd(), at, len)
             .map_err(|e| format!("cannot map the state at {at:#x}: {e}"))?;
         forked::note_mapped(ptr.as_ptr() as usize, len);
-        Ok(State {
+        Ok(State::untracked_mapping(
             ptr,
             size,
-            backing: Backing::Shared { fd, len },
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            written: None,
-            worker_pages: None,
-        })
+            Backing::Shared { fd, len },
+        ))
     }
 
     /// A block of `size` bytes that starts as the first `size` bytes of
@@ -348,15 +389,8 @@ impl State {
             ));
         }
         let ptr = NonNull::new(raw.cast()).ok_or_else(|| "mapped at address 0".to_owned())?;
-        Ok(State {
-            ptr,
-            size,
-            // Unmapped as an anonymous block is: one munmap of `len`.
-            backing: Backing::Pages { len },
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            written: None,
-            worker_pages: None,
-        })
+        // Unmapped as an anonymous block is: one munmap of `len`.
+        Ok(State::untracked_mapping(ptr, size, Backing::Pages { len }))
     }
 
     /// A new zeroed block of `size` bytes, of the same kind as this one
@@ -364,7 +398,7 @@ impl State {
     pub fn alike(&self, size: usize) -> Result<State, String> {
         match self.backing {
             Backing::Heap(_) | Backing::Pages { .. } => State::zeroed(size),
-            Backing::Shared { .. } => State::shared(size),
+            Backing::Shared { .. } | Backing::CopyOf { .. } => State::shared(size),
         }
     }
 
@@ -381,7 +415,15 @@ impl State {
     pub fn shared_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.backing {
             Backing::Shared { fd, .. } => Some(fd.as_fd()),
-            Backing::Heap(_) | Backing::Pages { .. } => None,
+            Backing::Heap(_) | Backing::Pages { .. } | Backing::CopyOf { .. } => None,
+        }
+    }
+
+    /// The file a [`State::copy_of`] block is a private copy of.
+    pub fn copied_fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::CopyOf { fd, .. } => Some(fd.as_fd()),
+            Backing::Heap(_) | Backing::Pages { .. } | Backing::Shared { .. } => None,
         }
     }
 
@@ -393,7 +435,7 @@ impl State {
     /// The length of the shared mapping (whole pages), or the size.
     pub fn mapped_len(&self) -> usize {
         match &self.backing {
-            Backing::Shared { len, .. } => *len,
+            Backing::Shared { len, .. } | Backing::CopyOf { len, .. } => *len,
             Backing::Heap(_) | Backing::Pages { .. } => self.size,
         }
     }
@@ -462,7 +504,9 @@ impl State {
     pub fn release_gradually(mut self, piece: usize, pause: std::time::Duration) {
         let len = match &mut self.backing {
             Backing::Heap(_) => return,
-            Backing::Pages { len } | Backing::Shared { len, .. } => std::mem::replace(len, 0),
+            Backing::Pages { len } | Backing::Shared { len, .. } | Backing::CopyOf { len, .. } => {
+                std::mem::replace(len, 0)
+            }
         };
         // Untracked first: the guard's handler must never take a fault at
         // this address for this block; left read-only where it is, since
@@ -503,10 +547,12 @@ impl Drop for State {
             // SAFETY: `ptr` came from `alloc_zeroed` with this same layout.
             Backing::Heap(layout) => unsafe { alloc::dealloc(self.ptr.as_ptr(), *layout) },
             // Unmapped already (`release_gradually`).
-            Backing::Pages { len: 0 } | Backing::Shared { len: 0, .. } => {}
-            // SAFETY: `ptr` is the mapping of `len` bytes made in `pages` or
-            // `private_copy_of`.
-            Backing::Pages { len } => unsafe {
+            Backing::Pages { len: 0 }
+            | Backing::Shared { len: 0, .. }
+            | Backing::CopyOf { len: 0, .. } => {}
+            // SAFETY: `ptr` is the mapping of `len` bytes made in `pages`,
+            // `private_copy_of`, `copy_of` or `map_copy_at`.
+            Backing::Pages { len } | Backing::CopyOf { len, .. } => unsafe {
                 libc::munmap(self.ptr.as_ptr().cast(), *len);
             },
             // SAFETY: `ptr` is the mapping of `len` bytes made in `shared`;
@@ -519,10 +565,49 @@ impl Drop for State {
     }
 }
 
+/// How a block maps its memory file.
+#[derive(Clone, Copy)]
+enum Sharing {
+    /// Writes go to the file, seen by every process that maps it.
+    Shared,
+    /// Writes go to this process's own copies of the pages written.
+    Private,
+}
+
+/// Maps `len` bytes of `fd` writable at a random page of the range kept
+/// for blocks other processes map at the same address (16 tries).
+fn place(fd: BorrowedFd<'_>, len: usize, sharing: Sharing) -> Result<NonNull<u8>, String> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let at = SHARED_BASE + (random_word() as usize % (SHARED_SPAN / PAGE)) * PAGE;
+        match map_fixed(fd, at, len, sharing) {
+            Ok(ptr) => return Ok(ptr),
+            Err(_) if tries < 16 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Maps `len` bytes of `fd` shared and writable at exactly `at`, never over
 /// an existing mapping.
 pub fn map_shared(fd: BorrowedFd<'_>, at: usize, len: usize) -> Result<NonNull<u8>, String> {
+    map_fixed(fd, at, len, Sharing::Shared)
+}
+
+/// Maps `len` bytes of `fd` writable at exactly `at`, never over an
+/// existing mapping.
+fn map_fixed(
+    fd: BorrowedFd<'_>,
+    at: usize,
+    len: usize,
+    sharing: Sharing,
+) -> Result<NonNull<u8>, String> {
     use std::os::fd::AsRawFd;
+    let kind = match sharing {
+        Sharing::Shared => libc::MAP_SHARED,
+        Sharing::Private => libc::MAP_PRIVATE,
+    };
     // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping: it fails instead;
     // the descriptor is valid for the call.
     let raw = unsafe {
@@ -530,7 +615,7 @@ pub fn map_shared(fd: BorrowedFd<'_>, at: usize, len: usize) -> Result<NonNull<u
             at as *mut libc::c_void,
             len,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+            kind | libc::MAP_FIXED_NOREPLACE,
             fd.as_raw_fd(),
             0,
         )

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::Server;
-use super::ctl::ctl;
 
 /// A state of `SIZE_MIB` MiB of non-zero bytes; each tick adds `STEP` to
 /// its counter and flips 16 bytes a MiB apart.
@@ -35,13 +34,20 @@ logic_api_t* logic_get_api(void) { return &api; }
 /// to 16 of them, pages apart, and to `n`. Variant `b` has a field more
 /// before the array, which shifts every counter by 4 bytes: each save
 /// changes the layout, and the state is migrated. With `CHECK`, the first
-/// tick of each loaded copy sums them all and counts a mismatch in `bad`.
+/// tick of each loaded copy sums them all and counts a mismatch in `bad`;
+/// with `CHECK=2` it aborts on one too (a trial's copy is thrown away, so
+/// only a fault says it started from the wrong bytes). `STRIDE` changes the
+/// code without changing the layout.
 pub const LAYOUTS: &str = r#"
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "hotreload.h"
 #define SIZE ((size_t)SIZE_MIB << 20)
 #define WORDS ((SIZE - 64) / 4)
+#ifndef STRIDE
+#define STRIDE 7919
+#endif
 typedef struct {
     uint64_t n;
     uint64_t checks;
@@ -66,9 +72,12 @@ static void tick(void* p, double dt) {
         uint64_t sum = 0;
         for (size_t i = 0; i < WORDS; i++) sum += s->words[i];
         s->checks++;
-        if (sum != s->n) s->bad++;
+        if (sum != s->n) {
+            s->bad++;
+            if (CHECK > 1) abort();
+        }
     }
-    for (int i = 0; i < 16; i++) s->words[(s->n * 7919) % WORDS] += 1, s->n++;
+    for (int i = 0; i < 16; i++) s->words[(s->n * STRIDE) % WORDS] += 1, s->n++;
 }
 static void shutdown(void* p) { (void)p; }
 static logic_api_t api = {HOTRELOAD_API_VERSION, sizeof(state_t), init, tick, shutdown};
@@ -103,6 +112,11 @@ pub const NEW_LAYOUT: [&[&str]; 2] = [&["-DCHECK=0"], &["-DCHECK=0", "-DLAYOUT_B
 /// The server, building by copying the variant `pick.txt` names, with
 /// trials as `trials` says and `extra` flags.
 pub fn start(dir: &Path, trials: bool, extra: &[&str]) -> Server {
+    start_program(&super::binary(), dir, trials, extra)
+}
+
+/// [`start`] with another build of `hotreload` (a benchmark's "before").
+pub fn start_program(program: &Path, dir: &Path, trials: bool, extra: &[&str]) -> Server {
     let _ = std::fs::remove_file(dir.join("logic.so"));
     std::fs::write(dir.join("pick.txt"), "a\n").expect("write");
     let mut args = vec![
@@ -123,7 +137,9 @@ pub fn start(dir: &Path, trials: bool, extra: &[&str]) -> Server {
         args.extend(["--trial-ticks", "0"]);
     }
     args.extend(extra);
-    Server::start(dir, &args)
+    let mut command = Command::new(program);
+    command.args(&args);
+    Server::start_command(dir, command)
 }
 
 /// What one run printed: the tick loop's figures at the end, the swaps,
@@ -133,6 +149,9 @@ pub struct Run {
     pub skipped: i64,
     pub latest_ms: f64,
     pub swapped: usize,
+    /// Builds found byte for byte the running version (the saves gathered
+    /// into them came back to it: the variants alternate).
+    pub unchanged: usize,
     /// For each swap, ms from the last `[build] success` line before it
     /// (since the swap before) to the `[reload] swapped` line.
     pub after_build_ms: Vec<f64>,
@@ -143,7 +162,19 @@ pub struct Run {
 /// `saves` renames of `pick.txt` `gap` apart (flipping between the two
 /// variants), 1.5 s for the last to land, then `ctl stop`.
 pub fn run(dir: &Path, trials: bool, extra: &[&str], saves: usize, gap: Duration) -> Run {
-    run_with(dir, trials, extra, || {
+    run_program(&super::binary(), dir, trials, extra, saves, gap)
+}
+
+/// [`run`] with another build of `hotreload`.
+pub fn run_program(
+    program: &Path,
+    dir: &Path,
+    trials: bool,
+    extra: &[&str],
+    saves: usize,
+    gap: Duration,
+) -> Run {
+    run_with(program, dir, trials, extra, || {
         for i in 0..saves {
             let pick = if i % 2 == 0 { "b\n" } else { "a\n" };
             super::editor::rename_over(&dir.join("pick.txt"), pick);
@@ -154,21 +185,25 @@ pub fn run(dir: &Path, trials: bool, extra: &[&str], saves: usize, gap: Duration
 
 /// The same run without saves, lasting `idle` where the saves would be: the
 /// baseline a run with reloads is compared with.
-pub fn run_idle(dir: &Path, extra: &[&str], idle: Duration) -> Run {
-    run_with(dir, false, extra, || std::thread::sleep(idle))
+pub fn run_idle(program: &Path, dir: &Path, extra: &[&str], idle: Duration) -> Run {
+    run_with(program, dir, false, extra, || std::thread::sleep(idle))
 }
 
-fn run_with(dir: &Path, trials: bool, extra: &[&str], load: impl FnOnce()) -> Run {
-    let mut server = start(dir, trials, extra);
+fn run_with(program: &Path, dir: &Path, trials: bool, extra: &[&str], load: impl FnOnce()) -> Run {
+    let mut server = start_program(program, dir, trials, extra);
     server.expect_contains("[reload] loaded logic.so");
     server.expect("the first state line", |l| l.starts_with("[state]"));
     std::thread::sleep(Duration::from_secs(1));
     load();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        ctl(dir, &["stop"]).0,
-        0,
-        "ctl stop\n{}",
+    let stopped = Command::new(program)
+        .args(["ctl", "stop"])
+        .current_dir(dir)
+        .output()
+        .map(|out| out.status.success());
+    assert!(
+        matches!(stopped, Ok(true)),
+        "ctl stop: {stopped:?}\n{}",
         server.transcript()
     );
     server.wait();
@@ -207,6 +242,7 @@ fn run_with(dir: &Path, trials: bool, extra: &[&str], load: impl FnOnce()) -> Ru
             .unwrap_or(-1),
         latest_ms: number_after("latest start ").unwrap_or(f64::MAX),
         swapped: server.count(|l| l.starts_with("[reload] swapped")),
+        unchanged: server.count(|l| l.contains("nothing to swap")),
         after_build_ms,
         transcript: server.transcript(),
     }

@@ -76,14 +76,6 @@ impl Reloader {
             .map_err(|e| e.to_string())
     }
 
-    /// The fault snapshot's last copy of the state, if one can be had at
-    /// once (see [`LastGood::snapshot_copy`](crate::state::forced::LastGood::snapshot_copy)).
-    fn snapshot_copy(&self) -> Option<crate::state::snapshot::Copied> {
-        self.last_good
-            .as_ref()?
-            .snapshot_copy(std::time::Duration::from_millis(20))
-    }
-
     /// Names the plugin's own writable statics when they first appear or
     /// change, not on every reload.
     pub(super) fn warn_statics(&mut self, bytes: &[u8], tables: &[u64], version: u64) {
@@ -137,26 +129,33 @@ impl Reloader {
                 String::new(),
             )
         };
+        // The trial's state is the kept trial image, brought up to date from
+        // the fault snapshot when there is one (only the pages changed
+        // since the last trial are written, on this thread): a probe maps
+        // it, and a worker maps it too, or reads it for a migration.
+        let state = match self.sealed_snapshot(load_only) {
+            Some(Ok((image, tick))) => {
+                settings.tick = tick;
+                Some(trial::StateSource::Image(image))
+            }
+            Some(Err(why)) => return Err(refused(why)),
+            None => self
+                // The snapshot was just asked and had no copy to give.
+                .trial_state(load_only, &mut settings.tick)
+                .map(trial::StateSource::Copy),
+        };
         let tried = if self.config.isolate {
-            let state = self.trial_state(load_only, true, &mut settings.tick);
             trial::isolated::run(library, bytes, &self.lib_name, &settings, state)
         } else {
-            // A probe maps the state from a sealed memfd, filled straight
-            // from the fault snapshot when there is one: one copy, on this
-            // thread, of even the largest state.
-            let state = match self.sealed_snapshot(load_only) {
-                Some(Ok((state, tick))) => {
-                    settings.tick = tick;
-                    Some(state)
-                }
-                Some(Err(why)) => return Err(refused(why)),
-                None => self
-                    // The snapshot was just asked and had no copy to give.
-                    .trial_state(load_only, false, &mut settings.tick)
-                    .map(|saved| trial::TrialState::from_saved(&SavedRef::from(&saved)))
-                    .transpose()
-                    .map_err(refused)?,
-            };
+            let state = state
+                .map(|state| match state {
+                    trial::StateSource::Image(image) => Ok(image),
+                    trial::StateSource::Copy(saved) => {
+                        trial::TrialState::from_saved(&SavedRef::from(&saved))
+                    }
+                })
+                .transpose()
+                .map_err(refused)?;
             let tried = trial::run(library, &settings, state);
             if let Some(note) = crate::plugin::probe::forker::notice() {
                 self.emit(Event::ServerNotice(note));
@@ -184,11 +183,15 @@ impl Reloader {
         let mut held = image.held.take();
         if held.is_some() && image.written_by_another() {
             held = None;
-            self.emit(Event::ServerNotice(
-                "the state image handed to the last trial's probe was written by it (opened \
+            let trial = if self.config.isolate {
+                "worker"
+            } else {
+                "probe"
+            };
+            self.emit(Event::ServerNotice(format!(
+                "the state image handed to the last trial's {trial} was written by it (opened \
                  again writable through /proc); this trial's image is written whole"
-                    .into(),
-            ));
+            )));
         }
         let exported =
             last_good.export_into(std::time::Duration::from_millis(20), &mut held, image);
@@ -216,24 +219,11 @@ impl Reloader {
     /// The current state, with its version and layout, for a trial: the
     /// trial carries it over to the new build's layout exactly as the host
     /// would. `tick` gets the ticks completed when it was copied.
-    /// `from_snapshot`: ask the fault snapshot first.
-    fn trial_state(&self, load_only: bool, from_snapshot: bool, tick: &mut u64) -> Option<Saved> {
+    fn trial_state(&self, load_only: bool, tick: &mut u64) -> Option<Saved> {
         if load_only {
             return None;
         }
         match &self.state_side {
-            Some(_) if from_snapshot && let Some(copy) = self.snapshot_copy() => {
-                // Copied from the fault snapshot on this thread: a large
-                // state is never copied on the tick thread for a trial. The
-                // copy says which layout its bytes are in (the swap before
-                // may still be on its way to the tick thread).
-                *tick = copy.tick;
-                Some(Saved {
-                    state: copy.bytes,
-                    state_version: copy.state_version,
-                    layout: copy.layout.as_deref().cloned(),
-                })
-            }
             Some(side) => {
                 let (tx, rx) = std::sync::mpsc::channel();
                 let _ = self.tick.send(TickInput::CopyState(tx));

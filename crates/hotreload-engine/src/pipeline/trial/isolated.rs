@@ -3,6 +3,11 @@
 //! the way it calls a live one. A build is loaded in a worker of its own
 //! twice (the trial's, then the live one): a worker that ran `shutdown` and
 //! `on_unload` on a copy of the state is not one to go live with.
+//!
+//! The state comes as the kept trial image when there is one: carried as it
+//! is, the worker maps the image privately and its calls copy only the
+//! pages they write; migrated, the image is read as the old state. Either
+//! way nothing copies the whole state for the trial.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,12 +15,14 @@ use std::sync::Arc;
 use crate::layout::{Layout, dwarf};
 use crate::outcome::Rejection;
 use crate::plugin::Plugin;
-use crate::plugin::exercise::{Exercise, Stopped, exercise};
+use crate::plugin::exercise::{Exercise, Stopped, carrying, exercise};
 use crate::plugin::isolate::Worker;
+use crate::plugin::sealed::SealedMap;
 use crate::state::State;
-use crate::state::persist::{Saved, SavedRef};
+use crate::state::migrate::Decision;
+use crate::state::persist::SavedRef;
 
-use super::{TrialFailure, TrialSettings, collect_output, printed, with_panic};
+use super::{StateSource, TrialFailure, TrialSettings, collect_output, printed, with_panic};
 
 /// Runs the trial of the library at `library` (the host's private copy of
 /// the build output `bytes`) in a worker, on a copy of `state` carried over
@@ -25,7 +32,7 @@ pub fn run(
     bytes: &[u8],
     lib_name: &str,
     settings: &TrialSettings,
-    state: Option<Saved>,
+    state: Option<StateSource>,
 ) -> Result<(), TrialFailure> {
     let failure = |reason: String| TrialFailure {
         reason: Rejection::Faulted(reason),
@@ -67,20 +74,54 @@ pub fn run(
 fn exercise_in_worker(
     plugin: &Plugin,
     settings: &TrialSettings,
-    state: Option<&Saved>,
+    state: Option<&StateSource>,
     layout: Option<&Layout>,
 ) -> Result<(), Rejection> {
     let size = plugin.state_size();
-    let mut block =
-        State::shared(size).map_err(|why| Rejection::StateUnallocatable { size, why })?;
+    let unallocatable = |why| Rejection::StateUnallocatable { size, why };
+    let refused =
+        |why: String| Rejection::Faulted(format!("trial: cannot read the state image: {why}"));
+    // The image, mapped read-only here: the old state a migration reads.
+    let image = match state {
+        Some(StateSource::Image(image)) => {
+            Some(SealedMap::open(&image.bytes, image.what.len).map_err(refused)?)
+        }
+        _ => None,
+    };
+    let saved = match (state, &image) {
+        (Some(StateSource::Image(image)), Some(map)) => Some(SavedRef {
+            state: map.bytes(),
+            state_version: image.what.state_version,
+            layout: image.what.layout.as_ref(),
+        }),
+        (Some(StateSource::Copy(saved)), _) => Some(SavedRef::from(saved)),
+        _ => None,
+    };
+    // Carried as it is: the worker's block is its own private mapping of
+    // the image, and no byte is copied up front. Otherwise a shared block
+    // that the migration below fills (the worker sees what the host
+    // writes into it).
+    let preloaded = match (&image, &saved) {
+        (Some(_), Some(saved)) => carried_as_is(plugin, saved, layout, settings),
+        _ => false,
+    };
+    let mut block = match (state, preloaded) {
+        (Some(StateSource::Image(image)), true) => image
+            .bytes
+            .try_clone()
+            .map_err(|e| e.to_string())
+            .and_then(|file| State::copy_of(file.into(), size)),
+        _ => State::shared(size),
+    }
+    .map_err(unallocatable)?;
     let ex = Exercise {
         ticks: settings.ticks,
         dt: settings.dt,
         seed: settings.seed,
         tick: settings.tick,
         reset_fields: &settings.reset_fields,
-        state: state.map(SavedRef::from),
-        preloaded: false,
+        state: saved,
+        preloaded,
         layout,
     };
     let exercised = exercise(plugin, &mut block, &ex, &mut |_| {});
@@ -99,6 +140,21 @@ fn exercise_in_worker(
         ))),
         Err(Stopped::Refused(why)) => Err(why),
     }
+}
+
+/// Whether the exercise keeps `saved` as it is for `plugin` (the same
+/// decision it makes itself), at the same size.
+fn carried_as_is(
+    plugin: &Plugin,
+    saved: &SavedRef<'_>,
+    layout: Option<&Layout>,
+    settings: &TrialSettings,
+) -> bool {
+    saved.state.len() == plugin.state_size()
+        && matches!(
+            carrying(plugin, saved, layout, &settings.reset_fields),
+            Ok(Decision::Keep)
+        )
 }
 
 /// The new build's layout as the trial needs it: the plugin's schema, or

@@ -278,16 +278,21 @@ impl Worker {
     }
 
     fn map(&self, state: &State) -> Result<(), Fault> {
-        let Some(fd) = state.shared_fd() else {
-            return Err(self.error("the state is not in shared memory"));
-        };
         // The descriptors first: the worker reads them when it sees the
-        // request. A large block's written-pages bitmap comes with it.
-        let mut fds = vec![fd.as_raw_fd()];
-        fds.extend(state.written_pages_fd().map(|bits| bits.as_raw_fd()));
+        // request. A large block's written-pages bitmap comes with it; a
+        // private copy is nobody's to track.
+        let (op, fds) = match (state.shared_fd(), state.copied_fd()) {
+            (Some(fd), _) => {
+                let mut fds = vec![fd.as_raw_fd()];
+                fds.extend(state.written_pages_fd().map(|bits| bits.as_raw_fd()));
+                (Op::Map, fds)
+            }
+            (None, Some(fd)) => (Op::MapCopy, vec![fd.as_raw_fd()]),
+            (None, None) => return Err(self.error("the state is not in shared memory")),
+        };
         send_with_fds(&self.socket, &[0u8], &fds)
             .map_err(|e| self.error(&format!("cannot hand the state to the worker: {e}")))?;
-        self.call(Op::Map, |p| {
+        self.call(op, |p| {
             p.block.store(state.id(), Ordering::Relaxed);
             p.addr.store(state.address() as u64, Ordering::Relaxed);
             p.size.store(state.size() as u64, Ordering::Relaxed);

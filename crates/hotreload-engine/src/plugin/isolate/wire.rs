@@ -101,6 +101,9 @@ pub enum Op {
     /// Answer at once, then watch the page for the next request instead of
     /// sleeping: a call is coming.
     Warm = 10,
+    /// Map privately the memory file whose descriptor comes next on the
+    /// socket, as a block of its own: a trial's copy of the trial image.
+    MapCopy = 11,
 }
 
 impl Op {
@@ -116,6 +119,7 @@ impl Op {
             8 => Op::Unmap,
             9 => Op::Exit,
             10 => Op::Warm,
+            11 => Op::MapCopy,
             _ => return None,
         })
     }
@@ -129,7 +133,7 @@ impl Op {
             Op::Hook => "in a hook",
             Op::Migrate => "in migrate",
             Op::Describe => "in describe",
-            Op::Map => "mapping a block",
+            Op::Map | Op::MapCopy => "mapping a block",
             Op::Unmap => "unmapping a block",
             Op::Exit => "in a destructor",
             Op::Warm => "warming up",

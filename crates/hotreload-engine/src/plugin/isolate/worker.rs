@@ -240,11 +240,11 @@ impl Server {
     fn serve_one(&mut self, page: &CallPage) -> bool {
         let op = Op::from_u32(page.op.load(Ordering::Relaxed));
         let outcome = match op {
-            Some(Op::Map) => {
+            Some(op @ (Op::Map | Op::MapCopy)) => {
                 // Mapping needs address space and descriptors as the worker
                 // had them.
                 settle("before the state was mapped");
-                self.map(page).map(|()| Reply::default())
+                self.map(page, op == Op::MapCopy).map(|()| Reply::default())
             }
             Some(Op::Unmap) => {
                 self.blocks.remove(&page.block.load(Ordering::Relaxed));
@@ -419,8 +419,9 @@ impl Server {
         }
     }
 
-    /// Takes the block whose descriptor the host sent before the request.
-    fn map(&mut self, page: &CallPage) -> Result<(), Result<Fault, String>> {
+    /// Takes the block whose descriptor the host sent before the request:
+    /// shared with the host, or (`copy`) a private copy of the file.
+    fn map(&mut self, page: &CallPage, copy: bool) -> Result<(), Result<Fault, String>> {
         let id = page.block.load(Ordering::Relaxed);
         let at = page.addr.load(Ordering::Relaxed) as usize;
         let size =
@@ -429,6 +430,11 @@ impl Server {
         let fd = fds
             .next()
             .ok_or_else(|| Err("no block descriptor".to_owned()))?;
+        if copy {
+            let block = State::map_copy_at(fd, at, size).map_err(Err)?;
+            self.blocks.insert(id, block);
+            return Ok(());
+        }
         let mut block = State::map_at(fd, at, size).map_err(Err)?;
         // A large block comes with the host's written-pages bitmap: the
         // writes made here are reported to it (see `state::shared_pages`).
