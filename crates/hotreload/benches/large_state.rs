@@ -12,10 +12,9 @@
 //! its deadline (and the spread), the ticks skipped in all, the swaps per
 //! run against the saves (and the builds found to be the running version
 //! again: the variants alternate, so saves gathered in pairs come back to
-//! it, "unchanged"), and the time from a build's `[build] success`
-//! line to its `[reload] swapped` line (p50 and p99 over every swap of
-//! every round). The figures come from the server's own closing `[tick]`
-//! line and from when its lines were read.
+//! it, "unchanged"), and the time from a build's exit to its swap (p50 and
+//! p99 over every swap of every round). The figures are the server's own:
+//! its closing `[tick]` line and its `[reload] swapped` lines.
 //!
 //! `HOTRELOAD_BENCH_MIB` (64), `HOTRELOAD_BENCH_ROUNDS` (3),
 //! `HOTRELOAD_BENCH_SECONDS` (10) and `HOTRELOAD_BENCH_LAYOUTS` (`same,new`)
@@ -197,6 +196,6 @@ fn main() {
         }
     }
     println!(
-        "\n(latest start: median over rounds, ms after the deadline, and the spread; after build: p50/p99 ms from `[build] success` to `[reload] swapped`)"
+        "\n(latest start: median over rounds, ms after the deadline, and the spread; after build: p50/p99 ms from the build's exit to the swap)"
     );
 }

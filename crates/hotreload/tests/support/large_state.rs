@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Server;
 
@@ -152,8 +152,9 @@ pub struct Run {
     /// Builds found byte for byte the running version (the saves gathered
     /// into them came back to it: the variants alternate).
     pub unchanged: usize,
-    /// For each swap, ms from the last `[build] success` line before it
-    /// (since the swap before) to the `[reload] swapped` line.
+    /// For each swap, ms from its build's exit to the swap, as the server
+    /// measured it (its `[reload] swapped` line says so: the lines may be
+    /// written out together, later than either).
     pub after_build_ms: Vec<f64>,
     pub transcript: String,
 }
@@ -207,11 +208,10 @@ fn run_with(program: &Path, dir: &Path, trials: bool, extra: &[&str], load: impl
         server.transcript()
     );
     server.wait();
-    let lines = server.timed_lines();
+    let lines = server.lines();
     let stats = lines
         .iter()
         .rev()
-        .map(|(_, l)| l)
         .find(|l| l.starts_with("[tick]") && l.contains("ticks in"))
         .unwrap_or_else(|| panic!("no tick figures:\n{}", server.transcript()));
     let number_after = |key: &str| -> Option<f64> {
@@ -223,17 +223,18 @@ fn run_with(program: &Path, dir: &Path, trials: bool, extra: &[&str], load: impl
             .parse()
             .ok()
     };
-    let mut after_build_ms = Vec::new();
-    let mut built: Option<Instant> = None;
-    for (at, line) in &lines {
-        if line.starts_with("[build] success") {
-            built = Some(*at);
-        } else if line.starts_with("[reload] swapped") {
-            if let Some(built) = built.take() {
-                after_build_ms.push(at.duration_since(built).as_secs_f64() * 1e3);
-            }
-        }
-    }
+    let after_build_ms = lines
+        .iter()
+        .filter(|l| l.starts_with("[reload] swapped"))
+        .filter_map(|l| {
+            l.split(" ms after the build")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
     Run {
         ticks: number_after("[tick] ").map_or(-1, |n| n as i64),
         skipped: stats

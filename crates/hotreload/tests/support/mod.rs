@@ -59,8 +59,6 @@ pub enum Waited {
 #[derive(Default)]
 struct Output {
     lines: Vec<String>,
-    /// When each of `lines` was read.
-    read_at: Vec<Instant>,
     /// Both streams (stdout and stderr) have ended.
     closed: bool,
     /// Streams that have ended so far.
@@ -113,10 +111,10 @@ impl Server {
                         eprintln!("| {line}");
                     }
                     let (lock, cv) = &*out;
-                    let mut out = lock.lock().unwrap_or_else(|e| e.into_inner());
-                    out.lines.push(line);
-                    out.read_at.push(Instant::now());
-                    drop(out);
+                    lock.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .lines
+                        .push(line);
                     cv.notify_all();
                 }
                 let (lock, cv) = &*out;
@@ -211,17 +209,6 @@ impl Server {
             .unwrap_or_else(|e| e.into_inner())
             .lines
             .clone()
-    }
-
-    /// Everything printed so far, each line with when it was read: for
-    /// benchmarks that time one line against another.
-    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
-        let out = self.out.0.lock().unwrap_or_else(|e| e.into_inner());
-        out.read_at
-            .iter()
-            .copied()
-            .zip(out.lines.iter().cloned())
-            .collect()
     }
 
     /// Lines printed after the cursor so far, without moving it.
