@@ -47,7 +47,7 @@ use crate::plugin::child::{
 use crate::state::State;
 
 pub use report::Loaded;
-use wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
+use wire::{CallPage, Op, Page, Status, current_cpu, futex_wait, futex_wake, may_spin};
 
 /// How long a request is spun on before the host sleeps on it: most ticks
 /// are shorter, and a futex sleep adds a wake-up to the round trip.
@@ -463,6 +463,7 @@ impl Worker {
         let number = self.sent.get().wrapping_add(1);
         self.sent.set(number);
         page.op.store(op as u32, Ordering::Relaxed);
+        page.host_cpu.store(current_cpu(), Ordering::Relaxed);
         fill(page);
         // Sequentially consistent with the worker's `asleep` flag: either
         // it sees this request before it sleeps, or this sees it asleep.
@@ -478,14 +479,13 @@ impl Worker {
         let page = &*self.page;
         let started = Instant::now();
         let mut deadline = started + self.timeout;
-        // Watch first: a short call is back before a sleep would be over.
-        // Yielding, not spinning: on a machine with no core to spare, the
-        // worker may need this very one.
-        while started.elapsed() < SPIN {
+        // Watch first: a short call is back before a sleep would be over;
+        // but only while the worker is on another CPU (see `may_spin`).
+        while started.elapsed() < SPIN && may_spin(&page.worker_cpu) {
             if page.response.load(Ordering::Acquire) == number {
                 return self.reply();
             }
-            std::thread::yield_now();
+            std::hint::spin_loop();
         }
         let mut noted_at = None;
         loop {

@@ -3,7 +3,8 @@
 //! Two channels. Calls go through the **call page**, a page of shared memory
 //! that both map: the host writes a request and bumps `request`, the worker
 //! wakes (a futex on that word), makes the call, writes the result and bumps
-//! `response`, which the host waits on (spinning briefly, then a futex). No
+//! `response`, which the host waits on (spinning briefly while the worker
+//! runs on another CPU, then a futex; see [`may_spin`]). No
 //! system call carries data. Each side says when it sleeps, so that the
 //! other makes the wake-up system call only then: a worker that is watching
 //! the page (just after a call, or after a warm-up request sent ahead of the
@@ -37,6 +38,10 @@ pub struct CallPage {
     pub worker_asleep: AtomicU32,
     /// Non-zero while the host sleeps on `response`.
     pub host_asleep: AtomicU32,
+    /// The CPU each side ran on when it last sent (the host, a request;
+    /// the worker, a response): see [`may_spin`].
+    pub host_cpu: AtomicU32,
+    pub worker_cpu: AtomicU32,
     /// The hook for [`Op::Hook`].
     pub hook: AtomicU32,
     /// The block a call works on; for [`Op::Migrate`] the old one.
@@ -75,6 +80,27 @@ pub struct CallPage {
     /// `text` (which the reply then reuses).
     pub input_len: AtomicU32,
     pub text: [AtomicU8; TEXT_CAPACITY],
+}
+
+/// The CPU this thread runs on now (from the vDSO; `u32::MAX` if unknown).
+pub fn current_cpu() -> u32 {
+    // SAFETY: no arguments; it only reads which CPU the thread is on.
+    u32::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(u32::MAX)
+}
+
+/// Whether a side waiting for the other may watch the page by spinning
+/// rather than sleep on it at once: only while the other ran on another
+/// CPU. On the same CPU, spinning keeps the other from running until the
+/// spinner's time is up; and yielding instead (`sched_yield`) costs the
+/// yielder its place in the scheduler's order whenever another thread is
+/// waiting for that CPU (the kernel's EEVDF scheduler moves its deadline a
+/// slice on for each yield): on two busy cores the tick thread and the
+/// worker, yielding around each call, each sat 4-6 ms behind background
+/// work (a migration, freeing, a build) before they ran again. A sleeper
+/// keeps its place and is woken ahead of them.
+pub fn may_spin(other_cpu: &AtomicU32) -> bool {
+    let other = other_cpu.load(Ordering::Relaxed);
+    other != u32::MAX && other != current_cpu()
 }
 
 pub const TEXT_CAPACITY: usize = 2048;

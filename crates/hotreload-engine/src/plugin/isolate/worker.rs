@@ -36,7 +36,7 @@ use crate::state::State;
 use super::report::{
     self, HAS_DESCRIBE, HAS_INIT, HAS_MIGRATE, HAS_ON_RELOAD, HAS_ON_UNLOAD, HAS_TICK, Loaded,
 };
-use super::wire::{CallPage, Op, Page, Status, futex_wait, futex_wake};
+use super::wire::{self, CallPage, Op, Page, Status, futex_wait, futex_wake};
 
 pub const SUBCOMMAND: &str = "__hotreload-worker";
 pub const REQUEST_FD: i32 = 3;
@@ -175,6 +175,8 @@ pub fn serve(handed: HandedOver) -> i32 {
         seen = asked;
         let op = page.op.load(Ordering::Relaxed);
         let exit = server.serve_one(&page);
+        page.worker_cpu
+            .store(wire::current_cpu(), Ordering::Relaxed);
         page.response.store(asked, Ordering::SeqCst);
         if page.host_asleep.load(Ordering::SeqCst) != 0 {
             futex_wake(&page.response);
@@ -207,9 +209,10 @@ fn next_request(page: &CallPage, seen: u32, watch: Duration) -> u32 {
         if asked != seen {
             return asked;
         }
-        if started.elapsed() < watch {
-            // Yielding: the host may need this core to send the request.
-            std::thread::yield_now();
+        // Watching only while the host is on another CPU (see
+        // `wire::may_spin`).
+        if started.elapsed() < watch && wire::may_spin(&page.host_cpu) {
+            std::hint::spin_loop();
             continue;
         }
         // Sequentially consistent with the host's request store: either it
