@@ -64,11 +64,9 @@ fn paced(plugin: &Plugin, state: &mut State, warm: bool) -> (f64, f64) {
     for _ in 0..PACED_CALLS {
         next += PACE;
         if warm {
+            // Then asleep to the deadline, as the tick loop is.
             sleep_until(next - LEAD);
             plugin.warm();
-            while Instant::now() < next {
-                std::thread::yield_now();
-            }
         }
         sleep_until(next);
         let start = Instant::now();

@@ -433,9 +433,15 @@ impl Worker {
     /// Wakes the worker ahead of a call that is about to come (the next
     /// tick): it answers at once and then watches the page for a while
     /// instead of sleeping, so that the call does not wait for a process to
-    /// be scheduled. Does not wait for the answer.
+    /// be scheduled. Does not wait for the answer. Only while the worker
+    /// last ran on another CPU than this thread: on the same one it would
+    /// not watch (see `wire::may_spin`), and the warm-up is one wake-up
+    /// more for nothing.
     pub fn warm(&self) {
-        if self.gone.get().is_some() || self.warming.get().is_some() {
+        if self.gone.get().is_some()
+            || self.warming.get().is_some()
+            || !may_spin(&self.page.worker_cpu)
+        {
             return;
         }
         let number = self.send(Op::Warm, |_| {});

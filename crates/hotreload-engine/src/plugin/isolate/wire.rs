@@ -224,7 +224,7 @@ pub struct Page {
 }
 
 impl Page {
-    /// A new zeroed page (every atomic starts at 0).
+    /// A new page: every atomic starts at 0 but the CPUs, unknown.
     pub fn create() -> Result<Page, String> {
         // SAFETY: a NUL-terminated name and flags; the result, if valid, is
         // a new descriptor owned by nobody else.
@@ -240,7 +240,10 @@ impl Page {
         File::from(fd.try_clone().map_err(|e| e.to_string())?)
             .set_len(PAGE_LEN as u64)
             .map_err(|e| format!("cannot size the call page: {e}"))?;
-        Page::map(fd)
+        let page = Page::map(fd)?;
+        page.host_cpu.store(u32::MAX, Ordering::Relaxed);
+        page.worker_cpu.store(u32::MAX, Ordering::Relaxed);
+        Ok(page)
     }
 
     /// The page behind `fd`, which must be at least [`PAGE_LEN`] bytes.
